@@ -1,0 +1,332 @@
+//! The closed set of reasons a call does not reach its upstream, each mapped to
+//! exactly one HTTP response by one exhaustive `match`.
+//!
+//! A [`Denial`] is the caller's side of the ledger (4xx); a [`Failure`] is ours or the
+//! upstream's (5xx). Both carry a private reason for the run history; the caller only
+//! ever sees a fixed public message and the request id. This module sits low so that
+//! both `proxy` and `audit` use it without importing each other.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// A refusal decided by policy or caused by the caller's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No trigger matches host and path. No hint of what exists.
+    RouteNotFound,
+    /// A trigger matches the path but not the method.
+    MethodNotAllowed {
+        /// Methods the trigger accepts, for the `Allow` header.
+        allow: String,
+    },
+    /// The request is malformed in a way the HTTP parser let through.
+    BadRequest {
+        /// What was wrong (private).
+        reason: String,
+    },
+    /// The client or peer address is refused by an IP rule.
+    IpForbidden {
+        /// The rule that refused it (private).
+        rule: String,
+    },
+    /// No valid credential: no token, a bad token, or a bad signed URL.
+    Unauthenticated {
+        /// `realm` for `WWW-Authenticate`.
+        realm: String,
+        /// A credential was presented (adds `error="invalid_token"`).
+        presented: bool,
+        /// Which check failed (private): signature, exp, aud, ...
+        reason: String,
+    },
+    /// A valid caller that the trigger's tenant/principal/claim/IP-pin rules refuse.
+    Forbidden {
+        /// Which rule refused it (private).
+        reason: String,
+    },
+    /// A valid caller lacking a required role or scope.
+    InsufficientScope {
+        /// `realm` for `WWW-Authenticate`.
+        realm: String,
+        /// Which requirement failed (private).
+        reason: String,
+    },
+    /// The caller's rate-limit budget is spent.
+    RateLimited {
+        /// Whole seconds until a retry succeeds if nobody else spends the budget.
+        retry_after_secs: u64,
+        /// The `RateLimit-Policy` header value.
+        policy: String,
+        /// The `RateLimit` header value.
+        limit: String,
+        /// Which key and rule (private).
+        reason: String,
+    },
+    /// The pre-authentication shield refused a flood from one address.
+    Shielded {
+        /// Whole seconds until the shield admits again.
+        retry_after_secs: u64,
+    },
+    /// The request body exceeds the trigger's limit.
+    BodyTooLarge {
+        /// The limit in bytes (private).
+        limit: u64,
+    },
+}
+
+/// A call that passed admission but could not be completed, or that could not be judged
+/// because something we depend on is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The identity's signing keys are unavailable, so no token can be judged (503).
+    KeysUnavailable {
+        /// Why (private).
+        reason: String,
+    },
+    /// A secret needed for injection could not be resolved (503). Names the reference,
+    /// never a value.
+    SecretUnavailable {
+        /// Why, naming the secret reference (private).
+        reason: String,
+    },
+    /// The shared rate limiter is unreachable and the policy says fail closed (503).
+    LimiterUnavailable {
+        /// Why (private).
+        reason: String,
+    },
+    /// The upstream could not be reached or broke the exchange (502).
+    UpstreamUnreachable {
+        /// Why (private).
+        reason: String,
+    },
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout {
+        /// Which timeout (private).
+        reason: String,
+    },
+    /// A bug or impossible state on our side (500).
+    Internal {
+        /// What happened (private).
+        reason: String,
+    },
+}
+
+/// Either kind of refusal: what `handle` turns into the one response of a failed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Refused by policy or because of the caller's request.
+    Denied(Denial),
+    /// Not completed through no fault of the caller.
+    Failed(Failure),
+}
+
+impl From<Denial> for Rejection {
+    fn from(denial: Denial) -> Self {
+        Self::Denied(denial)
+    }
+}
+
+impl From<Failure> for Rejection {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+/// Extra headers a rejection carries.
+enum Extra<'a> {
+    None,
+    Allow(&'a str),
+    Challenge(String),
+    RetryAfter { secs: u64, policy: Option<&'a str>, limit: Option<&'a str> },
+}
+
+impl Rejection {
+    /// Status, stable kind (for the run history and metrics), public message, private
+    /// reason and extra headers: the one place a rejection's response is decided.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String, Extra<'_>) {
+        use Denial as D;
+        use Failure as F;
+        match self {
+            Self::Denied(D::RouteNotFound) => {
+                (StatusCode::NOT_FOUND, "not_found", "not found", "no trigger matches".into(), Extra::None)
+            }
+            Self::Denied(D::MethodNotAllowed { allow }) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+                format!("method not in {allow}"),
+                Extra::Allow(allow),
+            ),
+            Self::Denied(D::BadRequest { reason }) => {
+                (StatusCode::BAD_REQUEST, "bad_request", "bad request", reason.clone(), Extra::None)
+            }
+            Self::Denied(D::IpForbidden { rule }) => {
+                (StatusCode::FORBIDDEN, "ip_forbidden", "forbidden", rule.clone(), Extra::None)
+            }
+            Self::Denied(D::Unauthenticated { realm, presented, reason }) => {
+                let challenge = if *presented {
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+                } else {
+                    format!("Bearer realm=\"{realm}\"")
+                };
+                (StatusCode::UNAUTHORIZED, "unauthenticated", "unauthorized", reason.clone(), Extra::Challenge(challenge))
+            }
+            Self::Denied(D::Forbidden { reason }) => {
+                (StatusCode::FORBIDDEN, "forbidden", "forbidden", reason.clone(), Extra::None)
+            }
+            Self::Denied(D::InsufficientScope { realm, reason }) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "forbidden",
+                reason.clone(),
+                Extra::Challenge(format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"")),
+            ),
+            Self::Denied(D::RateLimited { retry_after_secs, policy, limit, reason }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests",
+                reason.clone(),
+                Extra::RetryAfter { secs: *retry_after_secs, policy: Some(policy), limit: Some(limit) },
+            ),
+            Self::Denied(D::Shielded { retry_after_secs }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "shielded",
+                "too many requests",
+                "pre-authentication shield".into(),
+                Extra::RetryAfter { secs: *retry_after_secs, policy: None, limit: None },
+            ),
+            Self::Denied(D::BodyTooLarge { limit }) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body too large",
+                format!("body over {limit} bytes"),
+                Extra::None,
+            ),
+            Self::Failed(F::KeysUnavailable { reason }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keys_unavailable",
+                "service unavailable",
+                reason.clone(),
+                Extra::None,
+            ),
+            Self::Failed(F::SecretUnavailable { reason }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secret_unavailable",
+                "service unavailable",
+                reason.clone(),
+                Extra::None,
+            ),
+            Self::Failed(F::LimiterUnavailable { reason }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "limiter_unavailable",
+                "service unavailable",
+                reason.clone(),
+                Extra::None,
+            ),
+            Self::Failed(F::UpstreamUnreachable { reason }) => {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable", "bad gateway", reason.clone(), Extra::None)
+            }
+            Self::Failed(F::UpstreamTimeout { reason }) => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "gateway timeout", reason.clone(), Extra::None)
+            }
+            Self::Failed(F::Internal { reason }) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+                reason.clone(),
+                Extra::None,
+            ),
+        }
+    }
+
+    /// The HTTP status of this rejection.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// A stable snake_case name for the run history and metrics.
+    pub fn kind(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The private reason, for the run history only.
+    pub fn reason(&self) -> String {
+        self.parts().3
+    }
+
+    /// The one response for this rejection: a short JSON body with the public message and
+    /// the request id, never internals.
+    pub fn response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        let (status, kind, message, _, extra) = self.parts();
+        let body = serde_json::json!({ "error": kind, "message": message, "request_id": request_id });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut set = |name: header::HeaderName, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        match extra {
+            Extra::None => {}
+            Extra::Allow(allow) => set(header::ALLOW, allow),
+            Extra::Challenge(challenge) => set(header::WWW_AUTHENTICATE, &challenge),
+            Extra::RetryAfter { secs, policy, limit } => {
+                set(header::RETRY_AFTER, &secs.to_string());
+                if let Some(policy) = policy {
+                    set(header::HeaderName::from_static("ratelimit-policy"), policy);
+                }
+                if let Some(limit) = limit {
+                    set(header::HeaderName::from_static("ratelimit"), limit);
+                }
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn bodies_are_short_and_carry_no_private_reason() {
+        let rejection = Rejection::Failed(Failure::SecretUnavailable { reason: "vault kv: sealed".into() });
+        let response = rejection.response("req-1");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("req-1"));
+        assert!(!text.contains("sealed"));
+    }
+
+    #[test]
+    fn unauthenticated_carries_a_challenge() {
+        let rejection = Rejection::Denied(Denial::Unauthenticated {
+            realm: "flowgate".into(),
+            presented: true,
+            reason: "exp".into(),
+        });
+        let response = rejection.response("r");
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"flowgate\", error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let rejection = Rejection::Denied(Denial::RateLimited {
+            retry_after_secs: 7,
+            policy: "\"default\";q=2000;w=60".into(),
+            limit: "\"default\";r=0;t=7".into(),
+            reason: "principal".into(),
+        });
+        let response = rejection.response("r");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+}

@@ -1,0 +1,45 @@
+//! flowgate: a TLS reverse-proxy gateway that guards the public URLs of
+//! HTTP-triggered automation flows.
+//!
+//! # Layout
+//! One module per concern; the request path reads top to bottom in
+//! [`proxy::handle`]:
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`config`] | `Raw*` serde structs of the policy file, loading with `FILE:LINE:COL` diagnostics |
+//! | [`policy`] | `compile()`: raw config → one immutable [`policy::Policy`] (routes, CIDR sets, rules) |
+//! | [`gateway`] | the [`gateway::Gateway`] value: the policy behind an atomic pointer plus state that survives reloads |
+//! | [`server`] | listeners, TLS accept, connection cap, graceful shutdown |
+//! | [`tls`] | rustls configuration, certificate reload, development certificates |
+//! | [`proxy`] | `handle` → `admit` → `forward`; header hygiene; the upstream client |
+//! | [`denial`] | the closed set of refusals and failures, each mapped to one HTTP response |
+//! | [`firewall`] | CIDR allow/deny tables, client address resolution |
+//! | [`auth`] | bearer JWT validation, JWKS, tenant/principal rules, signed URLs |
+//! | [`ratelimit`] | exact sliding-window limiter (local and Redis), pre-auth shield |
+//! | [`secrets`] | secret references, vault backends, rotating cache, templates |
+//! | [`audit`] | one run record per call, sinks |
+//! | [`admin`] | the admin listener: health, readiness, metrics, policy, runs |
+//! | [`telemetry`] | logging and metrics setup |
+//! | [`reload`] | policy file watch and SIGHUP |
+//! | [`demo`] | the `flowgate demo` echo upstream and development issuer |
+//! | [`cli`] | the `flowgate` command line |
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod denial;
+pub mod firewall;
+pub mod gateway;
+pub mod policy;
+pub mod proxy;
+pub mod ratelimit;
+pub mod reload;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
