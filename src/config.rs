@@ -8,6 +8,7 @@
 mod diagnostics;
 mod duration;
 mod load;
+pub mod diff;
 
 pub use diagnostics::{ConfigError, Diagnostics, KeyPath};
 pub use duration::HumanDuration;

@@ -1,0 +1,1 @@
+//! What a policy change changes (`flowgate check --diff OLD NEW`).
