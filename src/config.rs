@@ -6,9 +6,9 @@
 //! broken trigger does not hide the errors of the next.
 
 mod diagnostics;
+pub mod diff;
 mod duration;
 mod load;
-pub mod diff;
 
 pub use diagnostics::{ConfigError, Diagnostics, KeyPath};
 pub use duration::HumanDuration;
@@ -367,7 +367,7 @@ fn default_methods() -> Vec<String> {
 }
 
 /// How a trigger's `path` matches.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PathMatch {
     /// The request path must equal `path`.

@@ -1,1 +1,154 @@
-//! gateway
+//! The [`Gateway`] value: the running policy behind one atomic pointer, plus the state
+//! that must outlive a policy swap (upstream connection pool, TLS certificate, and the
+//! per-feature stores). No globals: everything a request needs hangs off this value.
+
+use crate::config::ConfigError;
+use crate::policy::{self, Policy, UpstreamClient};
+use crate::tls::ReloadableCert;
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Everything one flowgate instance runs on.
+pub struct Gateway {
+    policy: ArcSwap<Policy>,
+    /// The policy file, when the policy came from one (reload re-reads it).
+    policy_path: Option<PathBuf>,
+    /// The HTTPS listener's certificate, set once the listener exists.
+    cert: OnceLock<Arc<ReloadableCert>>,
+    /// Serializes reloads (file watch, SIGHUP and the admin API may race).
+    reload_lock: Mutex<()>,
+    ready: AtomicBool,
+    /// The pooled client for upstreams without their own CA.
+    pub upstream: UpstreamClient,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new policy is running.
+    Swapped {
+        /// Its version.
+        version: String,
+    },
+    /// The file compiled to the policy already running.
+    Unchanged {
+        /// The running version.
+        version: String,
+    },
+}
+
+impl Gateway {
+    /// A gateway running `policy`. `policy_path` is re-read on reload.
+    ///
+    /// # Errors
+    /// The upstream client cannot be built (no usable root certificates).
+    pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Result<Arc<Self>, String> {
+        let upstream = policy::build_client_for(&policy)?;
+        let metrics = crate::telemetry::metrics_handle();
+        publish_version(None, &policy.version);
+        Ok(Arc::new(Self {
+            policy: ArcSwap::from_pointee(policy),
+            policy_path,
+            cert: OnceLock::new(),
+            reload_lock: Mutex::new(()),
+            ready: AtomicBool::new(false),
+            upstream,
+            metrics,
+        }))
+    }
+
+    /// The running policy. A call loads it once and keeps it to the end, so a reload
+    /// never changes the rules under a call in flight.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Remembers the HTTPS listener's certificate so reloads can replace it.
+    pub fn attach_cert(&self, cert: Arc<ReloadableCert>) {
+        let _ = self.cert.set(cert);
+    }
+
+    /// Marks the gateway ready (policy compiled and listeners bound) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// True once listeners are bound and until shutdown starts.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Re-reads and compiles the policy file; swaps it in only on complete success. On
+    /// failure the running policy stays, the errors are returned (and logged by callers),
+    /// and `flowgate_policy_reloads_total{result="failed"}` counts it.
+    ///
+    /// # Errors
+    /// Every problem of the new file, located.
+    pub fn reload(&self) -> Result<ReloadOutcome, Vec<ConfigError>> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(path) = &self.policy_path else {
+            return Ok(ReloadOutcome::Unchanged { version: self.policy().version.clone() });
+        };
+        let compiled = policy::load(path);
+        let new = match compiled {
+            Ok(new) => new,
+            Err(errors) => {
+                metrics::counter!("flowgate_policy_reloads_total", "result" => "failed").increment(1);
+                for error in &errors {
+                    tracing::error!(%error, "policy reload refused; the running policy stays");
+                }
+                return Err(errors);
+            }
+        };
+        Ok(self.swap(new))
+    }
+
+    /// Swaps in a compiled policy (and its certificate).
+    pub fn swap(&self, new: Policy) -> ReloadOutcome {
+        let old = self.policy();
+        if old.version == new.version {
+            return ReloadOutcome::Unchanged { version: old.version.clone() };
+        }
+        if let (Some(cert), Some(tls)) = (self.cert.get(), &new.server.tls) {
+            cert.replace((*tls.certified_key).clone());
+        }
+        if old.server.listen != new.server.listen
+            || old.server.plain_http_listen != new.server.plain_http_listen
+            || old.admin_listen != new.admin_listen
+        {
+            tracing::warn!("listen addresses changed; they take effect at the next restart");
+        }
+        let version = new.version.clone();
+        publish_version(Some(&old.version), &version);
+        self.policy.store(Arc::new(new));
+        metrics::counter!("flowgate_policy_reloads_total", "result" => "ok").increment(1);
+        tracing::info!(version = %version, "policy reloaded");
+        ReloadOutcome::Swapped { version }
+    }
+
+    /// Reloads only the TLS certificate from the running policy's files (certificate
+    /// rotation without a policy change).
+    ///
+    /// # Errors
+    /// The files cannot be loaded; the old certificate stays.
+    pub fn reload_certificate(&self) -> Result<(), crate::tls::TlsError> {
+        let policy = self.policy();
+        if let (Some(cert), Some(tls)) = (self.cert.get(), &policy.server.tls) {
+            cert.replace(crate::tls::load_certified_key(&tls.files)?);
+            tracing::info!(cert = %tls.files.cert.display(), "TLS certificate reloaded");
+        }
+        Ok(())
+    }
+}
+
+fn publish_version(old: Option<&str>, new: &str) {
+    if let Some(old) = old {
+        metrics::gauge!("flowgate_policy_info", "version" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!("flowgate_policy_info", "version" => new.to_owned()).set(1.0);
+}

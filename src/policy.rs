@@ -1,1 +1,321 @@
-//! policy
+//! The compiled, immutable policy: everything a request needs, built once from the
+//! admins' TOML and swapped in atomically by [`crate::gateway::Gateway`].
+//!
+//! `compile()` holds every cross-field rule and reports all problems at once, each
+//! located in the file. Nothing here is recomputed per request.
+
+mod routes;
+mod upstream;
+
+pub use routes::{RouteMatch, Routes};
+pub use upstream::{Upstream, UpstreamClient};
+/// Body and error types of the upstream path.
+pub mod upstream_types {
+    pub use super::upstream::{BoxError, UpstreamBody};
+}
+
+use crate::config::{ConfigError, Diagnostics, KeyPath, PathMatch, RawLimits, RawPolicy, RawTrigger, SourceFile};
+use crate::tls::{CertFiles, ClientCertPolicy};
+use http::Method;
+use rustls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One compiled policy. Cheap to share (`Arc`); never mutated after `compile`.
+pub struct Policy {
+    /// A short hash of the policy text: the same text always has the same version.
+    pub version: String,
+    /// The file it came from (for messages).
+    pub source_name: String,
+    /// Listeners and TLS.
+    pub server: ServerSettings,
+    /// Size and time limits.
+    pub limits: Limits,
+    /// The admin listener's address, if enabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Trigger lookup by host, path and method.
+    pub routes: Routes,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("version", &self.version)
+            .field("triggers", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Listener settings.
+pub struct ServerSettings {
+    /// HTTPS listen address (when TLS is configured).
+    pub listen: SocketAddr,
+    /// TLS material, loaded and checked at compile time.
+    pub tls: Option<TlsSettings>,
+    /// Plain-HTTP listen address, only when asked for.
+    pub plain_http_listen: Option<SocketAddr>,
+}
+
+/// The HTTPS listener's certificate and client-certificate policy.
+pub struct TlsSettings {
+    /// Where the certificate came from (watched for changes).
+    pub files: CertFiles,
+    /// The loaded certificate and key.
+    pub certified_key: Arc<CertifiedKey>,
+    /// Client certificates, when mutual TLS is on.
+    pub client_certs: Option<ClientCertPolicy>,
+}
+
+/// Limits, with defaults from [`RawLimits`].
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time allowed for the request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Largest request body (per trigger overridable).
+    pub max_body_bytes: u64,
+    /// Upstream connect timeout.
+    pub upstream_connect_timeout: Duration,
+    /// Upstream response-head timeout (per trigger overridable).
+    pub upstream_response_timeout: Duration,
+    /// Open client connections at most.
+    pub max_connections: usize,
+    /// Idle keep-alive timeout.
+    pub idle_timeout: Duration,
+    /// Drain deadline on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// One guarded trigger.
+pub struct Trigger {
+    /// Its unique name.
+    pub name: String,
+    /// Lower-case host it answers, without port.
+    pub host: Option<String>,
+    /// Its path.
+    pub path: String,
+    /// Exact or prefix match.
+    pub path_match: PathMatch,
+    /// Accepted methods.
+    pub methods: Vec<Method>,
+    /// Where admitted calls go.
+    pub upstream: Upstream,
+    /// Largest body accepted.
+    pub max_body_bytes: u64,
+    /// Upstream response-head timeout.
+    pub response_timeout: Duration,
+    /// Forward the caller's Authorization header.
+    pub forward_authorization: bool,
+}
+
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trigger").field("name", &self.name).field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Compiles raw policy text into a [`Policy`].
+///
+/// # Errors
+/// Every problem found, located as `FILE:LINE:COL`.
+pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<ConfigError>> {
+    let mut diags = Diagnostics::default();
+    let root = KeyPath::root();
+    let limits = compile_limits(&raw.limits, &root.key("limits"), &mut diags);
+    let server = compile_server(raw, source, &root.key("server"), &mut diags);
+    let admin_listen = compile_admin(&raw.admin.listen, &root.key("admin").key("listen"), &mut diags);
+    let mut triggers = Vec::with_capacity(raw.trigger.len());
+    for (index, raw_trigger) in raw.trigger.iter().enumerate() {
+        let path = root.key("trigger").index(index);
+        if let Some(trigger) = compile_trigger(raw_trigger, &limits, source, &path, &mut diags) {
+            triggers.push(Arc::new(trigger));
+        }
+    }
+    let routes = Routes::build(triggers, &root.key("trigger"), &mut diags);
+    if raw.trigger.is_empty() {
+        diags.error_with_hint(&root, "the policy has no [[trigger]]", "add at least one [[trigger]] section");
+    }
+    if !diags.is_empty() {
+        return Err(source.locate(diags.into_vec()));
+    }
+    let Some(server) = server else {
+        return Err(source.locate(diags.into_vec()));
+    };
+    Ok(Policy {
+        version: hex::encode(&Sha256::digest(source.text.as_bytes())[..6]),
+        source_name: source.name.clone(),
+        server,
+        limits,
+        admin_listen,
+        routes,
+    })
+}
+
+/// Loads and compiles a policy file.
+///
+/// # Errors
+/// Every problem found, located as `FILE:LINE:COL`.
+pub fn load(path: &Path) -> Result<Policy, Vec<ConfigError>> {
+    let (raw, source) = crate::config::load_file(path)?;
+    compile(&raw, &source)
+}
+
+fn compile_limits(raw: &RawLimits, path: &KeyPath, diags: &mut Diagnostics) -> Limits {
+    let positive = |diags: &mut Diagnostics, key: &str, zero: bool| {
+        if zero {
+            diags.error(&path.key(key), "must be greater than zero");
+        }
+    };
+    positive(diags, "header_read_timeout", raw.header_read_timeout.0.is_zero());
+    positive(diags, "max_header_bytes", raw.max_header_bytes == 0);
+    positive(diags, "max_body_bytes", raw.max_body_bytes == 0);
+    positive(diags, "upstream_connect_timeout", raw.upstream_connect_timeout.0.is_zero());
+    positive(diags, "upstream_response_timeout", raw.upstream_response_timeout.0.is_zero());
+    positive(diags, "max_connections", raw.max_connections == 0);
+    positive(diags, "idle_timeout", raw.idle_timeout.0.is_zero());
+    if raw.max_header_bytes < 1024 {
+        diags.error_with_hint(&path.key("max_header_bytes"), "is too small for real requests", "use 8192 or more");
+    }
+    Limits {
+        header_read_timeout: raw.header_read_timeout.0,
+        max_header_bytes: raw.max_header_bytes,
+        max_body_bytes: raw.max_body_bytes,
+        upstream_connect_timeout: raw.upstream_connect_timeout.0,
+        upstream_response_timeout: raw.upstream_response_timeout.0,
+        max_connections: raw.max_connections,
+        idle_timeout: raw.idle_timeout.0,
+        shutdown_grace: raw.shutdown_grace.0,
+    }
+}
+
+fn parse_addr(text: &str, path: &KeyPath, diags: &mut Diagnostics) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            diags.error_with_hint(
+                path,
+                format!("{text:?} is not a socket address"),
+                "write IP:PORT, such as \"0.0.0.0:8443\" or \"[::]:8443\"",
+            );
+            None
+        }
+    }
+}
+
+fn compile_admin(listen: &str, path: &KeyPath, diags: &mut Diagnostics) -> Option<SocketAddr> {
+    if listen == "off" {
+        return None;
+    }
+    parse_addr(listen, path, diags)
+}
+
+fn compile_server(
+    raw: &RawPolicy,
+    source: &SourceFile,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> Option<ServerSettings> {
+    let listen = parse_addr(&raw.server.listen, &path.key("listen"), diags);
+    let plain_http_listen =
+        raw.server.plain_http_listen.as_deref().and_then(|a| parse_addr(a, &path.key("plain_http_listen"), diags));
+    let tls = raw.server.tls.as_ref().and_then(|tls| {
+        let tls_path = path.key("tls");
+        let files = CertFiles { cert: source.resolve(&tls.cert), key: source.resolve(&tls.key) };
+        let certified_key = match crate::tls::load_certified_key(&files) {
+            Ok(key) => Some(Arc::new(key)),
+            Err(e) => {
+                diags.error_with_hint(&tls_path.key("cert"), e.to_string(), "give PEM files readable by flowgate");
+                None
+            }
+        };
+        let client_certs = match &tls.client_ca {
+            None => {
+                if tls.client_auth.is_some() {
+                    diags.error(&tls_path.key("client_auth"), "needs client_ca");
+                }
+                None
+            }
+            Some(ca) => match crate::tls::read_roots(&source.resolve(ca)) {
+                Ok(roots) => Some(ClientCertPolicy {
+                    roots: Arc::new(roots),
+                    required: tls.client_auth == Some(crate::config::ClientAuth::Required),
+                }),
+                Err(e) => {
+                    diags.error(&tls_path.key("client_ca"), e.to_string());
+                    None
+                }
+            },
+        };
+        certified_key.map(|certified_key| TlsSettings { files, certified_key, client_certs })
+    });
+    if raw.server.tls.is_none() && raw.server.plain_http_listen.is_none() {
+        diags.error_with_hint(
+            path,
+            "no listener: [server] has neither tls nor plain_http_listen",
+            "add tls = { cert = \"certs/server.crt\", key = \"certs/server.key\" }",
+        );
+    }
+    Some(ServerSettings { listen: listen?, tls, plain_http_listen })
+}
+
+fn compile_trigger(
+    raw: &RawTrigger,
+    limits: &Limits,
+    source: &SourceFile,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> Option<Trigger> {
+    if raw.name.trim().is_empty() {
+        diags.error(&path.key("name"), "must not be empty");
+    }
+    if !raw.path.starts_with('/') {
+        diags.error_with_hint(
+            &path.key("path"),
+            format!("{:?} does not start with '/'", raw.path),
+            "write \"/triggers/x\"",
+        );
+    }
+    if raw.path.contains(['?', '#']) {
+        diags.error(&path.key("path"), "must not contain a query or fragment");
+    }
+    let mut methods = Vec::new();
+    for (i, m) in raw.methods.iter().enumerate() {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(method) if !methods.contains(&method) => methods.push(method),
+            Ok(_) => diags.error(&path.key("methods").index(i), format!("{m} is listed twice")),
+            Err(_) => diags.error(&path.key("methods").index(i), format!("{m:?} is not an HTTP method")),
+        }
+    }
+    if raw.methods.is_empty() {
+        diags.error_with_hint(&path.key("methods"), "is empty, so nothing could call it", "write [\"POST\"]");
+    }
+    let host = raw.host.as_ref().map(|h| h.trim().to_ascii_lowercase());
+    if host.as_deref().is_some_and(str::is_empty) {
+        diags.error(&path.key("host"), "must not be empty when set");
+    }
+    let upstream = Upstream::compile(raw, source, limits, path, diags);
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    Some(Trigger {
+        name: raw.name.clone(),
+        host,
+        path: raw.path.clone(),
+        path_match: raw.path_match,
+        methods,
+        upstream: upstream?,
+        max_body_bytes,
+        response_timeout: raw.upstream_response_timeout.map_or(limits.upstream_response_timeout, |d| d.0),
+        forward_authorization: raw.forward_authorization,
+    })
+}
+
+/// The shared upstream client for a policy's limits.
+///
+/// # Errors
+/// No usable root certificates.
+pub fn build_client_for(policy: &Policy) -> Result<UpstreamClient, String> {
+    upstream::build_client(&policy.limits, None)
+}

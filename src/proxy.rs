@@ -1,5 +1,312 @@
-//! The request path: `handle` → `admit` → `forward` → one run record.
+//! The request path. [`handle`] reads top to bottom:
+//!
+//! 1. load the policy snapshot once (a reload never changes the rules under a call);
+//! 2. [`admit`]: every check, cheapest first, each a plain function returning
+//!    `Result<_, Denial>`; success yields a [`Permit`];
+//! 3. [`forward`]: only with a permit; render the upstream request, stream it, stream the
+//!    answer back;
+//! 4. exactly one access-log line and one run record, written when the response body
+//!    ends (or is dropped), so the byte counts are real.
 
+mod body;
+mod headers;
 mod permit;
 
+pub use body::{BodyStats, CappedBody, ObservedBody};
+pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
+
+use crate::denial::{Denial, Failure, Rejection};
+use crate::gateway::Gateway;
+use crate::policy::upstream_types::{BoxError, UpstreamBody};
+use crate::policy::{Policy, Trigger};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Version, header};
+use http_body_util::BodyExt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// The body type of every response flowgate sends.
+pub type ResponseBody = UpstreamBody;
+
+/// What we know about the client connection a request came in on.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+    /// A process-unique id of the connection (for `tcp_connection` rate-limit keys).
+    pub id: u64,
+}
+
+/// A call that passed `admit`: where it goes, and the proof that it may.
+pub struct Admitted {
+    /// The matched trigger.
+    pub trigger: Arc<Trigger>,
+    /// The rest of the path after a prefix match.
+    pub rest: String,
+    /// The client address we settled on.
+    pub client: IpAddr,
+    /// Proof of admission.
+    pub permit: Permit,
+}
+
+/// Facts about one call, gathered along the way for its log line and run record.
+#[derive(Debug, Clone, Default)]
+pub struct CallFacts {
+    /// Our id for the call (also in the response and upstream request).
+    pub request_id: String,
+    /// Method.
+    pub method: String,
+    /// Path only: the query may carry signatures.
+    pub path: String,
+    /// The matched trigger's name.
+    pub trigger: Option<String>,
+    /// The client address we settled on.
+    pub client_ip: Option<IpAddr>,
+    /// The TCP peer.
+    pub peer_ip: Option<IpAddr>,
+    /// The upstream's status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// `allowed`, or the rejection kind.
+    pub decision: String,
+    /// The rejection's private reason.
+    pub reason: Option<String>,
+    /// The policy version the call ran on.
+    pub policy_version: String,
+}
+
+/// Handles one request from start to end. Never fails: every outcome is a response.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    connection: Arc<Connection>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+    let started = Instant::now();
+    let policy = gateway.policy();
+    let request_stats = Arc::new(BodyStats::default());
+    let mut facts = CallFacts {
+        request_id: new_request_id(),
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+        peer_ip: Some(connection.peer.ip()),
+        policy_version: policy.version.clone(),
+        ..CallFacts::default()
+    };
+
+    let outcome = match admit(&gateway, &policy, &connection, &request, &mut facts).await {
+        Ok(admitted) => forward(&gateway, &policy, &connection, admitted, request, &request_stats, &mut facts).await,
+        Err(rejection) => Err(rejection),
+    };
+
+    let mut response = match outcome {
+        Ok(response) => {
+            facts.decision = "allowed".to_owned();
+            response
+        }
+        Err(rejection) => {
+            facts.decision = rejection.kind().to_owned();
+            facts.reason = Some(rejection.reason());
+            rejection.response(&facts.request_id).map(|b| b.map_err(|never| match never {}).boxed_unsync())
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&facts.request_id) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    Ok(record_on_end(response, facts, started, request_stats))
+}
+
+/// Every check a call must pass, cheapest first, so a flood of bad calls never reaches
+/// signature verification, the rate-limit store or the vault.
+///
+/// # Errors
+/// The first check that refuses the call.
+pub async fn admit(
+    _gateway: &Gateway,
+    policy: &Policy,
+    connection: &Connection,
+    request: &Request<hyper::body::Incoming>,
+    facts: &mut CallFacts,
+) -> Result<Admitted, Rejection> {
+    // Client address first: every later rule and the run record need it.
+    let client = connection.peer.ip();
+    facts.client_ip = Some(client);
+
+    // Route: a miss is a bare 404 before anything else is revealed.
+    let host = request_host(request);
+    let found = policy.routes.find(host, request.uri().path(), request.method())?;
+    let trigger = found.trigger.clone();
+    facts.trigger = Some(trigger.name.clone());
+
+    // A declared body over the limit is refused before any expensive check.
+    if declared_length(request).is_some_and(|len| len > trigger.max_body_bytes) {
+        return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
+    }
+
+    Ok(Admitted { trigger, rest: found.rest.to_owned(), client, permit: Permit::issue() })
+}
+
+/// Sends an admitted call upstream and streams the answer back.
+///
+/// # Errors
+/// 413 when the body crosses the limit while streaming; 502 when the upstream cannot be
+/// reached; 504 when it does not answer in time.
+pub async fn forward(
+    gateway: &Gateway,
+    _policy: &Policy,
+    connection: &Connection,
+    admitted: Admitted,
+    request: Request<hyper::body::Incoming>,
+    request_stats: &Arc<BodyStats>,
+    facts: &mut CallFacts,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let Admitted { trigger, rest, client, permit: _permit } = admitted;
+    let host = request_host(&request).map(str::to_owned);
+    let (parts, body) = request.into_parts();
+    let uri = trigger
+        .upstream
+        .uri_for(&rest, parts.uri.query(), &|_| false)
+        .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") })?;
+
+    let mut headers = parts.headers;
+    headers::upstream_request_headers(
+        &mut headers,
+        trigger.forward_authorization,
+        &headers::ForwardedFor {
+            client,
+            proto: if connection.tls { "https" } else { "http" },
+            host: host.as_deref(),
+            request_id: &facts.request_id,
+        },
+    );
+
+    let body = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone()).boxed_unsync();
+    let mut upstream_request = Request::new(body);
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = uri;
+    // Upstreams speak HTTP/1.1: an h2 caller's request must be re-versioned, and Host is
+    // set from the upstream URL, never from the caller.
+    *upstream_request.version_mut() = Version::HTTP_11;
+    *upstream_request.headers_mut() = headers;
+    upstream_request.headers_mut().insert(header::HOST, trigger.upstream.host_header.clone());
+
+    let client_pool = trigger.client(&gateway.upstream);
+    let sent = tokio::time::timeout(trigger.response_timeout, client_pool.request(upstream_request)).await;
+    let response = match sent {
+        Err(_elapsed) => {
+            metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
+            return Err(Failure::UpstreamTimeout {
+                reason: format!(
+                    "no response head from {} within {:?}",
+                    trigger.upstream.display, trigger.response_timeout
+                ),
+            }
+            .into());
+        }
+        Ok(Err(error)) => {
+            if request_stats.exceeded.load(Ordering::Relaxed) {
+                return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
+            }
+            let kind = if error.is_connect() { "connect" } else { "exchange" };
+            metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
+            return Err(Failure::UpstreamUnreachable {
+                reason: format!("{kind} error with {}: {}", trigger.upstream.display, error_chain(&error)),
+            }
+            .into());
+        }
+        Ok(Ok(response)) => response,
+    };
+    facts.upstream_status = Some(response.status().as_u16());
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+}
+
+/// Wraps the response body so that the access log line (and run record) is written once,
+/// when the body ends or is dropped.
+fn record_on_end(
+    response: Response<ResponseBody>,
+    facts: CallFacts,
+    started: Instant,
+    request_stats: Arc<BodyStats>,
+) -> Response<ResponseBody> {
+    let status = response.status().as_u16();
+    let head_latency = started.elapsed();
+    metrics::counter!(
+        "flowgate_requests_total",
+        "trigger" => facts.trigger.clone().unwrap_or_else(|| "-".to_owned()),
+        "method" => method_class(&facts.method),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!("flowgate_request_duration_seconds").record(head_latency.as_secs_f64());
+    let (parts, body) = response.into_parts();
+    let observed = ObservedBody::new(
+        body,
+        Box::new(move |bytes_out, completed| {
+            tracing::info!(
+                target: "flowgate::access",
+                request_id = %facts.request_id,
+                trigger = facts.trigger.as_deref().unwrap_or("-"),
+                method = %facts.method,
+                path = %facts.path,
+                status,
+                duration_ms = started.elapsed().as_millis() as u64,
+                bytes_in = request_stats.bytes.load(Ordering::Relaxed),
+                bytes_out,
+                completed,
+                decision = %facts.decision,
+                client = %facts.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                "call"
+            );
+        }),
+    );
+    Response::from_parts(parts, observed.boxed_unsync())
+}
+
+/// The host the caller asked for: `:authority` on h2, `Host` on h1.
+pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    request.uri().authority().map(|a| a.as_str()).or_else(|| request.headers().get(header::HOST)?.to_str().ok())
+}
+
+fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// A fresh request id: a time-ordered UUID, so ids sort by arrival.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn method_class(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// An error and its causes on one line (for private reasons only).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A response body from bytes (for local answers: echo, admin, errors).
+pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}

@@ -1,1 +1,61 @@
-//! telemetry
+//! Logging (tracing; human-readable or JSON, level from `RUST_LOG`) and the Prometheus
+//! metrics recorder.
+//!
+//! The `metrics` crate keeps its recorder process-wide by design; flowgate installs it
+//! once and every `Gateway` in the process shares it. All metric names start with
+//! `flowgate_`, and no label ever carries a token, a query string or a secret.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Pretty,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Installs the tracing subscriber for the binary. Level from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second call (tests) keeps the first subscriber; that is fine.
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Latency buckets in seconds, for request and upstream histograms.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The process's Prometheus handle, installing the recorder on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (a test harness); we still render ours.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!("flowgate_requests_total", "Calls by trigger, method class and status.");
+    metrics::describe_histogram!("flowgate_request_duration_seconds", "Time from request head to response head.");
+    metrics::describe_counter!("flowgate_upstream_errors_total", "Upstream failures by kind.");
+    metrics::describe_gauge!("flowgate_open_connections", "Client connections currently open.");
+    metrics::describe_counter!("flowgate_policy_reloads_total", "Policy reloads by result.");
+    metrics::describe_gauge!("flowgate_policy_info", "The running policy version (label), value 1.");
+}

@@ -1,1 +1,149 @@
-//! tls
+//! TLS termination: rustls server configuration (TLS 1.2/1.3, ALPN h2 and http/1.1,
+//! optional client certificates) with a certificate that can be swapped while
+//! connections stay open, and development certificates for the demo and tests.
+
+pub mod dev;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why TLS material could not be loaded. Names files, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("cannot read {what} from {path}: {cause}")]
+    Pem {
+        /// Which part (certificate chain, private key, client CA).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The parser's or the OS's message.
+        cause: String,
+    },
+    /// The file held no usable item.
+    #[error("{path} holds no {what}")]
+    Empty {
+        /// Which part.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// rustls refused the material (key type unsupported, key and certificate mismatch...).
+    #[error("{0}")]
+    Rustls(String),
+}
+
+/// The files a listener's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Reads a PEM certificate chain.
+///
+/// # Errors
+/// The file is unreadable or holds no certificate.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem { what: "certificate chain", path: path.into(), cause: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty { what: "certificate", path: path.into() });
+    }
+    Ok(certs)
+}
+
+/// Loads a certificate chain and its private key into a signing-ready `CertifiedKey`.
+///
+/// # Errors
+/// Unreadable files, no certificate, no key, or a key rustls cannot use.
+pub fn load_certified_key(files: &CertFiles) -> Result<CertifiedKey, TlsError> {
+    let chain = read_certs(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Pem {
+        what: "private key",
+        path: files.key.clone(),
+        cause: e.to_string(),
+    })?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+/// Reads a PEM CA bundle into a root store.
+///
+/// # Errors
+/// Unreadable file, no certificate, or a certificate rustls rejects.
+pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::Rustls(format!("{}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
+/// Serves whichever certificate was loaded last: reloading swaps the pointer, so new
+/// handshakes get the new certificate and open connections are untouched.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ReloadableCert {
+    /// Starts with `key`.
+    pub fn new(key: CertifiedKey) -> Self {
+        Self { current: ArcSwap::from_pointee(key) }
+    }
+
+    /// Replaces the served certificate.
+    pub fn replace(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Client-certificate settings of the HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct ClientCertPolicy {
+    /// Trusted client CAs.
+    pub roots: Arc<RootCertStore>,
+    /// Refuse handshakes without a certificate.
+    pub required: bool,
+}
+
+/// Builds the listener's rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1.
+///
+/// # Errors
+/// rustls refuses the client-verifier settings.
+pub fn server_config(
+    cert: Arc<ReloadableCert>,
+    client_certs: Option<&ClientCertPolicy>,
+) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match client_certs {
+        None => builder.with_no_client_auth(),
+        Some(policy) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(policy.roots.clone(), provider);
+            let verifier = if policy.required { verifier } else { verifier.allow_unauthenticated() };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}

@@ -15,6 +15,7 @@ impl Permit {
 
     /// A permit for unit tests of modules that require one.
     #[cfg(test)]
+    #[allow(dead_code)] // used by other modules' unit tests
     pub(crate) fn for_tests() -> Self {
         Self { _sealed: () }
     }

@@ -1,0 +1,245 @@
+//! A trigger's upstream: its URL taken apart once at compile time, and the pooled
+//! HTTP/1.1 client (rustls, system roots plus an optional CA) that reaches it.
+
+use super::{Limits, Trigger};
+use crate::config::{Diagnostics, KeyPath, RawTrigger, SourceFile};
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Errors a forwarded body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type sent upstream.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A pooled client for upstream calls.
+pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// Builds a pooled upstream client trusting the system roots plus `extra_roots`.
+///
+/// # Errors
+/// No root certificate could be loaded at all.
+pub fn build_client(limits: &Limits, extra_roots: Option<&RootCertStore>) -> Result<UpstreamClient, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system store may hold certificates rustls cannot parse; skipping them is what
+        // every TLS client does.
+        let _ = roots.add(cert);
+    }
+    if let Some(extra) = extra_roots {
+        roots.roots.extend(extra.roots.iter().cloned());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(limits.idle_timeout)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .build(connector))
+}
+
+/// An upstream URL, taken apart.
+pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// `host[:port]`.
+    pub authority: Authority,
+    /// The `Host` header value sent upstream.
+    pub host_header: HeaderValue,
+    /// The URL's path (no trailing slash unless it is `/`).
+    pub base_path: String,
+    /// The URL's own query, raw (`a=1&b=2`), possibly empty.
+    pub base_query: String,
+    /// Decoded names of the URL's query parameters: a caller cannot override these.
+    pub fixed_params: HashSet<String>,
+    /// The URL without its query, for logs (trigger URLs carry signatures in the query).
+    pub display: String,
+    /// A client with this upstream's extra CA, when it has one; otherwise the gateway's shared one.
+    pub client: Option<UpstreamClient>,
+}
+
+impl Upstream {
+    pub(super) fn compile(
+        raw: &RawTrigger,
+        source: &SourceFile,
+        limits: &Limits,
+        path: &KeyPath,
+        diags: &mut Diagnostics,
+    ) -> Option<Self> {
+        let key = path.key("upstream");
+        let url = match url::Url::parse(&raw.upstream) {
+            Ok(url) => url,
+            Err(e) => {
+                diags.error_with_hint(&key, format!("not a URL: {e}"), "write https://host/path?query");
+                return None;
+            }
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            diags.error(&key, format!("scheme {:?} is not http or https", url.scheme()));
+            return None;
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            diags.error_with_hint(
+                &key,
+                "carries credentials in the URL",
+                "inject them from a vault with inject.basic_auth or inject.headers instead",
+            );
+            return None;
+        }
+        if url.fragment().is_some() {
+            diags.error(&key, "must not carry a #fragment");
+        }
+        let Some(host) = url.host_str() else {
+            diags.error(&key, "has no host");
+            return None;
+        };
+        let authority_text = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let authority: Authority = match authority_text.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                diags.error(&key, format!("bad host: {e}"));
+                return None;
+            }
+        };
+        let scheme = if url.scheme() == "https" { Scheme::HTTPS } else { Scheme::HTTP };
+        let base_path = match url.path().trim_end_matches('/') {
+            "" => "/".to_owned(),
+            p => p.to_owned(),
+        };
+        let base_query = url.query().unwrap_or("").to_owned();
+        let fixed_params = url.query_pairs().map(|(name, _)| name.into_owned()).collect();
+        let client = raw.upstream_ca.as_ref().and_then(|ca| {
+            let roots = match crate::tls::read_roots(&source.resolve(ca)) {
+                Ok(roots) => roots,
+                Err(e) => {
+                    diags.error(&path.key("upstream_ca"), e.to_string());
+                    return None;
+                }
+            };
+            match build_client(limits, Some(&roots)) {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    diags.error(&path.key("upstream_ca"), e);
+                    None
+                }
+            }
+        });
+        let host_header = HeaderValue::from_str(authority.as_str()).ok()?;
+        let display = format!("{}://{}{}", scheme, authority, base_path);
+        Some(Self { scheme, authority, host_header, base_path, base_query, fixed_params, display, client })
+    }
+
+    /// The upstream URI for a call: the base path plus the rest of a prefix match, and the
+    /// upstream's own query followed by the caller's parameters that do not collide with it
+    /// or with `also_drop` (injected and signature parameters).
+    ///
+    /// # Errors
+    /// The resulting URI is invalid (an unparsable caller path).
+    pub fn uri_for(
+        &self,
+        rest: &str,
+        caller_query: Option<&str>,
+        also_drop: &dyn Fn(&str) -> bool,
+    ) -> Result<Uri, http::Error> {
+        let mut path_and_query = String::with_capacity(self.base_path.len() + rest.len() + 64);
+        path_and_query.push_str(&self.base_path);
+        if !rest.is_empty() {
+            if path_and_query.ends_with('/') {
+                path_and_query.push_str(rest.trim_start_matches('/'));
+            } else {
+                if !rest.starts_with('/') {
+                    path_and_query.push('/');
+                }
+                path_and_query.push_str(rest);
+            }
+        }
+        let mut query = self.base_query.clone();
+        for pair in caller_query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let raw_name = pair.split('=').next().unwrap_or("");
+            let name: String = url::form_urlencoded::parse(raw_name.as_bytes()).map(|(k, _)| k.into_owned()).collect();
+            if self.fixed_params.contains(&name) || also_drop(&name) {
+                continue;
+            }
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(pair);
+        }
+        if !query.is_empty() {
+            path_and_query.push('?');
+            path_and_query.push_str(&query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+impl Trigger {
+    /// The client that reaches this trigger's upstream.
+    pub fn client<'a>(&'a self, shared: &'a UpstreamClient) -> &'a UpstreamClient {
+        self.upstream.client.as_ref().unwrap_or(shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        let raw: RawTrigger = toml::from_str(&format!("name='t'\npath='/t'\nupstream='{url}'\nwho='anyone'")).unwrap();
+        let source = SourceFile { name: "p".into(), base_dir: Default::default(), text: String::new() };
+        let limits = super::super::compile_limits(&Default::default(), &KeyPath::root(), &mut Diagnostics::default());
+        let mut diags = Diagnostics::default();
+        Upstream::compile(&raw, &source, &limits, &KeyPath::root(), &mut diags).unwrap()
+    }
+
+    #[test]
+    fn caller_cannot_override_upstream_query() {
+        let u = upstream("https://flows.example/wf/abc/invoke?api-version=2016-06-01&sig=S");
+        let uri = u.uri_for("", Some("sig=evil&x=1&api-version=1"), &|_| false).unwrap();
+        assert_eq!(uri.to_string(), "https://flows.example/wf/abc/invoke?api-version=2016-06-01&sig=S&x=1");
+    }
+
+    #[test]
+    fn prefix_rest_is_appended_once() {
+        let u = upstream("http://127.0.0.1:9/base/");
+        assert_eq!(u.uri_for("/a/b", None, &|_| false).unwrap().to_string(), "http://127.0.0.1:9/base/a/b");
+        let root = upstream("http://127.0.0.1:9");
+        assert_eq!(root.uri_for("/a", None, &|_| false).unwrap().to_string(), "http://127.0.0.1:9/a");
+    }
+
+    #[test]
+    fn dropped_names_are_removed() {
+        let u = upstream("http://h/p");
+        let uri = u.uri_for("", Some("flowgate_sig=x&keep=1"), &|n| n == "flowgate_sig").unwrap();
+        assert_eq!(uri.query(), Some("keep=1"));
+    }
+}
