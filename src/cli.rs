@@ -92,7 +92,7 @@ fn check(file: &Path) -> ExitCode {
         }
         Err(errors) => {
             print_errors(&errors);
-            eprintln!("{}: {} error(s); the policy is refused", file.display(), errors.len());
+            eprintln!("{} error(s) in {}; the policy is refused", errors.len(), file.display());
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,7 @@ pub mod diff;
 mod duration;
 mod load;
 
-pub use diagnostics::{ConfigError, Diagnostics, KeyPath};
+pub use diagnostics::{ConfigError, Diagnostics, KeyPath, did_you_mean};
 pub use duration::HumanDuration;
 pub use load::{SourceFile, load_file, load_str};
 

@@ -67,6 +67,11 @@ pub enum Denial {
         /// Whole seconds until the shield admits again.
         retry_after_secs: u64,
     },
+    /// The request head exceeds `max_header_bytes`.
+    HeadersTooLarge {
+        /// The limit in bytes (private).
+        limit: usize,
+    },
     /// The request body exceeds the trigger's limit.
     BodyTooLarge {
         /// The limit in bytes (private).
@@ -200,6 +205,13 @@ impl Rejection {
                 "too many requests",
                 "pre-authentication shield".into(),
                 Extra::RetryAfter { secs: *retry_after_secs, policy: None, limit: None },
+            ),
+            Self::Denied(D::HeadersTooLarge { limit }) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "request header fields too large",
+                format!("headers over {limit} bytes"),
+                Extra::None,
             ),
             Self::Denied(D::BodyTooLarge { limit }) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

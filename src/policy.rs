@@ -129,8 +129,12 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let server = compile_server(raw, source, &root.key("server"), &mut diags);
     let admin_listen = compile_admin(&raw.admin.listen, &root.key("admin").key("listen"), &mut diags);
     let mut triggers = Vec::with_capacity(raw.trigger.len());
+    let mut names: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (index, raw_trigger) in raw.trigger.iter().enumerate() {
         let path = root.key("trigger").index(index);
+        if let Some(first) = names.insert(&raw_trigger.name, index) {
+            diags.error(&path.key("name"), format!("{:?} is also the name of trigger[{first}]", raw_trigger.name));
+        }
         if let Some(trigger) = compile_trigger(raw_trigger, &limits, source, &path, &mut diags) {
             triggers.push(Arc::new(trigger));
         }
@@ -283,11 +287,19 @@ fn compile_trigger(
         diags.error(&path.key("path"), "must not contain a query or fragment");
     }
     let mut methods = Vec::new();
+    const KNOWN: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
     for (i, m) in raw.methods.iter().enumerate() {
-        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-            Ok(method) if !methods.contains(&method) => methods.push(method),
-            Ok(_) => diags.error(&path.key("methods").index(i), format!("{m} is listed twice")),
-            Err(_) => diags.error(&path.key("methods").index(i), format!("{m:?} is not an HTTP method")),
+        let upper = m.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(method) if KNOWN.contains(&upper.as_str()) && !methods.contains(&method) => methods.push(method),
+            Ok(_) if KNOWN.contains(&upper.as_str()) => {
+                diags.error(&path.key("methods").index(i), format!("{m} is listed twice"));
+            }
+            _ => {
+                let hint = crate::config::did_you_mean(&upper, KNOWN.iter().copied())
+                    .map_or_else(|| format!("use one of {}", KNOWN.join(", ")), |s| format!("did you mean {s}?"));
+                diags.error_with_hint(&path.key("methods").index(i), format!("{m:?} is not a trigger method"), hint);
+            }
         }
     }
     if raw.methods.is_empty() {

@@ -131,6 +131,13 @@ pub async fn admit(
     request: &Request<hyper::body::Incoming>,
     facts: &mut CallFacts,
 ) -> Result<Admitted, Rejection> {
+    // hyper caps the head at its buffer size (at least 8 KiB); the policy's own, possibly
+    // smaller, limit is enforced here before any header is interpreted.
+    let head_bytes: usize = request.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if head_bytes > policy.limits.max_header_bytes {
+        return Err(Denial::HeadersTooLarge { limit: policy.limits.max_header_bytes }.into());
+    }
+
     // Client address first: every later rule and the run record need it.
     let client = connection.peer.ip();
     facts.client_ip = Some(client);

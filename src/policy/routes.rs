@@ -28,18 +28,11 @@ pub struct RouteMatch<'a> {
 }
 
 impl Routes {
-    /// Builds the table, reporting duplicate names and overlapping (host, path, method) routes.
+    /// Builds the table, reporting overlapping (host, path, method) routes.
     pub fn build(triggers: Vec<Arc<Trigger>>, path: &KeyPath, diags: &mut Diagnostics) -> Self {
         let mut routes = Self { triggers, ..Self::default() };
-        let mut seen_names: HashMap<&str, usize> = HashMap::new();
         let mut seen_routes: HashMap<(Option<&str>, &str, PathMatch, &Method), usize> = HashMap::new();
         for (index, trigger) in routes.triggers.iter().enumerate() {
-            if let Some(first) = seen_names.insert(&trigger.name, index) {
-                diags.error(
-                    &path.index(index).key("name"),
-                    format!("{:?} is also the name of trigger[{first}]", trigger.name),
-                );
-            }
             for method in &trigger.methods {
                 let key = (trigger.host.as_deref(), trigger.path.as_str(), trigger.path_match, method);
                 if let Some(first) = seen_routes.insert(key, index) {

@@ -1,0 +1,147 @@
+//! Test fixtures: a development PKI generated at test time, an echo upstream on
+//! loopback, and the real gateway started in-process on 127.0.0.1:0 over real TLS.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use flowgate::gateway::Gateway;
+use flowgate::server::{self, Listeners};
+use flowgate::tls::dev::DevPki;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A temporary directory with a CA and a server certificate for loopback.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = DevPki::generate().expect("dev pki");
+        std::fs::write(dir.path().join("ca.crt"), &pki.ca_cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.crt"), &pki.server_cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.key"), &pki.server_key_pem).unwrap();
+        Self {
+            dir,
+            ca_pem: pki.ca_cert_pem,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The `[server]` and `[admin]` sections for a gateway on port 0, plus `extra` TOML.
+    pub fn policy_text(&self, extra: &str) -> String {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"server.crt\", key = \"server.key\" }}\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n{extra}"
+        )
+    }
+
+    /// Writes `policy.toml` and returns its path.
+    pub fn write_policy(&self, text: &str) -> PathBuf {
+        let path = self.path().join("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A reqwest client trusting the test CA. `http2` forces h2 by ALPN, else h1 only.
+    pub fn client(&self, http2: bool) -> reqwest::Client {
+        let cert = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let builder = reqwest::Client::builder().tls_certs_only([cert]).no_proxy();
+        let builder = if http2 { builder } else { builder.http1_only() };
+        builder.build().unwrap()
+    }
+
+    /// A rustls client config trusting the test CA (for raw-socket tests).
+    pub fn rustls_client(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+/// Starts the demo echo upstream on a free loopback port.
+pub async fn start_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(flowgate::demo::serve_echo(listener));
+    addr
+}
+
+/// A running in-process gateway.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.https.port(), path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Signals shutdown (SIGTERM's path) and waits for the server to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.done).await;
+    }
+}
+
+/// Compiles the policy file at `path` and serves it on the ports it names (0 = any).
+pub async fn start_gateway(path: &Path) -> Running {
+    let policy = match flowgate::policy::load(path) {
+        Ok(policy) => policy,
+        Err(errors) => panic!("test policy refused: {errors:#?}"),
+    };
+    let listeners = Listeners::bind(&policy).await.unwrap();
+    let https = listeners.https_addr().unwrap();
+    let admin = listeners.admin_addr().unwrap();
+    let gateway = Gateway::new(policy, Some(path.to_path_buf())).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = gateway.clone();
+    let done = tokio::spawn(async move {
+        server::run(serving, listeners, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Running {
+        gateway,
+        https,
+        admin,
+        stop: Some(stop),
+        done,
+    }
+}
+
+/// One `[[trigger]]` to the echo upstream.
+pub fn echo_trigger(name: &str, path: &str, echo: SocketAddr, extra: &str) -> String {
+    format!(
+        "[[trigger]]\nname = \"{name}\"\npath = \"{path}\"\nmethods = [\"POST\", \"GET\"]\n\
+         upstream = \"http://{echo}/flows/{name}/invoke?api-version=1&sig=UPSTREAMSIG\"\nwho = \"anyone\"\n{extra}\n"
+    )
+}
