@@ -20,6 +20,7 @@ pub use query::RunFilter;
 pub use role::{AdminRole, UnknownRole};
 pub use sink::{AuditConfig, AuditLog, AuditStats};
 pub use view::{is_secret_reference, policy_view, policy_view_table};
+pub(crate) use view::{policy_view_tagged, untag_literals};
 
 use crate::denial::Rejection;
 use serde::{Deserialize, Serialize};

@@ -45,7 +45,15 @@ pub fn policy_view(text: &str, include_private: bool) -> Result<Value, toml::de:
 
 /// [`policy_view`] over an already parsed table.
 pub fn policy_view_table(table: &toml::Table, include_private: bool) -> Value {
-    let mut view = convert_table(table, &mut Vec::new(), false);
+    policy_view_tagged(table, include_private, None)
+}
+
+/// [`policy_view_table`] where, with `tag_key`, each literal is shown as
+/// `[literal:TAG]`, TAG being a keyed hash of the value: two views made with the same
+/// (random, short-lived) key show whether a literal changed, without a stable
+/// fingerprint of the value. [`untag_literals`] turns the tags back into `[literal]`.
+pub(crate) fn policy_view_tagged(table: &toml::Table, include_private: bool, tag_key: Option<&[u8]>) -> Value {
+    let mut view = convert_table(table, &mut Vec::new(), false, tag_key);
     if !include_private && let Some(Value::Array(triggers)) = view.get_mut("trigger") {
         triggers.iter_mut().for_each(hide_private);
     }
@@ -96,40 +104,72 @@ fn is_credential_key(name: &str, parent: Option<&str>) -> bool {
     name == "key" && !matches!(parent, Some("tls" | "rate_limit"))
 }
 
-fn convert_table(table: &toml::Table, path: &mut Vec<String>, secret: bool) -> Value {
+fn convert_table(table: &toml::Table, path: &mut Vec<String>, secret: bool, tag: Option<&[u8]>) -> Value {
     let mut map = Map::with_capacity(table.len());
     for (key, value) in table {
         let parent = path.last().map(String::as_str);
         let child_secret = secret || is_credential_key(key, parent);
         path.push(key.clone());
-        map.insert(key.clone(), convert(value, path, child_secret));
+        map.insert(key.clone(), convert(value, path, child_secret, tag));
         path.pop();
     }
     Value::Object(map)
 }
 
-fn convert(value: &toml::Value, path: &mut Vec<String>, secret: bool) -> Value {
+fn convert(value: &toml::Value, path: &mut Vec<String>, secret: bool, tag: Option<&[u8]>) -> Value {
     match value {
-        toml::Value::String(text) => Value::String(show_string(text, path, secret)),
-        toml::Value::Integer(_) | toml::Value::Float(_) if secret => Value::String(LITERAL.to_owned()),
+        toml::Value::String(text) => Value::String(show_string(text, path, secret, tag)),
+        toml::Value::Integer(_) | toml::Value::Float(_) if secret => Value::String(literal(&value.to_string(), tag)),
         toml::Value::Integer(n) => Value::from(*n),
         toml::Value::Float(f) => Value::from(*f),
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(items) => Value::Array(items.iter().map(|item| convert(item, path, secret)).collect()),
-        toml::Value::Table(table) => convert_table(table, path, secret),
+        toml::Value::Array(items) => Value::Array(items.iter().map(|item| convert(item, path, secret, tag)).collect()),
+        toml::Value::Table(table) => convert_table(table, path, secret, tag),
     }
 }
 
-fn show_string(text: &str, path: &[String], secret: bool) -> String {
+fn show_string(text: &str, path: &[String], secret: bool, tag: Option<&[u8]>) -> String {
     let in_inject = path.iter().any(|segment| segment == "inject");
-    if secret && !is_secret_reference(text) {
-        return LITERAL.to_owned();
-    }
-    if in_inject && !text.contains("secret://") {
-        return LITERAL.to_owned();
+    if (secret && !is_secret_reference(text)) || (in_inject && !text.contains("secret://")) {
+        return literal(text, tag);
     }
     redact_url(text)
+}
+
+/// What stands for a literal credential: `[literal]`, or `[literal:TAG]` with a tag key.
+fn literal(text: &str, tag: Option<&[u8]>) -> String {
+    use hmac::{Hmac, Mac};
+    let Some(key) = tag else { return LITERAL.to_owned() };
+    match <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(text.as_bytes());
+            format!("[literal:{}]", hex::encode(&mac.finalize().into_bytes()[..8]))
+        }
+        Err(_) => LITERAL.to_owned(),
+    }
+}
+
+/// Replaces every `[literal:TAG]` in `text` by `[literal]`.
+pub(crate) fn untag_literals(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("[literal:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        match after.find(']') {
+            Some(end) => {
+                out.push_str(LITERAL);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(after);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A URL with its password and credential-like query values replaced by `[redacted]`;
@@ -218,5 +258,15 @@ mod tests {
         let shown = policy_view(POLICY, true).expect("parses");
         assert_eq!(shown["trigger"][0]["private_parameters"][0], "password");
         assert!(shown["trigger"][0]["upstream"].is_string());
+    }
+
+    #[test]
+    fn tagged_literals_compare_but_print_plain() {
+        let table: toml::Table = toml::from_str("[a]\npassword = \"one\"\n[b]\npassword = \"two\"").expect("parses");
+        let view = policy_view_tagged(&table, true, Some(b"k"));
+        assert_ne!(view["a"]["password"], view["b"]["password"]);
+        let text = view.to_string();
+        assert!(!text.contains("one") && !text.contains("two"), "{text}");
+        assert_eq!(untag_literals(&text), r#"{"a":{"password":"[literal]"},"b":{"password":"[literal]"}}"#);
     }
 }

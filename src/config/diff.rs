@@ -7,7 +7,7 @@
 //! what the admin view shows: secret references, never values; literal credentials and
 //! literal inject values as `[literal]`; URL signatures as `[redacted]`.
 
-use crate::audit::policy_view_table;
+use crate::audit::{policy_view_tagged, untag_literals};
 use crate::config::RawPolicy;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -102,8 +102,11 @@ pub fn diff_texts(old: &str, new: &str) -> Result<Vec<Change>, DiffError> {
 /// Every difference between two parsed policies: triggers added and removed, and per
 /// option whether a rule was loosened or tightened. Never resolves a secret.
 pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
-    let old = policy_view_table(old, true);
-    let new = policy_view_table(new, true);
+    // A fresh random key per diff: a changed literal shows as changed, yet the output
+    // carries no stable fingerprint of it (and `short` prints plain `[literal]`).
+    let key: [u8; 32] = rand::random();
+    let old = policy_view_tagged(old, true, Some(&key));
+    let new = policy_view_tagged(new, true, Some(&key));
     let mut changes = Vec::new();
     let empty = Map::new();
     let old_map = old.as_object().unwrap_or(&empty);
@@ -207,10 +210,10 @@ fn changed(scope: &str, field: Option<String>, old: &Value, new: &Value) -> Chan
 }
 
 fn short(value: &Value) -> String {
-    let text = match value {
+    let text = untag_literals(&match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
+    });
     if text.chars().count() > 120 { format!("{}…", text.chars().take(119).collect::<String>()) } else { text }
 }
 
@@ -525,5 +528,23 @@ mod tests {
         let changes = diff(BASE, &other);
         assert!(changes.iter().any(|c| c.effect == Effect::Removed && c.scope == "trigger \"inv\""));
         assert!(changes.iter().any(|c| c.effect == Effect::Added && c.scope == "trigger \"other\""));
+    }
+
+    #[test]
+    fn methods_claims_and_body_limit_directions() {
+        let old = BASE.replace("principals", "methods = [\"POST\"]\nclaims = { idtyp = \"app\" }\nprincipals");
+        let new = BASE.replace(
+            "principals",
+            "methods = [\"POST\", \"GET\"]\nmax_body_bytes = 10\nforward_authorization = true\nprincipals",
+        );
+        let changes = diff(&old, &new);
+        assert_eq!(find(&changes, "methods").effect, Effect::Loosened);
+        assert_eq!(find(&changes, "claims.idtyp").effect, Effect::Loosened);
+        assert_eq!(find(&changes, "max_body_bytes").effect, Effect::Changed);
+        assert_eq!(find(&changes, "forward_authorization").effect, Effect::Loosened);
+        let tighter = BASE.replace("calls = 10, period = \"60s\"", "calls = 10, period = \"120s\"");
+        assert_eq!(find(&diff(BASE, &tighter), "rate_limit").effect, Effect::Tightened);
+        let no_limit = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "");
+        assert_eq!(find(&diff(BASE, &no_limit), "rate_limit").effect, Effect::Loosened);
     }
 }
