@@ -16,7 +16,7 @@ mod sink;
 mod view;
 
 pub use capture::{CaptureRules, CapturedBody, CapturedMessage, REDACTED, capture_request, capture_response};
-pub use query::RunFilter;
+pub use query::{DEFAULT_LIMIT, RunFilter};
 pub use role::{AdminRole, UnknownRole};
 pub use sink::{AuditConfig, AuditLog, AuditStats};
 pub use view::{is_secret_reference, policy_view, policy_view_table};

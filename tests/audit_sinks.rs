@@ -195,3 +195,46 @@ fn ring_filters_by_trigger_decision_principal_time_and_limit() {
     assert!(log.get("zzz").is_none());
     assert!(RunFilter::from_query("color=red").is_err());
 }
+
+/// A sink that blocks (a FIFO nobody reads) must not block `write`: once the queue is
+/// full, further lines are dropped and counted while the ring still gets every record.
+#[cfg(unix)]
+#[test]
+fn blocked_sink_drops_and_counts_instead_of_blocking_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("runs.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("mkfifo is needed for this test (apt-get install coreutils): {e}")
+        });
+    assert!(made.success(), "mkfifo failed");
+    let cfg = AuditConfig {
+        file: Some(fifo.clone()),
+        queue: 1,
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::new(&cfg).expect("starts");
+    // The writer blocks opening the FIFO; one line can sit in its hand, one in the queue.
+    for i in 0..5 {
+        log.write(record(&format!("r{i}"), i));
+    }
+    let stats = log.stats();
+    assert_eq!(stats.records, 5);
+    assert!(stats.dropped >= 3, "{stats:?}");
+    assert_eq!(
+        log.query(&RunFilter::default()).len(),
+        5,
+        "the ring got every record"
+    );
+    // Unblock the writer so the test leaves no thread stuck in open(2).
+    let reader = std::thread::spawn(move || std::fs::read(&fifo).map(|b| b.len()));
+    assert!(log.flush(FLUSH));
+    drop(log);
+    let read = reader
+        .join()
+        .expect("reader thread")
+        .expect("reads the FIFO");
+    assert!(read > 0, "the lines that were queued reached the sink");
+}

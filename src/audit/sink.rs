@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -129,7 +129,7 @@ struct Ring {
 pub struct AuditLog {
     sender: SyncSender<Message>,
     ring: Mutex<Ring>,
-    stream: Mutex<bool>,
+    stream: AtomicBool,
     counters: Arc<Counters>,
 }
 
@@ -146,7 +146,7 @@ impl AuditLog {
         Ok(Self {
             sender,
             ring: Mutex::new(Ring { records: VecDeque::with_capacity(cfg.ring.min(1024)), capacity: cfg.ring }),
-            stream: Mutex::new(cfg.has_stream_sink()),
+            stream: AtomicBool::new(cfg.has_stream_sink()),
             counters,
         })
     }
@@ -156,7 +156,7 @@ impl AuditLog {
     pub fn write(&self, record: RunRecord) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("flowgate_audit_records_total").increment(1);
-        if *lock(&self.stream) {
+        if self.stream.load(Ordering::Relaxed) {
             match serde_json::to_string(&record) {
                 Ok(line) => match self.sender.try_send(Message::Line(line)) {
                     Ok(()) => {}
@@ -190,10 +190,11 @@ impl AuditLog {
                 ring.records.pop_front();
             }
         }
-        *lock(&self.stream) = cfg.has_stream_sink();
+        // The writer learns the new sinks before any line meant for them is queued.
         if self.sender.send(Message::Reconfigure(Box::new(cfg.clone()))).is_err() {
             self.counters.write_error();
         }
+        self.stream.store(cfg.has_stream_sink(), Ordering::Relaxed);
     }
 
     /// Waits until every line queued so far is written and flushed, for at most
