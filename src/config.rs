@@ -228,7 +228,7 @@ pub struct RawIpRules {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
-    /// JSON-lines file for run records; unset means stdout is used only if `stdout = true`.
+    /// JSON-lines file for run records (relative to the policy file). Unset: no file.
     pub file: Option<String>,
     /// Rotate the file when it reaches this many bytes.
     #[serde(default = "default_audit_max_bytes")]
@@ -242,6 +242,18 @@ pub struct RawAudit {
     /// Records kept in memory for the admin API.
     #[serde(default = "default_audit_ring")]
     pub ring: usize,
+    /// Body bytes captured at most per message (triggers with `capture = true`); longer
+    /// bodies are stored as a hash and length.
+    #[serde(default = "default_audit_capture_max_bytes")]
+    pub capture_max_bytes: usize,
+    /// Records waiting for the writer at most; more are dropped and counted
+    /// (`flowgate_audit_dropped_total`) rather than slowing calls down.
+    #[serde(default = "default_audit_queue")]
+    pub queue: usize,
+    /// A failing sink (disk full) is logged at most once per this interval; every failure
+    /// is counted in `flowgate_audit_write_errors_total`.
+    #[serde(default = "d60s")]
+    pub error_log_interval: HumanDuration,
 }
 
 impl Default for RawAudit {
@@ -252,6 +264,9 @@ impl Default for RawAudit {
             keep: default_audit_keep(),
             stdout: false,
             ring: default_audit_ring(),
+            capture_max_bytes: default_audit_capture_max_bytes(),
+            queue: default_audit_queue(),
+            error_log_interval: d60s(),
         }
     }
 }
@@ -264,6 +279,12 @@ fn default_audit_keep() -> usize {
 }
 fn default_audit_ring() -> usize {
     10_000
+}
+fn default_audit_capture_max_bytes() -> usize {
+    64 * 1024
+}
+fn default_audit_queue() -> usize {
+    8192
 }
 
 /// `[[trigger]]`: one guarded trigger URL.
@@ -357,9 +378,14 @@ pub struct RawTrigger {
     /// Replace the captured response with a marker.
     #[serde(default)]
     pub secure_outputs: bool,
-    /// JSON field names dropped at any depth from captured bodies.
+    /// JSON field names dropped at any depth from captured bodies (case-insensitive), and
+    /// hidden from viewers on the admin API's `/policy`.
     #[serde(default)]
     pub private_parameters: Vec<String>,
+    /// Options of this trigger hidden from viewers on the admin API's `/policy` (owners and
+    /// administrators see them), for example `["upstream", "inject.headers"]`.
+    #[serde(default)]
+    pub private_fields: Vec<String>,
 }
 
 fn default_methods() -> Vec<String> {

@@ -1,1 +1,550 @@
-//! What a policy change changes (`flowgate check --diff OLD NEW`).
+//! Admin tooling over the raw policy: what a policy change changes
+//! (`flowgate check --diff OLD NEW`) and the JSON Schema of the policy file
+//! (`flowgate schema`).
+//!
+//! The diff works on the policy TEXT (through [`crate::audit::policy_view_table`]), so it
+//! follows the file as written while the typed structs evolve, and it can only ever print
+//! what the admin view shows: secret references, never values; literal credentials and
+//! literal inject values as `[literal]`; URL signatures as `[redacted]`.
+
+use crate::audit::{policy_view_tagged, untag_literals};
+use crate::config::RawPolicy;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+/// The JSON Schema of the policy file, generated from the types that parse it.
+pub fn policy_schema() -> Value {
+    schemars::schema_for!(RawPolicy).to_value()
+}
+
+/// The schema as committed in `config/flowgate.schema.json` (pretty, trailing newline).
+pub fn policy_schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&policy_schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// How a change affects who gets through or what is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Effect {
+    /// A trigger or section appeared.
+    Added,
+    /// A trigger or section disappeared.
+    Removed,
+    /// More callers, more calls, or less protection than before.
+    Loosened,
+    /// Fewer callers, fewer calls, or more protection than before.
+    Tightened,
+    /// Changed, with no clear direction.
+    Changed,
+}
+
+impl Effect {
+    /// Upper-case label used by [`render`].
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Removed => "REMOVED",
+            Self::Loosened => "LOOSENED",
+            Self::Tightened => "TIGHTENED",
+            Self::Changed => "CHANGED",
+        }
+    }
+}
+
+/// One difference between two policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// `trigger "NAME"` or `[section]`.
+    pub scope: String,
+    /// The option, dotted (`rate_limit`, `inject.headers.x-api-key`); `None` for a whole
+    /// trigger or section.
+    pub field: Option<String>,
+    /// Its direction.
+    pub effect: Effect,
+    /// What changed, secret-free (`specific_users -> anyone`).
+    pub detail: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<9} {}", self.effect.label(), self.scope)?;
+        if let Some(field) = &self.field {
+            write!(f, " {field}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// A policy text that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{which} policy is not valid TOML: {source}")]
+pub struct DiffError {
+    /// `old` or `new`.
+    pub which: &'static str,
+    /// The parse error.
+    #[source]
+    pub source: toml::de::Error,
+}
+
+/// [`diff_policies`] over two policy texts.
+///
+/// # Errors
+/// Either text is not valid TOML.
+pub fn diff_texts(old: &str, new: &str) -> Result<Vec<Change>, DiffError> {
+    let old: toml::Table = toml::from_str(old).map_err(|source| DiffError { which: "old", source })?;
+    let new: toml::Table = toml::from_str(new).map_err(|source| DiffError { which: "new", source })?;
+    Ok(diff_policies(&old, &new))
+}
+
+/// Every difference between two parsed policies: triggers added and removed, and per
+/// option whether a rule was loosened or tightened. Never resolves a secret.
+pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
+    // A fresh random key per diff: a changed literal shows as changed, yet the output
+    // carries no stable fingerprint of it (and `short` prints plain `[literal]`).
+    let key: [u8; 32] = rand::random();
+    let old = policy_view_tagged(old, true, Some(&key));
+    let new = policy_view_tagged(new, true, Some(&key));
+    let mut changes = Vec::new();
+    let empty = Map::new();
+    let old_map = old.as_object().unwrap_or(&empty);
+    let new_map = new.as_object().unwrap_or(&empty);
+    for key in union(old_map, new_map) {
+        if key == "trigger" {
+            continue;
+        }
+        let scope = format!("[{key}]");
+        match (old_map.get(&key), new_map.get(&key)) {
+            (None, Some(v)) => changes.push(whole(&scope, Effect::Added, v)),
+            (Some(v), None) => changes.push(whole(&scope, Effect::Removed, v)),
+            (Some(a), Some(b)) if a != b => match (a, b) {
+                (Value::Object(a), Value::Object(b)) if key == "rate_limit" => {
+                    rate_limit(&scope, None, Some(a), Some(b), &mut changes)
+                }
+                (Value::Object(a), Value::Object(b)) => rules(&scope, "", a, b, &mut changes),
+                _ => changes.push(changed(&scope, None, a, b)),
+            },
+            _ => {}
+        }
+    }
+    let old_triggers = triggers(old_map);
+    let new_triggers = triggers(new_map);
+    for (name, old_trigger) in &old_triggers {
+        let scope = format!("trigger {name:?}");
+        match new_triggers.iter().find(|(n, _)| n == name) {
+            None => changes.push(Change { scope, field: None, effect: Effect::Removed, detail: summary(old_trigger) }),
+            Some((_, new_trigger)) => rules(&scope, "", old_trigger, new_trigger, &mut changes),
+        }
+    }
+    for (name, new_trigger) in &new_triggers {
+        if !old_triggers.iter().any(|(n, _)| n == name) {
+            changes.push(Change {
+                scope: format!("trigger {name:?}"),
+                field: None,
+                effect: Effect::Added,
+                detail: summary(new_trigger),
+            });
+        }
+    }
+    changes
+}
+
+/// A readable report: one line per change and a closing count.
+pub fn render(changes: &[Change]) -> String {
+    if changes.is_empty() {
+        return "no changes\n".to_owned();
+    }
+    let mut out = String::new();
+    for change in changes {
+        out.push_str(&change.to_string());
+        out.push('\n');
+    }
+    let count = |effect| changes.iter().filter(|c| c.effect == effect).count();
+    out.push_str(&format!(
+        "{} changes: {} loosened, {} tightened, {} added, {} removed, {} other\n",
+        changes.len(),
+        count(Effect::Loosened),
+        count(Effect::Tightened),
+        count(Effect::Added),
+        count(Effect::Removed),
+        count(Effect::Changed),
+    ));
+    out
+}
+
+fn triggers(policy: &Map<String, Value>) -> Vec<(String, Map<String, Value>)> {
+    let Some(Value::Array(items)) = policy.get("trigger") else { return Vec::new() };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let map = item.as_object()?;
+            let name = map.get("name").and_then(Value::as_str).map_or_else(|| format!("#{i}"), str::to_owned);
+            Some((name, map.clone()))
+        })
+        .collect()
+}
+
+fn summary(trigger: &Map<String, Value>) -> String {
+    let get = |k: &str| trigger.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    format!("path {}, who {}", get("path"), get("who"))
+}
+
+fn union(a: &Map<String, Value>, b: &Map<String, Value>) -> BTreeSet<String> {
+    a.keys().chain(b.keys()).cloned().collect()
+}
+
+fn whole(scope: &str, effect: Effect, value: &Value) -> Change {
+    Change { scope: scope.to_owned(), field: None, effect, detail: short(value) }
+}
+
+fn changed(scope: &str, field: Option<String>, old: &Value, new: &Value) -> Change {
+    Change {
+        scope: scope.to_owned(),
+        field,
+        effect: Effect::Changed,
+        detail: format!("{} -> {}", short(old), short(new)),
+    }
+}
+
+fn short(value: &Value) -> String {
+    let text = untag_literals(&match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    if text.chars().count() > 120 { format!("{}…", text.chars().take(119).collect::<String>()) } else { text }
+}
+
+fn dotted(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
+}
+
+/// How a list-valued option moves callers through.
+#[derive(Clone, Copy)]
+enum ListKind {
+    /// More entries admit more callers (principals, methods).
+    Admits,
+    /// Like `Admits`, but an empty list admits anyone (allow_ips).
+    AdmitsEmptyAny,
+    /// More entries refuse more callers or hide more (deny_ips, private_parameters).
+    Restricts,
+}
+
+fn list_kind(key: &str) -> Option<ListKind> {
+    match key {
+        "principals" | "methods" | "tenants" => Some(ListKind::Admits),
+        "allow_ips" | "allow_ip_files" | "peer_allow_ips" => Some(ListKind::AdmitsEmptyAny),
+        "deny_ips" | "deny_ip_files" | "peer_deny_ips" | "private_parameters" | "private_fields" => {
+            Some(ListKind::Restricts)
+        }
+        _ => None,
+    }
+}
+
+/// Booleans where turning the option ON loosens (`true`) or tightens (`false`).
+fn flag_on_loosens(key: &str) -> Option<bool> {
+    match key {
+        "forward_authorization" => Some(true),
+        "capture" | "secure_inputs" | "secure_outputs" | "scrub_responses" => Some(false),
+        _ => None,
+    }
+}
+
+/// Compares two tables option by option, with the direction rules for known options.
+fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, Value>, out: &mut Vec<Change>) {
+    for key in union(old, new) {
+        let (a, b) = (old.get(&key), new.get(&key));
+        if a == b {
+            continue;
+        }
+        let field = dotted(prefix, &key);
+        if let Some(kind) = list_kind(&key) {
+            list(scope, &field, kind, a, b, out);
+        } else if let Some(on_loosens) = flag_on_loosens(&key) {
+            let (was, is) = (truthy(a), truthy(b));
+            if was != is {
+                let loosened = is == on_loosens;
+                let effect = if loosened { Effect::Loosened } else { Effect::Tightened };
+                out.push(Change {
+                    scope: scope.to_owned(),
+                    field: Some(field),
+                    effect,
+                    detail: format!("{was} -> {is}"),
+                });
+            }
+        } else {
+            match key.as_str() {
+                "who" => who(scope, field, a, b, out),
+                "rate_limit" => {
+                    rate_limit(scope, Some(field), a.and_then(Value::as_object), b.and_then(Value::as_object), out)
+                }
+                "roles" | "scopes" => requirement(scope, &field, a, b, out),
+                "claims" => claims(scope, &field, a, b, out),
+                "max_body_bytes" | "per_second" => larger_loosens(scope, field, a, b, out),
+                _ => match (a, b) {
+                    (Some(Value::Object(a)), Some(Value::Object(b))) => rules(scope, &field, a, b, out),
+                    _ => out.push(changed(scope, Some(field), a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null))),
+                },
+            }
+        }
+    }
+}
+
+fn truthy(value: Option<&Value>) -> bool {
+    value.and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn strings(value: Option<&Value>) -> BTreeSet<String> {
+    match value {
+        Some(Value::Array(items)) => items.iter().map(short).collect(),
+        Some(Value::Null) | None => BTreeSet::new(),
+        Some(other) => BTreeSet::from([short(other)]),
+    }
+}
+
+fn list(scope: &str, field: &str, kind: ListKind, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    let (old, new) = (strings(a), strings(b));
+    let push = |out: &mut Vec<Change>, effect, detail: String| {
+        out.push(Change { scope: scope.to_owned(), field: Some(field.to_owned()), effect, detail })
+    };
+    if let ListKind::AdmitsEmptyAny = kind {
+        if old.is_empty() && !new.is_empty() {
+            return push(out, Effect::Tightened, format!("any address -> only {}", join(&new)));
+        }
+        if !old.is_empty() && new.is_empty() {
+            return push(out, Effect::Loosened, format!("only {} -> any address", join(&old)));
+        }
+    }
+    let added: BTreeSet<String> = new.difference(&old).cloned().collect();
+    let removed: BTreeSet<String> = old.difference(&new).cloned().collect();
+    let admits = !matches!(kind, ListKind::Restricts);
+    if !added.is_empty() {
+        let effect = if admits { Effect::Loosened } else { Effect::Tightened };
+        push(out, effect, format!("added {}", join(&added)));
+    }
+    if !removed.is_empty() {
+        let effect = if admits { Effect::Tightened } else { Effect::Loosened };
+        push(out, effect, format!("removed {}", join(&removed)));
+    }
+}
+
+fn join(items: &BTreeSet<String>) -> String {
+    items.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+fn who(scope: &str, field: String, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    fn rank(value: Option<&Value>) -> Option<u8> {
+        match value.and_then(Value::as_str)? {
+            "specific_users" => Some(0),
+            "tenant_users" => Some(1),
+            "anyone" => Some(2),
+            _ => None,
+        }
+    }
+    let detail =
+        format!("{} -> {}", a.map_or_else(|| "(unset)".into(), short), b.map_or_else(|| "(unset)".into(), short));
+    let effect = match (rank(a), rank(b)) {
+        (Some(x), Some(y)) if y > x => Effect::Loosened,
+        (Some(x), Some(y)) if y < x => Effect::Tightened,
+        _ => Effect::Changed,
+    };
+    out.push(Change { scope: scope.to_owned(), field: Some(field), effect, detail });
+}
+
+fn number(value: Option<&Value>) -> Option<f64> {
+    value.and_then(Value::as_f64)
+}
+
+fn larger_loosens(scope: &str, field: String, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    let effect = match (number(a), number(b)) {
+        (Some(x), Some(y)) if y > x => Effect::Loosened,
+        (Some(x), Some(y)) if y < x => Effect::Tightened,
+        _ => Effect::Changed,
+    };
+    let show = |v: Option<&Value>| v.map_or_else(|| "(default)".to_owned(), short);
+    out.push(Change {
+        scope: scope.to_owned(),
+        field: Some(field),
+        effect,
+        detail: format!("{} -> {}", show(a), show(b)),
+    });
+}
+
+fn rate_limit(
+    scope: &str,
+    field: Option<String>,
+    a: Option<&Map<String, Value>>,
+    b: Option<&Map<String, Value>>,
+    out: &mut Vec<Change>,
+) {
+    fn describe(limit: Option<&Map<String, Value>>) -> String {
+        limit.map_or_else(
+            || "(none)".to_owned(),
+            |m| {
+                let calls = m.get("calls").map_or_else(|| "?".to_owned(), short);
+                let period = m.get("period").map_or_else(|| "?".to_owned(), short);
+                format!("{calls} per {period}")
+            },
+        )
+    }
+    fn per_second(limit: &Map<String, Value>) -> Option<f64> {
+        let calls = limit.get("calls")?.as_f64()?;
+        let period: Duration = humantime::parse_duration(limit.get("period")?.as_str()?).ok()?;
+        (period.as_secs_f64() > 0.0).then(|| calls / period.as_secs_f64())
+    }
+    let effect = match (a, b) {
+        (None, Some(_)) => Effect::Tightened,
+        (Some(_), None) => Effect::Loosened,
+        (Some(x), Some(y)) => match (per_second(x), per_second(y)) {
+            (Some(p), Some(q)) if q > p => Effect::Loosened,
+            (Some(p), Some(q)) if q < p => Effect::Tightened,
+            _ => Effect::Changed,
+        },
+        (None, None) => return,
+    };
+    let mut detail = format!("{} -> {}", describe(a), describe(b));
+    let key = |m: Option<&Map<String, Value>>| m.and_then(|m| m.get("key")).map(short);
+    if key(a) != key(b) {
+        detail.push_str(&format!(" (key {} -> {})", key(a).unwrap_or_default(), key(b).unwrap_or_default()));
+    }
+    out.push(Change { scope: scope.to_owned(), field, effect, detail });
+}
+
+fn requirement(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    // `{ any_of, all_of }`, or a plain list read as `any_of`.
+    fn split(value: Option<&Value>) -> (BTreeSet<String>, BTreeSet<String>) {
+        match value {
+            Some(Value::Object(m)) => (strings(m.get("any_of")), strings(m.get("all_of"))),
+            other => (strings(other), BTreeSet::new()),
+        }
+    }
+    let (old_any, old_all) = split(a);
+    let (new_any, new_all) = split(b);
+    // any_of behaves like an allow list where empty means "no requirement".
+    let any = |v: &BTreeSet<String>| Value::Array(v.iter().cloned().map(Value::String).collect());
+    list(scope, &format!("{field}.any_of"), ListKind::AdmitsEmptyAny, Some(&any(&old_any)), Some(&any(&new_any)), out);
+    list(scope, &format!("{field}.all_of"), ListKind::Restricts, Some(&any(&old_all)), Some(&any(&new_all)), out);
+    let own = format!("{field}.");
+    for change in out.iter_mut().filter(|c| c.scope == scope && c.field.as_deref().is_some_and(|f| f.starts_with(&own)))
+    {
+        if change.detail.contains("any address") {
+            change.detail = change.detail.replace("any address", "no requirement");
+        }
+    }
+}
+
+fn claims(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    let empty = Map::new();
+    let old = a.and_then(Value::as_object).unwrap_or(&empty);
+    let new = b.and_then(Value::as_object).unwrap_or(&empty);
+    for key in union(old, new) {
+        let claim = format!("{field}.{key}");
+        match (old.get(&key), new.get(&key)) {
+            (None, Some(v)) => out.push(Change {
+                scope: scope.to_owned(),
+                field: Some(claim),
+                effect: Effect::Tightened,
+                detail: format!("now required = {}", short(v)),
+            }),
+            (Some(v), None) => out.push(Change {
+                scope: scope.to_owned(),
+                field: Some(claim),
+                effect: Effect::Loosened,
+                detail: format!("no longer required (was {})", short(v)),
+            }),
+            (Some(x), Some(y)) if x != y => out.push(changed(scope, Some(claim), x, y)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/flowgate.schema.json");
+
+    /// Fails when `config/flowgate.schema.json` no longer matches the types. With
+    /// `FLOWGATE_WRITE_SCHEMA=1` it rewrites the file instead.
+    #[test]
+    fn committed_schema_is_fresh() {
+        let generated = policy_schema_text();
+        if std::env::var_os("FLOWGATE_WRITE_SCHEMA").is_some() {
+            std::fs::write(SCHEMA_FILE, &generated).expect("writes the schema file");
+        }
+        let committed = std::fs::read_to_string(SCHEMA_FILE).unwrap_or_default();
+        let committed: Value = serde_json::from_str(&committed).unwrap_or(Value::Null);
+        assert!(
+            committed == policy_schema(),
+            "config/flowgate.schema.json is stale; run: cargo run -- schema > config/flowgate.schema.json"
+        );
+    }
+
+    #[test]
+    fn schema_documents_capture_options() {
+        let text = policy_schema_text();
+        for option in ["secure_inputs", "private_parameters", "private_fields", "capture_max_bytes"] {
+            assert!(text.contains(option), "{option} missing from the schema");
+        }
+    }
+
+    const BASE: &str = r#"
+        [[trigger]]
+        name = "inv"
+        path = "/t/inv"
+        upstream = "https://flows.example/invoke?sig=SIGVALUE"
+        who = "specific_users"
+        principals = ["oid:1"]
+        deny_ips = ["198.51.100.0/24"]
+        roles = { any_of = ["Flows.Invoke"] }
+        rate_limit = { calls = 10, period = "60s" }
+        secure_inputs = true
+        inject.headers."x-api-key" = "secret://kv/flows#api_key"
+        inject.headers."x-literal" = "LITERALVALUE"
+    "#;
+
+    fn diff(old: &str, new: &str) -> Vec<Change> {
+        diff_texts(old, new).expect("both parse")
+    }
+
+    fn find<'a>(changes: &'a [Change], field: &str) -> &'a Change {
+        changes
+            .iter()
+            .find(|c| c.field.as_deref() == Some(field))
+            .unwrap_or_else(|| panic!("no {field} in {changes:?}"))
+    }
+
+    #[test]
+    fn identical_policies_have_no_changes() {
+        assert!(diff(BASE, BASE).is_empty());
+        assert_eq!(render(&[]), "no changes\n");
+    }
+
+    #[test]
+    fn triggers_added_and_removed() {
+        let other = BASE.replace("\"inv\"", "\"other\"");
+        let changes = diff(BASE, &other);
+        assert!(changes.iter().any(|c| c.effect == Effect::Removed && c.scope == "trigger \"inv\""));
+        assert!(changes.iter().any(|c| c.effect == Effect::Added && c.scope == "trigger \"other\""));
+    }
+
+    #[test]
+    fn methods_claims_and_body_limit_directions() {
+        let old = BASE.replace("principals", "methods = [\"POST\"]\nclaims = { idtyp = \"app\" }\nprincipals");
+        let new = BASE.replace(
+            "principals",
+            "methods = [\"POST\", \"GET\"]\nmax_body_bytes = 10\nforward_authorization = true\nprincipals",
+        );
+        let changes = diff(&old, &new);
+        assert_eq!(find(&changes, "methods").effect, Effect::Loosened);
+        assert_eq!(find(&changes, "claims.idtyp").effect, Effect::Loosened);
+        assert_eq!(find(&changes, "max_body_bytes").effect, Effect::Changed);
+        assert_eq!(find(&changes, "forward_authorization").effect, Effect::Loosened);
+        let tighter = BASE.replace("calls = 10, period = \"60s\"", "calls = 10, period = \"120s\"");
+        assert_eq!(find(&diff(BASE, &tighter), "rate_limit").effect, Effect::Tightened);
+        let no_limit = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "");
+        assert_eq!(find(&diff(BASE, &no_limit), "rate_limit").effect, Effect::Loosened);
+    }
+}

@@ -1,0 +1,338 @@
+//! Capture of request and response headers and bodies, with every protection applied
+//! before anything is stored: secure inputs/outputs, `_private` fields, private
+//! parameters, credential headers and injected secret values.
+//!
+//! Decision on non-JSON bodies: the `_private` rule always applies, so a body that is
+//! not valid JSON (or was truncated at the size bound, and so cannot be checked) is
+//! ALWAYS stored as `{ "sha256", "length" }`, never raw.
+
+use crate::config::{Diagnostics, KeyPath, RawTrigger};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+
+/// What replaces an injected secret value found in a captured body.
+pub const REDACTED: &str = "[redacted]";
+
+/// The prefix of JSON field names that are never recorded.
+const PRIVATE_PREFIX: &str = "_private";
+
+/// Headers never recorded, whatever the settings: the caller's credentials and cookies.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
+
+/// A trigger's capture settings, compiled once per policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureRules {
+    /// Capture at all (`capture = true`). Off by default.
+    pub enabled: bool,
+    /// Replace the captured request with the `{"secured": true}` marker.
+    pub secure_inputs: bool,
+    /// Replace the captured response with the `{"secured": true}` marker.
+    pub secure_outputs: bool,
+    /// Field names dropped at any depth, lower-cased (matching is case-insensitive).
+    pub private_parameters: HashSet<String>,
+    /// Body bytes captured at most; longer bodies are hashed.
+    pub max_bytes: usize,
+    /// Trigger options hidden from viewers on `/policy` (`private_fields`).
+    pub private_fields: Vec<String>,
+}
+
+impl CaptureRules {
+    /// Compiles a trigger's capture settings; `max_bytes` is `[audit] capture_max_bytes`.
+    /// Every problem is reported to `diags` under `path` (the trigger's key path).
+    pub fn compile(raw: &RawTrigger, max_bytes: usize, path: &KeyPath, diags: &mut Diagnostics) -> Self {
+        let mut private_parameters = HashSet::new();
+        for (i, name) in raw.private_parameters.iter().enumerate() {
+            let at = path.key("private_parameters").index(i);
+            if name.trim().is_empty() {
+                diags.error_with_hint(&at, "empty private parameter name", "remove the entry or name a JSON field");
+            } else if !private_parameters.insert(name.to_ascii_lowercase()) {
+                diags.error_with_hint(
+                    &at,
+                    format!("private parameter {name:?} is listed twice (names match case-insensitively)"),
+                    "remove the duplicate",
+                );
+            }
+        }
+        let mut private_fields = Vec::new();
+        for (i, field) in raw.private_fields.iter().enumerate() {
+            let at = path.key("private_fields").index(i);
+            if field.is_empty() || field.split('.').any(str::is_empty) {
+                diags.error_with_hint(
+                    &at,
+                    format!("{field:?} is not a trigger option path"),
+                    "write an option of this trigger, such as \"upstream\" or \"inject.headers\"",
+                );
+            } else if field == "name" {
+                diags.error_with_hint(&at, "the trigger name cannot be private", "remove \"name\"");
+            } else {
+                private_fields.push(field.clone());
+            }
+        }
+        Self {
+            enabled: raw.capture,
+            secure_inputs: raw.secure_inputs,
+            secure_outputs: raw.secure_outputs,
+            private_parameters,
+            max_bytes,
+            private_fields,
+        }
+    }
+}
+
+/// One captured message (request or response).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CapturedMessage {
+    /// `secure_inputs`/`secure_outputs`: nothing but `{"secured": true}`.
+    Secured {
+        /// Always `true`.
+        secured: bool,
+    },
+    /// Headers and body after every protection.
+    Captured {
+        /// Header name (lower case) → values, credentials and secret-bearing headers dropped.
+        headers: BTreeMap<String, Vec<String>>,
+        /// The body; `None` when empty.
+        body: Option<CapturedBody>,
+    },
+}
+
+impl CapturedMessage {
+    /// The secure marker.
+    pub fn secured() -> Self {
+        Self::Secured { secured: true }
+    }
+}
+
+/// A captured body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CapturedBody {
+    /// A body that is not JSON, or was truncated: only its hash and length.
+    Hashed {
+        /// Hex SHA-256 of the captured bytes (the first `max_bytes` when truncated).
+        sha256: String,
+        /// The body's full length in bytes.
+        length: u64,
+        /// The body was longer than the capture bound.
+        truncated: bool,
+    },
+    /// A JSON body with private fields dropped and secret values replaced.
+    Json {
+        /// The cleaned document.
+        json: Value,
+    },
+}
+
+/// Captures a request. `body` is the buffered prefix of the body (at most
+/// `rules.max_bytes` are used) and `total_len` its full length; `secrets` are the
+/// values injected into this call, which are removed wherever they appear.
+pub fn capture_request(
+    rules: &CaptureRules,
+    headers: &HeaderMap,
+    body: &[u8],
+    total_len: u64,
+    secrets: &[&[u8]],
+) -> CapturedMessage {
+    if rules.secure_inputs {
+        return CapturedMessage::secured();
+    }
+    capture(rules, headers, body, total_len, secrets)
+}
+
+/// Captures a response; see [`capture_request`]. Secrets echoed by the upstream are
+/// removed even when `scrub_responses` is off.
+pub fn capture_response(
+    rules: &CaptureRules,
+    headers: &HeaderMap,
+    body: &[u8],
+    total_len: u64,
+    secrets: &[&[u8]],
+) -> CapturedMessage {
+    if rules.secure_outputs {
+        return CapturedMessage::secured();
+    }
+    capture(rules, headers, body, total_len, secrets)
+}
+
+fn capture(
+    rules: &CaptureRules,
+    headers: &HeaderMap,
+    body: &[u8],
+    total_len: u64,
+    secrets: &[&[u8]],
+) -> CapturedMessage {
+    let secrets: Vec<&[u8]> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    CapturedMessage::Captured {
+        headers: capture_headers(headers, &secrets),
+        body: capture_body(rules, body, total_len, &secrets),
+    }
+}
+
+fn capture_headers(headers: &HeaderMap, secrets: &[&[u8]]) -> BTreeMap<String, Vec<String>> {
+    let mut kept: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        let lower = name.as_str();
+        if CREDENTIAL_HEADERS.contains(&lower) || value.is_sensitive() {
+            continue;
+        }
+        let bytes = value.as_bytes();
+        if secrets.iter().any(|s| contains(bytes, s)) {
+            continue;
+        }
+        kept.entry(lower.to_owned()).or_default().push(String::from_utf8_lossy(bytes).into_owned());
+    }
+    kept
+}
+
+fn capture_body(rules: &CaptureRules, body: &[u8], total_len: u64, secrets: &[&[u8]]) -> Option<CapturedBody> {
+    let total_len = total_len.max(body.len() as u64);
+    if total_len == 0 {
+        return None;
+    }
+    let truncated = total_len > rules.max_bytes as u64 || (body.len() as u64) < total_len;
+    let prefix = &body[..body.len().min(rules.max_bytes)];
+    if !truncated && let Ok(mut json) = serde_json::from_slice::<Value>(prefix) {
+        clean_json(&mut json, rules, secrets);
+        return Some(CapturedBody::Json { json });
+    }
+    Some(CapturedBody::Hashed { sha256: hex::encode(Sha256::digest(prefix)), length: total_len, truncated })
+}
+
+/// Drops `_private*` and private-parameter fields at any depth (arrays included) and
+/// replaces injected secret values in keys, strings and numbers.
+fn clean_json(value: &mut Value, rules: &CaptureRules, secrets: &[&[u8]]) {
+    match value {
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            let mut cleaned = Map::with_capacity(old.len());
+            for (key, mut child) in old {
+                let lower = key.to_ascii_lowercase();
+                if lower.starts_with(PRIVATE_PREFIX) || rules.private_parameters.contains(&lower) {
+                    continue;
+                }
+                clean_json(&mut child, rules, secrets);
+                cleaned.insert(redact_str(&key, secrets), child);
+            }
+            *map = cleaned;
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| clean_json(item, rules, secrets)),
+        Value::String(text) => {
+            let redacted = redact_str(text, secrets);
+            *text = redacted;
+        }
+        Value::Number(number) => {
+            let text = number.to_string();
+            if secrets.iter().any(|s| contains(text.as_bytes(), s)) {
+                *value = Value::String(REDACTED.to_owned());
+            }
+        }
+        Value::Null | Value::Bool(_) => {}
+    }
+}
+
+fn redact_str(text: &str, secrets: &[&[u8]]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        // A secret that is not UTF-8 cannot occur inside a Rust string.
+        if let Ok(secret) = std::str::from_utf8(secret)
+            && out.contains(secret)
+        {
+            out = out.replace(secret, REDACTED);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use serde_json::json;
+
+    fn rules() -> CaptureRules {
+        CaptureRules { enabled: true, max_bytes: 1024, ..CaptureRules::default() }
+    }
+
+    fn body_json(message: &CapturedMessage) -> Value {
+        match message {
+            CapturedMessage::Captured { body: Some(CapturedBody::Json { json }), .. } => json.clone(),
+            other => panic!("expected a JSON body, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn private_prefix_dropped_inside_nested_arrays() {
+        let body = json!({"a": [{"b": [{"c": {"_private_x": 1, "keep": 2}}]}], "_privateTop": 3});
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let json = body_json(&capture_request(&rules(), &HeaderMap::new(), &bytes, bytes.len() as u64, &[]));
+        assert_eq!(json, json!({"a": [{"b": [{"c": {"keep": 2}}]}]}));
+    }
+
+    #[test]
+    fn secret_in_number_and_key_redacted() {
+        let bytes = br#"{"n": 98765, "98765": "x"}"#;
+        let json = body_json(&capture_response(&rules(), &HeaderMap::new(), bytes, 26, &[b"98765"]));
+        assert_eq!(json, json!({"n": REDACTED, REDACTED: "x"}));
+    }
+
+    #[test]
+    fn truncated_json_is_hashed() {
+        let mut small = rules();
+        small.max_bytes = 4;
+        let bytes = br#"{"a": 1}"#;
+        match capture_request(&small, &HeaderMap::new(), bytes, bytes.len() as u64, &[]) {
+            CapturedMessage::Captured { body: Some(CapturedBody::Hashed { length, truncated, .. }), .. } => {
+                assert_eq!(length, 8);
+                assert!(truncated);
+            }
+            other => panic!("expected a hash, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sensitive_header_dropped_and_empty_secret_ignored() {
+        let mut headers = HeaderMap::new();
+        let mut value = HeaderValue::from_static("opaque");
+        value.set_sensitive(true);
+        headers.insert("x-injected", value);
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        match capture_request(&rules(), &headers, b"", 0, &[b""]) {
+            CapturedMessage::Captured { headers, body } => {
+                assert!(!headers.contains_key("x-injected"));
+                assert_eq!(headers["content-type"], vec!["application/json".to_owned()]);
+                assert!(body.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn compile_reports_every_problem() {
+        let raw: RawTrigger = toml::from_str(
+            r#"
+            name = "t"
+            path = "/t"
+            upstream = "http://127.0.0.1:1/"
+            who = "anyone"
+            capture = true
+            private_parameters = ["Password", "", "password"]
+            private_fields = ["upstream", "name", "a..b"]
+            "#,
+        )
+        .expect("trigger parses");
+        let mut diags = Diagnostics::default();
+        let rules = CaptureRules::compile(&raw, 100, &KeyPath::root().key("trigger").index(0), &mut diags);
+        assert!(rules.enabled);
+        assert!(rules.private_parameters.contains("password"));
+        assert_eq!(rules.private_fields, vec!["upstream".to_owned()]);
+        assert_eq!(diags.into_vec().len(), 4);
+    }
+}

@@ -1,0 +1,119 @@
+//! Filters over the in-memory ring, for the admin API's `/runs` and `flowgate runs`.
+
+use super::RunRecord;
+use std::time::{Duration, SystemTime};
+
+/// Records returned when no `limit` is given.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// Which runs to return. Every set field must match; results are newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Trigger name, exactly.
+    pub trigger: Option<String>,
+    /// Decision (`allowed` or a rejection kind), exactly.
+    pub decision: Option<String>,
+    /// Principal, exactly.
+    pub principal: Option<String>,
+    /// Only runs at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only runs before this time.
+    pub until: Option<SystemTime>,
+    /// At most this many records ([`DEFAULT_LIMIT`] when unset).
+    pub limit: Option<usize>,
+}
+
+impl RunFilter {
+    /// Parses `trigger=..&decision=..&principal=..&since=..&until=..&limit=..`.
+    /// `since`/`until` take RFC 3339 (`2026-01-02T03:04:05Z`) or an age such as `15m`
+    /// (that long before now).
+    ///
+    /// # Errors
+    /// A message naming the unknown key or the unparsable value.
+    pub fn from_query(query: &str) -> Result<Self, String> {
+        Self::from_query_at(query, SystemTime::now())
+    }
+
+    /// [`RunFilter::from_query`] with ages measured from `now`.
+    ///
+    /// # Errors
+    /// A message naming the unknown key or the unparsable value.
+    pub fn from_query_at(query: &str, now: SystemTime) -> Result<Self, String> {
+        let mut filter = Self::default();
+        let query = query.strip_prefix('?').unwrap_or(query);
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let value = value.into_owned();
+            match key.as_ref() {
+                "trigger" => filter.trigger = Some(value),
+                "decision" => filter.decision = Some(value),
+                "principal" => filter.principal = Some(value),
+                "since" => filter.since = Some(parse_time(&value, now)?),
+                "until" => filter.until = Some(parse_time(&value, now)?),
+                "limit" => {
+                    filter.limit = Some(value.parse().map_err(|_| format!("limit: {value:?} is not a whole number"))?)
+                }
+                other => {
+                    return Err(format!(
+                        "unknown filter {other:?} (expected trigger, decision, principal, since, until or limit)"
+                    ));
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    /// Whether `record` passes every set field (ignores `limit`).
+    pub fn matches(&self, record: &RunRecord) -> bool {
+        fn same(want: &Option<String>, have: Option<&str>) -> bool {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        }
+        if !same(&self.trigger, record.trigger.as_deref())
+            || !same(&self.decision, Some(&record.decision))
+            || !same(&self.principal, record.principal.as_deref())
+        {
+            return false;
+        }
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Some(at) = record.at() else { return false };
+        self.since.is_none_or(|since| at >= since) && self.until.is_none_or(|until| at < until)
+    }
+
+    /// The effective limit.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_LIMIT)
+    }
+}
+
+fn parse_time(value: &str, now: SystemTime) -> Result<SystemTime, String> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(value) {
+        return Ok(at);
+    }
+    let age: Duration = humantime::parse_duration(value)
+        .map_err(|_| format!("{value:?} is neither an RFC 3339 time nor an age such as \"15m\""))?;
+    Ok(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key_and_rejects_unknown() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let filter = RunFilter::from_query_at(
+            "?trigger=inv&decision=allowed&principal=oid%3Aabc&since=1h&until=1970-01-01T02:00:00Z&limit=5",
+            now,
+        )
+        .expect("parses");
+        assert_eq!(filter.trigger.as_deref(), Some("inv"));
+        assert_eq!(filter.principal.as_deref(), Some("oid:abc"));
+        assert_eq!(filter.since, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(6_400)));
+        assert_eq!(filter.until, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(7_200)));
+        assert_eq!(filter.limit(), 5);
+        assert!(RunFilter::from_query("tenant=x").unwrap_err().contains("tenant"));
+        assert!(RunFilter::from_query("limit=many").is_err());
+        assert!(RunFilter::from_query("since=yesterday").is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! Where run records go: an in-memory ring (queried by the admin API), and a JSON-lines
+//! file with size-based rotation and/or stdout, written by one writer thread.
+//!
+//! [`AuditLog::write`] never fails and never waits for the disk: the ring is updated in
+//! memory and the line is handed to the writer through a bounded channel. A full channel
+//! drops the line (counted in `flowgate_audit_dropped_total`); a failing sink (disk full,
+//! read-only directory) is counted in `flowgate_audit_write_errors_total` and logged at
+//! most once per `error_log_interval`.
+
+use super::{RunFilter, RunRecord};
+use crate::config::{Diagnostics, KeyPath, RawAudit};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The compiled `[audit]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// JSON-lines file, resolved against the policy file's directory.
+    pub file: Option<PathBuf>,
+    /// Rotate the file before it would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept (`file.1` newest … `file.KEEP` oldest).
+    pub keep: usize,
+    /// Also write records to stdout.
+    pub stdout: bool,
+    /// Records kept in memory for the admin API (0 disables the ring).
+    pub ring: usize,
+    /// Body bytes captured at most per message.
+    pub capture_max_bytes: usize,
+    /// Lines waiting for the writer at most (fixed when the [`AuditLog`] is created).
+    pub queue: usize,
+    /// A failing sink is logged at most once per this interval.
+    pub error_log_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        let mut diags = Diagnostics::default();
+        Self::compile(&RawAudit::default(), Path::new("."), &KeyPath::root().key("audit"), &mut diags)
+    }
+}
+
+impl AuditConfig {
+    /// Compiles `[audit]`; `base_dir` is the policy file's directory, against which a
+    /// relative `file` is resolved. Every problem is reported to `diags` under `path`.
+    pub fn compile(raw: &RawAudit, base_dir: &Path, path: &KeyPath, diags: &mut Diagnostics) -> Self {
+        let file = match raw.file.as_deref() {
+            Some("") => {
+                diags.error_with_hint(&path.key("file"), "empty audit file name", "remove `file` or name a file");
+                None
+            }
+            Some(name) => Some(base_dir.join(name)),
+            None => None,
+        };
+        if raw.max_bytes < 1024 {
+            diags.error_with_hint(
+                &path.key("max_bytes"),
+                format!("max_bytes = {} is too small to hold a run record", raw.max_bytes),
+                "use at least 1024 (the default is 64 MiB)",
+            );
+        }
+        if raw.queue == 0 {
+            diags.error_with_hint(&path.key("queue"), "queue must hold at least one record", "the default is 8192");
+        }
+        Self {
+            file,
+            max_bytes: raw.max_bytes,
+            keep: raw.keep,
+            stdout: raw.stdout,
+            ring: raw.ring,
+            capture_max_bytes: raw.capture_max_bytes,
+            queue: raw.queue.max(1),
+            error_log_interval: raw.error_log_interval.0,
+        }
+    }
+
+    fn has_stream_sink(&self) -> bool {
+        self.file.is_some() || self.stdout
+    }
+}
+
+/// Counters of an [`AuditLog`] since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records accepted by [`AuditLog::write`].
+    pub records: u64,
+    /// Lines dropped because the writer's queue was full.
+    pub dropped: u64,
+    /// Failed writes to a file or stdout.
+    pub write_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+impl Counters {
+    fn write_error(&self) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("flowgate_audit_write_errors_total").increment(1);
+    }
+}
+
+enum Message {
+    Line(String),
+    Reconfigure(Box<AuditConfig>),
+    Flush(SyncSender<()>),
+}
+
+#[derive(Debug)]
+struct Ring {
+    records: VecDeque<RunRecord>,
+    capacity: usize,
+}
+
+/// The run history's sinks. Lives in the `Gateway` and survives policy reloads;
+/// [`AuditLog::reconfigure`] applies a new `[audit]` section.
+#[derive(Debug)]
+pub struct AuditLog {
+    sender: SyncSender<Message>,
+    ring: Mutex<Ring>,
+    stream: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+impl AuditLog {
+    /// Starts the writer thread for `cfg`.
+    ///
+    /// # Errors
+    /// The operating system refused to start a thread.
+    pub fn new(cfg: &AuditConfig) -> io::Result<Self> {
+        let (sender, receiver) = sync_channel(cfg.queue);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer::new(cfg.clone(), Arc::clone(&counters));
+        std::thread::Builder::new().name("flowgate-audit".into()).spawn(move || writer.run(receiver))?;
+        Ok(Self {
+            sender,
+            ring: Mutex::new(Ring { records: VecDeque::with_capacity(cfg.ring.min(1024)), capacity: cfg.ring }),
+            stream: AtomicBool::new(cfg.has_stream_sink()),
+            counters,
+        })
+    }
+
+    /// Records one call. Never fails and never blocks on I/O: a full queue drops the
+    /// line for the file/stdout (counted), the ring always gets the record.
+    pub fn write(&self, record: RunRecord) {
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("flowgate_audit_records_total").increment(1);
+        if self.stream.load(Ordering::Relaxed) {
+            match serde_json::to_string(&record) {
+                Ok(line) => match self.sender.try_send(Message::Line(line)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("flowgate_audit_dropped_total").increment(1);
+                    }
+                    Err(TrySendError::Disconnected(_)) => self.counters.write_error(),
+                },
+                Err(_) => self.counters.write_error(),
+            }
+        }
+        let mut ring = lock(&self.ring);
+        if ring.capacity == 0 {
+            return;
+        }
+        while ring.records.len() >= ring.capacity {
+            ring.records.pop_front();
+        }
+        ring.records.push_back(record);
+    }
+
+    /// Applies a reloaded `[audit]` section: the ring is resized (oldest dropped) and the
+    /// writer switches file, rotation and stdout settings. `queue` keeps its first value.
+    /// Waits for a place in the queue, so call it from the reload path, not per request.
+    pub fn reconfigure(&self, cfg: &AuditConfig) {
+        {
+            let mut ring = lock(&self.ring);
+            ring.capacity = cfg.ring;
+            while ring.records.len() > ring.capacity {
+                ring.records.pop_front();
+            }
+        }
+        // The writer learns the new sinks before any line meant for them is queued.
+        if self.sender.send(Message::Reconfigure(Box::new(cfg.clone()))).is_err() {
+            self.counters.write_error();
+        }
+        self.stream.store(cfg.has_stream_sink(), Ordering::Relaxed);
+    }
+
+    /// Waits until every line queued so far is written and flushed, for at most
+    /// `timeout`. Returns false on timeout. For shutdown and tests, not the request path.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = sync_channel(1);
+        let deadline = Instant::now() + timeout;
+        let mut message = Message::Flush(ack);
+        loop {
+            match self.sender.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        !matches!(done.recv_timeout(left), Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected))
+    }
+
+    /// Records in the ring matching `filter`, newest first, at most `filter.limit()`.
+    pub fn query(&self, filter: &RunFilter) -> Vec<RunRecord> {
+        let ring = lock(&self.ring);
+        ring.records.iter().rev().filter(|r| filter.matches(r)).take(filter.limit()).cloned().collect()
+    }
+
+    /// The record with this request id, if still in the ring.
+    pub fn get(&self, id: &str) -> Option<RunRecord> {
+        lock(&self.ring).records.iter().rev().find(|r| r.id == id).cloned()
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            records: self.counters.records.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            write_errors: self.counters.write_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The writer thread's state.
+struct Writer {
+    cfg: AuditConfig,
+    file: Option<File>,
+    size: u64,
+    counters: Arc<Counters>,
+    last_logged: Option<Instant>,
+}
+
+impl Writer {
+    fn new(cfg: AuditConfig, counters: Arc<Counters>) -> Self {
+        Self { cfg, file: None, size: 0, counters, last_logged: None }
+    }
+
+    fn run(mut self, receiver: Receiver<Message>) {
+        while let Ok(message) = receiver.recv() {
+            match message {
+                Message::Line(line) => self.write_line(&line),
+                Message::Reconfigure(cfg) => {
+                    if cfg.file != self.cfg.file {
+                        self.file = None;
+                    }
+                    self.cfg = *cfg;
+                }
+                Message::Flush(ack) => {
+                    if let Some(file) = self.file.as_mut()
+                        && let Err(e) = file.flush()
+                    {
+                        self.failed(&e);
+                    }
+                    // The caller may have given up waiting; nothing to do then.
+                    let _ = ack.send(());
+                }
+            }
+        }
+    }
+
+    fn write_line(&mut self, line: &str) {
+        if self.cfg.stdout {
+            let mut out = io::stdout().lock();
+            if let Err(e) = writeln!(out, "{line}") {
+                self.failed(&e);
+            }
+        }
+        if self.cfg.file.is_some()
+            && let Err(e) = self.write_file(line)
+        {
+            // Reopen on the next record: the directory may come back.
+            self.file = None;
+            self.failed(&e);
+        }
+    }
+
+    fn write_file(&mut self, line: &str) -> io::Result<()> {
+        let Some(path) = self.cfg.file.clone() else { return Ok(()) };
+        let len = line.len() as u64 + 1;
+        if self.file.is_none() {
+            self.open(&path)?;
+        }
+        if self.size > 0 && self.size + len > self.cfg.max_bytes && self.is_regular(&path) {
+            self.file = None;
+            rotate(&path, self.cfg.keep)?;
+            self.open(&path)?;
+        }
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        file.write_all(&buf)?;
+        self.size += len;
+        Ok(())
+    }
+
+    fn open(&mut self, path: &Path) -> io::Result<()> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.size = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Only regular files are rotated (never a device such as `/dev/stdout`).
+    fn is_regular(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file())
+    }
+
+    fn failed(&mut self, error: &io::Error) {
+        self.counters.write_error();
+        let due = self.last_logged.is_none_or(|at| at.elapsed() >= self.cfg.error_log_interval);
+        if due {
+            self.last_logged = Some(Instant::now());
+            tracing::warn!(
+                error = %error,
+                file = ?self.cfg.file,
+                "run history sink failed; calls go on, further failures are counted in flowgate_audit_write_errors_total"
+            );
+        }
+    }
+}
+
+/// `file` → `file.1`, `file.1` → `file.2`, …; the oldest beyond `keep` is overwritten.
+/// With `keep = 0` the full file is simply removed.
+fn rotate(path: &Path, keep: usize) -> io::Result<()> {
+    if keep == 0 {
+        return std::fs::remove_file(path);
+    }
+    for i in (1..keep).rev() {
+        match std::fs::rename(numbered(path, i), numbered(path, i + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(path, numbered(path, 1))
+}
+
+/// `path` with `.N` appended.
+pub(crate) fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn config(ring: usize) -> AuditConfig {
+        AuditConfig { ring, ..AuditConfig::default() }
+    }
+
+    #[test]
+    fn ring_keeps_newest_and_get_finds_by_id() {
+        let log = AuditLog::new(&config(2)).expect("starts");
+        for id in ["a", "b", "c"] {
+            log.write(RunRecord::new(id, SystemTime::UNIX_EPOCH, "POST", "/t"));
+        }
+        assert!(log.get("a").is_none());
+        assert_eq!(log.get("c").map(|r| r.id), Some("c".to_owned()));
+        let ids: Vec<String> = log.query(&RunFilter::default()).into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["c", "b"]);
+        log.reconfigure(&config(1));
+        assert_eq!(log.query(&RunFilter::default()).len(), 1);
+        assert!(log.flush(Duration::from_secs(5)));
+        assert_eq!(log.stats().records, 3);
+    }
+
+    #[test]
+    fn compile_rejects_bad_values() {
+        let raw: RawAudit = toml::from_str("file = \"\"\nmax_bytes = 10\nqueue = 0\n").expect("parses");
+        let mut diags = Diagnostics::default();
+        let cfg = AuditConfig::compile(&raw, Path::new("/etc/flowgate"), &KeyPath::root().key("audit"), &mut diags);
+        assert_eq!(diags.into_vec().len(), 3);
+        assert_eq!(cfg.file, None);
+        let raw: RawAudit = toml::from_str("file = \"runs.jsonl\"").expect("parses");
+        let mut diags = Diagnostics::default();
+        let cfg = AuditConfig::compile(&raw, Path::new("/etc/flowgate"), &KeyPath::root(), &mut diags);
+        assert!(diags.is_empty());
+        assert_eq!(cfg.file, Some(PathBuf::from("/etc/flowgate/runs.jsonl")));
+    }
+}
