@@ -73,7 +73,7 @@ pub struct RunRecord {
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// The version of the policy that judged the call.
-    pub policy_version: u64,
+    pub policy_version: String,
     /// Captured request and response, for triggers with `capture = true`.
     pub capture: Option<Captured>,
 }
@@ -103,7 +103,7 @@ impl RunRecord {
             latency_ms: 0.0,
             bytes_in: 0,
             bytes_out: 0,
-            policy_version: 0,
+            policy_version: String::new(),
             capture: None,
         }
     }

@@ -32,10 +32,18 @@ pub enum Command {
         config: PathBuf,
     },
     /// Validate a policy file offline: exit 0 with a summary, or 1 with every error as FILE:LINE:COL.
+    /// With --diff OLD, also show what changes from OLD to FILE (loosened / tightened rules).
     Check {
         /// The policy file.
         file: PathBuf,
+        /// An older policy to compare FILE with. Secret values are never resolved or printed.
+        #[arg(long, value_name = "OLD")]
+        diff: Option<PathBuf>,
     },
+    /// Print the JSON Schema of the policy file (for editors: Taplo, Even Better TOML).
+    Schema,
+    /// Show the run history from a running gateway's admin API.
+    Runs(RunsArgs),
     /// Run the demo: gateway on https://127.0.0.1:8443 with a built-in echo upstream and
     /// development certificates in certs/; prints ready-to-paste curl commands.
     Demo(DemoArgs),
@@ -58,6 +66,41 @@ pub struct DemoArgs {
     pub certs: PathBuf,
 }
 
+/// `flowgate runs` options.
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// The admin API.
+    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    pub admin: String,
+    /// Only this trigger.
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Only this decision (`allowed`, `unauthenticated`, `rate_limited`, ...).
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// Only this principal.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Since (RFC 3339, or an age such as `15m`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (RFC 3339, or an age).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many runs, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// One run by id, in full.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Bearer token for an admin API that requires one.
+    #[arg(long, env = "FLOWGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,7 +115,15 @@ pub fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
-            Command::Check { file } => check(&file),
+            Command::Check { file, diff } => match diff {
+                None => check(&file),
+                Some(old) => check_diff(&old, &file),
+            },
+            Command::Schema => {
+                print!("{}", crate::config::diff::policy_schema_text());
+                ExitCode::SUCCESS
+            }
+            Command::Runs(args) => runs(args).await,
             Command::Demo(args) => demo(args).await,
         }
     })
@@ -96,6 +147,93 @@ fn check(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check_diff(old: &Path, new: &Path) -> ExitCode {
+    let validity = check(new);
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()));
+    let texts = read(old).and_then(|o| read(new).map(|n| (o, n)));
+    let (old_text, new_text) = match texts {
+        Ok(texts) => texts,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::config::diff::diff_texts(&old_text, &new_text) {
+        Ok(changes) => {
+            print!("{}", crate::config::diff::render(&changes));
+            validity
+        }
+        Err(error) => {
+            eprintln!("cannot compare the policies: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn runs(args: RunsArgs) -> ExitCode {
+    let base = args.admin.trim_end_matches('/');
+    let url = match &args.id {
+        Some(id) => format!("{base}/runs/{}", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()),
+        None => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            let filters = [
+                ("trigger", &args.trigger),
+                ("decision", &args.decision),
+                ("principal", &args.principal),
+                ("since", &args.since),
+                ("until", &args.until),
+            ];
+            for (name, value) in filters {
+                if let Some(value) = value {
+                    query.append_pair(name, value);
+                }
+            }
+            query.append_pair("limit", &args.limit.to_string());
+            format!("{base}/runs?{}", query.finish())
+        }
+    };
+    let client = reqwest::Client::new();
+    let mut request = client.get(&url);
+    if let Some(token) = &args.token {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            eprintln!("flowgate runs: cannot reach the admin API at {base}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        eprintln!("flowgate runs: {status}: {}", body["error"].as_str().unwrap_or("request refused"));
+        return ExitCode::FAILURE;
+    }
+    if args.json || args.id.is_some() {
+        println!("{body:#}");
+        return ExitCode::SUCCESS;
+    }
+    let runs: Vec<crate::audit::RunRecord> = serde_json::from_value(body).unwrap_or_default();
+    println!(
+        "{:<24}  {:<18}  {:<20}  {:>6}  {:<22}  {:>9}  {:<34}",
+        "TIME", "TRIGGER", "DECISION", "STATUS", "PRINCIPAL", "MS", "ID"
+    );
+    for run in runs {
+        println!(
+            "{:<24}  {:<18}  {:<20}  {:>6}  {:<22}  {:>9.1}  {:<34}",
+            run.time,
+            run.trigger.as_deref().unwrap_or("-"),
+            run.decision,
+            run.status,
+            run.principal.as_deref().unwrap_or("-"),
+            run.latency_ms,
+            run.id
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: &Path) -> ExitCode {

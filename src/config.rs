@@ -188,12 +188,32 @@ pub struct RawAdmin {
     /// Admin listen address (plain HTTP). Loopback by default; `"off"` disables it.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Without `identity`: the role of loopback callers (`viewer`, `owner` or
+    /// `administrator`, default `administrator`). Other callers are refused.
+    #[serde(default = "default_loopback_role")]
+    pub loopback_role: String,
+    /// An `[identity.NAME]` whose bearer tokens admin callers must present; enables
+    /// role mapping and non-loopback callers.
+    pub identity: Option<String>,
+    /// Token `roles` claim values granting each admin role, for example
+    /// `{ viewer = ["Flowgate.Viewer"], owner = ["Flowgate.Owner"], administrator = ["Flowgate.Admin"] }`.
+    #[serde(default)]
+    pub token_roles: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: default_admin_listen() }
+        Self {
+            listen: default_admin_listen(),
+            loopback_role: default_loopback_role(),
+            identity: None,
+            token_roles: BTreeMap::new(),
+        }
     }
+}
+
+fn default_loopback_role() -> String {
+    "administrator".to_owned()
 }
 
 fn default_admin_listen() -> String {

@@ -25,6 +25,8 @@ pub struct Gateway {
     pub upstream: UpstreamClient,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The run history.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// What a reload did.
@@ -50,6 +52,8 @@ impl Gateway {
     pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Result<Arc<Self>, String> {
         let upstream = policy::build_client_for(&policy)?;
         let metrics = crate::telemetry::metrics_handle();
+        let audit =
+            crate::audit::AuditLog::new(&policy.audit).map_err(|e| format!("cannot open the run history: {e}"))?;
         publish_version(None, &policy.version);
         Ok(Arc::new(Self {
             policy: ArcSwap::from_pointee(policy),
@@ -59,6 +63,7 @@ impl Gateway {
             ready: AtomicBool::new(false),
             upstream,
             metrics,
+            audit,
         }))
     }
 
@@ -122,6 +127,9 @@ impl Gateway {
             || old.admin_listen != new.admin_listen
         {
             tracing::warn!("listen addresses changed; they take effect at the next restart");
+        }
+        if old.audit != new.audit {
+            self.audit.reconfigure(&new.audit);
         }
         let version = new.version.clone();
         publish_version(Some(&old.version), &version);

@@ -36,8 +36,14 @@ pub struct Policy {
     pub limits: Limits,
     /// The admin listener's address, if enabled.
     pub admin_listen: Option<SocketAddr>,
+    /// Who may use the admin API.
+    pub admin: AdminAccess,
     /// Trigger lookup by host, path and method.
     pub routes: Routes,
+    /// Where run records go.
+    pub audit: crate::audit::AuditConfig,
+    /// The policy text, for the admin API's redacted view (never shown unredacted).
+    pub text: String,
 }
 
 impl std::fmt::Debug for Policy {
@@ -110,6 +116,8 @@ pub struct Trigger {
     pub response_timeout: Duration,
     /// Forward the caller's Authorization header.
     pub forward_authorization: bool,
+    /// What the run history captures of this trigger's calls.
+    pub capture: crate::audit::CaptureRules,
 }
 
 impl std::fmt::Debug for Trigger {
@@ -127,7 +135,9 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let root = KeyPath::root();
     let limits = compile_limits(&raw.limits, &root.key("limits"), &mut diags);
     let server = compile_server(raw, source, &root.key("server"), &mut diags);
+    let audit = crate::audit::AuditConfig::compile(&raw.audit, &source.base_dir, &root.key("audit"), &mut diags);
     let admin_listen = compile_admin(&raw.admin.listen, &root.key("admin").key("listen"), &mut diags);
+    let admin = compile_admin_access(&raw.admin, raw, &root.key("admin"), &mut diags);
     let mut triggers = Vec::with_capacity(raw.trigger.len());
     let mut names: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (index, raw_trigger) in raw.trigger.iter().enumerate() {
@@ -135,7 +145,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         if let Some(first) = names.insert(&raw_trigger.name, index) {
             diags.error(&path.key("name"), format!("{:?} is also the name of trigger[{first}]", raw_trigger.name));
         }
-        if let Some(trigger) = compile_trigger(raw_trigger, &limits, source, &path, &mut diags) {
+        if let Some(trigger) = compile_trigger(raw_trigger, &limits, &audit, source, &path, &mut diags) {
             triggers.push(Arc::new(trigger));
         }
     }
@@ -155,7 +165,10 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         server,
         limits,
         admin_listen,
+        admin,
         routes,
+        audit,
+        text: source.text.clone(),
     })
 }
 
@@ -217,6 +230,55 @@ fn compile_admin(listen: &str, path: &KeyPath, diags: &mut Diagnostics) -> Optio
     parse_addr(listen, path, diags)
 }
 
+/// Who may use the admin API; see [`crate::admin`].
+#[derive(Debug, Clone)]
+pub struct AdminAccess {
+    /// The role of loopback callers when no identity is configured.
+    pub loopback_role: crate::audit::AdminRole,
+    /// The identity whose tokens admin callers present.
+    pub identity: Option<String>,
+    /// Token role value → admin role, strongest role wins.
+    pub token_roles: Vec<(String, crate::audit::AdminRole)>,
+}
+
+fn compile_admin_access(
+    raw: &crate::config::RawAdmin,
+    policy: &RawPolicy,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> AdminAccess {
+    let parse_role = |diags: &mut Diagnostics, at: &KeyPath, name: &str| match name.parse::<crate::audit::AdminRole>() {
+        Ok(role) => Some(role),
+        Err(_) => {
+            diags.error_with_hint(at, format!("unknown admin role {name:?}"), "use viewer, owner or administrator");
+            None
+        }
+    };
+    let loopback_role =
+        parse_role(diags, &path.key("loopback_role"), &raw.loopback_role).unwrap_or(crate::audit::AdminRole::Viewer);
+    if let Some(identity) = &raw.identity
+        && !policy.identity.contains_key(identity)
+    {
+        let hint = crate::config::did_you_mean(identity, policy.identity.keys().map(String::as_str))
+            .map_or_else(|| "define it as [identity.NAME]".to_owned(), |s| format!("did you mean {s:?}?"));
+        diags.error_with_hint(&path.key("identity"), format!("no identity named {identity:?}"), hint);
+    }
+    let mut token_roles = Vec::new();
+    for (role_name, claims) in &raw.token_roles {
+        if let Some(role) = parse_role(diags, &path.key("token_roles").key(role_name), role_name) {
+            token_roles.extend(claims.iter().map(|c| (c.clone(), role)));
+        }
+    }
+    if raw.identity.is_some() && token_roles.is_empty() {
+        diags.error_with_hint(
+            &path.key("token_roles"),
+            "no token role grants any admin role, so nobody could use the admin API",
+            "map at least one roles-claim value: token_roles = { viewer = [\"Flowgate.Viewer\"] }",
+        );
+    }
+    AdminAccess { loopback_role, identity: raw.identity.clone(), token_roles }
+}
+
 fn compile_server(
     raw: &RawPolicy,
     source: &SourceFile,
@@ -269,6 +331,7 @@ fn compile_server(
 fn compile_trigger(
     raw: &RawTrigger,
     limits: &Limits,
+    audit: &crate::audit::AuditConfig,
     source: &SourceFile,
     path: &KeyPath,
     diags: &mut Diagnostics,
@@ -311,6 +374,7 @@ fn compile_trigger(
     }
     let upstream = Upstream::compile(raw, source, limits, path, diags);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    let capture = crate::audit::CaptureRules::compile(raw, audit.capture_max_bytes, path, diags);
     Some(Trigger {
         name: raw.name.clone(),
         host,
@@ -321,6 +385,7 @@ fn compile_trigger(
         max_body_bytes,
         response_timeout: raw.upstream_response_timeout.map_or(limits.upstream_response_timeout, |d| d.0),
         forward_authorization: raw.forward_authorization,
+        capture,
     })
 }
 

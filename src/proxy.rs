@@ -16,6 +16,7 @@ pub use body::{BodyStats, CappedBody, ObservedBody};
 pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
 
+use crate::audit::RunRecord;
 use crate::denial::{Denial, Failure, Rejection};
 use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
@@ -26,7 +27,7 @@ use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// The body type of every response flowgate sends.
 pub type ResponseBody = UpstreamBody;
@@ -54,29 +55,31 @@ pub struct Admitted {
     pub permit: Permit,
 }
 
-/// Facts about one call, gathered along the way for its log line and run record.
-#[derive(Debug, Clone, Default)]
-pub struct CallFacts {
-    /// Our id for the call (also in the response and upstream request).
-    pub request_id: String,
-    /// Method.
-    pub method: String,
-    /// Path only: the query may carry signatures.
-    pub path: String,
-    /// The matched trigger's name.
-    pub trigger: Option<String>,
-    /// The client address we settled on.
-    pub client_ip: Option<IpAddr>,
-    /// The TCP peer.
-    pub peer_ip: Option<IpAddr>,
-    /// The upstream's status, when it answered.
-    pub upstream_status: Option<u16>,
-    /// `allowed`, or the rejection kind.
-    pub decision: String,
-    /// The rejection's private reason.
-    pub reason: Option<String>,
-    /// The policy version the call ran on.
-    pub policy_version: String,
+/// One call in progress: its run record, filled in step by step, and what capture needs.
+pub struct Call {
+    /// The run record, written exactly once when the response ends.
+    pub record: RunRecord,
+    started: Instant,
+    request_body: Arc<BodyStats>,
+    capture: Option<Capture>,
+}
+
+/// What a capturing trigger keeps of a call until the response ends.
+struct Capture {
+    trigger: Arc<Trigger>,
+    request_headers: http::HeaderMap,
+    response_headers: http::HeaderMap,
+    response_body: Arc<body::Tap>,
+}
+
+impl Call {
+    fn begin<B>(policy: &Policy, connection: &Connection, request: &Request<B>) -> Self {
+        let mut record =
+            RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
+        record.peer_ip = Some(connection.peer.ip());
+        record.policy_version = policy.version.clone();
+        Self { record, started: Instant::now(), request_body: Arc::new(BodyStats::default()), capture: None }
+    }
 }
 
 /// Handles one request from start to end. Never fails: every outcome is a response.
@@ -85,38 +88,26 @@ pub async fn handle(
     connection: Arc<Connection>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-    let started = Instant::now();
+    // One policy snapshot for the whole call: a reload never changes the rules under it.
     let policy = gateway.policy();
-    let request_stats = Arc::new(BodyStats::default());
-    let mut facts = CallFacts {
-        request_id: new_request_id(),
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
-        peer_ip: Some(connection.peer.ip()),
-        policy_version: policy.version.clone(),
-        ..CallFacts::default()
-    };
+    let mut call = Call::begin(&policy, &connection, &request);
 
-    let outcome = match admit(&gateway, &policy, &connection, &request, &mut facts).await {
-        Ok(admitted) => forward(&gateway, &policy, &connection, admitted, request, &request_stats, &mut facts).await,
+    let outcome = match admit(&gateway, &policy, &connection, &request, &mut call).await {
+        Ok(admitted) => forward(&gateway, &connection, admitted, request, &mut call).await,
         Err(rejection) => Err(rejection),
     };
 
     let mut response = match outcome {
-        Ok(response) => {
-            facts.decision = "allowed".to_owned();
-            response
-        }
+        Ok(response) => response,
         Err(rejection) => {
-            facts.decision = rejection.kind().to_owned();
-            facts.reason = Some(rejection.reason());
-            rejection.response(&facts.request_id).map(|b| b.map_err(|never| match never {}).boxed_unsync())
+            call.record.reject(&rejection);
+            rejection.response(&call.record.id).map(|b| b.map_err(|never| match never {}).boxed_unsync())
         }
     };
-    if let Ok(id) = HeaderValue::from_str(&facts.request_id) {
+    if let Ok(id) = HeaderValue::from_str(&call.record.id) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
-    Ok(record_on_end(response, facts, started, request_stats))
+    Ok(record_on_end(gateway, call, response))
 }
 
 /// Every check a call must pass, cheapest first, so a flood of bad calls never reaches
@@ -129,7 +120,7 @@ pub async fn admit(
     policy: &Policy,
     connection: &Connection,
     request: &Request<hyper::body::Incoming>,
-    facts: &mut CallFacts,
+    call: &mut Call,
 ) -> Result<Admitted, Rejection> {
     // hyper caps the head at its buffer size (at least 8 KiB); the policy's own, possibly
     // smaller, limit is enforced here before any header is interpreted.
@@ -140,13 +131,13 @@ pub async fn admit(
 
     // Client address first: every later rule and the run record need it.
     let client = connection.peer.ip();
-    facts.client_ip = Some(client);
+    call.record.client_ip = Some(client);
 
     // Route: a miss is a bare 404 before anything else is revealed.
     let host = request_host(request);
     let found = policy.routes.find(host, request.uri().path(), request.method())?;
     let trigger = found.trigger.clone();
-    facts.trigger = Some(trigger.name.clone());
+    call.record.trigger = Some(trigger.name.clone());
 
     // A declared body over the limit is refused before any expensive check.
     if declared_length(request).is_some_and(|len| len > trigger.max_body_bytes) {
@@ -163,16 +154,24 @@ pub async fn admit(
 /// reached; 504 when it does not answer in time.
 pub async fn forward(
     gateway: &Gateway,
-    _policy: &Policy,
     connection: &Connection,
     admitted: Admitted,
     request: Request<hyper::body::Incoming>,
-    request_stats: &Arc<BodyStats>,
-    facts: &mut CallFacts,
+    call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let Admitted { trigger, rest, client, permit: _permit } = admitted;
     let host = request_host(&request).map(str::to_owned);
     let (parts, body) = request.into_parts();
+    if trigger.capture.enabled {
+        call.request_body =
+            Arc::new(BodyStats { tap: Some(body::Tap::new(trigger.capture.max_bytes)), ..BodyStats::default() });
+        call.capture = Some(Capture {
+            trigger: trigger.clone(),
+            request_headers: parts.headers.clone(),
+            response_headers: http::HeaderMap::new(),
+            response_body: Arc::new(body::Tap::new(trigger.capture.max_bytes)),
+        });
+    }
     let uri = trigger
         .upstream
         .uri_for(&rest, parts.uri.query(), &|_| false)
@@ -186,10 +185,11 @@ pub async fn forward(
             client,
             proto: if connection.tls { "https" } else { "http" },
             host: host.as_deref(),
-            request_id: &facts.request_id,
+            request_id: &call.record.id,
         },
     );
 
+    let request_stats = call.request_body.clone();
     let body = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone()).boxed_unsync();
     let mut upstream_request = Request::new(body);
     *upstream_request.method_mut() = parts.method;
@@ -226,49 +226,73 @@ pub async fn forward(
         }
         Ok(Ok(response)) => response,
     };
-    facts.upstream_status = Some(response.status().as_u16());
+    call.record.upstream_status = Some(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(capture) = &mut call.capture {
+        capture.response_headers = parts.headers.clone();
+    }
     Ok(Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
 }
 
-/// Wraps the response body so that the access log line (and run record) is written once,
-/// when the body ends or is dropped.
-fn record_on_end(
-    response: Response<ResponseBody>,
-    facts: CallFacts,
-    started: Instant,
-    request_stats: Arc<BodyStats>,
-) -> Response<ResponseBody> {
-    let status = response.status().as_u16();
-    let head_latency = started.elapsed();
+/// Wraps the response body so that the access-log line and the run record are written
+/// exactly once, when the body ends or is dropped, with real byte counts.
+fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let Call { mut record, started, request_body, capture } = call;
+    record.status = response.status().as_u16();
     metrics::counter!(
         "flowgate_requests_total",
-        "trigger" => facts.trigger.clone().unwrap_or_else(|| "-".to_owned()),
-        "method" => method_class(&facts.method),
-        "status" => status.to_string()
+        "trigger" => record.trigger.clone().unwrap_or_else(|| "-".to_owned()),
+        "method" => method_class(&record.method),
+        "status" => record.status.to_string()
     )
     .increment(1);
-    metrics::histogram!("flowgate_request_duration_seconds").record(head_latency.as_secs_f64());
+    metrics::histogram!("flowgate_request_duration_seconds").record(started.elapsed().as_secs_f64());
+    let tap = capture.as_ref().map(|c| c.response_body.clone());
     let (parts, body) = response.into_parts();
     let observed = ObservedBody::new(
         body,
+        tap,
         Box::new(move |bytes_out, completed| {
+            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            record.bytes_in = request_body.bytes.load(Ordering::Relaxed);
+            record.bytes_out = bytes_out;
+            if let Some(capture) = capture {
+                let rules = &capture.trigger.capture;
+                let request_prefix = request_body.tap.as_ref().map(body::Tap::bytes).unwrap_or_default();
+                record.capture = Some(crate::audit::Captured {
+                    request: Some(crate::audit::capture_request(
+                        rules,
+                        &capture.request_headers,
+                        &request_prefix,
+                        record.bytes_in,
+                        &[],
+                    )),
+                    response: Some(crate::audit::capture_response(
+                        rules,
+                        &capture.response_headers,
+                        &capture.response_body.bytes(),
+                        bytes_out,
+                        &[],
+                    )),
+                });
+            }
             tracing::info!(
                 target: "flowgate::access",
-                request_id = %facts.request_id,
-                trigger = facts.trigger.as_deref().unwrap_or("-"),
-                method = %facts.method,
-                path = %facts.path,
-                status,
-                duration_ms = started.elapsed().as_millis() as u64,
-                bytes_in = request_stats.bytes.load(Ordering::Relaxed),
+                request_id = %record.id,
+                trigger = record.trigger.as_deref().unwrap_or("-"),
+                method = %record.method,
+                path = %record.path,
+                status = record.status,
+                duration_ms = record.latency_ms as u64,
+                bytes_in = record.bytes_in,
                 bytes_out,
                 completed,
-                decision = %facts.decision,
-                client = %facts.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                decision = %record.decision,
+                client = %record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 "call"
             );
+            gateway.audit.write(record);
         }),
     );
     Response::from_parts(parts, observed.boxed_unsync())

@@ -25,6 +25,33 @@ pub struct BodyStats {
     pub bytes: AtomicU64,
     /// The limit was crossed.
     pub exceeded: AtomicBool,
+    /// The first bytes, kept for the run history when the trigger captures.
+    pub tap: Option<Tap>,
+}
+
+/// The first `max` bytes of a streaming body, for capture. Everything after is only counted.
+#[derive(Debug)]
+pub struct Tap {
+    prefix: std::sync::Mutex<Vec<u8>>,
+    max: usize,
+}
+
+impl Tap {
+    /// Keeps up to `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self { prefix: std::sync::Mutex::new(Vec::new()), max }
+    }
+
+    fn push(&self, data: &[u8]) {
+        let mut prefix = self.prefix.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let room = self.max.saturating_sub(prefix.len());
+        prefix.extend_from_slice(&data[..room.min(data.len())]);
+    }
+
+    /// The bytes kept so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.prefix.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 /// A request body that fails with [`BodyTooLarge`] as soon as more than `limit` bytes pass.
@@ -55,6 +82,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let total = this.stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                    if let Some(tap) = &this.stats.tap {
+                        tap.push(data);
+                    }
                     if total > this.limit {
                         this.stats.exceeded.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
@@ -85,13 +115,14 @@ pub type OnEnd = Box<dyn FnOnce(u64, bool) + Send>;
 pub struct ObservedBody<B> {
     inner: B,
     bytes: u64,
+    tap: Option<Arc<Tap>>,
     on_end: Option<OnEnd>,
 }
 
 impl<B> ObservedBody<B> {
-    /// Wraps `inner`.
-    pub fn new(inner: B, on_end: OnEnd) -> Self {
-        Self { inner, bytes: 0, on_end: Some(on_end) }
+    /// Wraps `inner`; `tap` keeps the first bytes for capture.
+    pub fn new(inner: B, tap: Option<Arc<Tap>>, on_end: OnEnd) -> Self {
+        Self { inner, bytes: 0, tap, on_end: Some(on_end) }
     }
 
     fn finish(&mut self, completed: bool) {
@@ -121,6 +152,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                    if let Some(tap) = &this.tap {
+                        tap.push(data);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish(true);
@@ -162,6 +196,7 @@ mod tests {
         let sink = seen.clone();
         let body = ObservedBody::new(
             Full::new(Bytes::from_static(b"hello")),
+            None,
             Box::new(move |bytes, done| sink.lock().unwrap().push((bytes, done))),
         );
         let collected = body.collect().await.unwrap().to_bytes();
