@@ -15,7 +15,9 @@ mod role;
 mod sink;
 mod view;
 
-pub use capture::{CaptureRules, CapturedBody, CapturedMessage, REDACTED, capture_request, capture_response};
+pub use capture::{
+    CaptureRules, CapturedBody, CapturedMessage, REDACTED, capture_request, capture_response, private_values,
+};
 pub use query::{DEFAULT_LIMIT, RunFilter};
 pub use role::{AdminRole, UnknownRole};
 pub use sink::{AuditConfig, AuditLog, AuditStats};

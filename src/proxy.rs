@@ -260,20 +260,24 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
             if let Some(capture) = capture {
                 let rules = &capture.trigger.capture;
                 let request_prefix = request_body.tap.as_ref().map(body::Tap::bytes).unwrap_or_default();
+                // Values of dropped request fields are redacted wherever they reappear
+                // (an upstream echoing its input), like injected secrets.
+                let hidden = crate::audit::private_values(rules, &request_prefix);
+                let hidden: Vec<&[u8]> = hidden.iter().map(Vec::as_slice).collect();
                 record.capture = Some(crate::audit::Captured {
                     request: Some(crate::audit::capture_request(
                         rules,
                         &capture.request_headers,
                         &request_prefix,
                         record.bytes_in,
-                        &[],
+                        &hidden,
                     )),
                     response: Some(crate::audit::capture_response(
                         rules,
                         &capture.response_headers,
                         &capture.response_body.bytes(),
                         bytes_out,
-                        &[],
+                        &hidden,
                     )),
                 });
             }

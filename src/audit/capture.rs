@@ -172,6 +172,44 @@ fn capture(
     }
 }
 
+/// The values of every field capture drops from a JSON request body (`_private*` and
+/// private parameters, at any depth): they are redacted wherever else they reappear in
+/// the record, such as in an upstream's echo of the request. Values shorter than 3
+/// characters are left alone; redacting them would shred unrelated text.
+pub fn private_values(rules: &CaptureRules, body: &[u8]) -> Vec<Vec<u8>> {
+    fn scalars(value: &Value, out: &mut Vec<Vec<u8>>) {
+        match value {
+            Value::Object(map) => map.values().for_each(|v| scalars(v, out)),
+            Value::Array(items) => items.iter().for_each(|v| scalars(v, out)),
+            Value::String(text) => out.push(text.as_bytes().to_vec()),
+            Value::Number(number) => out.push(number.to_string().into_bytes()),
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+    fn walk(value: &Value, rules: &CaptureRules, out: &mut Vec<Vec<u8>>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let lower = key.to_ascii_lowercase();
+                    if lower.starts_with(PRIVATE_PREFIX) || rules.private_parameters.contains(&lower) {
+                        scalars(child, out);
+                    } else {
+                        walk(child, rules, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, rules, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(json) = serde_json::from_slice::<Value>(body) {
+        walk(&json, rules, &mut out);
+    }
+    out.retain(|v| v.len() >= 3);
+    out
+}
+
 fn capture_headers(headers: &HeaderMap, secrets: &[&[u8]]) -> BTreeMap<String, Vec<String>> {
     let mut kept: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in headers {
