@@ -174,7 +174,7 @@ async fn roles_decide_private_fields_and_reload() {
         let shown = view["policy"].to_string().contains("private_parameters");
         assert_eq!(shown, sees_private, "{role}: {view}");
         assert!(
-            view["policy"].to_string().contains("UPSTREAMSIG") == false,
+            !view["policy"].to_string().contains("UPSTREAMSIG"),
             "the upstream signature is shown: {view}"
         );
         let reload = reqwest::Client::new()
