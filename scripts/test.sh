@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Redis, OpenBao, the npm OIDC provider) and runs every
+# check: formatting, clippy, and all tests (unit, integration, benches in smoke mode).
+# This is the README's test command; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== installing test dependencies"
+for installer in scripts/deps/*.sh; do
+  echo "-- $installer"
+  bash "$installer"
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+echo "== cargo test --all-targets"
+# Integration tests start real servers (gateway, Redis, OpenBao, the OIDC provider) on
+# loopback; two test threads keep a 2-core machine responsive.
+cargo test --all-targets -- --test-threads="${FLOWGATE_TEST_THREADS:-2}"
