@@ -512,3 +512,96 @@ impl TestBackend {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str) -> (Vaults, Vec<(String, String, Option<String>)>) {
+        let raw: BTreeMap<String, RawVault> = toml::from_str(text).unwrap();
+        let source = SourceFile { name: "p.toml".into(), base_dir: std::env::temp_dir(), text: String::new() };
+        let mut diags = Diagnostics::default();
+        let vaults = compile_vaults(&raw, &KeyPath::root().key("vault"), &source, &mut diags);
+        (vaults, diags.into_vec().into_iter().map(|d| (d.path.to_string(), d.message, d.hint)).collect())
+    }
+
+    #[test]
+    fn literal_credentials_are_refused() {
+        let (vaults, diags) = compile(
+            r#"
+            [kv]
+            kind = "openbao"
+            address = "http://127.0.0.1:8200"
+            auth = { method = "approle", role_id = "env:ROLE", secret_id = "abcd-literal" }
+            [akv]
+            kind = "azure_key_vault"
+            vault_url = "https://v.vault.azure.net"
+            auth = { method = "client_secret", tenant = "t", client_id = "c", client_secret = "literal~secret" }
+            "#,
+        );
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        assert_eq!(diags[0].0, "vault.akv.auth.client_secret");
+        assert_eq!(diags[1].0, "vault.kv.auth.secret_id");
+        assert!(diags.iter().all(|d| d.1.contains("literal credential") && d.2.as_deref().unwrap_or("").contains("env:")));
+        assert!(diags.iter().all(|d| !d.1.contains("literal~secret") && !d.1.contains("abcd-literal")));
+        assert!(vaults.get("kv").is_none());
+    }
+
+    #[test]
+    fn fields_of_other_kinds_and_wrong_methods_are_refused() {
+        let (_, diags) = compile(
+            r#"
+            [e]
+            kind = "env"
+            address = "http://x"
+            [kv]
+            kind = "openbao"
+            address = "not a url"
+            auth = { method = "managed_identity" }
+            "#,
+        );
+        let paths: Vec<&str> = diags.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(paths, ["vault.e.address", "vault.kv.address", "vault.kv.auth.method"], "{diags:?}");
+    }
+
+    #[test]
+    fn compiles_every_kind_and_checks_references() {
+        let (vaults, diags) = compile(
+            r#"
+            [e]
+            kind = "env"
+            prefix = "CARGO_PKG_"
+            [kv]
+            kind = "hashicorp"
+            address = "https://127.0.0.1:8200/"
+            namespace = "team"
+            auth = { method = "token", token = "file:token" }
+            [akv]
+            kind = "azure_key_vault"
+            vault_url = "https://v.vault.azure.net"
+            auth = { method = "managed_identity" }
+            "#,
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(vaults.names().collect::<Vec<_>>(), ["akv", "e", "kv"]);
+        let check = |r: &str| vaults.check_ref(&SecretRef::parse(r).unwrap());
+        assert!(check("secret://kv/flows/a#f@3").is_ok());
+        assert!(check("secret://kv/flows/a@x").is_err());
+        assert!(check("secret://akv/name@0123abcd").is_ok());
+        assert!(check("secret://akv/a/b").is_err());
+        assert!(check("secret://e/x@1").is_err());
+        assert!(check("secret://nope/x").unwrap_err().1.contains("akv, e, kv"));
+        assert_ne!(vaults.get("kv").unwrap().fingerprint(), vaults.get("akv").unwrap().fingerprint());
+    }
+
+    #[tokio::test]
+    async fn env_vault_maps_paths_to_variables() {
+        assert_eq!(env_var_name("APP_", "flows/invoice-key.v2"), "APP_FLOWS_INVOICE_KEY_V2");
+        let (vaults, _) = compile("[e]\nkind = \"env\"\nprefix = \"CARGO_PKG_\"");
+        let vault = vaults.get("e").unwrap();
+        let v = vault.fetch(&SecretRef::parse("secret://e/name").unwrap()).await.unwrap();
+        assert_eq!(v.expose_secret(), "flowgate");
+        let e = vault.fetch(&SecretRef::parse("secret://e/no/such/var").unwrap()).await.unwrap_err();
+        assert_eq!(e.kind(), "not_found");
+    }
+}
