@@ -542,7 +542,9 @@ mod tests {
         assert_eq!(diags.len(), 2, "{diags:?}");
         assert_eq!(diags[0].0, "vault.akv.auth.client_secret");
         assert_eq!(diags[1].0, "vault.kv.auth.secret_id");
-        assert!(diags.iter().all(|d| d.1.contains("literal credential") && d.2.as_deref().unwrap_or("").contains("env:")));
+        assert!(
+            diags.iter().all(|d| d.1.contains("literal credential") && d.2.as_deref().unwrap_or("").contains("env:"))
+        );
         assert!(diags.iter().all(|d| !d.1.contains("literal~secret") && !d.1.contains("abcd-literal")));
         assert!(vaults.get("kv").is_none());
     }
