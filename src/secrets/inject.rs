@@ -260,6 +260,17 @@ fn header_value(name: &HeaderName, value: &SecretValue) -> Result<HeaderValue, S
     Ok(v)
 }
 
+impl Template {
+    /// Renders this template alone through the cache. The request path uses
+    /// [`Injection::render`] (permit required); this is for tooling and benches.
+    ///
+    /// # Errors
+    /// The first [`SecretError`].
+    pub async fn render(&self, store: &SecretStore, vaults: &Vaults) -> Result<SecretValue, SecretError> {
+        render_template(self, store, vaults, &mut Vec::new()).await
+    }
+}
+
 async fn render_template(
     template: &Template,
     store: &SecretStore,
