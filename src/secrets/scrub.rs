@@ -15,10 +15,12 @@ use zeroize::Zeroizing;
 pub const REDACTED_MARKER: &str = "[redacted]";
 
 /// The set of values to replace. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Scrubber {
     /// Longest first, so that a value containing another is replaced whole.
     patterns: Arc<Vec<Zeroizing<Vec<u8>>>>,
+    /// Bytes that start some value: every other byte is copied without a scan.
+    starts: Arc<[bool; 256]>,
 }
 
 impl std::fmt::Debug for Scrubber {
@@ -33,6 +35,12 @@ enum Scan {
     None,
 }
 
+impl Default for Scrubber {
+    fn default() -> Self {
+        Self::new([])
+    }
+}
+
 impl Scrubber {
     /// A scrubber for these values (empty values are ignored).
     pub fn new(values: impl IntoIterator<Item = SecretValue>) -> Self {
@@ -43,7 +51,11 @@ impl Scrubber {
             .collect();
         patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.as_slice().cmp(b.as_slice())));
         patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        Self { patterns: Arc::new(patterns) }
+        let mut starts = [false; 256];
+        for p in &patterns {
+            starts[usize::from(p[0])] = true;
+        }
+        Self { patterns: Arc::new(patterns), starts: Arc::new(starts) }
     }
 
     /// True when there is nothing to scrub.
@@ -71,6 +83,11 @@ impl Scrubber {
         let mut out = Vec::with_capacity(buf.len());
         let mut i = 0;
         while i < buf.len() {
+            if !self.starts[usize::from(buf[i])] {
+                out.push(buf[i]);
+                i += 1;
+                continue;
+            }
             match self.scan(&buf[i..], last) {
                 Scan::Full(len) => {
                     out.extend_from_slice(REDACTED_MARKER.as_bytes());
