@@ -611,3 +611,120 @@ async fn akv_double_managed_identity_imds_and_app_service() {
         "login"
     );
 }
+
+/// Collects every log line written at TRACE.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every form a leaked value could take: raw, base64 (standard and URL-safe), URL-encoded, hex.
+fn forms(value: &str) -> Vec<String> {
+    vec![
+        value.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(value),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value),
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+        hex::encode(value),
+    ]
+}
+
+#[tokio::test]
+async fn akv_double_leak_scan_trace_logs_and_errors_hold_no_secret_or_credential() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (double, base) = start_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let vaults = client_secret_vaults(dir.path(), &base);
+    let store = flowgate::secrets::SecretStore::new();
+    let mut seen = Vec::new();
+    // Every path: success, cached hit, each typed error, 401 re-auth, 429 back-off, bad login.
+    let ok = store
+        .lookup(
+            &SecretRef::parse("secret://akv/invoice-sig").unwrap(),
+            &vaults,
+        )
+        .await
+        .unwrap();
+    seen.push(format!("{ok:?} {ok}"));
+    seen.push(format!(
+        "{:?}",
+        store
+            .lookup(
+                &SecretRef::parse("secret://akv/invoice-sig").unwrap(),
+                &vaults
+            )
+            .await
+    ));
+    for name in [
+        "disabled-secret",
+        "listed-disabled",
+        "future-secret",
+        "expired-secret",
+        "denied",
+        "missing",
+    ] {
+        let e = fetch(&vaults, &format!("secret://akv/{name}"))
+            .await
+            .unwrap_err();
+        seen.push(format!("{e} {e:?}"));
+    }
+    double.lock().unwrap().tokens.clear();
+    double.lock().unwrap().throttle.extend([Some(0), Some(0)]);
+    seen.push(format!(
+        "{:?}",
+        fetch(&vaults, "secret://akv/json-secret#api_key")
+            .await
+            .is_ok()
+    ));
+    double.lock().unwrap().always_unauthorized = true;
+    let e = fetch(&vaults, "secret://akv/invoice-sig")
+        .await
+        .unwrap_err();
+    seen.push(format!("{e} {e:?}"));
+    write_private(&dir.path().join("client_secret"), "wrong-secret-xyz");
+    double.lock().unwrap().tokens.clear();
+    let e = fetch(&vaults, "secret://akv/invoice-sig")
+        .await
+        .unwrap_err();
+    seen.push(format!("{e} {e:?}"));
+    seen.push(format!("{vaults:?} {store:?}"));
+    let scrubbed = flowgate::secrets::Scrubber::new([ok.clone()])
+        .scrub_bytes(format!("echo {SECRET_VALUE}").as_bytes());
+    seen.push(String::from_utf8(scrubbed).unwrap());
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("vault fetch failed"),
+        "TRACE capture is working"
+    );
+    let haystack = format!("{logs}\n{}", seen.join("\n"));
+    let secrets = [
+        SECRET_VALUE,
+        "json-field-value",
+        "akv-old-version",
+        CLIENT_SECRET,
+        "wrong-secret-xyz",
+        "double-access-token",
+    ];
+    for secret in secrets {
+        for form in forms(secret) {
+            assert!(!haystack.contains(&form), "leaked {secret:?} as {form:?}");
+        }
+    }
+}
