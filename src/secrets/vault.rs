@@ -117,6 +117,7 @@ pub struct Vault {
     fingerprint: String,
     backend: Backend,
     throttle: Option<DefaultDirectRateLimiter>,
+    calls_per_minute: Option<u32>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -134,6 +135,11 @@ impl Vault {
     /// The backend kind.
     pub fn kind(&self) -> VaultKind {
         self.kind
+    }
+
+    /// The client-side cap on calls per minute, if any.
+    pub fn calls_per_minute(&self) -> Option<u32> {
+        self.calls_per_minute
     }
 
     /// A digest of the vault's configuration: cached values are keyed by it.
@@ -265,6 +271,7 @@ impl Vault {
             fingerprint: format!("env:{prefix}"),
             backend: Backend::Env { prefix: prefix.into() },
             throttle: None,
+            calls_per_minute: None,
         }
     }
 }
@@ -385,7 +392,8 @@ pub fn compile_vaults(
                 .map(Backend::Akv),
         };
         let default_cpm = (rv.kind == VaultKind::AzureKeyVault).then_some(2000);
-        let throttle = match rv.calls_per_minute.or(default_cpm) {
+        let calls_per_minute = rv.calls_per_minute.or(default_cpm);
+        let throttle = match calls_per_minute {
             None => None,
             Some(n) => match NonZeroU32::new(n) {
                 Some(n) => Some(RateLimiter::direct(Quota::per_minute(n))),
@@ -414,7 +422,7 @@ pub fn compile_vaults(
             let fingerprint = hex::encode(&Sha256::digest(format!("{name}\u{0}{rv:?}").as_bytes())[..8]);
             vaults.insert(
                 name.clone(),
-                Arc::new(Vault { name: name.clone(), kind: rv.kind, fingerprint, backend, throttle }),
+                Arc::new(Vault { name: name.clone(), kind: rv.kind, fingerprint, backend, throttle, calls_per_minute }),
             );
         }
     }
@@ -487,6 +495,7 @@ impl TestBackend {
             fingerprint: "test".into(),
             backend: Backend::Test(backend.clone()),
             throttle: None,
+            calls_per_minute: None,
         };
         (Arc::new(Vaults::from_parts(vec![vault], cache)), backend)
     }
@@ -594,6 +603,9 @@ mod tests {
         assert!(check("secret://e/x@1").is_err());
         assert!(check("secret://nope/x").unwrap_err().1.contains("akv, e, kv"));
         assert_ne!(vaults.get("kv").unwrap().fingerprint(), vaults.get("akv").unwrap().fingerprint());
+        // Azure Key Vault's service limit is the default client-side cap.
+        assert_eq!(vaults.get("akv").unwrap().calls_per_minute(), Some(2000));
+        assert_eq!(vaults.get("kv").unwrap().calls_per_minute(), None);
     }
 
     #[tokio::test]
