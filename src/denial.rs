@@ -169,13 +169,7 @@ impl Rejection {
                 } else {
                     format!("Bearer realm=\"{realm}\"")
                 };
-                (
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "unauthorized",
-                    reason.clone(),
-                    Extra::Challenge(challenge),
-                )
+                (StatusCode::UNAUTHORIZED, "unauthenticated", "unauthorized", reason.clone(), Extra::Challenge(challenge))
             }
             Self::Denied(D::Forbidden { reason }) => {
                 (StatusCode::FORBIDDEN, "forbidden", "forbidden", reason.clone(), Extra::None)
@@ -235,9 +229,13 @@ impl Rejection {
             Self::Failed(F::UpstreamTimeout { reason }) => {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "gateway timeout", reason.clone(), Extra::None)
             }
-            Self::Failed(F::Internal { reason }) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error", reason.clone(), Extra::None)
-            }
+            Self::Failed(F::Internal { reason }) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+                reason.clone(),
+                Extra::None,
+            ),
         }
     }
 
@@ -313,7 +311,10 @@ mod tests {
             reason: "exp".into(),
         });
         let response = rejection.response("r");
-        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"flowgate\", error=\"invalid_token\"");
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"flowgate\", error=\"invalid_token\""
+        );
     }
 
     #[test]

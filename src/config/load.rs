@@ -48,8 +48,11 @@ impl SourceFile {
             .into_iter()
             .map(|d| {
                 let span = root.as_ref().and_then(|root| span_of(root, &d.path));
-                let message =
-                    if d.path.segments().is_empty() { d.message } else { format!("{}: {}", d.path, d.message) };
+                let message = if d.path.segments().is_empty() {
+                    d.message
+                } else {
+                    format!("{}: {}", d.path, d.message)
+                };
                 self.error_at(span, message, d.hint)
             })
             .collect()
@@ -105,8 +108,10 @@ pub fn load_file(path: &Path) -> Result<(RawPolicy, SourceFile), Vec<ConfigError
 pub fn load_str(source: SourceFile) -> Result<(RawPolicy, SourceFile), Vec<ConfigError>> {
     let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
     if !syntax_errors.is_empty() {
-        let errors =
-            syntax_errors.iter().map(|e| source.error_at(e.span(), e.message().trim().to_owned(), None)).collect();
+        let errors = syntax_errors
+            .iter()
+            .map(|e| source.error_at(e.span(), e.message().trim().to_owned(), None))
+            .collect();
         return Err(errors);
     }
     let mut errors = Vec::new();
@@ -185,11 +190,7 @@ impl SectionReader<'_> {
     fn read_named<T: DeserializeOwned>(self, errors: &mut Vec<ConfigError>) -> BTreeMap<String, T> {
         let mut out = BTreeMap::new();
         let DeValue::Table(table) = self.value.get_ref() else {
-            errors.push(self.source.error_at(
-                Some(self.value.span()),
-                "expected a table of named entries".into(),
-                None,
-            ));
+            errors.push(self.source.error_at(Some(self.value.span()), "expected a table of named entries".into(), None));
             return out;
         };
         for (name, value) in table {
