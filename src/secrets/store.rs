@@ -1,0 +1,359 @@
+//! [`SecretStore`]: the cache in front of the vaults. It lives in the `Gateway` and survives
+//! policy reloads; entries are keyed by reference *and* the vault's config fingerprint, so an
+//! unchanged vault keeps its values across a reload and a changed one refetches.
+//!
+//! Semantics: a value is used for `ttl`; within `refresh_ahead` of the end one background
+//! task refetches it (callers keep getting the cached value, so none waits in steady
+//! state); concurrent misses share one backend call (single flight); when the backend fails
+//! the last value is served until `ttl + max_stale`, then the error is returned (fail closed).
+
+use super::RawSecretCache;
+use super::error::SecretError;
+use super::reference::SecretRef;
+use super::value::SecretValue;
+use super::vault::{Vault, Vaults};
+use crate::config::{Diagnostics, KeyPath};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Compiled `[secrets]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// How long a fetched value is used.
+    pub ttl: Duration,
+    /// Background refresh starts this long before `ttl` ends.
+    pub refresh_ahead: Duration,
+    /// How long past `ttl` a value is still served while the vault fails.
+    pub max_stale: Duration,
+    /// Time allowed for one backend fetch.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60),
+            refresh_ahead: Duration::from_secs(15),
+            max_stale: Duration::from_secs(300),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Compiles `[secrets]`, reporting inconsistent durations.
+pub fn compile_cache(raw: &RawSecretCache, path: &KeyPath, diags: &mut Diagnostics) -> CacheSettings {
+    let d = CacheSettings::default();
+    let ttl = raw.ttl.map_or(d.ttl, |t| t.0);
+    if ttl.is_zero() {
+        diags.error_with_hint(&path.key("ttl"), "ttl must be positive", "for example \"60s\"");
+    }
+    let refresh_ahead = raw.refresh_ahead.map_or(ttl / 4, |t| t.0);
+    if raw.refresh_ahead.is_some() && refresh_ahead >= ttl && !ttl.is_zero() {
+        diags.error_with_hint(
+            &path.key("refresh_ahead"),
+            "refresh_ahead must be shorter than ttl",
+            "for example a quarter of ttl",
+        );
+    }
+    let fetch_timeout = raw.fetch_timeout.map_or(d.fetch_timeout, |t| t.0);
+    if fetch_timeout.is_zero() {
+        diags.error(&path.key("fetch_timeout"), "fetch_timeout must be positive");
+    }
+    CacheSettings { ttl, refresh_ahead, max_stale: raw.max_stale.map_or(d.max_stale, |t| t.0), fetch_timeout }
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct State {
+    /// The last good value and when it was fetched.
+    value: Option<(SecretValue, Instant)>,
+    /// A background refresh is running.
+    refreshing: bool,
+    /// After a failed background refresh, do not start another before this.
+    next_refresh: Option<Instant>,
+    /// Why the last fetch failed (cleared by a success).
+    failure: Option<SecretError>,
+    /// Completed fetches: a waiter that sees it change shares that fetch's outcome.
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    state: Mutex<State>,
+    /// Held while a fetch runs: concurrent misses wait here and reuse its result.
+    flight: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The secret cache (see the module docs). Cheap to clone; clones share the cache.
+#[derive(Clone, Default)]
+pub struct SecretStore {
+    entries: Arc<Mutex<HashMap<Key, Arc<Entry>>>>,
+}
+
+impl std::fmt::Debug for SecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretStore").field("entries", &self.len()).finish()
+    }
+}
+
+/// Delay before retrying a failed background refresh.
+const REFRESH_RETRY: Duration = Duration::from_secs(1);
+
+impl SecretStore {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cached entries (for `/readyz` and tests).
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// After a reload: drops entries of vaults that no longer exist or whose configuration
+    /// changed (their values are zeroized when the last user drops them).
+    pub fn retain_vaults(&self, vaults: &Vaults) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).retain(|(reference, fingerprint), _| {
+            SecretRef::parse(reference)
+                .ok()
+                .and_then(|r| vaults.get(&r.vault).map(|v| v.fingerprint() == fingerprint))
+                .unwrap_or(false)
+        });
+    }
+
+    fn entry(&self, key: Key) -> Arc<Entry> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default().clone()
+    }
+
+    /// The value of `reference`, from the cache when fresh. Injection goes through
+    /// [`super::Injection::render`] (which requires a permit); this is the layer below, also
+    /// used by `flowgate secrets --check`-style tooling and tests.
+    ///
+    /// # Errors
+    /// [`SecretError`] when the vault is unknown, or the fetch failed and no value within
+    /// `ttl + max_stale` is cached.
+    pub async fn lookup(&self, reference: &SecretRef, vaults: &Vaults) -> Result<SecretValue, SecretError> {
+        let vault = vaults
+            .get(&reference.vault)
+            .ok_or_else(|| SecretError::UnknownVault { reference: reference.to_string() })?;
+        let settings = vaults.cache();
+        let entry = self.entry((reference.to_string(), vault.fingerprint().to_owned()));
+        let started = Instant::now();
+        let seen;
+        {
+            let mut state = entry.state();
+            seen = state.generation;
+            if let Some((value, fetched)) = &state.value {
+                let age = started.saturating_duration_since(*fetched);
+                if age < settings.ttl {
+                    let value = value.clone();
+                    metrics::counter!("flowgate_secret_cache_hits_total").increment(1);
+                    metrics::histogram!("flowgate_secret_age_seconds", "vault" => vault.name().to_owned())
+                        .record(age.as_secs_f64());
+                    let due = age >= settings.ttl.saturating_sub(settings.refresh_ahead)
+                        && !state.refreshing
+                        && state.next_refresh.is_none_or(|t| started >= t);
+                    if due && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        state.refreshing = true;
+                        runtime.spawn(refresh(entry.clone(), vault.clone(), reference.clone(), settings.fetch_timeout));
+                    }
+                    return Ok(value);
+                }
+            }
+        }
+        metrics::counter!("flowgate_secret_cache_misses_total").increment(1);
+        let _flight = entry.flight.lock().await;
+        {
+            let state = entry.state();
+            if let Some((value, fetched)) = &state.value
+                && Instant::now().saturating_duration_since(*fetched) < settings.ttl
+            {
+                return Ok(value.clone());
+            }
+            if let Some(error) = &state.failure
+                && state.generation != seen
+            {
+                // Another caller's fetch failed while we waited: share its outcome.
+                return stale_or(&state, error.clone(), settings.ttl + settings.max_stale, reference);
+            }
+        }
+        let result = fetch(vault, reference, settings.fetch_timeout).await;
+        let mut state = entry.state();
+        state.generation += 1;
+        match result {
+            Ok(value) => {
+                state.value = Some((value.clone(), Instant::now()));
+                state.failure = None;
+                Ok(value)
+            }
+            Err(error) => {
+                state.failure = Some(error.clone());
+                stale_or(&state, error, settings.ttl + settings.max_stale, reference)
+            }
+        }
+    }
+}
+
+async fn fetch(vault: &Vault, reference: &SecretRef, timeout: Duration) -> Result<SecretValue, SecretError> {
+    tokio::time::timeout(timeout, vault.fetch(reference))
+        .await
+        .unwrap_or_else(|_| Err(SecretError::Timeout { reference: reference.to_string() }))
+}
+
+/// The cached value while it is younger than `limit`, else the error.
+fn stale_or(
+    state: &State,
+    error: SecretError,
+    limit: Duration,
+    reference: &SecretRef,
+) -> Result<SecretValue, SecretError> {
+    match &state.value {
+        Some((value, fetched)) if Instant::now().saturating_duration_since(*fetched) < limit => {
+            tracing::warn!(reference = %reference, error = %error, "vault failing; serving the cached value");
+            metrics::counter!("flowgate_secret_stale_served_total").increment(1);
+            Ok(value.clone())
+        }
+        _ => Err(error),
+    }
+}
+
+async fn refresh(entry: Arc<Entry>, vault: Arc<Vault>, reference: SecretRef, timeout: Duration) {
+    let _flight = entry.flight.lock().await;
+    let result = fetch(&vault, &reference, timeout).await;
+    let mut state = entry.state();
+    state.refreshing = false;
+    state.generation += 1;
+    match result {
+        Ok(value) => {
+            state.value = Some((value, Instant::now()));
+            state.failure = None;
+            state.next_refresh = None;
+        }
+        Err(error) => {
+            tracing::debug!(reference = %reference, error = %error, "background refresh failed");
+            state.next_refresh = Some(Instant::now() + REFRESH_RETRY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::vault::TestBackend;
+    use std::sync::atomic::Ordering;
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            ttl: Duration::from_secs(60),
+            refresh_ahead: Duration::from_secs(10),
+            max_stale: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn r() -> SecretRef {
+        SecretRef::parse("secret://t/flows/token").unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hundred_concurrent_misses_make_one_backend_call() {
+        let (vaults, backend) = TestBackend::vaults("t", settings(), Duration::from_millis(200));
+        let store = SecretStore::new();
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (store, vaults) = (store.clone(), vaults.clone());
+                tokio::spawn(async move { store.lookup(&r(), &vaults).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().expose_secret(), "v1");
+        }
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_share_a_failure() {
+        let (vaults, backend) = TestBackend::vaults("t", settings(), Duration::from_millis(200));
+        backend.fail(true);
+        let store = SecretStore::new();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, vaults) = (store.clone(), vaults.clone());
+                tokio::spawn(async move { store.lookup(&r(), &vaults).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap_err().kind(), "sealed");
+        }
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_ahead_serves_stale_then_fails_closed_then_recovers() {
+        let (vaults, backend) = TestBackend::vaults("t", settings(), Duration::ZERO);
+        let store = SecretStore::new();
+        assert_eq!(store.lookup(&r(), &vaults).await.unwrap().expose_secret(), "v1");
+        backend.set("v2");
+        // Still fresh: cached, no call.
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(store.lookup(&r(), &vaults).await.unwrap().expose_secret(), "v1");
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+        // Inside refresh_ahead: served from cache while a background refresh runs.
+        tokio::time::advance(Duration::from_secs(12)).await;
+        assert_eq!(store.lookup(&r(), &vaults).await.unwrap().expose_secret(), "v1");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(store.lookup(&r(), &vaults).await.unwrap().expose_secret(), "v2");
+        // Backend down: stale value served up to ttl + max_stale.
+        backend.fail(true);
+        tokio::time::advance(Duration::from_secs(70)).await;
+        assert_eq!(store.lookup(&r(), &vaults).await.unwrap().expose_secret(), "v2");
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let err = store.lookup(&r(), &vaults).await.unwrap_err();
+        assert_eq!(err.kind(), "sealed");
+        assert!(!err.to_string().contains("v2"));
+        // Back up: recovers.
+        backend.fail(false);
+        backend.set("v3");
+        assert_eq!(store.lookup(&r(), &vaults).await.unwrap().expose_secret(), "v3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_keeps_unchanged_vaults_and_drops_changed_ones() {
+        let (vaults, _backend) = TestBackend::vaults("t", settings(), Duration::ZERO);
+        let store = SecretStore::new();
+        store.lookup(&r(), &vaults).await.unwrap();
+        store.retain_vaults(&vaults);
+        assert_eq!(store.len(), 1);
+        store.retain_vaults(&Vaults::default());
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn compiles_cache_settings() {
+        let mut diags = Diagnostics::default();
+        let raw: RawSecretCache = toml::from_str("ttl = \"10s\"\nrefresh_ahead = \"20s\"").unwrap();
+        let s = compile_cache(&raw, &KeyPath::root().key("secrets"), &mut diags);
+        assert_eq!(s.ttl, Duration::from_secs(10));
+        assert_eq!(diags.into_vec()[0].path.to_string(), "secrets.refresh_ahead");
+        let mut diags = Diagnostics::default();
+        let s = compile_cache(&RawSecretCache::default(), &KeyPath::root(), &mut diags);
+        assert!(diags.is_empty());
+        assert_eq!(s, CacheSettings::default());
+    }
+}

@@ -1,0 +1,72 @@
+//! The one type a secret value lives in, from the vault response to the upstream header.
+
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use std::sync::Arc;
+
+/// A secret value: zeroized when the last clone is dropped; `Debug` and `Display` print
+/// `[redacted]`. The text is reachable only through [`SecretValue::expose_secret`], so every
+/// place that reads it is greppable.
+#[derive(Clone)]
+pub struct SecretValue(Arc<SecretString>);
+
+impl SecretValue {
+    /// Wraps a value; the `String` is moved, not copied.
+    pub fn new(value: String) -> Self {
+        Self(Arc::new(SecretString::from(value)))
+    }
+
+    /// The value. Never log, format or store the result.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Length in bytes (safe to log).
+    pub fn len(&self) -> usize {
+        self.expose_secret().len()
+    }
+
+    /// True for an empty value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl PartialEq for SecretValue {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.expose_secret().as_bytes(), other.expose_secret().as_bytes());
+        // Length is not secret; compare the bytes without an early exit.
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl Eq for SecretValue {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_are_redacted() {
+        let v = SecretValue::new("hunter2-very-secret".into());
+        assert_eq!(format!("{v:?}"), "[redacted]");
+        assert_eq!(format!("{v}"), "[redacted]");
+        assert_eq!(format!("{:?}", Some(v.clone())), "Some([redacted])");
+        assert_eq!(v.expose_secret(), "hunter2-very-secret");
+        assert_eq!(v.len(), 19);
+        assert_eq!(v, SecretValue::new("hunter2-very-secret".into()));
+        assert_ne!(v, SecretValue::new("hunter3-very-secret".into()));
+    }
+}

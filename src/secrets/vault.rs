@@ -1,0 +1,621 @@
+//! `[vault.NAME]` compiled: the backend client of each vault, its credentials (as `env:`/
+//! `file:` indirections), its client-side throttle and its config fingerprint (the cache key
+//! part that makes a changed vault refetch while an unchanged one keeps its cache on reload).
+
+use super::error::SecretError;
+use super::reference::SecretRef;
+use super::store::CacheSettings;
+use super::value::SecretValue;
+use super::{AuthMethod, RawVault, akv, file, openbao};
+use crate::config::{Diagnostics, KeyPath, SourceFile};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The backend kind of a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VaultKind {
+    /// A local TOML/JSON file (development, demo). Path `a/b` selects nested tables.
+    File,
+    /// Environment variables: path `flows/token` reads `{prefix}FLOWS_TOKEN`.
+    Env,
+    /// OpenBao KV v2.
+    Openbao,
+    /// HashiCorp Vault KV v2 (same API as OpenBao).
+    Hashicorp,
+    /// Azure Key Vault secrets (REST API 7.5).
+    AzureKeyVault,
+}
+
+impl VaultKind {
+    /// The name as written in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Env => "env",
+            Self::Openbao => "openbao",
+            Self::Hashicorp => "hashicorp",
+            Self::AzureKeyVault => "azure_key_vault",
+        }
+    }
+}
+
+/// Where a vault credential comes from: never the policy text itself.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// An environment variable, read at each login.
+    Env(String),
+    /// A file (trailing newline trimmed), read at each login so that rotation works.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Credential {
+    /// `env:VAR` or `file:PATH`: the indirection, safe to log.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Env(var) => format!("env:{var}"),
+            Self::File(path) => format!("file:{}", path.display()),
+        }
+    }
+
+    /// Reads the credential now.
+    pub(crate) fn read(&self, vault: &str) -> Result<SecretValue, SecretError> {
+        let fail = |problem: String| SecretError::Credential {
+            vault: vault.to_owned(),
+            source_name: self.describe(),
+            problem,
+        };
+        match self {
+            Self::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(SecretValue::new(v)),
+                Ok(_) => Err(fail("empty".into())),
+                Err(_) => Err(fail("not set".into())),
+            },
+            Self::File(path) => {
+                file::check_permissions(path)?;
+                let mut text = std::fs::read_to_string(path).map_err(|e| fail(e.kind().to_string()))?;
+                let trimmed = text.trim_end_matches(['\n', '\r']).len();
+                text.truncate(trimmed);
+                if text.is_empty() {
+                    return Err(fail("empty".into()));
+                }
+                Ok(SecretValue::new(text))
+            }
+        }
+    }
+}
+
+/// The client of one backend.
+pub(crate) enum Backend {
+    File(file::FileBackend),
+    Env {
+        prefix: String,
+    },
+    OpenBao(openbao::OpenBao),
+    Akv(akv::Akv),
+    #[cfg(test)]
+    Test(Arc<TestBackend>),
+}
+
+/// One compiled vault.
+pub struct Vault {
+    name: String,
+    kind: VaultKind,
+    fingerprint: String,
+    backend: Backend,
+    throttle: Option<DefaultDirectRateLimiter>,
+    calls_per_minute: Option<u32>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("name", &self.name).field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// The `[vault.NAME]` name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The backend kind.
+    pub fn kind(&self) -> VaultKind {
+        self.kind
+    }
+
+    /// The client-side cap on calls per minute, if any.
+    pub fn calls_per_minute(&self) -> Option<u32> {
+        self.calls_per_minute
+    }
+
+    /// A digest of the vault's configuration: cached values are keyed by it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Fetches one secret from the backend (no cache), waiting for the throttle first.
+    ///
+    /// # Errors
+    /// [`SecretError`] naming the reference.
+    pub async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
+        if let Some(throttle) = &self.throttle {
+            throttle.until_ready().await;
+        }
+        metrics::counter!("flowgate_vault_calls_total", "vault" => self.name.clone()).increment(1);
+        let result = match &self.backend {
+            Backend::File(b) => b.fetch(reference),
+            Backend::Env { prefix } => fetch_env(prefix, reference),
+            Backend::OpenBao(b) => b.fetch(reference).await,
+            Backend::Akv(b) => b.fetch(reference).await,
+            #[cfg(test)]
+            Backend::Test(b) => b.fetch(reference).await,
+        };
+        if let Err(e) = &result {
+            metrics::counter!("flowgate_vault_errors_total", "vault" => self.name.clone(), "kind" => e.kind())
+                .increment(1);
+            tracing::warn!(vault = %self.name, reference = %reference, error = %e, "vault fetch failed");
+        }
+        result
+    }
+}
+
+/// The environment variable a reference names: `prefix` + path upper-cased with `/`, `-`
+/// and `.` turned into `_`.
+pub(crate) fn env_var_name(prefix: &str, path: &str) -> String {
+    let mut name = prefix.to_owned();
+    name.extend(path.chars().map(|c| if matches!(c, '/' | '-' | '.') { '_' } else { c.to_ascii_uppercase() }));
+    name
+}
+
+fn fetch_env(prefix: &str, reference: &SecretRef) -> Result<SecretValue, SecretError> {
+    let var = env_var_name(prefix, &reference.path);
+    match std::env::var(&var) {
+        Ok(v) => Ok(SecretValue::new(v)),
+        Err(_) => Err(SecretError::NotFound { reference: reference.to_string() }),
+    }
+}
+
+/// All vaults of a policy, by name, plus the cache settings that apply to them.
+#[derive(Debug, Default)]
+pub struct Vaults {
+    vaults: BTreeMap<String, Arc<Vault>>,
+    cache: CacheSettings,
+}
+
+impl Vaults {
+    /// The vault of that name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Vault>> {
+        self.vaults.get(name)
+    }
+
+    /// Vault names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vaults.keys().map(String::as_str)
+    }
+
+    /// Sets the cache settings (from [`super::compile_cache`]).
+    pub fn with_cache(mut self, cache: CacheSettings) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The cache settings.
+    pub fn cache(&self) -> &CacheSettings {
+        &self.cache
+    }
+
+    /// Compile-time check of a reference against the configured vaults: the vault exists
+    /// and the version suits its kind. Returns `(message, hint)` on failure.
+    pub fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
+        let Some(vault) = self.vaults.get(&reference.vault) else {
+            let known: Vec<&str> = self.names().collect();
+            return Err((
+                format!("{reference}: no [vault.{}] is configured", reference.vault),
+                format!("configured vaults: {}", if known.is_empty() { "none".into() } else { known.join(", ") }),
+            ));
+        };
+        if vault.kind == VaultKind::AzureKeyVault && reference.path.contains('/') {
+            return Err((
+                format!("{reference}: an Azure Key Vault secret name has no '/'"),
+                "write secret://VAULT/SECRET-NAME[@VERSION-ID]".into(),
+            ));
+        }
+        if let Some(version) = &reference.version {
+            match vault.kind {
+                VaultKind::Openbao | VaultKind::Hashicorp if !version.chars().all(|c| c.is_ascii_digit()) => {
+                    return Err((
+                        format!("{reference}: an OpenBao version is a number"),
+                        "write @3 for version 3".into(),
+                    ));
+                }
+                VaultKind::File | VaultKind::Env => {
+                    return Err((
+                        format!("{reference}: {} vaults have no versions", vault.kind.as_str()),
+                        "remove the @version".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A set of vaults built directly, for tests and benches.
+    #[doc(hidden)]
+    pub fn from_parts(vaults: Vec<Vault>, cache: CacheSettings) -> Self {
+        Self { vaults: vaults.into_iter().map(|v| (v.name.clone(), Arc::new(v))).collect(), cache }
+    }
+}
+
+impl Vault {
+    /// An `env` vault built directly, for tests and benches.
+    #[doc(hidden)]
+    pub fn env_for_tests(name: &str, prefix: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: VaultKind::Env,
+            fingerprint: format!("env:{prefix}"),
+            backend: Backend::Env { prefix: prefix.into() },
+            throttle: None,
+            calls_per_minute: None,
+        }
+    }
+}
+
+/// Compile helper: a credential field that must be an `env:`/`file:` indirection.
+pub(crate) fn credential(
+    raw: Option<&String>,
+    path: &KeyPath,
+    source: &SourceFile,
+    diags: &mut Diagnostics,
+) -> Option<Credential> {
+    let Some(text) = raw else {
+        diags.error_with_hint(path, "missing credential", "write \"env:VARIABLE\" or \"file:PATH\"");
+        return None;
+    };
+    if let Some(var) = text.strip_prefix("env:") {
+        if var.is_empty() {
+            diags.error(path, "env: needs a variable name");
+            return None;
+        }
+        return Some(Credential::Env(var.to_owned()));
+    }
+    if let Some(file) = text.strip_prefix("file:") {
+        if file.is_empty() {
+            diags.error(path, "file: needs a path");
+            return None;
+        }
+        return Some(Credential::File(source.resolve(file)));
+    }
+    diags.error_with_hint(
+        path,
+        "a literal credential is not allowed in the policy",
+        "write \"env:VARIABLE\" or \"file:PATH\" and keep the value out of the policy file",
+    );
+    None
+}
+
+fn http_client(
+    raw: &RawVault,
+    path: &KeyPath,
+    source: &SourceFile,
+    diags: &mut Diagnostics,
+) -> Option<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5));
+    if let Some(ca) = &raw.ca_file {
+        let file = source.resolve(ca);
+        match std::fs::read(&file).map(|pem| reqwest::Certificate::from_pem_bundle(&pem)) {
+            Ok(Ok(certs)) if !certs.is_empty() => builder = builder.tls_certs_merge(certs),
+            Ok(_) => {
+                diags.error(&path.key("ca_file"), format!("{}: no PEM certificate in the file", file.display()));
+                return None;
+            }
+            Err(e) => {
+                diags.error(&path.key("ca_file"), format!("{}: {e}", file.display()));
+                return None;
+            }
+        }
+    }
+    match builder.build() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            diags.error(path, format!("cannot build the HTTP client: {e}"));
+            None
+        }
+    }
+}
+
+/// Fields that only some kinds accept: reports those set on a kind that ignores them.
+fn refuse_foreign_fields(raw: &RawVault, path: &KeyPath, diags: &mut Diagnostics) {
+    let set: [(&str, bool, &[VaultKind]); 11] = [
+        ("path", raw.path.is_some(), &[VaultKind::File]),
+        ("prefix", raw.prefix.is_some(), &[VaultKind::Env]),
+        ("address", raw.address.is_some(), &[VaultKind::Openbao, VaultKind::Hashicorp]),
+        ("mount", raw.mount.is_some(), &[VaultKind::Openbao, VaultKind::Hashicorp]),
+        ("namespace", raw.namespace.is_some(), &[VaultKind::Openbao, VaultKind::Hashicorp]),
+        ("ca_file", raw.ca_file.is_some(), &[VaultKind::Openbao, VaultKind::Hashicorp, VaultKind::AzureKeyVault]),
+        ("auth", raw.auth.is_some(), &[VaultKind::Openbao, VaultKind::Hashicorp, VaultKind::AzureKeyVault]),
+        ("vault_url", raw.vault_url.is_some(), &[VaultKind::AzureKeyVault]),
+        ("authority_host", raw.authority_host.is_some(), &[VaultKind::AzureKeyVault]),
+        ("resource", raw.resource.is_some(), &[VaultKind::AzureKeyVault]),
+        ("imds_endpoint", raw.imds_endpoint.is_some(), &[VaultKind::AzureKeyVault]),
+    ];
+    for (field, is_set, kinds) in set {
+        if is_set && !kinds.contains(&raw.kind) {
+            diags.error_with_hint(
+                &path.key(field),
+                format!("`{field}` does not apply to kind = \"{}\"", raw.kind.as_str()),
+                format!("remove it; it applies to {}", kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")),
+            );
+        }
+    }
+}
+
+/// Compiles `[vault.*]`: builds every backend client, checks credentials are indirections
+/// and the `file` vault's permissions, and reports every problem with its key path.
+pub fn compile_vaults(
+    raw: &BTreeMap<String, RawVault>,
+    path: &KeyPath,
+    source: &SourceFile,
+    diags: &mut Diagnostics,
+) -> Vaults {
+    let mut vaults = BTreeMap::new();
+    for (name, rv) in raw {
+        let vpath = path.key(name.as_str());
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            diags.error_with_hint(&vpath, "invalid vault name", "use letters, digits, '-', '_' and '.'");
+            continue;
+        }
+        refuse_foreign_fields(rv, &vpath, diags);
+        let backend = match rv.kind {
+            VaultKind::File => file::compile(rv, &vpath, source, diags).map(Backend::File),
+            VaultKind::Env => Some(Backend::Env { prefix: rv.prefix.clone().unwrap_or_default() }),
+            VaultKind::Openbao | VaultKind::Hashicorp => http_client(rv, &vpath, source, diags)
+                .and_then(|client| openbao::compile(name, rv, client, &vpath, source, diags))
+                .map(Backend::OpenBao),
+            VaultKind::AzureKeyVault => http_client(rv, &vpath, source, diags)
+                .and_then(|client| akv::compile(name, rv, client, &vpath, source, diags))
+                .map(Backend::Akv),
+        };
+        let default_cpm = (rv.kind == VaultKind::AzureKeyVault).then_some(2000);
+        let calls_per_minute = rv.calls_per_minute.or(default_cpm);
+        let throttle = match calls_per_minute {
+            None => None,
+            Some(n) => match NonZeroU32::new(n) {
+                Some(n) => Some(RateLimiter::direct(Quota::per_minute(n))),
+                None => {
+                    diags.error(&vpath.key("calls_per_minute"), "must be at least 1");
+                    None
+                }
+            },
+        };
+        if let Some(auth) = &rv.auth {
+            let ok = match rv.kind {
+                VaultKind::Openbao | VaultKind::Hashicorp => {
+                    matches!(auth.method, AuthMethod::Token | AuthMethod::Approle)
+                }
+                VaultKind::AzureKeyVault => !matches!(auth.method, AuthMethod::Token | AuthMethod::Approle),
+                VaultKind::File | VaultKind::Env => true,
+            };
+            if !ok {
+                diags.error(
+                    &vpath.key("auth").key("method"),
+                    format!("method not supported by kind = \"{}\"", rv.kind.as_str()),
+                );
+            }
+        }
+        if let Some(backend) = backend {
+            let fingerprint = hex::encode(&Sha256::digest(format!("{name}\u{0}{rv:?}").as_bytes())[..8]);
+            vaults.insert(
+                name.clone(),
+                Arc::new(Vault { name: name.clone(), kind: rv.kind, fingerprint, backend, throttle, calls_per_minute }),
+            );
+        }
+    }
+    Vaults { vaults, cache: CacheSettings::default() }
+}
+
+/// Reads a required string field of a vault, reporting it when missing.
+pub(crate) fn required<'a>(value: Option<&'a String>, path: &KeyPath, diags: &mut Diagnostics) -> Option<&'a str> {
+    match value {
+        Some(v) if !v.is_empty() => Some(v),
+        _ => {
+            diags.error(path, "required for this kind of vault");
+            None
+        }
+    }
+}
+
+/// Parses a base URL field (no trailing slash kept).
+pub(crate) fn base_url(value: &str, path: &KeyPath, diags: &mut Diagnostics) -> Option<String> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Some(value.trim_end_matches('/').to_owned())
+        }
+        _ => {
+            diags.error_with_hint(
+                path,
+                format!("{value:?} is not an http(s) URL"),
+                "for example \"https://127.0.0.1:8200\"",
+            );
+            None
+        }
+    }
+}
+
+/// A transport failure, described without request headers (reqwest never prints them).
+pub(crate) fn transport_error(reference: &SecretRef, e: &reqwest::Error) -> SecretError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let url =
+        e.url().map(|u| format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path())).unwrap_or_default();
+    SecretError::Transport { reference: reference.to_string(), detail: format!("{what} {url}") }
+}
+
+/// A counting, switchable backend for unit tests.
+#[cfg(test)]
+pub(crate) struct TestBackend {
+    pub(crate) calls: std::sync::atomic::AtomicUsize,
+    value: std::sync::Mutex<String>,
+    failing: std::sync::atomic::AtomicBool,
+    delay: Duration,
+}
+
+#[cfg(test)]
+impl TestBackend {
+    pub(crate) fn vaults(name: &str, cache: CacheSettings, delay: Duration) -> (Arc<Vaults>, Arc<Self>) {
+        let backend = Arc::new(Self {
+            calls: Default::default(),
+            value: std::sync::Mutex::new("v1".into()),
+            failing: Default::default(),
+            delay,
+        });
+        let vault = Vault {
+            name: name.into(),
+            kind: VaultKind::Openbao,
+            fingerprint: "test".into(),
+            backend: Backend::Test(backend.clone()),
+            throttle: None,
+            calls_per_minute: None,
+        };
+        (Arc::new(Vaults::from_parts(vec![vault], cache)), backend)
+    }
+
+    pub(crate) fn set(&self, value: &str) {
+        *self.value.lock().unwrap() = value.into();
+    }
+
+    pub(crate) fn fail(&self, failing: bool) {
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SecretError::Sealed { reference: reference.to_string() });
+        }
+        let value = self.value.lock().unwrap().clone();
+        Ok(SecretValue::new(match &reference.field {
+            Some(f) => format!("{value}-{f}"),
+            None => value,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str) -> (Vaults, Vec<(String, String, Option<String>)>) {
+        let raw: BTreeMap<String, RawVault> = toml::from_str(text).unwrap();
+        let source = SourceFile { name: "p.toml".into(), base_dir: std::env::temp_dir(), text: String::new() };
+        let mut diags = Diagnostics::default();
+        let vaults = compile_vaults(&raw, &KeyPath::root().key("vault"), &source, &mut diags);
+        (vaults, diags.into_vec().into_iter().map(|d| (d.path.to_string(), d.message, d.hint)).collect())
+    }
+
+    #[test]
+    fn literal_credentials_are_refused() {
+        let (vaults, diags) = compile(
+            r#"
+            [kv]
+            kind = "openbao"
+            address = "http://127.0.0.1:8200"
+            auth = { method = "approle", role_id = "env:ROLE", secret_id = "abcd-literal" }
+            [akv]
+            kind = "azure_key_vault"
+            vault_url = "https://v.vault.azure.net"
+            auth = { method = "client_secret", tenant = "t", client_id = "c", client_secret = "literal~secret" }
+            "#,
+        );
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        assert_eq!(diags[0].0, "vault.akv.auth.client_secret");
+        assert_eq!(diags[1].0, "vault.kv.auth.secret_id");
+        assert!(
+            diags.iter().all(|d| d.1.contains("literal credential") && d.2.as_deref().unwrap_or("").contains("env:"))
+        );
+        assert!(diags.iter().all(|d| !d.1.contains("literal~secret") && !d.1.contains("abcd-literal")));
+        assert!(vaults.get("kv").is_none());
+    }
+
+    #[test]
+    fn fields_of_other_kinds_and_wrong_methods_are_refused() {
+        let (_, diags) = compile(
+            r#"
+            [e]
+            kind = "env"
+            address = "http://x"
+            [kv]
+            kind = "openbao"
+            address = "not a url"
+            auth = { method = "managed_identity" }
+            "#,
+        );
+        let paths: Vec<&str> = diags.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(paths, ["vault.e.address", "vault.kv.address", "vault.kv.auth.method"], "{diags:?}");
+    }
+
+    #[test]
+    fn compiles_every_kind_and_checks_references() {
+        let (vaults, diags) = compile(
+            r#"
+            [e]
+            kind = "env"
+            prefix = "CARGO_PKG_"
+            [kv]
+            kind = "hashicorp"
+            address = "https://127.0.0.1:8200/"
+            namespace = "team"
+            auth = { method = "token", token = "file:token" }
+            [akv]
+            kind = "azure_key_vault"
+            vault_url = "https://v.vault.azure.net"
+            auth = { method = "managed_identity" }
+            "#,
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(vaults.names().collect::<Vec<_>>(), ["akv", "e", "kv"]);
+        let check = |r: &str| vaults.check_ref(&SecretRef::parse(r).unwrap());
+        assert!(check("secret://kv/flows/a#f@3").is_ok());
+        assert!(check("secret://kv/flows/a@x").is_err());
+        assert!(check("secret://akv/name@0123abcd").is_ok());
+        assert!(check("secret://akv/a/b").is_err());
+        assert!(check("secret://e/x@1").is_err());
+        assert!(check("secret://nope/x").unwrap_err().1.contains("akv, e, kv"));
+        assert_ne!(vaults.get("kv").unwrap().fingerprint(), vaults.get("akv").unwrap().fingerprint());
+        // Azure Key Vault's service limit is the default client-side cap.
+        assert_eq!(vaults.get("akv").unwrap().calls_per_minute(), Some(2000));
+        assert_eq!(vaults.get("kv").unwrap().calls_per_minute(), None);
+    }
+
+    #[tokio::test]
+    async fn env_vault_maps_paths_to_variables() {
+        assert_eq!(env_var_name("APP_", "flows/invoice-key.v2"), "APP_FLOWS_INVOICE_KEY_V2");
+        let (vaults, _) = compile("[e]\nkind = \"env\"\nprefix = \"CARGO_PKG_\"");
+        let vault = vaults.get("e").unwrap();
+        let v = vault.fetch(&SecretRef::parse("secret://e/name").unwrap()).await.unwrap();
+        assert_eq!(v.expose_secret(), "flowgate");
+        let e = vault.fetch(&SecretRef::parse("secret://e/no/such/var").unwrap()).await.unwrap_err();
+        assert_eq!(e.kind(), "not_found");
+    }
+}
