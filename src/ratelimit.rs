@@ -530,7 +530,8 @@ mod tests {
     use super::*;
 
     fn limiters(clock: Arc<ManualClock>, max_keys: usize) -> Limiters {
-        let settings = ClusterSettings { redis: None, on_redis_error: OnRedisError::FailClosed, local_max_keys: max_keys };
+        let settings =
+            ClusterSettings { redis: None, on_redis_error: OnRedisError::FailClosed, local_max_keys: max_keys };
         Limiters::new(&settings, clock).unwrap()
     }
 

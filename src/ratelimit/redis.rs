@@ -132,11 +132,7 @@ impl RedisBackend {
     pub async fn check(&self, key: &str, calls: u32, period_us: u64) -> Result<Outcome, RedisLimiterError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(format!("{}{key}", self.settings.key_prefix))
-            .arg(calls)
-            .arg(period_us)
-            .arg(slot_of(period_us));
+        invocation.key(format!("{}{key}", self.settings.key_prefix)).arg(calls).arg(period_us).arg(slot_of(period_us));
         let deadline = self.settings.timeout + self.settings.connect_timeout;
         let reply: Vec<i64> = tokio::time::timeout(deadline, invocation.invoke_async(&mut conn))
             .await
