@@ -6,9 +6,9 @@
 //! broken trigger does not hide the errors of the next.
 
 mod diagnostics;
+pub mod diff;
 mod duration;
 mod load;
-pub mod diff;
 
 pub use diagnostics::{ConfigError, Diagnostics, KeyPath};
 pub use duration::HumanDuration;
@@ -334,6 +334,9 @@ pub struct RawTrigger {
     /// Direct peers admitted for this trigger.
     #[serde(default)]
     pub peer_allow_ips: Vec<String>,
+    /// Direct peers refused for this trigger; deny wins.
+    #[serde(default)]
+    pub peer_deny_ips: Vec<String>,
     /// Per-principal pinning: a principal (as in `principals`) accepted only from these CIDRs.
     #[serde(default)]
     pub principal_ips: BTreeMap<String, Vec<String>>,

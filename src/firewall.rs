@@ -53,6 +53,27 @@ pub struct IpRuleParts<'a> {
     pub peer_deny: &'a [String],
 }
 
+impl<'a> IpRuleParts<'a> {
+    /// The IP fields of a `[[trigger]]`.
+    pub fn from_trigger(trigger: &'a crate::config::RawTrigger) -> Self {
+        Self {
+            allow: &trigger.allow_ips,
+            deny: &trigger.deny_ips,
+            allow_files: &trigger.allow_ip_files,
+            deny_files: &trigger.deny_ip_files,
+            peer_allow: &trigger.peer_allow_ips,
+            peer_deny: &trigger.peer_deny_ips,
+        }
+    }
+}
+
+impl TrustedProxies {
+    /// Compiles `[server] trusted_proxies` (`path` is that key), reporting every bad entry.
+    pub fn compile(entries: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Self {
+        Self(compile_list(entries, path, diags).build())
+    }
+}
+
 impl IpRules {
     /// Compiles the global `[firewall]` section (refusals say `global ...`).
     pub fn compile(raw: &RawIpRules, path: &KeyPath, source: &SourceFile, diags: &mut Diagnostics) -> Self {
@@ -327,6 +348,34 @@ mod tests {
         IpRules::compile(&raw, &KeyPath::root().key("firewall"), &source(&PathBuf::new()), &mut diags);
         let paths: Vec<String> = diags.into_vec().iter().map(|d| d.path.to_string()).collect();
         assert_eq!(paths, ["firewall.allow_ips[0]", "firewall.allow_ips[2]"]);
+    }
+
+    #[test]
+    fn trigger_fields_from_a_loaded_policy_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("office.txt"), "127.0.0.2\n# next line is wrong\n127.0.0.300\n").unwrap();
+        let text = "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n\n[[trigger]]\nname = \"a\"\n\
+                    path = \"/a\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n\
+                    allow_ip_files = [\"office.txt\"]\npeer_deny_ips = [\"192.0.2.1\"]\n";
+        let source = SourceFile { name: "p.toml".into(), base_dir: dir.path().to_path_buf(), text: text.into() };
+        let (raw, source) = crate::config::load_str(source).unwrap();
+        let mut diags = Diagnostics::default();
+        let trusted = TrustedProxies::compile(
+            &raw.server.trusted_proxies,
+            &KeyPath::root().key("server").key("trusted_proxies"),
+            &mut diags,
+        );
+        assert!(trusted.contains(ip("10.1.1.1")));
+        let path = KeyPath::root().key("trigger").index(0);
+        let rules =
+            IpRules::compile_parts("trigger", IpRuleParts::from_trigger(&raw.trigger[0]), &path, &source, &mut diags);
+        assert!(rules.check(ip("127.0.0.2"), ip("127.0.0.1")).is_ok());
+        assert!(rules.check(ip("127.0.0.2"), ip("192.0.2.1")).is_err());
+        let errors = source.locate(diags.into_vec());
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].line, 2, "{}", errors[0]);
+        assert!(errors[1].message.contains("office.txt:3"), "{}", errors[1]);
+        assert_eq!(errors[1].line, 9, "{}", errors[1]);
     }
 
     #[test]
