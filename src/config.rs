@@ -6,9 +6,9 @@
 //! broken trigger does not hide the errors of the next.
 
 mod diagnostics;
-pub mod diff;
 mod duration;
 mod load;
+pub mod diff;
 
 pub use diagnostics::{ConfigError, Diagnostics, KeyPath};
 pub use duration::HumanDuration;
