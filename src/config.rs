@@ -375,6 +375,9 @@ pub struct RawTrigger {
     /// Direct peers admitted for this trigger.
     #[serde(default)]
     pub peer_allow_ips: Vec<String>,
+    /// Direct peers refused for this trigger; deny wins.
+    #[serde(default)]
+    pub peer_deny_ips: Vec<String>,
     /// Per-principal pinning: a principal (as in `principals`) accepted only from these CIDRs.
     #[serde(default)]
     pub principal_ips: BTreeMap<String, Vec<String>>,

@@ -1,0 +1,151 @@
+//! The shared limiter: the same sliding-window rules as `window.rs`, run atomically inside
+//! Redis by one Lua script that reads Redis's own `TIME`, so every replica sees one clock.
+//!
+//! A key holds a list of `"LATEST_US:COUNT"` buckets, oldest first, and expires one period
+//! after its latest admission.
+
+use super::window::{Outcome, slot_of};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+const SCRIPT: &str = r"
+local key = KEYS[1]
+local calls = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local slot = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local items = redis.call('LRANGE', key, 0, -1)
+local lasts = {}
+local counts = {}
+local total = 0
+local drop = 0
+for _, item in ipairs(items) do
+  local sep = string.find(item, ':', 1, true)
+  local last = tonumber(string.sub(item, 1, sep - 1))
+  local count = tonumber(string.sub(item, sep + 1))
+  if last + period <= now then
+    drop = drop + 1
+  else
+    table.insert(lasts, last)
+    table.insert(counts, count)
+    total = total + count
+  end
+end
+if drop > 0 then
+  redis.call('LTRIM', key, drop, -1)
+end
+if total < calls then
+  local n = #lasts
+  if n > 0 and (math.floor(lasts[n] / slot) == math.floor(now / slot) or lasts[n] > now) then
+    local latest = math.max(lasts[n], now)
+    redis.call('LSET', key, -1, string.format('%.0f:%d', latest, counts[n] + 1))
+    lasts[n] = latest
+  else
+    redis.call('RPUSH', key, string.format('%.0f:%d', now, 1))
+    table.insert(lasts, now)
+  end
+  local newest = lasts[#lasts]
+  redis.call('PEXPIREAT', key, math.ceil((newest + period) / 1000))
+  return {1, calls - total - 1, lasts[1] + period - now, 0}
+end
+local need = total - calls + 1
+local freed = 0
+local retry = 0
+for i = 1, #lasts do
+  freed = freed + counts[i]
+  if freed >= need then
+    retry = lasts[i] + period - now
+    break
+  end
+end
+return {0, 0, lasts[1] + period - now, retry}
+";
+
+/// Compiled `[cluster]` connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`
+    pub url: String,
+    /// Longest wait for one script call.
+    pub timeout: Duration,
+    /// Longest wait to (re)connect.
+    pub connect_timeout: Duration,
+    /// Prefix of every key written.
+    pub key_prefix: String,
+}
+
+/// A lazily connected, automatically reconnecting Redis limiter.
+#[derive(Clone)]
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    script: redis::Script,
+    settings: RedisSettings,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Why the shared limiter could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisLimiterError {
+    /// Redis answered with an error or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No answer within the configured timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The script returned something unexpected.
+    #[error("unexpected reply from the rate-limit script")]
+    BadReply,
+}
+
+impl RedisBackend {
+    /// Prepares a backend; connects on first use (must run inside a Tokio runtime).
+    ///
+    /// # Errors
+    /// An invalid URL.
+    pub fn new(settings: RedisSettings) -> Result<Self, RedisLimiterError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { conn, script: redis::Script::new(SCRIPT), settings })
+    }
+
+    /// The settings used.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// Runs the script for one key.
+    ///
+    /// # Errors
+    /// Redis errors, connection failures and timeouts.
+    pub async fn check(&self, key: &str, calls: u32, period_us: u64) -> Result<Outcome, RedisLimiterError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(format!("{}{key}", self.settings.key_prefix)).arg(calls).arg(period_us).arg(slot_of(period_us));
+        let deadline = self.settings.timeout + self.settings.connect_timeout;
+        let reply: Vec<i64> = tokio::time::timeout(deadline, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| RedisLimiterError::Timeout(deadline))??;
+        let [admitted, remaining, reset, retry] = reply[..] else {
+            return Err(RedisLimiterError::BadReply);
+        };
+        let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(Outcome {
+            admitted: admitted == 1,
+            remaining: u32::try_from(remaining).unwrap_or(0),
+            reset_us: to_u64(reset),
+            retry_us: (admitted != 1).then(|| to_u64(retry)),
+        })
+    }
+}
