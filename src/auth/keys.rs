@@ -631,11 +631,11 @@ impl KeyStores {
         let now_ms = self.clock.now_millis();
         let keys = match store.current(now_ms) {
             Ok(keys) => keys,
-            Err(err) => {
+            Err(_) => {
                 if store.may_refetch(now_ms) {
                     let _ = store.refresh(self.clock.as_ref()).await;
                 }
-                store.current(self.clock.now_millis()).map_err(|_| err)?
+                store.current(self.clock.now_millis())?
             }
         };
         let now_s = now_ms / 1000;
