@@ -854,7 +854,7 @@ impl KeyStores {
         let mut used = Vec::new();
         for identity in identities {
             let store = self.store(&identity.name, &identity.source, identity.refresh);
-            self.start_store(&store);
+            self.start_store(&store, identity.refresh);
             used.push(identity.source.clone());
         }
         self.retain_sources(&used);

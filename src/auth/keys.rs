@@ -228,7 +228,7 @@ struct StoreState {
 pub struct KeyStore {
     id: KeySourceId,
     label: String,
-    policy: RefreshPolicy,
+    policy: RwLock<RefreshPolicy>,
     client: Result<reqwest::Client, String>,
     state: RwLock<StoreState>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -268,7 +268,7 @@ impl KeyStore {
         Self {
             id,
             label,
-            policy,
+            policy: RwLock::new(policy),
             client,
             state: RwLock::new(StoreState::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -371,9 +371,9 @@ impl KeyStore {
                 state.keys = Some(Arc::new(keys));
                 state.fetched_at_ms = now;
                 state.last_error = None;
-                state.next_refresh = Some(
-                    max_age.unwrap_or(self.policy.refresh_max).clamp(self.policy.refresh_min, self.policy.refresh_max),
-                );
+                let policy = self.policy();
+                state.next_refresh =
+                    Some(max_age.unwrap_or(policy.refresh_max).clamp(policy.refresh_min, policy.refresh_max));
                 metrics::gauge!("flowgate_jwks_key_age_seconds", "identity" => self.label.clone()).set(0.0);
                 tracing::debug!(identity = %self.label, keys = count, "signing keys refreshed");
                 Ok(count)
@@ -399,11 +399,12 @@ impl KeyStore {
             .clone()
             .ok_or_else(|| unavailable(state.last_error.clone().unwrap_or_else(|| "keys not fetched yet".into())))?;
         let age = Duration::from_millis(now_ms.saturating_sub(state.fetched_at_ms));
-        if age > self.policy.max_key_age {
+        let max_key_age = self.policy().max_key_age;
+        if age > max_key_age {
             return Err(unavailable(format!(
                 "last good keys are {}s old (max_key_age {}s); last error: {}",
                 age.as_secs(),
-                self.policy.max_key_age.as_secs(),
+                max_key_age.as_secs(),
                 state.last_error.as_deref().unwrap_or("none")
             )));
         }
@@ -413,7 +414,7 @@ impl KeyStore {
     /// True when a refetch is allowed now (at most one per `unknown_kid_refetch_interval`).
     fn may_refetch(&self, now_ms: u64) -> bool {
         let Ok(state) = self.state.read() else { return false };
-        let interval = u64::try_from(self.policy.unknown_kid_refetch_interval.as_millis()).unwrap_or(u64::MAX);
+        let interval = u64::try_from(self.policy().unknown_kid_refetch_interval.as_millis()).unwrap_or(u64::MAX);
         state.last_attempt_ms.is_none_or(|last| now_ms.saturating_sub(last) >= interval)
     }
 
@@ -425,11 +426,25 @@ impl KeyStore {
     }
 
     fn next_delay(&self) -> Duration {
-        let Ok(state) = self.state.read() else { return self.policy.refresh_min };
+        let policy = self.policy();
+        let Ok(state) = self.state.read() else { return policy.refresh_min };
         match (state.last_error.is_some(), state.next_refresh) {
             (false, Some(next)) => next,
             // After a failure retry soon, but never faster than the unknown-kid interval.
-            _ => self.policy.unknown_kid_refetch_interval.min(self.policy.refresh_max),
+            _ => policy.unknown_kid_refetch_interval.min(policy.refresh_max),
+        }
+    }
+
+    fn policy(&self) -> RefreshPolicy {
+        match self.policy.read() {
+            Ok(policy) => *policy,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    fn set_policy(&self, policy: RefreshPolicy) {
+        if let Ok(mut current) = self.policy.write() {
+            *current = policy;
         }
     }
 }
@@ -526,7 +541,7 @@ pub enum VerifyError {
 /// key source did not change keeps its keys.
 #[derive(Debug)]
 pub struct KeyStores {
-    stores: Mutex<HashMap<KeySourceId, Arc<KeyStore>>>,
+    stores: RwLock<HashMap<KeySourceId, Arc<KeyStore>>>,
     cache: TokenCache,
     clock: Arc<dyn Clock>,
 }
@@ -546,7 +561,7 @@ impl KeyStores {
     /// Empty stores on the given clock (tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
-            stores: Mutex::new(HashMap::new()),
+            stores: RwLock::new(HashMap::new()),
             cache: TokenCache { entries: Mutex::new(HashMap::new()), capacity: DEFAULT_CACHE_ENTRIES },
             clock,
         }
@@ -563,7 +578,12 @@ impl KeyStores {
     }
 
     pub(crate) fn store(&self, name: &str, id: &KeySourceId, policy: RefreshPolicy) -> Arc<KeyStore> {
-        let mut stores = match self.stores.lock() {
+        if let Ok(stores) = self.stores.read()
+            && let Some(store) = stores.get(id)
+        {
+            return Arc::clone(store);
+        }
+        let mut stores = match self.stores.write() {
             Ok(stores) => stores,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -576,7 +596,10 @@ impl KeyStores {
 
     /// Starts (once per store) the background refresh task of each key source; must run
     /// inside a tokio runtime. Call after every policy swap, then [`KeyStores::retain`].
-    pub(crate) fn start_store(&self, store: &Arc<KeyStore>) {
+    pub(crate) fn start_store(&self, store: &Arc<KeyStore>, policy: RefreshPolicy) {
+        // Timing may change on reload while the key source stays: keep the keys, take the
+        // new timing.
+        store.set_policy(policy);
         let Ok(mut task) = store.task.lock() else { return };
         if task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
@@ -599,14 +622,14 @@ impl KeyStores {
 
     /// Drops the stores whose source is not in `used` (stopping their refresh tasks).
     pub fn retain_sources(&self, used: &[KeySourceId]) {
-        if let Ok(mut stores) = self.stores.lock() {
+        if let Ok(mut stores) = self.stores.write() {
             stores.retain(|id, _| used.contains(id));
         }
     }
 
     /// Number of key stores held.
     pub fn store_count(&self) -> usize {
-        self.stores.lock().map(|s| s.len()).unwrap_or(0)
+        self.stores.read().map(|s| s.len()).unwrap_or(0)
     }
 
     /// Fetches the keys of a source now, bypassing the refetch interval.
