@@ -255,7 +255,13 @@ fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
     }
 }
 
-fn compile_identity(name: &str, raw: &RawIdentity, path: &KeyPath, source: &SourceFile, diags: &mut Diagnostics) -> Option<Identity> {
+fn compile_identity(
+    name: &str,
+    raw: &RawIdentity,
+    path: &KeyPath,
+    source: &SourceFile,
+    diags: &mut Diagnostics,
+) -> Option<Identity> {
     let mut ok = true;
     let insecure = raw.allow_insecure_http;
     let key_source = match (&raw.discovery, &raw.jwks_uri, &raw.jwks_file) {
@@ -328,7 +334,11 @@ fn compile_identity(name: &str, raw: &RawIdentity, path: &KeyPath, source: &Sour
         }
     }
     if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
-        diags.error_with_hint(&path.key("audiences"), "at least one non-empty audience is required", "audiences = [\"api://flowgate\"]");
+        diags.error_with_hint(
+            &path.key("audiences"),
+            "at least one non-empty audience is required",
+            "audiences = [\"api://flowgate\"]",
+        );
         ok = false;
     }
     let mut tenants = Vec::new();
@@ -336,7 +346,11 @@ fn compile_identity(name: &str, raw: &RawIdentity, path: &KeyPath, source: &Sour
         if is_guid(tenant) {
             tenants.push(tenant.to_ascii_lowercase());
         } else {
-            diags.error_with_hint(&path.key("tenants").index(i), format!("{tenant:?} is not a tenant GUID"), "tenants are directory (tenant) ids");
+            diags.error_with_hint(
+                &path.key("tenants").index(i),
+                format!("{tenant:?} is not a tenant GUID"),
+                "tenants are directory (tenant) ids",
+            );
             ok = false;
         }
     }
@@ -349,7 +363,11 @@ fn compile_identity(name: &str, raw: &RawIdentity, path: &KeyPath, source: &Sour
         match parse_algorithm(text) {
             Ok(alg) => algorithms.push(alg),
             Err(message) => {
-                diags.error_with_hint(&path.key("algorithms").index(i), message, "use RS256, PS256, ES256, ES384 or EdDSA");
+                diags.error_with_hint(
+                    &path.key("algorithms").index(i),
+                    message,
+                    "use RS256, PS256, ES256, ES384 or EdDSA",
+                );
                 ok = false;
             }
         }
@@ -520,7 +538,8 @@ impl TriggerAccess {
         for (name, want) in &self.claims {
             let ok = match claims.all.get(name) {
                 Some(serde_json::Value::String(value)) => value == want,
-                Some(value @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_))) => value.to_string() == *want,
+                Some(serde_json::Value::Bool(value)) => want.parse::<bool>().is_ok_and(|w| w == *value),
+                Some(serde_json::Value::Number(value)) => *want == *value.to_string(),
                 _ => false,
             };
             if !ok {
@@ -546,7 +565,11 @@ fn compile_principals(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -
     for (i, entry) in raw.iter().enumerate() {
         let (kind, value) = entry.split_once(':').unwrap_or(("", entry.as_str()));
         if value.is_empty() {
-            diags.error_with_hint(&path.index(i), format!("{entry:?} is not a principal"), "write oid:GUID, sub:ID, upn:NAME or app:CLIENT-ID");
+            diags.error_with_hint(
+                &path.index(i),
+                format!("{entry:?} is not a principal"),
+                "write oid:GUID, sub:ID, upn:NAME or app:CLIENT-ID",
+            );
             continue;
         }
         match kind {
@@ -555,7 +578,11 @@ fn compile_principals(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -
             "sub" => set.subs.push(value.to_owned()),
             "upn" | "email" => set.names.push(value.to_lowercase()),
             "app" => set.apps.push(value.to_lowercase()),
-            _ => diags.error_with_hint(&path.index(i), format!("{entry:?} is not a principal"), "write oid:GUID, sub:ID, upn:NAME or app:CLIENT-ID"),
+            _ => diags.error_with_hint(
+                &path.index(i),
+                format!("{entry:?} is not a principal"),
+                "write oid:GUID, sub:ID, upn:NAME or app:CLIENT-ID",
+            ),
         }
     }
     set
@@ -605,14 +632,22 @@ pub fn compile_access(
         ];
         for (key, set) in token_only {
             if set {
-                diags.error_with_hint(&path.key(key), format!("{key} has no effect with who = \"anyone\""), "remove it, or use who = \"tenant_users\" / \"specific_users\"");
+                diags.error_with_hint(
+                    &path.key(key),
+                    format!("{key} has no effect with who = \"anyone\""),
+                    "remove it, or use who = \"tenant_users\" / \"specific_users\"",
+                );
             }
         }
         return access;
     }
     let identity = match &trigger.identity {
         None => {
-            diags.error_with_hint(&path.key("who"), "this trigger needs an identity", "add identity = \"NAME\" naming an [identity.NAME] section");
+            diags.error_with_hint(
+                &path.key("who"),
+                "this trigger needs an identity",
+                "add identity = \"NAME\" naming an [identity.NAME] section",
+            );
             None
         }
         Some(name) => match identities.get(name) {
@@ -651,7 +686,11 @@ pub fn compile_access(
             tracing::warn!(at = %path, "who = \"specific_users\" with no principals: nobody may call this trigger");
         }
     } else if !trigger.principals.is_empty() {
-        diags.error_with_hint(&path.key("principals"), "principals only apply with who = \"specific_users\"", "remove them or change who");
+        diags.error_with_hint(
+            &path.key("principals"),
+            "principals only apply with who = \"specific_users\"",
+            "remove them or change who",
+        );
     }
     access.roles = trigger.roles.as_ref().and_then(|r| Requirement::compile(r, &path.key("roles"), diags));
     access.scopes = trigger.scopes.as_ref().and_then(|r| Requirement::compile(r, &path.key("scopes"), diags));
@@ -696,7 +735,13 @@ impl Caller {
             .oid
             .as_ref()
             .map(|oid| format!("oid:{}", oid.to_lowercase()))
-            .or_else(|| claims.app_id.as_ref().filter(|_| claims.user_names.is_empty()).map(|a| format!("app:{}", a.to_lowercase())))
+            .or_else(|| {
+                claims
+                    .app_id
+                    .as_ref()
+                    .filter(|_| claims.user_names.is_empty())
+                    .map(|a| format!("app:{}", a.to_lowercase()))
+            })
             .or_else(|| claims.sub.as_ref().map(|sub| format!("sub:{sub}")))
             .or_else(|| claims.app_id.as_ref().map(|a| format!("app:{}", a.to_lowercase())))
             .unwrap_or_else(|| "unknown".into());
@@ -784,7 +829,8 @@ impl AuthError {
     /// keys are unavailable.
     pub fn into_rejection(self, realm: &str) -> Rejection {
         let reason = self.to_string();
-        let unauthenticated = |presented: bool| Denial::Unauthenticated { realm: realm.to_owned(), presented, reason: reason.clone() };
+        let unauthenticated =
+            |presented: bool| Denial::Unauthenticated { realm: realm.to_owned(), presented, reason: reason.clone() };
         match self {
             Self::MissingToken | Self::SignedUrl(SignedUrlError::Missing) => unauthenticated(false).into(),
             Self::TokenInQuery | Self::BadAuthorization(_) | Self::InvalidToken(_) => unauthenticated(true).into(),
@@ -813,7 +859,9 @@ fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError> {
     }
     let token = token.trim_start_matches(' ');
     if token.is_empty()
-        || !token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='))
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='))
     {
         return Err(AuthError::BadAuthorization("not a token"));
     }
@@ -829,7 +877,11 @@ impl KeyStores {
     ///
     /// # Errors
     /// [`AuthError`]; turn it into the response with [`AuthError::into_rejection`].
-    pub async fn authenticate(&self, access: &TriggerAccess, parts: &http::request::Parts) -> Result<Caller, AuthError> {
+    pub async fn authenticate(
+        &self,
+        access: &TriggerAccess,
+        parts: &http::request::Parts,
+    ) -> Result<Caller, AuthError> {
         if query_has_token(&parts.uri) {
             return Err(AuthError::TokenInQuery);
         }

@@ -27,7 +27,9 @@ pub struct TestKey {
 
 impl TestKey {
     pub fn rsa(kid: &str) -> Self {
-        let pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+        let pair =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .unwrap();
         let encoding = EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).unwrap();
         Self::finish(Algorithm::RS256, kid, encoding, pair.public_key_pem())
     }
@@ -43,24 +45,36 @@ impl TestKey {
         jwk.common.key_id = Some(kid.to_owned());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::from(alg));
-        Self { alg, kid: kid.to_owned(), encoding, jwk, public_pem }
+        Self {
+            alg,
+            kid: kid.to_owned(),
+            encoding,
+            jwk,
+            public_pem,
+        }
     }
 
     /// A token with this key's alg and kid over the given claims.
     pub fn token(&self, claims: &serde_json::Value) -> String {
-        let header = serde_json::json!({"alg": format!("{:?}", self.alg), "kid": self.kid, "typ": "JWT"});
+        let header =
+            serde_json::json!({"alg": format!("{:?}", self.alg), "kid": self.kid, "typ": "JWT"});
         self.sign_raw(&header.to_string(), &claims.to_string())
     }
 
     /// Signs raw header and payload JSON text (which may be deliberately invalid).
     pub fn sign_raw(&self, header: &str, payload: &str) -> String {
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
         self.sign_input(&input)
     }
 
     /// Signs an already encoded `header.payload`.
     pub fn sign_input(&self, input: &str) -> String {
-        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
         format!("{input}.{signature}")
     }
 }
@@ -70,11 +84,17 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
 }
 
 pub fn jwks(keys: &[&TestKey]) -> String {
-    serde_json::to_string(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() }).unwrap()
+    serde_json::to_string(&JwkSet {
+        keys: keys.iter().map(|k| k.jwk.clone()).collect(),
+    })
+    .unwrap()
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A clock the test moves by hand.
@@ -117,23 +137,38 @@ impl JwksServer {
         let (b, u, h) = (Arc::clone(&body), Arc::clone(&up), Arc::clone(&hits));
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (b, u, h) = (Arc::clone(&b), Arc::clone(&u), Arc::clone(&h));
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let mut response = http::Response::new(Full::new(Bytes::from(b.lock().unwrap().clone())));
-                        if !u.load(Ordering::SeqCst) {
-                            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                        }
-                        response.headers_mut().insert("cache-control", "public, max-age=600".parse().unwrap());
-                        async move { Ok::<_, std::convert::Infallible>(response) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let service = hyper::service::service_fn(
+                        move |_req: http::Request<hyper::body::Incoming>| {
+                            h.fetch_add(1, Ordering::SeqCst);
+                            let mut response = http::Response::new(Full::new(Bytes::from(
+                                b.lock().unwrap().clone(),
+                            )));
+                            if !u.load(Ordering::SeqCst) {
+                                *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            response
+                                .headers_mut()
+                                .insert("cache-control", "public, max-age=600".parse().unwrap());
+                            async move { Ok::<_, std::convert::Infallible>(response) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
-        Self { addr, body, up, hits }
+        Self {
+            addr,
+            body,
+            up,
+            hits,
+        }
     }
 
     pub fn url(&self) -> String {

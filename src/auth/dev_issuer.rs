@@ -246,7 +246,9 @@ impl DevIssuer {
 
     fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         let (status, body, cache) = match (request.method(), request.uri().path()) {
-            (&Method::GET, "/.well-known/openid-configuration") => (StatusCode::OK, self.discovery().to_string(), "max-age=300"),
+            (&Method::GET, "/.well-known/openid-configuration") => {
+                (StatusCode::OK, self.discovery().to_string(), "max-age=300")
+            }
             (&Method::GET, "/jwks") => {
                 (StatusCode::OK, serde_json::to_string(&self.jwks()).unwrap_or_default(), "max-age=300")
             }
@@ -281,7 +283,9 @@ impl DevIssuer {
                     let response = issuer.respond(&request);
                     async move { Ok::<_, std::convert::Infallible>(response) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                if let Err(e) =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+                {
                     tracing::debug!(error = %e, "dev issuer connection ended");
                 }
             });

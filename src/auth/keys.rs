@@ -283,11 +283,8 @@ impl KeyStore {
         if !response.status().is_success() {
             return Err(fetch_err(format!("status {}", response.status())));
         }
-        let max_age = response
-            .headers()
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_max_age);
+        let max_age =
+            response.headers().get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
@@ -362,7 +359,8 @@ impl KeyStore {
             Ok((set, max_age, name)) => {
                 let keys = KeySet::from_jwks(&set, state.keys.as_deref());
                 if keys.is_empty() {
-                    metrics::counter!("flowgate_jwks_fetch_errors_total", "identity" => self.label.clone()).increment(1);
+                    metrics::counter!("flowgate_jwks_fetch_errors_total", "identity" => self.label.clone())
+                        .increment(1);
                     let err = KeyError::NoUsableKeys(name);
                     state.last_error = Some(err.to_string());
                     return Err(err);
@@ -588,9 +586,7 @@ impl KeyStores {
             Err(poisoned) => poisoned.into_inner(),
         };
         Arc::clone(
-            stores
-                .entry(id.clone())
-                .or_insert_with(|| Arc::new(KeyStore::new(id.clone(), name.to_owned(), policy))),
+            stores.entry(id.clone()).or_insert_with(|| Arc::new(KeyStore::new(id.clone(), name.to_owned(), policy))),
         )
     }
 
@@ -678,8 +674,7 @@ impl KeyStores {
         };
         let _ = keys;
         let claims = Arc::new(claims);
-        let entry =
-            CacheEntry { claims: Arc::clone(&claims), exp: claims.exp, key, store: Arc::downgrade(&store) };
+        let entry = CacheEntry { claims: Arc::clone(&claims), exp: claims.exp, key, store: Arc::downgrade(&store) };
         self.cache.insert(cache_key, entry, now_s);
         Ok(claims)
     }

@@ -234,7 +234,8 @@ pub fn canonical_string(method: &str, path: &str, expires_at: u64, kid: &str) ->
 
 fn mac(key: &[u8], text: &str) -> HmacSha256 {
     // HMAC accepts keys of any length; this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(text.as_bytes());
     mac
 }
@@ -264,9 +265,12 @@ pub fn sign_url(
     if !path.starts_with('/') {
         return Err(SignedUrlError::Malformed("path"));
     }
-    let signature = URL_SAFE_NO_PAD.encode(mac(key, &canonical_string(method, path, expires_at, kid)).finalize().into_bytes());
+    let signature =
+        URL_SAFE_NO_PAD.encode(mac(key, &canonical_string(method, path, expires_at, kid)).finalize().into_bytes());
     let mut query = query.map(str::to_owned).unwrap_or_default();
-    for (name, value) in [(&params.exp, expires_at.to_string()), (&params.kid, kid.to_owned()), (&params.sig, signature)] {
+    for (name, value) in
+        [(&params.exp, expires_at.to_string()), (&params.kid, kid.to_owned()), (&params.sig, signature)]
+    {
         if !query.is_empty() {
             query.push('&');
         }

@@ -91,14 +91,17 @@ fn discovery_tenant_replaces_the_template() {
     let ids = entra();
     assert_eq!(
         ids["contoso"].key_source().source,
-        keys::KeySource::Discovery("https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration".into())
+        keys::KeySource::Discovery(
+            "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration".into()
+        )
     );
 }
 
 #[test]
 fn unknown_identity_gets_a_suggestion() {
     let ids = entra();
-    let text = "name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"contosso\"\n";
+    let text =
+        "name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"contosso\"\n";
     let trigger: RawTrigger = toml::from_str(text).unwrap();
     let mut diags = Diagnostics::default();
     compile_access(&trigger, &KeyPath::root().key("trigger").index(0), &ids, None, &mut diags);
@@ -116,7 +119,8 @@ fn who_needs_what_it_needs() {
     let (_, errors) = access("who = \"anyone\"\nidentity = \"contoso\"\n", &ids);
     assert!(errors.iter().any(|e| e.contains("requires signed URLs")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("trigger[0].identity")), "{errors:?}");
-    let (_, errors) = access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"bob\", \"oid:x\"]\n", &ids);
+    let (_, errors) =
+        access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"bob\", \"oid:x\"]\n", &ids);
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
 
@@ -125,7 +129,8 @@ fn empty_principal_list_refuses_everyone() {
     let ids = entra();
     let (access, errors) = access("who = \"specific_users\"\nidentity = \"contoso\"\n", &ids);
     assert!(errors.is_empty(), "{errors:?}");
-    let caller = claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000001", "appid": "a", "upn": "x@y"}));
+    let caller =
+        claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000001", "appid": "a", "upn": "x@y"}));
     assert_eq!(access.evaluate(&caller), Err(AuthError::Principal));
 }
 
@@ -137,7 +142,9 @@ fn tenant_and_principal_rules() {
         &ids,
     );
     assert!(errors.is_empty(), "{errors:?}");
-    let alice = claims(json!({"tid": TENANT, "preferred_username": "alice@contoso.COM", "oid": "0d2d3b0e-0000-4000-8000-000000000009"}));
+    let alice = claims(
+        json!({"tid": TENANT, "preferred_username": "alice@contoso.COM", "oid": "0d2d3b0e-0000-4000-8000-000000000009"}),
+    );
     let caller = access.evaluate(&alice).unwrap();
     assert_eq!(caller.principal, "oid:0d2d3b0e-0000-4000-8000-000000000009");
     assert!(caller.principal_ids.contains(&"upn:alice@contoso.com".to_owned()));

@@ -126,7 +126,8 @@ impl IssuerPattern {
         match self {
             Self::Exact(exact) => Ok(exact == iss),
             Self::Tenant { prefix, suffix } => {
-                let Some(middle) = iss.strip_prefix(prefix.as_str()).and_then(|rest| rest.strip_suffix(suffix.as_str()))
+                let Some(middle) =
+                    iss.strip_prefix(prefix.as_str()).and_then(|rest| rest.strip_suffix(suffix.as_str()))
                 else {
                     return Ok(false);
                 };
@@ -300,13 +301,15 @@ pub fn verify(
     }
     // Decode the signature strictly ourselves first: jsonwebtoken's decoder is lenient.
     decode_part(parsed.signature_b64, "signature")?;
-    let ok = jsonwebtoken::crypto::verify(parsed.signature_b64, parsed.signing_input.as_bytes(), &key.decoding, parsed.alg)
-        .unwrap_or(false);
+    let ok =
+        jsonwebtoken::crypto::verify(parsed.signature_b64, parsed.signing_input.as_bytes(), &key.decoding, parsed.alg)
+            .unwrap_or(false);
     if !ok {
         return Err(TokenError::Signature);
     }
     let payload_bytes = decode_part(parsed.payload_b64, "payload")?;
-    let payload = parse_object(&payload_bytes).map_err(|e| TokenError::Json { part: "payload", reason: e.to_string() })?;
+    let payload =
+        parse_object(&payload_bytes).map_err(|e| TokenError::Json { part: "payload", reason: e.to_string() })?;
     let claims = Claims::from_map(payload)?;
     claims.check(rules, now)?;
     Ok((claims, key))
@@ -321,7 +324,7 @@ fn numeric_date(map: &Map<String, Value>, name: &'static str) -> Result<Option<u
             } else {
                 match n.as_f64() {
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    Some(v) if v.is_finite() && v >= 0.0 && v < 1.0e15 => Ok(Some(v.floor() as u64)),
+                    Some(v) if (0.0..1.0e15).contains(&v) => Ok(Some(v.floor() as u64)),
                     _ => Err(TokenError::ClaimType(name)),
                 }
             }
@@ -341,10 +344,9 @@ fn string_claim(map: &Map<String, Value>, name: &'static str) -> Result<Option<S
 fn string_list(map: &Map<String, Value>, name: &'static str) -> Result<Vec<String>, TokenError> {
     match map.get(name) {
         None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or(TokenError::ClaimType(name)))
-            .collect(),
+        Some(Value::Array(items)) => {
+            items.iter().map(|item| item.as_str().map(str::to_owned).ok_or(TokenError::ClaimType(name))).collect()
+        }
         Some(_) => Err(TokenError::ClaimType(name)),
     }
 }
@@ -457,7 +459,10 @@ mod tests {
 
     #[test]
     fn entra_issuers_need_matching_tid() {
-        let ok = claims(json!({"iss": format!("https://sts.windows.net/{TID}/"), "aud": "api://flowgate", "exp": 2000, "tid": TID})).unwrap();
+        let ok = claims(
+            json!({"iss": format!("https://sts.windows.net/{TID}/"), "aud": "api://flowgate", "exp": 2000, "tid": TID}),
+        )
+        .unwrap();
         assert_eq!(ok.check(&rules(), 1000), Ok(()));
         let other = "00000000-0000-0000-0000-000000000001";
         let bad = claims(json!({"iss": format!("https://login.microsoftonline.com/{other}/v2.0"), "aud": "api://flowgate", "exp": 2000, "tid": TID})).unwrap();
