@@ -125,22 +125,79 @@ pub struct JwksServer {
     body: Arc<Mutex<String>>,
     up: Arc<AtomicBool>,
     hits: Arc<AtomicUsize>,
+    scheme: &'static str,
+}
+
+/// A test CA and a server certificate for 127.0.0.1 / localhost that it issued.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "flowgate auth test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+        Self {
+            ca_pem: ca_cert.pem(),
+            server_config: Arc::new(config),
+        }
+    }
 }
 
 impl JwksServer {
     pub async fn start(body: String) -> Self {
+        Self::start_with(body, None).await
+    }
+
+    /// The same over HTTPS, with a certificate for 127.0.0.1 issued by the returned test CA.
+    pub async fn start_tls(body: String) -> (Self, TestCa) {
+        let ca = TestCa::new();
+        let server = Self::start_with(
+            body,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::clone(
+                &ca.server_config,
+            ))),
+        )
+        .await;
+        (server, ca)
+    }
+
+    async fn start_with(body: String, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(body));
         let up = Arc::new(AtomicBool::new(true));
         let hits = Arc::new(AtomicUsize::new(0));
         let (b, u, h) = (Arc::clone(&body), Arc::clone(&up), Arc::clone(&hits));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let (b, u, h) = (Arc::clone(&b), Arc::clone(&u), Arc::clone(&h));
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |_req: http::Request<hyper::body::Incoming>| {
@@ -157,9 +214,21 @@ impl JwksServer {
                             async move { Ok::<_, std::convert::Infallible>(response) }
                         },
                     );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -168,11 +237,12 @@ impl JwksServer {
             body,
             up,
             hits,
+            scheme,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/jwks", self.addr)
+        format!("{}://{}/jwks", self.scheme, self.addr)
     }
     pub fn set_body(&self, body: String) {
         *self.body.lock().unwrap() = body;

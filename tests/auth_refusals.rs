@@ -636,3 +636,65 @@ async fn signed_urls_through_authenticate() {
     );
     assert_eq!(stripped.as_deref(), Some("x=1"));
 }
+
+async fn https_identity(
+    server: &JwksServer,
+    ca_file: Option<&std::path::Path>,
+) -> BTreeMap<String, Arc<Identity>> {
+    let ca_line = ca_file
+        .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
+        .unwrap_or_default();
+    let text = format!(
+        "[tls]\njwks_uri = \"{}\"\n{ca_line}issuer = \"https://login.microsoftonline.com/{{tenant}}/v2.0\"\naudiences = [\"api://flowgate\"]\ntenants = [\"{TENANT}\"]\n",
+        server.url()
+    );
+    let raw: BTreeMap<String, flowgate::auth::RawIdentity> = toml::from_str(&text).unwrap();
+    let source = SourceFile {
+        name: "t.toml".into(),
+        base_dir: std::env::temp_dir(),
+        text: String::new(),
+    };
+    let mut diags = Diagnostics::default();
+    let ids = compile_identities(&raw, &KeyPath::root().key("identity"), &source, &mut diags);
+    assert!(diags.is_empty(), "{:?}", diags.into_vec());
+    ids
+}
+
+#[tokio::test]
+async fn jwks_over_https_with_ca_file() {
+    let rsa = TestKey::rsa("rsa-tls");
+    let (server, ca) = JwksServer::start_tls(jwks(&[&rsa])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+    let now = unix_now();
+    let claims = json!({
+        "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+        "aud": "api://flowgate", "exp": now + 600, "tid": TENANT, "oid": OID
+    });
+    let token = rsa.token(&claims);
+    let trigger: RawTrigger =
+        toml::from_str("name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"tls\"\n")
+            .unwrap();
+
+    // Trusted through ca_file: keys fetched over HTTPS, token accepted.
+    let ids = https_identity(&server, Some(&ca_path)).await;
+    let mut diags = Diagnostics::default();
+    let trusted = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
+    let stores = KeyStores::new();
+    let caller = stores
+        .authenticate(&trusted, &request("/t", Some(&token)))
+        .await
+        .unwrap();
+    assert_eq!(caller.tenant.as_deref(), Some(TENANT));
+
+    // Without the CA the IdP's certificate is not trusted: no keys, 503.
+    let ids = https_identity(&server, None).await;
+    let untrusted = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
+    assert!(diags.is_empty());
+    let err = KeyStores::new()
+        .authenticate(&untrusted, &request("/t", Some(&token)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
+}
