@@ -428,6 +428,55 @@ mod tests {
         assert_eq!(strip_signature_params(split(&url).1, keys.params()), Some("a=1".into()));
     }
 
+    fn compile(text: &str, dir: &std::path::Path) -> (Option<SignedUrlKeys>, Vec<String>) {
+        let raw: RawSignedUrls = toml::from_str(text).unwrap();
+        let source = SourceFile { name: "p.toml".into(), base_dir: dir.to_path_buf(), text: String::new() };
+        let mut diags = Diagnostics::default();
+        let keys = compile_signed_urls(&raw, &KeyPath::root().key("signed_urls"), &source, &mut diags);
+        (keys, diags.into_vec().into_iter().map(|d| format!("{}: {} {:?}", d.path, d.message, d.hint)).collect())
+    }
+
+    #[test]
+    fn compile_reads_files_and_leaves_secret_refs_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("url.key"), format!("{}\n", "k".repeat(40))).unwrap();
+        let (keys, errors) = compile(
+            "keys = { a = \"file:url.key\", b = \"secret://kv/flowgate/url#key\" }\nprimary = \"a\"\n",
+            dir.path(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut keys = keys.unwrap();
+        assert_eq!(keys.pending(), vec![("b".to_owned(), "secret://kv/flowgate/url#key".to_owned())]);
+        assert!(keys.sign("POST", "/t", 10).is_ok());
+        let by_b = sign_url(&[9u8; 32], "b", keys.params(), "POST", "/t", 10).unwrap();
+        let query = by_b.split_once('?').map(|(_, q)| q);
+        assert!(matches!(keys.verify("POST", "/t", query, 5), Err(SignedUrlError::KeyNotResolved(_))));
+        keys.resolve("b", vec![9u8; 32]);
+        assert_eq!(keys.verify("POST", "/t", query, 5), Ok("b".into()));
+    }
+
+    #[test]
+    fn compile_reports_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short.key"), "short").unwrap();
+        let (keys, errors) = compile(
+            "keys = { a = \"file:short.key\", b = \"hunter2-literal\", c = \"env:FLOWGATE_AUTH_TEST_UNSET_VAR\" }\nprimary = \"aa\"\nsig_param = \"x\"\nexp_param = \"x\"\n",
+            dir.path(),
+        );
+        assert!(keys.is_none());
+        let all = errors.join("\n");
+        for needle in [
+            "signed_urls.keys.a: signing key file:short.key is shorter",
+            "signed_urls.keys.b: a key source must be",
+            "signed_urls.keys.c: environment variable FLOWGATE_AUTH_TEST_UNSET_VAR is not set",
+            "signed_urls.primary",
+            "must differ",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in {all}");
+        }
+        assert!(!all.contains("hunter2"), "a literal key must not be echoed: {all}");
+    }
+
     #[test]
     fn refusals() {
         let keys = keys();
