@@ -135,7 +135,7 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    pub fn new() -> Self {
+    pub fn generate() -> Self {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -172,7 +172,7 @@ impl JwksServer {
 
     /// The same over HTTPS, with a certificate for 127.0.0.1 issued by the returned test CA.
     pub async fn start_tls(body: String) -> (Self, TestCa) {
-        let ca = TestCa::new();
+        let ca = TestCa::generate();
         let server = Self::start_with(
             body,
             Some(tokio_rustls::TlsAcceptor::from(Arc::clone(
