@@ -698,3 +698,65 @@ async fn jwks_over_https_with_ca_file() {
         .unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
 }
+
+/// Polls `done` every 50 ms, for at most 20 s (an eventual condition, not a timing check).
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn background_refresh_clamps_max_age_and_picks_up_rotation() {
+    let old = TestKey::rsa("old");
+    let server = JwksServer::start(jwks(&[&old])).await;
+    // The server says max-age=600; refresh_max = 1s must win.
+    let text = format!(
+        "[bg]\njwks_uri = \"{}\"\nallow_insecure_http = true\nissuer = \"https://login.microsoftonline.com/{{tenant}}/v2.0\"\naudiences = [\"api://flowgate\"]\ntenants = [\"{TENANT}\"]\nrefresh_min = \"1s\"\nrefresh_max = \"1s\"\nmax_key_age = \"1h\"\nunknown_kid_refetch_interval = \"1h\"\n",
+        server.url()
+    );
+    let raw: BTreeMap<String, flowgate::auth::RawIdentity> = toml::from_str(&text).unwrap();
+    let source = SourceFile {
+        name: "t.toml".into(),
+        base_dir: std::env::temp_dir(),
+        text: String::new(),
+    };
+    let mut diags = Diagnostics::default();
+    let ids = compile_identities(&raw, &KeyPath::root().key("identity"), &source, &mut diags);
+    let trigger: RawTrigger =
+        toml::from_str("name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"bg\"\n")
+            .unwrap();
+    let access = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
+    assert!(diags.is_empty(), "{:?}", diags.into_vec());
+    let stores = KeyStores::new();
+    stores.start_refresh(ids.values());
+    eventually("the first background fetch", || server.hits() >= 1).await;
+    let now = unix_now();
+    let claims = json!({
+        "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+        "aud": "api://flowgate", "exp": now + 600, "tid": TENANT, "oid": OID
+    });
+    stores
+        .authenticate(&access, &request("/t", Some(&old.token(&claims))))
+        .await
+        .unwrap();
+    let new = TestKey::rsa("new");
+    server.set_body(jwks(&[&new]));
+    let seen = server.hits();
+    eventually("two more background fetches", || server.hits() >= seen + 2).await;
+    // The unknown-kid refetch interval is 1h, so only the background refresh can have
+    // brought the new key in.
+    stores
+        .authenticate(&access, &request("/t", Some(&new.token(&claims))))
+        .await
+        .unwrap();
+    let err = stores
+        .authenticate(&access, &request("/t", Some(&old.token(&claims))))
+        .await
+        .unwrap_err();
+    assert_eq!(err, AuthError::InvalidToken(TokenError::UnknownKid));
+}

@@ -653,6 +653,10 @@ impl KeyStores {
             Err(_) => {
                 if store.may_refetch(now_ms) {
                     let _ = store.refresh(self.clock.as_ref()).await;
+                } else {
+                    // A fetch may be in flight (first start, or a background refresh):
+                    // wait for it rather than fail while it is about to succeed.
+                    drop(store.fetch_lock.lock().await);
                 }
                 store.current(self.clock.now_millis())?
             }
