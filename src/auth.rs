@@ -14,6 +14,45 @@
 //! logged) → credential present → size → header (alg, embedded keys, crit) → keys
 //! (503 if none) → signature → claims (types, time, iss, aud, tenant in iss) → trigger
 //! rules (tenant, principal, claims → 403; roles, scopes → 403 insufficient_scope).
+//!
+//! # Policy example
+//! ```toml
+//! [identity.contoso]
+//! discovery = "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
+//! discovery_tenant = "organizations"
+//! issuers = ["https://login.microsoftonline.com/{tenant}/v2.0", "https://sts.windows.net/{tenant}/"]
+//! audiences = ["api://flowgate"]
+//! tenants = ["72f988bf-86f1-41af-91ab-2d7cd011db47"]
+//!
+//! [signed_urls]
+//! keys = { k2025 = "env:FLOWGATE_URL_KEY", k2024 = "file:secrets/url-2024.key" }
+//! primary = "k2025"
+//!
+//! [[trigger]]                       # anyone holding a signed URL
+//! name = "webhook"
+//! path = "/triggers/webhook"
+//! upstream = "https://flows.example.com/hook"
+//! who = "anyone"
+//!
+//! [[trigger]]                       # any user or app of the tenant holding a role
+//! name = "report"
+//! path = "/triggers/report"
+//! upstream = "https://flows.example.com/report"
+//! who = "tenant_users"
+//! identity = "contoso"
+//! roles = { any_of = ["Flows.Invoke"] }
+//! forward_identity = true
+//!
+//! [[trigger]]                       # listed principals only; [] would mean nobody
+//! name = "invoice"
+//! path = "/triggers/invoice"
+//! upstream = "https://flows.example.com/invoice"
+//! who = "specific_users"
+//! identity = "contoso"
+//! principals = ["oid:5e1f3c2a-0000-4000-8000-00000000aa01", "upn:alice@contoso.com", "app:6a7b8c9d-0000-4000-8000-00000000bb02"]
+//! scopes = { all_of = ["Invoices.Write"] }
+//! claims = { idtyp = "user" }
+//! ```
 
 pub mod dev_issuer;
 pub mod forward;
