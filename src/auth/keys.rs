@@ -1,0 +1,717 @@
+//! Signing keys of the identities: fetched from JWKS endpoints (directly, through OIDC
+//! discovery, or from a file), parsed once per rotation, refreshed in the background, and
+//! kept across policy reloads in [`KeyStores`], which the `Gateway` owns.
+//!
+//! Rules enforced here: `Cache-Control: max-age` sets the refresh period within the
+//! identity's bounds; an unknown `kid` causes at most one refetch per
+//! `unknown_kid_refetch_interval`; when the IdP is down the last good keys serve until
+//! they are `max_key_age` old, after which no token can be judged (503, our fault).
+
+use super::token::{Claims, TokenError, TokenRules, verify};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+
+/// Largest JWKS or discovery document read from an IdP.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Verified tokens remembered at most.
+const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+
+/// Wall-clock time as seen by the auth module; tests substitute a manual clock.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Where an identity's keys come from; equal sources share one store across reloads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeySource {
+    /// OIDC discovery document whose `jwks_uri` is fetched.
+    Discovery(String),
+    /// A JWKS URL.
+    JwksUri(String),
+    /// A local JWKS file, re-read on each refresh.
+    JwksFile(PathBuf),
+}
+
+/// A key source plus the transport settings used to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeySourceId {
+    /// The source.
+    pub source: KeySource,
+    /// Extra CA file trusted for the IdP.
+    pub ca_file: Option<PathBuf>,
+    /// Plain `http://` allowed (loopback only; checked at compile).
+    pub allow_insecure_http: bool,
+}
+
+/// Refresh timing of one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    /// Shortest refresh period, whatever `max-age` says.
+    pub refresh_min: Duration,
+    /// Longest refresh period (also used when no `max-age` is sent).
+    pub refresh_max: Duration,
+    /// At most one refetch per this interval for unknown `kid`s (and after failures).
+    pub unknown_kid_refetch_interval: Duration,
+    /// Last good keys serve at most this long after their fetch.
+    pub max_key_age: Duration,
+}
+
+/// One parsed verification key.
+#[derive(Debug)]
+pub struct VerifyKey {
+    /// `kid`, if the JWK had one.
+    pub kid: Option<String>,
+    /// The key's algorithm family.
+    pub family: AlgorithmFamily,
+    /// The JWK's own `alg`, when given: only that algorithm is accepted with it.
+    pub alg: Option<Algorithm>,
+    /// The EC curve, for EC keys.
+    pub curve: Option<EllipticCurve>,
+    /// Parsed once when the set was fetched.
+    pub decoding: DecodingKey,
+    jwk: Jwk,
+}
+
+impl VerifyKey {
+    /// Parses a JWK; `None` for encryption keys, symmetric keys or unsupported types.
+    pub fn from_jwk(jwk: &Jwk) -> Option<Self> {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return None;
+        }
+        let (family, curve) = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => (AlgorithmFamily::Rsa, None),
+            AlgorithmParameters::EllipticCurve(ec) => (AlgorithmFamily::Ec, Some(ec.curve.clone())),
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                (AlgorithmFamily::Ed, Some(EllipticCurve::Ed25519))
+            }
+            // Symmetric keys in a JWKS would enable HMAC forgery with public material.
+            _ => return None,
+        };
+        let alg = match jwk.common.key_algorithm {
+            Some(alg) => Some(alg.to_string().parse::<Algorithm>().ok()?),
+            None => None,
+        };
+        let decoding = DecodingKey::from_jwk(jwk).ok()?;
+        Some(Self { kid: jwk.common.key_id.clone(), family, alg, curve, decoding, jwk: jwk.clone() })
+    }
+
+    /// True when `alg` may be verified with this key: same family, the JWK's own `alg` if
+    /// any, and the matching curve for EC keys.
+    pub fn accepts(&self, alg: Algorithm) -> bool {
+        if alg.family() != self.family || self.alg.is_some_and(|own| own != alg) {
+            return false;
+        }
+        match (alg, &self.curve) {
+            (Algorithm::ES256, Some(curve)) => *curve == EllipticCurve::P256,
+            (Algorithm::ES384, Some(curve)) => *curve == EllipticCurve::P384,
+            (Algorithm::ES256 | Algorithm::ES384, None) => false,
+            _ => true,
+        }
+    }
+}
+
+/// The keys of one fetch.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<Arc<VerifyKey>>,
+}
+
+impl KeySet {
+    /// Parses a JWKS, keeping the `Arc` of keys unchanged since `previous` so that cached
+    /// verifications survive a refresh that did not rotate their key.
+    pub fn from_jwks(set: &JwkSet, previous: Option<&KeySet>) -> Self {
+        let keys = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                if let Some(old) = previous.and_then(|p| p.keys.iter().find(|k| k.jwk == *jwk)) {
+                    return Some(Arc::clone(old));
+                }
+                VerifyKey::from_jwk(jwk).map(Arc::new)
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no key is usable.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key for `kid`; without a `kid`, the only key that accepts `alg`.
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<VerifyKey>> {
+        match kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned(),
+            None => {
+                let mut candidates = self.keys.iter().filter(|k| k.accepts(alg));
+                match (candidates.next(), candidates.next()) {
+                    (Some(only), None) => Some(Arc::clone(only)),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    fn contains(&self, key: &Arc<VerifyKey>) -> bool {
+        self.keys.iter().any(|k| Arc::ptr_eq(k, key))
+    }
+}
+
+/// Why keys could not be fetched. Names URLs and files, never key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Transport failure or non-2xx answer.
+    #[error("fetching {url}: {reason}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The document is not what was expected.
+    #[error("invalid document from {source_name}: {reason}")]
+    Document {
+        /// URL or file.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The JWKS holds no usable signing key.
+    #[error("no usable signing key at {0}")]
+    NoUsableKeys(String),
+    /// The last good keys are older than `max_key_age`, or none were ever fetched.
+    #[error("no keys younger than max_key_age for identity {identity}: {reason}")]
+    Unavailable {
+        /// The identity name.
+        identity: String,
+        /// Last error or state.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    keys: Option<Arc<KeySet>>,
+    fetched_at_ms: u64,
+    last_attempt_ms: Option<u64>,
+    last_error: Option<String>,
+    next_refresh: Option<Duration>,
+}
+
+/// The keys of one [`KeySourceId`], shared by every identity that uses it.
+#[derive(Debug)]
+pub struct KeyStore {
+    id: KeySourceId,
+    label: String,
+    policy: RwLock<RefreshPolicy>,
+    client: Result<reqwest::Client, String>,
+    state: RwLock<StoreState>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn build_client(id: &KeySourceId) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .https_only(!id.allow_insecure_http)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca_file) = &id.ca_file {
+        let pem = std::fs::read(ca_file).map_err(|e| format!("reading {}: {e}", ca_file.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// `max-age` from a `Cache-Control` header value.
+pub fn parse_max_age(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|directive| {
+        let (name, secs) = directive.trim().split_once('=')?;
+        if name.trim().eq_ignore_ascii_case("max-age") {
+            secs.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs)
+        } else {
+            None
+        }
+    })
+}
+
+impl KeyStore {
+    fn new(id: KeySourceId, label: String, policy: RefreshPolicy) -> Self {
+        let client = build_client(&id);
+        Self {
+            id,
+            label,
+            policy: RwLock::new(policy),
+            client,
+            state: RwLock::new(StoreState::default()),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            task: Mutex::new(None),
+        }
+    }
+
+    async fn get_document(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeyError> {
+        let fetch_err = |reason: String| KeyError::Fetch { url: url.to_owned(), reason };
+        let client = self.client.as_ref().map_err(|e| fetch_err(e.clone()))?;
+        let mut response = client.get(url).send().await.map_err(|e| fetch_err(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fetch_err(format!("status {}", response.status())));
+        }
+        let max_age =
+            response.headers().get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(fetch_err("document too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, max_age))
+    }
+
+    fn check_url(&self, url: &str) -> Result<(), KeyError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| KeyError::Document { source_name: url.to_owned(), reason: e.to_string() })?;
+        let loopback = super::is_loopback_url(&parsed);
+        match parsed.scheme() {
+            "https" => Ok(()),
+            "http" if self.id.allow_insecure_http && loopback => Ok(()),
+            _ => Err(KeyError::Document {
+                source_name: url.to_owned(),
+                reason: "jwks_uri must be https (plain http only on loopback with allow_insecure_http)".into(),
+            }),
+        }
+    }
+
+    async fn fetch_jwks(&self) -> Result<(JwkSet, Option<Duration>, String), KeyError> {
+        let (bytes, max_age, name) = match &self.id.source {
+            KeySource::JwksFile(path) => {
+                let name = path.display().to_string();
+                let bytes = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| KeyError::Fetch { url: name.clone(), reason: e.to_string() })?;
+                (bytes, None, name)
+            }
+            KeySource::JwksUri(url) => {
+                self.check_url(url)?;
+                let (bytes, max_age) = self.get_document(url).await?;
+                (bytes, max_age, url.clone())
+            }
+            KeySource::Discovery(url) => {
+                self.check_url(url)?;
+                let (bytes, _) = self.get_document(url).await?;
+                let doc: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| KeyError::Document { source_name: url.clone(), reason: e.to_string() })?;
+                let jwks_uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or_else(|| KeyError::Document {
+                    source_name: url.clone(),
+                    reason: "no jwks_uri string".into(),
+                })?;
+                self.check_url(jwks_uri)?;
+                let (bytes, max_age) = self.get_document(jwks_uri).await?;
+                (bytes, max_age, jwks_uri.to_owned())
+            }
+        };
+        let set: JwkSet = serde_json::from_slice(&bytes)
+            .map_err(|e| KeyError::Document { source_name: name.clone(), reason: e.to_string() })?;
+        Ok((set, max_age, name))
+    }
+
+    /// Fetches now (single flight) and installs the keys on success.
+    async fn refresh(&self, clock: &dyn Clock) -> Result<usize, KeyError> {
+        let _guard = self.fetch_lock.lock().await;
+        let started = clock.now_millis();
+        if let Ok(mut state) = self.state.write() {
+            state.last_attempt_ms = Some(started);
+        }
+        let result = self.fetch_jwks().await;
+        let now = clock.now_millis();
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| KeyError::Unavailable { identity: self.label.clone(), reason: "poisoned".into() })?;
+        match result {
+            Ok((set, max_age, name)) => {
+                let keys = KeySet::from_jwks(&set, state.keys.as_deref());
+                if keys.is_empty() {
+                    metrics::counter!("flowgate_jwks_fetch_errors_total", "identity" => self.label.clone())
+                        .increment(1);
+                    let err = KeyError::NoUsableKeys(name);
+                    state.last_error = Some(err.to_string());
+                    return Err(err);
+                }
+                let count = keys.len();
+                state.keys = Some(Arc::new(keys));
+                state.fetched_at_ms = now;
+                state.last_error = None;
+                let policy = self.policy();
+                state.next_refresh =
+                    Some(max_age.unwrap_or(policy.refresh_max).clamp(policy.refresh_min, policy.refresh_max));
+                metrics::gauge!("flowgate_jwks_key_age_seconds", "identity" => self.label.clone()).set(0.0);
+                tracing::debug!(identity = %self.label, keys = count, "signing keys refreshed");
+                Ok(count)
+            }
+            Err(err) => {
+                metrics::counter!("flowgate_jwks_fetch_errors_total", "identity" => self.label.clone()).increment(1);
+                tracing::warn!(identity = %self.label, error = %err, "signing key fetch failed");
+                state.last_error = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    /// The keys if they are younger than `max_key_age`.
+    fn current(&self, now_ms: u64) -> Result<Arc<KeySet>, KeyError> {
+        let state = self
+            .state
+            .read()
+            .map_err(|_| KeyError::Unavailable { identity: self.label.clone(), reason: "poisoned".into() })?;
+        let unavailable = |reason: String| KeyError::Unavailable { identity: self.label.clone(), reason };
+        let keys = state
+            .keys
+            .clone()
+            .ok_or_else(|| unavailable(state.last_error.clone().unwrap_or_else(|| "keys not fetched yet".into())))?;
+        let age = Duration::from_millis(now_ms.saturating_sub(state.fetched_at_ms));
+        let max_key_age = self.policy().max_key_age;
+        if age > max_key_age {
+            return Err(unavailable(format!(
+                "last good keys are {}s old (max_key_age {}s); last error: {}",
+                age.as_secs(),
+                max_key_age.as_secs(),
+                state.last_error.as_deref().unwrap_or("none")
+            )));
+        }
+        Ok(keys)
+    }
+
+    /// True when a refetch is allowed now (at most one per `unknown_kid_refetch_interval`).
+    fn may_refetch(&self, now_ms: u64) -> bool {
+        let Ok(state) = self.state.read() else { return false };
+        let interval = u64::try_from(self.policy().unknown_kid_refetch_interval.as_millis()).unwrap_or(u64::MAX);
+        state.last_attempt_ms.is_none_or(|last| now_ms.saturating_sub(last) >= interval)
+    }
+
+    fn key_age_secs(&self, now_ms: u64) -> Option<f64> {
+        let state = self.state.read().ok()?;
+        state.keys.as_ref()?;
+        #[allow(clippy::cast_precision_loss)]
+        Some(now_ms.saturating_sub(state.fetched_at_ms) as f64 / 1000.0)
+    }
+
+    fn next_delay(&self) -> Duration {
+        let policy = self.policy();
+        let Ok(state) = self.state.read() else { return policy.refresh_min };
+        match (state.last_error.is_some(), state.next_refresh) {
+            (false, Some(next)) => next,
+            // After a failure retry soon, but never faster than the unknown-kid interval.
+            _ => policy.unknown_kid_refetch_interval.min(policy.refresh_max),
+        }
+    }
+
+    fn policy(&self) -> RefreshPolicy {
+        match self.policy.read() {
+            Ok(policy) => *policy,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    fn set_policy(&self, policy: RefreshPolicy) {
+        if let Ok(mut current) = self.policy.write() {
+            *current = policy;
+        }
+    }
+}
+
+impl Drop for KeyStore {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.task.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    claims: Arc<Claims>,
+    exp: u64,
+    key: Arc<VerifyKey>,
+    store: std::sync::Weak<KeyStore>,
+}
+
+/// Verified tokens by SHA-256 of (identity fingerprint, token). An entry is used only
+/// before its `exp` and while the key that verified it is still in its store's key set.
+#[derive(Debug)]
+struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    capacity: usize,
+}
+
+impl TokenCache {
+    fn key(fingerprint: &[u8; 32], token: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(fingerprint);
+        hasher.update(token.as_bytes());
+        hasher.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32], now_s: u64, keys: &KeySet) -> Option<Arc<Claims>> {
+        let mut entries = self.entries.lock().ok()?;
+        let entry = entries.get(key)?;
+        if entry.exp > now_s && keys.contains(&entry.key) && entry.store.strong_count() > 0 {
+            return Some(Arc::clone(&entry.claims));
+        }
+        entries.remove(key);
+        None
+    }
+
+    fn insert(&self, key: [u8; 32], entry: CacheEntry, now_s: u64) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| e.exp > now_s && e.store.strong_count() > 0);
+            if entries.len() >= self.capacity {
+                // Still full of live entries: start over rather than grow without bound.
+                entries.clear();
+            }
+        }
+        entries.insert(key, entry);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}
+
+/// What [`KeyStores::verify_token`] needs to know about an identity.
+#[derive(Debug, Clone)]
+pub struct VerifySpec<'a> {
+    /// Identity name (metrics, errors).
+    pub name: &'a str,
+    /// Where its keys come from.
+    pub source: &'a KeySourceId,
+    /// Timing of its store.
+    pub refresh: RefreshPolicy,
+    /// Header and claim checks.
+    pub rules: &'a TokenRules,
+    /// Hash of everything that changes what "valid" means for this identity.
+    pub fingerprint: &'a [u8; 32],
+}
+
+/// Why a token could not be verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is invalid (401).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// No usable keys (503).
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+/// Every identity's key store plus the verified-token cache. Lives in the `Gateway` and
+/// survives policy reloads: a store is keyed by its [`KeySourceId`], so an identity whose
+/// key source did not change keeps its keys.
+#[derive(Debug)]
+pub struct KeyStores {
+    stores: RwLock<HashMap<KeySourceId, Arc<KeyStore>>>,
+    cache: TokenCache,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for KeyStores {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyStores {
+    /// Empty stores on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// Empty stores on the given clock (tests).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            stores: RwLock::new(HashMap::new()),
+            cache: TokenCache { entries: Mutex::new(HashMap::new()), capacity: DEFAULT_CACHE_ENTRIES },
+            clock,
+        }
+    }
+
+    /// The clock in use.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Verified tokens currently cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub(crate) fn store(&self, name: &str, id: &KeySourceId, policy: RefreshPolicy) -> Arc<KeyStore> {
+        if let Ok(stores) = self.stores.read()
+            && let Some(store) = stores.get(id)
+        {
+            return Arc::clone(store);
+        }
+        let mut stores = match self.stores.write() {
+            Ok(stores) => stores,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(
+            stores.entry(id.clone()).or_insert_with(|| Arc::new(KeyStore::new(id.clone(), name.to_owned(), policy))),
+        )
+    }
+
+    /// Starts (once per store) the background refresh task of each key source; must run
+    /// inside a tokio runtime. Call after every policy swap, then [`KeyStores::retain`].
+    pub(crate) fn start_store(&self, store: &Arc<KeyStore>, policy: RefreshPolicy) {
+        // Timing may change on reload while the key source stays: keep the keys, take the
+        // new timing.
+        store.set_policy(policy);
+        let Ok(mut task) = store.task.lock() else { return };
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let weak = Arc::downgrade(store);
+        let clock = Arc::clone(&self.clock);
+        *task = Some(tokio::spawn(async move {
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                let _ = store.refresh(clock.as_ref()).await;
+                if let Some(age) = store.key_age_secs(clock.now_millis()) {
+                    metrics::gauge!("flowgate_jwks_key_age_seconds", "identity" => store.label.clone()).set(age);
+                }
+                let delay = store.next_delay();
+                drop(store);
+                tokio::time::sleep(delay).await;
+            }
+        }));
+    }
+
+    /// Drops the stores whose source is not in `used` (stopping their refresh tasks).
+    pub fn retain_sources(&self, used: &[KeySourceId]) {
+        if let Ok(mut stores) = self.stores.write() {
+            stores.retain(|id, _| used.contains(id));
+        }
+    }
+
+    /// Number of key stores held.
+    pub fn store_count(&self) -> usize {
+        self.stores.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Fetches the keys of a source now, bypassing the refetch interval.
+    ///
+    /// # Errors
+    /// The fetch failure.
+    pub async fn refresh_source(&self, spec: &VerifySpec<'_>) -> Result<usize, KeyError> {
+        let store = self.store(spec.name, spec.source, spec.refresh);
+        store.refresh(self.clock.as_ref()).await
+    }
+
+    /// Verifies a token: cache, then keys (fetching them if none yet, and refetching once
+    /// per interval for an unknown `kid`).
+    ///
+    /// # Errors
+    /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
+    /// usable.
+    pub async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Arc<Claims>, VerifyError> {
+        // Header checks first: a token with a refused header never touches keys or the IdP.
+        super::token::inspect(token, spec.rules)?;
+        let store = self.store(spec.name, spec.source, spec.refresh);
+        let now_ms = self.clock.now_millis();
+        let keys = match store.current(now_ms) {
+            Ok(keys) => keys,
+            Err(_) => {
+                if store.may_refetch(now_ms) {
+                    let _ = store.refresh(self.clock.as_ref()).await;
+                } else {
+                    // A fetch may be in flight (first start, or a background refresh):
+                    // wait for it rather than fail while it is about to succeed.
+                    drop(store.fetch_lock.lock().await);
+                }
+                store.current(self.clock.now_millis())?
+            }
+        };
+        let now_s = now_ms / 1000;
+        let cache_key = TokenCache::key(spec.fingerprint, token);
+        if let Some(claims) = self.cache.get(&cache_key, now_s, &keys) {
+            return Ok(claims);
+        }
+        let (claims, key, keys) = match verify(token, spec.rules, &keys, now_s) {
+            Ok((claims, key)) => (claims, key, keys),
+            Err(TokenError::UnknownKid) if store.may_refetch(now_ms) => {
+                let _ = store.refresh(self.clock.as_ref()).await;
+                let keys = store.current(self.clock.now_millis())?;
+                let (claims, key) = verify(token, spec.rules, &keys, now_s)?;
+                (claims, key, keys)
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let _ = keys;
+        let claims = Arc::new(claims);
+        let entry = CacheEntry { claims: Arc::clone(&claims), exp: claims.exp, key, store: Arc::downgrade(&store) };
+        self.cache.insert(cache_key, entry, now_s);
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_parsing() {
+        assert_eq!(parse_max_age("public, max-age=3600"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_max_age("no-cache"), None);
+        assert_eq!(parse_max_age("MAX-AGE=5, private"), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn symmetric_and_encryption_keys_are_ignored() {
+        let set: JwkSet = serde_json::from_str(
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"},
+                {"kty":"EC","crv":"P-256","use":"enc","kid":"e","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+                {"kty":"EC","crv":"P-256","kid":"s","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#,
+        )
+        .unwrap();
+        let keys = KeySet::from_jwks(&set, None);
+        assert_eq!(keys.len(), 1);
+        let key = keys.find(Some("s"), Algorithm::ES256).unwrap();
+        assert!(key.accepts(Algorithm::ES256));
+        assert!(!key.accepts(Algorithm::ES384));
+        assert!(!key.accepts(Algorithm::HS256));
+        assert!(!key.accepts(Algorithm::RS256));
+        // An unchanged key keeps its parsed instance across refreshes.
+        let again = KeySet::from_jwks(&set, Some(&keys));
+        assert!(Arc::ptr_eq(&again.find(Some("s"), Algorithm::ES256).unwrap(), &key));
+    }
+}

@@ -1,0 +1,206 @@
+//! Compile-step and rule tests for the auth module.
+
+use super::*;
+use serde_json::json;
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+fn source() -> SourceFile {
+    SourceFile { name: "policy.toml".into(), base_dir: std::env::temp_dir(), text: String::new() }
+}
+
+fn identities(text: &str) -> (BTreeMap<String, Arc<Identity>>, Vec<String>) {
+    let raw: BTreeMap<String, RawIdentity> = toml::from_str(text).unwrap();
+    let mut diags = Diagnostics::default();
+    let compiled = compile_identities(&raw, &KeyPath::root().key("identity"), &source(), &mut diags);
+    let messages = diags.into_vec().into_iter().map(|d| format!("{}: {}", d.path, d.message)).collect();
+    (compiled, messages)
+}
+
+fn entra() -> BTreeMap<String, Arc<Identity>> {
+    let (ids, errors) = identities(&format!(
+        r#"[contoso]
+discovery = "https://login.microsoftonline.com/{{tenant}}/v2.0/.well-known/openid-configuration"
+issuers = ["https://login.microsoftonline.com/{{tenant}}/v2.0", "https://sts.windows.net/{{tenant}}/"]
+audiences = ["api://flowgate"]
+tenants = ["{TENANT}"]
+"#
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+    ids
+}
+
+fn access(trigger_toml: &str, ids: &BTreeMap<String, Arc<Identity>>) -> (TriggerAccess, Vec<String>) {
+    let text = format!("name = \"t\"\npath = \"/t\"\nupstream = \"https://u.example/\"\n{trigger_toml}");
+    let trigger: RawTrigger = toml::from_str(&text).unwrap();
+    let mut diags = Diagnostics::default();
+    let compiled = compile_access(&trigger, &KeyPath::root().key("trigger").index(0), ids, None, &mut diags);
+    (compiled, diags.into_vec().into_iter().map(|d| format!("{}: {}", d.path, d.message)).collect())
+}
+
+fn claims(value: serde_json::Value) -> Claims {
+    let serde_json::Value::Object(mut map) = value else { unreachable!() };
+    map.entry("iss").or_insert(json!("x"));
+    map.entry("aud").or_insert(json!("api://flowgate"));
+    map.entry("exp").or_insert(json!(10));
+    Claims::from_map(map).unwrap()
+}
+
+#[test]
+fn identity_errors_are_all_reported_with_paths() {
+    let (ids, errors) = identities(
+        r#"[bad]
+jwks_uri = "http://idp.example.com/keys"
+allow_insecure_http = true
+issuer = "https://a/{tenant}/{tenant}"
+audiences = []
+tenants = ["not-a-guid"]
+algorithms = ["HS256", "none", "RS999"]
+"#,
+    );
+    assert!(ids.is_empty());
+    let all = errors.join("\n");
+    for needle in [
+        "identity.bad.jwks_uri: allow_insecure_http is only allowed for loopback",
+        "identity.bad.issuer",
+        "identity.bad.audiences",
+        "identity.bad.tenants[0]",
+        "identity.bad.algorithms[0]: HMAC",
+        "identity.bad.algorithms[1]",
+        "identity.bad.algorithms[2]: unknown algorithm",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn identity_needs_one_key_source_and_https() {
+    let (_, errors) = identities("[a]\nissuer = \"i\"\naudiences = [\"x\"]\n");
+    assert!(errors.iter().any(|e| e.contains("exactly one key source")), "{errors:?}");
+    let (_, errors) = identities("[a]\njwks_uri = \"http://idp.example.com/k\"\nissuer = \"i\"\naudiences = [\"x\"]\n");
+    assert!(errors.iter().any(|e| e.contains("must use https")), "{errors:?}");
+    let (ids, errors) = identities(
+        "[a]\njwks_uri = \"http://127.0.0.1:9/k\"\nallow_insecure_http = true\nissuer = \"i\"\naudiences = [\"x\"]\n",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(ids["a"].key_source().source, keys::KeySource::JwksUri("http://127.0.0.1:9/k".into()));
+}
+
+#[test]
+fn discovery_tenant_replaces_the_template() {
+    let ids = entra();
+    assert_eq!(
+        ids["contoso"].key_source().source,
+        keys::KeySource::Discovery(
+            "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration".into()
+        )
+    );
+}
+
+#[test]
+fn unknown_identity_gets_a_suggestion() {
+    let ids = entra();
+    let text =
+        "name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"contosso\"\n";
+    let trigger: RawTrigger = toml::from_str(text).unwrap();
+    let mut diags = Diagnostics::default();
+    compile_access(&trigger, &KeyPath::root().key("trigger").index(0), &ids, None, &mut diags);
+    let diags = diags.into_vec();
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0].path.to_string(), "trigger[0].identity");
+    assert_eq!(diags[0].hint.as_deref(), Some("did you mean \"contoso\"?"));
+}
+
+#[test]
+fn who_needs_what_it_needs() {
+    let ids = entra();
+    let (_, errors) = access("who = \"specific_users\"\n", &ids);
+    assert!(errors.iter().any(|e| e.contains("needs an identity")), "{errors:?}");
+    let (_, errors) = access("who = \"anyone\"\nidentity = \"contoso\"\n", &ids);
+    assert!(errors.iter().any(|e| e.contains("requires signed URLs")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("trigger[0].identity")), "{errors:?}");
+    let (_, errors) =
+        access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"bob\", \"oid:x\"]\n", &ids);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[test]
+fn empty_principal_list_refuses_everyone() {
+    let ids = entra();
+    let (access, errors) = access("who = \"specific_users\"\nidentity = \"contoso\"\n", &ids);
+    assert!(errors.is_empty(), "{errors:?}");
+    let caller =
+        claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000001", "appid": "a", "upn": "x@y"}));
+    assert_eq!(access.evaluate(&caller), Err(AuthError::Principal));
+}
+
+#[test]
+fn tenant_and_principal_rules() {
+    let ids = entra();
+    let (access, errors) = access(
+        "who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"upn:Alice@Contoso.com\", \"app:ABC\", \"oid:0D2D3B0E-0000-4000-8000-000000000001\"]\n",
+        &ids,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let alice = claims(
+        json!({"tid": TENANT, "preferred_username": "alice@contoso.COM", "oid": "0d2d3b0e-0000-4000-8000-000000000009"}),
+    );
+    let caller = access.evaluate(&alice).unwrap();
+    assert_eq!(caller.principal, "oid:0d2d3b0e-0000-4000-8000-000000000009");
+    assert!(caller.principal_ids.contains(&"upn:alice@contoso.com".to_owned()));
+    assert_eq!(caller.rate_key(), format!("{TENANT}/oid:0d2d3b0e-0000-4000-8000-000000000009"));
+    let app = claims(json!({"tid": TENANT, "azp": "abc"}));
+    assert_eq!(access.evaluate(&app).unwrap().principal, "app:abc");
+    let by_oid = claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000001"}));
+    assert!(access.evaluate(&by_oid).is_ok());
+    let stranger = claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000002"}));
+    assert_eq!(access.evaluate(&stranger), Err(AuthError::Principal));
+    let other_tenant = claims(json!({"tid": "00000000-0000-4000-8000-000000000000", "azp": "abc"}));
+    assert_eq!(access.evaluate(&other_tenant), Err(AuthError::Tenant));
+}
+
+#[test]
+fn roles_scopes_and_claims() {
+    let ids = entra();
+    let (access, errors) = access(
+        "who = \"tenant_users\"\nidentity = \"contoso\"\nroles = { any_of = [\"A\", \"B\"] }\nscopes = { all_of = [\"read\", \"write\"] }\nclaims = { idtyp = \"app\" }\n",
+        &ids,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let good = claims(json!({"tid": TENANT, "roles": ["B"], "scp": "write read", "idtyp": "app"}));
+    assert!(access.evaluate(&good).is_ok());
+    let no_role = claims(json!({"tid": TENANT, "roles": ["C"], "scp": "write read", "idtyp": "app"}));
+    assert_eq!(access.evaluate(&no_role), Err(AuthError::Role));
+    let one_scope = claims(json!({"tid": TENANT, "roles": ["A"], "scp": "read", "idtyp": "app"}));
+    assert_eq!(access.evaluate(&one_scope), Err(AuthError::Scope));
+    let user = claims(json!({"tid": TENANT, "roles": ["A"], "scp": "read write", "idtyp": "user"}));
+    assert_eq!(access.evaluate(&user), Err(AuthError::Claim("idtyp".into())));
+}
+
+#[test]
+fn rejections_map_to_the_right_status() {
+    use http::StatusCode;
+    let status = |e: AuthError| e.into_rejection("r").status();
+    assert_eq!(status(AuthError::MissingToken), StatusCode::UNAUTHORIZED);
+    assert_eq!(status(AuthError::InvalidToken(TokenError::Expired)), StatusCode::UNAUTHORIZED);
+    assert_eq!(status(AuthError::TokenInQuery), StatusCode::UNAUTHORIZED);
+    assert_eq!(status(AuthError::Tenant), StatusCode::FORBIDDEN);
+    assert_eq!(status(AuthError::Role), StatusCode::FORBIDDEN);
+    assert_eq!(AuthError::Scope.into_rejection("r").kind(), "insufficient_scope");
+    let keys = AuthError::KeysUnavailable(keys::KeyError::NoUsableKeys("u".into()));
+    assert_eq!(status(keys), StatusCode::SERVICE_UNAVAILABLE);
+    let missing = AuthError::MissingToken.into_rejection("contoso").response("id");
+    assert_eq!(missing.headers()[http::header::WWW_AUTHENTICATE], "Bearer realm=\"contoso\"");
+}
+
+#[test]
+fn bearer_header_parsing() {
+    let mut headers = http::HeaderMap::new();
+    assert_eq!(bearer_token(&headers), Err(AuthError::MissingToken));
+    headers.insert(http::header::AUTHORIZATION, "bearer abc.def.ghi".parse().unwrap());
+    assert_eq!(bearer_token(&headers), Ok("abc.def.ghi"));
+    headers.insert(http::header::AUTHORIZATION, "Basic Zm9vOmJhcg==".parse().unwrap());
+    assert!(matches!(bearer_token(&headers), Err(AuthError::BadAuthorization(_))));
+    headers.insert(http::header::AUTHORIZATION, "Bearer a b".parse().unwrap());
+    assert!(matches!(bearer_token(&headers), Err(AuthError::BadAuthorization(_))));
+}
