@@ -27,29 +27,16 @@ fn capture(c: &mut Criterion) {
     let body = body();
     let secret: &[u8] = b"k-SECRET";
     c.bench_function(&format!("audit/capture_json_{}b", body.len()), |b| {
-        b.iter(|| {
-            capture_response(
-                &rules,
-                &headers,
-                black_box(&body),
-                body.len() as u64,
-                &[secret],
-            )
-        })
+        b.iter(|| capture_response(&rules, &headers, black_box(&body), body.len() as u64, &[secret]))
     });
 }
 
 fn write(c: &mut Criterion) {
-    let Ok(log) = AuditLog::new(&AuditConfig {
-        ring: 10_000,
-        ..AuditConfig::default()
-    }) else {
+    let Ok(log) = AuditLog::new(&AuditConfig { ring: 10_000, ..AuditConfig::default() }) else {
         return;
     };
     let record = RunRecord::new("req", SystemTime::now(), "POST", "/t/invoice");
-    c.bench_function("audit/write_ring_only", |b| {
-        b.iter(|| log.write(black_box(record.clone())))
-    });
+    c.bench_function("audit/write_ring_only", |b| b.iter(|| log.write(black_box(record.clone()))));
 }
 
 criterion_group!(benches, capture, write);

@@ -19,9 +19,7 @@ const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 fn key(alg: Algorithm, kid: &str) -> (EncodingKey, Jwk) {
     let encoding = match alg {
         Algorithm::RS256 => {
-            let pair =
-                rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-                    .unwrap();
+            let pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
             EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).unwrap()
         }
         _ => {
@@ -48,21 +46,14 @@ fn token(encoding: &EncodingKey, alg: Algorithm, kid: &str, now: u64) -> String 
 }
 
 fn bench(c: &mut Criterion) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let (rsa, rsa_jwk) = key(Algorithm::RS256, "rsa");
     let (ec, ec_jwk) = key(Algorithm::ES256, "ec");
-    let set = JwkSet {
-        keys: vec![rsa_jwk, ec_jwk],
-    };
+    let set = JwkSet { keys: vec![rsa_jwk, ec_jwk] };
     let keys = KeySet::from_jwks(&set, None);
     let rules = TokenRules {
         algorithms: vec![Algorithm::RS256, Algorithm::ES256],
-        issuers: vec![
-            IssuerPattern::parse("https://login.microsoftonline.com/{tenant}/v2.0").unwrap(),
-        ],
+        issuers: vec![IssuerPattern::parse("https://login.microsoftonline.com/{tenant}/v2.0").unwrap()],
         audiences: vec!["api://flowgate".into()],
         leeway: 60,
         max_token_bytes: 16 * 1024,
@@ -79,21 +70,12 @@ fn bench(c: &mut Criterion) {
 
     // Cached: the whole authenticate path with a repeat token.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("jwks.json"),
-        serde_json::to_vec(&set).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("jwks.json"), serde_json::to_vec(&set).unwrap()).unwrap();
     let identity_toml = format!(
         "[bench]\njwks_file = \"jwks.json\"\nissuer = \"https://login.microsoftonline.com/{{tenant}}/v2.0\"\naudiences = [\"api://flowgate\"]\ntenants = [\"{TENANT}\"]\nalgorithms = [\"RS256\", \"ES256\"]\n"
     );
-    let raw: BTreeMap<String, flowgate::auth::RawIdentity> =
-        toml::from_str(&identity_toml).unwrap();
-    let source = SourceFile {
-        name: "bench.toml".into(),
-        base_dir: dir.path().to_path_buf(),
-        text: String::new(),
-    };
+    let raw: BTreeMap<String, flowgate::auth::RawIdentity> = toml::from_str(&identity_toml).unwrap();
+    let source = SourceFile { name: "bench.toml".into(), base_dir: dir.path().to_path_buf(), text: String::new() };
     let mut diags = Diagnostics::default();
     let ids = compile_identities(&raw, &KeyPath::root(), &source, &mut diags);
     assert!(diags.is_empty());
@@ -103,10 +85,7 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let access = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
     assert!(diags.is_empty());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stores = KeyStores::new();
     for (name, token) in [("rs256", &rs_token), ("es256", &es_token)] {
         let parts = http::Request::builder()
@@ -117,15 +96,9 @@ fn bench(c: &mut Criterion) {
             .unwrap()
             .into_parts()
             .0;
-        runtime
-            .block_on(stores.authenticate(&access, &parts))
-            .unwrap();
+        runtime.block_on(stores.authenticate(&access, &parts)).unwrap();
         c.bench_function(&format!("auth/authenticate_{name}_cached"), |b| {
-            b.iter(|| {
-                runtime
-                    .block_on(stores.authenticate(&access, black_box(&parts)))
-                    .unwrap()
-            })
+            b.iter(|| runtime.block_on(stores.authenticate(&access, black_box(&parts))).unwrap())
         });
     }
 
@@ -136,9 +109,7 @@ fn bench(c: &mut Criterion) {
         unreachable!()
     };
     let claims = Claims::from_map(map).unwrap();
-    c.bench_function("auth/rules_evaluate", |b| {
-        b.iter(|| access.evaluate(black_box(&claims)).unwrap())
-    });
+    c.bench_function("auth/rules_evaluate", |b| b.iter(|| access.evaluate(black_box(&claims)).unwrap()));
 }
 
 criterion_group!(benches, bench);

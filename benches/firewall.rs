@@ -25,11 +25,7 @@ fn lookup(c: &mut Criterion) {
         let set = set_of(prefixes);
         let probes: Vec<IpAddr> = (0..1024u32)
             .map(|i| IpAddr::V4(Ipv4Addr::from(i.wrapping_mul(2_246_822_519))))
-            .chain((0..1024u32).map(|i| {
-                IpAddr::V6(Ipv6Addr::from(
-                    (0x2001_0db8_u128 << 96) | (u128::from(i) << 70),
-                ))
-            }))
+            .chain((0..1024u32).map(|i| IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(i) << 70)))))
             .collect();
         group.bench_with_input(BenchmarkId::from_parameter(prefixes), &set, |b, set| {
             let mut i = 0usize;
@@ -40,9 +36,7 @@ fn lookup(c: &mut Criterion) {
         });
     }
     group.finish();
-    c.bench_function("firewall_compile_100k", |b| {
-        b.iter(|| black_box(set_of(100_000)))
-    });
+    c.bench_function("firewall_compile_100k", |b| b.iter(|| black_box(set_of(100_000))));
 }
 
 criterion_group!(benches, lookup);

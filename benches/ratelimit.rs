@@ -3,8 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flowgate::ratelimit::{
-    ClusterSettings, LimitKey, Limiters, OnRedisError, RateKey, RateLimitRule, RedisSettings,
-    SystemClock,
+    ClusterSettings, LimitKey, Limiters, OnRedisError, RateKey, RateLimitRule, RedisSettings, SystemClock,
 };
 use std::hint::black_box;
 use std::net::{IpAddr, TcpListener};
@@ -13,13 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn rule() -> RateLimitRule {
-    RateLimitRule::new(
-        "bench",
-        2000,
-        Duration::from_secs(60),
-        LimitKey::Principal,
-        false,
-    )
+    RateLimitRule::new("bench", 2000, Duration::from_secs(60), LimitKey::Principal, false)
 }
 
 fn local(c: &mut Criterion) {
@@ -28,12 +21,9 @@ fn local(c: &mut Criterion) {
     let rule = rule();
     let hot = RateKey::principal("t", "oid:hot");
     c.bench_function("ratelimit_local_hot_key", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(limiters.check(&rule, &hot).await) });
+        b.to_async(&rt).iter(|| async { black_box(limiters.check(&rule, &hot).await) });
     });
-    let keys: Vec<RateKey> = (0..100_000u32)
-        .map(|i| RateKey::ip(IpAddr::from(i.to_be_bytes())))
-        .collect();
+    let keys: Vec<RateKey> = (0..100_000u32).map(|i| RateKey::ip(IpAddr::from(i.to_be_bytes()))).collect();
     c.bench_function("ratelimit_local_100k_keys", |b| {
         let mut i = 0usize;
         b.to_async(&rt).iter(|| {
@@ -77,17 +67,16 @@ impl Drop for Redis {
 }
 
 fn redis_path(c: &mut Criterion) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}); install it: apt-get install -y redis-server (scripts/deps/redis.sh)")
+            panic!(
+                "cannot start redis-server ({e}); install it: apt-get install -y redis-server (scripts/deps/redis.sh)"
+            )
         });
     let _redis = Redis(child);
     for _ in 0..200 {
@@ -107,15 +96,11 @@ fn redis_path(c: &mut Criterion) {
         on_redis_error: OnRedisError::FailClosed,
         local_max_keys: 1000,
     };
-    let limiters = rt
-        .block_on(async { Limiters::new(&settings, Arc::new(SystemClock::default())) })
-        .expect("limiters");
+    let limiters = rt.block_on(async { Limiters::new(&settings, Arc::new(SystemClock::default())) }).expect("limiters");
     let rule = rule();
     let key = RateKey::principal("t", "oid:redis");
     c.bench_function("ratelimit_redis_hot_key", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(limiters.check(&rule, &key).await.expect("redis answers"))
-        });
+        b.to_async(&rt).iter(|| async { black_box(limiters.check(&rule, &key).await.expect("redis answers")) });
     });
 }
 

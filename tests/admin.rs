@@ -10,12 +10,7 @@ async fn runs(gw: &common::Running, query: &str) -> Vec<serde_json::Value> {
     // Records are written when the response body ends; poll briefly for the last one.
     let mut last = Vec::new();
     for _ in 0..50 {
-        last = reqwest::get(gw.admin_url(&format!("/runs?{query}")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        last = reqwest::get(gw.admin_url(&format!("/runs?{query}"))).await.unwrap().json().await.unwrap();
         if !last.is_empty() {
             break;
         }
@@ -36,12 +31,7 @@ async fn every_call_leaves_one_record_that_the_admin_api_finds() {
     )));
     let gw = start_gateway(&policy).await;
     let client = fx.client(false);
-    let ok = client
-        .post(gw.url("/t?sig=CALLERSIG"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let ok = client.post(gw.url("/t?sig=CALLERSIG")).body("{}").send().await.unwrap();
     let id = ok.headers()["x-request-id"].to_str().unwrap().to_owned();
     ok.bytes().await.unwrap();
     let missing = client.post(gw.url("/missing")).send().await.unwrap();
@@ -59,20 +49,13 @@ async fn every_call_leaves_one_record_that_the_admin_api_finds() {
     assert_eq!(not_found.len(), 1);
     assert_eq!(not_found[0]["status"], 404);
 
-    let one: serde_json::Value = reqwest::get(gw.admin_url(&format!("/runs/{id}")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: serde_json::Value =
+        reqwest::get(gw.admin_url(&format!("/runs/{id}"))).await.unwrap().json().await.unwrap();
     assert_eq!(one["id"], id.as_str());
     assert!(gw.gateway.audit.flush(Duration::from_secs(5)));
     let file = std::fs::read_to_string(&audit_file).unwrap();
     assert_eq!(file.lines().count(), 2, "{file}");
-    assert!(
-        !file.contains("CALLERSIG"),
-        "the signed-URL signature reached the run file"
-    );
+    assert!(!file.contains("CALLERSIG"), "the signed-URL signature reached the run file");
     gw.shutdown().await;
 }
 
@@ -83,23 +66,11 @@ async fn captured_calls_keep_no_protected_field_anywhere() {
     let audit_file = fx.path().join("runs.jsonl");
     let triggers = format!(
         "{}{}",
-        echo_trigger(
-            "open",
-            "/open",
-            echo,
-            "capture = true\nprivate_parameters = [\"password\"]"
-        ),
-        echo_trigger(
-            "secure",
-            "/secure",
-            echo,
-            "capture = true\nsecure_inputs = true\nsecure_outputs = true"
-        ),
+        echo_trigger("open", "/open", echo, "capture = true\nprivate_parameters = [\"password\"]"),
+        echo_trigger("secure", "/secure", echo, "capture = true\nsecure_inputs = true\nsecure_outputs = true"),
     );
-    let policy = fx.write_policy(&fx.policy_text(&format!(
-        "[audit]\nfile = \"{}\"\n\n{triggers}",
-        audit_file.display()
-    )));
+    let policy =
+        fx.write_policy(&fx.policy_text(&format!("[audit]\nfile = \"{}\"\n\n{triggers}", audit_file.display())));
     let gw = start_gateway(&policy).await;
     let client = fx.client(true);
     let body = r#"{"a":[{"b":{"_private_deep":"PRIVATE-DEEP"}}],"password":"PASSWORD-VALUE","keep":"visible"}"#;
@@ -122,29 +93,14 @@ async fn captured_calls_keep_no_protected_field_anywhere() {
     let file = std::fs::read_to_string(&audit_file).unwrap();
     let api = serde_json::to_string(&(open.clone(), secure.clone())).unwrap();
     for place in [&file, &api] {
-        for leaked in [
-            "PRIVATE-DEEP",
-            "PASSWORD-VALUE",
-            "TOKEN-VALUE",
-            "COOKIE-VALUE",
-        ] {
+        for leaked in ["PRIVATE-DEEP", "PASSWORD-VALUE", "TOKEN-VALUE", "COOKIE-VALUE"] {
             assert!(!place.contains(leaked), "{leaked} was recorded: {place}");
         }
     }
     // Capture did happen for the open trigger (the visible field is there) ...
-    assert!(
-        serde_json::to_string(&open[0]["capture"])
-            .unwrap()
-            .contains("visible"),
-        "{:?}",
-        open[0]
-    );
+    assert!(serde_json::to_string(&open[0]["capture"]).unwrap().contains("visible"), "{:?}", open[0]);
     // ... and the secure one holds only the marker.
-    assert_eq!(
-        secure[0]["capture"]["request"]["secured"], true,
-        "{:?}",
-        secure[0]
-    );
+    assert_eq!(secure[0]["capture"]["request"]["secured"], true, "{:?}", secure[0]);
     assert_eq!(secure[0]["capture"]["response"]["secured"], true);
     gw.shutdown().await;
 }
@@ -154,34 +110,20 @@ async fn roles_decide_private_fields_and_reload() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let trigger = echo_trigger("t", "/t", echo, "private_parameters = [\"password\"]");
-    for (role, sees_private, reload_status) in [
-        ("viewer", false, 403),
-        ("owner", true, 200),
-        ("administrator", true, 200),
-    ] {
+    for (role, sees_private, reload_status) in
+        [("viewer", false, 403), ("owner", true, 200), ("administrator", true, 200)]
+    {
         let policy = fx.write_policy(&fx.policy_text(&format!("{trigger}\n")).replace(
             "[admin]\nlisten = \"127.0.0.1:0\"\n",
             &format!("[admin]\nlisten = \"127.0.0.1:0\"\nloopback_role = \"{role}\"\n"),
         ));
         let gw = start_gateway(&policy).await;
-        let view: serde_json::Value = reqwest::get(gw.admin_url("/policy"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view: serde_json::Value = reqwest::get(gw.admin_url("/policy")).await.unwrap().json().await.unwrap();
         assert_eq!(view["role"], role);
         let shown = view["policy"].to_string().contains("private_parameters");
         assert_eq!(shown, sees_private, "{role}: {view}");
-        assert!(
-            !view["policy"].to_string().contains("UPSTREAMSIG"),
-            "the upstream signature is shown: {view}"
-        );
-        let reload = reqwest::Client::new()
-            .post(gw.admin_url("/reload"))
-            .send()
-            .await
-            .unwrap();
+        assert!(!view["policy"].to_string().contains("UPSTREAMSIG"), "the upstream signature is shown: {view}");
+        let reload = reqwest::Client::new().post(gw.admin_url("/reload")).send().await.unwrap();
         assert_eq!(reload.status().as_u16(), reload_status, "{role}");
         gw.shutdown().await;
     }
@@ -193,22 +135,11 @@ async fn reload_through_the_admin_api_reports_located_errors() {
     let echo = start_echo().await;
     let path = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
     let gw = start_gateway(&path).await;
-    std::fs::write(
-        &path,
-        fx.policy_text(&echo_trigger("t", "/t", echo, "methdos = [\"GET\"]")),
-    )
-    .unwrap();
-    let response = reqwest::Client::new()
-        .post(gw.admin_url("/reload"))
-        .send()
-        .await
-        .unwrap();
+    std::fs::write(&path, fx.policy_text(&echo_trigger("t", "/t", echo, "methdos = [\"GET\"]"))).unwrap();
+    let response = reqwest::Client::new().post(gw.admin_url("/reload")).send().await.unwrap();
     assert_eq!(response.status(), 422);
     let body: serde_json::Value = response.json().await.unwrap();
     let first = body["errors"][0].as_str().unwrap();
-    assert!(
-        first.contains("policy.toml:") && first.contains("methods"),
-        "{first}"
-    );
+    assert!(first.contains("policy.toml:") && first.contains("methods"), "{first}");
     gw.shutdown().await;
 }

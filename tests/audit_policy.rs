@@ -57,44 +57,21 @@ who = "specific_users"
 "#;
 
 fn effect_of(changes: &[flowgate::config::diff::Change], scope: &str, field: &str) -> Vec<Effect> {
-    changes
-        .iter()
-        .filter(|c| c.scope == scope && c.field.as_deref() == Some(field))
-        .map(|c| c.effect)
-        .collect()
+    changes.iter().filter(|c| c.scope == scope && c.field.as_deref() == Some(field)).map(|c| c.effect).collect()
 }
 
 #[test]
 fn diff_reports_loosened_rules() {
     let changes = diff_texts(OLD, NEW).expect("both parse");
     let t = "trigger \"invoice\"";
-    assert_eq!(
-        effect_of(&changes, t, "who"),
-        [Effect::Loosened],
-        "{changes:#?}"
-    );
+    assert_eq!(effect_of(&changes, t, "who"), [Effect::Loosened], "{changes:#?}");
     assert_eq!(effect_of(&changes, t, "principals"), [Effect::Loosened]);
-    assert_eq!(
-        effect_of(&changes, t, "allow_ips"),
-        [Effect::Loosened],
-        "emptied allow list admits anyone"
-    );
-    assert_eq!(
-        effect_of(&changes, t, "roles.any_of"),
-        [Effect::Loosened],
-        "roles removed"
-    );
-    assert_eq!(
-        effect_of(&changes, t, "rate_limit"),
-        [Effect::Loosened],
-        "more calls per period"
-    );
+    assert_eq!(effect_of(&changes, t, "allow_ips"), [Effect::Loosened], "emptied allow list admits anyone");
+    assert_eq!(effect_of(&changes, t, "roles.any_of"), [Effect::Loosened], "roles removed");
+    assert_eq!(effect_of(&changes, t, "rate_limit"), [Effect::Loosened], "more calls per period");
     assert_eq!(effect_of(&changes, t, "secure_inputs"), [Effect::Loosened]);
     let text = render(&changes);
-    assert!(
-        text.contains("LOOSENED  trigger \"invoice\" who: specific_users -> anyone"),
-        "{text}"
-    );
+    assert!(text.contains("LOOSENED  trigger \"invoice\" who: specific_users -> anyone"), "{text}");
 }
 
 #[test]
@@ -102,52 +79,24 @@ fn diff_reports_tightened_rules_and_trigger_changes() {
     let changes = diff_texts(OLD, NEW).expect("both parse");
     let t = "trigger \"invoice\"";
     assert_eq!(effect_of(&changes, t, "deny_ips"), [Effect::Tightened]);
-    assert_eq!(
-        effect_of(&changes, t, "private_parameters"),
-        [Effect::Tightened]
-    );
-    assert_eq!(
-        effect_of(&changes, "[firewall]", "deny_ips"),
-        [Effect::Tightened]
-    );
-    assert!(
-        changes
-            .iter()
-            .any(|c| c.scope == "trigger \"legacy\"" && c.effect == Effect::Removed)
-    );
-    assert!(
-        changes
-            .iter()
-            .any(|c| c.scope == "trigger \"reports\"" && c.effect == Effect::Added)
-    );
+    assert_eq!(effect_of(&changes, t, "private_parameters"), [Effect::Tightened]);
+    assert_eq!(effect_of(&changes, "[firewall]", "deny_ips"), [Effect::Tightened]);
+    assert!(changes.iter().any(|c| c.scope == "trigger \"legacy\"" && c.effect == Effect::Removed));
+    assert!(changes.iter().any(|c| c.scope == "trigger \"reports\"" && c.effect == Effect::Added));
     let text = render(&changes);
-    assert!(
-        text.contains("TIGHTENED [firewall] deny_ips: added 198.51.100.0/24"),
-        "{text}"
-    );
+    assert!(text.contains("TIGHTENED [firewall] deny_ips: added 198.51.100.0/24"), "{text}");
     assert!(text.contains("tightened"), "summary line: {text}");
 }
 
 #[test]
 fn diff_never_prints_secret_values() {
     let text = render(&diff_texts(OLD, NEW).expect("both parse"));
-    for leaked in [
-        "OLD-SIG-VALUE",
-        "NEW-SIG-VALUE",
-        "LITERAL-INJECT-VALUE",
-        "OTHER-LITERAL-VALUE",
-    ] {
+    for leaked in ["OLD-SIG-VALUE", "NEW-SIG-VALUE", "LITERAL-INJECT-VALUE", "OTHER-LITERAL-VALUE"] {
         assert!(!text.contains(leaked), "{leaked} printed: {text}");
     }
-    assert!(
-        text.contains("secret://kv/flows#api_key -> secret://kv/flows#api_key2"),
-        "{text}"
-    );
+    assert!(text.contains("secret://kv/flows#api_key -> secret://kv/flows#api_key2"), "{text}");
     assert!(text.contains("api-version=2"), "{text}");
-    assert!(
-        text.contains("inject.headers.x-static: [literal] -> [literal]"),
-        "a changed literal shows: {text}"
-    );
+    assert!(text.contains("inject.headers.x-static: [literal] -> [literal]"), "a changed literal shows: {text}");
 }
 
 #[test]
@@ -180,15 +129,9 @@ fn policy_view_hides_private_fields_from_viewers() {
     assert!(trigger.get("upstream").is_none(), "{view}");
     assert!(trigger.get("principals").is_none(), "{view}");
     let text = view.to_string();
-    assert!(
-        !text.contains("salary") && !text.contains("oid:alice"),
-        "{text}"
-    );
+    assert!(!text.contains("salary") && !text.contains("oid:alice"), "{text}");
     assert_eq!(trigger["name"], "payroll");
-    assert_eq!(
-        trigger["inject"]["headers"]["x-api-key"],
-        "secret://kv/payroll#key"
-    );
+    assert_eq!(trigger["inject"]["headers"]["x-api-key"], "secret://kv/payroll#key");
 }
 
 #[test]
@@ -199,13 +142,7 @@ fn policy_view_shows_private_fields_to_owners_and_administrators() {
         assert_eq!(trigger["private_parameters"][0], "salary");
         assert_eq!(trigger["principals"][0], "oid:alice");
         let upstream = trigger["upstream"].as_str().expect("shown");
-        assert!(
-            upstream.starts_with("https://flows.example/payroll"),
-            "{upstream}"
-        );
-        assert!(
-            !view.to_string().contains("SIG-IN-URL"),
-            "nobody reads a signature: {view}"
-        );
+        assert!(upstream.starts_with("https://flows.example/payroll"), "{upstream}");
+        assert!(!view.to_string().contains("SIG-IN-URL"), "nobody reads a signature: {view}");
     }
 }

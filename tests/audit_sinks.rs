@@ -12,23 +12,14 @@ use std::time::{Duration, SystemTime};
 const FLUSH: Duration = Duration::from_secs(10);
 
 fn record(id: &str, at_secs: u64) -> RunRecord {
-    RunRecord::new(
-        id,
-        SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs),
-        "POST",
-        "/t",
-    )
+    RunRecord::new(id, SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs), "POST", "/t")
 }
 
 fn ids_in(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
-        .map(|line| {
-            serde_json::from_str::<RunRecord>(line)
-                .expect("a JSON record per line")
-                .id
-        })
+        .map(|line| serde_json::from_str::<RunRecord>(line).expect("a JSON record per line").id)
         .collect()
 }
 
@@ -42,12 +33,7 @@ fn file_rotates_by_size_and_keeps_count() {
     let file = dir.path().join("runs.jsonl");
     let one_line = serde_json::to_string(&record("r0", 1)).expect("json").len() as u64 + 1;
     // Room for exactly two records per file.
-    let cfg = AuditConfig {
-        file: Some(file.clone()),
-        max_bytes: one_line * 2,
-        keep: 2,
-        ..AuditConfig::default()
-    };
+    let cfg = AuditConfig { file: Some(file.clone()), max_bytes: one_line * 2, keep: 2, ..AuditConfig::default() };
     let log = AuditLog::new(&cfg).expect("starts");
     for i in 0..9 {
         log.write(record(&format!("r{i}"), i));
@@ -56,10 +42,7 @@ fn file_rotates_by_size_and_keeps_count() {
     assert_eq!(ids_in(&file), ["r8"]);
     assert_eq!(ids_in(&numbered(&file, 1)), ["r6", "r7"]);
     assert_eq!(ids_in(&numbered(&file, 2)), ["r4", "r5"]);
-    assert!(
-        !numbered(&file, 3).exists(),
-        "only `keep` rotated files are kept"
-    );
+    assert!(!numbered(&file, 3).exists(), "only `keep` rotated files are kept");
     assert_eq!(log.stats().write_errors, 0);
 }
 
@@ -69,21 +52,12 @@ fn rotation_continues_from_an_existing_file() {
     let file = dir.path().join("runs.jsonl");
     let one_line = serde_json::to_string(&record("r0", 1)).expect("json").len() as u64 + 1;
     std::fs::write(&file, "x".repeat(one_line as usize * 2 - 1) + "\n").expect("seed");
-    let cfg = AuditConfig {
-        file: Some(file.clone()),
-        max_bytes: one_line * 2,
-        keep: 1,
-        ..AuditConfig::default()
-    };
+    let cfg = AuditConfig { file: Some(file.clone()), max_bytes: one_line * 2, keep: 1, ..AuditConfig::default() };
     let log = AuditLog::new(&cfg).expect("starts");
     log.write(record("new", 1));
     assert!(log.flush(FLUSH));
     assert_eq!(ids_in(&file), ["new"]);
-    assert!(
-        std::fs::read_to_string(numbered(&file, 1))
-            .expect("rotated")
-            .starts_with("xxx")
-    );
+    assert!(std::fs::read_to_string(numbered(&file, 1)).expect("rotated").starts_with("xxx"));
 }
 
 #[test]
@@ -91,10 +65,7 @@ fn unwritable_directory_does_not_fail_writes_and_counts_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let not_a_dir = dir.path().join("plain-file");
     std::fs::write(&not_a_dir, b"").expect("seed");
-    let cfg = AuditConfig {
-        file: Some(not_a_dir.join("runs.jsonl")),
-        ..AuditConfig::default()
-    };
+    let cfg = AuditConfig { file: Some(not_a_dir.join("runs.jsonl")), ..AuditConfig::default() };
     let log = AuditLog::new(&cfg).expect("starts");
     for i in 0..3 {
         log.write(record(&format!("r{i}"), i));
@@ -103,29 +74,19 @@ fn unwritable_directory_does_not_fail_writes_and_counts_errors() {
     let stats = log.stats();
     assert_eq!(stats.records, 3);
     assert_eq!(stats.write_errors, 3, "each failed write is counted");
-    assert!(
-        log.get("r2").is_some(),
-        "the ring still serves the admin API"
-    );
+    assert!(log.get("r2").is_some(), "the ring still serves the admin API");
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn disk_full_does_not_fail_writes_and_counts_errors() {
-    let cfg = AuditConfig {
-        file: Some("/dev/full".into()),
-        max_bytes: 1024,
-        ..AuditConfig::default()
-    };
+    let cfg = AuditConfig { file: Some("/dev/full".into()), max_bytes: 1024, ..AuditConfig::default() };
     let log = AuditLog::new(&cfg).expect("starts");
     log.write(record("a", 1));
     log.write(record("b", 2));
     assert!(log.flush(FLUSH));
     assert!(log.stats().write_errors >= 2, "{:?}", log.stats());
-    assert!(
-        Path::new("/dev/full").exists(),
-        "a device is never rotated away"
-    );
+    assert!(Path::new("/dev/full").exists(), "a device is never rotated away");
 }
 
 #[test]
@@ -133,27 +94,15 @@ fn reconfigure_switches_file_and_ring_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = dir.path().join("first.jsonl");
     let second = dir.path().join("second.jsonl");
-    let log = AuditLog::new(&AuditConfig {
-        file: Some(first.clone()),
-        ..AuditConfig::default()
-    })
-    .expect("starts");
+    let log = AuditLog::new(&AuditConfig { file: Some(first.clone()), ..AuditConfig::default() }).expect("starts");
     log.write(record("one", 1));
-    log.reconfigure(&AuditConfig {
-        file: Some(second.clone()),
-        ring: 1,
-        ..AuditConfig::default()
-    });
+    log.reconfigure(&AuditConfig { file: Some(second.clone()), ring: 1, ..AuditConfig::default() });
     log.write(record("two", 2));
     log.write(record("three", 3));
     assert!(log.flush(FLUSH));
     assert_eq!(ids_in(&first), ["one"]);
     assert_eq!(ids_in(&second), ["two", "three"]);
-    let ring: Vec<String> = log
-        .query(&RunFilter::default())
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ring: Vec<String> = log.query(&RunFilter::default()).into_iter().map(|r| r.id).collect();
     assert_eq!(ring, ["three"]);
 }
 
@@ -182,14 +131,8 @@ fn ring_filters_by_trigger_decision_principal_time_and_limit() {
     assert_eq!(ids("trigger=inv"), ["e", "d", "b", "a"]);
     assert_eq!(ids("decision=forbidden"), ["b"]);
     assert_eq!(ids("principal=oid%3A1"), ["e", "c", "a"]);
-    assert_eq!(
-        ids("trigger=inv&decision=allowed&principal=oid:1"),
-        ["e", "a"]
-    );
-    assert_eq!(
-        ids("since=1970-01-01T00:03:20Z&until=1970-01-01T00:06:40Z"),
-        ["c", "b"]
-    );
+    assert_eq!(ids("trigger=inv&decision=allowed&principal=oid:1"), ["e", "a"]);
+    assert_eq!(ids("since=1970-01-01T00:03:20Z&until=1970-01-01T00:06:40Z"), ["c", "b"]);
     assert_eq!(ids("limit=2"), ["e", "d"]);
     assert_eq!(log.get("c").and_then(|r| r.trigger), Some("pay".to_owned()));
     assert!(log.get("zzz").is_none());
@@ -206,15 +149,9 @@ fn blocked_sink_drops_and_counts_instead_of_blocking_calls() {
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
-        .unwrap_or_else(|e| {
-            panic!("mkfifo is needed for this test (apt-get install coreutils): {e}")
-        });
+        .unwrap_or_else(|e| panic!("mkfifo is needed for this test (apt-get install coreutils): {e}"));
     assert!(made.success(), "mkfifo failed");
-    let cfg = AuditConfig {
-        file: Some(fifo.clone()),
-        queue: 1,
-        ..AuditConfig::default()
-    };
+    let cfg = AuditConfig { file: Some(fifo.clone()), queue: 1, ..AuditConfig::default() };
     let log = AuditLog::new(&cfg).expect("starts");
     // The writer blocks opening the FIFO; one line can sit in its hand, one in the queue.
     for i in 0..5 {
@@ -223,18 +160,11 @@ fn blocked_sink_drops_and_counts_instead_of_blocking_calls() {
     let stats = log.stats();
     assert_eq!(stats.records, 5);
     assert!(stats.dropped >= 3, "{stats:?}");
-    assert_eq!(
-        log.query(&RunFilter::default()).len(),
-        5,
-        "the ring got every record"
-    );
+    assert_eq!(log.query(&RunFilter::default()).len(), 5, "the ring got every record");
     // Unblock the writer so the test leaves no thread stuck in open(2).
     let reader = std::thread::spawn(move || std::fs::read(&fifo).map(|b| b.len()));
     assert!(log.flush(FLUSH));
     drop(log);
-    let read = reader
-        .join()
-        .expect("reader thread")
-        .expect("reads the FIFO");
+    let read = reader.join().expect("reader thread").expect("reads the FIFO");
     assert!(read > 0, "the lines that were queued reached the sink");
 }

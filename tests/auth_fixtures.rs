@@ -27,9 +27,7 @@ pub struct TestKey {
 
 impl TestKey {
     pub fn rsa(kid: &str) -> Self {
-        let pair =
-            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-                .unwrap();
+        let pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
         let encoding = EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).unwrap();
         Self::finish(Algorithm::RS256, kid, encoding, pair.public_key_pem())
     }
@@ -45,36 +43,24 @@ impl TestKey {
         jwk.common.key_id = Some(kid.to_owned());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::from(alg));
-        Self {
-            alg,
-            kid: kid.to_owned(),
-            encoding,
-            jwk,
-            public_pem,
-        }
+        Self { alg, kid: kid.to_owned(), encoding, jwk, public_pem }
     }
 
     /// A token with this key's alg and kid over the given claims.
     pub fn token(&self, claims: &serde_json::Value) -> String {
-        let header =
-            serde_json::json!({"alg": format!("{:?}", self.alg), "kid": self.kid, "typ": "JWT"});
+        let header = serde_json::json!({"alg": format!("{:?}", self.alg), "kid": self.kid, "typ": "JWT"});
         self.sign_raw(&header.to_string(), &claims.to_string())
     }
 
     /// Signs raw header and payload JSON text (which may be deliberately invalid).
     pub fn sign_raw(&self, header: &str, payload: &str) -> String {
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(payload)
-        );
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
         self.sign_input(&input)
     }
 
     /// Signs an already encoded `header.payload`.
     pub fn sign_input(&self, input: &str) -> String {
-        let signature =
-            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
         format!("{input}.{signature}")
     }
 }
@@ -84,17 +70,11 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
 }
 
 pub fn jwks(keys: &[&TestKey]) -> String {
-    serde_json::to_string(&JwkSet {
-        keys: keys.iter().map(|k| k.jwk.clone()).collect(),
-    })
-    .unwrap()
+    serde_json::to_string(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() }).unwrap()
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A clock the test moves by hand.
@@ -139,29 +119,21 @@ impl TestCa {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "flowgate auth test CA");
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "flowgate auth test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf_params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .unwrap();
+        let leaf_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
         let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .unwrap();
-        Self {
-            ca_pem: ca_cert.pem(),
-            server_config: Arc::new(config),
-        }
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![leaf.der().clone()], key)
+                .unwrap();
+        Self { ca_pem: ca_cert.pem(), server_config: Arc::new(config) }
     }
 }
 
@@ -173,13 +145,7 @@ impl JwksServer {
     /// The same over HTTPS, with a certificate for 127.0.0.1 issued by the returned test CA.
     pub async fn start_tls(body: String) -> (Self, TestCa) {
         let ca = TestCa::generate();
-        let server = Self::start_with(
-            body,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::clone(
-                &ca.server_config,
-            ))),
-        )
-        .await;
+        let server = Self::start_with(body, Some(tokio_rustls::TlsAcceptor::from(Arc::clone(&ca.server_config)))).await;
         (server, ca)
     }
 
@@ -199,46 +165,30 @@ impl JwksServer {
                 let (b, u, h) = (Arc::clone(&b), Arc::clone(&u), Arc::clone(&h));
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |_req: http::Request<hyper::body::Incoming>| {
-                            h.fetch_add(1, Ordering::SeqCst);
-                            let mut response = http::Response::new(Full::new(Bytes::from(
-                                b.lock().unwrap().clone(),
-                            )));
-                            if !u.load(Ordering::SeqCst) {
-                                *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                            }
-                            response
-                                .headers_mut()
-                                .insert("cache-control", "public, max-age=600".parse().unwrap());
-                            async move { Ok::<_, std::convert::Infallible>(response) }
-                        },
-                    );
+                    let service = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let mut response = http::Response::new(Full::new(Bytes::from(b.lock().unwrap().clone())));
+                        if !u.load(Ordering::SeqCst) {
+                            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        response.headers_mut().insert("cache-control", "public, max-age=600".parse().unwrap());
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                             }
                         }
                         None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                         }
                     }
                 });
             }
         });
-        Self {
-            addr,
-            body,
-            up,
-            hits,
-            scheme,
-        }
+        Self { addr, body, up, hits, scheme }
     }
 
     pub fn url(&self) -> String {

@@ -6,9 +6,7 @@
 mod fixtures;
 
 use fixtures::{ManualClock, request, unix_now};
-use flowgate::auth::{
-    AuthError, Identity, KeyStores, TokenError, TriggerAccess, compile_access, compile_identities,
-};
+use flowgate::auth::{AuthError, Identity, KeyStores, TokenError, TriggerAccess, compile_access, compile_identities};
 use flowgate::config::{Diagnostics, KeyPath, RawTrigger, SourceFile};
 use http::StatusCode;
 use std::collections::BTreeMap;
@@ -39,15 +37,7 @@ impl Provider {
         );
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join("server.mjs"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--kid",
-                kid,
-                "--tenant",
-                TENANT,
-                "--state",
-            ])
+            .args(["--port", &port.to_string(), "--kid", kid, "--tenant", TENANT, "--state"])
             .arg(state)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -56,15 +46,8 @@ impl Provider {
             .expect("node is not installed: run scripts/deps/oidc.sh");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the OIDC provider exited before listening");
-        assert!(
-            line.starts_with("listening"),
-            "unexpected provider output: {line}"
-        );
+        let line = lines.next_line().await.unwrap().expect("the OIDC provider exited before listening");
+        assert!(line.starts_with("listening"), "unexpected provider output: {line}");
         Self { child }
     }
 
@@ -74,11 +57,7 @@ impl Provider {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Env {
@@ -103,37 +82,19 @@ max_key_age = "2h"
 "#
     );
     let raw: BTreeMap<String, flowgate::auth::RawIdentity> = toml::from_str(&text).unwrap();
-    let source = SourceFile {
-        name: "t.toml".into(),
-        base_dir: std::env::temp_dir(),
-        text: String::new(),
-    };
+    let source = SourceFile { name: "t.toml".into(), base_dir: std::env::temp_dir(), text: String::new() };
     let mut diags = Diagnostics::default();
     let ids = compile_identities(&raw, &KeyPath::root().key("identity"), &source, &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
     let clock = ManualClock::at(unix_now());
-    Env {
-        port,
-        state: tempfile::tempdir().unwrap(),
-        stores: KeyStores::with_clock(clock.clone()),
-        clock,
-        ids,
-    }
+    Env { port, state: tempfile::tempdir().unwrap(), stores: KeyStores::with_clock(clock.clone()), clock, ids }
 }
 
 fn access(env: &Env, extra: &str) -> TriggerAccess {
-    let text = format!(
-        "name = \"t\"\npath = \"/t\"\nupstream = \"https://u.example/\"\nidentity = \"mock\"\n{extra}"
-    );
+    let text = format!("name = \"t\"\npath = \"/t\"\nupstream = \"https://u.example/\"\nidentity = \"mock\"\n{extra}");
     let trigger: RawTrigger = toml::from_str(&text).unwrap();
     let mut diags = Diagnostics::default();
-    let access = compile_access(
-        &trigger,
-        &KeyPath::root().key("trigger").index(0),
-        &env.ids,
-        None,
-        &mut diags,
-    );
+    let access = compile_access(&trigger, &KeyPath::root().key("trigger").index(0), &env.ids, None, &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
     access
 }
@@ -171,27 +132,13 @@ async fn discovery_jwks_and_client_credentials_with_custom_claims() {
             "who = \"specific_users\"\nprincipals = [\"app:{APP}\"]\nroles = {{ all_of = [\"Flows.Invoke\"] }}\nclaims = {{ idtyp = \"app\" }}\n"
         ),
     );
-    let caller = env
-        .stores
-        .authenticate(&specific, &request("/t", Some(&token)))
-        .await
-        .unwrap();
+    let caller = env.stores.authenticate(&specific, &request("/t", Some(&token))).await.unwrap();
     assert_eq!(caller.tenant.as_deref(), Some(TENANT));
     assert_eq!(caller.principal, format!("oid:{OID}"));
     assert_eq!(caller.app_id.as_deref(), Some(APP));
-    assert_eq!(
-        caller.roles,
-        vec!["Flows.Invoke".to_owned(), "Flows.Read".to_owned()]
-    );
-    let admin_only = access(
-        &env,
-        "who = \"tenant_users\"\nroles = { any_of = [\"Flows.Admin\"] }\n",
-    );
-    let err = env
-        .stores
-        .authenticate(&admin_only, &request("/t", Some(&token)))
-        .await
-        .unwrap_err();
+    assert_eq!(caller.roles, vec!["Flows.Invoke".to_owned(), "Flows.Read".to_owned()]);
+    let admin_only = access(&env, "who = \"tenant_users\"\nroles = { any_of = [\"Flows.Admin\"] }\n");
+    let err = env.stores.authenticate(&admin_only, &request("/t", Some(&token))).await.unwrap_err();
     assert_eq!(err.into_rejection("flowgate").kind(), "insufficient_scope");
     // Background refresh tasks start per key source and stop when no identity uses them.
     env.stores.start_refresh(env.ids.values());
@@ -207,10 +154,7 @@ async fn key_rotation_while_running() {
     let tenant_users = access(&env, "who = \"tenant_users\"\n");
     let provider = Provider::start(env.port, env.state.path(), "k1").await;
     let old_token = client_token(env.port).await;
-    env.stores
-        .authenticate(&tenant_users, &request("/t", Some(&old_token)))
-        .await
-        .unwrap();
+    env.stores.authenticate(&tenant_users, &request("/t", Some(&old_token))).await.unwrap();
     // The IdP rotates: k1 is retired and k2 signs (provider restarted on the same port).
     provider.stop().await;
     let provider = Provider::start(env.port, env.state.path(), "k2").await;
@@ -218,18 +162,10 @@ async fn key_rotation_while_running() {
     // The unknown kid triggers one refetch once the interval has passed: accepted without
     // restarting anything.
     env.clock.advance(31);
-    let caller = env
-        .stores
-        .authenticate(&tenant_users, &request("/t", Some(&new_token)))
-        .await
-        .unwrap();
+    let caller = env.stores.authenticate(&tenant_users, &request("/t", Some(&new_token))).await.unwrap();
     assert_eq!(caller.app_id.as_deref(), Some(APP));
     // The retired key's token (verified and cached before) is refused after the refresh.
-    let err = env
-        .stores
-        .authenticate(&tenant_users, &request("/t", Some(&old_token)))
-        .await
-        .unwrap_err();
+    let err = env.stores.authenticate(&tenant_users, &request("/t", Some(&old_token))).await.unwrap_err();
     assert_eq!(err, AuthError::InvalidToken(TokenError::UnknownKid));
     provider.stop().await;
 }
@@ -241,43 +177,24 @@ async fn idp_down_at_start_then_during_operation() {
     // Down at start: 503 (our fault), not 401.
     let err = env
         .stores
-        .authenticate(
-            &tenant_users,
-            &request("/t", Some("eyJhbGciOiJSUzI1NiJ9.e30.AAAA")),
-        )
+        .authenticate(&tenant_users, &request("/t", Some("eyJhbGciOiJSUzI1NiJ9.e30.AAAA")))
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
-    assert_eq!(
-        err.into_rejection("flowgate").status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
     // The IdP comes up: after the refetch interval the keys are fetched on demand.
     let provider = Provider::start(env.port, env.state.path(), "k1").await;
     let token = client_token(env.port).await;
     env.clock.advance(31);
-    env.stores
-        .authenticate(&tenant_users, &request("/t", Some(&token)))
-        .await
-        .unwrap();
+    env.stores.authenticate(&tenant_users, &request("/t", Some(&token))).await.unwrap();
     // Down during operation: the last good keys serve up to max_key_age (2h)…
     provider.stop().await;
     assert!(env.stores.refresh_identity(&env.ids["mock"]).await.is_err());
     env.clock.advance(3600);
-    env.stores
-        .authenticate(&tenant_users, &request("/t", Some(&token)))
-        .await
-        .unwrap();
+    env.stores.authenticate(&tenant_users, &request("/t", Some(&token))).await.unwrap();
     // …then every call fails with 503.
     env.clock.advance(3601);
-    let err = env
-        .stores
-        .authenticate(&tenant_users, &request("/t", Some(&token)))
-        .await
-        .unwrap_err();
+    let err = env.stores.authenticate(&tenant_users, &request("/t", Some(&token))).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
-    assert_eq!(
-        err.into_rejection("flowgate").status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -7,8 +7,8 @@ mod fixtures;
 
 use fixtures::{JwksServer, ManualClock, TestKey, b64, jwks, request, unix_now};
 use flowgate::auth::{
-    AuthError, Identity, KeyStores, SignedUrlKeys, SignedUrlParams, TokenError, TriggerAccess,
-    compile_access, compile_identities,
+    AuthError, Identity, KeyStores, SignedUrlKeys, SignedUrlParams, TokenError, TriggerAccess, compile_access,
+    compile_identities,
 };
 use flowgate::config::{Diagnostics, KeyPath, RawTrigger, SourceFile};
 use http::StatusCode;
@@ -54,23 +54,11 @@ max_token_bytes = 4096
         server.url()
     );
     let raw: BTreeMap<String, flowgate::auth::RawIdentity> = toml::from_str(&text).unwrap();
-    let source = SourceFile {
-        name: "t.toml".into(),
-        base_dir: std::env::temp_dir(),
-        text: String::new(),
-    };
+    let source = SourceFile { name: "t.toml".into(), base_dir: std::env::temp_dir(), text: String::new() };
     let mut diags = Diagnostics::default();
     let ids = compile_identities(&raw, &KeyPath::root().key("identity"), &source, &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
-    Env {
-        server,
-        clock,
-        stores,
-        rsa,
-        ec,
-        ids,
-        now,
-    }
+    Env { server, clock, stores, rsa, ec, ids, now }
 }
 
 fn access(env: &Env, extra: &str) -> TriggerAccess {
@@ -81,13 +69,7 @@ fn access_with(env: &Env, extra: &str, signed: Option<&SignedUrlKeys>) -> Trigge
     let text = format!("name = \"t\"\npath = \"/t\"\nupstream = \"https://u.example/\"\n{extra}");
     let trigger: RawTrigger = toml::from_str(&text).unwrap();
     let mut diags = Diagnostics::default();
-    let access = compile_access(
-        &trigger,
-        &KeyPath::root().key("trigger").index(0),
-        &env.ids,
-        signed,
-        &mut diags,
-    );
+    let access = compile_access(&trigger, &KeyPath::root().key("trigger").index(0), &env.ids, signed, &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
     access
 }
@@ -109,14 +91,8 @@ fn v2_claims(env: &Env) -> Value {
     })
 }
 
-async fn judge(
-    env: &Env,
-    access: &TriggerAccess,
-    token: &str,
-) -> Result<flowgate::auth::Caller, AuthError> {
-    env.stores
-        .authenticate(access, &request("/t", Some(token)))
-        .await
+async fn judge(env: &Env, access: &TriggerAccess, token: &str) -> Result<flowgate::auth::Caller, AuthError> {
+    env.stores.authenticate(access, &request("/t", Some(token))).await
 }
 
 async fn expect_invalid(env: &Env, token: &str, want: TokenError) {
@@ -126,17 +102,9 @@ async fn expect_invalid(env: &Env, token: &str, want: TokenError) {
     let rejection = err.into_rejection(access.realm());
     assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
     let response = rejection.response("req");
-    let challenge = response.headers()[http::header::WWW_AUTHENTICATE]
-        .to_str()
-        .unwrap();
-    assert_eq!(
-        challenge,
-        "Bearer realm=\"flowgate\", error=\"invalid_token\""
-    );
-    assert!(
-        !rejection.reason().contains(token),
-        "the audit reason must never carry the token"
-    );
+    let challenge = response.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap();
+    assert_eq!(challenge, "Bearer realm=\"flowgate\", error=\"invalid_token\"");
+    assert!(!rejection.reason().contains(token), "the audit reason must never carry the token");
 }
 
 fn with(mut claims: Value, key: &str, value: Value) -> Value {
@@ -147,21 +115,13 @@ fn with(mut claims: Value, key: &str, value: Value) -> Value {
 #[tokio::test]
 async fn accepts_entra_v2_token() {
     let env = env().await;
-    let access = access(
-        &env,
-        "who = \"tenant_users\"\nidentity = \"entra\"\nroles = { any_of = [\"Flows.Invoke\"] }\n",
-    );
-    let caller = judge(&env, &access, &env.rsa.token(&v2_claims(&env)))
-        .await
-        .unwrap();
+    let access =
+        access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\nroles = { any_of = [\"Flows.Invoke\"] }\n");
+    let caller = judge(&env, &access, &env.rsa.token(&v2_claims(&env))).await.unwrap();
     assert_eq!(caller.tenant.as_deref(), Some(TENANT));
     assert_eq!(caller.principal, format!("oid:{OID}"));
     assert_eq!(caller.app_id.as_deref(), Some(APP));
-    assert!(
-        caller
-            .principal_ids
-            .contains(&"upn:alice@contoso.com".to_owned())
-    );
+    assert!(caller.principal_ids.contains(&"upn:alice@contoso.com".to_owned()));
 }
 
 #[tokio::test]
@@ -207,27 +167,15 @@ async fn refuses_hs256_signed_with_the_rsa_public_key() {
     let hmac_key = jsonwebtoken::EncodingKey::from_secret(env.rsa.public_pem.as_bytes());
     let header = json!({"alg": "HS256", "kid": "rsa-1"}).to_string();
     let input = format!("{}.{}", b64(header), b64(v2_claims(&env).to_string()));
-    let sig =
-        jsonwebtoken::crypto::sign(input.as_bytes(), &hmac_key, jsonwebtoken::Algorithm::HS256)
-            .unwrap();
-    expect_invalid(
-        &env,
-        &format!("{input}.{sig}"),
-        TokenError::AlgNotAllowed("HS256".into()),
-    )
-    .await;
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &hmac_key, jsonwebtoken::Algorithm::HS256).unwrap();
+    expect_invalid(&env, &format!("{input}.{sig}"), TokenError::AlgNotAllowed("HS256".into())).await;
 }
 
 #[tokio::test]
 async fn refuses_es256_with_all_zero_signature() {
     let env = env().await;
     let header = json!({"alg": "ES256", "kid": "ec-1"}).to_string();
-    let token = format!(
-        "{}.{}.{}",
-        b64(header),
-        b64(v2_claims(&env).to_string()),
-        b64([0u8; 64])
-    );
+    let token = format!("{}.{}.{}", b64(header), b64(v2_claims(&env).to_string()), b64([0u8; 64]));
     expect_invalid(&env, &token, TokenError::Signature).await;
 }
 
@@ -245,19 +193,14 @@ async fn refuses_kid_with_path_traversal_and_limits_refetches() {
     let env = env().await;
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
     // Warm the keys with a good token.
-    judge(&env, &access, &env.rsa.token(&v2_claims(&env)))
-        .await
-        .unwrap();
+    judge(&env, &access, &env.rsa.token(&v2_claims(&env))).await.unwrap();
     let hits_before = env.server.hits();
     for i in 0..5 {
         let header = json!({"alg": "RS256", "kid": format!("../../../etc/passwd{i}")}).to_string();
         let token = env.rsa.sign_raw(&header, &v2_claims(&env).to_string());
         expect_invalid(&env, &token, TokenError::UnknownKid).await;
     }
-    assert!(
-        env.server.hits() - hits_before <= 1,
-        "unknown kids must cause at most one refetch per interval"
-    );
+    assert!(env.server.hits() - hits_before <= 1, "unknown kids must cause at most one refetch per interval");
 }
 
 #[tokio::test]
@@ -271,9 +214,7 @@ async fn refuses_embedded_key_headers() {
     ] {
         let mut header = json!({"alg": "RS256", "kid": "rsa-1"});
         header[name] = value;
-        let token = env
-            .rsa
-            .sign_raw(&header.to_string(), &v2_claims(&env).to_string());
+        let token = env.rsa.sign_raw(&header.to_string(), &v2_claims(&env).to_string());
         let want = TokenError::EmbeddedKey(match name {
             "jku" => "jku",
             "x5u" => "x5u",
@@ -287,10 +228,9 @@ async fn refuses_embedded_key_headers() {
 #[tokio::test]
 async fn refuses_unknown_crit() {
     let env = env().await;
-    let header = json!({"alg": "RS256", "kid": "rsa-1", "crit": ["http://example.com/ext"], "http://example.com/ext": true});
-    let token = env
-        .rsa
-        .sign_raw(&header.to_string(), &v2_claims(&env).to_string());
+    let header =
+        json!({"alg": "RS256", "kid": "rsa-1", "crit": ["http://example.com/ext"], "http://example.com/ext": true});
+    let token = env.rsa.sign_raw(&header.to_string(), &v2_claims(&env).to_string());
     expect_invalid(&env, &token, TokenError::UnknownCrit).await;
 }
 
@@ -318,11 +258,7 @@ async fn refuses_wrong_issuer() {
 #[tokio::test]
 async fn refuses_wrong_audience() {
     let env = env().await;
-    let claims = with(
-        v2_claims(&env),
-        "aud",
-        json!(["api://other", "api://another"]),
-    );
+    let claims = with(v2_claims(&env), "aud", json!(["api://other", "api://another"]));
     expect_invalid(&env, &env.rsa.token(&claims), TokenError::Audience).await;
 }
 
@@ -330,30 +266,17 @@ async fn refuses_wrong_audience() {
 async fn refuses_tenant_not_allowed_with_403() {
     let env = env().await;
     let mut claims = with(v2_claims(&env), "tid", json!(OTHER_TENANT));
-    claims["iss"] = json!(format!(
-        "https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"
-    ));
+    claims["iss"] = json!(format!("https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"));
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
-    let err = judge(&env, &access, &env.rsa.token(&claims))
-        .await
-        .unwrap_err();
+    let err = judge(&env, &access, &env.rsa.token(&claims)).await.unwrap_err();
     assert_eq!(err, AuthError::Tenant);
-    assert_eq!(
-        err.into_rejection("flowgate").status(),
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
 async fn refuses_tid_not_matching_issuer_tenant() {
     let env = env().await;
-    let claims = with(
-        v2_claims(&env),
-        "iss",
-        json!(format!(
-            "https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"
-        )),
-    );
+    let claims = with(v2_claims(&env), "iss", json!(format!("https://login.microsoftonline.com/{OTHER_TENANT}/v2.0")));
     expect_invalid(&env, &env.rsa.token(&claims), TokenError::IssuerTenant).await;
 }
 
@@ -361,26 +284,11 @@ async fn refuses_tid_not_matching_issuer_tenant() {
 async fn refuses_wrong_claim_types() {
     let env = env().await;
     let exp_string = with(v2_claims(&env), "exp", json!((env.now + 600).to_string()));
-    expect_invalid(
-        &env,
-        &env.rsa.token(&exp_string),
-        TokenError::ClaimType("exp"),
-    )
-    .await;
+    expect_invalid(&env, &env.rsa.token(&exp_string), TokenError::ClaimType("exp")).await;
     let roles_string = with(v2_claims(&env), "roles", json!("Flows.Invoke"));
-    expect_invalid(
-        &env,
-        &env.rsa.token(&roles_string),
-        TokenError::ClaimType("roles"),
-    )
-    .await;
+    expect_invalid(&env, &env.rsa.token(&roles_string), TokenError::ClaimType("roles")).await;
     let tid_number = with(v2_claims(&env), "tid", json!(7));
-    expect_invalid(
-        &env,
-        &env.rsa.token(&tid_number),
-        TokenError::ClaimType("tid"),
-    )
-    .await;
+    expect_invalid(&env, &env.rsa.token(&tid_number), TokenError::ClaimType("tid")).await;
 }
 
 #[tokio::test]
@@ -388,36 +296,15 @@ async fn refuses_duplicate_json_keys() {
     let env = env().await;
     let claims = v2_claims(&env).to_string();
     // Append a second "aud": serde_json alone would keep the last one silently.
-    let payload = format!(
-        "{},\"aud\":\"api://flowgate\"}}",
-        &claims[..claims.len() - 1]
-    );
-    let token = env.rsa.sign_raw(
-        &json!({"alg": "RS256", "kid": "rsa-1"}).to_string(),
-        &payload,
-    );
+    let payload = format!("{},\"aud\":\"api://flowgate\"}}", &claims[..claims.len() - 1]);
+    let token = env.rsa.sign_raw(&json!({"alg": "RS256", "kid": "rsa-1"}).to_string(), &payload);
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
     let err = judge(&env, &access, &token).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            AuthError::InvalidToken(TokenError::Json {
-                part: "payload",
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, AuthError::InvalidToken(TokenError::Json { part: "payload", .. })), "{err:?}");
     let header = r#"{"alg":"RS256","kid":"rsa-1","kid":"ec-1"}"#;
     let token = env.rsa.sign_raw(header, &v2_claims(&env).to_string());
     let err = judge(&env, &access, &token).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            AuthError::InvalidToken(TokenError::Json { part: "header", .. })
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, AuthError::InvalidToken(TokenError::Json { part: "header", .. })), "{err:?}");
 }
 
 #[tokio::test]
@@ -425,19 +312,11 @@ async fn refuses_malformed_base64() {
     let env = env().await;
     let header = b64(json!({"alg": "RS256", "kid": "rsa-1"}).to_string());
     // Standard (not url-safe) alphabet and padding in the payload, correctly signed.
-    let payload = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        v2_claims(&env).to_string() + " ",
-    );
+    let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v2_claims(&env).to_string() + " ");
     let token = env.rsa.sign_input(&format!("{header}.{payload}"));
     expect_invalid(&env, &token, TokenError::Base64 { part: "payload" }).await;
     let good = env.rsa.token(&v2_claims(&env));
-    expect_invalid(
-        &env,
-        &format!("{good}="),
-        TokenError::Base64 { part: "signature" },
-    )
-    .await;
+    expect_invalid(&env, &format!("{good}="), TokenError::Base64 { part: "signature" }).await;
 }
 
 #[tokio::test]
@@ -454,11 +333,7 @@ async fn refuses_token_in_query_string() {
     let token = env.rsa.token(&v2_claims(&env));
     let uri = format!("/t?access_token={token}");
     assert!(flowgate::auth::query_has_token(&uri.parse().unwrap()));
-    let err = env
-        .stores
-        .authenticate(&access, &request(&uri, Some(&token)))
-        .await
-        .unwrap_err();
+    let err = env.stores.authenticate(&access, &request(&uri, Some(&token))).await.unwrap_err();
     assert_eq!(err, AuthError::TokenInQuery);
     let rejection = err.into_rejection(access.realm());
     assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
@@ -468,35 +343,20 @@ async fn refuses_token_in_query_string() {
 #[tokio::test]
 async fn refuses_everyone_when_principal_list_is_empty() {
     let env = env().await;
-    let access = access(
-        &env,
-        "who = \"specific_users\"\nidentity = \"entra\"\nprincipals = []\n",
-    );
-    let err = judge(&env, &access, &env.rsa.token(&v2_claims(&env)))
-        .await
-        .unwrap_err();
+    let access = access(&env, "who = \"specific_users\"\nidentity = \"entra\"\nprincipals = []\n");
+    let err = judge(&env, &access, &env.rsa.token(&v2_claims(&env))).await.unwrap_err();
     assert_eq!(err, AuthError::Principal);
-    assert_eq!(
-        err.into_rejection("flowgate").status(),
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
 async fn missing_token_is_401_without_error_code() {
     let env = env().await;
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
-    let err = env
-        .stores
-        .authenticate(&access, &request("/t", None))
-        .await
-        .unwrap_err();
+    let err = env.stores.authenticate(&access, &request("/t", None)).await.unwrap_err();
     let response = err.into_rejection(access.realm()).response("r");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        response.headers()[http::header::WWW_AUTHENTICATE],
-        "Bearer realm=\"flowgate\""
-    );
+    assert_eq!(response.headers()[http::header::WWW_AUTHENTICATE], "Bearer realm=\"flowgate\"");
 }
 
 #[tokio::test]
@@ -511,15 +371,10 @@ async fn cache_skips_verification_and_rotation_drops_it() {
     // Rotate: the IdP now publishes only a new RSA key.
     let new_key = TestKey::rsa("rsa-2");
     env.server.set_body(jwks(&[&new_key]));
-    env.stores
-        .refresh_identity(&env.ids["entra"])
-        .await
-        .unwrap();
+    env.stores.refresh_identity(&env.ids["entra"]).await.unwrap();
     let err = judge(&env, &access, &token).await.unwrap_err();
     assert_eq!(err, AuthError::InvalidToken(TokenError::UnknownKid));
-    judge(&env, &access, &new_key.token(&v2_claims(&env)))
-        .await
-        .unwrap();
+    judge(&env, &access, &new_key.token(&v2_claims(&env))).await.unwrap();
 }
 
 #[tokio::test]
@@ -534,10 +389,7 @@ async fn cached_token_does_not_outlive_exp() {
     // fresh verification applies the leeway.
     judge(&env, &access, &token).await.unwrap();
     env.clock.advance(60);
-    assert_eq!(
-        judge(&env, &access, &token).await.unwrap_err(),
-        AuthError::InvalidToken(TokenError::Expired)
-    );
+    assert_eq!(judge(&env, &access, &token).await.unwrap_err(), AuthError::InvalidToken(TokenError::Expired));
 }
 
 #[tokio::test]
@@ -545,33 +397,20 @@ async fn idp_down_at_start_is_503() {
     let env = env().await;
     env.server.set_up(false);
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
-    let err = judge(&env, &access, &env.rsa.token(&v2_claims(&env)))
-        .await
-        .unwrap_err();
+    let err = judge(&env, &access, &env.rsa.token(&v2_claims(&env))).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
     let rejection = err.into_rejection(access.realm());
     assert_eq!(rejection.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        rejection.reason().contains("status 500"),
-        "{}",
-        rejection.reason()
-    );
+    assert!(rejection.reason().contains("status 500"), "{}", rejection.reason());
 }
 
 #[tokio::test]
 async fn idp_down_later_serves_last_good_keys_until_max_key_age() {
     let env = env().await;
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
-    judge(&env, &access, &env.rsa.token(&v2_claims(&env)))
-        .await
-        .unwrap();
+    judge(&env, &access, &env.rsa.token(&v2_claims(&env))).await.unwrap();
     env.server.set_up(false);
-    assert!(
-        env.stores
-            .refresh_identity(&env.ids["entra"])
-            .await
-            .is_err()
-    );
+    assert!(env.stores.refresh_identity(&env.ids["entra"]).await.is_err());
     // 1h59m later: last good keys still serve (token minted at that time).
     env.clock.advance(2 * 3600 - 60);
     let later = |env: &Env| {
@@ -586,10 +425,7 @@ async fn idp_down_later_serves_last_good_keys_until_max_key_age() {
     env.clock.advance(120);
     let err = judge(&env, &access, &later(&env)).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
-    assert_eq!(
-        err.into_rejection("flowgate").status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
     // The IdP comes back: the next allowed refetch restores service.
     env.server.set_up(true);
     env.clock.advance(31);
@@ -604,56 +440,27 @@ async fn signed_urls_through_authenticate() {
     let signed = SignedUrlKeys::from_resolved(keys, "k1", SignedUrlParams::default());
     let access = access_with(&env, "who = \"anyone\"\n", Some(&signed));
     let url = signed.sign("POST", "/t?x=1", env.now + 60).unwrap();
-    let caller = env
-        .stores
-        .authenticate(&access, &request(&url, None))
-        .await
-        .unwrap();
+    let caller = env.stores.authenticate(&access, &request(&url, None)).await.unwrap();
     assert_eq!(caller.principal, "signed-url:k1");
     let tampered = url.replace("/t?", "/u?");
-    let err = env
-        .stores
-        .authenticate(&access, &request(&tampered, None))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.into_rejection("flowgate").status(),
-        StatusCode::UNAUTHORIZED
-    );
+    let err = env.stores.authenticate(&access, &request(&tampered, None)).await.unwrap_err();
+    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::UNAUTHORIZED);
     env.clock.advance(61);
-    let err = env
-        .stores
-        .authenticate(&access, &request(&url, None))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        AuthError::SignedUrl(flowgate::auth::SignedUrlError::Expired)
-    );
-    let stripped = flowgate::auth::strip_signature_params(
-        url.split_once('?').map(|(_, q)| q),
-        access.signed_params().unwrap(),
-    );
+    let err = env.stores.authenticate(&access, &request(&url, None)).await.unwrap_err();
+    assert_eq!(err, AuthError::SignedUrl(flowgate::auth::SignedUrlError::Expired));
+    let stripped =
+        flowgate::auth::strip_signature_params(url.split_once('?').map(|(_, q)| q), access.signed_params().unwrap());
     assert_eq!(stripped.as_deref(), Some("x=1"));
 }
 
-async fn https_identity(
-    server: &JwksServer,
-    ca_file: Option<&std::path::Path>,
-) -> BTreeMap<String, Arc<Identity>> {
-    let ca_line = ca_file
-        .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
-        .unwrap_or_default();
+async fn https_identity(server: &JwksServer, ca_file: Option<&std::path::Path>) -> BTreeMap<String, Arc<Identity>> {
+    let ca_line = ca_file.map(|p| format!("ca_file = {:?}\n", p.display().to_string())).unwrap_or_default();
     let text = format!(
         "[tls]\njwks_uri = \"{}\"\n{ca_line}issuer = \"https://login.microsoftonline.com/{{tenant}}/v2.0\"\naudiences = [\"api://flowgate\"]\ntenants = [\"{TENANT}\"]\n",
         server.url()
     );
     let raw: BTreeMap<String, flowgate::auth::RawIdentity> = toml::from_str(&text).unwrap();
-    let source = SourceFile {
-        name: "t.toml".into(),
-        base_dir: std::env::temp_dir(),
-        text: String::new(),
-    };
+    let source = SourceFile { name: "t.toml".into(), base_dir: std::env::temp_dir(), text: String::new() };
     let mut diags = Diagnostics::default();
     let ids = compile_identities(&raw, &KeyPath::root().key("identity"), &source, &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
@@ -673,29 +480,24 @@ async fn jwks_over_https_with_ca_file() {
         "aud": "api://flowgate", "exp": now + 600, "tid": TENANT, "oid": OID
     });
     let token = rsa.token(&claims);
-    let trigger: RawTrigger =
-        toml::from_str("name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"tls\"\n")
-            .unwrap();
+    let trigger: RawTrigger = toml::from_str(
+        "name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"tls\"\n",
+    )
+    .unwrap();
 
     // Trusted through ca_file: keys fetched over HTTPS, token accepted.
     let ids = https_identity(&server, Some(&ca_path)).await;
     let mut diags = Diagnostics::default();
     let trusted = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
     let stores = KeyStores::new();
-    let caller = stores
-        .authenticate(&trusted, &request("/t", Some(&token)))
-        .await
-        .unwrap();
+    let caller = stores.authenticate(&trusted, &request("/t", Some(&token))).await.unwrap();
     assert_eq!(caller.tenant.as_deref(), Some(TENANT));
 
     // Without the CA the IdP's certificate is not trusted: no keys, 503.
     let ids = https_identity(&server, None).await;
     let untrusted = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
     assert!(diags.is_empty());
-    let err = KeyStores::new()
-        .authenticate(&untrusted, &request("/t", Some(&token)))
-        .await
-        .unwrap_err();
+    let err = KeyStores::new().authenticate(&untrusted, &request("/t", Some(&token))).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
 }
 
@@ -720,16 +522,13 @@ async fn background_refresh_clamps_max_age_and_picks_up_rotation() {
         server.url()
     );
     let raw: BTreeMap<String, flowgate::auth::RawIdentity> = toml::from_str(&text).unwrap();
-    let source = SourceFile {
-        name: "t.toml".into(),
-        base_dir: std::env::temp_dir(),
-        text: String::new(),
-    };
+    let source = SourceFile { name: "t.toml".into(), base_dir: std::env::temp_dir(), text: String::new() };
     let mut diags = Diagnostics::default();
     let ids = compile_identities(&raw, &KeyPath::root().key("identity"), &source, &mut diags);
-    let trigger: RawTrigger =
-        toml::from_str("name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"bg\"\n")
-            .unwrap();
+    let trigger: RawTrigger = toml::from_str(
+        "name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"tenant_users\"\nidentity = \"bg\"\n",
+    )
+    .unwrap();
     let access = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
     let stores = KeyStores::new();
@@ -740,23 +539,14 @@ async fn background_refresh_clamps_max_age_and_picks_up_rotation() {
         "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
         "aud": "api://flowgate", "exp": now + 600, "tid": TENANT, "oid": OID
     });
-    stores
-        .authenticate(&access, &request("/t", Some(&old.token(&claims))))
-        .await
-        .unwrap();
+    stores.authenticate(&access, &request("/t", Some(&old.token(&claims)))).await.unwrap();
     let new = TestKey::rsa("new");
     server.set_body(jwks(&[&new]));
     let seen = server.hits();
     eventually("two more background fetches", || server.hits() >= seen + 2).await;
     // The unknown-kid refetch interval is 1h, so only the background refresh can have
     // brought the new key in.
-    stores
-        .authenticate(&access, &request("/t", Some(&new.token(&claims))))
-        .await
-        .unwrap();
-    let err = stores
-        .authenticate(&access, &request("/t", Some(&old.token(&claims))))
-        .await
-        .unwrap_err();
+    stores.authenticate(&access, &request("/t", Some(&new.token(&claims)))).await.unwrap();
+    let err = stores.authenticate(&access, &request("/t", Some(&old.token(&claims)))).await.unwrap_err();
     assert_eq!(err, AuthError::InvalidToken(TokenError::UnknownKid));
 }

@@ -12,18 +12,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_flowgate");
 #[test]
 fn check_accepts_a_valid_policy_with_a_summary() {
     let fx = Fixture::new();
-    let path = fx.write_policy(&fx.policy_text(&echo_trigger(
-        "t",
-        "/t",
-        "127.0.0.1:9".parse().unwrap(),
-        "",
-    )));
+    let path = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", "127.0.0.1:9".parse().unwrap(), "")));
     let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.contains("1 trigger"), "{stdout}");
@@ -40,40 +31,25 @@ fn check_reports_every_error_located() {
     let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let located: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("policy.toml:"))
-        .collect();
+    let located: Vec<&str> = stderr.lines().filter(|l| l.contains("policy.toml:")).collect();
     // no-slash path, duplicate name, ftp scheme, bad method: four located errors.
     assert!(located.len() >= 4, "{stderr}");
     for line in &located {
         let mut parts = line.splitn(4, ':');
         let _file = parts.next();
-        assert!(
-            parts.next().unwrap().parse::<usize>().is_ok(),
-            "no line number: {line}"
-        );
-        assert!(
-            parts.next().unwrap().parse::<usize>().is_ok(),
-            "no column: {line}"
-        );
+        assert!(parts.next().unwrap().parse::<usize>().is_ok(), "no line number: {line}");
+        assert!(parts.next().unwrap().parse::<usize>().is_ok(), "no column: {line}");
     }
     assert!(stderr.contains("trigger[0].path"), "{stderr}");
-    assert!(
-        stderr.contains(":12:"),
-        "the ftp upstream is on line 12: {stderr}"
-    );
+    assert!(stderr.contains(":12:"), "the ftp upstream is on line 12: {stderr}");
 }
 
 #[test]
 fn serve_refuses_a_broken_policy_with_exit_1() {
     let fx = Fixture::new();
-    let path = fx.write_policy("[server]\nlisten = \"127.0.0.1:0\"\ntls = { cert = \"missing.crt\", key = \"missing.key\" }\n");
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let path = fx
+        .write_policy("[server]\nlisten = \"127.0.0.1:0\"\ntls = { cert = \"missing.crt\", key = \"missing.key\" }\n");
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("policy.toml:3:"), "{stderr}");
@@ -82,10 +58,7 @@ fn serve_refuses_a_broken_policy_with_exit_1() {
 
 #[test]
 fn missing_policy_file_is_a_located_error() {
-    let out = Command::new(BIN)
-        .args(["check", "/nonexistent/flowgate.toml"])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["check", "/nonexistent/flowgate.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("/nonexistent/flowgate.toml:1:1:"));
 }
@@ -97,10 +70,7 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_0() {
     let port = free_port();
     let text = fx
         .policy_text(&echo_trigger("slow", "/slow", echo, ""))
-        .replace(
-            "listen = \"127.0.0.1:0\"\ntls",
-            &format!("listen = \"127.0.0.1:{port}\"\ntls"),
-        );
+        .replace("listen = \"127.0.0.1:0\"\ntls", &format!("listen = \"127.0.0.1:{port}\"\ntls"));
     let path = fx.write_policy(&text);
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
@@ -114,41 +84,23 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_0() {
     // Wait until the gateway answers.
     let mut up = false;
     for _ in 0..100 {
-        if client
-            .post(format!("https://localhost:{port}/slow"))
-            .send()
-            .await
-            .is_ok()
-        {
+        if client.post(format!("https://localhost:{port}/slow")).send().await.is_ok() {
             up = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the gateway never started");
-    let in_flight =
-        tokio::spawn(async move { client.post(url).send().await.map(|r| r.status().as_u16()) });
+    let in_flight = tokio::spawn(async move { client.post(url).send().await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let status = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight call was cut off");
+    let status = in_flight.await.unwrap().expect("the in-flight call was cut off");
     assert_eq!(status, 200);
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(exit.code(), Some(0));
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

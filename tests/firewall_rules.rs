@@ -2,9 +2,7 @@
 //! trusted proxies, then global and trigger rules, then principal pins.
 
 use flowgate::config::{Diagnostics, KeyPath, RawIpRules, SourceFile};
-use flowgate::firewall::{
-    IpRuleParts, IpRules, IpSet, PrincipalPins, TrustedProxies, client_address,
-};
+use flowgate::firewall::{IpRuleParts, IpRules, IpSet, PrincipalPins, TrustedProxies, client_address};
 use http::{HeaderMap, HeaderValue};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,11 +12,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn source() -> SourceFile {
-    SourceFile {
-        name: "p.toml".into(),
-        base_dir: std::env::temp_dir(),
-        text: String::new(),
-    }
+    SourceFile { name: "p.toml".into(), base_dir: std::env::temp_dir(), text: String::new() }
 }
 
 #[test]
@@ -28,10 +22,7 @@ fn spoofed_forwarded_for_from_an_untrusted_peer_is_refused() {
     let mut diags = Diagnostics::default();
     let rules = IpRules::compile_parts(
         "trigger",
-        IpRuleParts {
-            allow: &allow,
-            ..IpRuleParts::default()
-        },
+        IpRuleParts { allow: &allow, ..IpRuleParts::default() },
         &KeyPath::root().key("trigger").index(0),
         &source(),
         &mut diags,
@@ -42,9 +33,7 @@ fn spoofed_forwarded_for_from_an_untrusted_peer_is_refused() {
 
     // Direct caller claims to be 127.0.0.2: ignored, refused.
     let direct = client_address(ip("127.0.0.3"), &headers, &trusted);
-    let refusal = rules
-        .check(direct.client, direct.peer)
-        .expect_err("spoof refused");
+    let refusal = rules.check(direct.client, direct.peer).expect_err("spoof refused");
     assert_eq!(refusal.to_string(), "trigger allow_ips (not listed)");
 
     // The same header through our load balancer is believed.
@@ -54,24 +43,13 @@ fn spoofed_forwarded_for_from_an_untrusted_peer_is_refused() {
 
 #[test]
 fn global_deny_beats_trigger_allow_and_pins_apply_last() {
-    let raw = RawIpRules {
-        deny_ips: vec!["2001:db8:bad::/48".into()],
-        ..RawIpRules::default()
-    };
+    let raw = RawIpRules { deny_ips: vec!["2001:db8:bad::/48".into()], ..RawIpRules::default() };
     let mut diags = Diagnostics::default();
-    let global = IpRules::compile(
-        &raw,
-        &KeyPath::root().key("firewall"),
-        &source(),
-        &mut diags,
-    );
+    let global = IpRules::compile(&raw, &KeyPath::root().key("firewall"), &source(), &mut diags);
     let allow = vec!["2001:db8::/32".to_owned()];
     let trigger = IpRules::compile_parts(
         "trigger",
-        IpRuleParts {
-            allow: &allow,
-            ..IpRuleParts::default()
-        },
+        IpRuleParts { allow: &allow, ..IpRuleParts::default() },
         &KeyPath::root(),
         &source(),
         &mut diags,
@@ -82,14 +60,8 @@ fn global_deny_beats_trigger_allow_and_pins_apply_last() {
     assert!(diags.is_empty());
 
     let bad = ip("2001:db8:bad::5");
-    assert_eq!(
-        global.check(bad, bad).expect_err("global deny").to_string(),
-        "global deny_ips"
-    );
-    assert!(
-        trigger.check(bad, bad).is_ok(),
-        "the trigger alone would allow it"
-    );
+    assert_eq!(global.check(bad, bad).expect_err("global deny").to_string(), "global deny_ips");
+    assert!(trigger.check(bad, bad).is_ok(), "the trigger alone would allow it");
 
     let office = ip("2001:db8:1::9");
     let elsewhere = ip("2001:db8:2::9");

@@ -13,33 +13,18 @@ async fn h1_and_h2_both_proxy_and_carry_a_request_id() {
     let echo = start_echo().await;
     let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
     let gw = start_gateway(&policy).await;
-    for (http2, version) in [
-        (false, reqwest::Version::HTTP_11),
-        (true, reqwest::Version::HTTP_2),
-    ] {
-        let response = fx
-            .client(http2)
-            .post(gw.url("/t?x=1&sig=caller"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+    for (http2, version) in [(false, reqwest::Version::HTTP_11), (true, reqwest::Version::HTTP_2)] {
+        let response = fx.client(http2).post(gw.url("/t?x=1&sig=caller")).body("{}").send().await.unwrap();
         assert_eq!(response.version(), version);
         assert_eq!(response.status(), 200);
-        let id = response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
         let echoed: serde_json::Value = response.json().await.unwrap();
         assert_eq!(echoed["path"], "/flows/t/invoke");
         assert_eq!(echoed["headers"]["x-request-id"], id.as_str());
         assert_eq!(echoed["headers"]["host"], format!("{echo}"));
         assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
         // The upstream's own `sig` wins; the caller's extra parameter is appended once.
-        assert_eq!(
-            echoed["query_names"],
-            serde_json::json!(["api-version", "sig", "x"])
-        );
+        assert_eq!(echoed["query_names"], serde_json::json!(["api-version", "sig", "x"]));
     }
     gw.shutdown().await;
 }
@@ -68,19 +53,8 @@ async fn hop_by_hop_and_forged_headers_are_not_forwarded() {
         .unwrap();
     let echoed: serde_json::Value = response.json().await.unwrap();
     let headers = echoed["headers"].as_object().unwrap();
-    for gone in [
-        "x-hop-named",
-        "keep-alive",
-        "proxy-authorization",
-        "te",
-        "authorization",
-        "cookie",
-        "connection",
-    ] {
-        assert!(
-            !headers.contains_key(gone),
-            "{gone} reached the upstream: {headers:?}"
-        );
+    for gone in ["x-hop-named", "keep-alive", "proxy-authorization", "te", "authorization", "cookie", "connection"] {
+        assert!(!headers.contains_key(gone), "{gone} reached the upstream: {headers:?}");
     }
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     assert!(headers.contains_key("x-kept"));
@@ -97,78 +71,33 @@ async fn each_error_status_happens_when_it_should() {
     };
     let triggers = format!(
         "{}{}{}",
-        echo_trigger(
-            "ok",
-            "/ok",
-            echo,
-            "max_body_bytes = 1000\nupstream_response_timeout = \"300ms\""
-        ),
+        echo_trigger("ok", "/ok", echo, "max_body_bytes = 1000\nupstream_response_timeout = \"300ms\""),
         format_args!(
             "[[trigger]]\nname = \"down\"\npath = \"/down\"\nupstream = \"http://{closed}/x\"\nwho = \"anyone\"\n"
         ),
         "",
     );
-    let policy = fx
-        .write_policy(&fx.policy_text(&format!("[limits]\nmax_header_bytes = 4096\n\n{triggers}")));
+    let policy = fx.write_policy(&fx.policy_text(&format!("[limits]\nmax_header_bytes = 4096\n\n{triggers}")));
     let gw = start_gateway(&policy).await;
     let client = fx.client(false);
     let status = |r: reqwest::Response| r.status().as_u16();
 
-    assert_eq!(
-        status(client.post(gw.url("/nothing-here")).send().await.unwrap()),
-        404
-    );
+    assert_eq!(status(client.post(gw.url("/nothing-here")).send().await.unwrap()), 404);
     let r = client.delete(gw.url("/ok")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET, POST");
     // Declared too large: refused before the upstream.
-    assert_eq!(
-        status(
-            client
-                .post(gw.url("/ok"))
-                .body(vec![b'a'; 1001])
-                .send()
-                .await
-                .unwrap()
-        ),
-        413
-    );
+    assert_eq!(status(client.post(gw.url("/ok")).body(vec![b'a'; 1001]).send().await.unwrap()), 413);
     // Streamed (chunked, no length) too large: refused while streaming.
-    let chunks =
-        futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 100])));
-    let r = client
-        .post(gw.url("/ok"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let chunks = futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 100])));
+    let r = client.post(gw.url("/ok")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(
-        status(
-            client
-                .post(gw.url("/ok"))
-                .header("x-big", "a".repeat(8000))
-                .send()
-                .await
-                .unwrap()
-        ),
-        431
-    );
-    assert_eq!(
-        status(client.post(gw.url("/down")).send().await.unwrap()),
-        502
-    );
-    let r = client
-        .post(gw.url("/ok?delay_ms=2000"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(status(client.post(gw.url("/ok")).header("x-big", "a".repeat(8000)).send().await.unwrap()), 431);
+    assert_eq!(status(client.post(gw.url("/down")).send().await.unwrap()), 502);
+    let r = client.post(gw.url("/ok?delay_ms=2000")).send().await.unwrap();
     assert_eq!(r.status(), 504);
     let body = r.text().await.unwrap();
-    assert!(
-        body.contains("request_id") && !body.contains("127.0.0.1"),
-        "internals leaked: {body}"
-    );
+    assert!(body.contains("request_id") && !body.contains("127.0.0.1"), "internals leaked: {body}");
     gw.shutdown().await;
 }
 
@@ -180,10 +109,7 @@ async fn malformed_http_gets_400() {
     let gw = start_gateway(&policy).await;
     let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
-    let mut tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
     tls.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
@@ -196,28 +122,16 @@ async fn malformed_http_gets_400() {
 async fn a_slow_header_client_is_dropped_while_others_are_served() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&format!(
-        "[limits]\nheader_read_timeout = \"1s\"\n\n{}",
-        echo_trigger("t", "/t", echo, "")
-    )));
+    let policy = fx.write_policy(
+        &fx.policy_text(&format!("[limits]\nheader_read_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
+    );
     let gw = start_gateway(&policy).await;
     let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
-    let mut slow = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    slow.write_all(b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
-        .await
-        .unwrap();
+    let mut slow = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    slow.write_all(b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
     // Meanwhile a normal client is served.
-    let ok = fx
-        .client(false)
-        .post(gw.url("/t"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let ok = fx.client(false).post(gw.url("/t")).body("{}").send().await.unwrap();
     assert_eq!(ok.status(), 200);
     // The slow client is cut off: its read ends (EOF or a 408) instead of hanging.
     let mut rest = Vec::new();
@@ -236,30 +150,17 @@ async fn reload_swaps_good_policies_and_refuses_broken_ones() {
     let gw = start_gateway(&path).await;
     let _watcher = flowgate::reload::watch_files(gw.gateway.clone(), &path).unwrap();
     let client = fx.client(false);
-    assert_eq!(
-        client.post(gw.url("/b")).send().await.unwrap().status(),
-        404
-    );
+    assert_eq!(client.post(gw.url("/b")).send().await.unwrap().status(), 404);
 
     // A good edit on disk is picked up by the file watch.
     std::fs::write(
         &path,
-        fx.policy_text(&format!(
-            "{}{}",
-            echo_trigger("a", "/a", echo, ""),
-            echo_trigger("b", "/b", echo, "")
-        )),
+        fx.policy_text(&format!("{}{}", echo_trigger("a", "/a", echo, ""), echo_trigger("b", "/b", echo, ""))),
     )
     .unwrap();
     let mut status = 0;
     for _ in 0..100 {
-        status = client
-            .post(gw.url("/b"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        status = client.post(gw.url("/b")).send().await.unwrap().status().as_u16();
         if status == 200 {
             break;
         }
@@ -271,38 +172,16 @@ async fn reload_swaps_good_policies_and_refuses_broken_ones() {
     // A broken edit is refused with located errors; the running policy stays.
     std::fs::write(
         &path,
-        fx.policy_text(&format!(
-            "{}\n[[trigger]]\nname = \"c\"\npaht = \"/c\"\n",
-            echo_trigger("a", "/a", echo, "")
-        )),
+        fx.policy_text(&format!("{}\n[[trigger]]\nname = \"c\"\npaht = \"/c\"\n", echo_trigger("a", "/a", echo, ""))),
     )
     .unwrap();
     let errors = gw.gateway.reload().unwrap_err();
-    assert!(
-        errors[0].to_string().contains("policy.toml:"),
-        "{}",
-        errors[0]
-    );
-    assert!(
-        errors[0].hint.as_deref().unwrap_or("").contains("path"),
-        "{:?}",
-        errors[0]
-    );
+    assert!(errors[0].to_string().contains("policy.toml:"), "{}", errors[0]);
+    assert!(errors[0].hint.as_deref().unwrap_or("").contains("path"), "{:?}", errors[0]);
     assert_eq!(gw.gateway.policy().version, version);
-    assert_eq!(
-        client.post(gw.url("/b")).send().await.unwrap().status(),
-        200
-    );
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("flowgate_policy_reloads_total{result=\"failed\"}"),
-        "{metrics}"
-    );
+    assert_eq!(client.post(gw.url("/b")).send().await.unwrap().status(), 200);
+    let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("flowgate_policy_reloads_total{result=\"failed\"}"), "{metrics}");
     gw.shutdown().await;
 }
 
@@ -315,39 +194,18 @@ async fn admin_reports_health_readiness_and_metrics() {
     // Ready once listeners are bound; poll briefly for the server task to start.
     let mut ready = 0;
     for _ in 0..50 {
-        ready = reqwest::get(gw.admin_url("/readyz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        ready = reqwest::get(gw.admin_url("/readyz")).await.unwrap().status().as_u16();
         if ready == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(ready, 200);
-    assert_eq!(
-        reqwest::get(gw.admin_url("/healthz"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(reqwest::get(gw.admin_url("/healthz")).await.unwrap().status(), 200);
     fx.client(false).post(gw.url("/t")).send().await.unwrap();
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("flowgate_requests_total{trigger=\"t\",method=\"POST\",status=\"200\"}"),
-        "{metrics}"
-    );
+    let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("flowgate_requests_total{trigger=\"t\",method=\"POST\",status=\"200\"}"), "{metrics}");
     assert!(metrics.contains("flowgate_request_duration_seconds_bucket"));
-    assert!(
-        !metrics.contains("UPSTREAMSIG"),
-        "the upstream query leaked into metrics"
-    );
+    assert!(!metrics.contains("UPSTREAMSIG"), "the upstream query leaked into metrics");
     gw.shutdown().await;
 }

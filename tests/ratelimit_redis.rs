@@ -2,8 +2,7 @@
 //! loopback port: exact totals across two instances, both failure modes, and recovery.
 
 use flowgate::ratelimit::{
-    ClusterSettings, LimitKey, Limiters, OnRedisError, RateKey, RateLimitRule, RedisSettings,
-    SystemClock,
+    ClusterSettings, LimitKey, Limiters, OnRedisError, RateKey, RateLimitRule, RedisSettings, SystemClock,
 };
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -40,11 +39,7 @@ impl Redis {
     }
 
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         Self::start_on(port)
     }
 
@@ -75,19 +70,12 @@ fn limiters(port: u16, mode: OnRedisError) -> Limiters {
 }
 
 /// Fires `n` concurrent checks spread over the instances; returns (admitted, refused).
-async fn flood(
-    instances: &[Arc<Limiters>],
-    rule: &RateLimitRule,
-    key: &RateKey,
-    n: usize,
-) -> (usize, usize) {
+async fn flood(instances: &[Arc<Limiters>], rule: &RateLimitRule, key: &RateKey, n: usize) -> (usize, usize) {
     let mut tasks = Vec::new();
     for i in 0..n {
         let limiters = instances[i % instances.len()].clone();
         let (rule, key) = (rule.clone(), key.clone());
-        tasks.push(tokio::spawn(
-            async move { limiters.check(&rule, &key).await },
-        ));
+        tasks.push(tokio::spawn(async move { limiters.check(&rule, &key).await }));
     }
     let mut admitted = 0;
     let mut refused = 0;
@@ -96,12 +84,7 @@ async fn flood(
         if decision.admitted {
             admitted += 1;
         } else {
-            assert!(
-                decision
-                    .retry_after_secs
-                    .is_some_and(|s| (1..=60).contains(&s)),
-                "{decision:?}"
-            );
+            assert!(decision.retry_after_secs.is_some_and(|s| (1..=60).contains(&s)), "{decision:?}");
             refused += 1;
         }
     }
@@ -115,21 +98,11 @@ async fn two_instances_share_one_exact_budget_and_survive_redis_outages() {
     let closed = Arc::new(limiters(port, OnRedisError::FailClosed));
     let local = Arc::new(limiters(port, OnRedisError::Local));
     let instances = [closed.clone(), local.clone()];
-    let rule = RateLimitRule::new(
-        "shared",
-        50,
-        Duration::from_secs(60),
-        LimitKey::Principal,
-        false,
-    );
+    let rule = RateLimitRule::new("shared", 50, Duration::from_secs(60), LimitKey::Principal, false);
 
     let alice = RateKey::principal("tenant", "oid:alice");
     let (admitted, refused) = flood(&instances, &rule, &alice, 300).await;
-    assert_eq!(
-        (admitted, refused),
-        (50, 250),
-        "exactly `calls` admitted across both instances"
-    );
+    assert_eq!((admitted, refused), (50, 250), "exactly `calls` admitted across both instances");
 
     // Another key has its own full budget.
     let bob = RateKey::principal("tenant", "oid:bob");
@@ -138,28 +111,18 @@ async fn two_instances_share_one_exact_budget_and_survive_redis_outages() {
     // Redis goes away.
     redis.stop();
     let carol = RateKey::principal("tenant", "oid:carol");
-    let err = closed
-        .check(&rule, &carol)
-        .await
-        .expect_err("fail_closed refuses while redis is down");
+    let err = closed.check(&rule, &carol).await.expect_err("fail_closed refuses while redis is down");
     assert!(err.to_string().contains("unavailable"), "{err}");
     let fallback = local.check(&rule, &carol).await.expect("local falls back");
     assert!(fallback.admitted);
-    assert_eq!(
-        fallback.remaining, 49,
-        "the local budget is this instance's own"
-    );
+    assert_eq!(fallback.remaining, 49, "the local budget is this instance's own");
     assert_eq!(local.local_keys(), 1);
 
     // Redis comes back on the same port: sharing resumes (the manager reconnects).
     let _redis = Redis::start_on(port);
     let mut recovered = false;
     for _ in 0..100 {
-        if closed
-            .check(&rule, &RateKey::principal("tenant", "oid:probe"))
-            .await
-            .is_ok()
-        {
+        if closed.check(&rule, &RateKey::principal("tenant", "oid:probe")).await.is_ok() {
             recovered = true;
             break;
         }
@@ -170,12 +133,7 @@ async fn two_instances_share_one_exact_budget_and_survive_redis_outages() {
     let mut back = false;
     for i in 0..100 {
         let before = local.local_keys();
-        let _ = local
-            .check(
-                &rule,
-                &RateKey::principal("tenant", &format!("oid:probe{i}")),
-            )
-            .await;
+        let _ = local.check(&rule, &RateKey::principal("tenant", &format!("oid:probe{i}"))).await;
         if local.local_keys() == before {
             back = true;
             break;
@@ -184,11 +142,7 @@ async fn two_instances_share_one_exact_budget_and_survive_redis_outages() {
     }
     assert!(back, "local-mode instance returns to redis");
     let dave = RateKey::principal("tenant", "oid:dave");
-    assert_eq!(
-        flood(&instances, &rule, &dave, 120).await,
-        (50, 70),
-        "sharing resumes after the outage"
-    );
+    assert_eq!(flood(&instances, &rule, &dave, 120).await, (50, 70), "sharing resumes after the outage");
 }
 
 #[tokio::test]
@@ -206,8 +160,5 @@ async fn redis_retry_after_lets_the_retry_through() {
     let retry = refused.retry_after_secs.unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     tokio::time::sleep(Duration::from_secs(retry)).await;
-    assert!(
-        limiters.check(&rule, &key).await.unwrap().admitted,
-        "a retry after Retry-After succeeds"
-    );
+    assert!(limiters.check(&rule, &key).await.unwrap().admitted, "a retry after Retry-After succeeds");
 }

@@ -28,10 +28,7 @@ const IDENTITY_HEADER: &str = "double-identity-header-value";
 const SECRET_VALUE: &str = "akv-secret-value-123";
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[derive(Default)]
@@ -60,12 +57,7 @@ fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-fn error(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    inner: Option<&str>,
-) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, code: &str, message: &str, inner: Option<&str>) -> Response<Full<Bytes>> {
     let mut e = json!({ "error": { "code": code, "message": message } });
     if let Some(inner) = inner {
         e["error"]["innererror"] = json!({ "code": inner });
@@ -87,20 +79,13 @@ struct Assertion {
     jti: String,
 }
 
-fn token_endpoint(
-    state: &mut DoubleState,
-    tenant: &str,
-    form: &BTreeMap<String, String>,
-) -> Response<Full<Bytes>> {
+fn token_endpoint(state: &mut DoubleState, tenant: &str, form: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
     let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     if f("grant_type") != "client_credentials"
         || f("scope") != "https://vault.azure.net/.default"
         || f("client_id") != "app-1"
     {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            json!({ "error": "invalid_request" }),
-        );
+        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_request" }));
     }
     let flow = if form.contains_key("client_secret") {
         if f("client_secret") != CLIENT_SECRET {
@@ -110,14 +95,10 @@ fn token_endpoint(
             );
         }
         "client_secret"
-    } else if f("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-    {
+    } else if f("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
         let assertion = f("client_assertion");
         let Ok(header) = jsonwebtoken::decode_header(assertion) else {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({ "error": "invalid_request" }),
-            );
+            return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_request" }));
         };
         if header.x5t_s256.as_deref() != Some(state.cert_thumbprint.as_str()) {
             return json_response(
@@ -125,8 +106,7 @@ fn token_endpoint(
                 json!({ "error": "invalid_client", "error_description": "AADSTS700027 unknown certificate" }),
             );
         }
-        let key =
-            jsonwebtoken::DecodingKey::from_rsa_pem(state.cert_public_pem.as_bytes()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(state.cert_public_pem.as_bytes()).unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.set_audience(&[format!("{}/{tenant}/oauth2/v2.0/token", state.base)]);
         validation.set_issuer(&["app-1"]);
@@ -142,10 +122,7 @@ fn token_endpoint(
         }
         "client_certificate"
     } else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            json!({ "error": "invalid_request" }),
-        );
+        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_request" }));
     };
     let token = issue(state, flow);
     json_response(
@@ -154,15 +131,8 @@ fn token_endpoint(
     )
 }
 
-fn get_secret(
-    state: &mut DoubleState,
-    name: &str,
-    version: Option<&str>,
-    auth: Option<&str>,
-) -> Response<Full<Bytes>> {
-    let authorized = auth
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .is_some_and(|t| state.tokens.contains(t));
+fn get_secret(state: &mut DoubleState, name: &str, version: Option<&str>, auth: Option<&str>) -> Response<Full<Bytes>> {
+    let authorized = auth.and_then(|a| a.strip_prefix("Bearer ")).is_some_and(|t| state.tokens.contains(t));
     if !authorized || state.always_unauthorized {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
@@ -177,9 +147,8 @@ fn get_secret(
     }
     state.secret_requests += 1;
     if let Some(retry_after) = state.throttle.pop_front() {
-        let mut b = Response::builder()
-            .status(StatusCode::TOO_MANY_REQUESTS)
-            .header("content-type", "application/json");
+        let mut b =
+            Response::builder().status(StatusCode::TOO_MANY_REQUESTS).header("content-type", "application/json");
         if let Some(secs) = retry_after {
             b = b.header("retry-after", secs.to_string());
         }
@@ -191,12 +160,7 @@ fn get_secret(
     let (value, enabled, nbf, exp) = match (name, version) {
         ("invoice-sig", None | Some("v2")) => (SECRET_VALUE.to_owned(), true, None, Some(t + 3600)),
         ("invoice-sig", Some("v1")) => ("akv-old-version".to_owned(), true, None, None),
-        ("json-secret", None) => (
-            json!({"api_key": "json-field-value"}).to_string(),
-            true,
-            None,
-            None,
-        ),
+        ("json-secret", None) => (json!({"api_key": "json-field-value"}).to_string(), true, None, None),
         ("disabled-secret", None) => {
             return error(
                 StatusCode::FORBIDDEN,
@@ -226,7 +190,8 @@ fn get_secret(
         }
     };
     let id = format!("{}/secrets/{name}/{}", state.base, version.unwrap_or("v2"));
-    let mut attributes = json!({ "enabled": enabled, "created": t - 100, "updated": t - 50, "recoveryLevel": "Recoverable+Purgeable" });
+    let mut attributes =
+        json!({ "enabled": enabled, "created": t - 100, "updated": t - 50, "recoveryLevel": "Recoverable+Purgeable" });
     if let Some(nbf) = nbf {
         attributes["nbf"] = json!(nbf);
     }
@@ -244,42 +209,25 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let query: BTreeMap<String, String> =
-        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
     let mut state = double.lock().unwrap();
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let response = match (parts.method.as_str(), segments.as_slice()) {
         ("POST", [tenant, "oauth2", "v2.0", "token"]) => {
-            let form: BTreeMap<String, String> =
-                url::form_urlencoded::parse(&body).into_owned().collect();
+            let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
             token_endpoint(&mut state, tenant, &form)
         }
         ("GET", ["metadata", "identity", "oauth2", "token"]) => {
             if header("metadata") != Some("true") {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Required metadata header not specified",
-                    None,
-                )
+                error(StatusCode::BAD_REQUEST, "invalid_request", "Required metadata header not specified", None)
             } else if query.get("api-version").map(String::as_str) != Some("2018-02-01")
                 || query.get("resource").map(String::as_str) != Some("https://vault.azure.net")
             {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "bad query",
-                    None,
-                )
+                error(StatusCode::BAD_REQUEST, "invalid_request", "bad query", None)
             } else {
                 let token = issue(&mut state, "imds");
                 // IMDS sends numbers as strings.
@@ -293,12 +241,7 @@ async fn handle(
             if header("x-identity-header") != Some(IDENTITY_HEADER)
                 || query.get("api-version").map(String::as_str) != Some("2019-08-01")
             {
-                error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_request",
-                    "bad identity header",
-                    None,
-                )
+                error(StatusCode::UNAUTHORIZED, "invalid_request", "bad identity header", None)
             } else {
                 let token = issue(&mut state, "app_service");
                 json_response(
@@ -307,22 +250,13 @@ async fn handle(
                 )
             }
         }
-        ("GET", ["secrets", name])
-            if query.get("api-version").map(String::as_str) == Some("7.5") =>
-        {
+        ("GET", ["secrets", name]) if query.get("api-version").map(String::as_str) == Some("7.5") => {
             get_secret(&mut state, name, None, header("authorization"))
         }
-        ("GET", ["secrets", name, version])
-            if query.get("api-version").map(String::as_str) == Some("7.5") =>
-        {
+        ("GET", ["secrets", name, version]) if query.get("api-version").map(String::as_str) == Some("7.5") => {
             get_secret(&mut state, name, Some(version), header("authorization"))
         }
-        _ => error(
-            StatusCode::BAD_REQUEST,
-            "BadParameter",
-            "unknown route or api-version",
-            None,
-        ),
+        _ => error(StatusCode::BAD_REQUEST, "BadParameter", "unknown route or api-version", None),
     };
     Ok(response)
 }
@@ -331,10 +265,7 @@ async fn handle(
 async fn start_double() -> (Double, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let double: Double = Arc::new(Mutex::new(DoubleState {
-        base: base.clone(),
-        ..Default::default()
-    }));
+    let double: Double = Arc::new(Mutex::new(DoubleState { base: base.clone(), ..Default::default() }));
     let d = double.clone();
     tokio::spawn(async move {
         loop {
@@ -363,11 +294,7 @@ fn compile(dir: &Path, base: &str, auth: &str) -> Vaults {
         "[akv]\nkind = \"azure_key_vault\"\nvault_url = \"{base}\"\nauthority_host = \"{base}\"\nimds_endpoint = \"{base}\"\ncalls_per_minute = 600\nauth = {auth}\n"
     );
     let raw: BTreeMap<String, flowgate::secrets::RawVault> = toml::from_str(&text).unwrap();
-    let source = SourceFile {
-        name: "policy.toml".into(),
-        base_dir: dir.to_path_buf(),
-        text,
-    };
+    let source = SourceFile { name: "policy.toml".into(), base_dir: dir.to_path_buf(), text };
     let mut diags = Diagnostics::default();
     let vaults = compile_vaults(&raw, &KeyPath::root().key("vault"), &source, &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
@@ -376,12 +303,7 @@ fn compile(dir: &Path, base: &str, auth: &str) -> Vaults {
 
 async fn fetch(vaults: &Vaults, reference: &str) -> Result<String, flowgate::secrets::SecretError> {
     let r = SecretRef::parse(reference).unwrap();
-    vaults
-        .get(&r.vault)
-        .unwrap()
-        .fetch(&r)
-        .await
-        .map(|v| v.expose_secret().to_owned())
+    vaults.get(&r.vault).unwrap().fetch(&r).await.map(|v| v.expose_secret().to_owned())
 }
 
 fn client_secret_vaults(dir: &Path, base: &str) -> Vaults {
@@ -398,26 +320,11 @@ async fn akv_double_client_secret_reads_latest_version_and_field_with_one_token(
     let (double, base) = start_double().await;
     let dir = tempfile::tempdir().unwrap();
     let vaults = client_secret_vaults(dir.path(), &base);
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(),
-        SECRET_VALUE
-    );
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig@v1").await.unwrap(),
-        "akv-old-version"
-    );
-    assert_eq!(
-        fetch(&vaults, "secret://akv/json-secret#api_key")
-            .await
-            .unwrap(),
-        "json-field-value"
-    );
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(), SECRET_VALUE);
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig@v1").await.unwrap(), "akv-old-version");
+    assert_eq!(fetch(&vaults, "secret://akv/json-secret#api_key").await.unwrap(), "json-field-value");
     let state = double.lock().unwrap();
-    assert_eq!(
-        state.token_requests,
-        ["client_secret"],
-        "the Entra token is cached"
-    );
+    assert_eq!(state.token_requests, ["client_secret"], "the Entra token is cached");
     assert_eq!(state.secret_requests, 3);
 }
 
@@ -427,26 +334,11 @@ async fn akv_double_typed_errors_disabled_nbf_exp_403_404() {
     let dir = tempfile::tempdir().unwrap();
     let vaults = client_secret_vaults(dir.path(), &base);
     let kind = |r: Result<String, flowgate::secrets::SecretError>| r.unwrap_err().kind();
-    assert_eq!(
-        kind(fetch(&vaults, "secret://akv/disabled-secret").await),
-        "disabled"
-    );
-    assert_eq!(
-        kind(fetch(&vaults, "secret://akv/listed-disabled").await),
-        "disabled"
-    );
-    assert_eq!(
-        kind(fetch(&vaults, "secret://akv/future-secret").await),
-        "not_yet_valid"
-    );
-    assert_eq!(
-        kind(fetch(&vaults, "secret://akv/expired-secret").await),
-        "expired"
-    );
-    assert_eq!(
-        kind(fetch(&vaults, "secret://akv/denied").await),
-        "forbidden"
-    );
+    assert_eq!(kind(fetch(&vaults, "secret://akv/disabled-secret").await), "disabled");
+    assert_eq!(kind(fetch(&vaults, "secret://akv/listed-disabled").await), "disabled");
+    assert_eq!(kind(fetch(&vaults, "secret://akv/future-secret").await), "not_yet_valid");
+    assert_eq!(kind(fetch(&vaults, "secret://akv/expired-secret").await), "expired");
+    assert_eq!(kind(fetch(&vaults, "secret://akv/denied").await), "forbidden");
     let err = fetch(&vaults, "secret://akv/missing").await.unwrap_err();
     assert_eq!(err.to_string(), "secret://akv/missing: not found");
 }
@@ -456,35 +348,22 @@ async fn akv_double_401_challenge_reauthenticates_once_then_reports_the_challeng
     let (double, base) = start_double().await;
     let dir = tempfile::tempdir().unwrap();
     let vaults = client_secret_vaults(dir.path(), &base);
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(),
-        SECRET_VALUE
-    );
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(), SECRET_VALUE);
     // The vault forgets the token (revoked): one 401, a fresh token, success.
     double.lock().unwrap().tokens.clear();
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(),
-        SECRET_VALUE
-    );
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(), SECRET_VALUE);
     assert_eq!(double.lock().unwrap().token_requests.len(), 2);
     // A vault that keeps refusing: a typed error carrying the challenge, never the token.
     double.lock().unwrap().always_unauthorized = true;
-    let err = fetch(&vaults, "secret://akv/invoice-sig")
-        .await
-        .unwrap_err();
+    let err = fetch(&vaults, "secret://akv/invoice-sig").await.unwrap_err();
     assert_eq!(err.kind(), "unauthorized");
     let text = err.to_string();
-    assert!(
-        text.contains("resource=\"https://vault.azure.net\""),
-        "{text}"
-    );
+    assert!(text.contains("resource=\"https://vault.azure.net\""), "{text}");
     assert!(!text.contains("double-access-token") && !text.contains(CLIENT_SECRET));
     // A wrong client secret: the login fails with the AAD error code only.
     write_private(&dir.path().join("client_secret"), "wrong");
     double.lock().unwrap().tokens.clear();
-    let err = fetch(&vaults, "secret://akv/invoice-sig")
-        .await
-        .unwrap_err();
+    let err = fetch(&vaults, "secret://akv/invoice-sig").await.unwrap_err();
     assert_eq!(err.kind(), "login", "{err}");
     assert!(err.to_string().contains("invalid_client"), "{err}");
 }
@@ -494,25 +373,12 @@ async fn akv_double_429_backs_off_with_and_without_retry_after() {
     let (double, base) = start_double().await;
     let dir = tempfile::tempdir().unwrap();
     let vaults = client_secret_vaults(dir.path(), &base);
-    double
-        .lock()
-        .unwrap()
-        .throttle
-        .extend([Some(1), None, Some(0)]);
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(),
-        SECRET_VALUE
-    );
-    assert_eq!(
-        double.lock().unwrap().secret_requests,
-        4,
-        "three 429s then the value"
-    );
+    double.lock().unwrap().throttle.extend([Some(1), None, Some(0)]);
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(), SECRET_VALUE);
+    assert_eq!(double.lock().unwrap().secret_requests, 4, "three 429s then the value");
     // Throttled beyond the attempt budget: a typed error.
     double.lock().unwrap().throttle.extend([Some(0); 10]);
-    let err = fetch(&vaults, "secret://akv/invoice-sig")
-        .await
-        .unwrap_err();
+    let err = fetch(&vaults, "secret://akv/invoice-sig").await.unwrap_err();
     assert_eq!(err.kind(), "throttled");
 }
 
@@ -522,17 +388,10 @@ async fn akv_double_client_certificate_assertion_is_verified_by_the_double() {
     let dir = tempfile::tempdir().unwrap();
     let make_cert = || {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["flowgate-client".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let thumb =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cert.der()));
-        (
-            format!("{}{}", cert.pem(), key.serialize_pem()),
-            key.public_key_pem(),
-            thumb,
-        )
+        let cert =
+            rcgen::CertificateParams::new(vec!["flowgate-client".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let thumb = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cert.der()));
+        (format!("{}{}", cert.pem(), key.serialize_pem()), key.public_key_pem(), thumb)
     };
     let (pem, public, thumb) = make_cert();
     {
@@ -546,21 +405,13 @@ async fn akv_double_client_certificate_assertion_is_verified_by_the_double() {
         &base,
         "{ method = \"client_certificate\", tenant = \"tenant-1\", client_id = \"app-1\", certificate = \"file:client.pem\" }",
     );
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(),
-        SECRET_VALUE
-    );
-    assert_eq!(
-        double.lock().unwrap().token_requests,
-        ["client_certificate"]
-    );
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(), SECRET_VALUE);
+    assert_eq!(double.lock().unwrap().token_requests, ["client_certificate"]);
     // Another certificate (unknown to the tenant): the double refuses the assertion.
     let (other, _, _) = make_cert();
     write_private(&dir.path().join("client.pem"), &other);
     double.lock().unwrap().tokens.clear();
-    let err = fetch(&vaults, "secret://akv/invoice-sig")
-        .await
-        .unwrap_err();
+    let err = fetch(&vaults, "secret://akv/invoice-sig").await.unwrap_err();
     assert_eq!(err.kind(), "login", "{err}");
 }
 
@@ -569,47 +420,26 @@ async fn akv_double_managed_identity_imds_and_app_service() {
     let (double, base) = start_double().await;
     let dir = tempfile::tempdir().unwrap();
     let vaults = compile(dir.path(), &base, "{ method = \"managed_identity\" }");
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(),
-        SECRET_VALUE
-    );
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig@v1").await.unwrap(),
-        "akv-old-version"
-    );
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(), SECRET_VALUE);
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig@v1").await.unwrap(), "akv-old-version");
     assert_eq!(double.lock().unwrap().token_requests, ["imds"]);
 
-    write_private(
-        &dir.path().join("endpoint"),
-        &format!("{base}/appservice/msi/token"),
-    );
+    write_private(&dir.path().join("endpoint"), &format!("{base}/appservice/msi/token"));
     write_private(&dir.path().join("header"), IDENTITY_HEADER);
     let vaults = compile(
         dir.path(),
         &base,
         "{ method = \"app_service\", identity_endpoint = \"file:endpoint\", identity_header = \"file:header\" }",
     );
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(),
-        SECRET_VALUE
-    );
-    assert_eq!(
-        double.lock().unwrap().token_requests,
-        ["imds", "app_service"]
-    );
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap(), SECRET_VALUE);
+    assert_eq!(double.lock().unwrap().token_requests, ["imds", "app_service"]);
     write_private(&dir.path().join("header"), "wrong-header");
     let vaults = compile(
         dir.path(),
         &base,
         "{ method = \"app_service\", identity_endpoint = \"file:endpoint\", identity_header = \"file:header\" }",
     );
-    assert_eq!(
-        fetch(&vaults, "secret://akv/invoice-sig")
-            .await
-            .unwrap_err()
-            .kind(),
-        "login"
-    );
+    assert_eq!(fetch(&vaults, "secret://akv/invoice-sig").await.unwrap_err().kind(), "login");
 }
 
 /// Collects every log line written at TRACE.
@@ -654,74 +484,33 @@ async fn akv_double_leak_scan_trace_logs_and_errors_hold_no_secret_or_credential
     let store = flowgate::secrets::SecretStore::new();
     let mut seen = Vec::new();
     // Every path: success, cached hit, each typed error, 401 re-auth, 429 back-off, bad login.
-    let ok = store
-        .lookup(
-            &SecretRef::parse("secret://akv/invoice-sig").unwrap(),
-            &vaults,
-        )
-        .await
-        .unwrap();
+    let ok = store.lookup(&SecretRef::parse("secret://akv/invoice-sig").unwrap(), &vaults).await.unwrap();
     seen.push(format!("{ok:?} {ok}"));
-    seen.push(format!(
-        "{:?}",
-        store
-            .lookup(
-                &SecretRef::parse("secret://akv/invoice-sig").unwrap(),
-                &vaults
-            )
-            .await
-    ));
-    for name in [
-        "disabled-secret",
-        "listed-disabled",
-        "future-secret",
-        "expired-secret",
-        "denied",
-        "missing",
-    ] {
-        let e = fetch(&vaults, &format!("secret://akv/{name}"))
-            .await
-            .unwrap_err();
+    seen.push(format!("{:?}", store.lookup(&SecretRef::parse("secret://akv/invoice-sig").unwrap(), &vaults).await));
+    for name in ["disabled-secret", "listed-disabled", "future-secret", "expired-secret", "denied", "missing"] {
+        let e = fetch(&vaults, &format!("secret://akv/{name}")).await.unwrap_err();
         seen.push(format!("{e} {e:?}"));
     }
     double.lock().unwrap().tokens.clear();
     double.lock().unwrap().throttle.extend([Some(0), Some(0)]);
-    seen.push(format!(
-        "{:?}",
-        fetch(&vaults, "secret://akv/json-secret#api_key")
-            .await
-            .is_ok()
-    ));
+    seen.push(format!("{:?}", fetch(&vaults, "secret://akv/json-secret#api_key").await.is_ok()));
     double.lock().unwrap().always_unauthorized = true;
-    let e = fetch(&vaults, "secret://akv/invoice-sig")
-        .await
-        .unwrap_err();
+    let e = fetch(&vaults, "secret://akv/invoice-sig").await.unwrap_err();
     seen.push(format!("{e} {e:?}"));
     write_private(&dir.path().join("client_secret"), "wrong-secret-xyz");
     double.lock().unwrap().tokens.clear();
-    let e = fetch(&vaults, "secret://akv/invoice-sig")
-        .await
-        .unwrap_err();
+    let e = fetch(&vaults, "secret://akv/invoice-sig").await.unwrap_err();
     seen.push(format!("{e} {e:?}"));
     seen.push(format!("{vaults:?} {store:?}"));
-    let scrubbed = flowgate::secrets::Scrubber::new([ok.clone()])
-        .scrub_bytes(format!("echo {SECRET_VALUE}").as_bytes());
+    let scrubbed =
+        flowgate::secrets::Scrubber::new([ok.clone()]).scrub_bytes(format!("echo {SECRET_VALUE}").as_bytes());
     seen.push(String::from_utf8(scrubbed).unwrap());
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("vault fetch failed"),
-        "TRACE capture is working"
-    );
+    assert!(logs.contains("vault fetch failed"), "TRACE capture is working");
     let haystack = format!("{logs}\n{}", seen.join("\n"));
-    let secrets = [
-        SECRET_VALUE,
-        "json-field-value",
-        "akv-old-version",
-        CLIENT_SECRET,
-        "wrong-secret-xyz",
-        "double-access-token",
-    ];
+    let secrets =
+        [SECRET_VALUE, "json-field-value", "akv-old-version", CLIENT_SECRET, "wrong-secret-xyz", "double-access-token"];
     for secret in secrets {
         for form in forms(secret) {
             assert!(!haystack.contains(&form), "leaked {secret:?} as {form:?}");

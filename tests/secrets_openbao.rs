@@ -31,17 +31,18 @@ impl Drop for Bao {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Bao {
     async fn start(port: u16) -> Self {
         let child = Command::new("bao")
-            .args(["server", "-dev", &format!("-dev-root-token-id={ROOT_TOKEN}"), &format!("-dev-listen-address=127.0.0.1:{port}")])
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,11 +55,7 @@ impl Bao {
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
         for _ in 0..200 {
-            if let Ok(r) = bao
-                .http
-                .get(format!("{}/v1/sys/health", bao.addr))
-                .send()
-                .await
+            if let Ok(r) = bao.http.get(format!("{}/v1/sys/health", bao.addr)).send().await
                 && r.status().is_success()
             {
                 return bao;
@@ -69,10 +66,7 @@ impl Bao {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}/v1/{path}", self.addr))
-            .header("X-Vault-Token", ROOT_TOKEN);
+        let mut req = self.http.request(method, format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", ROOT_TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -80,65 +74,28 @@ impl Bao {
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert!(status.is_success(), "{path}: HTTP {status}: {text}");
-        if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        }
+        if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
     }
 
     async fn put_secret(&self, path: &str, data: Value) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("secret/data/{path}"),
-            Some(json!({ "data": data })),
-        )
-        .await;
+        self.call(reqwest::Method::POST, &format!("secret/data/{path}"), Some(json!({ "data": data }))).await;
     }
 
     /// AppRole with the minimal read-only policy; writes role_id and secret_id into `dir`.
     async fn setup_approle(&self, dir: &Path) {
         let policy = "path \"secret/data/flows/*\" {\n  capabilities = [\"read\"]\n}\n";
-        self.call(
-            reqwest::Method::PUT,
-            "sys/policies/acl/flowgate-read",
-            Some(json!({ "policy": policy })),
-        )
-        .await;
-        self.call(
-            reqwest::Method::POST,
-            "sys/auth/approle",
-            Some(json!({ "type": "approle" })),
-        )
-        .await;
+        self.call(reqwest::Method::PUT, "sys/policies/acl/flowgate-read", Some(json!({ "policy": policy }))).await;
+        self.call(reqwest::Method::POST, "sys/auth/approle", Some(json!({ "type": "approle" }))).await;
         self.call(
             reqwest::Method::POST,
             "auth/approle/role/flowgate",
             Some(json!({ "token_policies": "flowgate-read", "token_ttl": "1h" })),
         )
         .await;
-        let role = self
-            .call(
-                reqwest::Method::GET,
-                "auth/approle/role/flowgate/role-id",
-                None,
-            )
-            .await;
-        let secret = self
-            .call(
-                reqwest::Method::POST,
-                "auth/approle/role/flowgate/secret-id",
-                None,
-            )
-            .await;
-        write_private(
-            &dir.join("role_id"),
-            role["data"]["role_id"].as_str().unwrap(),
-        );
-        write_private(
-            &dir.join("secret_id"),
-            secret["data"]["secret_id"].as_str().unwrap(),
-        );
+        let role = self.call(reqwest::Method::GET, "auth/approle/role/flowgate/role-id", None).await;
+        let secret = self.call(reqwest::Method::POST, "auth/approle/role/flowgate/secret-id", None).await;
+        write_private(&dir.join("role_id"), role["data"]["role_id"].as_str().unwrap());
+        write_private(&dir.join("secret_id"), secret["data"]["secret_id"].as_str().unwrap());
     }
 }
 
@@ -160,19 +117,10 @@ auth = {{ method = "approle", role_id = "file:role_id", secret_id = "file:secret
 {cache}
 "#
     );
-    let source = SourceFile {
-        name: "policy.toml".into(),
-        base_dir: dir.to_path_buf(),
-        text,
-    };
+    let source = SourceFile { name: "policy.toml".into(), base_dir: dir.to_path_buf(), text };
     let (raw, source) = load_str(source).unwrap_or_else(|e| panic!("{e:?}"));
     let mut diags = Diagnostics::default();
-    let vaults = compile_vaults(
-        &raw.vault,
-        &KeyPath::root().key("vault"),
-        &source,
-        &mut diags,
-    );
+    let vaults = compile_vaults(&raw.vault, &KeyPath::root().key("vault"), &source, &mut diags);
     let cache = compile_cache(&raw.secrets, &KeyPath::root().key("secrets"), &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
     vaults.with_cache(cache)
@@ -187,68 +135,31 @@ async fn openbao_approle_reads_fields_and_versions_with_typed_errors() {
     let bao = Bao::start(free_port()).await;
     let dir = tempfile::tempdir().unwrap();
     bao.setup_approle(dir.path()).await;
-    bao.put_secret(
-        "flows/invoice",
-        json!({ "api_key": "key-v1", "sig": "sig-v1" }),
-    )
-    .await;
-    bao.put_secret(
-        "flows/invoice",
-        json!({ "api_key": "key-v2", "sig": "sig-v2" }),
-    )
-    .await;
-    bao.put_secret("flows/single", json!({ "value": "only-one" }))
-        .await;
-    bao.put_secret("private/x", json!({ "value": "not-for-flowgate" }))
-        .await;
+    bao.put_secret("flows/invoice", json!({ "api_key": "key-v1", "sig": "sig-v1" })).await;
+    bao.put_secret("flows/invoice", json!({ "api_key": "key-v2", "sig": "sig-v2" })).await;
+    bao.put_secret("flows/single", json!({ "value": "only-one" })).await;
+    bao.put_secret("private/x", json!({ "value": "not-for-flowgate" })).await;
     let vaults = vaults(dir.path(), &bao.addr, "");
     let store = SecretStore::new();
 
-    let latest = store
-        .lookup(&r("secret://kv/flows/invoice#api_key"), &vaults)
-        .await
-        .unwrap();
+    let latest = store.lookup(&r("secret://kv/flows/invoice#api_key"), &vaults).await.unwrap();
     assert_eq!(latest.expose_secret(), "key-v2");
-    let v1 = store
-        .lookup(&r("secret://kv/flows/invoice#sig@1"), &vaults)
-        .await
-        .unwrap();
+    let v1 = store.lookup(&r("secret://kv/flows/invoice#sig@1"), &vaults).await.unwrap();
     assert_eq!(v1.expose_secret(), "sig-v1");
-    let single = store
-        .lookup(&r("secret://kv/flows/single"), &vaults)
-        .await
-        .unwrap();
+    let single = store.lookup(&r("secret://kv/flows/single"), &vaults).await.unwrap();
     assert_eq!(single.expose_secret(), "only-one");
 
-    let err = store
-        .lookup(&r("secret://kv/flows/invoice"), &vaults)
-        .await
-        .unwrap_err();
+    let err = store.lookup(&r("secret://kv/flows/invoice"), &vaults).await.unwrap_err();
     assert_eq!(err.kind(), "field");
     assert!(!err.to_string().contains("key-v2"));
-    let err = store
-        .lookup(&r("secret://kv/flows/invoice#nope"), &vaults)
-        .await
-        .unwrap_err();
+    let err = store.lookup(&r("secret://kv/flows/invoice#nope"), &vaults).await.unwrap_err();
     assert_eq!(err.kind(), "field");
     // The read-only policy does not cover private/: 403 (after one fresh login).
-    let err = store
-        .lookup(&r("secret://kv/private/x"), &vaults)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "secret://kv/private/x: access denied by the vault"
-    );
-    let err = store
-        .lookup(&r("secret://kv/flows/missing"), &vaults)
-        .await
-        .unwrap_err();
+    let err = store.lookup(&r("secret://kv/private/x"), &vaults).await.unwrap_err();
+    assert_eq!(err.to_string(), "secret://kv/private/x: access denied by the vault");
+    let err = store.lookup(&r("secret://kv/flows/missing"), &vaults).await.unwrap_err();
     assert_eq!(err.kind(), "not_found");
-    let err = store
-        .lookup(&r("secret://kv/flows/invoice#sig@9"), &vaults)
-        .await
-        .unwrap_err();
+    let err = store.lookup(&r("secret://kv/flows/invoice#sig@9"), &vaults).await.unwrap_err();
     assert_eq!(err.kind(), "not_found");
 }
 
@@ -258,8 +169,7 @@ async fn openbao_rotation_outage_stale_serving_and_recovery() {
     let bao = Bao::start(port).await;
     let dir = tempfile::tempdir().unwrap();
     bao.setup_approle(dir.path()).await;
-    bao.put_secret("flows/token", json!({ "value": "token-old" }))
-        .await;
+    bao.put_secret("flows/token", json!({ "value": "token-old" })).await;
     let vaults = std::sync::Arc::new(vaults(
         dir.path(),
         &bao.addr,
@@ -267,10 +177,7 @@ async fn openbao_rotation_outage_stale_serving_and_recovery() {
     ));
     let store = SecretStore::new();
     let token = r("secret://kv/flows/token");
-    assert_eq!(
-        store.lookup(&token, &vaults).await.unwrap().expose_secret(),
-        "token-old"
-    );
+    assert_eq!(store.lookup(&token, &vaults).await.unwrap().expose_secret(), "token-old");
 
     // Rotation: read continuously while a new version is written.
     let reader = {
@@ -280,10 +187,7 @@ async fn openbao_rotation_outage_stale_serving_and_recovery() {
             let start = Instant::now();
             let mut rotated_seen = None;
             while start.elapsed() < Duration::from_secs(15) {
-                let v = store
-                    .lookup(&token, &vaults)
-                    .await
-                    .expect("no read may fail during rotation");
+                let v = store.lookup(&token, &vaults).await.expect("no read may fail during rotation");
                 reads += 1;
                 if v.expose_secret() == "token-new" {
                     rotated_seen = Some(Instant::now());
@@ -297,14 +201,10 @@ async fn openbao_rotation_outage_stale_serving_and_recovery() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let written = Instant::now();
-    bao.put_secret("flows/token", json!({ "value": "token-new" }))
-        .await;
+    bao.put_secret("flows/token", json!({ "value": "token-new" })).await;
     let (reads, seen) = reader.await.unwrap();
     let seen = seen.expect("the rotated value was never used");
-    eprintln!(
-        "rotation: new value in use {:?} after the write ({reads} reads, none failed)",
-        seen - written
-    );
+    eprintln!("rotation: new value in use {:?} after the write ({reads} reads, none failed)", seen - written);
 
     // Outage: stale values are served, then the call fails closed.
     let bao_addr = bao.addr.clone();
@@ -319,30 +219,20 @@ async fn openbao_rotation_outage_stale_serving_and_recovery() {
             }
             Err(e) => break e,
         }
-        assert!(
-            down.elapsed() < Duration::from_secs(20),
-            "stale value served forever"
-        );
+        assert!(down.elapsed() < Duration::from_secs(20), "stale value served forever");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(
-        stale_served > 0,
-        "no stale value was served during the outage"
-    );
+    assert!(stale_served > 0, "no stale value was served during the outage");
     assert_eq!(err.kind(), "transport", "{err}");
     assert!(!err.to_string().contains("token-new"));
-    eprintln!(
-        "outage: {stale_served} stale reads, fail-closed after {:?}",
-        down.elapsed()
-    );
+    eprintln!("outage: {stale_served} stale reads, fail-closed after {:?}", down.elapsed());
 
     // Recovery: same address, new dev server (in-memory: set up again; the AppRole files are
     // rewritten and read again at the next login).
     let bao = Bao::start(port).await;
     assert_eq!(bao.addr, bao_addr);
     bao.setup_approle(dir.path()).await;
-    bao.put_secret("flows/token", json!({ "value": "token-after" }))
-        .await;
+    bao.put_secret("flows/token", json!({ "value": "token-after" })).await;
     let back = store.lookup(&token, &vaults).await.unwrap();
     assert_eq!(back.expose_secret(), "token-after");
 }

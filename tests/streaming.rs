@@ -33,25 +33,15 @@ async fn a_one_gib_body_streams_through_with_bounded_memory() {
     };
     let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
     let count = total / chunk.len() as u64;
-    let chunks =
-        futures_util::stream::iter((0..count).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let response = fx
-        .client(true)
-        .post(gw.url("/big"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let chunks = futures_util::stream::iter((0..count).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let response = fx.client(true).post(gw.url("/big")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let received: u64 = response.text().await.unwrap().trim().parse().unwrap();
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
     assert_eq!(received, total);
     let growth = peak.load(Ordering::Relaxed).saturating_sub(rss_before);
-    assert!(
-        growth < 128 * 1024 * 1024,
-        "memory grew by {growth} bytes for a {total}-byte body"
-    );
+    assert!(growth < 128 * 1024 * 1024, "memory grew by {growth} bytes for a {total}-byte body");
     gw.shutdown().await;
 }
 
@@ -63,20 +53,18 @@ async fn start_sink() -> std::net::SocketAddr {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |request: http::Request<hyper::body::Incoming>| async move {
-                        let mut body = request.into_body();
-                        let mut total = 0u64;
-                        while let Some(frame) = body.frame().await {
-                            if let Ok(data) = frame.unwrap().into_data() {
-                                total += data.len() as u64;
-                            }
+                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                    let mut body = request.into_body();
+                    let mut total = 0u64;
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame.unwrap().into_data() {
+                            total += data.len() as u64;
                         }
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(total.to_string())),
-                        ))
-                    },
-                );
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(total.to_string()),
+                    )))
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;

@@ -23,10 +23,7 @@ impl Fixture {
         std::fs::write(dir.path().join("ca.crt"), &pki.ca_cert_pem).unwrap();
         std::fs::write(dir.path().join("server.crt"), &pki.server_cert_pem).unwrap();
         std::fs::write(dir.path().join("server.key"), &pki.server_key_pem).unwrap();
-        Self {
-            dir,
-            ca_pem: pki.ca_cert_pem,
-        }
+        Self { dir, ca_pem: pki.ca_cert_pem }
     }
 
     pub fn path(&self) -> &Path {
@@ -129,13 +126,7 @@ pub async fn start_gateway(path: &Path) -> Running {
         .await
         .unwrap();
     });
-    Running {
-        gateway,
-        https,
-        admin,
-        stop: Some(stop),
-        done,
-    }
+    Running { gateway, https, admin, stop: Some(stop), done }
 }
 
 /// One `[[trigger]]` to the echo upstream.
