@@ -27,6 +27,14 @@ pub struct Gateway {
     pub metrics: PrometheusHandle,
     /// The run history.
     pub audit: crate::audit::AuditLog,
+    /// Signing keys of every identity, and the verified-token cache.
+    pub key_stores: crate::auth::KeyStores,
+    /// Rate-limit budgets (local, or shared through Redis).
+    pub limiters: crate::ratelimit::Limiters,
+    /// The pre-authentication flood shield.
+    pub shield: crate::ratelimit::Shield,
+    /// Cached secret values.
+    pub secrets: crate::secrets::SecretStore,
 }
 
 /// What a reload did.
@@ -45,17 +53,25 @@ pub enum ReloadOutcome {
 }
 
 impl Gateway {
-    /// A gateway running `policy`. `policy_path` is re-read on reload.
+    /// A gateway running `policy`. `policy_path` is re-read on reload. Must run inside
+    /// the tokio runtime: it starts the key refresh and housekeeping tasks.
     ///
     /// # Errors
-    /// The upstream client cannot be built (no usable root certificates).
+    /// The upstream client cannot be built (no usable root certificates), the run history
+    /// cannot be opened, or the Redis settings are unusable.
     pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Result<Arc<Self>, String> {
         let upstream = policy::build_client_for(&policy)?;
         let metrics = crate::telemetry::metrics_handle();
         let audit =
             crate::audit::AuditLog::new(&policy.audit).map_err(|e| format!("cannot open the run history: {e}"))?;
         publish_version(None, &policy.version);
-        Ok(Arc::new(Self {
+        let limiters =
+            crate::ratelimit::Limiters::new(&policy.cluster, Arc::new(crate::ratelimit::SystemClock::default()))
+                .map_err(|e| format!("cannot set up the rate limiter: {e}"))?;
+        let shield = crate::ratelimit::Shield::new(policy.shield);
+        let key_stores = crate::auth::KeyStores::new();
+        key_stores.start_refresh(policy.identities.values());
+        let gateway = Arc::new(Self {
             policy: ArcSwap::from_pointee(policy),
             policy_path,
             cert: OnceLock::new(),
@@ -64,7 +80,13 @@ impl Gateway {
             upstream,
             metrics,
             audit,
-        }))
+            key_stores,
+            limiters,
+            shield,
+            secrets: crate::secrets::SecretStore::new(),
+        });
+        start_housekeeping(&gateway);
+        Ok(gateway)
     }
 
     /// The running policy. A call loads it once and keeps it to the end, so a reload
@@ -131,6 +153,12 @@ impl Gateway {
         if old.audit != new.audit {
             self.audit.reconfigure(&new.audit);
         }
+        if old.cluster != new.cluster || old.shield != new.shield {
+            // Budgets live in these; rebuilding them would forget who spent what.
+            tracing::warn!("[cluster] and [shield] changes take effect at the next restart");
+        }
+        self.key_stores.start_refresh(new.identities.values());
+        self.secrets.retain_vaults(&new.vaults);
         let version = new.version.clone();
         publish_version(Some(&old.version), &version);
         self.policy.store(Arc::new(new));
@@ -152,6 +180,21 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Periodic upkeep that keeps per-key state bounded: idle rate-limit keys and shield
+/// entries are dropped. Stops when the gateway is dropped.
+fn start_housekeeping(gateway: &Arc<Gateway>) {
+    let weak = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let Some(gateway) = weak.upgrade() else { return };
+            gateway.limiters.sweep();
+            gateway.shield.retain_recent();
+        }
+    });
 }
 
 fn publish_version(old: Option<&str>, new: &str) {

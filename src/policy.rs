@@ -19,6 +19,7 @@ use crate::tls::{CertFiles, ClientCertPolicy};
 use http::Method;
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +43,20 @@ pub struct Policy {
     pub routes: Routes,
     /// Where run records go.
     pub audit: crate::audit::AuditConfig,
+    /// Proxies whose forwarded-for headers are believed.
+    pub trusted_proxies: crate::firewall::TrustedProxies,
+    /// Global IP rules, checked before any trigger's own.
+    pub firewall: crate::firewall::IpRules,
+    /// The pre-authentication shield.
+    pub shield: crate::ratelimit::ShieldSettings,
+    /// Budget sharing between replicas.
+    pub cluster: crate::ratelimit::ClusterSettings,
+    /// Token issuers by name.
+    pub identities: BTreeMap<String, Arc<crate::auth::Identity>>,
+    /// Secret stores (with the cache settings).
+    pub vaults: Arc<crate::secrets::Vaults>,
+    /// Keys of signed trigger URLs (for `flowgate sign-url`).
+    pub signed_urls: Option<crate::auth::SignedUrlKeys>,
     /// The policy text, for the admin API's redacted view (never shown unredacted).
     pub text: String,
 }
@@ -118,6 +133,18 @@ pub struct Trigger {
     pub forward_authorization: bool,
     /// What the run history captures of this trigger's calls.
     pub capture: crate::audit::CaptureRules,
+    /// Who may call it.
+    pub access: crate::auth::TriggerAccess,
+    /// Its own IP rules.
+    pub ip_rules: crate::firewall::IpRules,
+    /// Principals accepted only from given ranges.
+    pub pins: crate::firewall::PrincipalPins,
+    /// Its rate limit, if any.
+    pub rate_limit: Option<crate::ratelimit::RateLimitRule>,
+    /// Values written into the upstream request.
+    pub injection: crate::secrets::Injection,
+    /// Replace injected values echoed by the upstream.
+    pub scrub_responses: bool,
 }
 
 impl std::fmt::Debug for Trigger {
@@ -138,6 +165,30 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let audit = crate::audit::AuditConfig::compile(&raw.audit, &source.base_dir, &root.key("audit"), &mut diags);
     let admin_listen = compile_admin(&raw.admin.listen, &root.key("admin").key("listen"), &mut diags);
     let admin = compile_admin_access(&raw.admin, raw, &root.key("admin"), &mut diags);
+    let trusted_proxies = crate::firewall::TrustedProxies::compile(
+        &raw.server.trusted_proxies,
+        &root.key("server").key("trusted_proxies"),
+        &mut diags,
+    );
+    let firewall = crate::firewall::IpRules::compile(&raw.firewall, &root.key("firewall"), source, &mut diags);
+    let shield = crate::ratelimit::ShieldSettings::compile(&raw.shield, &root.key("shield"), &mut diags);
+    let cluster = crate::ratelimit::ClusterSettings::compile(&raw.cluster, &root.key("cluster"), &mut diags);
+    let identities = crate::auth::compile_identities(&raw.identity, &root.key("identity"), source, &mut diags);
+    let signed_urls = raw
+        .signed_urls
+        .as_ref()
+        .and_then(|s| crate::auth::compile_signed_urls(s, &root.key("signed_urls"), source, &mut diags));
+    let cache = crate::secrets::compile_cache(&raw.secrets, &root.key("secrets"), &mut diags);
+    let vaults = crate::secrets::compile_vaults(&raw.vault, &root.key("vault"), source, &mut diags).with_cache(cache);
+    let shared = Shared {
+        limits: &limits,
+        audit: &audit,
+        identities: &identities,
+        signed_urls: signed_urls.as_ref(),
+        vaults: &vaults,
+        default_rate_limit: raw.rate_limit.as_ref(),
+        source,
+    };
     let mut triggers = Vec::with_capacity(raw.trigger.len());
     let mut names: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (index, raw_trigger) in raw.trigger.iter().enumerate() {
@@ -145,7 +196,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         if let Some(first) = names.insert(&raw_trigger.name, index) {
             diags.error(&path.key("name"), format!("{:?} is also the name of trigger[{first}]", raw_trigger.name));
         }
-        if let Some(trigger) = compile_trigger(raw_trigger, &limits, &audit, source, &path, &mut diags) {
+        if let Some(trigger) = compile_trigger(raw_trigger, &shared, &path, &mut diags) {
             triggers.push(Arc::new(trigger));
         }
     }
@@ -168,6 +219,13 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         admin,
         routes,
         audit,
+        trusted_proxies,
+        firewall,
+        shield,
+        cluster,
+        identities,
+        vaults: Arc::new(vaults),
+        signed_urls,
         text: source.text.clone(),
     })
 }
@@ -328,14 +386,19 @@ fn compile_server(
     Some(ServerSettings { listen: listen?, tls, plain_http_listen })
 }
 
-fn compile_trigger(
-    raw: &RawTrigger,
-    limits: &Limits,
-    audit: &crate::audit::AuditConfig,
-    source: &SourceFile,
-    path: &KeyPath,
-    diags: &mut Diagnostics,
-) -> Option<Trigger> {
+/// What every trigger's compile step reads from the rest of the policy.
+struct Shared<'a> {
+    limits: &'a Limits,
+    audit: &'a crate::audit::AuditConfig,
+    identities: &'a BTreeMap<String, Arc<crate::auth::Identity>>,
+    signed_urls: Option<&'a crate::auth::SignedUrlKeys>,
+    vaults: &'a crate::secrets::Vaults,
+    default_rate_limit: Option<&'a crate::ratelimit::RawRateLimit>,
+    source: &'a SourceFile,
+}
+
+fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags: &mut Diagnostics) -> Option<Trigger> {
+    let (limits, source) = (shared.limits, shared.source);
     if raw.name.trim().is_empty() {
         diags.error(&path.key("name"), "must not be empty");
     }
@@ -374,7 +437,24 @@ fn compile_trigger(
     }
     let upstream = Upstream::compile(raw, source, limits, path, diags);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
-    let capture = crate::audit::CaptureRules::compile(raw, audit.capture_max_bytes, path, diags);
+    let capture = crate::audit::CaptureRules::compile(raw, shared.audit.capture_max_bytes, path, diags);
+    let access = crate::auth::compile_access(raw, path, shared.identities, shared.signed_urls, diags);
+    let ip_rules = crate::firewall::IpRules::compile_parts(
+        "trigger",
+        crate::firewall::IpRuleParts::from_trigger(raw),
+        path,
+        source,
+        diags,
+    );
+    let pins = crate::firewall::PrincipalPins::compile(&raw.principal_ips, &path.key("principal_ips"), diags);
+    let rate_limit = match (&raw.rate_limit, shared.default_rate_limit) {
+        (Some(own), _) => crate::ratelimit::RateLimitRule::compile(own, &raw.name, &path.key("rate_limit"), diags),
+        (None, Some(default)) => {
+            crate::ratelimit::RateLimitRule::compile(default, &raw.name, &KeyPath::root().key("rate_limit"), diags)
+        }
+        (None, None) => None,
+    };
+    let injection = crate::secrets::compile_injection(&raw.inject, &path.key("inject"), shared.vaults, diags);
     Some(Trigger {
         name: raw.name.clone(),
         host,
@@ -386,6 +466,12 @@ fn compile_trigger(
         response_timeout: raw.upstream_response_timeout.map_or(limits.upstream_response_timeout, |d| d.0),
         forward_authorization: raw.forward_authorization,
         capture,
+        access,
+        ip_rules,
+        pins,
+        rate_limit,
+        injection,
+        scrub_responses: raw.scrub_responses,
     })
 }
 

@@ -17,12 +17,15 @@ pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
 
 use crate::audit::RunRecord;
+use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
+use crate::firewall::client_address;
 use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
+use crate::ratelimit::{LimitKey, RateKey};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -43,7 +46,7 @@ pub struct Connection {
     pub id: u64,
 }
 
-/// A call that passed `admit`: where it goes, and the proof that it may.
+/// A call that passed `admit`: where it goes, who is calling, and the proof that it may.
 pub struct Admitted {
     /// The matched trigger.
     pub trigger: Arc<Trigger>,
@@ -51,6 +54,10 @@ pub struct Admitted {
     pub rest: String,
     /// The client address we settled on.
     pub client: IpAddr,
+    /// The authenticated caller.
+    pub caller: Caller,
+    /// The `RateLimit` header for the response, when the trigger has a limit.
+    pub rate_limit_header: Option<HeaderValue>,
     /// Proof of admission.
     pub permit: Permit,
 }
@@ -70,6 +77,8 @@ struct Capture {
     request_headers: http::HeaderMap,
     response_headers: http::HeaderMap,
     response_body: Arc<body::Tap>,
+    /// Injected secret values: redacted wherever they appear in the record.
+    secrets: Vec<crate::secrets::SecretValue>,
 }
 
 impl Call {
@@ -91,9 +100,10 @@ pub async fn handle(
     // One policy snapshot for the whole call: a reload never changes the rules under it.
     let policy = gateway.policy();
     let mut call = Call::begin(&policy, &connection, &request);
+    let (parts, body) = request.into_parts();
 
-    let outcome = match admit(&gateway, &policy, &connection, &request, &mut call).await {
-        Ok(admitted) => forward(&gateway, &connection, admitted, request, &mut call).await,
+    let outcome = match admit(&gateway, &policy, &connection, &parts, &mut call).await {
+        Ok(admitted) => forward(&gateway, &policy, &connection, admitted, parts, body, &mut call).await,
         Err(rejection) => Err(rejection),
     };
 
@@ -110,58 +120,123 @@ pub async fn handle(
     Ok(record_on_end(gateway, call, response))
 }
 
-/// Every check a call must pass, cheapest first, so a flood of bad calls never reaches
-/// signature verification, the rate-limit store or the vault.
+/// Every check a call must pass, cheapest first, so that a flood of bad calls never
+/// reaches signature verification, the rate-limit store or the vault.
 ///
 /// # Errors
 /// The first check that refuses the call.
 pub async fn admit(
-    _gateway: &Gateway,
+    gateway: &Gateway,
     policy: &Policy,
     connection: &Connection,
-    request: &Request<hyper::body::Incoming>,
+    parts: &http::request::Parts,
     call: &mut Call,
 ) -> Result<Admitted, Rejection> {
     // hyper caps the head at its buffer size (at least 8 KiB); the policy's own, possibly
-    // smaller, limit is enforced here before any header is interpreted.
-    let head_bytes: usize = request.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    // smaller, limit is enforced before any header is interpreted.
+    let head_bytes: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if head_bytes > policy.limits.max_header_bytes {
         return Err(Denial::HeadersTooLarge { limit: policy.limits.max_header_bytes }.into());
     }
 
-    // Client address first: every later rule and the run record need it.
-    let client = connection.peer.ip();
-    call.record.client_ip = Some(client);
+    // Client address: forwarded-for is believed only from trusted proxies. Every later
+    // rule and the run record use it.
+    let address = client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies);
+    call.record.client_ip = Some(address.client);
+    call.record.client_ip_note = address.note.clone();
 
-    // Route: a miss is a bare 404 before anything else is revealed.
-    let host = request_host(request);
-    let found = policy.routes.find(host, request.uri().path(), request.method())?;
+    // Global firewall: the cheapest refusal, before anything else is revealed.
+    policy.firewall.check(address.client, address.peer).map_err(ip_denial)?;
+
+    // Route: a miss is a bare 404 that says nothing about what exists.
+    let found = policy.routes.find(request_host_of(parts), parts.uri.path(), &parts.method)?;
     let trigger = found.trigger.clone();
     call.record.trigger = Some(trigger.name.clone());
 
+    // The trigger's own IP rules.
+    trigger.ip_rules.check(address.client, address.peer).map_err(ip_denial)?;
+
     // A declared body over the limit is refused before any expensive check.
-    if declared_length(request).is_some_and(|len| len > trigger.max_body_bytes) {
+    if declared_length(&parts.headers).is_some_and(|len| len > trigger.max_body_bytes) {
         return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
     }
 
-    Ok(Admitted { trigger, rest: found.rest.to_owned(), client, permit: Permit::issue() })
+    // Pre-authentication shield: a flood from one address stops here, before it can burn
+    // CPU on signature checks.
+    gateway.shield.check(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
+
+    // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
+    let caller = gateway
+        .key_stores
+        .authenticate(&trigger.access, parts)
+        .await
+        .map_err(|error| error.into_rejection(trigger.access.realm()))?;
+    call.record.tenant = caller.tenant.clone();
+    call.record.principal = Some(caller.principal.clone());
+    call.record.app_id = caller.app_id.clone();
+
+    // Per-principal pinning needs the caller, so it runs right after authentication.
+    trigger.pins.check(&caller.principal_ids, address.client).map_err(ip_denial)?;
+
+    // Rate limit last among the checks: only calls that would otherwise be admitted spend
+    // budget, so refused junk cannot exhaust a real caller's allowance.
+    let rate_limit_header = match &trigger.rate_limit {
+        None => None,
+        Some(rule) => {
+            let key = match rule.key {
+                LimitKey::Principal => RateKey::principal(caller.tenant.as_deref().unwrap_or("-"), &caller.principal),
+                LimitKey::Ip => RateKey::ip(address.client),
+                LimitKey::Trigger => RateKey::trigger(),
+                LimitKey::TcpConnection => RateKey::connection(connection.id),
+            };
+            let decision = gateway
+                .limiters
+                .check(rule, &key)
+                .await
+                .map_err(|e| Failure::LimiterUnavailable { reason: e.to_string() })?;
+            if !decision.admitted {
+                return Err(Denial::RateLimited {
+                    retry_after_secs: decision.retry_after_secs.unwrap_or(1),
+                    policy: decision.policy_header(rule),
+                    limit: decision.limit_header(rule),
+                    reason: format!("{:?} key of rule {}", rule.key, rule.name),
+                }
+                .into());
+            }
+            HeaderValue::from_str(&decision.limit_header(rule)).ok()
+        }
+    };
+
+    Ok(Admitted {
+        trigger,
+        rest: found.rest.to_owned(),
+        client: address.client,
+        caller,
+        rate_limit_header,
+        permit: Permit::issue(),
+    })
+}
+
+fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {
+    Denial::IpForbidden { rule: refusal.to_string() }.into()
 }
 
 /// Sends an admitted call upstream and streams the answer back.
 ///
 /// # Errors
-/// 413 when the body crosses the limit while streaming; 502 when the upstream cannot be
-/// reached; 504 when it does not answer in time.
+/// 503 when a secret cannot be resolved; 413 when the body crosses the limit while
+/// streaming; 502 when the upstream cannot be reached; 504 when it does not answer in time.
 pub async fn forward(
     gateway: &Gateway,
+    policy: &Policy,
     connection: &Connection,
     admitted: Admitted,
-    request: Request<hyper::body::Incoming>,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    let Admitted { trigger, rest, client, permit: _permit } = admitted;
-    let host = request_host(&request).map(str::to_owned);
-    let (parts, body) = request.into_parts();
+    let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
+    let host = request_host_of(&parts).map(str::to_owned);
     if trigger.capture.enabled {
         call.request_body =
             Arc::new(BodyStats { tap: Some(body::Tap::new(trigger.capture.max_bytes)), ..BodyStats::default() });
@@ -170,11 +245,33 @@ pub async fn forward(
             request_headers: parts.headers.clone(),
             response_headers: http::HeaderMap::new(),
             response_body: Arc::new(body::Tap::new(trigger.capture.max_bytes)),
+            secrets: Vec::new(),
         });
     }
+
+    // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
+    let rendered = trigger
+        .injection
+        .render(&permit, &gateway.secrets, &policy.vaults)
+        .await
+        .map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
+    if let Some(capture) = &mut call.capture {
+        capture.secrets = rendered.secret_values().to_vec();
+    }
+
+    // The upstream URL: its own path and query win; the caller's signature parameters and
+    // parameters of injected names are dropped, then injected parameters are appended.
+    let stripped = trigger.injection.names_to_strip();
+    let signed = trigger.access.signed_params();
+    let drop_param = |name: &str| {
+        stripped.query.iter().any(|q| q == name)
+            || signed.is_some_and(|p| [p.sig.as_str(), p.exp.as_str(), p.kid.as_str()].contains(&name))
+    };
+    let injected_query: Vec<(&str, &str)> =
+        rendered.query().iter().map(|(name, value)| (name.as_str(), value.expose_secret())).collect();
     let uri = trigger
         .upstream
-        .uri_for(&rest, parts.uri.query(), &|_| false)
+        .uri_for(&rest, parts.uri.query(), &drop_param, &injected_query)
         .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") })?;
 
     let mut headers = parts.headers;
@@ -188,9 +285,40 @@ pub async fn forward(
             request_id: &call.record.id,
         },
     );
+    // A caller can neither forge identity headers nor pre-set an injected one.
+    for name in crate::auth::ALWAYS_STRIPPED_HEADERS.iter().chain(&stripped.headers) {
+        headers.remove(name);
+    }
+    if trigger.access.forward_identity {
+        for (name, value) in crate::auth::identity_headers(&caller) {
+            headers.insert(name, value);
+        }
+    }
+    rendered.apply_headers(&mut headers);
 
     let request_stats = call.request_body.clone();
-    let body = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone()).boxed_unsync();
+    let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
+    let body = if trigger.injection.has_json() {
+        // JSON field injection needs the whole (bounded) body.
+        let collected = capped.collect().await.map_err(|_| {
+            if request_stats.exceeded.load(Ordering::Relaxed) {
+                Rejection::from(Denial::BodyTooLarge { limit: trigger.max_body_bytes })
+            } else {
+                Denial::BadRequest { reason: "the request body could not be read".into() }.into()
+            }
+        })?;
+        let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
+            crate::secrets::SecretError::JsonBody { .. } => {
+                Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
+            }
+            other => Failure::SecretUnavailable { reason: other.to_string() }.into(),
+        })?;
+        headers.remove(header::CONTENT_LENGTH);
+        full_body(injected)
+    } else {
+        capped.boxed_unsync()
+    };
+
     let mut upstream_request = Request::new(body);
     *upstream_request.method_mut() = parts.method;
     *upstream_request.uri_mut() = uri;
@@ -229,10 +357,23 @@ pub async fn forward(
     call.record.upstream_status = Some(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(value) = rate_limit_header {
+        parts.headers.insert(HeaderName::from_static("ratelimit"), value);
+    }
+    let body = body.map_err(|e| -> BoxError { Box::new(e) });
+    let body = if trigger.scrub_responses {
+        // An upstream that echoes an injected value must not hand it to the caller.
+        let scrubber = rendered.scrubber();
+        scrubber.scrub_headers(&mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        scrubber.wrap(body).boxed_unsync()
+    } else {
+        body.boxed_unsync()
+    };
     if let Some(capture) = &mut call.capture {
         capture.response_headers = parts.headers.clone();
     }
-    Ok(Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Wraps the response body so that the access-log line and the run record are written
@@ -262,8 +403,12 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                 let request_prefix = request_body.tap.as_ref().map(body::Tap::bytes).unwrap_or_default();
                 // Values of dropped request fields are redacted wherever they reappear
                 // (an upstream echoing its input), like injected secrets.
-                let hidden = crate::audit::private_values(rules, &request_prefix);
-                let hidden: Vec<&[u8]> = hidden.iter().map(Vec::as_slice).collect();
+                let private = crate::audit::private_values(rules, &request_prefix);
+                let hidden: Vec<&[u8]> = private
+                    .iter()
+                    .map(Vec::as_slice)
+                    .chain(capture.secrets.iter().map(|s| s.expose_secret().as_bytes()))
+                    .collect();
                 record.capture = Some(crate::audit::Captured {
                     request: Some(crate::audit::capture_request(
                         rules,
@@ -303,12 +448,12 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
 }
 
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.
-pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    request.uri().authority().map(|a| a.as_str()).or_else(|| request.headers().get(header::HOST)?.to_str().ok())
+pub fn request_host_of(parts: &http::request::Parts) -> Option<&str> {
+    parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
 }
 
-fn declared_length<B>(request: &Request<B>) -> Option<u64> {
-    request.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// A fresh request id: a time-ordered UUID, so ids sort by arrival.

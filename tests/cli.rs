@@ -24,8 +24,8 @@ fn check_accepts_a_valid_policy_with_a_summary() {
 fn check_reports_every_error_located() {
     let fx = Fixture::new();
     let text = fx.policy_text(
-        "[[trigger]]\nname = \"a\"\npath = \"no-slash\"\nupstream = \"http://127.0.0.1:9/\"\nwho = \"anyone\"\n\n\
-         [[trigger]]\nname = \"a\"\npath = \"/b\"\nupstream = \"ftp://x/\"\nwho = \"anyone\"\nmethods = [\"POST\", \"P0ST\"]\n",
+        "[[trigger]]\nname = \"a\"\npath = \"no-slash\"\nupstream = \"http://127.0.0.1:9/\"\nwho = \"tenant_users\"\nidentity = \"test\"\n\n\
+         [[trigger]]\nname = \"a\"\npath = \"/b\"\nupstream = \"ftp://x/\"\nwho = \"tenant_users\"\nidentity = \"test\"\nmethods = [\"POST\", \"P0ST\"]\n",
     );
     let path = fx.write_policy(&text);
     let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
@@ -66,6 +66,7 @@ fn missing_policy_file_is_a_located_error() {
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_call_finish_then_exits_0() {
     let fx = Fixture::new();
+    fx.serve_issuer();
     let echo = start_echo().await;
     let port = free_port();
     let text = fx

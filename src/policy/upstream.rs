@@ -156,7 +156,8 @@ impl Upstream {
 
     /// The upstream URI for a call: the base path plus the rest of a prefix match, and the
     /// upstream's own query followed by the caller's parameters that do not collide with it
-    /// or with `also_drop` (injected and signature parameters).
+    /// or with `also_drop` (injected and signature parameters), then `appended` (injected
+    /// parameters, form-encoded).
     ///
     /// # Errors
     /// The resulting URI is invalid (an unparsable caller path).
@@ -165,6 +166,7 @@ impl Upstream {
         rest: &str,
         caller_query: Option<&str>,
         also_drop: &dyn Fn(&str) -> bool,
+        appended: &[(&str, &str)],
     ) -> Result<Uri, http::Error> {
         let mut path_and_query = String::with_capacity(self.base_path.len() + rest.len() + 64);
         path_and_query.push_str(&self.base_path);
@@ -189,6 +191,14 @@ impl Upstream {
                 query.push('&');
             }
             query.push_str(pair);
+        }
+        if !appended.is_empty() {
+            let mut extra = url::form_urlencoded::Serializer::new(String::new());
+            extra.extend_pairs(appended.iter().copied());
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(&extra.finish());
         }
         if !query.is_empty() {
             path_and_query.push('?');
@@ -224,22 +234,22 @@ mod tests {
     #[test]
     fn caller_cannot_override_upstream_query() {
         let u = upstream("https://flows.example/wf/abc/invoke?api-version=2016-06-01&sig=S");
-        let uri = u.uri_for("", Some("sig=evil&x=1&api-version=1"), &|_| false).unwrap();
+        let uri = u.uri_for("", Some("sig=evil&x=1&api-version=1"), &|_| false, &[]).unwrap();
         assert_eq!(uri.to_string(), "https://flows.example/wf/abc/invoke?api-version=2016-06-01&sig=S&x=1");
     }
 
     #[test]
     fn prefix_rest_is_appended_once() {
         let u = upstream("http://127.0.0.1:9/base/");
-        assert_eq!(u.uri_for("/a/b", None, &|_| false).unwrap().to_string(), "http://127.0.0.1:9/base/a/b");
+        assert_eq!(u.uri_for("/a/b", None, &|_| false, &[]).unwrap().to_string(), "http://127.0.0.1:9/base/a/b");
         let root = upstream("http://127.0.0.1:9");
-        assert_eq!(root.uri_for("/a", None, &|_| false).unwrap().to_string(), "http://127.0.0.1:9/a");
+        assert_eq!(root.uri_for("/a", None, &|_| false, &[]).unwrap().to_string(), "http://127.0.0.1:9/a");
     }
 
     #[test]
     fn dropped_names_are_removed() {
         let u = upstream("http://h/p");
-        let uri = u.uri_for("", Some("flowgate_sig=x&keep=1"), &|n| n == "flowgate_sig").unwrap();
+        let uri = u.uri_for("", Some("flowgate_sig=x&keep=1"), &|n| n == "flowgate_sig", &[]).unwrap();
         assert_eq!(uri.query(), Some("keep=1"));
     }
 }

@@ -390,6 +390,12 @@ impl Rendered {
         out.map(Bytes::from)
     }
 
+    /// Every secret value used in this call (the run history redacts them wherever they
+    /// appear).
+    pub fn secret_values(&self) -> &[SecretValue] {
+        &self.secrets
+    }
+
     /// A scrubber for every secret value used in this call (for `scrub_responses`).
     pub fn scrubber(&self) -> Scrubber {
         Scrubber::new(self.secrets.iter().cloned())

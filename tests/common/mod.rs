@@ -2,6 +2,7 @@
 //! loopback, and the real gateway started in-process on 127.0.0.1:0 over real TLS.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use flowgate::auth::dev_issuer::{DevIssuer, MintOptions};
 use flowgate::gateway::Gateway;
 use flowgate::server::{self, Listeners};
 use flowgate::tls::dev::DevPki;
@@ -10,10 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// A temporary directory with a CA and a server certificate for loopback.
+/// A temporary directory with a CA and a server certificate for loopback, and a
+/// development token issuer (ES256) whose discovery and JWKS tests serve on loopback.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub ca_pem: String,
+    pub issuer: Arc<DevIssuer>,
+    issuer_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 impl Fixture {
@@ -23,18 +27,44 @@ impl Fixture {
         std::fs::write(dir.path().join("ca.crt"), &pki.ca_cert_pem).unwrap();
         std::fs::write(dir.path().join("server.crt"), &pki.server_cert_pem).unwrap();
         std::fs::write(dir.path().join("server.key"), &pki.server_key_pem).unwrap();
-        Self { dir, ca_pem: pki.ca_cert_pem }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let issuer = Arc::new(DevIssuer::load_or_create(dir.path(), &url).expect("dev issuer"));
+        Self { dir, ca_pem: pki.ca_cert_pem, issuer, issuer_listener: std::sync::Mutex::new(Some(listener)) }
+    }
+
+    /// Serves the issuer's discovery and JWKS (once; later calls do nothing).
+    pub fn serve_issuer(&self) {
+        if let Some(listener) = self.issuer_listener.lock().unwrap().take() {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tokio::spawn(self.issuer.clone().serve(listener, std::future::pending::<()>()));
+        }
+    }
+
+    /// A token the test triggers accept (the demo tenant, role `Flows.Invoke`).
+    pub fn token(&self) -> String {
+        self.issuer.mint(&MintOptions::default()).unwrap()
+    }
+
+    /// A token minted with `edit` applied to the default options.
+    pub fn token_with(&self, edit: impl FnOnce(&mut MintOptions)) -> String {
+        let mut opts = MintOptions::default();
+        edit(&mut opts);
+        self.issuer.mint(&opts).unwrap()
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    /// The `[server]` and `[admin]` sections for a gateway on port 0, plus `extra` TOML.
+    /// The `[server]` and `[admin]` sections for a gateway on port 0, the test identity,
+    /// plus `extra` TOML.
     pub fn policy_text(&self, extra: &str) -> String {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"server.crt\", key = \"server.key\" }}\n\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\n{extra}"
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n{}\n{extra}",
+            self.issuer.identity_toml("test")
         )
     }
 
@@ -45,10 +75,22 @@ impl Fixture {
         path
     }
 
-    /// A reqwest client trusting the test CA. `http2` forces h2 by ALPN, else h1 only.
+    /// A reqwest client trusting the test CA and sending a valid token by default. `http2`
+    /// lets ALPN pick h2, else h1 only.
     pub fn client(&self, http2: bool) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {}", self.token()).parse().unwrap());
+        self.client_with_headers(http2, headers)
+    }
+
+    /// A client trusting the test CA with no credentials.
+    pub fn anonymous_client(&self, http2: bool) -> reqwest::Client {
+        self.client_with_headers(http2, reqwest::header::HeaderMap::new())
+    }
+
+    fn client_with_headers(&self, http2: bool, headers: reqwest::header::HeaderMap) -> reqwest::Client {
         let cert = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
-        let builder = reqwest::Client::builder().tls_certs_only([cert]).no_proxy();
+        let builder = reqwest::Client::builder().tls_certs_only([cert]).default_headers(headers).no_proxy();
         let builder = if http2 { builder } else { builder.http1_only() };
         builder.build().unwrap()
     }
@@ -107,6 +149,13 @@ impl Running {
     }
 }
 
+/// Serves the fixture's issuer, compiles the policy file at `path` and serves it on the
+/// ports it names (0 = any).
+pub async fn start_gateway_for(fx: &Fixture, path: &Path) -> Running {
+    fx.serve_issuer();
+    start_gateway(path).await
+}
+
 /// Compiles the policy file at `path` and serves it on the ports it names (0 = any).
 pub async fn start_gateway(path: &Path) -> Running {
     let policy = match flowgate::policy::load(path) {
@@ -129,10 +178,11 @@ pub async fn start_gateway(path: &Path) -> Running {
     Running { gateway, https, admin, stop: Some(stop), done }
 }
 
-/// One `[[trigger]]` to the echo upstream.
+/// One `[[trigger]]` to the echo upstream, open to the test tenant's users.
 pub fn echo_trigger(name: &str, path: &str, echo: SocketAddr, extra: &str) -> String {
     format!(
         "[[trigger]]\nname = \"{name}\"\npath = \"{path}\"\nmethods = [\"POST\", \"GET\"]\n\
-         upstream = \"http://{echo}/flows/{name}/invoke?api-version=1&sig=UPSTREAMSIG\"\nwho = \"anyone\"\n{extra}\n"
+         upstream = \"http://{echo}/flows/{name}/invoke?api-version=1&sig=UPSTREAMSIG\"\n\
+         who = \"tenant_users\"\nidentity = \"test\"\n{extra}\n"
     )
 }
