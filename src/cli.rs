@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// flowgate: a TLS gateway in front of HTTP-triggered automation flows.
 #[derive(Debug, Parser)]
@@ -44,6 +45,16 @@ pub enum Command {
     Schema,
     /// Show the run history from a running gateway's admin API.
     Runs(RunsArgs),
+    /// Mint a development token from the demo issuer (the token alone on the last line).
+    Token(TokenArgs),
+    /// Print a signed URL for a `who = "anyone"` trigger, signed with the policy's primary key.
+    SignUrl(SignUrlArgs),
+    /// List which triggers use which secret references and vaults (never values).
+    Secrets {
+        /// The policy file.
+        #[arg(long, short, default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
     /// Run the demo: gateway on https://127.0.0.1:8443 with a built-in echo upstream and
     /// development certificates in certs/; prints ready-to-paste curl commands.
     Demo(DemoArgs),
@@ -101,6 +112,41 @@ pub struct RunsArgs {
     pub token: Option<String>,
 }
 
+/// `flowgate token` options.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Where the demo issuer's key is kept (created on first use).
+    #[arg(long, default_value = "certs")]
+    pub certs: PathBuf,
+    /// The demo issuer's URL (`iss`).
+    #[arg(long, default_value = DEMO_ISSUER_URL)]
+    pub issuer: String,
+    /// Claims of the token.
+    #[command(flatten)]
+    pub mint: crate::auth::dev_issuer::MintOptions,
+}
+
+/// `flowgate sign-url` options.
+#[derive(Debug, clap::Args)]
+pub struct SignUrlArgs {
+    /// The policy whose `[signed_urls]` primary key signs.
+    #[arg(long, short, default_value = "config/demo.toml")]
+    pub config: PathBuf,
+    /// The method the URL is good for.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// Seconds until the URL expires.
+    #[arg(long, default_value_t = 3600)]
+    pub expires_in: u64,
+    /// The URL to sign, for example https://127.0.0.1:8443/demo/signed.
+    pub url: String,
+}
+
+/// The demo issuer's fixed address (named in config/demo.toml).
+pub const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9981";
+/// The demo issuer's URL.
+pub const DEMO_ISSUER_URL: &str = "http://127.0.0.1:9981";
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -124,6 +170,9 @@ pub fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Command::Runs(args) => runs(args).await,
+            Command::Token(args) => token(&args),
+            Command::SignUrl(args) => sign_url(&args),
+            Command::Secrets { config } => secrets_report(&config),
             Command::Demo(args) => demo(args).await,
         }
     })
@@ -144,6 +193,60 @@ fn check(file: &Path) -> ExitCode {
         Err(errors) => {
             print_errors(&errors);
             eprintln!("{} error(s) in {}; the policy is refused", errors.len(), file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(args: &TokenArgs) -> ExitCode {
+    let minted = crate::auth::dev_issuer::DevIssuer::load_or_create(&args.certs, &args.issuer)
+        .and_then(|issuer| issuer.mint(&args.mint));
+    match minted {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("flowgate token: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sign_url(args: &SignUrlArgs) -> ExitCode {
+    let policy = match crate::policy::load(&args.config) {
+        Ok(policy) => policy,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(keys) = &policy.signed_urls else {
+        eprintln!("{}: has no [signed_urls] section to sign with", args.config.display());
+        return ExitCode::FAILURE;
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match keys.sign(&args.method.to_ascii_uppercase(), &args.url, now + args.expires_in) {
+        Ok(url) => {
+            println!("{url}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("flowgate sign-url: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn secrets_report(config: &Path) -> ExitCode {
+    match crate::policy::load(config) {
+        Ok(policy) => {
+            let triggers = policy.routes.triggers().iter().map(|t| (t.name.as_str(), &t.injection));
+            print!("{}", crate::secrets::usage_report(triggers, &policy.vaults));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            print_errors(&errors);
             ExitCode::FAILURE
         }
     }
@@ -310,42 +413,77 @@ pub async fn shutdown_signal() {
 pub const DEMO_ECHO_ADDR: &str = "127.0.0.1:9980";
 
 async fn demo(args: DemoArgs) -> ExitCode {
-    let certs = match crate::tls::dev::ensure_dev_certs(&args.certs) {
-        Ok(certs) => certs,
-        Err(error) => {
-            eprintln!("flowgate demo: {error}");
-            return ExitCode::FAILURE;
+    match prepare_demo(&args).await {
+        Ok(policy) => run_gateway(policy, &args.config).await,
+        Err(message) => {
+            eprintln!("flowgate demo: {message}");
+            ExitCode::FAILURE
         }
-    };
-    let echo = match tokio::net::TcpListener::bind(DEMO_ECHO_ADDR).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("flowgate demo: cannot start the echo upstream on {DEMO_ECHO_ADDR}: {error}");
-            return ExitCode::FAILURE;
+    }
+}
+
+/// Generates the demo's development material on first run, starts the echo upstream and
+/// the token issuer, loads the demo policy and prints ready-to-paste curl commands.
+async fn prepare_demo(args: &DemoArgs) -> Result<crate::policy::Policy, String> {
+    use crate::auth::dev_issuer::{DevIssuer, MintOptions};
+    let certs = crate::tls::dev::ensure_dev_certs(&args.certs).map_err(|e| e.to_string())?;
+    let url_key = args.certs.join("demo-url.key");
+    if !url_key.exists() {
+        let key: [u8; 48] = rand::random();
+        let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+        crate::tls::dev::write_file(&args.certs, &url_key, text.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+    }
+    // Git does not keep file modes: the file vault refuses a readable secrets file.
+    if let Some(dir) = args.config.parent() {
+        let secrets = dir.join("demo-secrets.toml");
+        if secrets.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot set mode 0600 on {}: {e}", secrets.display()))?;
         }
+    }
+    let bind = |addr: &'static str, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot start the {what} on {addr}: {e}"))
     };
+    let echo = bind(DEMO_ECHO_ADDR, "echo upstream").await?;
+    let issuer_listener = bind(DEMO_ISSUER_ADDR, "token issuer").await?;
+    let issuer = Arc::new(DevIssuer::load_or_create(&args.certs, DEMO_ISSUER_URL).map_err(|e| e.to_string())?);
     tokio::spawn(crate::demo::serve_echo(echo));
-    let mut policy = match crate::policy::load(&args.config) {
-        Ok(policy) => policy,
-        Err(errors) => {
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
+    tokio::spawn(issuer.clone().serve(issuer_listener, std::future::pending::<()>()));
+
+    let mut policy = crate::policy::load(&args.config)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     policy.server.listen = args.listen;
     policy.admin_listen = Some(args.admin);
+
     let base = format!("https://{}", args.listen);
     let cacert = certs.ca_cert.display();
-    println!("flowgate demo: gateway {base}, admin http://{}, echo upstream http://{DEMO_ECHO_ADDR}", args.admin);
-    println!("Try these from the project root:");
+    let token = issuer.mint(&MintOptions::default()).map_err(|e| e.to_string())?;
+    println!("flowgate demo: gateway {base}, admin http://{}", args.admin);
+    println!("  echo upstream http://{DEMO_ECHO_ADDR}, token issuer {DEMO_ISSUER_URL}");
+    println!("Try these from the project root (tokens last an hour; `flowgate token` mints more):");
+    let json = "-H 'content-type: application/json' -d '{\"hello\":\"flowgate\",\"password\":\"hidden-in-runs\"}'";
     for trigger in policy.routes.triggers() {
         let method = trigger.methods.first().map_or("POST", |m| m.as_str());
-        let body = if method == "GET" {
-            String::new()
-        } else {
-            " -H 'content-type: application/json' -d '{\"hello\":\"flowgate\"}'".to_owned()
+        let url = format!("{base}{}", trigger.path);
+        let line = match trigger.access.who() {
+            crate::auth::Who::Anyone => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                match &policy.signed_urls {
+                    Some(keys) => match keys.sign(method, &url, now + 3600) {
+                        Ok(signed) => format!("curl --cacert {cacert} -X {method} '{signed}' {json}"),
+                        Err(_) => continue,
+                    },
+                    None => continue,
+                }
+            }
+            _ => {
+                let interface = if trigger.name == "demo-allowlisted" { " --interface 127.0.0.2" } else { "" };
+                format!("curl --cacert {cacert}{interface} -X {method} {url} -H 'authorization: Bearer {token}' {json}")
+            }
         };
-        println!("curl --cacert {cacert} -X {method} {base}{}{body}", trigger.path);
+        println!("{line}");
     }
-    run_gateway(policy, &args.config).await
+    println!("Run history: curl http://{}/runs   Metrics: curl http://{}/metrics", args.admin, args.admin);
+    Ok(policy)
 }
