@@ -53,7 +53,7 @@ impl LocalStore {
             evict_one(&mut shard, now_us);
         }
         let entry =
-            shard.entry(map_key).or_insert_with(|| Entry { window: Window::default(), last_used: now_us, period_us });
+            shard.entry(map_key).or_insert_with(|| Entry { window: Window::new(calls, period_us), last_used: now_us, period_us });
         entry.last_used = now_us;
         entry.period_us = period_us;
         entry.window.check(now_us, calls, period_us)
