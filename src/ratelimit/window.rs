@@ -205,8 +205,7 @@ impl<T: Copy + Into<u64> + TryFrom<u64>> Log<T> {
             return Some(offset);
         }
         let base: u64 = self.times.front().map_or(0, |&t| t.into());
-        let rebased: Option<VecDeque<T>> =
-            self.times.iter().map(|&t| T::try_from(t.into() - base).ok()).collect();
+        let rebased: Option<VecDeque<T>> = self.times.iter().map(|&t| T::try_from(t.into() - base).ok()).collect();
         let mut rebased = rebased?;
         rebased.reserve_exact(self.times.capacity().saturating_sub(rebased.len()));
         self.times = rebased;
