@@ -10,7 +10,8 @@
 //! 2000-per-60-s key.
 //!
 //! Bucketed fallback (`calls` > 100,000): a list of `"LATEST_US:COUNT"` buckets, as in
-//! `window.rs`.
+//! `window.rs`. Exact logs live under `PREFIX` + `x:` + key so that they never meet a
+//! bucket list written by an older flowgate under the same rule id.
 
 use super::window::{Outcome, is_exact, slot_of};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -191,9 +192,14 @@ impl RedisBackend {
         let mut conn = self.conn.clone();
         let exact = is_exact(calls);
         let mut invocation = if exact { self.exact.prepare_invoke() } else { self.bucketed.prepare_invoke() };
-        invocation.key(format!("{}{key}", self.settings.key_prefix)).arg(calls).arg(period_us);
-        if !exact {
-            invocation.arg(slot_of(period_us));
+        if exact {
+            invocation.key(format!("{}x:{key}", self.settings.key_prefix)).arg(calls).arg(period_us);
+        } else {
+            invocation
+                .key(format!("{}{key}", self.settings.key_prefix))
+                .arg(calls)
+                .arg(period_us)
+                .arg(slot_of(period_us));
         }
         let deadline = self.settings.timeout + self.settings.connect_timeout;
         let reply: Vec<i64> = tokio::time::timeout(deadline, invocation.invoke_async(&mut conn))

@@ -14,6 +14,8 @@
 //! offsets (8 bytes) for longer periods (up to the 31-day maximum). A `u32` log is rebased
 //! onto its oldest live admission when an offset would overflow (every 35 minutes or more,
 //! O(entries)). Nothing is rounded: the limiter is exact to the microsecond of its clock.
+//! (Should two concurrent calls reach the log out of clock order, the later-locked one is
+//! recorded at the newest time already in the log: it counts slightly longer, never less.)
 //!
 //! # Guarantees (each checked by a property test below)
 //! * **Never over-admits:** every half-open window of length `period` holds at most
@@ -29,20 +31,21 @@
 //! # Memory
 //! A log grows only as admissions happen (a key that called 3 times holds 3 entries) and
 //! never beyond `calls` entries: at most `calls × 4` bytes per key (`calls × 8` for periods
-//! over 35 minutes), plus about 150 bytes of map entry and key. For `calls = 2000,
+//! over 35 minutes), plus at most about 200 bytes of map entry and key. For `calls = 2000,
 //! period = 60 s` a saturated key holds 8,000 bytes; at the default cap of 50,000 local keys
 //! (`[cluster] local_max_keys`, least recently used evicted beyond it, metric
-//! `flowgate_ratelimit_keys_evicted_total`) the worst case is 50,000 × 8.15 kB ≈ 390 MiB.
-//! In general the worst case is `local_max_keys × calls × 4` bytes; lower `local_max_keys`
-//! for rules with a very large `calls`.
+//! `flowgate_ratelimit_keys_evicted_total`) the worst case is 50,000 × 8.2 kB ≈ 391 MiB.
+//! In general the worst case is `local_max_keys × calls × 4` bytes (`× 8` over 35 minutes),
+//! up to 400 kB per key at 100,000 calls: lower `local_max_keys` for rules with a very
+//! large `calls`.
 //!
-//! **Huge budgets** (`calls > 100,000`, [`EXACT_MAX_CALLS`]) fall back to a bucketed log: admissions in
-//! the same 1 % slot of the period are merged into one bucket remembering its count and
-//! latest time (at most 101 buckets of 16 bytes per key). It still never over-admits and
+//! **Huge budgets** (`calls > 100,000`, [`EXACT_MAX_CALLS`]) fall back to a bucketed log:
+//! admissions in the same 1 % slot of the period are merged into one bucket remembering its
+//! count and latest time (at most 101 buckets of 16 bytes per key). It still never over-admits and
 //! Retry-After stays exact, but a caller is only guaranteed admission with fewer than
 //! `calls` admissions in the last `period + 1 %`.
 //!
-//! The Redis script in `redis.rs` implements exactly the same rules with Redis's clock.
+//! The Redis script in `redis.rs` applies exactly the same rules, on Redis's clock.
 
 use std::collections::VecDeque;
 
