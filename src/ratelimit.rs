@@ -1,9 +1,12 @@
 //! Exact sliding-window rate limiting (local, or shared between replicas through Redis)
 //! and the pre-authentication flood shield.
 //!
-//! Semantics (see [`window`] for the algorithm and its proof sketch): per key, at most
-//! `calls` admissions in any window of `period`; a caller with fewer than `calls`
-//! admissions in the last `period + 1 %` is admitted; `Retry-After` is exact.
+//! Semantics (see [`window`] for the algorithm, its guarantees and memory bound): per key,
+//! an exact sliding log. At most `calls` admissions in any half-open window of `period`; a
+//! call with fewer than `calls` admissions in `(now − period, now]` is admitted, so a caller
+//! pacing itself exactly `period / calls` apart is never refused; `Retry-After` is exact
+//! (rounded up to whole seconds in the header). Budgets above 100,000 calls use a bounded
+//! bucketed log that admits within 1 % of the period.
 //!
 //! State that must survive a policy reload lives in [`Limiters`] (hung off the `Gateway`);
 //! a rule keeps its budgets across a reload when its [`RuleId`] (trigger name, calls,
@@ -139,7 +142,9 @@ pub struct RawCluster {
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
     /// Keys held by the local limiter at most; the least recently used are evicted
-    /// beyond it (metric `flowgate_ratelimit_keys_evicted_total`). Default 100000.
+    /// beyond it (metric `flowgate_ratelimit_keys_evicted_total`). Default 50000.
+    /// A key holds up to `calls × 4` bytes (`× 8` for periods over 35 minutes): 8 kB for
+    /// 2000 per 60 s, so about 390 MiB at most at the default.
     #[serde(default = "default_max_keys")]
     pub local_max_keys: usize,
 }
@@ -167,7 +172,7 @@ fn default_key_prefix() -> String {
     "flowgate:rl:".to_owned()
 }
 fn default_max_keys() -> usize {
-    100_000
+    50_000
 }
 
 /// Identifies a rule's budgets: the same for the same (trigger, calls, period, key kind),
@@ -618,6 +623,7 @@ mod tests {
         let cluster: RawCluster = toml::from_str("redis = \"redis://127.0.0.1:6379\"").unwrap();
         let settings = ClusterSettings::compile(&cluster, &KeyPath::root().key("cluster"), &mut diags);
         assert_eq!(settings.on_redis_error, OnRedisError::FailClosed);
+        assert_eq!(settings.local_max_keys, 50_000);
         assert_eq!(settings.redis.unwrap().timeout, Duration::from_millis(100));
         let bad: RawCluster = toml::from_str("redis = \"nonsense://x\"").unwrap();
         ClusterSettings::compile(&bad, &KeyPath::root().key("cluster"), &mut diags);

@@ -71,3 +71,30 @@ async fn an_unchanged_rule_keeps_its_budget_across_a_reload() {
     let changed = RateLimitRule::new("t", 2, Duration::from_secs(60), LimitKey::Trigger, false);
     assert!(limiters.check(&changed, &key).await.expect("check").admitted);
 }
+
+/// 2000 calls per 60 s, one call exactly every 30 ms for five periods: never refused;
+/// one call more within the period is.
+#[tokio::test]
+async fn an_evenly_paced_caller_is_never_refused() {
+    let clock = Arc::new(ManualClock::default());
+    let limiters = limiters(clock.clone());
+    let rule = RateLimitRule::new(
+        "paced",
+        2000,
+        Duration::from_secs(60),
+        LimitKey::Principal,
+        false,
+    );
+    let key = RateKey::principal("tenant", "oid:paced");
+    for i in 0..10_000 {
+        let decision = limiters.check(&rule, &key).await.expect("check");
+        assert!(decision.admitted, "paced call {i} refused: {decision:?}");
+        assert_eq!(decision.remaining, if i < 2000 { 1999 - i } else { 0 });
+        clock.advance(Duration::from_millis(30));
+    }
+    // Now = 300 s: the call made at 240 s stops counting exactly now (half-open window).
+    assert!(limiters.check(&rule, &key).await.expect("check").admitted);
+    let refused = limiters.check(&rule, &key).await.expect("check");
+    assert!(!refused.admitted);
+    assert_eq!(refused.retry_after_secs, Some(1), "{refused:?}");
+}

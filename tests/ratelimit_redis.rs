@@ -162,3 +162,68 @@ async fn redis_retry_after_lets_the_retry_through() {
     tokio::time::sleep(Duration::from_secs(retry)).await;
     assert!(limiters.check(&rule, &key).await.unwrap().admitted, "a retry after Retry-After succeeds");
 }
+
+/// An evenly paced caller is never refused by the shared limiter, across two instances.
+/// Call `j` is sent no earlier than one period (+1 ms for clock-rate differences between
+/// Tokio's monotonic clock and Redis's `TIME`) after call `j − calls` completed, and no
+/// earlier than `start + j × period / calls`: in Redis time, calls `j − calls` and `j` are
+/// at least one period apart, with about 1 ms to spare. (The former 1 %-slot design
+/// refused this caller: it counted admissions up to one 10 ms slot too long.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_never_refuses_an_evenly_paced_caller() {
+    let redis = Redis::start();
+    let instances = [
+        limiters(redis.port, OnRedisError::FailClosed),
+        limiters(redis.port, OnRedisError::FailClosed),
+    ];
+    let calls = 200usize;
+    let period = Duration::from_secs(1);
+    let rule = RateLimitRule::new(
+        "paced",
+        u32::try_from(calls).unwrap(),
+        period,
+        LimitKey::Principal,
+        false,
+    );
+    let key = RateKey::principal("tenant", "oid:paced");
+    let spacing = period / u32::try_from(calls).unwrap();
+    let start = tokio::time::Instant::now();
+    let mut done = Vec::new();
+    let mut min_remaining = u32::MAX;
+    for j in 0..calls * 3 / 2 {
+        let mut send_at = start + spacing * u32::try_from(j).unwrap();
+        if j >= calls {
+            send_at = send_at.max(done[j - calls] + period + Duration::from_millis(1));
+        }
+        tokio::time::sleep_until(send_at).await;
+        let decision = instances[j % 2]
+            .check(&rule, &key)
+            .await
+            .expect("redis answers");
+        done.push(tokio::time::Instant::now());
+        assert!(decision.admitted, "paced call {j} refused: {decision:?}");
+        min_remaining = min_remaining.min(decision.remaining);
+    }
+    // The caller did run at (about) the limit: the shared window was (nearly) full.
+    assert!(min_remaining <= 20, "min remaining {min_remaining}");
+}
+
+/// Budgets above 100,000 calls use the bucketed script: it answers and counts.
+#[tokio::test]
+async fn redis_huge_budget_uses_the_bucketed_script() {
+    let redis = Redis::start();
+    let limiters = limiters(redis.port, OnRedisError::FailClosed);
+    let rule = RateLimitRule::new(
+        "huge",
+        100_001,
+        Duration::from_secs(60),
+        LimitKey::Trigger,
+        false,
+    );
+    let key = RateKey::trigger();
+    for expected in [100_000, 99_999, 99_998] {
+        let decision = limiters.check(&rule, &key).await.unwrap();
+        assert!(decision.admitted);
+        assert_eq!(decision.remaining, expected);
+    }
+}

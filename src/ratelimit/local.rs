@@ -52,8 +52,11 @@ impl LocalStore {
         if !shard.contains_key(&map_key) && shard.len() >= self.per_shard {
             evict_one(&mut shard, now_us);
         }
-        let entry =
-            shard.entry(map_key).or_insert_with(|| Entry { window: Window::default(), last_used: now_us, period_us });
+        let entry = shard.entry(map_key).or_insert_with(|| Entry {
+            window: Window::new(calls, period_us),
+            last_used: now_us,
+            period_us,
+        });
         entry.last_used = now_us;
         entry.period_us = period_us;
         entry.window.check(now_us, calls, period_us)

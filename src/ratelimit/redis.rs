@@ -1,14 +1,67 @@
 //! The shared limiter: the same sliding-window rules as `window.rs`, run atomically inside
 //! Redis by one Lua script that reads Redis's own `TIME`, so every replica sees one clock.
 //!
-//! A key holds a list of `"LATEST_US:COUNT"` buckets, oldest first, and expires one period
-//! after its latest admission.
+//! Exact log (`calls` ≤ 100,000): a key is a list of admission times (µs since the Unix
+//! epoch, as integers), oldest first, never longer than `calls`; it expires once its newest
+//! admission stops counting. Each call trims the admissions at or before `now − period`
+//! (reading the head 16 at a time, so the cost is amortised O(1)), admits iff fewer than
+//! `calls` remain, and otherwise answers `Retry-After = list[len − calls] + period − now`.
+//! About 10 bytes per admission in Redis (listpack integers): ~20 kB for a saturated
+//! 2000-per-60-s key.
+//!
+//! Bucketed fallback (`calls` > 100,000): a list of `"LATEST_US:COUNT"` buckets, as in
+//! `window.rs`. Exact logs live under `PREFIX` + `x:` + key so that they never meet a
+//! bucket list written by an older flowgate under the same rule id.
 
-use super::window::{Outcome, slot_of};
+use super::window::{Outcome, is_exact, slot_of};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
-const SCRIPT: &str = r"
+/// The exact sliding log. ARGV: calls, period (µs). Reply: admitted, remaining, reset µs, retry µs.
+const EXACT_SCRIPT: &str = r"
+local key = KEYS[1]
+local calls = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local expired = 0
+while true do
+  local head = redis.call('LRANGE', key, expired, expired + 15)
+  local live = false
+  for i = 1, #head do
+    if tonumber(head[i]) + period <= now then
+      expired = expired + 1
+    else
+      live = true
+      break
+    end
+  end
+  if live or #head < 16 then
+    break
+  end
+end
+if expired > 0 then
+  redis.call('LTRIM', key, expired, -1)
+end
+local len = redis.call('LLEN', key)
+if len >= calls then
+  local oldest = tonumber(redis.call('LINDEX', key, 0))
+  local blocking = tonumber(redis.call('LINDEX', key, len - calls))
+  return {0, 0, oldest + period - now, blocking + period - now}
+end
+local at = now
+local newest = redis.call('LINDEX', key, -1)
+if newest and tonumber(newest) > at then
+  at = tonumber(newest)
+end
+redis.call('RPUSH', key, string.format('%.0f', at))
+redis.call('PEXPIRE', key, math.ceil((at + period - now) / 1000))
+local oldest = tonumber(redis.call('LINDEX', key, 0))
+return {1, calls - len - 1, oldest + period - now, 0}
+";
+
+/// The bucketed fallback for huge budgets. ARGV: calls, period (µs), slot (µs).
+const BUCKETED_SCRIPT: &str = r"
 local key = KEYS[1]
 local calls = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
@@ -79,7 +132,8 @@ pub struct RedisSettings {
 #[derive(Clone)]
 pub struct RedisBackend {
     conn: ConnectionManager,
-    script: redis::Script,
+    exact: redis::Script,
+    bucketed: redis::Script,
     settings: RedisSettings,
 }
 
@@ -117,7 +171,12 @@ impl RedisBackend {
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, script: redis::Script::new(SCRIPT), settings })
+        Ok(Self {
+            conn,
+            exact: redis::Script::new(EXACT_SCRIPT),
+            bucketed: redis::Script::new(BUCKETED_SCRIPT),
+            settings,
+        })
     }
 
     /// The settings used.
@@ -131,8 +190,17 @@ impl RedisBackend {
     /// Redis errors, connection failures and timeouts.
     pub async fn check(&self, key: &str, calls: u32, period_us: u64) -> Result<Outcome, RedisLimiterError> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.script.prepare_invoke();
-        invocation.key(format!("{}{key}", self.settings.key_prefix)).arg(calls).arg(period_us).arg(slot_of(period_us));
+        let exact = is_exact(calls);
+        let mut invocation = if exact { self.exact.prepare_invoke() } else { self.bucketed.prepare_invoke() };
+        if exact {
+            invocation.key(format!("{}x:{key}", self.settings.key_prefix)).arg(calls).arg(period_us);
+        } else {
+            invocation
+                .key(format!("{}{key}", self.settings.key_prefix))
+                .arg(calls)
+                .arg(period_us)
+                .arg(slot_of(period_us));
+        }
         let deadline = self.settings.timeout + self.settings.connect_timeout;
         let reply: Vec<i64> = tokio::time::timeout(deadline, invocation.invoke_async(&mut conn))
             .await
