@@ -164,11 +164,21 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ResponseB
 
 /// The strongest admin role granted by a bearer token of `identity`.
 async fn token_role(
-    _gateway: &Gateway,
-    _identity: &str,
-    _token_roles: &[(String, AdminRole)],
-    _headers: &http::HeaderMap,
+    gateway: &Gateway,
+    identity: &str,
+    token_roles: &[(String, AdminRole)],
+    headers: &http::HeaderMap,
 ) -> Result<AdminRole, StatusCode> {
-    // Wired to token validation with the auth module.
-    Err(StatusCode::UNAUTHORIZED)
+    let policy = gateway.policy();
+    let identity = policy.identities.get(identity).ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+    let claims = gateway.key_stores.verify_bearer(identity, headers).await.map_err(|error| {
+        tracing::info!(reason = %error, "admin API call refused");
+        StatusCode::UNAUTHORIZED
+    })?;
+    token_roles
+        .iter()
+        .filter(|(claim, _)| claims.roles.iter().any(|held| held == claim))
+        .map(|(_, role)| *role)
+        .max()
+        .ok_or(StatusCode::FORBIDDEN)
 }

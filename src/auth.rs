@@ -938,6 +938,20 @@ impl KeyStores {
         access.evaluate(&claims)
     }
 
+    /// Verifies the bearer token of `headers` against `identity` alone (no trigger rules):
+    /// the admin API maps the verified `roles` claim to admin roles.
+    ///
+    /// # Errors
+    /// [`AuthError`] as for [`KeyStores::authenticate`].
+    pub async fn verify_bearer(
+        &self,
+        identity: &Identity,
+        headers: &http::HeaderMap,
+    ) -> Result<Arc<Claims>, AuthError> {
+        let token = bearer_token(headers)?;
+        Ok(self.verify_token(&identity.spec(), token).await?)
+    }
+
     /// Starts the background key refresh of every identity (idempotent per key source)
     /// and drops the stores no identity uses any more. Call after each policy swap, from
     /// inside the tokio runtime.

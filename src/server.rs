@@ -171,6 +171,14 @@ impl AcceptLoop {
                     continue;
                 }
             };
+            // Global IP rules that certainly refuse this peer close the socket before the
+            // TLS handshake costs anything.
+            let policy = self.gateway.policy();
+            if !policy.firewall.check_peer_at_accept(peer.ip(), &policy.trusted_proxies) {
+                metrics::counter!("flowgate_connections_refused_total", "reason" => "firewall").increment(1);
+                tracing::debug!(%peer, "connection refused by the global firewall");
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let connection =
                 Arc::new(Connection { peer, tls: tls.is_some(), id: self.ids.fetch_add(1, Ordering::Relaxed) });

@@ -144,3 +144,45 @@ async fn reload_through_the_admin_api_reports_located_errors() {
     assert!(first.contains("policy.toml:") && first.contains("methods"), "{first}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn admin_tokens_map_roles_claims_to_admin_roles() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let trigger = echo_trigger("t", "/t", echo, "private_parameters = [\"password\"]");
+    let policy = fx.write_policy(&fx.policy_text(&trigger).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\nidentity = \"test\"\n\
+         token_roles = { viewer = [\"Flowgate.Viewer\"], owner = [\"Flowgate.Owner\"] }\n",
+    ));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let admin = reqwest::Client::new();
+    let with_roles = |roles: &[&str]| {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        fx.token_with(move |o| o.roles = roles)
+    };
+
+    let anonymous = admin.get(gw.admin_url("/policy")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "loopback alone is not enough once an admin identity is set");
+    let caller_only = admin.get(gw.admin_url("/runs")).bearer_auth(with_roles(&["Flows.Invoke"])).send().await.unwrap();
+    assert_eq!(caller_only.status(), 403);
+
+    let viewer = with_roles(&["Flowgate.Viewer"]);
+    let view: serde_json::Value =
+        admin.get(gw.admin_url("/policy")).bearer_auth(&viewer).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["role"], "viewer");
+    assert!(!view["policy"].to_string().contains("private_parameters"));
+    let reload = admin.post(gw.admin_url("/reload")).bearer_auth(&viewer).send().await.unwrap();
+    assert_eq!(reload.status(), 403);
+
+    let owner = with_roles(&["Flowgate.Viewer", "Flowgate.Owner"]);
+    let view: serde_json::Value =
+        admin.get(gw.admin_url("/policy")).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["role"], "owner");
+    assert!(view["policy"].to_string().contains("private_parameters"));
+    let reload = admin.post(gw.admin_url("/reload")).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(reload.status(), 200);
+    // Health and metrics stay open for probes and scrapers.
+    assert_eq!(admin.get(gw.admin_url("/healthz")).send().await.unwrap().status(), 200);
+    gw.shutdown().await;
+}

@@ -208,3 +208,23 @@ async fn admin_reports_health_readiness_and_metrics() {
     assert!(!metrics.contains("UPSTREAMSIG"), "the upstream query leaked into metrics");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_globally_denied_peer_is_dropped_before_the_tls_handshake() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(
+        &fx.policy_text(&format!("[firewall]\ndeny_ips = [\"127.0.0.2\"]\n\n{}", echo_trigger("t", "/t", echo, ""))),
+    );
+    let gw = start_gateway_for(&fx, &policy).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(gw.https).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
+    let handshake =
+        tokio::time::timeout(Duration::from_secs(10), connector.connect("localhost".try_into().unwrap(), tcp)).await;
+    assert!(matches!(handshake, Ok(Err(_))), "the denied peer completed a TLS handshake");
+    // Others are still served.
+    assert_eq!(fx.client(false).post(gw.url("/t")).send().await.unwrap().status(), 200);
+    gw.shutdown().await;
+}
