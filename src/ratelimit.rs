@@ -86,10 +86,10 @@ pub struct RawShield {
     /// Turn the shield on (default) or off.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Sustained requests per second per client address (default 200).
+    /// Sustained requests per second per client address (default 1000).
     #[serde(default = "default_shield_rate")]
     pub per_second: u32,
-    /// Requests admitted at once from an idle address (default 400).
+    /// Requests admitted at once from an idle address (default 3000).
     #[serde(default = "default_shield_burst")]
     pub burst: u32,
 }
@@ -104,10 +104,10 @@ fn yes() -> bool {
     true
 }
 fn default_shield_rate() -> u32 {
-    200
+    1000
 }
 fn default_shield_burst() -> u32 {
-    400
+    3000
 }
 
 /// What to do when the shared limiter (Redis) cannot answer.
@@ -628,7 +628,7 @@ mod tests {
         let bad: RawCluster = toml::from_str("redis = \"nonsense://x\"").unwrap();
         ClusterSettings::compile(&bad, &KeyPath::root().key("cluster"), &mut diags);
         let shield = ShieldSettings::compile(&RawShield::default(), &KeyPath::root().key("shield"), &mut diags);
-        assert_eq!((shield.per_second.get(), shield.burst.get(), shield.enabled), (200, 400, true));
+        assert_eq!((shield.per_second.get(), shield.burst.get(), shield.enabled), (1000, 3000, true));
         let problems = diags.into_vec();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path.to_string(), "cluster.redis");

@@ -152,7 +152,12 @@ fn read_key(reference: &str, source: &SourceFile) -> Result<Option<Vec<u8>>, Str
         return Ok(Some(bytes));
     }
     if reference.starts_with("secret://") {
-        return Ok(None);
+        // Policies are compiled offline and a vault answer could change under a running
+        // policy; until vault-held URL keys get their own rotation story they are refused
+        // here rather than failing every call later.
+        return Err(
+            "signed-URL keys come from env:VAR or file:PATH (secret:// references are not supported here yet)".into()
+        );
     }
     Err("a key source must be env:VAR, file:PATH or secret://VAULT/PATH#FIELD (never the key itself)".into())
 }
@@ -437,22 +442,20 @@ mod tests {
     }
 
     #[test]
-    fn compile_reads_files_and_leaves_secret_refs_pending() {
+    fn compile_reads_files_and_refuses_vault_references() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("url.key"), format!("{}\n", "k".repeat(40))).unwrap();
-        let (keys, errors) = compile(
+        let (keys, errors) = compile("keys = { a = \"file:url.key\" }\nprimary = \"a\"\n", dir.path());
+        assert!(errors.is_empty(), "{errors:?}");
+        let keys = keys.unwrap();
+        assert!(keys.pending().is_empty());
+        let signed = keys.sign("POST", "/t", 10).unwrap();
+        assert_eq!(keys.verify("POST", "/t", signed.split_once('?').map(|(_, q)| q), 5), Ok("a".into()));
+        let (_, errors) = compile(
             "keys = { a = \"file:url.key\", b = \"secret://kv/flowgate/url#key\" }\nprimary = \"a\"\n",
             dir.path(),
         );
-        assert!(errors.is_empty(), "{errors:?}");
-        let mut keys = keys.unwrap();
-        assert_eq!(keys.pending(), vec![("b".to_owned(), "secret://kv/flowgate/url#key".to_owned())]);
-        assert!(keys.sign("POST", "/t", 10).is_ok());
-        let by_b = sign_url(&[9u8; 32], "b", keys.params(), "POST", "/t", 10).unwrap();
-        let query = by_b.split_once('?').map(|(_, q)| q);
-        assert!(matches!(keys.verify("POST", "/t", query, 5), Err(SignedUrlError::KeyNotResolved(_))));
-        keys.resolve("b", vec![9u8; 32]);
-        assert_eq!(keys.verify("POST", "/t", query, 5), Ok("b".into()));
+        assert!(errors.iter().any(|e| e.contains("secret://")), "{errors:?}");
     }
 
     #[test]
