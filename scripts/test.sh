@@ -20,4 +20,4 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test --all-targets"
 # Integration tests start real servers (gateway, Redis, OpenBao, the OIDC provider) on
 # loopback; two test threads keep a 2-core machine responsive.
-cargo test --all-targets -- --test-threads="${FLOWGATE_TEST_THREADS:-2}"
+cargo test --all-targets --no-fail-fast -- --test-threads="${FLOWGATE_TEST_THREADS:-2}"
