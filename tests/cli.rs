@@ -105,3 +105,50 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_0() {
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+#[test]
+fn the_example_policy_checks_clean_once_its_files_exist() {
+    // The example names certificates, key files and env vars of a real deployment: give it
+    // stand-ins and every rule must hold.
+    let dir = tempfile::tempdir().unwrap();
+    let (config, certs, secrets) = (dir.path().join("config"), dir.path().join("certs"), dir.path().join("secrets"));
+    for d in [&config, &certs, &secrets] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy("config/flowgate.example.toml", config.join("flowgate.example.toml")).unwrap();
+    std::fs::copy("config/demo-secrets.toml", config.join("demo-secrets.toml")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(config.join("demo-secrets.toml"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(config.join("blocked.txt"), "# blocked\n198.18.0.0/15\n").unwrap();
+    std::fs::write(secrets.join("url-2024.key"), "k".repeat(48)).unwrap();
+    let pki = flowgate::tls::dev::DevPki::generate().unwrap();
+    std::fs::write(certs.join("server.crt"), &pki.server_cert_pem).unwrap();
+    std::fs::write(certs.join("server.key"), &pki.server_key_pem).unwrap();
+    for ca in ["clients.pem", "vault-ca.pem", "internal-ca.pem"] {
+        std::fs::write(certs.join(ca), &pki.ca_cert_pem).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["check", "config/flowgate.example.toml"])
+        .current_dir(dir.path())
+        .env("FLOWGATE_URL_KEY", "u".repeat(48))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_demo_policy_checks_clean_once_its_material_exists() {
+    // `flowgate demo` generates certs/ on first run; `token` creates the issuer key the same way.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::copy("config/demo.toml", dir.path().join("config/demo.toml")).unwrap();
+    std::fs::copy("config/demo-secrets.toml", dir.path().join("config/demo-secrets.toml")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path().join("config/demo-secrets.toml"), std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    flowgate::tls::dev::ensure_dev_certs(&dir.path().join("certs")).unwrap();
+    std::fs::write(dir.path().join("certs/demo-url.key"), "k".repeat(64)).unwrap();
+    let out = Command::new(BIN).args(["check", "config/demo.toml"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 trigger"));
+}
