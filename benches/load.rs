@@ -90,13 +90,25 @@ fn main() {
         let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let upstream_addr = upstream.local_addr().expect("addr");
         tokio::spawn(flowgate::demo::serve_echo(upstream));
+        // One client address drives all the load, so the per-address shield is off here.
+        // Callers present a token, as real ones do (verified once, then served from the
+        // verified-token cache).
+        let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
+        let issuer_url = format!("http://{}", issuer_listener.local_addr().expect("addr"));
+        let issuer = std::sync::Arc::new(
+            flowgate::auth::dev_issuer::DevIssuer::load_or_create(dir.path(), &issuer_url).expect("issuer"),
+        );
+        tokio::spawn(issuer.clone().serve(issuer_listener, std::future::pending::<()>()));
+        let token = issuer.mint(&flowgate::auth::dev_issuer::MintOptions::default()).expect("token");
         let policy_path = dir.path().join("policy.toml");
         std::fs::write(
             &policy_path,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"server.crt\", key = \"server.key\" }}\n\
-                 [admin]\nlisten = \"off\"\n\
-                 [[trigger]]\nname = \"bench\"\npath = \"/bench\"\nupstream = \"http://{upstream_addr}/invoke?api-version=1\"\nwho = \"anyone\"\n"
+                 [admin]\nlisten = \"off\"\n[shield]\nenabled = false\n{}\n\
+                 [[trigger]]\nname = \"bench\"\npath = \"/bench\"\nupstream = \"http://{upstream_addr}/invoke?api-version=1\"\n\
+                 who = \"tenant_users\"\nidentity = \"bench\"\n",
+                issuer.identity_toml("bench")
             ),
         )
         .expect("write policy");
@@ -107,7 +119,15 @@ fn main() {
         tokio::spawn(server::run(gateway, listeners, std::future::pending::<()>()));
 
         let ca = reqwest::Certificate::from_pem(pki.ca_cert_pem.as_bytes()).expect("ca");
-        let tls_client = reqwest::Client::builder().tls_certs_only([ca]).http1_only().no_proxy().build().expect("client");
+        let mut auth = reqwest::header::HeaderMap::new();
+        auth.insert("authorization", format!("Bearer {token}").parse().expect("header"));
+        let tls_client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .default_headers(auth)
+            .http1_only()
+            .no_proxy()
+            .build()
+            .expect("client");
         let plain_client = reqwest::Client::builder().http1_only().no_proxy().build().expect("client");
 
         let direct = drive("direct upstream (http/1.1)", plain_client, format!("http://{upstream_addr}/invoke?api-version=1"), connections, seconds).await;

@@ -17,7 +17,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-echo "== cargo test --all-targets"
+echo "== cargo test (unit and integration tests)"
 # Integration tests start real servers (gateway, Redis, OpenBao, the OIDC provider) on
 # loopback; two test threads keep a 2-core machine responsive.
-cargo test --all-targets --no-fail-fast -- --test-threads="${FLOWGATE_TEST_THREADS:-2}"
+cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${FLOWGATE_TEST_THREADS:-2}"
+
+echo "== cargo test --benches (each bench once, in smoke mode)"
+cargo test --benches --no-fail-fast
