@@ -228,3 +228,69 @@ async fn a_globally_denied_peer_is_dropped_before_the_tls_handshake() {
     assert_eq!(fx.client(false).post(gw.url("/t")).send().await.unwrap().status(), 200);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn certificates_reload_without_dropping_open_connections() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let path = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
+    let gw = start_gateway_for(&fx, &path).await;
+    let _watcher = flowgate::reload::watch_files(gw.gateway.clone(), &path).unwrap();
+
+    // An HTTP/2 connection opened under the old certificate.
+    let old_client = fx.client(true);
+    assert_eq!(old_client.post(gw.url("/t")).send().await.unwrap().status(), 200);
+
+    // Rotate: a new CA and server certificate written over the files.
+    let rotated = flowgate::tls::dev::DevPki::generate().unwrap();
+    std::fs::write(fx.path().join("server.key"), &rotated.server_key_pem).unwrap();
+    std::fs::write(fx.path().join("server.crt"), &rotated.server_cert_pem).unwrap();
+
+    // A client trusting only the new CA succeeds once the watch picked the files up.
+    let new_ca = reqwest::Certificate::from_pem(rotated.ca_cert_pem.as_bytes()).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {}", fx.token()).parse().unwrap());
+    let mut served = false;
+    for _ in 0..100 {
+        let new_client = reqwest::Client::builder()
+            .tls_certs_only([new_ca.clone()])
+            .default_headers(headers.clone())
+            .build()
+            .unwrap();
+        if new_client.post(gw.url("/t")).send().await.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the rotated certificate was never served");
+    // The connection opened before the rotation still works.
+    assert_eq!(old_client.post(gw.url("/t")).send().await.unwrap().status(), 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(
+        &fx.policy_text(&format!("[limits]\nmax_connections = 1\n\n{}", echo_trigger("t", "/t", echo, ""))),
+    );
+    let gw = start_gateway_for(&fx, &policy).await;
+    // The first connection is held open by a slow call.
+    let first = fx.client(false);
+    let url = gw.url("/t?delay_ms=1500");
+    let slow = tokio::spawn(async move { first.post(url).send().await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A second connection is accepted only after the first is closed; it is served, not refused.
+    let second = fx.client(false);
+    let queued = tokio::spawn({
+        let url = gw.url("/t");
+        async move { second.post(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    // Let the first client's idle connection go so the slot frees.
+    let status = tokio::time::timeout(Duration::from_secs(30), queued).await;
+    assert!(matches!(status, Ok(Ok(Ok(200)))), "{status:?}");
+    gw.shutdown().await;
+}
