@@ -95,7 +95,8 @@ async fn five_thousand_concurrent_calls_admit_exactly_two_thousand() {
 async fn each_principal_has_its_own_budget() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let trigger = echo_trigger("pair", "/pair", echo, "rate_limit = { calls = 5, period = \"60s\", key = \"principal\" }");
+    let trigger =
+        echo_trigger("pair", "/pair", echo, "rate_limit = { calls = 5, period = \"60s\", key = \"principal\" }");
     let policy = fx.write_policy(&fx.policy_text(&trigger));
     let gw = start_gateway_for(&fx, &policy).await;
     let alice = fx.client(true);
@@ -118,7 +119,12 @@ async fn ip_and_tcp_connection_keys() {
     let triggers = format!(
         "{}{}",
         echo_trigger("by-ip", "/by-ip", echo, "rate_limit = { calls = 3, period = \"60s\", key = \"ip\" }"),
-        echo_trigger("by-conn", "/by-conn", echo, "rate_limit = { calls = 2, period = \"60s\", key = \"tcp_connection\" }"),
+        echo_trigger(
+            "by-conn",
+            "/by-conn",
+            echo,
+            "rate_limit = { calls = 2, period = \"60s\", key = \"tcp_connection\" }"
+        ),
     );
     let policy = fx.write_policy(&fx.policy_text(&triggers));
     let gw = start_gateway_for(&fx, &policy).await;

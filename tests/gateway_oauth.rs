@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Fixture, Running, closed_port, echo_trigger, runs_at_least, start_echo, start_gateway, start_gateway_for};
+use common::{
+    Fixture, Running, closed_port, echo_trigger, runs_at_least, start_echo, start_gateway, start_gateway_for,
+};
 use flowgate::auth::dev_issuer::{DEMO_APP_ID, DEMO_AUDIENCE, DEMO_OID, DEMO_TENANT, DevIssuer};
 use flowgate::auth::{SignedUrlParams, sign_url};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,7 +34,7 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// The single run record of `trigger` whose request id is `id`.
+/// The run record whose request id is `id` (polled: records are written when the body ends).
 async fn record_of(gw: &Running, id: &str) -> serde_json::Value {
     for _ in 0..100 {
         let response = reqwest::get(gw.admin_url(&format!("/runs/{id}"))).await.unwrap();
@@ -126,7 +128,10 @@ async fn tenant_principal_and_role_rules_refuse_with_403() {
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("www-authenticate").is_none(), "a tenant refusal is not a scope problem");
     let record = record_of(&gw, &request_id(&r)).await;
-    assert_eq!((record["decision"].as_str(), record["reason"].as_str()), (Some("forbidden"), Some("tenant not allowed")));
+    assert_eq!(
+        (record["decision"].as_str(), record["reason"].as_str()),
+        (Some("forbidden"), Some("tenant not allowed"))
+    );
 
     // specific_users: the listed principal passes, another one of the same tenant does not.
     assert_eq!(post(&client, gw.url("/listed")).await.status(), 200);
