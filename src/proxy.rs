@@ -203,6 +203,11 @@ pub async fn admit(
                 }
                 .into());
             }
+            if decision.shadowed {
+                // Shadow mode admits, but the run history says what would have been refused.
+                call.record.reason =
+                    Some(format!("shadow: would be rate limited ({:?} key of rule {})", rule.key, rule.name));
+            }
             HeaderValue::from_str(&decision.limit_header(rule)).ok()
         }
     };

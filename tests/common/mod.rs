@@ -186,3 +186,55 @@ pub fn echo_trigger(name: &str, path: &str, echo: SocketAddr, extra: &str) -> St
          who = \"tenant_users\"\nidentity = \"test\"\n{extra}\n"
     )
 }
+
+impl Fixture {
+    /// A client trusting the test CA whose connections leave from `local` (a loopback
+    /// source address such as 127.0.0.2) and whose `localhost` resolves to `target`,
+    /// sending `Authorization: Bearer <token>` when a token is given.
+    pub fn client_at(
+        &self,
+        http2: bool,
+        token: Option<&str>,
+        local: Option<std::net::IpAddr>,
+        target: SocketAddr,
+    ) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let cert = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let builder = reqwest::Client::builder()
+            .tls_certs_only([cert])
+            .default_headers(headers)
+            .no_proxy()
+            .resolve("localhost", target)
+            .local_address(local);
+        let builder = if http2 { builder } else { builder.http1_only() };
+        builder.build().unwrap()
+    }
+}
+
+/// The run records matching the admin API `query`, polled until at least `count` are
+/// there (records are written when a response body ends) or a few seconds passed.
+pub async fn runs_at_least(gw: &Running, query: &str, count: usize) -> Vec<serde_json::Value> {
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = reqwest::get(gw.admin_url(&format!("/runs?{query}"))).await.unwrap().json().await.unwrap();
+        if last.len() >= count {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    last
+}
+
+/// The admin API's Prometheus text.
+pub async fn metrics_text(gw: &Running) -> String {
+    reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap()
+}
+
+/// An address on which nothing listens (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}

@@ -1,0 +1,203 @@
+//! The IP firewall over the whole gateway (real TLS, real clients bound to distinct
+//! loopback addresses): trigger allow lists, global deny over trigger allow, IPv6 on ::1,
+//! the client address behind trusted proxies (and spoofing from untrusted peers), and
+//! per-principal pinning.
+
+mod common;
+
+use common::{Fixture, Running, echo_trigger, start_echo, start_gateway_for};
+use flowgate::auth::dev_issuer::DEMO_OID;
+use std::net::IpAddr;
+use std::time::Duration;
+
+const OTHER_OID: &str = "99999999-8888-4777-8666-555555555555";
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// Status, and the run record of the call.
+async fn call(client: &reqwest::Client, gw: &Running, path: &str, xff: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = client.post(gw.url(path)).body("{}");
+    if let Some(xff) = xff {
+        request = request.header("x-forwarded-for", xff);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = response.text().await.unwrap();
+    if status == 403 {
+        assert!(!body.contains("allow_ips") && !body.contains("127.0.0"), "the refusal says too much: {body}");
+    }
+    for _ in 0..100 {
+        let r = reqwest::get(gw.admin_url(&format!("/runs/{id}"))).await.unwrap();
+        if r.status() == 200 {
+            return (status, r.json().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    panic!("no run record for {id}");
+}
+
+/// The fixture's policy with `[server] trusted_proxies` set.
+fn with_trusted(fx: &Fixture, trusted: &str, rest: &str) -> String {
+    fx.policy_text(rest).replacen("\n\n[admin]", &format!("\ntrusted_proxies = {trusted}\n\n[admin]"), 1)
+}
+
+#[tokio::test]
+async fn trigger_allow_list_and_global_deny() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let triggers = format!(
+        "{}{}",
+        echo_trigger("only-2", "/only-2", echo, "allow_ips = [\"127.0.0.2\"]"),
+        echo_trigger("allow-3", "/allow-3", echo, "allow_ips = [\"127.0.0.3/32\"]"),
+    );
+    let policy = fx.write_policy(&fx.policy_text(&format!("[firewall]\ndeny_ips = [\"127.0.0.3\"]\n\n{triggers}")));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let token = fx.token();
+    let from = |addr: &str| fx.client_at(false, Some(&token), Some(ip(addr)), gw.https);
+
+    let (status, record) = call(&from("127.0.0.2"), &gw, "/only-2", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["client_ip"], "127.0.0.2");
+    let (status, record) = call(&from("127.0.0.1"), &gw, "/only-2", None).await;
+    assert_eq!(status, 403);
+    assert_eq!(record["decision"], "ip_forbidden");
+    assert_eq!(record["reason"], "trigger allow_ips (not listed)");
+    assert_eq!(record["client_ip"], "127.0.0.1");
+
+    // The global deny wins over the trigger's allow, before the route is even looked up.
+    let (status, record) = call(&from("127.0.0.3"), &gw, "/allow-3", None).await;
+    assert_eq!(status, 403);
+    assert_eq!(record["reason"], "global deny_ips");
+    assert!(record["trigger"].is_null(), "{record}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn ipv6_loopback_allow_and_deny() {
+    std::net::TcpListener::bind("[::1]:0").expect(
+        "IPv6 loopback ::1 is unavailable on this machine; enable it (sysctl -w net.ipv6.conf.lo.disable_ipv6=0) \
+         to run the IPv6 firewall test",
+    );
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let triggers = format!(
+        "{}{}{}",
+        echo_trigger("v6-allow", "/v6-allow", echo, "allow_ips = [\"::1/128\"]"),
+        echo_trigger("v6-deny", "/v6-deny", echo, "deny_ips = [\"::1/128\"]"),
+        echo_trigger("v4-only", "/v4-only", echo, "allow_ips = [\"127.0.0.0/8\"]"),
+    );
+    let text = fx.policy_text(&triggers).replacen("listen = \"127.0.0.1:0\"\ntls", "listen = \"[::1]:0\"\ntls", 1);
+    assert!(text.contains("[::1]:0"), "the policy variant did not take");
+    let policy = fx.write_policy(&text);
+    let gw = start_gateway_for(&fx, &policy).await;
+    assert_eq!(gw.https.ip(), ip("::1"));
+    let client = fx.client_at(true, Some(&fx.token()), None, gw.https);
+
+    let (status, record) = call(&client, &gw, "/v6-allow", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["client_ip"], "::1");
+    let (status, record) = call(&client, &gw, "/v6-deny", None).await;
+    assert_eq!(status, 403);
+    assert_eq!(record["reason"], "trigger deny_ips");
+    let (status, _) = call(&client, &gw, "/v4-only", None).await;
+    assert_eq!(status, 403, "::1 is not in 127.0.0.0/8");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let trigger = echo_trigger("behind-lb", "/behind-lb", echo, "allow_ips = [\"198.51.100.2\"]");
+    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let token = fx.token();
+    let forwarded = "203.0.113.7, 198.51.100.2";
+    let xff = Some(forwarded);
+
+    // Through the trusted proxy (127.0.0.1): the rightmost untrusted address is the client.
+    let proxy = fx.client_at(false, Some(&token), Some(ip("127.0.0.1")), gw.https);
+    let (status, record) = call(&proxy, &gw, "/behind-lb", xff).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["client_ip"], "198.51.100.2");
+    assert_eq!(record["peer_ip"], "127.0.0.1");
+    // The upstream sees the settled client address, not the caller's header.
+    let echoed: serde_json::Value = proxy
+        .post(gw.url("/behind-lb"))
+        .header("x-forwarded-for", forwarded)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["headers"]["x-forwarded-for"], "198.51.100.2");
+
+    // The same header from an untrusted peer is ignored: the spoof is refused.
+    let spoofer = fx.client_at(false, Some(&token), Some(ip("127.0.0.2")), gw.https);
+    let (status, record) = call(&spoofer, &gw, "/behind-lb", xff).await;
+    assert_eq!(status, 403);
+    assert_eq!(record["client_ip"], "127.0.0.2");
+    assert_eq!(record["reason"], "trigger allow_ips (not listed)");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_trusted_hops_are_walked_right_to_left() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let trigger = echo_trigger("two-hops", "/two-hops", echo, "allow_ips = [\"198.51.100.2\"]");
+    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1/32\", \"10.0.0.0/8\"]", &trigger));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
+
+    // peer 127.0.0.1 (trusted) → 10.1.2.3 (trusted) → 198.51.100.2 is the client.
+    let (status, record) = call(&proxy, &gw, "/two-hops", Some("203.0.113.7, 198.51.100.2, 10.1.2.3")).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["client_ip"], "198.51.100.2");
+    // Two header lines are one list.
+    let response = proxy
+        .post(gw.url("/two-hops"))
+        .header("x-forwarded-for", "198.51.100.2")
+        .header("x-forwarded-for", "10.9.9.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // An untrusted hop on the right stops the walk: the allowed address further left is
+    // only that hop's claim.
+    let (status, record) = call(&proxy, &gw, "/two-hops", Some("198.51.100.2, 203.0.113.7, 10.1.2.3")).await;
+    assert_eq!(status, 403);
+    assert_eq!(record["client_ip"], "203.0.113.7");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pinned_principal_is_accepted_only_from_its_ranges() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let trigger =
+        echo_trigger("pinned", "/pinned", echo, &format!("principal_ips = {{ \"oid:{DEMO_OID}\" = [\"127.0.0.2\"] }}"));
+    let policy = fx.write_policy(&fx.policy_text(&trigger));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let pinned = fx.token();
+    let other = fx.token_with(|o| o.oid = OTHER_OID.into());
+
+    let (status, record) =
+        call(&fx.client_at(false, Some(&pinned), Some(ip("127.0.0.2")), gw.https), &gw, "/pinned", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["principal"], format!("oid:{DEMO_OID}"));
+    let (status, record) =
+        call(&fx.client_at(false, Some(&pinned), Some(ip("127.0.0.1")), gw.https), &gw, "/pinned", None).await;
+    assert_eq!(status, 403);
+    assert_eq!(record["decision"], "ip_forbidden");
+    assert!(record["reason"].as_str().unwrap().starts_with("principal pin"), "{record}");
+    // Principals without a pin are not restricted.
+    let (status, _) =
+        call(&fx.client_at(false, Some(&other), Some(ip("127.0.0.1")), gw.https), &gw, "/pinned", None).await;
+    assert_eq!(status, 200);
+    gw.shutdown().await;
+}
