@@ -192,15 +192,7 @@ pub struct RawRequirement {
     pub all_of: Vec<String>,
 }
 
-/// The closest candidate to a misspelled name, if close enough to suggest.
-fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|candidate| (strsim::jaro_winkler(input, candidate), candidate))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| candidate)
-}
+use crate::config::did_you_mean;
 
 /// True when the URL's host is a loopback address or `localhost`.
 pub fn is_loopback_url(url: &url::Url) -> bool {
