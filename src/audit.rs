@@ -117,6 +117,13 @@ impl RunRecord {
         self.status = rejection.status().as_u16();
     }
 
+    /// Names the authenticated caller.
+    pub fn identify(&mut self, caller: &crate::auth::Caller) {
+        self.tenant = caller.tenant.clone();
+        self.principal = Some(caller.principal.clone());
+        self.app_id = caller.app_id.clone();
+    }
+
     /// When the call arrived, parsed back from [`RunRecord::time`].
     pub fn at(&self) -> Option<SystemTime> {
         humantime::parse_rfc3339_weak(&self.time).ok()

@@ -913,21 +913,34 @@ impl KeyStores {
         access: &TriggerAccess,
         parts: &http::request::Parts,
     ) -> Result<Caller, AuthError> {
+        self.authenticate_identified(access, parts).await.map_err(|(error, _)| error)
+    }
+
+    /// [`KeyStores::authenticate`], also naming the caller when a verified token fails a
+    /// trigger rule, so the run record says who was refused.
+    ///
+    /// # Errors
+    /// The [`AuthError`], with the verified caller when the token itself was valid.
+    pub async fn authenticate_identified(
+        &self,
+        access: &TriggerAccess,
+        parts: &http::request::Parts,
+    ) -> Result<Caller, (AuthError, Option<Caller>)> {
         if query_has_token(&parts.uri) {
-            return Err(AuthError::TokenInQuery);
+            return Err((AuthError::TokenInQuery, None));
         }
         if access.who == Who::Anyone {
-            let keys = access.signed.as_ref().ok_or(AuthError::Misconfigured)?;
+            let keys = access.signed.as_ref().ok_or((AuthError::Misconfigured, None))?;
             let now = self.clock().now_millis() / 1000;
             let kid = keys
                 .verify(parts.method.as_str(), parts.uri.path(), parts.uri.query(), now)
-                .map_err(AuthError::SignedUrl)?;
+                .map_err(|e| (AuthError::SignedUrl(e), None))?;
             return Ok(Caller::signed_url(&kid));
         }
-        let identity = access.identity.as_ref().ok_or(AuthError::Misconfigured)?;
-        let token = bearer_token(&parts.headers)?;
-        let claims = self.verify_token(&identity.spec(), token).await?;
-        access.evaluate(&claims)
+        let identity = access.identity.as_ref().ok_or((AuthError::Misconfigured, None))?;
+        let token = bearer_token(&parts.headers).map_err(|e| (e, None))?;
+        let claims = self.verify_token(&identity.spec(), token).await.map_err(|e| (AuthError::from(e), None))?;
+        access.evaluate(&claims).map_err(|error| (error, Some(Caller::from_claims(&claims))))
     }
 
     /// Verifies the bearer token of `headers` against `identity` alone (no trigger rules):

@@ -166,14 +166,17 @@ pub async fn admit(
     gateway.shield.check(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
-    let caller = gateway
-        .key_stores
-        .authenticate(&trigger.access, parts)
-        .await
-        .map_err(|error| error.into_rejection(trigger.access.realm()))?;
-    call.record.tenant = caller.tenant.clone();
-    call.record.principal = Some(caller.principal.clone());
-    call.record.app_id = caller.app_id.clone();
+    let caller = match gateway.key_stores.authenticate_identified(&trigger.access, parts).await {
+        Ok(caller) => caller,
+        Err((error, identified)) => {
+            // A valid token refused by a rule still names its caller in the run record.
+            if let Some(caller) = identified {
+                call.record.identify(&caller);
+            }
+            return Err(error.into_rejection(trigger.access.realm()));
+        }
+    };
+    call.record.identify(&caller);
 
     // Per-principal pinning needs the caller, so it runs right after authentication.
     trigger.pins.check(&caller.principal_ids, address.client).map_err(ip_denial)?;

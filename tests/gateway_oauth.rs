@@ -151,7 +151,11 @@ async fn tenant_principal_and_role_rules_refuse_with_403() {
     let r = post(&client, gw.url("/admins")).await;
     assert_eq!(r.status(), 403);
     assert_eq!(challenge(&r), "Bearer realm=\"flowgate\", error=\"insufficient_scope\"");
-    assert_eq!(record_of(&gw, &request_id(&r)).await["decision"], "insufficient_scope");
+    let refused = record_of(&gw, &request_id(&r)).await;
+    assert_eq!(refused["decision"], "insufficient_scope");
+    // The token was valid: the record names who was refused.
+    assert_eq!(refused["principal"], "oid:22222222-3333-4444-8555-666666666666", "{refused}");
+    assert_eq!(refused["tenant"], "11111111-2222-4333-8444-555555555555");
     let r = fx.anonymous_client(false).post(gw.url("/admins")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 200);
     gw.shutdown().await;
