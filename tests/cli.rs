@@ -152,3 +152,58 @@ fn the_demo_policy_checks_clean_once_its_material_exists() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("5 trigger"));
 }
+
+#[test]
+fn check_diff_shows_a_loosened_rule_without_secret_values() {
+    let fx = Fixture::new();
+    let old = fx.policy_text(&echo_trigger(
+        "t",
+        "/t",
+        "127.0.0.1:9".parse().unwrap(),
+        "allow_ips = [\"203.0.113.0/24\"]\nroles = { any_of = [\"Flows.Invoke\"] }",
+    ));
+    let new =
+        old.replace("allow_ips = [\"203.0.113.0/24\"]\n", "").replace("roles = { any_of = [\"Flows.Invoke\"] }\n", "");
+    let old_path = fx.path().join("old.toml");
+    std::fs::write(&old_path, &old).unwrap();
+    let new_path = fx.write_policy(&new);
+    let out = Command::new(BIN).arg("check").arg(&new_path).arg("--diff").arg(&old_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("LOOSENED") && stdout.contains("allow_ips"), "{stdout}");
+    assert!(stdout.contains("roles"), "{stdout}");
+    assert!(!stdout.contains("UPSTREAMSIG"), "the upstream URL's signature was printed: {stdout}");
+}
+
+#[test]
+fn schema_prints_the_committed_json_schema() {
+    let out = Command::new(BIN).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("config/flowgate.schema.json").unwrap()).unwrap();
+    assert_eq!(printed, committed, "run: cargo run -- schema > config/flowgate.schema.json");
+}
+
+#[tokio::test]
+async fn runs_prints_a_table_of_recent_calls() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("listed", "/listed", echo, "")));
+    let gw = common::start_gateway_for(&fx, &policy).await;
+    let response = fx.client(false).post(gw.url("/listed")).body("{}").send().await.unwrap();
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    response.bytes().await.unwrap();
+    common::runs_at_least(&gw, "trigger=listed", 1).await;
+    let admin = gw.admin_url("");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN).args(["runs", "--admin", &admin, "--trigger", "listed"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.lines().next().unwrap().contains("DECISION"), "{table}");
+    assert!(table.contains(&id) && table.contains("allowed"), "{table}");
+    gw.shutdown().await;
+}
