@@ -294,3 +294,36 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert!(matches!(status, Ok(Ok(Ok(200)))), "{status:?}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(
+        &fx.policy_text(&format!("[limits]\nidle_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
+    );
+    let gw = start_gateway_for(&fx, &policy).await;
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
+    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let request = format!(
+        "POST /t HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        fx.token()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    // Read the answer, then keep reading: the idle connection must be closed by the server.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+    assert!(closed.is_ok(), "the idle keep-alive connection was never closed");
+    gw.shutdown().await;
+}
