@@ -70,7 +70,8 @@ async fn header_query_json_and_basic_auth_reach_the_upstream_and_override_the_ca
         assert_eq!(report["headers"]["authorization"], json!([sha(&basic)]), "{report}");
         let tokens: Vec<&Value> = report["query"].as_array().unwrap().iter().filter(|p| p[0] == "code").collect();
         assert_eq!(tokens, [&json!(["code", sha(QUERY_TOKEN)])], "caller's code must be gone: {report}");
-        let query_names: Vec<&str> = report["query"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+        let query_names: Vec<&str> =
+            report["query"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
         assert!(query_names.contains(&"fixed") && query_names.contains(&"other"), "{report}");
         assert_eq!(report["json"]["/auth/key"], sha(JSON_KEY), "{report}");
         assert_eq!(report["json"]["/keep"], sha("me"), "{report}");

@@ -4,7 +4,10 @@
 //! - `/report`: 200 with `{"headers": {name: [sha]}, "query": [[name, sha]], "json": {pointer: sha}}`;
 //! - `/split`: echoes the `x-api-key` header it received, in a response header `x-echoed` and
 //!   in the body split across two chunks (`before:` + first half, then second half + `:after`),
-//!   the two chunks sent 50 ms apart so they really are separate frames.
+//!   the two chunks sent 50 ms apart so they really are separate frames;
+//! - `/echo`: a careless upstream (httpbin-like) that echoes in JSON everything it got, as
+//!   it got it: the request target (path and query, still URL-encoded), the credentials of
+//!   `Authorization` without the scheme word, every header value, and the JSON body.
 //!
 //! Every path honours `?delay_ms=N` (waits before answering).
 
@@ -100,9 +103,32 @@ async fn answer(request: Request<hyper::body::Incoming>) -> Response<Body> {
         }
         return response;
     }
+    if parts.uri.path() == "/echo" {
+        let credentials = parts
+            .headers
+            .get("authorization")
+            .and_then(|auth| auth.as_bytes().splitn(2, |b| *b == b' ').nth(1))
+            .map(|c| String::from_utf8_lossy(c).into_owned());
+        let headers: serde_json::Map<String, serde_json::Value> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        let json = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null);
+        let echo = serde_json::json!({
+            "target": parts.uri.to_string(),
+            "credentials": credentials,
+            "headers": headers,
+            "json": json,
+        });
+        let mut response = Response::new(full(echo.to_string()));
+        response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+        return response;
+    }
     let mut headers = serde_json::Map::new();
     for name in parts.headers.keys() {
-        let shas: Vec<serde_json::Value> = parts.headers.get_all(name).iter().map(|v| sha(v.as_bytes()).into()).collect();
+        let shas: Vec<serde_json::Value> =
+            parts.headers.get_all(name).iter().map(|v| sha(v.as_bytes()).into()).collect();
         headers.insert(name.as_str().to_owned(), shas.into());
     }
     let query: Vec<serde_json::Value> = query.iter().map(|(k, v)| serde_json::json!([k, sha(v)])).collect();
