@@ -573,6 +573,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn scrubbing_covers_the_forms_an_upstream_echoes() {
+        let (vaults, backend) = TestBackend::vaults("kv", CacheSettings::default(), Duration::ZERO);
+        backend.set("a&b \"c\\");
+        let (inj, diags) = compile(
+            "query.code = \"secret://kv/q\"\nbasic_auth = { username = \"svc\", password = \"secret://kv/pw\" }",
+            &vaults,
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let r = inj.render(&Permit::for_tests(), &SecretStore::new(), &vaults).await.unwrap();
+        let credentials = base64::engine::general_purpose::STANDARD.encode("svc:a&b \"c\\");
+        let echoed =
+            format!("target=/x?code=a%26b+%22c%5C json={{\"v\":\"a&b \\\"c\\\\\"}} raw=a&b \"c\\ creds={credentials}");
+        let text = String::from_utf8(r.scrubber().scrub_bytes(echoed.as_bytes())).unwrap();
+        assert_eq!(text, "target=/x?code=[redacted] json={\"v\":\"[redacted]\"} raw=[redacted] creds=[redacted]");
+    }
+
+    #[tokio::test]
     async fn a_failing_vault_fails_the_render() {
         let (vaults, backend) = TestBackend::vaults("kv", CacheSettings::default(), Duration::ZERO);
         backend.fail(true);
