@@ -78,7 +78,13 @@ async fn an_unchanged_rule_keeps_its_budget_across_a_reload() {
 async fn an_evenly_paced_caller_is_never_refused() {
     let clock = Arc::new(ManualClock::default());
     let limiters = limiters(clock.clone());
-    let rule = RateLimitRule::new("paced", 2000, Duration::from_secs(60), LimitKey::Principal, false);
+    let rule = RateLimitRule::new(
+        "paced",
+        2000,
+        Duration::from_secs(60),
+        LimitKey::Principal,
+        false,
+    );
     let key = RateKey::principal("tenant", "oid:paced");
     for i in 0..10_000 {
         let decision = limiters.check(&rule, &key).await.expect("check");

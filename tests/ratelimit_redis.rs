@@ -172,10 +172,19 @@ async fn redis_retry_after_lets_the_retry_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_never_refuses_an_evenly_paced_caller() {
     let redis = Redis::start();
-    let instances = [limiters(redis.port, OnRedisError::FailClosed), limiters(redis.port, OnRedisError::FailClosed)];
+    let instances = [
+        limiters(redis.port, OnRedisError::FailClosed),
+        limiters(redis.port, OnRedisError::FailClosed),
+    ];
     let calls = 200usize;
     let period = Duration::from_secs(1);
-    let rule = RateLimitRule::new("paced", u32::try_from(calls).unwrap(), period, LimitKey::Principal, false);
+    let rule = RateLimitRule::new(
+        "paced",
+        u32::try_from(calls).unwrap(),
+        period,
+        LimitKey::Principal,
+        false,
+    );
     let key = RateKey::principal("tenant", "oid:paced");
     let spacing = period / u32::try_from(calls).unwrap();
     let start = tokio::time::Instant::now();
@@ -187,7 +196,10 @@ async fn redis_never_refuses_an_evenly_paced_caller() {
             send_at = send_at.max(done[j - calls] + period + Duration::from_millis(1));
         }
         tokio::time::sleep_until(send_at).await;
-        let decision = instances[j % 2].check(&rule, &key).await.expect("redis answers");
+        let decision = instances[j % 2]
+            .check(&rule, &key)
+            .await
+            .expect("redis answers");
         done.push(tokio::time::Instant::now());
         assert!(decision.admitted, "paced call {j} refused: {decision:?}");
         min_remaining = min_remaining.min(decision.remaining);
@@ -201,7 +213,13 @@ async fn redis_never_refuses_an_evenly_paced_caller() {
 async fn redis_huge_budget_uses_the_bucketed_script() {
     let redis = Redis::start();
     let limiters = limiters(redis.port, OnRedisError::FailClosed);
-    let rule = RateLimitRule::new("huge", 100_001, Duration::from_secs(60), LimitKey::Trigger, false);
+    let rule = RateLimitRule::new(
+        "huge",
+        100_001,
+        Duration::from_secs(60),
+        LimitKey::Trigger,
+        false,
+    );
     let key = RateKey::trigger();
     for expected in [100_000, 99_999, 99_998] {
         let decision = limiters.check(&rule, &key).await.unwrap();
