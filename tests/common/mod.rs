@@ -2,6 +2,9 @@
 //! loopback, and the real gateway started in-process on 127.0.0.1:0 over real TLS.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bao;
+pub mod upstream;
+
 use flowgate::auth::dev_issuer::{DevIssuer, MintOptions};
 use flowgate::gateway::Gateway;
 use flowgate::server::{self, Listeners};
@@ -237,4 +240,24 @@ pub async fn metrics_text(gw: &Running) -> String {
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
+}
+
+/// One `[[trigger]]` to `upstream` (a full URL), open to the test tenant's users, plus `extra`.
+pub fn trigger_to(name: &str, path: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        "[[trigger]]\nname = \"{name}\"\npath = \"{path}\"\nmethods = [\"POST\", \"GET\"]\n\
+         upstream = \"{upstream}\"\nwho = \"tenant_users\"\nidentity = \"test\"\n{extra}\n"
+    )
+}
+
+/// Polls the admin API for the run record of request `id` (written when the body ends).
+pub async fn run_record(gw: &Running, id: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let response = reqwest::get(gw.admin_url(&format!("/runs/{id}"))).await.unwrap();
+        if response.status().is_success() {
+            return response.json().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no run record for {id}");
 }
