@@ -53,7 +53,11 @@ async fn trigger_allow_list_and_global_deny() {
         echo_trigger("only-2", "/only-2", echo, "allow_ips = [\"127.0.0.2\"]"),
         echo_trigger("allow-3", "/allow-3", echo, "allow_ips = [\"127.0.0.3/32\"]"),
     );
-    let policy = fx.write_policy(&fx.policy_text(&format!("[firewall]\ndeny_ips = [\"127.0.0.3\"]\n\n{triggers}")));
+    let policy = fx.write_policy(&with_trusted(
+        &fx,
+        "[\"127.0.0.1/32\"]",
+        &format!("[firewall]\ndeny_ips = [\"127.0.0.3\"]\n\n{triggers}"),
+    ));
     let gw = start_gateway_for(&fx, &policy).await;
     let token = fx.token();
     let from = |addr: &str| fx.client_at(false, Some(&token), Some(ip(addr)), gw.https);
@@ -67,10 +71,16 @@ async fn trigger_allow_list_and_global_deny() {
     assert_eq!(record["reason"], "trigger allow_ips (not listed)");
     assert_eq!(record["client_ip"], "127.0.0.1");
 
-    // The global deny wins over the trigger's allow, before the route is even looked up.
-    let (status, record) = call(&from("127.0.0.3"), &gw, "/allow-3", None).await;
+    // A globally denied peer is dropped at accept time, before the TLS handshake.
+    let dropped = from("127.0.0.3").post(gw.url("/allow-3")).body("{}").send().await;
+    assert!(dropped.is_err(), "a globally denied peer was served: {dropped:?}");
+
+    // The global deny wins over the trigger's allow, before the route is even looked up
+    // (here the denied client is known only from a trusted proxy's X-Forwarded-For).
+    let (status, record) = call(&from("127.0.0.1"), &gw, "/allow-3", Some("127.0.0.3")).await;
     assert_eq!(status, 403);
     assert_eq!(record["reason"], "global deny_ips");
+    assert_eq!(record["client_ip"], "127.0.0.3");
     assert!(record["trigger"].is_null(), "{record}");
     gw.shutdown().await;
 }
