@@ -410,6 +410,7 @@ mod tests {
 
     #[test]
     fn finds_the_private_key_block() {
+        // Not a key: placeholder text for the PEM block finder.
         let pem = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n";
         assert_eq!(private_key_pem(pem), Some("-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n"));
         assert_eq!(private_key_pem("-----BEGIN CERTIFICATE-----\n"), None);
