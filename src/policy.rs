@@ -143,6 +143,8 @@ pub struct Trigger {
     pub rate_limit: Option<crate::ratelimit::RateLimitRule>,
     /// Values written into the upstream request.
     pub injection: crate::secrets::Injection,
+    /// Header and query names the injection writes: a caller's copies are removed.
+    pub injected_names: crate::secrets::NamesToStrip,
     /// Replace injected values echoed by the upstream.
     pub scrub_responses: bool,
 }
@@ -470,6 +472,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         ip_rules,
         pins,
         rate_limit,
+        injected_names: injection.names_to_strip(),
         injection,
         scrub_responses: raw.scrub_responses,
     })

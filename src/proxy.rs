@@ -269,7 +269,7 @@ pub async fn forward(
 
     // The upstream URL: its own path and query win; the caller's signature parameters and
     // parameters of injected names are dropped, then injected parameters are appended.
-    let stripped = trigger.injection.names_to_strip();
+    let stripped = &trigger.injected_names;
     let signed = trigger.access.signed_params();
     let drop_param = |name: &str| {
         stripped.query.iter().any(|q| q == name)
