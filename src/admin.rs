@@ -44,7 +44,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
     }
 }
 
-async fn route<B>(gateway: &Gateway, peer: SocketAddr, request: Request<B>) -> Response<ResponseBody> {
+async fn route<B>(gateway: &Arc<Gateway>, peer: SocketAddr, request: Request<B>) -> Response<ResponseBody> {
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -68,7 +68,7 @@ async fn route<B>(gateway: &Gateway, peer: SocketAddr, request: Request<B>) -> R
             match path.as_str() {
                 "/runs" => runs(gateway, request.uri().query().unwrap_or("")),
                 "/policy" => policy(gateway, role),
-                _ => reload(gateway, role),
+                _ => reload(gateway, role).await,
             }
         }
         (&Method::GET, p) if p.starts_with("/runs/") => {
@@ -122,11 +122,11 @@ fn policy(gateway: &Gateway, role: AdminRole) -> Response<ResponseBody> {
     }
 }
 
-fn reload(gateway: &Gateway, role: AdminRole) -> Response<ResponseBody> {
+async fn reload(gateway: &Arc<Gateway>, role: AdminRole) -> Response<ResponseBody> {
     if !role.can_reload() {
         return error(StatusCode::FORBIDDEN, "reloading needs the owner or administrator role");
     }
-    match gateway.reload() {
+    match crate::reload::reload_blocking(gateway).await {
         Ok(ReloadOutcome::Swapped { version }) => {
             json(StatusCode::OK, &serde_json::json!({ "result": "swapped", "version": version }))
         }

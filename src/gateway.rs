@@ -110,7 +110,8 @@ impl Gateway {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// Re-reads and compiles the policy file; swaps it in only on complete success. On
+    /// Re-reads and compiles the policy file (and every file it names); swaps it in only on
+    /// complete success. Blocking (file reads): async callers use `spawn_blocking`. On
     /// failure the running policy stays, the errors are returned (and logged by callers),
     /// and `flowgate_policy_reloads_total{result="failed"}` counts it.
     ///
@@ -135,12 +136,11 @@ impl Gateway {
         Ok(self.swap(new))
     }
 
-    /// Swaps in a compiled policy (and its certificate).
+    /// Swaps in a compiled policy (and its certificate). An identical policy text is swapped
+    /// in too: files it names (IP lists, keys, CA bundles) may have changed, and every
+    /// piece of state that must survive is keyed outside the policy.
     pub fn swap(&self, new: Policy) -> ReloadOutcome {
         let old = self.policy();
-        if old.version == new.version {
-            return ReloadOutcome::Unchanged { version: old.version.clone() };
-        }
         if let (Some(cert), Some(tls)) = (self.cert.get(), &new.server.tls) {
             cert.replace((*tls.certified_key).clone());
         }

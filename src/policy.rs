@@ -241,6 +241,9 @@ pub fn load(path: &Path) -> Result<Policy, Vec<ConfigError>> {
     compile(&raw, &source)
 }
 
+/// Open connections at most, whatever the policy says (file descriptors run out long before).
+const MAX_CONNECTIONS_CAP: usize = 1_000_000;
+
 fn compile_limits(raw: &RawLimits, path: &KeyPath, diags: &mut Diagnostics) -> Limits {
     let positive = |diags: &mut Diagnostics, key: &str, zero: bool| {
         if zero {
@@ -253,6 +256,13 @@ fn compile_limits(raw: &RawLimits, path: &KeyPath, diags: &mut Diagnostics) -> L
     positive(diags, "upstream_connect_timeout", raw.upstream_connect_timeout.0.is_zero());
     positive(diags, "upstream_response_timeout", raw.upstream_response_timeout.0.is_zero());
     positive(diags, "max_connections", raw.max_connections == 0);
+    if raw.max_connections > MAX_CONNECTIONS_CAP {
+        diags.error_with_hint(
+            &path.key("max_connections"),
+            format!("{} is more than flowgate supports", raw.max_connections),
+            format!("use at most {MAX_CONNECTIONS_CAP}"),
+        );
+    }
     positive(diags, "idle_timeout", raw.idle_timeout.0.is_zero());
     if raw.max_header_bytes < 1024 {
         diags.error_with_hint(&path.key("max_header_bytes"), "is too small for real requests", "use 8192 or more");
@@ -263,7 +273,7 @@ fn compile_limits(raw: &RawLimits, path: &KeyPath, diags: &mut Diagnostics) -> L
         max_body_bytes: raw.max_body_bytes,
         upstream_connect_timeout: raw.upstream_connect_timeout.0,
         upstream_response_timeout: raw.upstream_response_timeout.0,
-        max_connections: raw.max_connections,
+        max_connections: raw.max_connections.clamp(1, MAX_CONNECTIONS_CAP),
         idle_timeout: raw.idle_timeout.0,
         shutdown_grace: raw.shutdown_grace.0,
     }

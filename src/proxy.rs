@@ -69,6 +69,9 @@ pub struct Call {
     started: Instant,
     request_body: Arc<BodyStats>,
     capture: Option<Capture>,
+    /// Until the response is handed over, dropping the call (the caller went away while
+    /// it was being judged or forwarded) writes its record as `client_closed`.
+    unfinished: Option<Arc<Gateway>>,
 }
 
 /// What a capturing trigger keeps of a call until the response ends.
@@ -82,12 +85,42 @@ struct Capture {
 }
 
 impl Call {
-    fn begin<B>(policy: &Policy, connection: &Connection, request: &Request<B>) -> Self {
+    fn begin<B>(gateway: &Arc<Gateway>, policy: &Policy, connection: &Connection, request: &Request<B>) -> Self {
         let mut record =
             RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
         record.peer_ip = Some(connection.peer.ip());
         record.policy_version = policy.version.clone();
-        Self { record, started: Instant::now(), request_body: Arc::new(BodyStats::default()), capture: None }
+        Self {
+            record,
+            started: Instant::now(),
+            request_body: Arc::new(BodyStats::default()),
+            capture: None,
+            unfinished: Some(gateway.clone()),
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let Some(gateway) = self.unfinished.take() else { return };
+        // The upstream may already have the request: the run history must still say so.
+        let mut record = std::mem::replace(&mut self.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
+        record.decision = "client_closed".to_owned();
+        record.reason = Some("the caller went away before the response".to_owned());
+        record.status = 499;
+        record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        record.bytes_in = self.request_body.bytes.load(Ordering::Relaxed);
+        tracing::info!(
+            target: "flowgate::access",
+            request_id = %record.id,
+            trigger = record.trigger.as_deref().unwrap_or("-"),
+            method = %record.method,
+            path = %record.path,
+            status = record.status,
+            decision = %record.decision,
+            "call"
+        );
+        gateway.audit.write(record);
     }
 }
 
@@ -99,7 +132,7 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     // One policy snapshot for the whole call: a reload never changes the rules under it.
     let policy = gateway.policy();
-    let mut call = Call::begin(&policy, &connection, &request);
+    let mut call = Call::begin(&gateway, &policy, &connection, &request);
     let (parts, body) = request.into_parts();
 
     let outcome = match admit(&gateway, &policy, &connection, &parts, &mut call).await {
@@ -144,6 +177,12 @@ pub async fn admit(
     let address = client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies);
     call.record.client_ip = Some(address.client);
     call.record.client_ip_note = address.note.clone();
+
+    // Path hygiene before routing: dot segments, empty segments and encoded separators
+    // would let a prefix route reach an upstream path the policy never named.
+    if let Some(problem) = unsafe_path(parts.uri.path()) {
+        return Err(Denial::BadRequest { reason: format!("path refused: {problem}") }.into());
+    }
 
     // Global firewall: the cheapest refusal, before anything else is revealed.
     policy.firewall.check(address.client, address.peer).map_err(ip_denial)?;
@@ -353,6 +392,10 @@ pub async fn forward(
             if request_stats.exceeded.load(Ordering::Relaxed) {
                 return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
             }
+            if request_stats.errored.load(Ordering::Relaxed) {
+                // The caller's upload broke off: their side, not the upstream's.
+                return Err(Denial::BadRequest { reason: "the request body ended early".into() }.into());
+            }
             let kind = if error.is_connect() { "connect" } else { "exchange" };
             metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
             return Err(Failure::UpstreamUnreachable {
@@ -387,7 +430,10 @@ pub async fn forward(
 /// Wraps the response body so that the access-log line and the run record are written
 /// exactly once, when the body ends or is dropped, with real byte counts.
 fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseBody>) -> Response<ResponseBody> {
-    let Call { mut record, started, request_body, capture } = call;
+    let mut call = call;
+    call.unfinished = None;
+    let mut record = std::mem::replace(&mut call.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
+    let (started, request_body, capture) = (call.started, call.request_body.clone(), call.capture.take());
     record.status = response.status().as_u16();
     metrics::counter!(
         "flowgate_requests_total",
@@ -460,6 +506,28 @@ pub fn request_host_of(parts: &http::request::Parts) -> Option<&str> {
     parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
 }
 
+/// Why a request path is refused before routing, if it is: `.`/`..` or empty segments
+/// (also percent-encoded), encoded `/` or `\`, or a backslash. Such paths mean different
+/// things to different servers, so a prefix route could otherwise forward a path that
+/// resolves outside the trigger's upstream path.
+fn unsafe_path(path: &str) -> Option<&'static str> {
+    if path.contains('\\') {
+        return Some("backslash");
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Some("encoded separator");
+    }
+    if lower.contains("%00") {
+        return Some("encoded NUL");
+    }
+    if path.contains("//") {
+        return Some("empty segment");
+    }
+    let dot_segment = lower.split('/').any(|segment| matches!(segment.replace("%2e", ".").as_str(), "." | ".."));
+    dot_segment.then_some("dot segment")
+}
+
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -497,4 +565,28 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// A response body from bytes (for local answers: echo, admin, errors).
 pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
     http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsafe_path;
+
+    #[test]
+    fn paths_that_could_escape_a_prefix_are_refused() {
+        for bad in [
+            "/api/a/../b",
+            "/api/a/%2e%2e/b",
+            "/api/a/%2E./b",
+            "/api/a/./b",
+            "/api//b",
+            "/api/a%2fb",
+            "/a\\b",
+            "/a%5Cb",
+        ] {
+            assert!(unsafe_path(bad).is_some(), "{bad} was accepted");
+        }
+        for good in ["/", "/api/a", "/api/a/", "/api/a.b/c..d", "/api/%20x"] {
+            assert_eq!(unsafe_path(good), None, "{good} was refused");
+        }
+    }
 }

@@ -77,7 +77,8 @@ pub fn watch_files(gateway: Arc<Gateway>, policy_path: &Path) -> notify::Result<
             }
             if policy {
                 tracing::info!("policy file changed; reloading");
-                let _ = gateway.reload();
+                // Failures are logged and counted by the reload itself.
+                let _ = reload_blocking(&gateway).await;
             }
             if certificate && let Err(error) = gateway.reload_certificate() {
                 tracing::error!(%error, "certificate reload failed; the old certificate stays");
@@ -96,13 +97,24 @@ pub fn reload_on_sighup(gateway: Arc<Gateway>) -> std::io::Result<()> {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading policy and certificate");
-            let _ = gateway.reload();
+            let _ = reload_blocking(&gateway).await;
             if let Err(error) = gateway.reload_certificate() {
                 tracing::error!(%error, "certificate reload failed; the old certificate stays");
             }
         }
     });
     Ok(())
+}
+
+/// Runs a reload off the async workers (it reads files and may wait on the run history).
+pub async fn reload_blocking(
+    gateway: &Arc<Gateway>,
+) -> Result<crate::gateway::ReloadOutcome, Vec<crate::config::ConfigError>> {
+    let gateway = gateway.clone();
+    tokio::task::spawn_blocking(move || gateway.reload()).await.unwrap_or_else(|join| {
+        tracing::error!(error = %join, "the reload task failed; the running policy stays");
+        Ok(crate::gateway::ReloadOutcome::Unchanged { version: String::new() })
+    })
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -134,11 +134,16 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; draining in-flight calls");
     let _ = stop_tx.send(true);
     let grace = gateway.policy().limits.shutdown_grace;
-    let drained = tokio::time::timeout(grace, connections.acquire_many(max_connections as u32)).await;
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(grace, connections.acquire_many(all)).await;
     if drained.is_err() {
         tracing::warn!(?grace, "in-flight calls did not finish within the shutdown grace; closing them");
     }
     tasks.abort_all();
+    // Records of drained calls must reach the file before the process exits.
+    if !gateway.audit.flush(Duration::from_secs(5)) {
+        tracing::warn!("the run history could not be flushed completely before shutdown");
+    }
     Ok(())
 }
 
@@ -248,10 +253,9 @@ async fn serve_http<S>(
         let connection = connection.clone();
         let in_flight = in_flight.clone();
         async move {
-            in_flight.begin();
-            let response = proxy::handle(gateway, connection, request).await;
-            in_flight.end();
-            response
+            // A guard, not a pair of calls: an h2 stream reset drops this future midway.
+            let _busy = Busy::begin(in_flight);
+            proxy::handle(gateway, connection, request).await
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -309,6 +313,22 @@ impl Activity {
         }
         let now = self.epoch.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Marks a call in flight on its connection until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn begin(activity: Arc<Activity>) -> Self {
+        activity.begin();
+        Self(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 

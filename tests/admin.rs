@@ -186,3 +186,22 @@ async fn admin_tokens_map_roles_claims_to_admin_roles() {
     assert_eq!(admin.get(gw.admin_url("/healthz")).send().await.unwrap().status(), 200);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_still_leaves_a_record() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("slow", "/slow", echo, "")));
+    let gw = start_gateway_for(&fx, &policy).await;
+    // HTTP/2: giving up resets the stream, and the gateway drops the call mid-forward.
+    let impatient = fx.client(true);
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(400), impatient.post(gw.url("/slow?delay_ms=3000")).send()).await;
+    assert!(gave_up.is_err(), "the slow call answered early");
+    drop(impatient);
+    let closed = runs(&gw, "decision=client_closed").await;
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0]["trigger"], "slow");
+    assert_eq!(closed[0]["status"], 499);
+    gw.shutdown().await;
+}

@@ -327,3 +327,58 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(closed.is_ok(), "the idle keep-alive connection was never closed");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn paths_that_could_escape_a_prefix_route_are_refused() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("api", "/api/a", echo, "path_match = \"prefix\"")));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let client = fx.client(false);
+    let ok = client.post(gw.url("/api/a/x/y")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let echoed: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(echoed["path"], "/flows/api/invoke/x/y");
+    // Raw requests: an HTTP client library would normalise these paths before sending.
+    for bad in
+        ["/api/a/../../other", "/api/a/%2e%2e/%2e%2e/other", "/api/a/x%2F..%2Fother", "/api/a//x", "/api/a/.%2E/x"]
+    {
+        let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
+        let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+        let request = format!(
+            "POST {bad} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            fx.token()
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 400"), "{bad}: {text}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn callers_cannot_shadow_fixed_parameters_or_set_proxy_headers() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let response = fx
+        .client(false)
+        .post(gw.url("/t?SIG=evil&Api-Version=0&a%3Bsig=x&kept=1"))
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-original-url", "/admin")
+        .header("x-http-method-override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    let echoed: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echoed["query_names"], serde_json::json!(["api-version", "sig", "kept"]));
+    let headers = echoed["headers"].as_object().unwrap();
+    for forged in ["x-real-ip", "x-original-url", "x-http-method-override"] {
+        assert!(!headers.contains_key(forged), "{forged} reached the upstream");
+    }
+    gw.shutdown().await;
+}

@@ -72,7 +72,7 @@ pub struct Upstream {
     pub base_path: String,
     /// The URL's own query, raw (`a=1&b=2`), possibly empty.
     pub base_query: String,
-    /// Decoded names of the URL's query parameters: a caller cannot override these.
+    /// Decoded, lower-cased names of the URL's query parameters: a caller cannot override these.
     pub fixed_params: HashSet<String>,
     /// The URL without its query, for logs (trigger URLs carry signatures in the query).
     pub display: String,
@@ -132,7 +132,7 @@ impl Upstream {
             p => p.to_owned(),
         };
         let base_query = url.query().unwrap_or("").to_owned();
-        let fixed_params = url.query_pairs().map(|(name, _)| name.into_owned()).collect();
+        let fixed_params = url.query_pairs().map(|(name, _)| name.to_ascii_lowercase()).collect();
         let client = raw.upstream_ca.as_ref().and_then(|ca| {
             let roots = match crate::tls::read_roots(&source.resolve(ca)) {
                 Ok(roots) => roots,
@@ -184,7 +184,8 @@ impl Upstream {
         for pair in caller_query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let raw_name = pair.split('=').next().unwrap_or("");
             let name: String = url::form_urlencoded::parse(raw_name.as_bytes()).map(|(k, _)| k.into_owned()).collect();
-            if self.fixed_params.contains(&name) || also_drop(&name) {
+            // Case-insensitive, and no `;` tricks: some servers split pairs on `;` too.
+            if self.fixed_params.contains(&name.to_ascii_lowercase()) || also_drop(&name) || name.contains(';') {
                 continue;
             }
             if !query.is_empty() {

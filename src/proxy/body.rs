@@ -25,6 +25,8 @@ pub struct BodyStats {
     pub bytes: AtomicU64,
     /// The limit was crossed.
     pub exceeded: AtomicBool,
+    /// The caller's body stream failed (hung up, reset).
+    pub errored: AtomicBool,
     /// The first bytes, kept for the run history when the trigger captures.
     pub tap: Option<Tap>,
 }
@@ -92,7 +94,10 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                this.stats.errored.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -17,6 +17,27 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::PROXY_AUTHENTICATE,
 ];
 
+/// Headers an upstream may believe because they come from its proxy (client address,
+/// path rewrites, method overrides): a caller's copies are always removed.
+const PROXY_SET_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// The request id header, in both directions.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -63,8 +84,9 @@ pub fn upstream_request_headers(headers: &mut HeaderMap, forward_authorization: 
         headers.remove(header::AUTHORIZATION);
     }
     headers.remove(header::COOKIE);
-    for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"] {
-        headers.remove(name);
+    // Headers that upstreams trust from a proxy: only flowgate may set them.
+    for name in PROXY_SET_HEADERS {
+        headers.remove(*name);
     }
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {

@@ -115,8 +115,8 @@ end
 return {0, 0, lasts[1] + period - now, retry}
 ";
 
-/// Compiled `[cluster]` connection settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Compiled `[cluster]` connection settings. `Debug` hides the URL: it may carry a password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// `redis://host:port/db`
     pub url: String,
@@ -126,6 +126,17 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// Prefix of every key written.
     pub key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 /// A lazily connected, automatically reconnecting Redis limiter.
