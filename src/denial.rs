@@ -72,6 +72,11 @@ pub enum Denial {
         /// The limit in bytes (private).
         limit: usize,
     },
+    /// The caller did not finish sending a body flowgate must read whole in time.
+    RequestTimeout {
+        /// What was being waited for (private).
+        reason: String,
+    },
     /// The request body exceeds the trigger's limit.
     BodyTooLarge {
         /// The limit in bytes (private).
@@ -213,6 +218,9 @@ impl Rejection {
                 format!("headers over {limit} bytes"),
                 Extra::None,
             ),
+            Self::Denied(D::RequestTimeout { reason }) => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", "request timeout", reason.clone(), Extra::None)
+            }
             Self::Denied(D::BodyTooLarge { limit }) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",

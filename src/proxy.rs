@@ -344,16 +344,23 @@ pub async fn forward(
     rendered.apply_headers(&mut headers);
 
     let request_stats = call.request_body.clone();
-    let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
     let body = if trigger.injection.has_json() {
-        // JSON field injection needs the whole (bounded) body.
-        let collected = capped.collect().await.map_err(|_| {
-            if request_stats.exceeded.load(Ordering::Relaxed) {
-                Rejection::from(Denial::BodyTooLarge { limit: trigger.max_body_bytes })
-            } else {
-                Denial::BadRequest { reason: "the request body could not be read".into() }.into()
+        // JSON field injection needs the whole body: bounded in size and in time.
+        let limit = trigger.max_body_bytes.min(trigger.injection.json_max_bytes() as u64);
+        let capped = CappedBody::new(body, limit, request_stats.clone());
+        let collected = match tokio::time::timeout(trigger.response_timeout, capped.collect()).await {
+            Err(_elapsed) => {
+                return Err(Denial::RequestTimeout {
+                    reason: "the JSON body to inject into arrived too slowly".into(),
+                }
+                .into());
             }
-        })?;
+            Ok(Err(_)) if request_stats.exceeded.load(Ordering::Relaxed) => {
+                return Err(Denial::BodyTooLarge { limit }.into());
+            }
+            Ok(Err(_)) => return Err(Denial::BadRequest { reason: "the request body could not be read".into() }.into()),
+            Ok(Ok(collected)) => collected,
+        };
         let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
             crate::secrets::SecretError::JsonBody { .. } => {
                 Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
@@ -363,7 +370,7 @@ pub async fn forward(
         headers.remove(header::CONTENT_LENGTH);
         full_body(injected)
     } else {
-        capped.boxed_unsync()
+        CappedBody::new(body, trigger.max_body_bytes, request_stats.clone()).boxed_unsync()
     };
 
     let mut upstream_request = Request::new(body);
@@ -462,6 +469,7 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                     .iter()
                     .map(Vec::as_slice)
                     .chain(capture.secrets.iter().map(|s| s.expose_secret().as_bytes()))
+                    .chain(capture.trigger.upstream.credential_values.iter().map(|v| v.as_bytes()))
                     .collect();
                 record.capture = Some(crate::audit::Captured {
                     request: Some(crate::audit::capture_request(

@@ -74,6 +74,9 @@ pub struct Upstream {
     pub base_query: String,
     /// Decoded, lower-cased names of the URL's query parameters: a caller cannot override these.
     pub fixed_params: HashSet<String>,
+    /// Values of the URL's credential-like query parameters (`sig`, `code`, ...): the run
+    /// history redacts them wherever an upstream echoes them.
+    pub credential_values: Vec<String>,
     /// The URL without its query, for logs (trigger URLs carry signatures in the query).
     pub display: String,
     /// A client with this upstream's extra CA, when it has one; otherwise the gateway's shared one.
@@ -133,6 +136,11 @@ impl Upstream {
         };
         let base_query = url.query().unwrap_or("").to_owned();
         let fixed_params = url.query_pairs().map(|(name, _)| name.to_ascii_lowercase()).collect();
+        let credential_values = url
+            .query_pairs()
+            .filter(|(name, value)| crate::secrets::is_credential_like(name) && value.len() >= 3)
+            .map(|(_, value)| value.into_owned())
+            .collect();
         let client = raw.upstream_ca.as_ref().and_then(|ca| {
             let roots = match crate::tls::read_roots(&source.resolve(ca)) {
                 Ok(roots) => roots,
@@ -151,7 +159,17 @@ impl Upstream {
         });
         let host_header = HeaderValue::from_str(authority.as_str()).ok()?;
         let display = format!("{}://{}{}", scheme, authority, base_path);
-        Some(Self { scheme, authority, host_header, base_path, base_query, fixed_params, display, client })
+        Some(Self {
+            scheme,
+            authority,
+            host_header,
+            base_path,
+            base_query,
+            fixed_params,
+            credential_values,
+            display,
+            client,
+        })
     }
 
     /// The upstream URI for a call: the base path plus the rest of a prefix match, and the

@@ -174,6 +174,11 @@ pub struct NamesToStrip {
 }
 
 impl Injection {
+    /// The largest JSON body this injection rewrites.
+    pub fn json_max_bytes(&self) -> usize {
+        self.json_max_bytes
+    }
+
     /// True when nothing is injected.
     pub fn is_empty(&self) -> bool {
         self.headers.is_empty() && self.query.is_empty() && self.json.is_empty() && self.basic_auth.is_none()
