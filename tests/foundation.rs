@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Fixture, echo_trigger, start_echo, start_gateway_for};
+use common::{Fixture, echo_trigger, raw_tls, start_echo, start_gateway_for};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,9 +106,7 @@ async fn malformed_http_gets_400() {
     let echo = start_echo().await;
     let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
     let gw = start_gateway_for(&fx, &policy).await;
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
-    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let mut tls = raw_tls(&fx, &gw).await;
     tls.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
@@ -125,9 +123,7 @@ async fn a_slow_header_client_is_dropped_while_others_are_served() {
         &fx.policy_text(&format!("[limits]\nheader_read_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
     );
     let gw = start_gateway_for(&fx, &policy).await;
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
-    let mut slow = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let mut slow = raw_tls(&fx, &gw).await;
     slow.write_all(b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
     // Meanwhile a normal client is served.
     let ok = fx.client(false).post(gw.url("/t")).body("{}").send().await.unwrap();
@@ -303,9 +299,7 @@ async fn idle_keep_alive_connections_are_closed() {
         &fx.policy_text(&format!("[limits]\nidle_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
     );
     let gw = start_gateway_for(&fx, &policy).await;
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
-    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let mut tls = raw_tls(&fx, &gw).await;
     let request = format!(
         "POST /t HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
         fx.token()
@@ -343,9 +337,7 @@ async fn paths_that_could_escape_a_prefix_route_are_refused() {
     for bad in
         ["/api/a/../../other", "/api/a/%2e%2e/%2e%2e/other", "/api/a/x%2F..%2Fother", "/api/a//x", "/api/a/.%2E/x"]
     {
-        let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
-        let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+        let mut tls = raw_tls(&fx, &gw).await;
         let request = format!(
             "POST {bad} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             fx.token()

