@@ -12,7 +12,7 @@ mod body;
 mod headers;
 mod permit;
 
-pub use body::{BodyStats, CappedBody, ObservedBody};
+pub use body::{BodyStats, CappedBody, ObservedBody, StallGuard};
 pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
 
@@ -418,7 +418,7 @@ pub async fn forward(
     if let Some(value) = rate_limit_header {
         parts.headers.insert(HeaderName::from_static("ratelimit"), value);
     }
-    let body = body.map_err(|e| -> BoxError { Box::new(e) });
+    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout);
     let body = if trigger.scrub_responses {
         // An upstream that echoes an injected value must not hand it to the caller.
         let scrubber = rendered.scrubber();

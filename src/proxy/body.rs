@@ -5,6 +5,7 @@
 use crate::policy::upstream_types::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -112,6 +113,59 @@ where
     }
 }
 
+/// The upstream stopped sending its body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream body stalled for {0:?}")]
+pub struct BodyStalled(pub std::time::Duration);
+
+/// An upstream response body that fails when no frame arrives for `limit`: a stalled
+/// upstream must not hold the caller's connection (and its slot) forever.
+pub struct StallGuard<B> {
+    inner: B,
+    limit: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> StallGuard<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, limit: std::time::Duration) -> Self {
+        Self { inner, limit, timer: Box::pin(tokio::time::sleep(limit)) }
+    }
+}
+
+impl<B> Body for StallGuard<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(this.limit)))));
+                }
+                Poll::Pending
+            }
+            ready => {
+                let deadline = tokio::time::Instant::now() + this.limit;
+                this.timer.as_mut().reset(deadline);
+                ready
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Called once when a response body ends, fails or is dropped, with the bytes sent and
 /// whether the stream completed.
 pub type OnEnd = Box<dyn FnOnce(u64, bool) + Send>;
@@ -193,6 +247,14 @@ mod tests {
         let body = CappedBody::new(Full::new(Bytes::from(vec![0u8; 11])), 10, stats.clone());
         assert!(body.collect().await.is_err());
         assert!(stats.exceeded.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_fails_after_the_limit() {
+        let body = http_body_util::StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>());
+        let guarded = StallGuard::new(body, std::time::Duration::from_secs(5));
+        let error = guarded.collect().await.err().expect("the stalled body must fail");
+        assert!(error.to_string().contains("stalled"), "{error}");
     }
 
     #[tokio::test]
