@@ -253,7 +253,7 @@ mod tests {
     async fn a_stalled_body_fails_after_the_limit() {
         let body = http_body_util::StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>());
         let guarded = StallGuard::new(body, std::time::Duration::from_secs(5));
-        let error = guarded.collect().await.err().expect("the stalled body must fail");
+        let Err(error) = guarded.collect().await else { panic!("the stalled body must fail") };
         assert!(error.to_string().contains("stalled"), "{error}");
     }
 
