@@ -796,11 +796,6 @@ impl Caller {
             principal_ids: Vec::new(),
         }
     }
-
-    /// The rate-limit key for `key = "principal"`: tenant and principal.
-    pub fn rate_key(&self) -> String {
-        format!("{}/{}", self.tenant.as_deref().unwrap_or("-"), self.principal)
-    }
 }
 
 /// Why a call was not authenticated or authorized. Names the failed check, never a token,

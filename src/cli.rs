@@ -184,6 +184,19 @@ fn print_errors(errors: &[ConfigError]) {
     }
 }
 
+/// Loads a policy for a command, printing every error (FILE:LINE:COL) when it is refused.
+fn load_policy(path: &Path) -> Result<crate::policy::Policy, ExitCode> {
+    crate::policy::load(path).map_err(|errors| {
+        print_errors(&errors);
+        ExitCode::FAILURE
+    })
+}
+
+/// Seconds since the Unix epoch (signed-URL expiries).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 fn check(file: &Path) -> ExitCode {
     match crate::policy::load(file) {
         Ok(policy) => {
@@ -214,19 +227,15 @@ fn token(args: &TokenArgs) -> ExitCode {
 }
 
 fn sign_url(args: &SignUrlArgs) -> ExitCode {
-    let policy = match crate::policy::load(&args.config) {
+    let policy = match load_policy(&args.config) {
         Ok(policy) => policy,
-        Err(errors) => {
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let Some(keys) = &policy.signed_urls else {
         eprintln!("{}: has no [signed_urls] section to sign with", args.config.display());
         return ExitCode::FAILURE;
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    match keys.sign(&args.method.to_ascii_uppercase(), &args.url, now + args.expires_in) {
+    match keys.sign(&args.method.to_ascii_uppercase(), &args.url, unix_now() + args.expires_in) {
         Ok(url) => {
             println!("{url}");
             ExitCode::SUCCESS
@@ -239,16 +248,13 @@ fn sign_url(args: &SignUrlArgs) -> ExitCode {
 }
 
 fn secrets_report(config: &Path) -> ExitCode {
-    match crate::policy::load(config) {
+    match load_policy(config) {
         Ok(policy) => {
             let triggers = policy.routes.triggers().iter().map(|t| (t.name.as_str(), &t.injection));
             print!("{}", crate::secrets::usage_report(triggers, &policy.vaults));
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            print_errors(&errors);
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
@@ -340,14 +346,10 @@ async fn runs(args: RunsArgs) -> ExitCode {
 }
 
 async fn serve(config: &Path) -> ExitCode {
-    let policy = match crate::policy::load(config) {
-        Ok(policy) => policy,
-        Err(errors) => {
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
-    run_gateway(policy, config).await
+    match load_policy(config) {
+        Ok(policy) => run_gateway(policy, config).await,
+        Err(code) => code,
+    }
 }
 
 /// Binds, starts reload watchers, and serves until SIGTERM or SIGINT.
@@ -468,14 +470,10 @@ async fn prepare_demo(args: &DemoArgs) -> Result<crate::policy::Policy, String> 
         let url = format!("{base}{}", trigger.path);
         let line = match trigger.access.who() {
             crate::auth::Who::Anyone => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                match &policy.signed_urls {
-                    Some(keys) => match keys.sign(method, &url, now + 3600) {
-                        Ok(signed) => format!("curl --cacert {cacert} -X {method} '{signed}' {json}"),
-                        Err(_) => continue,
-                    },
-                    None => continue,
-                }
+                let signed =
+                    policy.signed_urls.as_ref().and_then(|keys| keys.sign(method, &url, unix_now() + 3600).ok());
+                let Some(signed) = signed else { continue };
+                format!("curl --cacert {cacert} -X {method} '{signed}' {json}")
             }
             _ => {
                 let interface = if trigger.name == "demo-allowlisted" { " --interface 127.0.0.2" } else { "" };

@@ -145,6 +145,9 @@ pub struct Trigger {
     pub injection: crate::secrets::Injection,
     /// Header and query names the injection writes: a caller's copies are removed.
     pub injected_names: crate::secrets::NamesToStrip,
+    /// Lower-case query names a caller may not send upstream: injected names and the
+    /// signed-URL parameters.
+    pub reserved_query: std::collections::HashSet<String>,
     /// Replace injected values echoed by the upstream.
     pub scrub_responses: bool,
 }
@@ -398,6 +401,21 @@ fn compile_server(
     Some(ServerSettings { listen: listen?, tls, plain_http_listen })
 }
 
+/// Query names the gateway owns on a trigger's upstream request, lower-cased.
+fn reserved_query(
+    injection: &crate::secrets::Injection,
+    access: &crate::auth::TriggerAccess,
+) -> std::collections::HashSet<String> {
+    let signed = access.signed_params().map(|p| [p.sig.clone(), p.exp.clone(), p.kid.clone()]);
+    injection
+        .names_to_strip()
+        .query
+        .into_iter()
+        .chain(signed.into_iter().flatten())
+        .map(|n| n.to_ascii_lowercase())
+        .collect()
+}
+
 /// What every trigger's compile step reads from the rest of the policy.
 struct Shared<'a> {
     limits: &'a Limits,
@@ -467,6 +485,8 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         (None, None) => None,
     };
     let injection = crate::secrets::compile_injection(&raw.inject, &path.key("inject"), shared.vaults, diags);
+    let reserved_query = reserved_query(&injection, &access);
+    let injected_names = injection.names_to_strip();
     Some(Trigger {
         name: raw.name.clone(),
         host,
@@ -482,7 +502,8 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         ip_rules,
         pins,
         rate_limit,
-        injected_names: injection.names_to_strip(),
+        reserved_query,
+        injected_names,
         injection,
         scrub_responses: raw.scrub_responses,
     })

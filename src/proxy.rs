@@ -236,19 +236,19 @@ pub async fn admit(
                 .check(rule, &key)
                 .await
                 .map_err(|e| Failure::LimiterUnavailable { reason: e.to_string() })?;
+            let which = || format!("{:?} key of rule {}", rule.key, rule.name);
             if !decision.admitted {
                 return Err(Denial::RateLimited {
                     retry_after_secs: decision.retry_after_secs.unwrap_or(1),
                     policy: decision.policy_header(rule),
                     limit: decision.limit_header(rule),
-                    reason: format!("{:?} key of rule {}", rule.key, rule.name),
+                    reason: which(),
                 }
                 .into());
             }
             if decision.shadowed {
                 // Shadow mode admits, but the run history says what would have been refused.
-                call.record.reason =
-                    Some(format!("shadow: would be rate limited ({:?} key of rule {})", rule.key, rule.name));
+                call.record.reason = Some(format!("shadow: would be rate limited ({})", which()));
             }
             HeaderValue::from_str(&decision.limit_header(rule)).ok()
         }
@@ -308,17 +308,11 @@ pub async fn forward(
 
     // The upstream URL: its own path and query win; the caller's signature parameters and
     // parameters of injected names are dropped, then injected parameters are appended.
-    let stripped = &trigger.injected_names;
-    let signed = trigger.access.signed_params();
-    let drop_param = |name: &str| {
-        stripped.query.iter().any(|q| q == name)
-            || signed.is_some_and(|p| [p.sig.as_str(), p.exp.as_str(), p.kid.as_str()].contains(&name))
-    };
     let injected_query: Vec<(&str, &str)> =
         rendered.query().iter().map(|(name, value)| (name.as_str(), value.expose_secret())).collect();
     let uri = trigger
         .upstream
-        .uri_for(&rest, parts.uri.query(), &drop_param, &injected_query)
+        .uri_for(&rest, parts.uri.query(), &trigger.reserved_query, &injected_query)
         .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") })?;
 
     let mut headers = parts.headers;
@@ -333,7 +327,7 @@ pub async fn forward(
         },
     );
     // A caller can neither forge identity headers nor pre-set an injected one.
-    for name in crate::auth::ALWAYS_STRIPPED_HEADERS.iter().chain(&stripped.headers) {
+    for name in crate::auth::ALWAYS_STRIPPED_HEADERS.iter().chain(&trigger.injected_names.headers) {
         headers.remove(name);
     }
     if trigger.access.forward_identity {

@@ -6,17 +6,10 @@ mod common;
 use common::{Fixture, echo_trigger, start_echo, start_gateway_for};
 use std::time::Duration;
 
+/// Run records matching `query`, polled until one is there (records are written when the
+/// response body ends).
 async fn runs(gw: &common::Running, query: &str) -> Vec<serde_json::Value> {
-    // Records are written when the response body ends; poll briefly for the last one.
-    let mut last = Vec::new();
-    for _ in 0..50 {
-        last = reqwest::get(gw.admin_url(&format!("/runs?{query}"))).await.unwrap().json().await.unwrap();
-        if !last.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    last
+    common::runs_at_least(gw, query, 1).await
 }
 
 #[tokio::test]

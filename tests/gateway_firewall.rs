@@ -8,7 +8,6 @@ mod common;
 use common::{Fixture, Running, echo_trigger, start_echo, start_gateway_for};
 use flowgate::auth::dev_issuer::DEMO_OID;
 use std::net::IpAddr;
-use std::time::Duration;
 
 const OTHER_OID: &str = "99999999-8888-4777-8666-555555555555";
 
@@ -29,14 +28,7 @@ async fn call(client: &reqwest::Client, gw: &Running, path: &str, xff: Option<&s
     if status == 403 {
         assert!(!body.contains("allow_ips") && !body.contains("127.0.0"), "the refusal says too much: {body}");
     }
-    for _ in 0..100 {
-        let r = reqwest::get(gw.admin_url(&format!("/runs/{id}"))).await.unwrap();
-        if r.status() == 200 {
-            return (status, r.json().await.unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    panic!("no run record for {id}");
+    (status, common::run_record(gw, &id).await)
 }
 
 /// The fixture's policy with `[server] trusted_proxies` set.

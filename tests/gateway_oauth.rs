@@ -34,16 +34,9 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// The run record whose request id is `id` (polled: records are written when the body ends).
+/// The run record whose request id is `id`.
 async fn record_of(gw: &Running, id: &str) -> serde_json::Value {
-    for _ in 0..100 {
-        let response = reqwest::get(gw.admin_url(&format!("/runs/{id}"))).await.unwrap();
-        if response.status() == 200 {
-            return response.json().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    panic!("no run record {id}");
+    common::run_record(gw, id).await
 }
 
 fn request_id(response: &reqwest::Response) -> String {

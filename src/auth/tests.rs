@@ -148,7 +148,6 @@ fn tenant_and_principal_rules() {
     let caller = access.evaluate(&alice).unwrap();
     assert_eq!(caller.principal, "oid:0d2d3b0e-0000-4000-8000-000000000009");
     assert!(caller.principal_ids.contains(&"upn:alice@contoso.com".to_owned()));
-    assert_eq!(caller.rate_key(), format!("{TENANT}/oid:0d2d3b0e-0000-4000-8000-000000000009"));
     let app = claims(json!({"tid": TENANT, "azp": "abc"}));
     assert_eq!(access.evaluate(&app).unwrap().principal, "app:abc");
     let by_oid = claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000001"}));

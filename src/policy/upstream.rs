@@ -174,8 +174,9 @@ impl Upstream {
 
     /// The upstream URI for a call: the base path plus the rest of a prefix match, and the
     /// upstream's own query followed by the caller's parameters that do not collide with it
-    /// or with `also_drop` (injected and signature parameters), then `appended` (injected
-    /// parameters, form-encoded).
+    /// or with `reserved` (lower-case names: injected and signature parameters), then
+    /// `appended` (injected parameters, form-encoded). Names compare case-insensitively:
+    /// many upstreams (ASP.NET among them) read them that way.
     ///
     /// # Errors
     /// The resulting URI is invalid (an unparsable caller path).
@@ -183,7 +184,7 @@ impl Upstream {
         &self,
         rest: &str,
         caller_query: Option<&str>,
-        also_drop: &dyn Fn(&str) -> bool,
+        reserved: &HashSet<String>,
         appended: &[(&str, &str)],
     ) -> Result<Uri, http::Error> {
         let mut path_and_query = String::with_capacity(self.base_path.len() + rest.len() + 64);
@@ -203,7 +204,8 @@ impl Upstream {
             let raw_name = pair.split('=').next().unwrap_or("");
             let name: String = url::form_urlencoded::parse(raw_name.as_bytes()).map(|(k, _)| k.into_owned()).collect();
             // Case-insensitive, and no `;` tricks: some servers split pairs on `;` too.
-            if self.fixed_params.contains(&name.to_ascii_lowercase()) || also_drop(&name) || name.contains(';') {
+            let lower = name.to_ascii_lowercase();
+            if self.fixed_params.contains(&lower) || reserved.contains(&lower) || name.contains(';') {
                 continue;
             }
             if !query.is_empty() {
@@ -253,22 +255,23 @@ mod tests {
     #[test]
     fn caller_cannot_override_upstream_query() {
         let u = upstream("https://flows.example/wf/abc/invoke?api-version=2016-06-01&sig=S");
-        let uri = u.uri_for("", Some("sig=evil&x=1&api-version=1"), &|_| false, &[]).unwrap();
+        let uri = u.uri_for("", Some("sig=evil&x=1&api-version=1"), &HashSet::new(), &[]).unwrap();
         assert_eq!(uri.to_string(), "https://flows.example/wf/abc/invoke?api-version=2016-06-01&sig=S&x=1");
     }
 
     #[test]
     fn prefix_rest_is_appended_once() {
         let u = upstream("http://127.0.0.1:9/base/");
-        assert_eq!(u.uri_for("/a/b", None, &|_| false, &[]).unwrap().to_string(), "http://127.0.0.1:9/base/a/b");
+        assert_eq!(u.uri_for("/a/b", None, &HashSet::new(), &[]).unwrap().to_string(), "http://127.0.0.1:9/base/a/b");
         let root = upstream("http://127.0.0.1:9");
-        assert_eq!(root.uri_for("/a", None, &|_| false, &[]).unwrap().to_string(), "http://127.0.0.1:9/a");
+        assert_eq!(root.uri_for("/a", None, &HashSet::new(), &[]).unwrap().to_string(), "http://127.0.0.1:9/a");
     }
 
     #[test]
     fn dropped_names_are_removed() {
         let u = upstream("http://h/p");
-        let uri = u.uri_for("", Some("flowgate_sig=x&keep=1"), &|n| n == "flowgate_sig", &[]).unwrap();
+        let uri =
+            u.uri_for("", Some("flowgate_sig=x&keep=1"), &HashSet::from(["flowgate_sig".to_owned()]), &[]).unwrap();
         assert_eq!(uri.query(), Some("keep=1"));
     }
 }
