@@ -495,6 +495,21 @@ impl Requirement {
     }
 }
 
+/// A principal identifier as written in a policy (`oid:…`, `sub:…`, `upn:…`, `email:…`,
+/// `app:…`) in the form [`Caller::principal_ids`] uses: kind lower-cased, `email:` read as
+/// `upn:`, every value but a `sub` lower-cased. Rules that name principals (`principals`,
+/// `principal_ips`) compare through this one function.
+pub fn canonical_principal(id: &str) -> String {
+    match id.split_once(':') {
+        Some((kind, value)) => match kind.to_ascii_lowercase().as_str() {
+            "sub" => format!("sub:{value}"),
+            "email" | "upn" => format!("upn:{}", value.to_lowercase()),
+            other => format!("{other}:{}", value.to_lowercase()),
+        },
+        None => id.to_owned(),
+    }
+}
+
 /// Principals accepted by `who = "specific_users"`, normalized for matching.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PrincipalSet {

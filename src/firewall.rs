@@ -11,6 +11,7 @@ mod ipset;
 pub use client::{ClientAddress, TrustedProxies, client_address};
 pub use ipset::{BadEntry, IpSet, IpSetBuilder, normalize};
 
+use crate::auth::canonical_principal as canonical;
 use crate::config::{Diagnostics, KeyPath, RawIpRules, SourceFile};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -259,14 +260,6 @@ impl PrincipalPins {
     }
 }
 
-fn canonical(id: &str) -> String {
-    match id.split_once(':') {
-        Some((kind, rest)) if kind.eq_ignore_ascii_case("upn") => format!("upn:{}", rest.to_lowercase()),
-        Some((kind, rest)) => format!("{}:{rest}", kind.to_ascii_lowercase()),
-        None => id.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +393,20 @@ mod tests {
         assert!(pins.check(&strings(&["oid:unpinned"]), ip("127.0.0.3")).is_ok());
         assert!(pins.check(&strings(&["app:123"]), ip("::1")).is_ok());
         assert!(pins.check(&strings(&["app:123"]), ip("127.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn pins_match_however_the_policy_spells_the_principal() {
+        // The caller's ids are lower-case (`Caller::principal_ids`); the policy may not be.
+        let mut raw = BTreeMap::new();
+        raw.insert("OID:0D2D3B0E-0000-4000-8000-000000000009".to_owned(), strings(&["127.0.0.2"]));
+        raw.insert("email:Bob@Contoso.com".to_owned(), strings(&["127.0.0.2"]));
+        raw.insert("app:ABC".to_owned(), strings(&["127.0.0.2"]));
+        let mut diags = Diagnostics::default();
+        let pins = PrincipalPins::compile(&raw, &KeyPath::root().key("principal_ips"), &mut diags);
+        for id in ["oid:0d2d3b0e-0000-4000-8000-000000000009", "upn:bob@contoso.com", "app:abc"] {
+            assert!(pins.check(&strings(&[id]), ip("127.0.0.3")).is_err(), "{id} escaped its pin");
+            assert!(pins.check(&strings(&[id]), ip("127.0.0.2")).is_ok());
+        }
     }
 }
