@@ -33,15 +33,13 @@ pub(crate) struct CachedToken {
 
 impl CachedToken {
     /// Renews at 80 % of the lifetime, and at least a minute before it ends when it can.
+    /// The lifetime comes from the server, so it is capped at a year (no `Instant` overflow).
     pub(crate) fn new(token: SecretValue, lifetime: Option<Duration>) -> Self {
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
         let now = Instant::now();
-        let renew_at = match lifetime {
-            None => now + Duration::from_secs(365 * 24 * 3600),
-            Some(l) => {
-                let margin = (l / 5).max(Duration::from_secs(60).min(l / 2));
-                now + l.saturating_sub(margin)
-            }
-        };
+        let l = lifetime.unwrap_or(YEAR).min(YEAR);
+        let margin = (l / 5).max(Duration::from_secs(60).min(l / 2));
+        let renew_at = now + l.saturating_sub(margin);
         Self { token, renew_at }
     }
 

@@ -315,7 +315,12 @@ fn http_client(
     source: &SourceFile,
     diags: &mut Diagnostics,
 ) -> Option<reqwest::Client> {
-    let mut builder = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5));
+    // No redirects: reqwest keeps custom headers (X-Vault-Token, X-IDENTITY-HEADER) across
+    // hosts, so a redirect must never carry a vault credential elsewhere.
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = &raw.ca_file {
         let file = source.resolve(ca);
         match std::fs::read(&file).map(|pem| reqwest::Certificate::from_pem_bundle(&pem)) {
@@ -442,16 +447,21 @@ pub(crate) fn required<'a>(value: Option<&'a String>, path: &KeyPath, diags: &mu
 
 /// Parses a base URL field (no trailing slash kept).
 pub(crate) fn base_url(value: &str, path: &KeyPath, diags: &mut Diagnostics) -> Option<String> {
+    // The value is never echoed: a URL may carry credentials.
     match url::Url::parse(value) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            diags.error_with_hint(
+                path,
+                "carries credentials in the URL",
+                "give vault credentials through auth = { ... } with env: or file: references",
+            );
+            None
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             Some(value.trim_end_matches('/').to_owned())
         }
         _ => {
-            diags.error_with_hint(
-                path,
-                format!("{value:?} is not an http(s) URL"),
-                "for example \"https://127.0.0.1:8200\"",
-            );
+            diags.error_with_hint(path, "is not an http(s) URL", "for example \"https://127.0.0.1:8200\"");
             None
         }
     }
@@ -525,6 +535,14 @@ impl TestBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_with_credentials_are_refused_without_echoing_them() {
+        let mut diags = Diagnostics::default();
+        assert!(base_url("https://user:hunter2@vault.internal", &KeyPath::root().key("address"), &mut diags).is_none());
+        let text = format!("{:?}", diags.into_vec());
+        assert!(text.contains("credentials") && !text.contains("hunter2"), "{text}");
+    }
 
     fn compile(text: &str) -> (Vaults, Vec<(String, String, Option<String>)>) {
         let raw: BTreeMap<String, RawVault> = toml::from_str(text).unwrap();
