@@ -123,7 +123,7 @@ pub enum OnRedisError {
 }
 
 /// `[cluster]`: share budgets between replicas.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     /// `redis://host:port/db`; unset means every instance limits on its own.
@@ -147,6 +147,20 @@ pub struct RawCluster {
     /// 2000 per 60 s, so about 390 MiB at most at the default.
     #[serde(default = "default_max_keys")]
     pub local_max_keys: usize,
+}
+
+/// `Debug` hides the Redis URL: it may carry a password.
+impl std::fmt::Debug for RawCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCluster")
+            .field("redis", &self.redis.as_ref().map(|_| "[redacted]"))
+            .field("on_redis_error", &self.on_redis_error)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .field("local_max_keys", &self.local_max_keys)
+            .finish()
+    }
 }
 
 impl Default for RawCluster {

@@ -19,9 +19,6 @@ pub const REDACTED: &str = "[redacted]";
 /// The prefix of JSON field names that are never recorded.
 const PRIVATE_PREFIX: &str = "_private";
 
-/// Headers never recorded, whatever the settings: the caller's credentials and cookies.
-const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
-
 /// A trigger's capture settings, compiled once per policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaptureRules {
@@ -165,7 +162,10 @@ fn capture(
     total_len: u64,
     secrets: &[&[u8]],
 ) -> CapturedMessage {
-    let secrets: Vec<&[u8]> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    let mut secrets: Vec<&[u8]> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    // Longest first: replacing a shorter value inside a longer one would leave the
+    // longer one's remainder in the record.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     CapturedMessage::Captured {
         headers: capture_headers(headers, &secrets),
         body: capture_body(rules, body, total_len, &secrets),
@@ -213,15 +213,18 @@ pub fn private_values(rules: &CaptureRules, body: &[u8]) -> Vec<Vec<u8>> {
 fn capture_headers(headers: &HeaderMap, secrets: &[&[u8]]) -> BTreeMap<String, Vec<String>> {
     let mut kept: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in headers {
-        let lower = name.as_str();
-        if CREDENTIAL_HEADERS.contains(&lower) || value.is_sensitive() {
+        // Credential-like names (Authorization, cookies, x-api-key, x-functions-key, ...) are
+        // never recorded: the same rule that refuses literal values under such names.
+        if crate::secrets::is_credential_like(name.as_str()) || value.is_sensitive() {
             continue;
         }
         let bytes = value.as_bytes();
         if secrets.iter().any(|s| contains(bytes, s)) {
             continue;
         }
-        kept.entry(lower.to_owned()).or_default().push(String::from_utf8_lossy(bytes).into_owned());
+        // URL-valued headers (a 202's Location) may carry signatures in their query.
+        let text = super::view::redact_url(&String::from_utf8_lossy(bytes));
+        kept.entry(name.as_str().to_owned()).or_default().push(text);
     }
     kept
 }
@@ -319,6 +322,36 @@ mod tests {
         let bytes = br#"{"n": 98765, "98765": "x"}"#;
         let json = body_json(&capture_response(&rules(), &HeaderMap::new(), bytes, 26, &[b"98765"]));
         assert_eq!(json, json!({"n": REDACTED, REDACTED: "x"}));
+    }
+
+    #[test]
+    fn longer_secrets_are_redacted_before_the_shorter_ones_inside_them() {
+        let json = body_json(&capture_response(
+            &rules(),
+            &HeaderMap::new(),
+            br#"{"v":"xxabcdefyy"}"#,
+            18,
+            &[b"abc", b"abcdef"],
+        ));
+        assert_eq!(json, json!({"v": format!("xx{REDACTED}yy")}));
+    }
+
+    #[test]
+    fn credential_like_and_url_headers_keep_no_secret() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("CALLERKEY"));
+        headers.insert("x-functions-key", HeaderValue::from_static("FNKEY"));
+        headers.insert("location", HeaderValue::from_static("https://h/p?api-version=1&sig=SIGVALUE"));
+        match capture_response(&rules(), &headers, b"", 0, &[]) {
+            CapturedMessage::Captured { headers, .. } => {
+                let text = format!("{headers:?}");
+                for leaked in ["CALLERKEY", "FNKEY", "SIGVALUE"] {
+                    assert!(!text.contains(leaked), "{leaked} recorded: {text}");
+                }
+                assert!(text.contains("api-version=1"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

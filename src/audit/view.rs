@@ -18,22 +18,6 @@ use serde_json::{Map, Value};
 /// Shown instead of a literal credential value.
 pub const LITERAL: &str = "[literal]";
 
-/// Query parameters and URL parts that carry credentials.
-const CREDENTIAL_QUERY: [&str; 12] = [
-    "sig",
-    "signature",
-    "code",
-    "key",
-    "apikey",
-    "api_key",
-    "api-key",
-    "token",
-    "access_token",
-    "secret",
-    "client_secret",
-    "password",
-];
-
 /// Parses the policy text and builds its admin view.
 ///
 /// # Errors
@@ -172,7 +156,7 @@ pub(crate) fn untag_literals(text: &str) -> String {
     out
 }
 
-/// A URL with its password and credential-like query values replaced by `[redacted]`;
+/// A URL with its user name, password and credential-like query values replaced by `[redacted]`;
 /// any other text unchanged.
 pub(crate) fn redact_url(text: &str) -> String {
     if !text.contains("://") {
@@ -183,13 +167,17 @@ pub(crate) fn redact_url(text: &str) -> String {
     if url.password().is_some() {
         changed = url.set_password(Some("redacted")).is_ok();
     }
+    // A token is sometimes given as the user name (`https://TOKEN@host`).
+    if !url.username().is_empty() {
+        changed |= url.set_username("redacted").is_ok();
+    }
     if let Some(query) = url.query().map(str::to_owned) {
         let mut hidden = false;
         let parts: Vec<String> = query
             .split('&')
             .map(|pair| {
                 let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-                if CREDENTIAL_QUERY.contains(&name.to_ascii_lowercase().as_str()) {
+                if crate::secrets::is_credential_like(name) {
                     hidden = true;
                     format!("{name}=[redacted]")
                 } else {
@@ -208,6 +196,21 @@ pub(crate) fn redact_url(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_every_credential_like_part() {
+        for url in [
+            "https://h/p?api-version=1&subscription-key=SUBKEY&client-secret=CS",
+            "redis+unix:///run/redis.sock?pass=REDISPASS",
+            "https://TOKENUSER@h/p",
+        ] {
+            let shown = redact_url(url);
+            for leaked in ["SUBKEY", "CS", "REDISPASS", "TOKENUSER"] {
+                assert!(!shown.contains(leaked), "{leaked} shown: {shown}");
+            }
+        }
+        assert!(redact_url("https://h/p?api-version=1&sig=x").contains("api-version=1"));
+    }
 
     const POLICY: &str = r#"
         [vault.kv]

@@ -138,7 +138,8 @@ impl Upstream {
         let fixed_params = url.query_pairs().map(|(name, _)| name.to_ascii_lowercase()).collect();
         let credential_values = url
             .query_pairs()
-            .filter(|(name, value)| crate::secrets::is_credential_like(name) && value.len() >= 3)
+            // Short values (`sv=1.0`, `sp=/triggers`) are not secrets and would shred records.
+            .filter(|(name, value)| crate::secrets::is_credential_like(name) && value.len() >= 8)
             .map(|(_, value)| value.into_owned())
             .collect();
         let client = raw.upstream_ca.as_ref().and_then(|ca| {

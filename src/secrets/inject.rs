@@ -30,6 +30,7 @@ const CREDENTIAL_WORDS: &[&str] = &[
     "secret",
     "password",
     "passwd",
+    "pass",
     "pwd",
     "sig",
     "signature",
