@@ -254,6 +254,10 @@ fn check_url(text: &str, allow_insecure_http: bool, path: &KeyPath, diags: &mut 
             diags.error(path, format!("invalid URL: {e}"));
             false
         }
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            diags.error_with_hint(path, "carries credentials in the URL", "identity providers' key URLs are public");
+            false
+        }
         Ok(url) => match url.scheme() {
             "https" => true,
             "http" if allow_insecure_http && is_loopback_url(&url) => true,

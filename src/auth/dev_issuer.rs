@@ -146,8 +146,11 @@ impl DevIssuer {
         let path = dir.join(KEY_FILE);
         let io = |source| DevIssuerError::Io { path: path.clone(), source };
         let file: KeyFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| DevIssuerError::BadKeyFile { path: path.clone(), reason: e.to_string() })?,
+            // Only the place of a JSON error: serde's message may quote the key text.
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DevIssuerError::BadKeyFile {
+                path: path.clone(),
+                reason: format!("not a key file (line {} column {})", e.line(), e.column()),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir).map_err(io)?;
                 let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)

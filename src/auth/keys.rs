@@ -277,16 +277,17 @@ impl KeyStore {
     }
 
     async fn get_document(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeyError> {
-        let fetch_err = |reason: String| KeyError::Fetch { url: url.to_owned(), reason };
+        let fetch_err = |reason: String| KeyError::Fetch { url: shown_url(url), reason };
         let client = self.client.as_ref().map_err(|e| fetch_err(e.clone()))?;
-        let mut response = client.get(url).send().await.map_err(|e| fetch_err(e.to_string()))?;
+        // `without_url`: reqwest's message would repeat the URL, query included.
+        let mut response = client.get(url).send().await.map_err(|e| fetch_err(e.without_url().to_string()))?;
         if !response.status().is_success() {
             return Err(fetch_err(format!("status {}", response.status())));
         }
         let max_age =
             response.headers().get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| fetch_err(e.without_url().to_string()))? {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
                 return Err(fetch_err("document too large".into()));
             }
@@ -297,13 +298,13 @@ impl KeyStore {
 
     fn check_url(&self, url: &str) -> Result<(), KeyError> {
         let parsed = url::Url::parse(url)
-            .map_err(|e| KeyError::Document { source_name: url.to_owned(), reason: e.to_string() })?;
+            .map_err(|e| KeyError::Document { source_name: shown_url(url), reason: e.to_string() })?;
         let loopback = super::is_loopback_url(&parsed);
         match parsed.scheme() {
             "https" => Ok(()),
             "http" if self.id.allow_insecure_http && loopback => Ok(()),
             _ => Err(KeyError::Document {
-                source_name: url.to_owned(),
+                source_name: shown_url(url),
                 reason: "jwks_uri must be https (plain http only on loopback with allow_insecure_http)".into(),
             }),
         }
@@ -321,20 +322,20 @@ impl KeyStore {
             KeySource::JwksUri(url) => {
                 self.check_url(url)?;
                 let (bytes, max_age) = self.get_document(url).await?;
-                (bytes, max_age, url.clone())
+                (bytes, max_age, shown_url(url))
             }
             KeySource::Discovery(url) => {
                 self.check_url(url)?;
                 let (bytes, _) = self.get_document(url).await?;
                 let doc: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| KeyError::Document { source_name: url.clone(), reason: e.to_string() })?;
+                    .map_err(|e| KeyError::Document { source_name: shown_url(url), reason: e.to_string() })?;
                 let jwks_uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or_else(|| KeyError::Document {
-                    source_name: url.clone(),
+                    source_name: shown_url(url),
                     reason: "no jwks_uri string".into(),
                 })?;
                 self.check_url(jwks_uri)?;
                 let (bytes, max_age) = self.get_document(jwks_uri).await?;
-                (bytes, max_age, jwks_uri.to_owned())
+                (bytes, max_age, shown_url(jwks_uri))
             }
         };
         let set: JwkSet = serde_json::from_slice(&bytes)
@@ -684,9 +685,25 @@ impl KeyStores {
     }
 }
 
+/// A key URL as errors show it: `scheme://host[:port]/path`, never its query or user info.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}{}", u.scheme(), u.host_str().unwrap_or(""), u.path())
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_urls_are_shown_without_query_or_user_info() {
+        assert_eq!(shown_url("https://u:p@idp.example:8443/keys?code=SECRET"), "https://idp.example:8443/keys");
+    }
 
     #[test]
     fn max_age_parsing() {

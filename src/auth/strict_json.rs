@@ -11,7 +11,7 @@ use std::fmt;
 /// Why a JSON document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StrictJsonError {
-    /// Not JSON, or JSON with a duplicate key (the message says which).
+    /// Not JSON, or JSON with a duplicate key.
     #[error("invalid JSON: {0}")]
     Invalid(String),
     /// Valid JSON but not an object.
@@ -81,7 +81,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             if map.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                // The key is the caller's text: not echoed into reasons and logs.
+                return Err(de::Error::custom("duplicate key"));
             }
             let Strict(value) = access.next_value()?;
             map.insert(key, value);

@@ -236,7 +236,8 @@ fn parse_header<'a>(token: &'a str, rules: &TokenRules) -> Result<Parsed<'a>, To
     if alg_text.eq_ignore_ascii_case("none") {
         return Err(TokenError::AlgNone);
     }
-    let alg: Algorithm = alg_text.parse().map_err(|_| TokenError::AlgNotAllowed(alg_text.to_owned()))?;
+    // The caller's text is echoed into reasons only when it names a known algorithm.
+    let alg: Algorithm = alg_text.parse().map_err(|_| TokenError::AlgNotAllowed("unrecognized".to_owned()))?;
     if !rules.algorithms.contains(&alg) {
         return Err(TokenError::AlgNotAllowed(alg_text.to_owned()));
     }
