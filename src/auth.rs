@@ -341,8 +341,10 @@ fn compile_identity(
     }
     let ca_file = raw.ca_file.as_ref().map(|file| {
         let resolved = source.resolve(file);
-        if !resolved.is_file() {
-            diags.error(&path.key("ca_file"), format!("{} does not exist", resolved.display()));
+        // Parsed now, like every other CA bundle: a bad file is a policy error, not a 503
+        // on every call.
+        if let Err(e) = crate::tls::read_certs(&resolved) {
+            diags.error(&path.key("ca_file"), e.to_string());
             ok = false;
         }
         resolved
@@ -879,7 +881,6 @@ impl AuthError {
         match self {
             Self::MissingToken | Self::SignedUrl(SignedUrlError::Missing) => unauthenticated(false).into(),
             Self::TokenInQuery | Self::BadAuthorization(_) | Self::InvalidToken(_) => unauthenticated(true).into(),
-            Self::SignedUrl(SignedUrlError::KeyNotResolved(_)) => Failure::SecretUnavailable { reason }.into(),
             Self::SignedUrl(_) => unauthenticated(true).into(),
             Self::KeysUnavailable(_) => Failure::KeysUnavailable { reason }.into(),
             Self::Tenant | Self::Principal | Self::Claim(_) => Denial::Forbidden { reason }.into(),

@@ -326,8 +326,8 @@ pub async fn forward(
             request_id: &call.record.id,
         },
     );
-    // A caller can neither forge identity headers nor pre-set an injected one.
-    for name in crate::auth::ALWAYS_STRIPPED_HEADERS.iter().chain(&trigger.injected_names.headers) {
+    // A caller cannot pre-set an injected header.
+    for name in &trigger.injected_names.headers {
         headers.remove(name);
     }
     if trigger.access.forward_identity {

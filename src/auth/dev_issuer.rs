@@ -121,20 +121,6 @@ impl std::fmt::Debug for DevIssuer {
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
 impl DevIssuer {
     /// Loads the key from `dir/dev-issuer.key.json`, generating it (mode 0600) on first
     /// run. `issuer` is the URL the demo serves discovery under, for example
@@ -152,13 +138,15 @@ impl DevIssuer {
                 reason: format!("not a key file (line {} column {})", e.line(), e.column()),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io)?;
                 let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
                     .map_err(|e| DevIssuerError::Crypto(e.to_string()))?;
                 let kid = hex::encode(&Sha256::digest(pair.public_key_raw())[..8]);
                 let file = KeyFile { kid, alg: "ES256".into(), pkcs8_pem: pair.serialize_pem() };
                 let json = serde_json::to_vec_pretty(&file).map_err(|e| DevIssuerError::Crypto(e.to_string()))?;
-                write_private(&path, &json).map_err(io)?;
+                crate::tls::dev::write_file(dir, &path, &json, 0o600).map_err(|e| match e {
+                    crate::tls::dev::DevCertError::Write { cause, .. } => io(cause),
+                    other => DevIssuerError::Crypto(other.to_string()),
+                })?;
                 file
             }
             Err(e) => return Err(io(e)),

@@ -68,19 +68,19 @@ fn default_max_lifetime() -> HumanDuration {
     HumanDuration::from_secs(365 * 24 * 3600)
 }
 
-/// A signing key: ready, or waiting for the secrets layer.
+/// A signing key, zeroized on drop; `Debug` never prints it.
 #[derive(Clone)]
-enum KeySlot {
-    Ready(Arc<Zeroizing<Vec<u8>>>),
-    Pending(String),
+struct KeySlot(Arc<Zeroizing<Vec<u8>>>);
+
+impl KeySlot {
+    fn new(key: Vec<u8>) -> Self {
+        Self(Arc::new(Zeroizing::new(key)))
+    }
 }
 
 impl std::fmt::Debug for KeySlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Ready(_) => f.write_str("Ready([redacted])"),
-            Self::Pending(reference) => write!(f, "Pending({reference})"),
-        }
+        f.write_str("[redacted]")
     }
 }
 
@@ -122,9 +122,6 @@ pub enum SignedUrlError {
     /// The key id is not configured.
     #[error("unknown signing key id")]
     UnknownKey,
-    /// The key id names a `secret://` key not resolved yet.
-    #[error("signing key {0} not resolved")]
-    KeyNotResolved(String),
     /// Past its expiry.
     #[error("signed URL expired")]
     Expired,
@@ -136,11 +133,11 @@ pub enum SignedUrlError {
     BadSignature,
 }
 
-/// Reads an `env:`/`file:` key; `Ok(None)` for `secret://` references.
-fn read_key(reference: &str, source: &SourceFile) -> Result<Option<Vec<u8>>, String> {
+/// Reads an `env:`/`file:` key.
+fn read_key(reference: &str, source: &SourceFile) -> Result<Vec<u8>, String> {
     if let Some(var) = reference.strip_prefix("env:") {
         return std::env::var(var)
-            .map(|v| Some(v.into_bytes()))
+            .map(String::into_bytes)
             .map_err(|_| format!("environment variable {var} is not set"));
     }
     if let Some(path) = reference.strip_prefix("file:") {
@@ -149,7 +146,7 @@ fn read_key(reference: &str, source: &SourceFile) -> Result<Option<Vec<u8>>, Str
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
         }
-        return Ok(Some(bytes));
+        return Ok(bytes);
     }
     if reference.starts_with("secret://") {
         // Policies are compiled offline and a vault answer could change under a running
@@ -187,7 +184,7 @@ pub fn compile_signed_urls(
             ok = false;
         }
         match read_key(reference, source) {
-            Ok(Some(bytes)) if bytes.len() < MIN_KEY_BYTES => {
+            Ok(bytes) if bytes.len() < MIN_KEY_BYTES => {
                 diags.error_with_hint(
                     &key_path,
                     format!("signing key {reference} is shorter than {MIN_KEY_BYTES} bytes"),
@@ -195,11 +192,8 @@ pub fn compile_signed_urls(
                 );
                 ok = false;
             }
-            Ok(Some(bytes)) => {
-                keys.insert(kid.clone(), KeySlot::Ready(Arc::new(Zeroizing::new(bytes))));
-            }
-            Ok(None) => {
-                keys.insert(kid.clone(), KeySlot::Pending(reference.clone()));
+            Ok(bytes) => {
+                keys.insert(kid.clone(), KeySlot::new(bytes));
             }
             Err(message) => {
                 diags.error(&key_path, message);
@@ -303,28 +297,10 @@ impl SignedUrlKeys {
     /// Keys read by the caller (for example from the secrets layer), by id.
     pub fn from_resolved(keys: BTreeMap<String, Vec<u8>>, primary: &str, params: SignedUrlParams) -> Self {
         Self {
-            keys: keys.into_iter().map(|(kid, key)| (kid, KeySlot::Ready(Arc::new(Zeroizing::new(key))))).collect(),
+            keys: keys.into_iter().map(|(kid, key)| (kid, KeySlot::new(key))).collect(),
             primary: primary.to_owned(),
             params,
             max_lifetime_secs: default_max_lifetime().0.as_secs(),
-        }
-    }
-
-    /// `(key id, secret reference)` of every `secret://` key still to resolve.
-    pub fn pending(&self) -> Vec<(String, String)> {
-        self.keys
-            .iter()
-            .filter_map(|(kid, slot)| match slot {
-                KeySlot::Pending(reference) => Some((kid.clone(), reference.clone())),
-                KeySlot::Ready(_) => None,
-            })
-            .collect()
-    }
-
-    /// Supplies the value of a pending key (the secrets layer's hook).
-    pub fn resolve(&mut self, kid: &str, value: Vec<u8>) {
-        if let Some(slot) = self.keys.get_mut(kid) {
-            *slot = KeySlot::Ready(Arc::new(Zeroizing::new(value)));
         }
     }
 
@@ -340,8 +316,7 @@ impl SignedUrlKeys {
 
     fn key(&self, kid: &str) -> Result<&[u8], SignedUrlError> {
         match self.keys.get(kid) {
-            Some(KeySlot::Ready(key)) => Ok(key.as_slice()),
-            Some(KeySlot::Pending(reference)) => Err(SignedUrlError::KeyNotResolved(reference.clone())),
+            Some(KeySlot(key)) => Ok(key.as_slice()),
             None => Err(SignedUrlError::UnknownKey),
         }
     }
@@ -448,7 +423,6 @@ mod tests {
         let (keys, errors) = compile("keys = { a = \"file:url.key\" }\nprimary = \"a\"\n", dir.path());
         assert!(errors.is_empty(), "{errors:?}");
         let keys = keys.unwrap();
-        assert!(keys.pending().is_empty());
         let signed = keys.sign("POST", "/t", 10).unwrap();
         assert_eq!(keys.verify("POST", "/t", signed.split_once('?').map(|(_, q)| q), 5), Ok("a".into()));
         let (_, errors) = compile(

@@ -88,6 +88,10 @@ pub fn upstream_request_headers(headers: &mut HeaderMap, forward_authorization: 
     for name in PROXY_SET_HEADERS {
         headers.remove(*name);
     }
+    // Identity headers are flowgate's alone: forwarded only from a verified caller.
+    for name in &crate::auth::ALWAYS_STRIPPED_HEADERS {
+        headers.remove(name);
+    }
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), value);
