@@ -370,6 +370,33 @@ fn refuse_foreign_fields(raw: &RawVault, path: &KeyPath, diags: &mut Diagnostics
     }
 }
 
+/// Refuses `auth` fields the chosen method does not read: they would be accepted silently,
+/// literal credentials included, and shown in the admin API's policy view.
+fn refuse_foreign_auth_fields(auth: &super::RawVaultAuth, path: &KeyPath, diags: &mut Diagnostics) {
+    use AuthMethod::{AppService, Approle, ClientCertificate, ClientSecret, ManagedIdentity, Token};
+    let set: [(&str, bool, &[AuthMethod]); 10] = [
+        ("token", auth.token.is_some(), &[Token]),
+        ("role_id", auth.role_id.is_some(), &[Approle]),
+        ("secret_id", auth.secret_id.is_some(), &[Approle]),
+        ("approle_mount", auth.approle_mount.is_some(), &[Approle]),
+        ("tenant", auth.tenant.is_some(), &[ClientSecret, ClientCertificate]),
+        ("client_id", auth.client_id.is_some(), &[ClientSecret, ClientCertificate, ManagedIdentity, AppService]),
+        ("client_secret", auth.client_secret.is_some(), &[ClientSecret]),
+        ("certificate", auth.certificate.is_some(), &[ClientCertificate]),
+        ("identity_endpoint", auth.identity_endpoint.is_some(), &[AppService]),
+        ("identity_header", auth.identity_header.is_some(), &[AppService]),
+    ];
+    for (field, is_set, methods) in set {
+        if is_set && !methods.contains(&auth.method) {
+            diags.error_with_hint(
+                &path.key(field),
+                format!("`{field}` is not used by method = {:?}", auth.method),
+                "remove it (it would be ignored)",
+            );
+        }
+    }
+}
+
 /// Compiles `[vault.*]`: builds every backend client, checks credentials are indirections
 /// and the `file` vault's permissions, and reports every problem with its key path.
 pub fn compile_vaults(
@@ -409,6 +436,7 @@ pub fn compile_vaults(
             },
         };
         if let Some(auth) = &rv.auth {
+            refuse_foreign_auth_fields(auth, &vpath.key("auth"), diags);
             let ok = match rv.kind {
                 VaultKind::Openbao | VaultKind::Hashicorp => {
                     matches!(auth.method, AuthMethod::Token | AuthMethod::Approle)
@@ -591,6 +619,20 @@ mod tests {
         );
         let paths: Vec<&str> = diags.iter().map(|d| d.0.as_str()).collect();
         assert_eq!(paths, ["vault.e.address", "vault.kv.address", "vault.kv.auth.method"], "{diags:?}");
+    }
+
+    #[test]
+    fn auth_fields_the_method_does_not_read_are_refused() {
+        let (_, diags) = compile(
+            r#"
+            [kv]
+            kind = "openbao"
+            address = "https://127.0.0.1:8200"
+            auth = { method = "token", token = "env:T", role_id = "literal-role" }
+            "#,
+        );
+        let paths: Vec<&str> = diags.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(paths, ["vault.kv.auth.role_id"], "{diags:?}");
     }
 
     #[test]
