@@ -144,12 +144,6 @@ fn number(v: Option<&serde_json::Value>) -> Option<u64> {
     }
 }
 
-fn sensitive(value: &str) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_str(value).ok()?;
-    v.set_sensitive(true);
-    Some(v)
-}
-
 #[derive(serde::Serialize)]
 struct AssertionClaims<'a> {
     aud: &'a str,
@@ -246,7 +240,7 @@ impl Akv {
                 if let Some(id) = client_id {
                     query.push(("client_id", id));
                 }
-                let value = sensitive(header.expose_secret())
+                let value = super::value::sensitive_header(header.expose_secret())
                     .ok_or_else(|| self.login_error("identity header is not a valid header value"))?;
                 self.client.get(endpoint.expose_secret()).query(&query).header("X-IDENTITY-HEADER", value)
             }
@@ -298,7 +292,7 @@ impl Akv {
         let mut attempt = 0;
         loop {
             let token = self.token(reference).await?;
-            let bearer = sensitive(&format!("Bearer {}", token.expose_secret()))
+            let bearer = super::value::sensitive_header(&format!("Bearer {}", token.expose_secret()))
                 .ok_or_else(|| self.login_error("access token is not a valid header value"))?;
             let resp = self
                 .client

@@ -180,11 +180,6 @@ impl Injection {
         self.json_max_bytes
     }
 
-    /// True when nothing is injected.
-    pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.query.is_empty() && self.json.is_empty() && self.basic_auth.is_none()
-    }
-
     /// True when the trigger injects JSON body fields.
     pub fn has_json(&self) -> bool {
         !self.json.is_empty()
@@ -292,10 +287,8 @@ fn echo_forms(value: &SecretValue) -> Vec<SecretValue> {
 }
 
 fn header_value(name: &HeaderName, value: &SecretValue) -> Result<HeaderValue, SecretError> {
-    let mut v = HeaderValue::from_str(value.expose_secret())
-        .map_err(|_| SecretError::InvalidHeaderValue { name: name.as_str().to_owned() })?;
-    v.set_sensitive(true);
-    Ok(v)
+    super::value::sensitive_header(value.expose_secret())
+        .ok_or_else(|| SecretError::InvalidHeaderValue { name: name.as_str().to_owned() })
 }
 
 impl Template {
@@ -365,11 +358,6 @@ impl Rendered {
         &self.query
     }
 
-    /// JSON pointer → value pairs.
-    pub fn json(&self) -> &[(String, SecretValue)] {
-        &self.json
-    }
-
     /// Removes the caller's headers of injected names, then inserts the injected ones.
     pub fn apply_headers(&self, headers: &mut HeaderMap) {
         for (name, _) in &self.headers {
@@ -378,24 +366,6 @@ impl Rendered {
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
         }
-    }
-
-    /// The new query string: the caller's `query` without parameters of injected names, then
-    /// the injected parameters (form-urlencoded). `None` when the result is empty.
-    pub fn apply_query(&self, query: Option<&str>) -> Option<String> {
-        let mut out = url::form_urlencoded::Serializer::new(String::new());
-        let mut any = false;
-        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            if !self.query.iter().any(|(name, _)| *name == k) {
-                out.append_pair(&k, &v);
-                any = true;
-            }
-        }
-        for (name, value) in &self.query {
-            out.append_pair(name, value.expose_secret());
-            any = true;
-        }
-        any.then(|| out.finish())
     }
 
     /// Writes the JSON fields into a JSON request body (creating missing objects on the way).
@@ -545,8 +515,9 @@ mod tests {
         assert_eq!(headers["x-source"], "flowgate");
         assert_eq!(headers["accept"], "*/*");
 
-        assert_eq!(r.apply_query(Some("a=1&sig=forged&b=x%20y")).as_deref(), Some("a=1&b=x+y&sig=v1-sig"));
-        assert_eq!(r.apply_query(None).as_deref(), Some("sig=v1-sig"));
+        // The request path appends these after dropping the caller's `sig` (`Upstream::uri_for`).
+        let query: Vec<(&str, &str)> = r.query().iter().map(|(n, v)| (n.as_str(), v.expose_secret())).collect();
+        assert_eq!(query, [("sig", "v1-sig")]);
 
         let body = r.apply_json(Bytes::from_static(br#"{"auth":{"key":"caller"},"n":1}"#)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

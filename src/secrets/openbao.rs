@@ -21,7 +21,6 @@ use super::value::SecretValue;
 use super::vault::{Credential, base_url, credential, required};
 use super::{AuthMethod, RawVaultAuth};
 use crate::config::{Diagnostics, KeyPath, SourceFile};
-use http::HeaderValue;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -112,12 +111,6 @@ pub(crate) fn compile(
     })
 }
 
-fn sensitive(value: &str) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_str(value).ok()?;
-    v.set_sensitive(true);
-    Some(v)
-}
-
 impl OpenBao {
     fn transport(&self, reference: &SecretRef, e: &reqwest::Error) -> SecretError {
         super::vault::transport_error(reference, e)
@@ -174,7 +167,7 @@ impl OpenBao {
                 url.push_str("?version=");
                 url.push_str(v);
             }
-            let header = sensitive(token.expose_secret()).ok_or_else(|| SecretError::Login {
+            let header = super::value::sensitive_header(token.expose_secret()).ok_or_else(|| SecretError::Login {
                 vault: self.vault.clone(),
                 problem: "token is not a valid header value".into(),
             })?;

@@ -54,6 +54,14 @@ impl PartialEq for SecretValue {
 
 impl Eq for SecretValue {}
 
+/// A header value marked sensitive (HTTP/2 never indexes it, and `Debug` hides it), for
+/// every header that carries a secret or a vault credential.
+pub(crate) fn sensitive_header(value: &str) -> Option<http::HeaderValue> {
+    let mut header = http::HeaderValue::from_str(value).ok()?;
+    header.set_sensitive(true);
+    Some(header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
