@@ -191,7 +191,9 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         identities: &identities,
         signed_urls: signed_urls.as_ref(),
         vaults: &vaults,
-        default_rate_limit: raw.rate_limit.as_ref(),
+        default_rate_limit: raw.rate_limit.as_ref().filter(|default| {
+            crate::ratelimit::RateLimitRule::compile(default, "", &root.key("rate_limit"), &mut diags).is_some()
+        }),
         source,
     };
     let mut triggers = Vec::with_capacity(raw.trigger.len());
@@ -479,9 +481,9 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     let pins = crate::firewall::PrincipalPins::compile(&raw.principal_ips, &path.key("principal_ips"), diags);
     let rate_limit = match (&raw.rate_limit, shared.default_rate_limit) {
         (Some(own), _) => crate::ratelimit::RateLimitRule::compile(own, &raw.name, &path.key("rate_limit"), diags),
-        (None, Some(default)) => {
-            crate::ratelimit::RateLimitRule::compile(default, &raw.name, &KeyPath::root().key("rate_limit"), diags)
-        }
+        // The global default was validated once in `compile`; each trigger gets its own rule
+        // (and budget) built from it.
+        (None, Some(d)) => Some(crate::ratelimit::RateLimitRule::new(&raw.name, d.calls, d.period.0, d.key, d.shadow)),
         (None, None) => None,
     };
     let injection = crate::secrets::compile_injection(&raw.inject, &path.key("inject"), shared.vaults, diags);

@@ -207,3 +207,17 @@ async fn runs_prints_a_table_of_recent_calls() {
     assert!(table.contains(&id) && table.contains("allowed"), "{table}");
     gw.shutdown().await;
 }
+
+#[test]
+fn a_bad_global_rate_limit_is_reported_once() {
+    let fx = Fixture::new();
+    let echo: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let triggers = format!("{}{}", echo_trigger("a", "/a", echo, ""), echo_trigger("b", "/b", echo, ""));
+    let text = format!("rate_limit = {{ calls = 0, period = \"60s\" }}\n{}", fx.policy_text(&triggers));
+    let path = fx.write_policy(&text);
+    let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("rate_limit.calls").count(), 1, "{stderr}");
+    assert!(stderr.contains("policy.toml:1:"), "{stderr}");
+}

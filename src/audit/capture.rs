@@ -134,10 +134,7 @@ pub fn capture_request(
     total_len: u64,
     secrets: &[&[u8]],
 ) -> CapturedMessage {
-    if rules.secure_inputs {
-        return CapturedMessage::secured();
-    }
-    capture(rules, headers, body, total_len, secrets)
+    capture(rules, rules.secure_inputs, headers, body, total_len, secrets)
 }
 
 /// Captures a response; see [`capture_request`]. Secrets echoed by the upstream are
@@ -149,19 +146,21 @@ pub fn capture_response(
     total_len: u64,
     secrets: &[&[u8]],
 ) -> CapturedMessage {
-    if rules.secure_outputs {
-        return CapturedMessage::secured();
-    }
-    capture(rules, headers, body, total_len, secrets)
+    capture(rules, rules.secure_outputs, headers, body, total_len, secrets)
 }
 
+/// One message, or only the secured marker when `secure` (secure inputs/outputs) is set.
 fn capture(
     rules: &CaptureRules,
+    secure: bool,
     headers: &HeaderMap,
     body: &[u8],
     total_len: u64,
     secrets: &[&[u8]],
 ) -> CapturedMessage {
+    if secure {
+        return CapturedMessage::secured();
+    }
     let mut secrets: Vec<&[u8]> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
     // Longest first: replacing a shorter value inside a longer one would leave the
     // longer one's remainder in the record.
