@@ -129,8 +129,6 @@ pub struct Trigger {
     pub max_body_bytes: u64,
     /// Upstream response-head timeout.
     pub response_timeout: Duration,
-    /// Forward the caller's Authorization header.
-    pub forward_authorization: bool,
     /// What the run history captures of this trigger's calls.
     pub capture: crate::audit::CaptureRules,
     /// Who may call it.
@@ -498,7 +496,6 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         upstream: upstream?,
         max_body_bytes,
         response_timeout: raw.upstream_response_timeout.map_or(limits.upstream_response_timeout, |d| d.0),
-        forward_authorization: raw.forward_authorization,
         capture,
         access,
         ip_rules,

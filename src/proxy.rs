@@ -318,7 +318,7 @@ pub async fn forward(
     let mut headers = parts.headers;
     headers::upstream_request_headers(
         &mut headers,
-        trigger.forward_authorization,
+        trigger.access.forward_authorization,
         &headers::ForwardedFor {
             client,
             proto: if connection.tls { "https" } else { "http" },
