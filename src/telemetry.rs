@@ -18,9 +18,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the tracing subscriber for the binary. Level from `RUST_LOG` (default `info`).
+/// Installs the tracing subscriber for the binary. Level from `RUST_LOG` (default `info`),
+/// read through [`scoped_directives`] so a bare `debug`/`trace` raises flowgate's own
+/// level only.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter = tracing_subscriber::EnvFilter::try_new(scoped_directives(&spec))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second call (tests) keeps the first subscriber; that is fine.
@@ -28,6 +31,29 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Rewrites a `RUST_LOG` spec so that a bare level above `info` (`debug`, `trace`) applies to
+/// flowgate's own targets while dependencies stay at `info`. Dependencies at TRACE are a
+/// flood, and one of them is a loop: the file watcher (`notify`) traces every inotify event
+/// in the policy directory, including the writes of its own trace lines when the log file
+/// lives there. Directives that name a target are kept as written: an operator who asks for
+/// `hyper=trace` gets it. An empty spec means `info`.
+pub fn scoped_directives(spec: &str) -> String {
+    let mut out = Vec::new();
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.parse::<tracing_subscriber::filter::LevelFilter>() {
+            Ok(level) if level > tracing_subscriber::filter::LevelFilter::INFO => {
+                out.push("info".to_owned());
+                out.push(format!("flowgate={level}"));
+            }
+            _ => out.push(directive.to_owned()),
+        }
+    }
+    if out.is_empty() {
+        out.push("info".to_owned());
+    }
+    out.join(",")
 }
 
 /// Latency buckets in seconds, for request and upstream histograms.
@@ -58,4 +84,24 @@ fn describe() {
     metrics::describe_gauge!("flowgate_open_connections", "Client connections currently open.");
     metrics::describe_counter!("flowgate_policy_reloads_total", "Policy reloads by result.");
     metrics::describe_gauge!("flowgate_policy_info", "The running policy version (label), value 1.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scoped_directives;
+
+    #[test]
+    fn a_bare_verbose_level_applies_to_flowgate_only() {
+        assert_eq!(scoped_directives("trace"), "info,flowgate=trace");
+        assert_eq!(scoped_directives("DEBUG"), "info,flowgate=debug");
+        assert_eq!(scoped_directives("trace,hyper=debug"), "info,flowgate=trace,hyper=debug");
+    }
+
+    #[test]
+    fn quiet_levels_and_named_targets_are_kept() {
+        assert_eq!(scoped_directives(""), "info");
+        assert_eq!(scoped_directives("warn"), "warn");
+        assert_eq!(scoped_directives("notify=trace"), "notify=trace");
+        assert_eq!(scoped_directives("flowgate::access=off, info"), "flowgate::access=off,info");
+    }
 }
