@@ -59,6 +59,8 @@ pub mod forward;
 pub mod keys;
 pub mod signed;
 mod strict_json;
+#[cfg(feature = "fuzzing")]
+pub use strict_json::parse_object;
 pub mod token;
 
 pub use forward::{ALWAYS_STRIPPED_HEADERS, identity_headers, query_has_token};
