@@ -246,7 +246,7 @@ fn list_kind(key: &str) -> Option<ListKind> {
 /// Booleans where turning the option ON loosens (`true`) or tightens (`false`).
 fn flag_on_loosens(key: &str) -> Option<bool> {
     match key {
-        "forward_authorization" => Some(true),
+        "forward_authorization" | "accept_v1" => Some(true),
         "capture" | "secure_inputs" | "secure_outputs" | "scrub_responses" => Some(false),
         _ => None,
     }
