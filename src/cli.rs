@@ -282,10 +282,13 @@ fn signed_trigger(
                 None => ("", before_query),
             };
             let host = (!host.is_empty()).then_some(host);
-            let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not a method"))?;
-            policy.routes.find(host, path, &method).map(|found| found.trigger.clone()).map_err(|_| {
-                format!("{method} {url} routes to no trigger; name it with --trigger NAME")
-            })?
+            let method =
+                http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not a method"))?;
+            policy
+                .routes
+                .find(host, path, &method)
+                .map(|found| found.trigger.clone())
+                .map_err(|_| format!("{method} {url} routes to no trigger; name it with --trigger NAME"))?
         }
     };
     if trigger.access.who() == crate::auth::Who::Anyone {
@@ -518,8 +521,10 @@ async fn prepare_demo(args: &DemoArgs) -> Result<crate::policy::Policy, String> 
         let url = format!("{base}{}", trigger.path);
         let line = match trigger.access.who() {
             crate::auth::Who::Anyone => {
-                let signed =
-                    policy.signed_urls.as_ref().and_then(|keys| keys.sign(&trigger.name, method, &url, unix_now() + 3600).ok());
+                let signed = policy
+                    .signed_urls
+                    .as_ref()
+                    .and_then(|keys| keys.sign(&trigger.name, method, &url, unix_now() + 3600).ok());
                 let Some(signed) = signed else { continue };
                 format!("curl --cacert {cacert} -X {method} '{signed}' {json}")
             }

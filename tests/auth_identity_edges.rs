@@ -92,8 +92,7 @@ fn v1(tenant: &str, oid: &str, extra: Value) -> Value {
 }
 
 async fn call(fx: &Fixture, gw: &Running, path: &str, token: &str) -> (u16, Value) {
-    let response =
-        fx.anonymous_client(false).post(gw.url(path)).bearer_auth(token).body("{}").send().await.unwrap();
+    let response = fx.anonymous_client(false).post(gw.url(path)).bearer_auth(token).body("{}").send().await.unwrap();
     let status = response.status().as_u16();
     let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     response.bytes().await.unwrap();
@@ -106,11 +105,8 @@ async fn an_admin_token_of_another_tenant_is_refused_whatever_its_roles() {
     let key = TestKey::rsa("k1");
     let echo = start_echo().await;
     let admin = "identity = \"entra\"\ntoken_roles = { administrator = [\"Flowgate.Admin\"] }";
-    let rest = format!(
-        "{}{}",
-        identity(&format!("tenants = [\"{TENANT}\"]")),
-        trigger("t", echo, "who = \"tenant_users\"")
-    );
+    let rest =
+        format!("{}{}", identity(&format!("tenants = [\"{TENANT}\"]")), trigger("t", echo, "who = \"tenant_users\""));
     let gw = start_gateway(&policy(&fx, &key, admin, &rest)).await;
     let client = reqwest::Client::new();
     let admin_role = json!({"roles": ["Flowgate.Admin"]});
@@ -217,9 +213,12 @@ async fn principals_match_immutable_ids_not_names_or_clients_a_caller_can_set() 
     // ...not a user signed in through it (same client id, delegated).
     let user_v2 = key.token(&v2(TENANT, MALLORY, json!({"idtyp": "user", "scp": "Flows.Invoke"})));
     let user_v1 = key.token(&v1(TENANT, MALLORY, json!({"appidacr": "0", "scp": "user_impersonation"})));
-    for (token, app_only, what) in
-        [(&app_v2, true, "v2 app"), (&app_v1, true, "v1 app"), (&user_v2, false, "v2 user"), (&user_v1, false, "v1 user")]
-    {
+    for (token, app_only, what) in [
+        (&app_v2, true, "v2 app"),
+        (&app_v1, true, "v1 app"),
+        (&user_v2, false, "v2 user"),
+        (&user_v1, false, "v1 user"),
+    ] {
         let (status, _) = call(&fx, &gw, "/app-only", token).await;
         assert_eq!(status == 200, app_only, "app: with a {what} token gave {status}");
         let (status, _) = call(&fx, &gw, "/app-users", token).await;
@@ -236,11 +235,8 @@ async fn a_b64_header_parameter_is_refused_in_crit_or_not() {
     let fx = Fixture::new();
     let key = TestKey::rsa("k1");
     let echo = start_echo().await;
-    let rest = format!(
-        "{}{}",
-        identity(&format!("tenants = [\"{TENANT}\"]")),
-        trigger("t", echo, "who = \"tenant_users\"")
-    );
+    let rest =
+        format!("{}{}", identity(&format!("tenants = [\"{TENANT}\"]")), trigger("t", echo, "who = \"tenant_users\""));
     let gw = start_gateway(&policy(&fx, &key, "", &rest)).await;
     let claims = v2(TENANT, ALICE, json!({})).to_string();
     // Control: the same claims with a plain header pass.
@@ -282,7 +278,9 @@ fn rules_a_foreign_tenant_could_satisfy_are_refused_at_compile() {
             trigger(
                 "c",
                 echo,
-                &format!("who = \"specific_users\"\ntenants = [\"{TENANT}\"]\nprincipals = [\"email:alice@contoso.com\"]"),
+                &format!(
+                    "who = \"specific_users\"\ntenants = [\"{TENANT}\"]\nprincipals = [\"email:alice@contoso.com\"]"
+                ),
             ),
             "principals[0]: email: is not accepted",
         ),

@@ -548,7 +548,8 @@ mod tests {
         let keys = keys();
         let url = keys.sign("x", "POST", "https://gw.example/triggers/x", 2000).unwrap();
         let (_, query) = split(&url);
-        let verify = |method: &str, path: &str, query: Option<&str>, now: u64| keys.verify("x", method, path, query, now);
+        let verify =
+            |method: &str, path: &str, query: Option<&str>, now: u64| keys.verify("x", method, path, query, now);
         assert_eq!(verify("POST", "/triggers/x", query, 2000), Err(SignedUrlError::Expired));
         assert_eq!(verify("GET", "/triggers/x", query, 1000), Err(SignedUrlError::BadSignature));
         assert_eq!(verify("POST", "/triggers/y", query, 1000), Err(SignedUrlError::BadSignature));

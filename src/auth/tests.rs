@@ -148,7 +148,9 @@ fn tenant_and_principal_rules() {
     assert_eq!(caller.principal, "oid:0d2d3b0e-0000-4000-8000-000000000009");
     assert!(caller.principal_ids.contains(&"upn:alice@contoso.com".to_owned()));
     // Issue 10: the name form matches the upn claim only, never preferred_username or email.
-    let spoof = claims(json!({"tid": TENANT, "preferred_username": "alice@contoso.com", "email": "alice@contoso.com", "oid": "0d2d3b0e-0000-4000-8000-000000000008"}));
+    let spoof = claims(
+        json!({"tid": TENANT, "preferred_username": "alice@contoso.com", "email": "alice@contoso.com", "oid": "0d2d3b0e-0000-4000-8000-000000000008"}),
+    );
     assert_eq!(access.evaluate(&spoof), Err(AuthError::Principal));
     // Issue 10: app: means the app calling as itself (an app-only token).
     let app = claims(json!({"tid": TENANT, "azp": "abc", "idtyp": "app"}));
@@ -173,7 +175,8 @@ fn app_means_app_only_and_users_of_app_means_delegated() {
     let v2_app = claims(json!({"tid": TENANT, "azp": "abc", "idtyp": "app"}));
     let v1_app = claims(json!({"tid": TENANT, "appid": "abc", "appidacr": "1"}));
     let v2_user = claims(json!({"tid": TENANT, "azp": "abc", "azpacr": "0", "scp": "Flows.Invoke", "oid": user}));
-    let v1_user = claims(json!({"tid": TENANT, "appid": "abc", "appidacr": "0", "scp": "user_impersonation", "oid": user}));
+    let v1_user =
+        claims(json!({"tid": TENANT, "appid": "abc", "appidacr": "0", "scp": "user_impersonation", "oid": user}));
     for token in [&v2_app, &v1_app] {
         assert!(apps.evaluate(token).is_ok(), "{token:?}");
         assert_eq!(users.evaluate(token), Err(AuthError::Principal), "{token:?}");
@@ -191,8 +194,9 @@ fn app_means_app_only_and_users_of_app_means_delegated() {
 #[test]
 fn names_need_tenants_email_is_refused_and_multi_tenant_specific_users_need_tenants() {
     // One exact issuer, no tenants: upn: cannot be told apart from a foreign user's name.
-    let (single, errors) =
-        identities("[plain]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n");
+    let (single, errors) = identities(
+        "[plain]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n",
+    );
     assert!(errors.is_empty(), "{errors:?}");
     let (_, errors) =
         access("who = \"specific_users\"\nidentity = \"plain\"\nprincipals = [\"upn:alice@contoso.com\"]\n", &single);
@@ -200,13 +204,17 @@ fn names_need_tenants_email_is_refused_and_multi_tenant_specific_users_need_tena
     assert!(errors[0].starts_with("trigger[0].principals[0]: upn: names match only where tenants"), "{errors:?}");
     // With tenants on the trigger the same entry compiles.
     let (_, errors) = access(
-        &format!("who = \"specific_users\"\nidentity = \"plain\"\ntenants = [\"{TENANT}\"]\nprincipals = [\"upn:alice@contoso.com\"]\n"),
+        &format!(
+            "who = \"specific_users\"\nidentity = \"plain\"\ntenants = [\"{TENANT}\"]\nprincipals = [\"upn:alice@contoso.com\"]\n"
+        ),
         &single,
     );
     assert!(errors.is_empty(), "{errors:?}");
     // email: is never a principal.
-    let (_, errors) =
-        access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"email:alice@contoso.com\"]\n", &entra());
+    let (_, errors) = access(
+        "who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"email:alice@contoso.com\"]\n",
+        &entra(),
+    );
     assert!(errors.iter().any(|e| e.contains("email: is not accepted")), "{errors:?}");
     // A {tenant} identity without tenants: specific_users is refused, naming the fix.
     let (multi, errors) = identities(
@@ -228,10 +236,8 @@ fn sub_is_bound_to_its_issuer() {
     // Two issuers (v1 and v2): a bare sub is ambiguous.
     let (_, errors) = access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"sub:s-1\"]\n", &ids);
     assert!(errors.iter().any(|e| e.contains("unique only within its issuer")), "{errors:?}");
-    let (access, errors) = access(
-        &format!("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"sub:{v2}#s-1\"]\n"),
-        &ids,
-    );
+    let (access, errors) =
+        access(&format!("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"sub:{v2}#s-1\"]\n"), &ids);
     assert!(errors.is_empty(), "{errors:?}");
     let from_v2 = claims(json!({"tid": TENANT, "iss": v2, "sub": "s-1"}));
     assert!(access.evaluate(&from_v2).is_ok());
@@ -239,9 +245,11 @@ fn sub_is_bound_to_its_issuer() {
     assert_eq!(access.evaluate(&from_v1), Err(AuthError::Principal));
     assert!(Caller::from_claims(&from_v2).principal_ids.contains(&format!("sub:{v2}#s-1")));
     // One exact issuer: the bare form is that issuer's.
-    let (single, _) =
-        identities("[plain]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n");
-    let (plain, errors) = self::access("who = \"specific_users\"\nidentity = \"plain\"\nprincipals = [\"sub:a#b\"]\n", &single);
+    let (single, _) = identities(
+        "[plain]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n",
+    );
+    let (plain, errors) =
+        self::access("who = \"specific_users\"\nidentity = \"plain\"\nprincipals = [\"sub:a#b\"]\n", &single);
     assert!(errors.is_empty(), "{errors:?}");
     assert!(plain.evaluate(&claims(json!({"iss": "https://idp.example.com", "sub": "a#b"}))).is_ok());
 }
@@ -258,15 +266,9 @@ fn admin_rules_apply_the_tenant_rule() {
     assert_eq!(admin.evaluate(&foreign), Err(AuthError::Tenant));
     // Principals narrow it further.
     let oid = "0d2d3b0e-0000-4000-8000-000000000001";
-    let admin = compile_admin_access(
-        "contoso",
-        &[],
-        &[format!("oid:{oid}")],
-        &ids,
-        &KeyPath::root().key("admin"),
-        &mut diags,
-    )
-    .unwrap();
+    let admin =
+        compile_admin_access("contoso", &[], &[format!("oid:{oid}")], &ids, &KeyPath::root().key("admin"), &mut diags)
+            .unwrap();
     assert!(diags.is_empty());
     assert_eq!(admin.evaluate(&home), Err(AuthError::Principal));
     assert!(admin.evaluate(&claims(json!({"tid": TENANT, "oid": oid}))).is_ok());

@@ -416,9 +416,8 @@ impl Claims {
             None => scp.is_none() && app_acr.is_some(),
         };
         let delegated = !app_only && (idtyp.as_deref() == Some("user") || scp.is_some());
-        let scopes = scp
-            .map(|scp| scp.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default();
+        let scopes =
+            scp.map(|scp| scp.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
         Ok(Self {
             nbf: numeric_date(&all, "nbf")?,
             iat: numeric_date(&all, "iat")?,
