@@ -11,7 +11,7 @@
 //! - [`dev_issuer`]: the demo's development issuer.
 //!
 //! Order of checks in [`KeyStores::authenticate`]: token in the query (refused, never
-//! logged) → credential present → size → header (alg, embedded keys, crit) → keys
+//! logged) → credential present → size → header (alg, embedded keys, b64, crit) → keys
 //! (503 if none) → signature → claims (types, time, iss, aud, tenant in iss) → trigger
 //! rules (tenant, principal, claims → 403; roles, scopes → 403 insufficient_scope).
 //!
@@ -49,7 +49,7 @@
 //! upstream = "https://flows.example.com/invoice"
 //! who = "specific_users"
 //! identity = "contoso"
-//! principals = ["oid:5e1f3c2a-0000-4000-8000-00000000aa01", "upn:alice@contoso.com", "app:6a7b8c9d-0000-4000-8000-00000000bb02"]
+//! principals = ["oid:5e1f3c2a-0000-4000-8000-00000000aa01", "upn:alice@contoso.com", "users_of_app:6a7b8c9d-0000-4000-8000-00000000bb02"]
 //! scopes = { all_of = ["Invoices.Write"] }
 //! claims = { idtyp = "user" }
 //! ```
