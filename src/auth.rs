@@ -647,6 +647,9 @@ impl TriggerAccess {
     }
 }
 
+/// Name claims that users or foreign directories can set; no rule admits by them.
+const MUTABLE_NAME_CLAIMS: [&str; 3] = ["email", "preferred_username", "unique_name"];
+
 const PRINCIPAL_FORMS: &str = "write oid:GUID, sub:SUBJECT, upn:NAME, app:CLIENT-ID (the app calling as itself) \
      or users_of_app:CLIENT-ID (users signed in through that app)";
 
@@ -891,6 +894,17 @@ pub fn compile_access(
             "principals only apply with who = \"specific_users\"",
             "remove them or change who",
         );
+    }
+    for name in trigger.claims.keys() {
+        if MUTABLE_NAME_CLAIMS.contains(&name.as_str()) {
+            // A guest's (or another tenant's) user brings these from a directory we do not
+            // control, so a rule on them would admit whoever copies the value.
+            diags.error_with_hint(
+                &path.key("claims").key(name.as_str()),
+                format!("a rule on {name} can be met by anyone who sets it: the claim is mutable and not verified"),
+                "name the caller with principals = [\"oid:GUID\"] (or upn:NAME, which matches the upn claim)",
+            );
+        }
     }
     access.roles = trigger.roles.as_ref().and_then(|r| Requirement::compile(r, &path.key("roles"), diags));
     access.scopes = trigger.scopes.as_ref().and_then(|r| Requirement::compile(r, &path.key("scopes"), diags));

@@ -364,6 +364,8 @@ pub struct RawTrigger {
     /// Required delegated scopes (`scp` claim, space-separated).
     pub scopes: Option<crate::auth::RawRequirement>,
     /// Claims that must equal the given value exactly, for example `{ idtyp = "app" }`.
+    /// Rules on `email`, `preferred_username` or `unique_name` are refused: those claims are
+    /// mutable and not verified, so anyone could meet them.
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
     /// Forward the caller's `Authorization` header upstream. Off by default.

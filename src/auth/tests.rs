@@ -230,6 +230,27 @@ fn names_need_tenants_email_is_refused_and_multi_tenant_specific_users_need_tena
 }
 
 #[test]
+fn claim_rules_on_mutable_names_are_refused() {
+    let ids = entra();
+    for claim in ["email", "preferred_username", "unique_name"] {
+        let (_, errors) = access(
+            &format!(
+                "who = \"tenant_users\"\nidentity = \"contoso\"\nclaims = {{ {claim} = \"alice@contoso.com\" }}\n"
+            ),
+            &ids,
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("trigger[0].claims.{claim}: a rule on {claim} can be met")),
+            "{errors:?}"
+        );
+    }
+    let (_, errors) =
+        access("who = \"tenant_users\"\nidentity = \"contoso\"\nclaims = { upn = \"alice@contoso.com\" }\n", &ids);
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
 fn sub_is_bound_to_its_issuer() {
     let v2 = format!("https://login.microsoftonline.com/{TENANT}/v2.0");
     let ids = entra();
