@@ -522,9 +522,8 @@ impl Requirement {
 
 /// A principal identifier as written in a policy (`oid:…`, `sub:…`, `upn:…`, `email:…`,
 /// `app:…`, `users_of_app:…`) in the form [`Caller::principal_ids`] uses: kind lower-cased,
-/// `email:` read as
-/// `upn:`, every value but a `sub` lower-cased. Rules that name principals (`principals`,
-/// `principal_ips`) compare through this one function.
+/// `email:` read as `upn:`, every value but a `sub` lower-cased. `principal_ips` compares
+/// through this function; `principals` are compiled by `compile_principals`.
 pub fn canonical_principal(id: &str) -> String {
     match id.split_once(':') {
         Some((kind, value)) => match kind.to_ascii_lowercase().as_str() {
