@@ -4,7 +4,10 @@
 //! Who may use it: without an admin identity in the policy, only loopback peers, with
 //! the role `[admin] loopback_role` (administrator by default: they are on the box). With
 //! `[admin] identity`, every caller of the run and policy endpoints needs a bearer token
-//! from that identity, and its `roles` claim maps to viewer / owner / administrator.
+//! from that identity that passes the same tenant rule as a trigger's callers (`[admin]
+//! tenants`, else the identity's) and, when listed, `[admin] principals`; its `roles` claim
+//! then maps to viewer / owner / administrator. A token of another tenant is refused (403)
+//! whatever roles it carries: that tenant's admins choose its roles.
 //! Nobody, whatever the role, can read a secret value here: the policy view shows
 //! references only.
 
@@ -92,8 +95,8 @@ async fn role_of<B>(
 ) -> Result<AdminRole, Response<ResponseBody>> {
     let policy = gateway.policy();
     let access = &policy.admin;
-    if let Some(identity) = &access.identity {
-        return token_role(gateway, identity, &access.token_roles, request.headers())
+    if access.identity.is_some() {
+        return token_role(gateway, access.rules.as_ref(), &access.token_roles, request.headers())
             .await
             .map_err(|status| error(status, "a valid bearer token with an admin role is required"));
     }
@@ -162,18 +165,21 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ResponseB
     response
 }
 
-/// The strongest admin role granted by a bearer token of `identity`.
+/// The strongest admin role granted by a bearer token that passes the admin `rules`
+/// (identity, tenants, principals). Bad or missing tokens are 401, a valid token of a
+/// tenant or principal the rules do not admit (or without a mapped role) 403, no usable
+/// signing keys 503.
 async fn token_role(
     gateway: &Gateway,
-    identity: &str,
+    rules: Option<&crate::auth::TriggerAccess>,
     token_roles: &[(String, AdminRole)],
     headers: &http::HeaderMap,
 ) -> Result<AdminRole, StatusCode> {
-    let policy = gateway.policy();
-    let identity = policy.identities.get(identity).ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
-    let claims = gateway.key_stores.verify_bearer(identity, headers).await.map_err(|error| {
+    let rules = rules.ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+    let claims = gateway.key_stores.authorize_bearer(rules, headers).await.map_err(|error| {
+        // The reason names the failed check, never the token.
         tracing::info!(reason = %error, "admin API call refused");
-        StatusCode::UNAUTHORIZED
+        error.into_rejection(rules.realm()).status()
     })?;
     token_roles
         .iter()

@@ -11,7 +11,7 @@
 //! - [`dev_issuer`]: the demo's development issuer.
 //!
 //! Order of checks in [`KeyStores::authenticate`]: token in the query (refused, never
-//! logged) → credential present → size → header (alg, embedded keys, crit) → keys
+//! logged) → credential present → size → header (alg, embedded keys, b64, crit) → keys
 //! (503 if none) → signature → claims (types, time, iss, aud, tenant in iss) → trigger
 //! rules (tenant, principal, claims → 403; roles, scopes → 403 insufficient_scope).
 //!
@@ -49,7 +49,7 @@
 //! upstream = "https://flows.example.com/invoice"
 //! who = "specific_users"
 //! identity = "contoso"
-//! principals = ["oid:5e1f3c2a-0000-4000-8000-00000000aa01", "upn:alice@contoso.com", "app:6a7b8c9d-0000-4000-8000-00000000bb02"]
+//! principals = ["oid:5e1f3c2a-0000-4000-8000-00000000aa01", "upn:alice@contoso.com", "users_of_app:6a7b8c9d-0000-4000-8000-00000000bb02"]
 //! scopes = { all_of = ["Invoices.Write"] }
 //! claims = { idtyp = "user" }
 //! ```
@@ -237,6 +237,25 @@ impl Identity {
     /// The default tenants (lower-case GUIDs).
     pub fn tenants(&self) -> &[String] {
         &self.tenants
+    }
+
+    /// True when an issuer has a `{tenant}` part: tokens of every tenant that consented to
+    /// the application are valid, and only a tenant rule tells them apart.
+    pub fn is_multi_tenant(&self) -> bool {
+        self.rules.issuers.iter().any(|issuer| matches!(issuer, IssuerPattern::Tenant { .. }))
+    }
+
+    /// True when `iss` is one of the issuers tokens of this identity may carry.
+    fn accepts_issuer(&self, iss: &str) -> bool {
+        self.rules.issuers.iter().any(|pattern| pattern.names(iss))
+    }
+
+    /// The issuer, when the identity accepts exactly one and it has no `{tenant}` part.
+    fn single_issuer(&self) -> Option<&str> {
+        match self.rules.issuers.as_slice() {
+            [IssuerPattern::Exact(issuer)] => Some(issuer),
+            _ => None,
+        }
     }
 
     fn spec(&self) -> VerifySpec<'_> {
@@ -504,9 +523,9 @@ impl Requirement {
 }
 
 /// A principal identifier as written in a policy (`oid:…`, `sub:…`, `upn:…`, `email:…`,
-/// `app:…`) in the form [`Caller::principal_ids`] uses: kind lower-cased, `email:` read as
-/// `upn:`, every value but a `sub` lower-cased. Rules that name principals (`principals`,
-/// `principal_ips`) compare through this one function.
+/// `app:…`, `users_of_app:…`) in the form [`Caller::principal_ids`] uses: kind lower-cased,
+/// `email:` read as `upn:`, every value but a `sub` lower-cased. `principal_ips` compares
+/// through this function; `principals` are compiled by `compile_principals`.
 pub fn canonical_principal(id: &str) -> String {
     match id.split_once(':') {
         Some((kind, value)) => match kind.to_ascii_lowercase().as_str() {
@@ -519,21 +538,34 @@ pub fn canonical_principal(id: &str) -> String {
 }
 
 /// Principals accepted by `who = "specific_users"`, normalized for matching.
+///
+/// Each form matches a claim that neither a foreign tenant nor the user can choose:
+/// `oid` (assigned by the directory), `sub` together with the `iss` it is unique in, the
+/// application id of an app-only token, or of a delegated token for `users_of_app:`. The
+/// one name form, `upn:`, matches only the `upn` claim and compiles only where a tenant
+/// rule already keeps other tenants out; `email`, `preferred_username` and `unique_name`
+/// are never matched (mutable, and not verified: the "nOAuth" pattern).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PrincipalSet {
     oids: Vec<String>,
-    subs: Vec<String>,
-    names: Vec<String>,
+    /// `(iss, sub)` pairs.
+    subs: Vec<(String, String)>,
+    upns: Vec<String>,
+    /// Applications calling as themselves.
     apps: Vec<String>,
+    /// Applications whose signed-in users are accepted.
+    app_users: Vec<String>,
 }
 
 impl PrincipalSet {
     fn matches(&self, claims: &Claims) -> bool {
         let lower = |s: &String| s.to_lowercase();
+        let app = claims.app_id.as_ref().map(lower);
         claims.oid.as_ref().is_some_and(|oid| self.oids.contains(&lower(oid)))
-            || claims.sub.as_ref().is_some_and(|sub| self.subs.contains(sub))
-            || claims.user_names.iter().any(|name| self.names.contains(&lower(name)))
-            || claims.app_id.as_ref().is_some_and(|app| self.apps.contains(&lower(app)))
+            || claims.sub.as_ref().is_some_and(|sub| self.subs.iter().any(|(iss, s)| *iss == claims.iss && s == sub))
+            || claims.upn.as_ref().is_some_and(|upn| self.upns.contains(&lower(upn)))
+            || (claims.app_only && app.as_ref().is_some_and(|app| self.apps.contains(app)))
+            || (claims.delegated && app.as_ref().is_some_and(|app| self.app_users.contains(app)))
     }
 }
 
@@ -548,6 +580,8 @@ pub struct TriggerAccess {
     scopes: Option<Requirement>,
     claims: Vec<(String, String)>,
     signed: Option<SignedUrlKeys>,
+    /// The trigger's name, which a signed URL's signature covers.
+    name: String,
     realm: String,
     /// Forward the caller's `Authorization` header upstream.
     pub forward_authorization: bool,
@@ -614,32 +648,129 @@ impl TriggerAccess {
     }
 }
 
-fn compile_principals(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -> PrincipalSet {
+/// Name claims that users or foreign directories can set; no rule admits by them.
+const MUTABLE_NAME_CLAIMS: [&str; 3] = ["email", "preferred_username", "unique_name"];
+
+const PRINCIPAL_FORMS: &str = "write oid:GUID, sub:SUBJECT, upn:NAME, app:CLIENT-ID (the app calling as itself) \
+     or users_of_app:CLIENT-ID (users signed in through that app)";
+
+/// Compiles a `principals` list against the identity it applies to and the tenants the
+/// trigger (or `[admin]`) ends up with: the name form needs tenants, and `sub` is bound to
+/// its issuer.
+fn compile_principals(
+    raw: &[String],
+    path: &KeyPath,
+    identity: Option<&Identity>,
+    tenants: &[String],
+    diags: &mut Diagnostics,
+) -> PrincipalSet {
     let mut set = PrincipalSet::default();
     for (i, entry) in raw.iter().enumerate() {
+        let at = path.index(i);
         let (kind, value) = entry.split_once(':').unwrap_or(("", entry.as_str()));
         if value.is_empty() {
-            diags.error_with_hint(
-                &path.index(i),
-                format!("{entry:?} is not a principal"),
-                "write oid:GUID, sub:ID, upn:NAME or app:CLIENT-ID",
-            );
+            diags.error_with_hint(&at, format!("{entry:?} is not a principal"), PRINCIPAL_FORMS);
             continue;
         }
         match kind {
             "oid" if is_guid(value) => set.oids.push(value.to_ascii_lowercase()),
-            "oid" => diags.error(&path.index(i), "oid: must be followed by a GUID"),
-            "sub" => set.subs.push(value.to_owned()),
-            "upn" | "email" => set.names.push(value.to_lowercase()),
-            "app" => set.apps.push(value.to_lowercase()),
-            _ => diags.error_with_hint(
-                &path.index(i),
-                format!("{entry:?} is not a principal"),
-                "write oid:GUID, sub:ID, upn:NAME or app:CLIENT-ID",
+            "oid" => diags.error(&at, "oid: must be followed by a GUID"),
+            "sub" => {
+                let Some(identity) = identity else { continue };
+                // OIDC issuers carry no fragment, so the first `#` ends a named issuer.
+                let named = value.split_once('#').filter(|(iss, _)| identity.accepts_issuer(iss));
+                match (named, identity.single_issuer()) {
+                    (Some((iss, sub)), _) if !sub.is_empty() => set.subs.push((iss.to_owned(), sub.to_owned())),
+                    (None, Some(iss)) => set.subs.push((iss.to_owned(), value.to_owned())),
+                    _ => diags.error_with_hint(
+                        &at,
+                        format!(
+                            "a sub is unique only within its issuer, and identity {:?} accepts several",
+                            identity.name
+                        ),
+                        "write sub:ISSUER#SUBJECT with one of the identity's issuers (tenant GUID filled in), \
+                         or use oid:GUID",
+                    ),
+                }
+            }
+            "upn" if tenants.is_empty() => diags.error_with_hint(
+                &at,
+                "upn: names match only where tenants are restricted: a user of any other tenant \
+                 can carry the same name",
+                "set tenants on the trigger (or [admin]) or on the identity, or use oid:GUID",
             ),
+            "upn" => set.upns.push(value.to_lowercase()),
+            "email" => diags.error_with_hint(
+                &at,
+                "email: is not accepted: the email claim is mutable and not verified, so a user \
+                 of another tenant can carry anyone's address",
+                "use oid:GUID, or upn:NAME with tenants set (it matches only the upn claim)",
+            ),
+            "app" => set.apps.push(value.to_lowercase()),
+            "users_of_app" => set.app_users.push(value.to_lowercase()),
+            _ => diags.error_with_hint(&at, format!("{entry:?} is not a principal"), PRINCIPAL_FORMS),
         }
     }
     set
+}
+
+/// Tenant GUIDs as written under `path` (`tenants`), lower-cased.
+fn compile_tenants(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Vec<String> {
+    let mut tenants = Vec::new();
+    for (i, tenant) in raw.iter().enumerate() {
+        if is_guid(tenant) {
+            tenants.push(tenant.to_ascii_lowercase());
+        } else {
+            diags.error(&path.index(i), format!("{tenant:?} is not a tenant GUID"));
+        }
+    }
+    tenants
+}
+
+/// Compiles `[admin]`'s token rules: admin callers must pass the same tenant rule as
+/// trigger callers (`[admin] tenants`, else the identity's), and when `principals` is set,
+/// be one of them. `None` when the identity does not exist (the caller reports that).
+/// `path` is the `[admin]` table.
+pub fn compile_admin_access(
+    identity: &str,
+    tenants: &[String],
+    principals: &[String],
+    identities: &BTreeMap<String, Arc<Identity>>,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> Option<TriggerAccess> {
+    let identity = Arc::clone(identities.get(identity)?);
+    let mut tenants = compile_tenants(tenants, &path.key("tenants"), diags);
+    if tenants.is_empty() {
+        tenants = identity.tenants.clone();
+    }
+    if tenants.is_empty() && identity.is_multi_tenant() {
+        diags.error_with_hint(
+            &path.key("tenants"),
+            format!(
+                "identity {:?} accepts tokens of every tenant: another tenant that consented to the app \
+                 could give its own users the admin roles",
+                identity.name
+            ),
+            "set tenants on [admin] or on the identity",
+        );
+    }
+    let who = if principals.is_empty() { Who::TenantUsers } else { Who::SpecificUsers };
+    let principals = compile_principals(principals, &path.key("principals"), Some(&identity), &tenants, diags);
+    Some(TriggerAccess {
+        who,
+        realm: identity.realm.clone(),
+        identity: Some(identity),
+        tenants,
+        principals,
+        roles: None,
+        scopes: None,
+        claims: Vec::new(),
+        signed: None,
+        name: "[admin]".into(),
+        forward_authorization: false,
+        forward_identity: false,
+    })
 }
 
 /// Compiles a trigger's auth fields (`who`, `identity`, `tenants`, `principals`, `roles`,
@@ -661,6 +792,7 @@ pub fn compile_access(
         scopes: None,
         claims: trigger.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         signed: None,
+        name: trigger.name.clone(),
         realm: "flowgate".into(),
         forward_authorization: trigger.forward_authorization,
         forward_identity: trigger.forward_identity,
@@ -693,6 +825,10 @@ pub fn compile_access(
                 );
             }
         }
+        if trigger.name.chars().any(char::is_control) {
+            // The name is one line of the signed text.
+            diags.error(&path.key("name"), "a who = \"anyone\" trigger's name must not contain control characters");
+        }
         return access;
     }
     let identity = match &trigger.identity {
@@ -714,13 +850,7 @@ pub fn compile_access(
             }
         },
     };
-    for (i, tenant) in trigger.tenants.iter().enumerate() {
-        if is_guid(tenant) {
-            access.tenants.push(tenant.to_ascii_lowercase());
-        } else {
-            diags.error(&path.key("tenants").index(i), format!("{tenant:?} is not a tenant GUID"));
-        }
-    }
+    access.tenants = compile_tenants(&trigger.tenants, &path.key("tenants"), diags);
     if let Some(identity) = &identity {
         if access.tenants.is_empty() {
             access.tenants = identity.tenants.clone();
@@ -735,7 +865,27 @@ pub fn compile_access(
         );
     }
     if trigger.who == Who::SpecificUsers {
-        access.principals = compile_principals(&trigger.principals, &path.key("principals"), diags);
+        if let Some(identity) = &identity
+            && access.tenants.is_empty()
+            && identity.is_multi_tenant()
+        {
+            diags.error_with_hint(
+                &path.key("tenants"),
+                format!(
+                    "who = \"specific_users\" on identity {:?}, which accepts every tenant, needs tenants",
+                    identity.name
+                ),
+                "an app id is the same in every tenant that consented to the app, and names are chosen \
+                 by each tenant: set tenants on the trigger or on its identity",
+            );
+        }
+        access.principals = compile_principals(
+            &trigger.principals,
+            &path.key("principals"),
+            identity.as_deref(),
+            &access.tenants,
+            diags,
+        );
         if trigger.principals.is_empty() {
             tracing::warn!(at = %path, "who = \"specific_users\" with no principals: nobody may call this trigger");
         }
@@ -745,6 +895,17 @@ pub fn compile_access(
             "principals only apply with who = \"specific_users\"",
             "remove them or change who",
         );
+    }
+    for name in trigger.claims.keys() {
+        if MUTABLE_NAME_CLAIMS.contains(&name.as_str()) {
+            // A guest's (or another tenant's) user brings these from a directory we do not
+            // control, so a rule on them would admit whoever copies the value.
+            diags.error_with_hint(
+                &path.key("claims").key(name.as_str()),
+                format!("a rule on {name} can be met by anyone who sets it: the claim is mutable and not verified"),
+                "name the caller with principals = [\"oid:GUID\"] (or upn:NAME, which matches the upn claim)",
+            );
+        }
     }
     access.roles = trigger.roles.as_ref().and_then(|r| Requirement::compile(r, &path.key("roles"), diags));
     access.scopes = trigger.scopes.as_ref().and_then(|r| Requirement::compile(r, &path.key("scopes"), diags));
@@ -765,8 +926,10 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// Scopes from `scp`.
     pub scopes: Vec<String>,
-    /// Every principal form this caller matches (`oid:…`, `sub:…`, `upn:…`, `app:…`), as
-    /// written in `principals` and `principal_ips` (names and ids lower case).
+    /// Every identifier `principal_ips` pins compare (`oid:…`, `sub:…`, `sub:ISS#…`,
+    /// `upn:…`, `app:…`, `users_of_app:…`; names and ids lower case). Broader than what
+    /// `principals` admits on purpose: every name claim appears as `upn:` and every token's
+    /// client as `app:`, because a pin only ever refuses, so matching more is stricter.
     pub principal_ids: Vec<String>,
 }
 
@@ -778,12 +941,16 @@ impl Caller {
         }
         if let Some(sub) = &claims.sub {
             ids.push(format!("sub:{sub}"));
+            ids.push(format!("sub:{}#{sub}", claims.iss));
         }
         for name in &claims.user_names {
             ids.push(format!("upn:{}", name.to_lowercase()));
         }
         if let Some(app) = &claims.app_id {
             ids.push(format!("app:{}", app.to_lowercase()));
+            if claims.delegated {
+                ids.push(format!("users_of_app:{}", app.to_lowercase()));
+            }
         }
         let principal = claims
             .oid
@@ -950,7 +1117,7 @@ impl KeyStores {
             let keys = access.signed.as_ref().ok_or((AuthError::Misconfigured, None))?;
             let now = self.clock().now_millis() / 1000;
             let kid = keys
-                .verify(parts.method.as_str(), parts.uri.path(), parts.uri.query(), now)
+                .verify(&access.name, parts.method.as_str(), parts.uri.path(), parts.uri.query(), now)
                 .map_err(|e| (AuthError::SignedUrl(e), None))?;
             return Ok(Caller::signed_url(&kid));
         }
@@ -960,18 +1127,23 @@ impl KeyStores {
         access.evaluate(&claims).map_err(|error| (error, Some(Caller::from_claims(&claims))))
     }
 
-    /// Verifies the bearer token of `headers` against `identity` alone (no trigger rules):
-    /// the admin API maps the verified `roles` claim to admin roles.
+    /// Verifies the bearer token of `headers` and applies `access`'s tenant and principal
+    /// rules (the admin API's, from [`compile_admin_access`]); the admin API then maps the
+    /// verified `roles` claim to admin roles.
     ///
     /// # Errors
-    /// [`AuthError`] as for [`KeyStores::authenticate`].
-    pub async fn verify_bearer(
+    /// [`AuthError`] as for [`KeyStores::authenticate`]: a valid token of a tenant or
+    /// principal the rules do not admit is [`AuthError::Tenant`] / [`AuthError::Principal`].
+    pub async fn authorize_bearer(
         &self,
-        identity: &Identity,
+        access: &TriggerAccess,
         headers: &http::HeaderMap,
     ) -> Result<Arc<Claims>, AuthError> {
+        let identity = access.identity.as_ref().ok_or(AuthError::Misconfigured)?;
         let token = bearer_token(headers)?;
-        Ok(self.verify_token(&identity.spec(), token).await?)
+        let claims = self.verify_token(&identity.spec(), token).await?;
+        access.evaluate(&claims)?;
+        Ok(claims)
     }
 
     /// Starts the background key refresh of every identity (idempotent per key source)

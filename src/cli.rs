@@ -138,6 +138,10 @@ pub struct SignUrlArgs {
     /// Seconds until the URL expires.
     #[arg(long, default_value_t = 3600)]
     pub expires_in: u64,
+    /// The `who = "anyone"` trigger the URL opens (the signature covers its name). Default:
+    /// the trigger the URL's host, path and method route to.
+    #[arg(long)]
+    pub trigger: Option<String>,
     /// The URL to sign, for example https://127.0.0.1:8443/demo/signed.
     pub url: String,
 }
@@ -235,7 +239,15 @@ fn sign_url(args: &SignUrlArgs) -> ExitCode {
         eprintln!("{}: has no [signed_urls] section to sign with", args.config.display());
         return ExitCode::FAILURE;
     };
-    match keys.sign(&args.method.to_ascii_uppercase(), &args.url, unix_now() + args.expires_in) {
+    let method = args.method.to_ascii_uppercase();
+    let trigger = match signed_trigger(&policy, args.trigger.as_deref(), &method, &args.url) {
+        Ok(trigger) => trigger,
+        Err(message) => {
+            eprintln!("flowgate sign-url: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match keys.sign(&trigger.name, &method, &args.url, unix_now() + args.expires_in) {
         Ok(url) => {
             println!("{url}");
             ExitCode::SUCCESS
@@ -244,6 +256,45 @@ fn sign_url(args: &SignUrlArgs) -> ExitCode {
             eprintln!("flowgate sign-url: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The `who = "anyone"` trigger a URL is signed for: the one named, or the one the URL's
+/// host, path and method route to.
+fn signed_trigger(
+    policy: &crate::policy::Policy,
+    named: Option<&str>,
+    method: &str,
+    url: &str,
+) -> Result<std::sync::Arc<crate::policy::Trigger>, String> {
+    let trigger = match named {
+        Some(name) => policy
+            .routes
+            .triggers()
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .ok_or_else(|| format!("no trigger named {name:?}"))?,
+        None => {
+            let before_query = url.split_once('?').map_or(url, |(before, _)| before);
+            let (host, path) = match before_query.split_once("://") {
+                Some((_, rest)) => rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..])),
+                None => ("", before_query),
+            };
+            let host = (!host.is_empty()).then_some(host);
+            let method =
+                http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not a method"))?;
+            policy
+                .routes
+                .find(host, path, &method)
+                .map(|found| found.trigger.clone())
+                .map_err(|_| format!("{method} {url} routes to no trigger; name it with --trigger NAME"))?
+        }
+    };
+    if trigger.access.who() == crate::auth::Who::Anyone {
+        Ok(trigger)
+    } else {
+        Err(format!("trigger {:?} does not take signed URLs (it is not who = \"anyone\")", trigger.name))
     }
 }
 
@@ -470,8 +521,10 @@ async fn prepare_demo(args: &DemoArgs) -> Result<crate::policy::Policy, String> 
         let url = format!("{base}{}", trigger.path);
         let line = match trigger.access.who() {
             crate::auth::Who::Anyone => {
-                let signed =
-                    policy.signed_urls.as_ref().and_then(|keys| keys.sign(method, &url, unix_now() + 3600).ok());
+                let signed = policy
+                    .signed_urls
+                    .as_ref()
+                    .and_then(|keys| keys.sign(&trigger.name, method, &url, unix_now() + 3600).ok());
                 let Some(signed) = signed else { continue };
                 format!("curl --cacert {cacert} -X {method} '{signed}' {json}")
             }

@@ -199,6 +199,15 @@ pub struct RawAdmin {
     /// `{ viewer = ["Flowgate.Viewer"], owner = ["Flowgate.Owner"], administrator = ["Flowgate.Admin"] }`.
     #[serde(default)]
     pub token_roles: BTreeMap<String, Vec<String>>,
+    /// Tenants (GUIDs) whose tokens may use the admin API. Defaults to the identity's
+    /// tenants; required when the identity accepts every tenant (a `{tenant}` issuer).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// When set, only these principals may use the admin API (same forms as a trigger's
+    /// `principals`), and still need a mapped role. Empty (default): any principal of the
+    /// tenants holding a mapped role.
+    #[serde(default)]
+    pub principals: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -208,6 +217,8 @@ impl Default for RawAdmin {
             loopback_role: default_loopback_role(),
             identity: None,
             token_roles: BTreeMap::new(),
+            tenants: Vec::new(),
+            principals: Vec::new(),
         }
     }
 }
@@ -341,8 +352,11 @@ pub struct RawTrigger {
     /// Tenants (GUIDs) whose principals are accepted. Defaults to the identity's tenants.
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// Principals accepted with `who = "specific_users"`: `oid:GUID`, `sub:ID`, `upn:NAME`
-    /// (case-insensitive), `app:CLIENT-ID`. Empty means nobody.
+    /// Principals accepted with `who = "specific_users"`: `oid:GUID`; `sub:SUBJECT` (or
+    /// `sub:ISSUER#SUBJECT` when the identity has several issuers); `upn:NAME`
+    /// (case-insensitive, matches only the `upn` claim, needs tenants); `app:CLIENT-ID` (the
+    /// application calling as itself: an app-only token); `users_of_app:CLIENT-ID` (users
+    /// signed in through that application). Empty means nobody.
     #[serde(default)]
     pub principals: Vec<String>,
     /// Required app roles (`roles` claim).
@@ -350,6 +364,8 @@ pub struct RawTrigger {
     /// Required delegated scopes (`scp` claim, space-separated).
     pub scopes: Option<crate::auth::RawRequirement>,
     /// Claims that must equal the given value exactly, for example `{ idtyp = "app" }`.
+    /// Rules on `email`, `preferred_username` or `unique_name` are refused: those claims are
+    /// mutable and not verified, so anyone could meet them.
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
     /// Forward the caller's `Authorization` header upstream. Off by default.

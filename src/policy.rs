@@ -167,7 +167,6 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let server = compile_server(raw, source, &root.key("server"), &mut diags);
     let audit = crate::audit::AuditConfig::compile(&raw.audit, &source.base_dir, &root.key("audit"), &mut diags);
     let admin_listen = compile_admin(&raw.admin.listen, &root.key("admin").key("listen"), &mut diags);
-    let admin = compile_admin_access(&raw.admin, raw, &root.key("admin"), &mut diags);
     let trusted_proxies = crate::firewall::TrustedProxies::compile(
         &raw.server.trusted_proxies,
         &root.key("server").key("trusted_proxies"),
@@ -177,6 +176,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let shield = crate::ratelimit::ShieldSettings::compile(&raw.shield, &root.key("shield"), &mut diags);
     let cluster = crate::ratelimit::ClusterSettings::compile(&raw.cluster, &root.key("cluster"), &mut diags);
     let identities = crate::auth::compile_identities(&raw.identity, &root.key("identity"), source, &mut diags);
+    let admin = compile_admin_access(&raw.admin, raw, &identities, &root.key("admin"), &mut diags);
     let signed_urls = raw
         .signed_urls
         .as_ref()
@@ -310,6 +310,8 @@ pub struct AdminAccess {
     pub loopback_role: crate::audit::AdminRole,
     /// The identity whose tokens admin callers present.
     pub identity: Option<String>,
+    /// The tenant and principal rules those tokens must pass (with `identity`).
+    pub rules: Option<crate::auth::TriggerAccess>,
     /// Token role value → admin role, strongest role wins.
     pub token_roles: Vec<(String, crate::audit::AdminRole)>,
 }
@@ -317,6 +319,7 @@ pub struct AdminAccess {
 fn compile_admin_access(
     raw: &crate::config::RawAdmin,
     policy: &RawPolicy,
+    identities: &std::collections::BTreeMap<String, Arc<crate::auth::Identity>>,
     path: &KeyPath,
     diags: &mut Diagnostics,
 ) -> AdminAccess {
@@ -349,7 +352,21 @@ fn compile_admin_access(
             "map at least one roles-claim value: token_roles = { viewer = [\"Flowgate.Viewer\"] }",
         );
     }
-    AdminAccess { loopback_role, identity: raw.identity.clone(), token_roles }
+    let rules = raw.identity.as_ref().and_then(|identity| {
+        crate::auth::compile_admin_access(identity, &raw.tenants, &raw.principals, identities, path, diags)
+    });
+    if raw.identity.is_none() {
+        for (key, set) in [("tenants", !raw.tenants.is_empty()), ("principals", !raw.principals.is_empty())] {
+            if set {
+                diags.error_with_hint(
+                    &path.key(key),
+                    format!("{key} apply to admin tokens, and no admin identity is set"),
+                    "set identity = \"NAME\" in [admin], or remove it",
+                );
+            }
+        }
+    }
+    AdminAccess { loopback_role, identity: raw.identity.clone(), rules, token_roles }
 }
 
 fn compile_server(

@@ -439,7 +439,7 @@ async fn signed_urls_through_authenticate() {
     keys.insert("k1".to_owned(), vec![7u8; 32]);
     let signed = SignedUrlKeys::from_resolved(keys, "k1", SignedUrlParams::default());
     let access = access_with(&env, "who = \"anyone\"\n", Some(&signed));
-    let url = signed.sign("POST", "/t?x=1", env.now + 60).unwrap();
+    let url = signed.sign("t", "POST", "/t?x=1", env.now + 60).unwrap();
     let caller = env.stores.authenticate(&access, &request(&url, None)).await.unwrap();
     assert_eq!(caller.principal, "signed-url:k1");
     let tampered = url.replace("/t?", "/u?");

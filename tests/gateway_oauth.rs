@@ -257,7 +257,8 @@ async fn signed_urls_are_checked_and_their_parameters_stay_here() {
     let gw = start_gateway_for(&fx, &policy).await;
     let client = fx.anonymous_client(true);
     let params = SignedUrlParams::default();
-    let sign = |method: &str, expires_at: u64| sign_url(key, "k1", &params, method, &gw.url("/hook?x=1"), expires_at);
+    let sign =
+        |method: &str, expires_at: u64| sign_url(key, "k1", &params, "hook", method, &gw.url("/hook?x=1"), expires_at);
 
     let good = sign("POST", unix_now() + 600).unwrap();
     let r = post(&client, good.clone()).await;

@@ -1,10 +1,11 @@
 //! Signed trigger URLs for `who = "anyone"`: like a SAS URL, the URL itself carries an
 //! expiry, a key id and an HMAC-SHA256 signature.
 //!
-//! The signed text (UTF-8, lines joined by `\n`, no trailing newline) is
+//! The signed text (UTF-8, lines joined by `\n`, no trailing newline) is, in version 2
 //!
 //! ```text
-//! flowgate-url-v1
+//! flowgate-url-v2
+//! <trigger name>
 //! <METHOD, upper case>
 //! <path exactly as sent, percent-encoding kept>
 //! <expiry, decimal seconds since the Unix epoch>
@@ -14,6 +15,17 @@
 //! and the signature is the unpadded base64url of HMAC-SHA256 over it. Other query
 //! parameters are not signed (the trigger's upstream sets the parameters that matter).
 //! Several key ids verify at once, so a primary and a secondary key overlap during rollover.
+//!
+//! The trigger name binds a URL to the trigger it was issued for: the same path on another
+//! virtual host (or a host-less trigger shadowed by a host-specific one) is another
+//! trigger, and the URL does not open it. The name rather than the `Host` header, because a
+//! host-less trigger answers any `Host` a caller sends, and one trigger may be reached under
+//! several names (a load balancer's, an IP address).
+//!
+//! Version 1 (`flowgate-url-v1\nMETHOD\npath\nexp\nkid`) bound no trigger. While
+//! `accept_v1` is on (the default, so URLs issued before the upgrade keep working) a
+//! signature is checked as version 2 and then as version 1; each version-1 acceptance is
+//! counted in `flowgate_signed_url_v1_accepted_total`. New URLs are always version 2.
 
 use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile};
 use base64::Engine as _;
@@ -53,6 +65,17 @@ pub struct RawSignedUrls {
     /// Default 365 days.
     #[serde(default = "default_max_lifetime")]
     pub max_lifetime: HumanDuration,
+    /// Also accept version-1 URLs, signed before URLs were bound to their trigger (their
+    /// signature covers method, path and expiry only, so one could open another trigger
+    /// with the same path). Default `true`, so URLs issued before the upgrade keep working;
+    /// set `false` once the last of them has expired (at most `max_lifetime` after the
+    /// upgrade; `flowgate_signed_url_v1_accepted_total` shows whether any are still used).
+    #[serde(default = "default_accept_v1")]
+    pub accept_v1: bool,
+}
+
+fn default_accept_v1() -> bool {
+    true
 }
 
 fn default_sig_param() -> String {
@@ -108,6 +131,7 @@ pub struct SignedUrlKeys {
     primary: String,
     params: SignedUrlParams,
     max_lifetime_secs: u64,
+    accept_v1: bool,
 }
 
 /// Why a signed URL was refused or could not be made.
@@ -223,11 +247,17 @@ pub fn compile_signed_urls(
         primary: raw.primary.clone(),
         params,
         max_lifetime_secs: raw.max_lifetime.0.as_secs(),
+        accept_v1: raw.accept_v1,
     })
 }
 
-/// The canonical text that is signed (see the module documentation).
-pub fn canonical_string(method: &str, path: &str, expires_at: u64, kid: &str) -> String {
+/// The canonical text that is signed, version 2 (see the module documentation).
+pub fn canonical_string(trigger: &str, method: &str, path: &str, expires_at: u64, kid: &str) -> String {
+    format!("flowgate-url-v2\n{trigger}\n{}\n{path}\n{expires_at}\n{kid}", method.to_ascii_uppercase())
+}
+
+/// The version-1 text, checked only while `accept_v1` is on; nothing signs it any more.
+fn canonical_string_v1(method: &str, path: &str, expires_at: u64, kid: &str) -> String {
     format!("flowgate-url-v1\n{}\n{path}\n{expires_at}\n{kid}", method.to_ascii_uppercase())
 }
 
@@ -239,17 +269,25 @@ fn mac(key: &[u8], text: &str) -> HmacSha256 {
     mac
 }
 
-/// Signs a URL's path for `method` until `expires_at`, appending the three parameters
-/// (with default or given names) to `url`'s query. `url` is a path with optional query,
-/// or an absolute URL.
+/// Signs a URL (version 2) for `trigger` and `method` until `expires_at`, appending the
+/// three parameters (with default or given names) to `url`'s query. `url` is a path with
+/// optional query, or an absolute URL.
+///
+/// # Errors
+/// [`SignedUrlError::Malformed`] when the URL has no path or the trigger name holds a
+/// control character.
 pub fn sign_url(
     key: &[u8],
     kid: &str,
     params: &SignedUrlParams,
+    trigger: &str,
     method: &str,
     url: &str,
     expires_at: u64,
 ) -> Result<String, SignedUrlError> {
+    if trigger.chars().any(char::is_control) {
+        return Err(SignedUrlError::Malformed("trigger"));
+    }
     let (before_query, query) = match url.split_once('?') {
         Some((before, query)) => (before, Some(query)),
         None => (url, None),
@@ -264,8 +302,8 @@ pub fn sign_url(
     if !path.starts_with('/') {
         return Err(SignedUrlError::Malformed("path"));
     }
-    let signature =
-        URL_SAFE_NO_PAD.encode(mac(key, &canonical_string(method, path, expires_at, kid)).finalize().into_bytes());
+    let signature = URL_SAFE_NO_PAD
+        .encode(mac(key, &canonical_string(trigger, method, path, expires_at, kid)).finalize().into_bytes());
     let mut query = query.map(str::to_owned).unwrap_or_default();
     for (name, value) in
         [(&params.exp, expires_at.to_string()), (&params.kid, kid.to_owned()), (&params.sig, signature)]
@@ -301,7 +339,15 @@ impl SignedUrlKeys {
             primary: primary.to_owned(),
             params,
             max_lifetime_secs: default_max_lifetime().0.as_secs(),
+            accept_v1: default_accept_v1(),
         }
+    }
+
+    /// The same keys with version-1 URLs accepted or not (`accept_v1`).
+    #[must_use]
+    pub fn with_accept_v1(mut self, accept_v1: bool) -> Self {
+        self.accept_v1 = accept_v1;
+        self
     }
 
     /// The parameter names.
@@ -321,20 +367,28 @@ impl SignedUrlKeys {
         }
     }
 
-    /// Signs with the primary key (for `flowgate sign-url`).
+    /// Signs for `trigger` with the primary key (for `flowgate sign-url`), version 2.
     ///
     /// # Errors
-    /// When the primary key is not resolved or the URL has no path.
-    pub fn sign(&self, method: &str, url: &str, expires_at: u64) -> Result<String, SignedUrlError> {
-        sign_url(self.key(&self.primary)?, &self.primary, &self.params, method, url, expires_at)
+    /// When the URL has no path or the trigger name holds a control character.
+    pub fn sign(&self, trigger: &str, method: &str, url: &str, expires_at: u64) -> Result<String, SignedUrlError> {
+        sign_url(self.key(&self.primary)?, &self.primary, &self.params, trigger, method, url, expires_at)
     }
 
-    /// Verifies the request's signature at `now` (seconds since the epoch); returns the key
-    /// id that verified it.
+    /// Verifies the request's signature for `trigger` at `now` (seconds since the epoch);
+    /// returns the key id that verified it. Version 1 is tried only when version 2 fails
+    /// and `accept_v1` is on.
     ///
     /// # Errors
     /// [`SignedUrlError`] naming what failed.
-    pub fn verify(&self, method: &str, path: &str, query: Option<&str>, now: u64) -> Result<String, SignedUrlError> {
+    pub fn verify(
+        &self,
+        trigger: &str,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        now: u64,
+    ) -> Result<String, SignedUrlError> {
         let (mut sig, mut exp, mut kid) = (None, None, None);
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -365,14 +419,22 @@ impl SignedUrlKeys {
         let signature = URL_SAFE_NO_PAD.decode(sig).map_err(|_| SignedUrlError::Malformed("sig"))?;
         let key = self.key(kid)?;
         // Check the signature before the expiry, so a forged URL never learns about time.
-        mac(key, &canonical_string(method, path, expires_at, kid))
-            .verify_slice(&signature)
-            .map_err(|_| SignedUrlError::BadSignature)?;
+        let v2 = mac(key, &canonical_string(trigger, method, path, expires_at, kid)).verify_slice(&signature).is_ok();
+        if !v2 {
+            let v1 = self.accept_v1
+                && mac(key, &canonical_string_v1(method, path, expires_at, kid)).verify_slice(&signature).is_ok();
+            if !v1 {
+                return Err(SignedUrlError::BadSignature);
+            }
+        }
         if expires_at <= now {
             return Err(SignedUrlError::Expired);
         }
         if expires_at - now > self.max_lifetime_secs {
             return Err(SignedUrlError::TooLong);
+        }
+        if !v2 {
+            metrics::counter!("flowgate_signed_url_v1_accepted_total").increment(1);
         }
         Ok(kid.to_owned())
     }
@@ -399,13 +461,39 @@ mod tests {
     #[test]
     fn round_trip_and_rollover() {
         let keys = keys();
-        let url = keys.sign("post", "/triggers/x?a=1", 2000).unwrap();
+        let url = keys.sign("x", "post", "/triggers/x?a=1", 2000).unwrap();
         let (path, query) = split(&url);
-        assert_eq!(keys.verify("POST", path, query, 1000), Ok("k2".into()));
-        let old = sign_url(&[1u8; 32], "k1", &SignedUrlParams::default(), "POST", "/triggers/x", 2000).unwrap();
+        assert_eq!(keys.verify("x", "POST", path, query, 1000), Ok("k2".into()));
+        let old = sign_url(&[1u8; 32], "k1", &SignedUrlParams::default(), "x", "POST", "/triggers/x", 2000).unwrap();
         let (path, query) = split(&old);
-        assert_eq!(keys.verify("POST", path, query, 1000), Ok("k1".into()));
+        assert_eq!(keys.verify("x", "POST", path, query, 1000), Ok("k1".into()));
         assert_eq!(strip_signature_params(split(&url).1, keys.params()), Some("a=1".into()));
+    }
+
+    /// A version-1 signature, computed from the documented text (what older releases signed).
+    fn sign_v1(key: &[u8], kid: &str, method: &str, path: &str, exp: u64) -> String {
+        let text = format!("flowgate-url-v1\n{method}\n{path}\n{exp}\n{kid}");
+        let sig = URL_SAFE_NO_PAD.encode(mac(key, &text).finalize().into_bytes());
+        format!("fg_exp={exp}&fg_kid={kid}&fg_sig={sig}")
+    }
+
+    #[test]
+    fn the_trigger_is_signed_and_version_1_is_accepted_only_during_rollover() {
+        let keys = keys();
+        let url = keys.sign("hook-a", "POST", "https://a.example/hook", 2000).unwrap();
+        let (_, query) = split(&url);
+        assert_eq!(keys.verify("hook-a", "POST", "/hook", query, 1000), Ok("k2".into()));
+        assert_eq!(keys.verify("hook-b", "POST", "/hook", query, 1000), Err(SignedUrlError::BadSignature));
+        // A version-1 URL verifies on any trigger with its path while accept_v1 is on...
+        let old = sign_v1(&[1u8; 32], "k1", "POST", "/hook", 2000);
+        assert_eq!(keys.verify("hook-a", "POST", "/hook", Some(&old), 1000), Ok("k1".into()));
+        assert_eq!(keys.verify("hook-a", "GET", "/hook", Some(&old), 1000), Err(SignedUrlError::BadSignature));
+        assert_eq!(keys.verify("hook-a", "POST", "/hook", Some(&old), 2000), Err(SignedUrlError::Expired));
+        // ...and nowhere once it is off; version 2 is unaffected.
+        let strict = keys.with_accept_v1(false);
+        assert_eq!(strict.verify("hook-a", "POST", "/hook", Some(&old), 1000), Err(SignedUrlError::BadSignature));
+        assert_eq!(strict.verify("hook-a", "POST", "/hook", query, 1000), Ok("k2".into()));
+        assert_eq!(strict.sign("bad\nname", "POST", "/hook", 2000), Err(SignedUrlError::Malformed("trigger")));
     }
 
     fn compile(text: &str, dir: &std::path::Path) -> (Option<SignedUrlKeys>, Vec<String>) {
@@ -423,8 +511,9 @@ mod tests {
         let (keys, errors) = compile("keys = { a = \"file:url.key\" }\nprimary = \"a\"\n", dir.path());
         assert!(errors.is_empty(), "{errors:?}");
         let keys = keys.unwrap();
-        let signed = keys.sign("POST", "/t", 10).unwrap();
-        assert_eq!(keys.verify("POST", "/t", signed.split_once('?').map(|(_, q)| q), 5), Ok("a".into()));
+        assert!(keys.accept_v1, "version-1 URLs are accepted by default (rollover)");
+        let signed = keys.sign("t", "POST", "/t", 10).unwrap();
+        assert_eq!(keys.verify("t", "POST", "/t", signed.split_once('?').map(|(_, q)| q), 5), Ok("a".into()));
         let (_, errors) = compile(
             "keys = { a = \"file:url.key\", b = \"secret://kv/flowgate/url#key\" }\nprimary = \"a\"\n",
             dir.path(),
@@ -457,17 +546,19 @@ mod tests {
     #[test]
     fn refusals() {
         let keys = keys();
-        let url = keys.sign("POST", "https://gw.example/triggers/x", 2000).unwrap();
+        let url = keys.sign("x", "POST", "https://gw.example/triggers/x", 2000).unwrap();
         let (_, query) = split(&url);
-        assert_eq!(keys.verify("POST", "/triggers/x", query, 2000), Err(SignedUrlError::Expired));
-        assert_eq!(keys.verify("GET", "/triggers/x", query, 1000), Err(SignedUrlError::BadSignature));
-        assert_eq!(keys.verify("POST", "/triggers/y", query, 1000), Err(SignedUrlError::BadSignature));
-        assert_eq!(keys.verify("POST", "/triggers/x", None, 1000), Err(SignedUrlError::Missing));
+        let verify =
+            |method: &str, path: &str, query: Option<&str>, now: u64| keys.verify("x", method, path, query, now);
+        assert_eq!(verify("POST", "/triggers/x", query, 2000), Err(SignedUrlError::Expired));
+        assert_eq!(verify("GET", "/triggers/x", query, 1000), Err(SignedUrlError::BadSignature));
+        assert_eq!(verify("POST", "/triggers/y", query, 1000), Err(SignedUrlError::BadSignature));
+        assert_eq!(verify("POST", "/triggers/x", None, 1000), Err(SignedUrlError::Missing));
         let tampered = query.unwrap().replace("fg_exp=2000", "fg_exp=3000");
-        assert_eq!(keys.verify("POST", "/triggers/x", Some(&tampered), 1000), Err(SignedUrlError::BadSignature));
+        assert_eq!(verify("POST", "/triggers/x", Some(&tampered), 1000), Err(SignedUrlError::BadSignature));
         let doubled = format!("{}&fg_sig=AAAA", query.unwrap());
-        assert_eq!(keys.verify("POST", "/triggers/x", Some(&doubled), 1000), Err(SignedUrlError::Malformed("sig")));
+        assert_eq!(verify("POST", "/triggers/x", Some(&doubled), 1000), Err(SignedUrlError::Malformed("sig")));
         let other = query.unwrap().replace("fg_kid=k2", "fg_kid=k9");
-        assert_eq!(keys.verify("POST", "/triggers/x", Some(&other), 1000), Err(SignedUrlError::UnknownKey));
+        assert_eq!(verify("POST", "/triggers/x", Some(&other), 1000), Err(SignedUrlError::UnknownKey));
     }
 }

@@ -142,20 +142,165 @@ fn tenant_and_principal_rules() {
         &ids,
     );
     assert!(errors.is_empty(), "{errors:?}");
-    let alice = claims(
-        json!({"tid": TENANT, "preferred_username": "alice@contoso.COM", "oid": "0d2d3b0e-0000-4000-8000-000000000009"}),
-    );
+    let alice =
+        claims(json!({"tid": TENANT, "upn": "alice@contoso.COM", "oid": "0d2d3b0e-0000-4000-8000-000000000009"}));
     let caller = access.evaluate(&alice).unwrap();
     assert_eq!(caller.principal, "oid:0d2d3b0e-0000-4000-8000-000000000009");
     assert!(caller.principal_ids.contains(&"upn:alice@contoso.com".to_owned()));
-    let app = claims(json!({"tid": TENANT, "azp": "abc"}));
+    // Issue 10: the name form matches the upn claim only, never preferred_username or email.
+    let spoof = claims(
+        json!({"tid": TENANT, "preferred_username": "alice@contoso.com", "email": "alice@contoso.com", "oid": "0d2d3b0e-0000-4000-8000-000000000008"}),
+    );
+    assert_eq!(access.evaluate(&spoof), Err(AuthError::Principal));
+    // Issue 10: app: means the app calling as itself (an app-only token).
+    let app = claims(json!({"tid": TENANT, "azp": "abc", "idtyp": "app"}));
     assert_eq!(access.evaluate(&app).unwrap().principal, "app:abc");
     let by_oid = claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000001"}));
     assert!(access.evaluate(&by_oid).is_ok());
     let stranger = claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000002"}));
     assert_eq!(access.evaluate(&stranger), Err(AuthError::Principal));
-    let other_tenant = claims(json!({"tid": "00000000-0000-4000-8000-000000000000", "azp": "abc"}));
+    let other_tenant = claims(json!({"tid": "00000000-0000-4000-8000-000000000000", "azp": "abc", "idtyp": "app"}));
     assert_eq!(access.evaluate(&other_tenant), Err(AuthError::Tenant));
+}
+
+#[test]
+fn app_means_app_only_and_users_of_app_means_delegated() {
+    let ids = entra();
+    let (apps, errors) = access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"app:ABC\"]\n", &ids);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (users, errors) =
+        access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"users_of_app:ABC\"]\n", &ids);
+    assert!(errors.is_empty(), "{errors:?}");
+    let user = "0d2d3b0e-0000-4000-8000-000000000003";
+    let v2_app = claims(json!({"tid": TENANT, "azp": "abc", "idtyp": "app"}));
+    let v1_app = claims(json!({"tid": TENANT, "appid": "abc", "appidacr": "1"}));
+    let v2_user = claims(json!({"tid": TENANT, "azp": "abc", "azpacr": "0", "scp": "Flows.Invoke", "oid": user}));
+    let v1_user =
+        claims(json!({"tid": TENANT, "appid": "abc", "appidacr": "0", "scp": "user_impersonation", "oid": user}));
+    for token in [&v2_app, &v1_app] {
+        assert!(apps.evaluate(token).is_ok(), "{token:?}");
+        assert_eq!(users.evaluate(token), Err(AuthError::Principal), "{token:?}");
+    }
+    for token in [&v2_user, &v1_user] {
+        assert_eq!(apps.evaluate(token), Err(AuthError::Principal), "{token:?}");
+        assert!(users.evaluate(token).is_ok(), "{token:?}");
+    }
+    // Neither idtyp nor an acr claim: not known to be either, so neither form admits it.
+    let unknown = claims(json!({"tid": TENANT, "azp": "abc"}));
+    assert_eq!(apps.evaluate(&unknown), Err(AuthError::Principal));
+    assert_eq!(users.evaluate(&unknown), Err(AuthError::Principal));
+}
+
+#[test]
+fn names_need_tenants_email_is_refused_and_multi_tenant_specific_users_need_tenants() {
+    // One exact issuer, no tenants: upn: cannot be told apart from a foreign user's name.
+    let (single, errors) = identities(
+        "[plain]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let (_, errors) =
+        access("who = \"specific_users\"\nidentity = \"plain\"\nprincipals = [\"upn:alice@contoso.com\"]\n", &single);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("trigger[0].principals[0]: upn: names match only where tenants"), "{errors:?}");
+    // With tenants on the trigger the same entry compiles.
+    let (_, errors) = access(
+        &format!(
+            "who = \"specific_users\"\nidentity = \"plain\"\ntenants = [\"{TENANT}\"]\nprincipals = [\"upn:alice@contoso.com\"]\n"
+        ),
+        &single,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    // email: is never a principal.
+    let (_, errors) = access(
+        "who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"email:alice@contoso.com\"]\n",
+        &entra(),
+    );
+    assert!(errors.iter().any(|e| e.contains("email: is not accepted")), "{errors:?}");
+    // A {tenant} identity without tenants: specific_users is refused, naming the fix.
+    let (multi, errors) = identities(
+        "[any]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://login.microsoftonline.com/{tenant}/v2.0\"\naudiences = [\"x\"]\n",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let (_, errors) = access(
+        "who = \"specific_users\"\nidentity = \"any\"\nprincipals = [\"oid:0d2d3b0e-0000-4000-8000-000000000001\"]\n",
+        &multi,
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("trigger[0].tenants: who = \"specific_users\" on identity \"any\""), "{errors:?}");
+}
+
+#[test]
+fn claim_rules_on_mutable_names_are_refused() {
+    let ids = entra();
+    for claim in ["email", "preferred_username", "unique_name"] {
+        let (_, errors) = access(
+            &format!(
+                "who = \"tenant_users\"\nidentity = \"contoso\"\nclaims = {{ {claim} = \"alice@contoso.com\" }}\n"
+            ),
+            &ids,
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("trigger[0].claims.{claim}: a rule on {claim} can be met")),
+            "{errors:?}"
+        );
+    }
+    let (_, errors) =
+        access("who = \"tenant_users\"\nidentity = \"contoso\"\nclaims = { upn = \"alice@contoso.com\" }\n", &ids);
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn sub_is_bound_to_its_issuer() {
+    let v2 = format!("https://login.microsoftonline.com/{TENANT}/v2.0");
+    let ids = entra();
+    // Two issuers (v1 and v2): a bare sub is ambiguous.
+    let (_, errors) = access("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"sub:s-1\"]\n", &ids);
+    assert!(errors.iter().any(|e| e.contains("unique only within its issuer")), "{errors:?}");
+    let (access, errors) =
+        access(&format!("who = \"specific_users\"\nidentity = \"contoso\"\nprincipals = [\"sub:{v2}#s-1\"]\n"), &ids);
+    assert!(errors.is_empty(), "{errors:?}");
+    let from_v2 = claims(json!({"tid": TENANT, "iss": v2, "sub": "s-1"}));
+    assert!(access.evaluate(&from_v2).is_ok());
+    let from_v1 = claims(json!({"tid": TENANT, "iss": format!("https://sts.windows.net/{TENANT}/"), "sub": "s-1"}));
+    assert_eq!(access.evaluate(&from_v1), Err(AuthError::Principal));
+    assert!(Caller::from_claims(&from_v2).principal_ids.contains(&format!("sub:{v2}#s-1")));
+    // One exact issuer: the bare form is that issuer's.
+    let (single, _) = identities(
+        "[plain]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n",
+    );
+    let (plain, errors) =
+        self::access("who = \"specific_users\"\nidentity = \"plain\"\nprincipals = [\"sub:a#b\"]\n", &single);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(plain.evaluate(&claims(json!({"iss": "https://idp.example.com", "sub": "a#b"}))).is_ok());
+}
+
+#[test]
+fn admin_rules_apply_the_tenant_rule() {
+    let ids = entra();
+    let mut diags = Diagnostics::default();
+    let admin = compile_admin_access("contoso", &[], &[], &ids, &KeyPath::root().key("admin"), &mut diags).unwrap();
+    assert!(diags.is_empty());
+    let home = claims(json!({"tid": TENANT, "roles": ["Flowgate.Admin"]}));
+    assert!(admin.evaluate(&home).is_ok());
+    let foreign = claims(json!({"tid": "00000000-0000-4000-8000-000000000000", "roles": ["Flowgate.Admin"]}));
+    assert_eq!(admin.evaluate(&foreign), Err(AuthError::Tenant));
+    // Principals narrow it further.
+    let oid = "0d2d3b0e-0000-4000-8000-000000000001";
+    let admin =
+        compile_admin_access("contoso", &[], &[format!("oid:{oid}")], &ids, &KeyPath::root().key("admin"), &mut diags)
+            .unwrap();
+    assert!(diags.is_empty());
+    assert_eq!(admin.evaluate(&home), Err(AuthError::Principal));
+    assert!(admin.evaluate(&claims(json!({"tid": TENANT, "oid": oid}))).is_ok());
+    // A {tenant} identity without tenants anywhere is refused for admin use.
+    let (multi, _) = identities(
+        "[any]\njwks_uri = \"https://idp.example.com/keys\"\nissuer = \"https://login.microsoftonline.com/{tenant}/v2.0\"\naudiences = [\"x\"]\n",
+    );
+    compile_admin_access("any", &[], &[], &multi, &KeyPath::root().key("admin"), &mut diags);
+    let errors: Vec<String> = diags.into_vec().into_iter().map(|d| format!("{}: {}", d.path, d.message)).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("admin.tenants: identity \"any\" accepts tokens of every tenant"), "{errors:?}");
 }
 
 #[test]

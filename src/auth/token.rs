@@ -59,6 +59,10 @@ pub enum TokenError {
     /// `crit` present: no extension is understood.
     #[error("unknown crit header")]
     UnknownCrit,
+    /// `b64` present (RFC 7797 unencoded payload), listed in `crit` or not: the signed
+    /// bytes would not be the payload that is read.
+    #[error("b64 header parameter refused (RFC 7797)")]
+    UnencodedPayload,
     /// A header parameter has the wrong JSON type or an encrypted-token marker.
     #[error("invalid header parameter {0}")]
     BadHeader(&'static str),
@@ -117,6 +121,17 @@ impl IssuerPattern {
                 Some(Self::Tenant { prefix: prefix.to_owned(), suffix: suffix.to_owned() })
             }
             Some(_) => None,
+        }
+    }
+
+    /// True when `iss` is this issuer: equal, or the template with a GUID tenant filled in.
+    pub fn names(&self, iss: &str) -> bool {
+        match self {
+            Self::Exact(exact) => exact == iss,
+            Self::Tenant { prefix, suffix } => iss
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_suffix(suffix.as_str()))
+                .is_some_and(is_guid),
         }
     }
 
@@ -186,8 +201,19 @@ pub struct Claims {
     pub tid: Option<String>,
     /// `appid` (v1) or `azp` (v2): the calling application.
     pub app_id: Option<String>,
-    /// `upn`, `unique_name` (v1), `preferred_username` (v2) and `email`, as present.
+    /// `upn`: the user's sign-in name, set by the user's own tenant. The only name claim
+    /// a `upn:` principal matches.
+    pub upn: Option<String>,
+    /// `upn`, `unique_name` (v1), `preferred_username` (v2) and `email`, as present. Display
+    /// and pinning only: all but `upn` are mutable or unverified, so no rule admits by them.
     pub user_names: Vec<String>,
+    /// The application is calling as itself (client credentials), not on behalf of a
+    /// user: `idtyp = "app"`; or, without `idtyp`, no `scp` and an `appidacr` (v1) or
+    /// `azpacr` (v2) claim.
+    pub app_only: bool,
+    /// A user signed in through the application (`idtyp = "user"`, or a `scp` claim on a
+    /// token that is not app-only).
+    pub delegated: bool,
     /// `roles`.
     pub roles: Vec<String>,
     /// `scp`, split on spaces.
@@ -245,6 +271,12 @@ fn parse_header<'a>(token: &'a str, rules: &TokenRules) -> Result<Parsed<'a>, To
         if header.contains_key(name) {
             return Err(TokenError::EmbeddedKey(name));
         }
+    }
+    // Before `crit`, so a token listing `b64` there is refused for what it is. A verifier
+    // that honoured `b64: false` would check the signature over other bytes than the
+    // payload read below; one that ignored it would disagree with one that did.
+    if header.contains_key("b64") {
+        return Err(TokenError::UnencodedPayload);
     }
     if header.contains_key("crit") {
         return Err(TokenError::UnknownCrit);
@@ -373,9 +405,19 @@ impl Claims {
                 user_names.push(value);
             }
         }
-        let scopes = string_claim(&all, "scp")?
-            .map(|scp| scp.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default();
+        let scp = string_claim(&all, "scp")?;
+        let idtyp = string_claim(&all, "idtyp")?;
+        let app_acr = string_claim(&all, "appidacr")?.or(string_claim(&all, "azpacr")?);
+        // Entra documents `idtyp` as the answer when present; v1 tokens and v2 tokens
+        // without the optional claim are app-only when they carry no delegated scopes and
+        // name how the client authenticated.
+        let app_only = match idtyp.as_deref() {
+            Some(kind) => kind == "app",
+            None => scp.is_none() && app_acr.is_some(),
+        };
+        let delegated = !app_only && (idtyp.as_deref() == Some("user") || scp.is_some());
+        let scopes =
+            scp.map(|scp| scp.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
         Ok(Self {
             nbf: numeric_date(&all, "nbf")?,
             iat: numeric_date(&all, "iat")?,
@@ -384,7 +426,10 @@ impl Claims {
             tid: string_claim(&all, "tid")?,
             app_id: appid.or(azp),
             roles: string_list(&all, "roles")?,
-            idtyp: string_claim(&all, "idtyp")?,
+            upn: string_claim(&all, "upn")?,
+            idtyp,
+            app_only,
+            delegated,
             iss,
             aud,
             exp,
@@ -516,5 +561,45 @@ mod tests {
         assert_eq!(inspect(&tok(json!({"alg": "RS256"})), &small), Err(TokenError::Oversized { limit: 10 }));
         let dup = format!("{}.{}.AAAA", URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","alg":"none"}"#), enc(json!({})));
         assert!(matches!(inspect(&dup, &rules()), Err(TokenError::Json { .. })));
+    }
+
+    #[test]
+    fn b64_is_refused_in_crit_or_not() {
+        let enc = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let tok = |h: Value| format!("{}.{}.AAAA", enc(h), enc(json!({})));
+        for header in [
+            json!({"alg": "RS256", "b64": false}),
+            json!({"alg": "RS256", "b64": true}),
+            json!({"alg": "RS256", "b64": false, "crit": ["b64"]}),
+        ] {
+            assert_eq!(inspect(&tok(header.clone()), &rules()), Err(TokenError::UnencodedPayload), "{header}");
+        }
+    }
+
+    #[test]
+    fn app_only_and_delegated_follow_entra_v1_and_v2() {
+        let base = |extra: Value| {
+            let mut m = json!({"iss": "x", "aud": "a", "exp": 5});
+            for (k, v) in extra.as_object().unwrap() {
+                m[k] = v.clone();
+            }
+            claims(m).unwrap()
+        };
+        let kind = |c: Claims| (c.app_only, c.delegated);
+        // v2 with idtyp: the claim decides.
+        assert_eq!(kind(base(json!({"idtyp": "app", "azp": "c"}))), (true, false));
+        assert_eq!(kind(base(json!({"idtyp": "user", "azp": "c"}))), (false, true));
+        // idtyp = app wins over a scp that should not be there.
+        assert_eq!(kind(base(json!({"idtyp": "app", "scp": "x"}))), (true, false));
+        // v1 (appidacr) and v2 without idtyp (azpacr): app-only without scp.
+        assert_eq!(kind(base(json!({"appid": "c", "appidacr": "1"}))), (true, false));
+        assert_eq!(kind(base(json!({"azp": "c", "azpacr": "2"}))), (true, false));
+        assert_eq!(kind(base(json!({"appid": "c", "appidacr": "0", "scp": "user_impersonation"}))), (false, true));
+        // Nothing says how the client authenticated: neither.
+        assert_eq!(kind(base(json!({"azp": "c"}))), (false, false));
+        // The name claims are kept apart: only `upn` is the upn.
+        let names = base(json!({"email": "a@x", "preferred_username": "b@x"}));
+        assert_eq!(names.upn, None);
+        assert_eq!(names.user_names.len(), 2);
     }
 }

@@ -246,7 +246,7 @@ fn list_kind(key: &str) -> Option<ListKind> {
 /// Booleans where turning the option ON loosens (`true`) or tightens (`false`).
 fn flag_on_loosens(key: &str) -> Option<bool> {
     match key {
-        "forward_authorization" => Some(true),
+        "forward_authorization" | "accept_v1" => Some(true),
         "capture" | "secure_inputs" | "secure_outputs" | "scrub_responses" => Some(false),
         _ => None,
     }
@@ -263,7 +263,10 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
         if let Some(kind) = list_kind(&key) {
             list(scope, &field, kind, a, b, out);
         } else if let Some(on_loosens) = flag_on_loosens(&key) {
-            let (was, is) = (truthy(a), truthy(b));
+            // `accept_v1` is on unless written off (signed-URL rollover).
+            let default = key == "accept_v1";
+            let flag = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(default);
+            let (was, is) = (flag(a), flag(b));
             if was != is {
                 let loosened = is == on_loosens;
                 let effect = if loosened { Effect::Loosened } else { Effect::Tightened };
@@ -290,10 +293,6 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
             }
         }
     }
-}
-
-fn truthy(value: Option<&Value>) -> bool {
-    value.and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn strings(value: Option<&Value>) -> BTreeSet<String> {
@@ -546,5 +545,14 @@ mod tests {
         assert_eq!(find(&diff(BASE, &tighter), "rate_limit").effect, Effect::Tightened);
         let no_limit = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "");
         assert_eq!(find(&diff(BASE, &no_limit), "rate_limit").effect, Effect::Loosened);
+    }
+
+    #[test]
+    fn ending_the_signed_url_rollover_tightens() {
+        let old = "[signed_urls]\nkeys = { a = \"env:K\" }\nprimary = \"a\"\n";
+        let new = format!("{old}accept_v1 = false\n");
+        let changes = diff(old, &new);
+        assert_eq!(find(&changes, "accept_v1").effect, Effect::Tightened);
+        assert_eq!(find(&diff(&new, old), "accept_v1").effect, Effect::Loosened);
     }
 }
