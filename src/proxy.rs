@@ -156,10 +156,14 @@ pub async fn handle(
                 rejection.response(&call.record.id).map(|b| b.map_err(|never| match never {}).boxed_unsync());
             // A refusal usually comes before the body was read. The caller must still get
             // the status: see `settle_unread_body`.
-            let unread = Unread { body: body.take(), expects_continue, declared };
-            let settled = settle_unread_body(unread, &call.request_body, policy.edge.body_read_timeout).await;
-            if !settled && version <= Version::HTTP_11 {
-                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            let mut unread = Unread { body: body.take(), expects_continue, declared };
+            let settled = settle_unread_body(&mut unread, &call.request_body, policy.edge.body_read_timeout).await;
+            if !settled {
+                if version <= Version::HTTP_11 {
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                } else if let Some(rest) = unread.body.take() {
+                    tokio::spawn(linger(rest));
+                }
             }
             response
         }
@@ -306,11 +310,12 @@ struct Unread {
 /// and a pooled client's next request meets EOF. On HTTP/2 the stream would be reset while
 /// the caller is still sending, which some clients (curl) report as an error instead of the
 /// status. A small body is therefore read first; when that is not possible (too large, too
-/// slow, or the caller waits for `100 Continue`, which a refusal must not send) the caller
-/// answers `false` and the h1 response carries `Connection: close`; on h2 the stream ends
-/// with `RST_STREAM(NO_ERROR)` after the complete response (RFC 9113 §8.1).
-async fn settle_unread_body(unread: Unread, stats: &BodyStats, body_read_timeout: std::time::Duration) -> bool {
-    let Some(mut body) = unread.body else {
+/// slow, or the caller waits for `100 Continue`, which a refusal must not send) this
+/// answers `false`, leaves the body in `unread`, and the caller sends the h1 response with
+/// `Connection: close`, or on h2 [`linger`]s on the body after the complete response (the
+/// stream then ends with the client's own reset or `RST_STREAM(NO_ERROR)`, RFC 9113 §8.1).
+async fn settle_unread_body(unread: &mut Unread, stats: &BodyStats, body_read_timeout: std::time::Duration) -> bool {
+    let Some(body) = unread.body.as_mut() else {
         // `forward` took it: complete only if it was read to its end.
         return stats.ended.load(Ordering::Relaxed);
     };
@@ -320,23 +325,39 @@ async fn settle_unread_body(unread: Unread, stats: &BodyStats, body_read_timeout
     if unread.expects_continue || unread.declared.is_some_and(|len| len > DRAIN_MAX_BYTES) {
         return false;
     }
-    let drain = async {
-        let mut read = 0u64;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { return false };
-            if let Some(data) = frame.data_ref() {
-                read += data.len() as u64;
-                if read > DRAIN_MAX_BYTES {
-                    return false;
-                }
-            }
-            if body.is_end_stream() {
-                return true;
+    let limit = DRAIN_MAX_TIME.min(body_read_timeout);
+    tokio::time::timeout(limit, discard(body, DRAIN_MAX_BYTES)).await.unwrap_or(false)
+}
+
+/// At most this much more of a refused h2 call's body is read after the answer was sent.
+pub const LINGER_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Keeps reading (and discarding) a refused h2 call's body for a moment after the answer
+/// was sent, within [`LINGER_MAX_BYTES`] and [`DRAIN_MAX_TIME`]. A client still uploading
+/// stops once it sees the final status; resetting the stream before that makes some
+/// clients (curl 7.x) drop the status and report a stream error. A client that keeps
+/// sending past the bounds gets `RST_STREAM(NO_ERROR)` when the body is dropped here.
+async fn linger(mut body: hyper::body::Incoming) {
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard(&mut body, LINGER_MAX_BYTES)).await;
+}
+
+/// Reads and discards `body` to its end, unless more than `max` bytes come; true when it
+/// ended.
+async fn discard(body: &mut hyper::body::Incoming, max: u64) -> bool {
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Some(data) = frame.data_ref() {
+            read += data.len() as u64;
+            if read > max {
+                return false;
             }
         }
-        true
-    };
-    tokio::time::timeout(DRAIN_MAX_TIME.min(body_read_timeout), drain).await.unwrap_or(false)
+        if body.is_end_stream() {
+            return true;
+        }
+    }
+    true
 }
 
 fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {

@@ -83,8 +83,11 @@ async fn every_refusal_reaches_curl_as_a_status_over_h2_and_h1() {
     .concat();
     let policy = fx.write_policy(&fx.policy_text(&format!("[limits]\nmax_header_bytes = 4096\n\n{triggers}")));
     let gw = start_gateway_for(&fx, &policy).await;
+    // A typical flow payload (drained before the answer), and one too large for that.
     let body = fx.path().join("body.json");
     std::fs::write(&body, format!("{{\"payload\":\"{}\"}}", "x".repeat(2000))).unwrap();
+    let large = fx.path().join("large.json");
+    std::fs::write(&large, format!("{{\"payload\":\"{}\"}}", "x".repeat(1 << 20))).unwrap();
     let bearer = format!("authorization: Bearer {}", fx.token());
     let json = "content-type: application/json".to_owned();
     let big = format!("x-big: {}", "b".repeat(5000));
@@ -106,14 +109,17 @@ async fn every_refusal_reaches_curl_as_a_status_over_h2_and_h1() {
     for http2 in [true, false] {
         let want_version = if http2 { "2" } else { "1.1" };
         for (want, method, path, headers) in &cases {
-            // The failure this guards against was intermittent: try each a few times.
-            for attempt in 0..3 {
-                let (code, status, version) = curl(&fx, http2, method, &gw.url(path), headers, &body).await;
-                if (code, status.as_str(), version.as_str()) != (0, *want, want_version) {
-                    failures.push(format!(
-                        "{method} {path} over HTTP/{want_version} (attempt {attempt}): curl exit {code}, \
-                         status {status}, version {version}; wanted {want}"
-                    ));
+            for body in [&body, &large] {
+                // The failure this guards against was intermittent: try each a few times.
+                for attempt in 0..3 {
+                    let (code, status, version) = curl(&fx, http2, method, &gw.url(path), headers, body).await;
+                    if (code, status.as_str(), version.as_str()) != (0, *want, want_version) {
+                        failures.push(format!(
+                            "{method} {path} over HTTP/{want_version} with {} (attempt {attempt}): curl exit \
+                             {code}, status {status}, version {version}; wanted {want}",
+                            body.display()
+                        ));
+                    }
                 }
             }
         }
