@@ -520,3 +520,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
         self.inner.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_its_cap_and_gets_slots_back() {
+        let table = Arc::new(PerAddress::default());
+        let one: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        let first = table.try_open(one, 2).expect("first");
+        let _second = table.try_open(mapped, 2).expect("an IPv4-mapped address is the same address");
+        assert!(table.try_open(one, 2).is_none());
+        assert!(table.try_open(other, 2).is_some(), "another address has its own count");
+        drop(first);
+        assert!(table.try_open(one, 2).is_some(), "a closed connection gives its slot back");
+        assert_eq!(table.open.lock().unwrap().len(), 1, "addresses without connections are forgotten");
+    }
+}

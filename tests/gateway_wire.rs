@@ -72,6 +72,7 @@ async fn curl(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_reaches_curl_as_a_status_over_h2_and_h1() {
+    // 400, 401, 403, 404, 405, 413, 429 and 431, each with a small and a large body.
     let fx = Fixture::new();
     let echo = start_echo().await;
     let triggers = [
@@ -97,6 +98,7 @@ async fn every_refusal_reaches_curl_as_a_status_over_h2_and_h1() {
     assert_eq!((code, status.as_str()), (0, "200"));
 
     let cases: Vec<(&str, &str, &str, Vec<String>)> = vec![
+        ("400", "POST", "/open/%2e%2e/open", vec![bearer.clone()]),
         ("401", "POST", "/open", vec![json.clone()]),
         ("403", "POST", "/fenced", vec![bearer.clone()]),
         ("404", "POST", "/nowhere", vec![bearer.clone()]),
