@@ -78,12 +78,56 @@ pub struct RawServer {
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Open connections from one client address (the TCP peer) at most, so that one address
+    /// cannot take every slot of `[limits] max_connections`. Further connections from that
+    /// address are closed at once, before TLS, and counted in
+    /// `flowgate_connections_refused_total{reason="per_ip"}`. Peers in `trusted_proxies`
+    /// (load balancers speaking for many clients) are exempt. Applies to new connections
+    /// after a reload.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// How long a request body may keep flowgate waiting: a pause longer than this, or a body
+    /// that falls behind `body_min_rate` once this allowance is spent, is answered with 408
+    /// and the connection closed. Only time spent waiting for the caller counts (not time the
+    /// upstream takes to accept the bytes).
+    #[serde(default = "d30s")]
+    pub body_read_timeout: HumanDuration,
+    /// Slowest average rate, in bytes per second, a request body may arrive at: every byte
+    /// received adds `1/body_min_rate` seconds to the body's `body_read_timeout` allowance.
+    /// 0 leaves only the pause rule of `body_read_timeout`.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
+    /// Request bodies up to this many bytes are read whole before the upstream sees the
+    /// request, so a body that turns out malformed, too slow or too large never reaches it.
+    /// Larger bodies stream; if one then turns out malformed the upstream request is aborted
+    /// and that upstream connection is not reused. 0 streams every body.
+    #[serde(default = "default_buffer_request_body")]
+    pub buffer_request_body: u64,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: default_listen(), tls: None, plain_http_listen: None, trusted_proxies: Vec::new() }
+        Self {
+            listen: default_listen(),
+            tls: None,
+            plain_http_listen: None,
+            trusted_proxies: Vec::new(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            body_read_timeout: d30s(),
+            body_min_rate: default_body_min_rate(),
+            buffer_request_body: default_buffer_request_body(),
+        }
     }
+}
+
+fn default_max_connections_per_ip() -> usize {
+    1_000
+}
+fn default_body_min_rate() -> u64 {
+    1_024
+}
+fn default_buffer_request_body() -> u64 {
+    64 * 1024
 }
 
 fn default_listen() -> String {

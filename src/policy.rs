@@ -35,6 +35,9 @@ pub struct Policy {
     pub server: ServerSettings,
     /// Size and time limits.
     pub limits: Limits,
+    /// Guards of the network edge from `[server]`: per-address connections, body pace,
+    /// body buffering.
+    pub edge: Edge,
     /// The admin listener's address, if enabled.
     pub admin_listen: Option<SocketAddr>,
     /// Who may use the admin API.
@@ -111,6 +114,38 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// The network edge's guards, from `[server]` (see [`crate::config::RawServer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// Open connections per client address at most (trusted proxies exempt).
+    pub max_connections_per_ip: usize,
+    /// Longest pause, and base allowance, while waiting for a request body.
+    pub body_read_timeout: Duration,
+    /// Slowest average body rate in bytes per second (0: no rate rule).
+    pub body_min_rate: u64,
+    /// Bodies up to this many bytes are read whole before the upstream sees the request.
+    pub buffer_request_body: u64,
+}
+
+fn compile_edge(raw: &crate::config::RawServer, path: &KeyPath, diags: &mut Diagnostics) -> Edge {
+    if raw.max_connections_per_ip == 0 {
+        diags.error_with_hint(
+            &path.key("max_connections_per_ip"),
+            "must be greater than zero",
+            "to lift the cap, set it to [limits] max_connections",
+        );
+    }
+    if raw.body_read_timeout.0.is_zero() {
+        diags.error(&path.key("body_read_timeout"), "must be greater than zero");
+    }
+    Edge {
+        max_connections_per_ip: raw.max_connections_per_ip.max(1),
+        body_read_timeout: raw.body_read_timeout.0,
+        body_min_rate: raw.body_min_rate,
+        buffer_request_body: raw.buffer_request_body,
+    }
+}
+
 /// One guarded trigger.
 pub struct Trigger {
     /// Its unique name.
@@ -165,6 +200,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let root = KeyPath::root();
     let limits = compile_limits(&raw.limits, &root.key("limits"), &mut diags);
     let server = compile_server(raw, source, &root.key("server"), &mut diags);
+    let edge = compile_edge(&raw.server, &root.key("server"), &mut diags);
     let audit = crate::audit::AuditConfig::compile(&raw.audit, &source.base_dir, &root.key("audit"), &mut diags);
     let admin_listen = compile_admin(&raw.admin.listen, &root.key("admin").key("listen"), &mut diags);
     let trusted_proxies = crate::firewall::TrustedProxies::compile(
@@ -220,6 +256,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         source_name: source.name.clone(),
         server,
         limits,
+        edge,
         admin_listen,
         admin,
         routes,

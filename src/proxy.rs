@@ -12,7 +12,7 @@ mod body;
 mod headers;
 mod permit;
 
-pub use body::{BodyStats, CappedBody, ObservedBody, StallGuard};
+pub use body::{BodyStats, BodyTooSlow, CappedBody, ObservedBody, Pace, PacedBody, Prefixed, StallGuard};
 pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
 
@@ -26,6 +26,7 @@ use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, RateKey};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Version, header};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -134,9 +135,16 @@ pub async fn handle(
     let policy = gateway.policy();
     let mut call = Call::begin(&gateway, &policy, &connection, &request);
     let (parts, body) = request.into_parts();
+    let version = parts.version;
+    let expects_continue =
+        parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let declared = declared_length(&parts.headers);
+    // `forward` takes the body only when it starts reading it; until then a refusal can
+    // still settle it (below).
+    let mut body = Some(body);
 
     let outcome = match admit(&gateway, &policy, &connection, &parts, &mut call).await {
-        Ok(admitted) => forward(&gateway, &policy, &connection, admitted, parts, body, &mut call).await,
+        Ok(admitted) => forward(&gateway, &policy, &connection, admitted, parts, &mut body, &mut call).await,
         Err(rejection) => Err(rejection),
     };
 
@@ -144,7 +152,20 @@ pub async fn handle(
         Ok(response) => response,
         Err(rejection) => {
             call.record.reject(&rejection);
-            rejection.response(&call.record.id).map(|b| b.map_err(|never| match never {}).boxed_unsync())
+            let mut response =
+                rejection.response(&call.record.id).map(|b| b.map_err(|never| match never {}).boxed_unsync());
+            // A refusal usually comes before the body was read. The caller must still get
+            // the status: see `settle_unread_body`.
+            let mut unread = Unread { body: body.take(), expects_continue, declared };
+            let settled = settle_unread_body(&mut unread, &call.request_body, policy.edge.body_read_timeout).await;
+            if !settled {
+                if version <= Version::HTTP_11 {
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                } else if let Some(rest) = unread.body.take() {
+                    tokio::spawn(linger(rest));
+                }
+            }
+            response
         }
     };
     if let Ok(id) = HeaderValue::from_str(&call.record.id) {
@@ -264,6 +285,81 @@ pub async fn admit(
     })
 }
 
+/// At most this much of an unread request body is read (and discarded) before a refusal
+/// is sent: the size of most flow payloads, and a bounded cost for a refused caller.
+pub const DRAIN_MAX_BYTES: u64 = 64 * 1024;
+/// At most this long is spent reading an unread body before a refusal is sent (less when
+/// `body_read_timeout` is shorter).
+pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What is left of a refused call's request body.
+struct Unread {
+    /// The body, unless `forward` already took it.
+    body: Option<hyper::body::Incoming>,
+    /// The caller waits for `100 Continue` before sending it.
+    expects_continue: bool,
+    /// Its declared length.
+    declared: Option<u64>,
+}
+
+/// Reads what is left of a refused call's body, within [`DRAIN_MAX_BYTES`] and
+/// [`DRAIN_MAX_TIME`], and says whether the body is now complete.
+///
+/// A refusal is usually decided before the body is read. On HTTP/1.1 an unread body leaves
+/// the connection unusable: hyper would close it after a response that promised keep-alive,
+/// and a pooled client's next request meets EOF. On HTTP/2 the stream would be reset while
+/// the caller is still sending, which some clients (curl) report as an error instead of the
+/// status. A small body is therefore read first; when that is not possible (too large, too
+/// slow, or the caller waits for `100 Continue`, which a refusal must not send) this
+/// answers `false`, leaves the body in `unread`, and the caller sends the h1 response with
+/// `Connection: close`, or on h2 [`linger`]s on the body after the complete response (the
+/// stream then ends with the client's own reset or `RST_STREAM(NO_ERROR)`, RFC 9113 §8.1).
+async fn settle_unread_body(unread: &mut Unread, stats: &BodyStats, body_read_timeout: std::time::Duration) -> bool {
+    let Some(body) = unread.body.as_mut() else {
+        // `forward` took it: complete only if it was read to its end.
+        return stats.ended.load(Ordering::Relaxed);
+    };
+    if body.is_end_stream() {
+        return true;
+    }
+    if unread.expects_continue || unread.declared.is_some_and(|len| len > DRAIN_MAX_BYTES) {
+        return false;
+    }
+    let limit = DRAIN_MAX_TIME.min(body_read_timeout);
+    tokio::time::timeout(limit, discard(body, DRAIN_MAX_BYTES)).await.unwrap_or(false)
+}
+
+/// At most this much more of a refused h2 call's body is read after the answer was sent.
+pub const LINGER_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Keeps reading (and discarding) a refused h2 call's body for a moment after the answer
+/// was sent, within [`LINGER_MAX_BYTES`] and [`DRAIN_MAX_TIME`]. A client still uploading
+/// stops once it sees the final status; resetting the stream before that makes some
+/// clients (curl 7.x) drop the status and report a stream error. A client that keeps
+/// sending past the bounds gets `RST_STREAM(NO_ERROR)` when the body is dropped here.
+async fn linger(mut body: hyper::body::Incoming) {
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard(&mut body, LINGER_MAX_BYTES)).await;
+}
+
+/// Reads and discards `body` to its end, unless more than `max` bytes come; true when it
+/// ended.
+async fn discard(body: &mut hyper::body::Incoming, max: u64) -> bool {
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Some(data) = frame.data_ref() {
+            read += data.len() as u64;
+            if read > max {
+                return false;
+            }
+        }
+        if body.is_end_stream() {
+            return true;
+        }
+    }
+    true
+}
+
 fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {
     Denial::IpForbidden { rule: refusal.to_string() }.into()
 }
@@ -271,15 +367,17 @@ fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {
 /// Sends an admitted call upstream and streams the answer back.
 ///
 /// # Errors
-/// 503 when a secret cannot be resolved; 413 when the body crosses the limit while
-/// streaming; 502 when the upstream cannot be reached; 504 when it does not answer in time.
+/// 503 when a secret cannot be resolved; 413 when the body crosses the limit; 408 when it
+/// arrives too slowly; 400 when it is malformed or cut short; 502 when the upstream cannot
+/// be reached; 504 when it does not answer in time. The body is taken out of `body` only
+/// when it starts being read, so a refusal before that leaves it to the caller.
 pub async fn forward(
     gateway: &Gateway,
     policy: &Policy,
     connection: &Connection,
     admitted: Admitted,
     parts: http::request::Parts,
-    body: hyper::body::Incoming,
+    body: &mut Option<hyper::body::Incoming>,
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
@@ -338,6 +436,13 @@ pub async fn forward(
     rendered.apply_headers(&mut headers);
 
     let request_stats = call.request_body.clone();
+    let Some(body) = body.take() else {
+        return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+    };
+    // Every request body is held to the read pace: a trickling caller cannot hold a call
+    // (and the upstream's connection) open.
+    let pace = Pace { timeout: policy.edge.body_read_timeout, min_rate: policy.edge.body_min_rate };
+    let body = PacedBody::new(body, pace, request_stats.clone());
     let body = if trigger.injection.has_json() {
         // JSON field injection needs the whole body: bounded in size and in time.
         let limit = trigger.max_body_bytes.min(trigger.injection.json_max_bytes() as u64);
@@ -352,7 +457,7 @@ pub async fn forward(
             Ok(Err(_)) if request_stats.exceeded.load(Ordering::Relaxed) => {
                 return Err(Denial::BodyTooLarge { limit }.into());
             }
-            Ok(Err(_)) => return Err(Denial::BadRequest { reason: "the request body could not be read".into() }.into()),
+            Ok(Err(error)) => return Err(body_denial(&request_stats, &*error)),
             Ok(Ok(collected)) => collected,
         };
         let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
@@ -364,7 +469,22 @@ pub async fn forward(
         headers.remove(header::CONTENT_LENGTH);
         full_body(injected)
     } else {
-        CappedBody::new(body, trigger.max_body_bytes, request_stats.clone()).boxed_unsync()
+        let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
+        // Small bodies are read whole first, so a body that turns out malformed, too slow
+        // or too large never reaches the upstream (it would see a truncated message).
+        match buffer_body(capped, policy.edge.buffer_request_body).await {
+            Buffered::Whole(bytes) => {
+                if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                }
+                full_body(bytes)
+            }
+            Buffered::Streaming(prefix, rest) => Prefixed::new(prefix, rest).boxed_unsync(),
+            Buffered::Failed(_) if request_stats.exceeded.load(Ordering::Relaxed) => {
+                return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
+            }
+            Buffered::Failed(error) => return Err(body_denial(&request_stats, &*error)),
+        }
     };
 
     let mut upstream_request = Request::new(body);
@@ -394,8 +514,10 @@ pub async fn forward(
                 return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
             }
             if request_stats.errored.load(Ordering::Relaxed) {
-                // The caller's upload broke off: their side, not the upstream's.
-                return Err(Denial::BadRequest { reason: "the request body ended early".into() }.into());
+                // The caller's upload broke off, was malformed or too slow: their side, not
+                // the upstream's. hyper's client closes that upstream connection (never
+                // pooled again), so the upstream sees an incomplete message.
+                return Err(body_denial(&request_stats, &error));
             }
             let kind = if error.is_connect() { "connect" } else { "exchange" };
             metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
@@ -426,6 +548,59 @@ pub async fn forward(
         capture.response_headers = parts.headers.clone();
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// A request body after [`buffer_body`].
+enum Buffered<B> {
+    /// Read to its end, within the bound.
+    Whole(Bytes),
+    /// Larger than the bound (or declared so): what was read, and the rest to stream.
+    Streaming(Bytes, B),
+    /// Reading failed (too large, too slow, malformed, cut short).
+    Failed(BoxError),
+}
+
+/// Reads `body` whole when it ends within `bound` bytes; otherwise returns what was read
+/// and the rest, to stream. A body declared longer than `bound` streams from the start.
+async fn buffer_body<B>(mut body: B, bound: u64) -> Buffered<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    if body.is_end_stream() {
+        return Buffered::Whole(Bytes::new());
+    }
+    if bound == 0 || body.size_hint().lower() > bound {
+        return Buffered::Streaming(Bytes::new(), body);
+    }
+    let mut read = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Buffered::Whole(read.freeze()),
+            Some(Err(error)) => return Buffered::Failed(error),
+            Some(Ok(frame)) => {
+                // Trailers of a buffered body are dropped: hyper's HTTP/1.1 client would
+                // not send them upstream either.
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
+        }
+        if body.is_end_stream() {
+            return Buffered::Whole(read.freeze());
+        }
+        if read.len() as u64 > bound {
+            return Buffered::Streaming(read.freeze(), body);
+        }
+    }
+}
+
+/// The refusal for a request body that could not be read: too slow (408) or malformed,
+/// reset or cut short (400).
+fn body_denial(stats: &BodyStats, error: &(dyn std::error::Error + 'static)) -> Rejection {
+    if stats.timed_out.load(Ordering::Relaxed) {
+        return Denial::RequestTimeout { reason: error_chain(error) }.into();
+    }
+    Denial::BadRequest { reason: format!("the request body could not be read: {}", error_chain(error)) }.into()
 }
 
 /// Wraps the response body so that the access-log line and the run record are written

@@ -1,6 +1,6 @@
-//! Listeners: accept with a connection cap, TLS handshake (rustls, ALPN h2/http1.1),
-//! HTTP/1.1 and HTTP/2 with header timeouts and size caps, idle keep-alive timeout,
-//! and graceful shutdown that lets in-flight calls finish within a deadline.
+//! Listeners: accept with a connection cap and a per-client-address cap, TLS handshake
+//! (rustls, ALPN h2/http1.1), HTTP/1.1 and HTTP/2 with header timeouts and size caps, idle
+//! timeout, and graceful shutdown that lets in-flight calls finish within a deadline.
 //!
 //! [`run`] takes its listeners and its shutdown signal as arguments, so tests start it
 //! on `127.0.0.1:0` and stop it at will.
@@ -9,6 +9,7 @@ use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::proxy::{self, Connection};
 use crate::tls::ReloadableCert;
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -97,6 +98,7 @@ pub async fn run(
     let policy = gateway.policy();
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(policy.limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let max_connections = policy.limits.max_connections;
     let ids = Arc::new(AtomicU64::new(1));
     let mut tasks = tokio::task::JoinSet::new();
@@ -109,6 +111,7 @@ pub async fn run(
         let accept = AcceptLoop {
             gateway: gateway.clone(),
             connections: connections.clone(),
+            per_address: per_address.clone(),
             ids: ids.clone(),
             stop: stop_rx.clone(),
         };
@@ -118,6 +121,7 @@ pub async fn run(
         let accept = AcceptLoop {
             gateway: gateway.clone(),
             connections: connections.clone(),
+            per_address: per_address.clone(),
             ids: ids.clone(),
             stop: stop_rx.clone(),
         };
@@ -150,6 +154,7 @@ pub async fn run(
 struct AcceptLoop {
     gateway: Arc<Gateway>,
     connections: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
     ids: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
 }
@@ -184,6 +189,19 @@ impl AcceptLoop {
                 tracing::debug!(%peer, "connection refused by the global firewall");
                 continue;
             }
+            // One address may not take every slot. A trusted proxy speaks for many clients.
+            let slot = if policy.trusted_proxies.contains(peer.ip()) {
+                None
+            } else {
+                match self.per_address.try_open(peer.ip(), policy.edge.max_connections_per_ip) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        metrics::counter!("flowgate_connections_refused_total", "reason" => "per_ip").increment(1);
+                        tracing::debug!(%peer, "connection refused: too many open from this address");
+                        continue;
+                    }
+                }
+            };
             let _ = stream.set_nodelay(true);
             let connection =
                 Arc::new(Connection { peer, tls: tls.is_some(), id: self.ids.fetch_add(1, Ordering::Relaxed) });
@@ -194,6 +212,7 @@ impl AcceptLoop {
                 metrics::gauge!("flowgate_open_connections").increment(1.0);
                 serve_connection(gateway, connection, stream, tls, stop).await;
                 metrics::gauge!("flowgate_open_connections").decrement(1.0);
+                drop(slot);
                 drop(permit);
             });
         }
@@ -209,17 +228,22 @@ async fn serve_connection(
 ) {
     let limits = gateway.policy().limits.clone();
     let activity = Arc::new(Activity::new());
-    let stream = ActivityIo { inner: stream, activity: activity.clone() };
     match tls {
         Some(acceptor) => {
             // The handshake gets the same budget as a request head: a silent client is dropped.
             match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => serve_http(gateway, connection, tls_stream, activity, stop, &limits).await,
+                Ok(Ok(tls_stream)) => {
+                    let stream = ActivityIo::new(tls_stream, activity.clone());
+                    serve_http(gateway, connection, stream, activity, stop, &limits).await
+                }
                 Ok(Err(error)) => tracing::debug!(peer = %connection.peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %connection.peer, "TLS handshake timed out"),
             }
         }
-        None => serve_http(gateway, connection, stream, activity, stop, &limits).await,
+        None => {
+            let stream = ActivityIo::new(stream, activity.clone());
+            serve_http(gateway, connection, stream, activity, stop, &limits).await
+        }
     }
 }
 
@@ -233,17 +257,22 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The protocol layers allow twice the policy's head size, so that the exact count in
+    // `admit` answers an oversized head with a proper 431 (JSON, request id, run record, a
+    // stream that ends cleanly). Only beyond that do hyper (h1: a bare 431, then close) and
+    // h2 (431, then RST_STREAM(PROTOCOL_ERROR)) refuse on their own, with memory bounded.
+    let protocol_head_bytes = limits.max_header_bytes.saturating_mul(2);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(protocol_head_bytes.max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(protocol_head_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -253,15 +282,20 @@ async fn serve_http<S>(
         let connection = connection.clone();
         let in_flight = in_flight.clone();
         async move {
-            // A guard, not a pair of calls: an h2 stream reset drops this future midway.
-            let _busy = Busy::begin(in_flight);
-            proxy::handle(gateway, connection, request).await
+            // A guard, not a pair of calls: an h2 stream reset drops this future midway. It
+            // lives in the response body, so a call is in flight until its last byte is sent.
+            let busy = Busy::begin(in_flight);
+            let response = proxy::handle(gateway, connection, request).await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody { inner: body, _busy: busy }.boxed_unsync()))
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut tick = tokio::time::interval(Duration::from_millis(500).min(limits.idle_timeout));
     let mut closing = false;
+    // An idle connection closed gracefully gets this long to go; a peer that ignores the
+    // GOAWAY (or never acknowledges its PING) is then dropped.
+    let mut idle_deadline: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -274,9 +308,15 @@ async fn serve_http<S>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tick.tick(), if !closing => {
-                if activity.idle_for() >= limits.idle_timeout {
+            _ = tick.tick() => {
+                if let Some(deadline) = idle_deadline {
+                    if tokio::time::Instant::now() >= deadline && activity.idle_for() > Duration::ZERO {
+                        tracing::debug!("idle connection did not close gracefully; dropping it");
+                        return;
+                    }
+                } else if !closing && activity.idle_for() >= limits.idle_timeout {
                     closing = true;
+                    idle_deadline = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -284,7 +324,80 @@ async fn serve_http<S>(
     }
 }
 
-/// When a connection last moved bytes, and how many calls are being handled on it.
+/// How long an idle connection told to close gracefully may take before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Open connections per client address, for `max_connections_per_ip`.
+#[derive(Default)]
+struct PerAddress {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Takes a slot for `ip` unless it already holds `max`.
+    fn try_open(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let ip = crate::firewall::normalize(ip);
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { table: self.clone(), ip })
+    }
+}
+
+/// One open connection of an address; gives its slot back when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let std::collections::hash_map::Entry::Occupied(mut entry) = open.entry(self.ip) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
+/// A response body that keeps its call marked in flight until it is sent (or dropped).
+struct BusyBody {
+    inner: proxy::ResponseBody,
+    _busy: Busy,
+}
+
+impl http_body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = crate::policy::upstream_types::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// When a connection was last active, and how many calls are being handled on it.
+///
+/// A call counts from its request head to its response's last byte. Between calls, an
+/// HTTP/1.1 connection's bytes count too (a request head on its way). An HTTP/2
+/// connection's bytes do not: PINGs, SETTINGS and WINDOW_UPDATEs keep a connection alive at
+/// the transport level but are not use, and counting them would let an idle h2 connection
+/// (hyper answers PINGs, and sends its own) hold a slot of `max_connections` forever.
 struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
@@ -332,18 +445,47 @@ impl Drop for Busy {
     }
 }
 
-/// A socket that records activity on every read and write (for the idle timeout).
+/// The HTTP/2 connection preface starts with these bytes; no HTTP/1.1 request does.
+const H2_PREFACE_START: &[u8; 4] = b"PRI ";
+
+/// A (plaintext) stream that records activity on every read and write, for the idle
+/// timeout, until its first bytes show it speaks HTTP/2 (see [`Activity`]).
 struct ActivityIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    /// The first bytes read, until there are enough to tell the protocol.
+    first: Vec<u8>,
+    /// Bytes count as activity (HTTP/1.1, or not known yet).
+    counts: bool,
+}
+
+impl<T> ActivityIo<T> {
+    fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity, first: Vec::with_capacity(H2_PREFACE_START.len()), counts: true }
+    }
+
+    fn touch(&self) {
+        if self.counts {
+            self.activity.touch();
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let want = H2_PREFACE_START.len();
+            if self.first.len() < want {
+                let take = (want - self.first.len()).min(read.len());
+                self.first.extend_from_slice(&read[..take]);
+                if self.first.len() == want && self.first == H2_PREFACE_START {
+                    self.counts = false;
+                }
+            }
+            self.touch();
         }
         polled
     }
@@ -353,7 +495,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.touch();
         }
         polled
     }
@@ -370,11 +512,31 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.touch();
         }
         polled
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_its_cap_and_gets_slots_back() {
+        let table = Arc::new(PerAddress::default());
+        let one: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        let first = table.try_open(one, 2).expect("first");
+        let _second = table.try_open(mapped, 2).expect("an IPv4-mapped address is the same address");
+        assert!(table.try_open(one, 2).is_none());
+        assert!(table.try_open(other, 2).is_some(), "another address has its own count");
+        drop(first);
+        assert!(table.try_open(one, 2).is_some(), "a closed connection gives its slot back");
+        assert_eq!(table.open.lock().unwrap().len(), 1, "addresses without connections are forgotten");
     }
 }

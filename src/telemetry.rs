@@ -82,6 +82,10 @@ fn describe() {
     metrics::describe_histogram!("flowgate_request_duration_seconds", "Time from request head to response head.");
     metrics::describe_counter!("flowgate_upstream_errors_total", "Upstream failures by kind.");
     metrics::describe_gauge!("flowgate_open_connections", "Client connections currently open.");
+    metrics::describe_counter!(
+        "flowgate_connections_refused_total",
+        "Connections closed at accept, by reason (firewall, per_ip)."
+    );
     metrics::describe_counter!("flowgate_policy_reloads_total", "Policy reloads by result.");
     metrics::describe_gauge!("flowgate_policy_info", "The running policy version (label), value 1.");
 }

@@ -1,6 +1,8 @@
-//! Body wrappers on the streaming path: a size cap enforced while the request body
-//! streams (never by buffering), and a response body that reports its size when it ends
-//! so the access log and run record are written exactly once, after the last byte.
+//! Body wrappers on the streaming path: a read pace enforced on every request body (a
+//! caller trickling bytes cannot hold a call open), a size cap enforced while the request
+//! body streams, a body that replays a buffered prefix before streaming on, and a response
+//! body that reports its size when it ends so the access log and run record are written
+//! exactly once, after the last byte.
 
 use crate::policy::upstream_types::BoxError;
 use bytes::Bytes;
@@ -26,8 +28,12 @@ pub struct BodyStats {
     pub bytes: AtomicU64,
     /// The limit was crossed.
     pub exceeded: AtomicBool,
-    /// The caller's body stream failed (hung up, reset).
+    /// The caller's body stream failed (hung up, reset, malformed, too slow).
     pub errored: AtomicBool,
+    /// The caller's body was too slow ([`PacedBody`]).
+    pub timed_out: AtomicBool,
+    /// The caller's body was read to its end.
+    pub ended: AtomicBool,
     /// The first bytes, kept for the run history when the trigger captures.
     pub tap: Option<Tap>,
 }
@@ -110,6 +116,160 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The caller's body arrived too slowly.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived too slowly: {0}")]
+pub struct BodyTooSlow(&'static str);
+
+/// How slowly a request body may arrive: no pause longer than `timeout`, and no more time
+/// spent waiting in all than `timeout` plus one second per `min_rate` bytes received.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Longest pause, and the base allowance.
+    pub timeout: std::time::Duration,
+    /// Bytes per second that extend the allowance; 0 for no rate rule.
+    pub min_rate: u64,
+}
+
+/// A request body held to a [`Pace`]. Only time spent waiting for the caller counts: while
+/// the upstream is slow to take the bytes this body is not polled, and its clock stops.
+/// Also records in [`BodyStats`] whether the body was read to its end.
+pub struct PacedBody<B> {
+    inner: B,
+    pace: Pace,
+    bytes: u64,
+    waited: std::time::Duration,
+    waiting_since: Option<tokio::time::Instant>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    stats: Arc<BodyStats>,
+}
+
+impl<B> PacedBody<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, pace: Pace, stats: Arc<BodyStats>) -> Self {
+        Self {
+            inner,
+            pace,
+            bytes: 0,
+            waited: std::time::Duration::ZERO,
+            waiting_since: None,
+            timer: Box::pin(tokio::time::sleep(pace.timeout)),
+            stats,
+        }
+    }
+
+    /// Time left before a rule is broken, counted from the current wait's start `since`.
+    fn left(&self, since: tokio::time::Instant, now: tokio::time::Instant) -> (std::time::Duration, &'static str) {
+        let current = now.saturating_duration_since(since);
+        let pause_left = self.pace.timeout.saturating_sub(current);
+        if self.pace.min_rate == 0 {
+            return (pause_left, "a pause was too long");
+        }
+        let earned = std::time::Duration::from_secs_f64(self.bytes as f64 / self.pace.min_rate as f64);
+        let total_left = (self.pace.timeout + earned).saturating_sub(self.waited + current);
+        if total_left < pause_left {
+            (total_left, "below the minimum rate")
+        } else {
+            (pause_left, "a pause was too long")
+        }
+    }
+}
+
+impl<B> Body for PacedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                let now = tokio::time::Instant::now();
+                let since = *this.waiting_since.get_or_insert(now);
+                let (left, rule) = this.left(since, now);
+                this.timer.as_mut().reset(now + left);
+                if left.is_zero() || this.timer.as_mut().poll(cx).is_ready() {
+                    this.stats.timed_out.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(BodyTooSlow(rule)))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(ready) => {
+                if let Some(since) = this.waiting_since.take() {
+                    this.waited += since.elapsed();
+                }
+                match &ready {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            this.bytes += data.len() as u64;
+                        }
+                        if this.inner.is_end_stream() {
+                            this.stats.ended.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => this.stats.ended.store(true, Ordering::Relaxed),
+                }
+                Poll::Ready(ready.map(|r| r.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body that yields an already-read prefix, then streams the rest of `rest`.
+pub struct Prefixed<B> {
+    prefix: Option<Bytes>,
+    rest: B,
+}
+
+impl<B> Prefixed<B> {
+    /// `prefix` first, then `rest`.
+    pub fn new(prefix: Bytes, rest: B) -> Self {
+        Self { prefix: Some(prefix).filter(|p| !p.is_empty()), rest }
+    }
+}
+
+impl<B> Body for Prefixed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + first);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint
     }
 }
 
@@ -255,6 +415,51 @@ mod tests {
         let guarded = StallGuard::new(body, std::time::Duration::from_secs(5));
         let Err(error) = guarded.collect().await else { panic!("the stalled body must fail") };
         assert!(error.to_string().contains("stalled"), "{error}");
+    }
+
+    fn trickle(gap_ms: u64) -> impl Body<Data = Bytes, Error = BoxError> + Unpin {
+        let stream = futures_util::stream::unfold(0u32, move |n| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(gap_ms)).await;
+            (n < 1_000).then(|| (Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x"))), n + 1))
+        });
+        http_body_util::StreamBody::new(Box::pin(stream))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_fails_once_its_allowance_is_spent() {
+        let stats = Arc::new(BodyStats::default());
+        let pace = Pace { timeout: std::time::Duration::from_secs(10), min_rate: 100 };
+        let started = tokio::time::Instant::now();
+        let Err(error) = PacedBody::new(trickle(1_000), pace, stats.clone()).collect().await else {
+            panic!("a body at 1 byte/s must fail")
+        };
+        assert!(error.to_string().contains("minimum rate"), "{error}");
+        // 10 s of allowance plus 1/100 s per byte received: about 10.1 s.
+        let took = started.elapsed().as_secs_f64();
+        assert!((10.0..10.5).contains(&took), "{took}");
+        assert!(stats.timed_out.load(Ordering::Relaxed));
+        assert!(!stats.ended.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_longer_than_the_timeout_fails_without_a_rate_rule() {
+        let pace = Pace { timeout: std::time::Duration::from_secs(2), min_rate: 0 };
+        let stats = Arc::new(BodyStats::default());
+        let Err(error) = PacedBody::new(trickle(3_000), pace, stats).collect().await else {
+            panic!("a 3 s pause must fail")
+        };
+        assert!(error.to_string().contains("pause"), "{error}");
+        // Steady bytes within the pause rule pass, however long the body takes.
+        let stats = Arc::new(BodyStats::default());
+        let body = PacedBody::new(trickle(1_000), pace, stats.clone()).collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 1_000);
+        assert!(stats.ended.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_prefix_is_replayed_before_the_rest() {
+        let body = Prefixed::new(Bytes::from_static(b"head-"), Full::new(Bytes::from_static(b"tail")));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"head-tail");
     }
 
     #[tokio::test]
