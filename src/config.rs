@@ -75,15 +75,39 @@ pub struct RawServer {
     /// A plain-HTTP listen address: only for deployments behind a TLS-terminating load
     /// balancer. Off unless set.
     pub plain_http_listen: Option<String>,
-    /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed (CIDRs).
+    /// Proxies whose forwarding header (`trusted_header`) is believed (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The one header that names the client behind `trusted_proxies`:
+    /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239). The other header is
+    /// ignored for the client address (most load balancers pass a caller's copy through
+    /// untouched) and, like every forwarding header, never reaches the upstream.
+    #[serde(default)]
+    pub trusted_header: TrustedHeader,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: default_listen(), tls: None, plain_http_listen: None, trusted_proxies: Vec::new() }
+        Self {
+            listen: default_listen(),
+            tls: None,
+            plain_http_listen: None,
+            trusted_proxies: Vec::new(),
+            trusted_header: TrustedHeader::default(),
+        }
     }
+}
+
+/// Which forwarding header the trusted proxies write.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum TrustedHeader {
+    /// `X-Forwarded-For`: what most load balancers append to.
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded` (`for=...`).
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 fn default_listen() -> String {

@@ -78,6 +78,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Plain-HTTP listen address, only when asked for.
     pub plain_http_listen: Option<SocketAddr>,
+    /// The forwarding header believed from trusted proxies.
+    pub trusted_header: crate::config::TrustedHeader,
 }
 
 /// The HTTPS listener's certificate and client-certificate policy.
@@ -398,7 +400,7 @@ fn compile_server(
             "add tls = { cert = \"certs/server.crt\", key = \"certs/server.key\" }",
         );
     }
-    Some(ServerSettings { listen: listen?, tls, plain_http_listen })
+    Some(ServerSettings { listen: listen?, tls, plain_http_listen, trusted_header: raw.server.trusted_header })
 }
 
 /// Query names the gateway owns on a trigger's upstream request, lower-cased.

@@ -172,9 +172,10 @@ pub async fn admit(
         return Err(Denial::HeadersTooLarge { limit: policy.limits.max_header_bytes }.into());
     }
 
-    // Client address: forwarded-for is believed only from trusted proxies. Every later
-    // rule and the run record use it.
-    let address = client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies);
+    // Client address: the trusted forwarding header is believed only from trusted proxies.
+    // Every later rule and the run record use it.
+    let address =
+        client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header);
     call.record.client_ip = Some(address.client);
     call.record.client_ip_note = address.note.clone();
 
