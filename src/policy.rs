@@ -4,9 +4,11 @@
 //! `compile()` holds every cross-field rule and reports all problems at once, each
 //! located in the file. Nothing here is recomputed per request.
 
+mod path;
 mod routes;
 mod upstream;
 
+pub use path::{PathRefusal, normalize as normalize_path};
 pub use routes::{RouteMatch, Routes};
 pub use upstream::{Upstream, UpstreamClient};
 /// Body and error types of the upstream path.
@@ -444,6 +446,18 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     if raw.path.contains(['?', '#']) {
         diags.error(&path.key("path"), "must not contain a query or fragment");
     }
+    // Stored normalised: routing compares normalised request paths.
+    let trigger_path = match path::normalize(&raw.path) {
+        Ok(normalized) => normalized,
+        Err(refusal) => {
+            diags.error_with_hint(
+                &path.key("path"),
+                format!("{:?} holds a {refusal}, which every request with it is refused for", raw.path),
+                "write the path plainly: no ';', '.', '..', empty segments or encoded separators",
+            );
+            raw.path.clone()
+        }
+    };
     let mut methods = Vec::new();
     const KNOWN: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
     for (i, m) in raw.methods.iter().enumerate() {
@@ -492,7 +506,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     Some(Trigger {
         name: raw.name.clone(),
         host,
-        path: raw.path.clone(),
+        path: trigger_path,
         path_match: raw.path_match,
         methods,
         upstream: upstream?,
