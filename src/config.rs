@@ -223,6 +223,12 @@ pub struct RawAdmin {
     /// `{ viewer = ["Flowgate.Viewer"], owner = ["Flowgate.Owner"], administrator = ["Flowgate.Admin"] }`.
     #[serde(default)]
     pub token_roles: BTreeMap<String, Vec<String>>,
+    /// Host names or addresses (no port) the admin listener also answers to, for example
+    /// `["flowgate-admin.internal"]`. It always answers to `localhost`, loopback addresses
+    /// and the address a connection reached it on; any other `Host` is refused (421), so a
+    /// web page whose name was rebound to this address (DNS rebinding) cannot read it.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -232,6 +238,7 @@ impl Default for RawAdmin {
             loopback_role: default_loopback_role(),
             identity: None,
             token_roles: BTreeMap::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -316,6 +316,9 @@ pub struct AdminAccess {
     pub identity: Option<String>,
     /// Token role value → admin role, strongest role wins.
     pub token_roles: Vec<(String, crate::audit::AdminRole)>,
+    /// Lower-case host names and addresses the admin listener answers to besides
+    /// loopback and its own address.
+    pub allowed_hosts: Vec<String>,
 }
 
 fn compile_admin_access(
@@ -353,7 +356,22 @@ fn compile_admin_access(
             "map at least one roles-claim value: token_roles = { viewer = [\"Flowgate.Viewer\"] }",
         );
     }
-    AdminAccess { loopback_role, identity: raw.identity.clone(), token_roles }
+    let mut allowed_hosts = Vec::new();
+    for (i, host) in raw.allowed_hosts.iter().enumerate() {
+        let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(&name).to_owned();
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+        if name.is_empty() || (!is_ip && name.contains([':', '/', '@', ' ', '*'])) {
+            diags.error_with_hint(
+                &path.key("allowed_hosts").index(i),
+                format!("{host:?} is not a host name or address"),
+                "write the name alone, without scheme, port or wildcard: \"flowgate-admin.internal\"",
+            );
+        } else {
+            allowed_hosts.push(name);
+        }
+    }
+    AdminAccess { loopback_role, identity: raw.identity.clone(), token_roles, allowed_hosts }
 }
 
 fn compile_server(
@@ -382,11 +400,10 @@ fn compile_server(
                 }
                 None
             }
-            Some(ca) => match crate::tls::read_roots(&source.resolve(ca)) {
-                Ok(roots) => Some(ClientCertPolicy {
-                    roots: Arc::new(roots),
-                    required: tls.client_auth == Some(crate::config::ClientAuth::Required),
-                }),
+            Some(ca) => match crate::tls::read_roots(&source.resolve(ca)).and_then(|roots| {
+                ClientCertPolicy::new(roots, tls.client_auth == Some(crate::config::ClientAuth::Required))
+            }) {
+                Ok(policy) => Some(policy),
                 Err(e) => {
                     diags.error(&tls_path.key("client_ca"), e.to_string());
                     None

@@ -62,7 +62,7 @@ pub fn client_address(
     if trusted.0.is_empty() || !trusted.contains(peer) {
         return plain(None);
     }
-    let (name, element, label): (&str, fn(&str) -> Option<Option<Hop>>, &str) = match header {
+    let (name, element, label): (&str, ElementParser, &str) = match header {
         TrustedHeader::XForwardedFor => ("x-forwarded-for", parse_xff_element, "X-Forwarded-For"),
         TrustedHeader::Forwarded => (http::header::FORWARDED.as_str(), parse_forwarded_element, "Forwarded"),
     };
@@ -90,10 +90,14 @@ pub fn client_address(
     }
 }
 
+/// Parses one element of a forwarding header: `None` when unparsable, `Some(None)` when
+/// it names no hop.
+type ElementParser = fn(&str) -> Option<Option<Hop>>;
+
 fn parse_all(
     headers: &HeaderMap,
     name: &str,
-    element: fn(&str) -> Option<Option<Hop>>,
+    element: ElementParser,
     label: &str,
 ) -> Result<Vec<Hop>, String> {
     let mut hops = Vec::new();
