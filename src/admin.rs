@@ -138,19 +138,18 @@ async fn route<B>(
     let path = request.uri().path().to_owned();
     // Host before anything else: a rebound name must learn nothing, not even health.
     // (No Host at all is no browser: HTTP/1.0 probes send none.)
-    let allowed = gateway.policy().admin.allowed_hosts.clone();
-    let host =
-        request.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| {
-            request.headers().get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-        });
-    if let Some(host) = host
-        && !host_allowed(&host, local, &allowed)
-    {
+    // Both the request target's authority (h2, absolute-form h1) and `Host` are checked.
+    let running = gateway.policy();
+    let allowed = &running.admin.allowed_hosts;
+    let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+    let hosts =
+        request.headers().get_all(header::HOST).iter().map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    if let Some(host) = authority.into_iter().chain(hosts).find(|host| !host_allowed(host, local, allowed)) {
         return refuse(Denial::MisdirectedHost { host });
     }
     if request.method() == Method::POST
         && path == "/reload"
-        && let Some(reason) = cross_site_risk(request.headers(), local, &allowed)
+        && let Some(reason) = cross_site_risk(request.headers(), local, allowed)
     {
         return refuse(Denial::CrossSiteRequest { reason: reason.to_owned() });
     }

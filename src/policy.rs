@@ -469,7 +469,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         Err(refusal) => {
             diags.error_with_hint(
                 &path.key("path"),
-                format!("{:?} holds a {refusal}, which every request with it is refused for", raw.path),
+                format!("{:?} holds a {refusal}: every request for it would be refused", raw.path),
                 "write the path plainly: no ';', '.', '..', empty segments or encoded separators",
             );
             raw.path.clone()

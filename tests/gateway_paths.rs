@@ -103,3 +103,19 @@ async fn semicolons_in_query_values_cannot_smuggle_parameters() {
     assert_eq!(target.matches("sig=").count(), 2, "{target}");
     gw.shutdown().await;
 }
+
+#[test]
+fn trigger_paths_follow_the_same_rules() {
+    let fx = Fixture::new();
+    let echo: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let triggers = format!(
+        "{}{}{}",
+        echo_trigger("a", "/Flows/%61", echo, ""),
+        echo_trigger("b", "/flows/A", echo, ""),
+        echo_trigger("c", "/x/..;/y", echo, ""),
+    );
+    let errors = flowgate::policy::load(&fx.write_policy(&fx.policy_text(&triggers))).unwrap_err();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|e| e.contains("trigger[1].path") && e.contains("already routed")), "{text:#?}");
+    assert!(text.iter().any(|e| e.contains("trigger[2].path") && e.contains("path parameter")), "{text:#?}");
+}

@@ -67,7 +67,15 @@ pub fn client_address(
         TrustedHeader::Forwarded => (http::header::FORWARDED.as_str(), parse_forwarded_element, "Forwarded"),
     };
     if !headers.contains_key(name) {
-        return plain(None);
+        // A proxy writing the other header is a misconfiguration worth a note; a caller's
+        // copy of it is simply not believed.
+        let other = match header {
+            TrustedHeader::XForwardedFor => "Forwarded",
+            TrustedHeader::Forwarded => "X-Forwarded-For",
+        };
+        let ignored =
+            headers.contains_key(other).then(|| format!("{other} ignored: it is not [server] trusted_header"));
+        return plain(ignored);
     }
     let hops = parse_all(headers, name, element, label);
     let hops = match hops {
@@ -94,12 +102,7 @@ pub fn client_address(
 /// it names no hop.
 type ElementParser = fn(&str) -> Option<Option<Hop>>;
 
-fn parse_all(
-    headers: &HeaderMap,
-    name: &str,
-    element: ElementParser,
-    label: &str,
-) -> Result<Vec<Hop>, String> {
+fn parse_all(headers: &HeaderMap, name: &str, element: ElementParser, label: &str) -> Result<Vec<Hop>, String> {
     let mut hops = Vec::new();
     for value in headers.get_all(name) {
         let text = value.to_str().map_err(|_| format!("unparsable {label} header (not ASCII); using the peer"))?;
@@ -269,6 +272,7 @@ mod tests {
         // The trusted header missing: the peer, whatever the other one says.
         let h = headers(&[("forwarded", "for=198.51.100.2")]);
         let got = client_address(ip("10.0.0.1"), &h, &lb, XFF);
-        assert_eq!((got.client, got.note), (ip("10.0.0.1"), None));
+        assert_eq!(got.client, ip("10.0.0.1"));
+        assert!(got.note.unwrap().contains("Forwarded ignored"));
     }
 }
