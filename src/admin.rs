@@ -10,21 +10,39 @@
 //! whatever roles it carries: that tenant's admins choose its roles.
 //! Nobody, whatever the role, can read a secret value here: the policy view shows
 //! references only.
+//!
+//! Browsers on the host are callers too. Every endpoint checks `Host` first: the listener
+//! answers to `localhost`, loopback addresses, the address a connection reached it on and
+//! `[admin] allowed_hosts`, so a page whose DNS name was rebound to this address cannot
+//! read it (421). `POST /reload` must be a request a page cannot send without a CORS
+//! preflight (which this API never grants): `Content-Type: application/json` or an
+//! `X-Flowgate-Admin` header, and no other site's `Origin` (403).
 
 use crate::audit::{AdminRole, RunFilter};
+use crate::denial::{Denial, Rejection};
 use crate::gateway::{Gateway, ReloadOutcome};
+use crate::policy::Policy;
 use crate::proxy::{ResponseBody, full_body};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// The custom header that makes `POST /reload` a request a cross-site page cannot send.
+pub const ADMIN_HEADER: &str = "x-flowgate-admin";
+
 /// Serves the admin API until `stop` turns true.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    if let Ok(bound) = listener.local_addr()
+        && let Some(warning) = exposure_warning(&gateway.policy(), bound)
+    {
+        tracing::warn!("{warning}");
+    }
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -34,11 +52,13 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        // The address the caller dialled: a Host naming it is no rebound name.
+        let local = stream.local_addr().map_or(peer.ip(), |a| a.ip());
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&gateway, peer, request).await) }
+                async move { Ok::<_, std::convert::Infallible>(route(&gateway, peer, local, request).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
@@ -47,8 +67,95 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
     }
 }
 
-async fn route<B>(gateway: &Arc<Gateway>, peer: SocketAddr, request: Request<B>) -> Response<ResponseBody> {
+/// Why a state-changing admin request could have been sent by a page of another site, if
+/// it could. Such a page can send simple requests (form content types or none, no custom
+/// header) without asking; anything else needs a CORS preflight, which this API never
+/// grants. A browser also names the page's origin.
+fn cross_site_risk(headers: &http::HeaderMap, local: IpAddr, allowed: &[String]) -> Option<&'static str> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
+        if !host.is_some_and(|h| host_allowed(h, local, allowed)) {
+            return Some("the Origin is another site");
+        }
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if json || headers.contains_key(ADMIN_HEADER) {
+        return None;
+    }
+    Some("a simple request (neither Content-Type: application/json nor an X-Flowgate-Admin header)")
+}
+
+/// Whether the listener answers to `host` (a `Host` value, port optional): `localhost`,
+/// loopback addresses, the address the connection reached (`local`), and `allowed`.
+/// Names compare ignoring case and a trailing dot.
+fn host_allowed(host: &str, local: IpAddr, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(inside, _)| inside)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name == "localhost" || allowed.contains(&name) {
+        return true;
+    }
+    let local = crate::firewall::normalize(local);
+    name.parse::<IpAddr>().map(crate::firewall::normalize).is_ok_and(|ip| ip.is_loopback() || ip == local)
+}
+
+/// A refusal from the admin listener: the shared JSON body with a fresh request id, and
+/// the private reason logged under that id.
+fn refuse(denial: Denial) -> Response<ResponseBody> {
+    let id = crate::proxy::new_request_id();
+    let rejection = Rejection::Denied(denial);
+    tracing::info!(request_id = %id, kind = rejection.kind(), reason = %rejection.reason(), "admin API call refused");
+    let mut response = rejection.response(&id).map(|b| b.map_err(|never| match never {}).boxed_unsync());
+    if let Ok(id) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(crate::proxy::REQUEST_ID, id);
+    }
+    response
+}
+
+/// The warning for an admin listener that takes bearer tokens over plain HTTP from other
+/// machines, if `policy` sets one up on `listen`.
+pub fn exposure_warning(policy: &Policy, listen: SocketAddr) -> Option<String> {
+    let identity = policy.admin.identity.as_ref()?;
+    (!crate::firewall::normalize(listen.ip()).is_loopback()).then(|| {
+        format!(
+            "the admin listener {listen} is not loopback and speaks plain HTTP, yet takes bearer \
+             tokens of identity {identity:?}: anyone on the path can read and replay them; \
+             listen on loopback behind a TLS-terminating proxy"
+        )
+    })
+}
+
+async fn route<B>(
+    gateway: &Arc<Gateway>,
+    peer: SocketAddr,
+    local: IpAddr,
+    request: Request<B>,
+) -> Response<ResponseBody> {
     let path = request.uri().path().to_owned();
+    // Host before anything else: a rebound name must learn nothing, not even health.
+    // (No Host at all is no browser: HTTP/1.0 probes send none.)
+    // Both the request target's authority (h2, absolute-form h1) and `Host` are checked.
+    let running = gateway.policy();
+    let allowed = &running.admin.allowed_hosts;
+    let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+    let hosts =
+        request.headers().get_all(header::HOST).iter().map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    if let Some(host) = authority.into_iter().chain(hosts).find(|host| !host_allowed(host, local, allowed)) {
+        return refuse(Denial::MisdirectedHost { host });
+    }
+    if request.method() == Method::POST
+        && path == "/reload"
+        && let Some(reason) = cross_site_risk(request.headers(), local, allowed)
+    {
+        return refuse(Denial::CrossSiteRequest { reason: reason.to_owned() });
+    }
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -187,4 +294,52 @@ async fn token_role(
         .map(|(_, role)| *role)
         .max()
         .ok_or(StatusCode::FORBIDDEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn hosts_the_listener_answers_to() {
+        let allowed = vec!["admin.internal".to_owned(), "10.9.9.9".to_owned()];
+        let local = ip("10.0.0.5");
+        for host in ["localhost", "LocalHost.:9901", "127.0.0.1:9901", "127.1.2.3", "[::1]:9901", "10.0.0.5:9901"] {
+            assert!(host_allowed(host, local, &allowed), "{host}");
+        }
+        for host in ["admin.internal", "Admin.Internal.:80", "10.9.9.9:9901"] {
+            assert!(host_allowed(host, local, &allowed), "{host}");
+        }
+        for host in
+            ["attacker.example", "localhost.attacker.example:9901", "10.0.0.6", "[::2]:1", "", "admin.internal.evil"]
+        {
+            assert!(!host_allowed(host, local, &allowed), "{host}");
+        }
+        // An IPv4-mapped local address is the same address.
+        assert!(host_allowed("10.0.0.5", ip("::ffff:10.0.0.5"), &[]));
+    }
+
+    #[test]
+    fn simple_requests_and_other_origins_are_cross_site_risks() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        let local = ip("127.0.0.1");
+        assert!(cross_site_risk(&headers(&[]), local, &[]).is_some());
+        assert!(cross_site_risk(&headers(&[("content-type", "text/plain")]), local, &[]).is_some());
+        assert!(cross_site_risk(&headers(&[("content-type", "application/json")]), local, &[]).is_none());
+        assert!(cross_site_risk(&headers(&[("x-flowgate-admin", "1")]), local, &[]).is_none());
+        let json_from = |origin| headers(&[("content-type", "application/json"), ("origin", origin)]);
+        assert!(cross_site_risk(&json_from("https://attacker.example"), local, &[]).is_some());
+        assert!(cross_site_risk(&json_from("null"), local, &[]).is_some());
+        assert!(cross_site_risk(&json_from("http://localhost:9901"), local, &[]).is_none());
+    }
 }

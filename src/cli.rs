@@ -205,6 +205,11 @@ fn check(file: &Path) -> ExitCode {
     match crate::policy::load(file) {
         Ok(policy) => {
             println!("{}: ok: {} trigger(s), policy version {}", file.display(), policy.routes.len(), policy.version);
+            if let Some(warning) =
+                policy.admin_listen.and_then(|listen| crate::admin::exposure_warning(&policy, listen))
+            {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

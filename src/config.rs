@@ -75,7 +75,7 @@ pub struct RawServer {
     /// A plain-HTTP listen address: only for deployments behind a TLS-terminating load
     /// balancer. Off unless set.
     pub plain_http_listen: Option<String>,
-    /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed (CIDRs).
+    /// Proxies whose forwarding header (`trusted_header`) is believed (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// Open connections from one client address (the TCP peer) at most, so that one address
@@ -103,6 +103,12 @@ pub struct RawServer {
     /// and that upstream connection is not reused. 0 streams every body.
     #[serde(default = "default_buffer_request_body")]
     pub buffer_request_body: u64,
+    /// The one header that names the client behind `trusted_proxies`:
+    /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239). The other header is
+    /// ignored for the client address (most load balancers pass a caller's copy through
+    /// untouched) and, like every forwarding header, never reaches the upstream.
+    #[serde(default)]
+    pub trusted_header: TrustedHeader,
 }
 
 impl Default for RawServer {
@@ -116,6 +122,7 @@ impl Default for RawServer {
             body_read_timeout: d30s(),
             body_min_rate: default_body_min_rate(),
             buffer_request_body: default_buffer_request_body(),
+            trusted_header: TrustedHeader::default(),
         }
     }
 }
@@ -128,6 +135,18 @@ fn default_body_min_rate() -> u64 {
 }
 fn default_buffer_request_body() -> u64 {
     64 * 1024
+}
+
+/// Which forwarding header the trusted proxies write.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum TrustedHeader {
+    /// `X-Forwarded-For`: what most load balancers append to.
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded` (`for=...`).
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 fn default_listen() -> String {
@@ -252,6 +271,12 @@ pub struct RawAdmin {
     /// tenants holding a mapped role.
     #[serde(default)]
     pub principals: Vec<String>,
+    /// Host names or addresses (no port) the admin listener also answers to, for example
+    /// `["flowgate-admin.internal"]`. It always answers to `localhost`, loopback addresses
+    /// and the address a connection reached it on; any other `Host` is refused (421), so a
+    /// web page whose name was rebound to this address (DNS rebinding) cannot read it.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -263,6 +288,7 @@ impl Default for RawAdmin {
             token_roles: BTreeMap::new(),
             tenants: Vec::new(),
             principals: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -82,6 +82,18 @@ pub enum Denial {
         /// The limit in bytes (private).
         limit: u64,
     },
+    /// The admin listener was reached under a host name it does not answer to: a web page
+    /// whose name was rebound to its address (DNS rebinding).
+    MisdirectedHost {
+        /// The `Host` sent (private).
+        host: String,
+    },
+    /// A state-changing admin call in a form a cross-site page can send (a simple request,
+    /// or another site's `Origin`).
+    CrossSiteRequest {
+        /// What made it one (private).
+        reason: String,
+    },
 }
 
 /// A call that passed admission but could not be completed, or that could not be judged
@@ -228,6 +240,16 @@ impl Rejection {
                 format!("body over {limit} bytes"),
                 Extra::None,
             ),
+            Self::Denied(D::MisdirectedHost { host }) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "misdirected request",
+                format!("Host {host:?} is not a name this listener answers to"),
+                Extra::None,
+            ),
+            Self::Denied(D::CrossSiteRequest { reason }) => {
+                (StatusCode::FORBIDDEN, "cross_site_request", "forbidden", reason.clone(), Extra::None)
+            }
             Self::Failed(F::KeysUnavailable { reason }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "keys_unavailable",

@@ -8,7 +8,7 @@
 mod client;
 mod ipset;
 
-pub use client::{ClientAddress, TrustedProxies, client_address};
+pub use client::{ClientAddress, TrustedHeader, TrustedProxies, client_address};
 pub use ipset::{BadEntry, IpSet, IpSetBuilder, normalize};
 
 use crate::auth::canonical_principal as canonical;

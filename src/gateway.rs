@@ -4,7 +4,7 @@
 
 use crate::config::ConfigError;
 use crate::policy::{self, Policy, UpstreamClient};
-use crate::tls::ReloadableCert;
+use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::path::PathBuf;
@@ -16,8 +16,9 @@ pub struct Gateway {
     policy: ArcSwap<Policy>,
     /// The policy file, when the policy came from one (reload re-reads it).
     policy_path: Option<PathBuf>,
-    /// The HTTPS listener's certificate, set once the listener exists.
-    cert: OnceLock<Arc<ReloadableCert>>,
+    /// The HTTPS listener's TLS (certificate and client-certificate settings), set once
+    /// the listener exists.
+    tls: OnceLock<Arc<ServerTls>>,
     /// Serializes reloads (file watch, SIGHUP and the admin API may race).
     reload_lock: Mutex<()>,
     ready: AtomicBool,
@@ -74,7 +75,7 @@ impl Gateway {
         let gateway = Arc::new(Self {
             policy: ArcSwap::from_pointee(policy),
             policy_path,
-            cert: OnceLock::new(),
+            tls: OnceLock::new(),
             reload_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
             upstream,
@@ -95,9 +96,10 @@ impl Gateway {
         self.policy.load_full()
     }
 
-    /// Remembers the HTTPS listener's certificate so reloads can replace it.
-    pub fn attach_cert(&self, cert: Arc<ReloadableCert>) {
-        let _ = self.cert.set(cert);
+    /// Remembers the HTTPS listener's TLS so reloads can replace its certificate and
+    /// client-certificate settings.
+    pub fn attach_tls(&self, tls: Arc<ServerTls>) {
+        let _ = self.tls.set(tls);
     }
 
     /// Marks the gateway ready (policy compiled and listeners bound) or not.
@@ -141,14 +143,22 @@ impl Gateway {
     /// piece of state that must survive is keyed outside the policy.
     pub fn swap(&self, new: Policy) -> ReloadOutcome {
         let old = self.policy();
-        if let (Some(cert), Some(tls)) = (self.cert.get(), &new.server.tls) {
-            cert.replace((*tls.certified_key).clone());
+        if let (Some(serving), Some(tls)) = (self.tls.get(), &new.server.tls) {
+            // New handshakes get the new certificate and client-certificate settings; open
+            // connections keep what they negotiated.
+            if let Err(error) = serving.apply((*tls.certified_key).clone(), tls.client_certs.as_ref()) {
+                tracing::error!(%error, "the TLS settings could not be applied; the old ones stay");
+            }
         }
         if old.server.listen != new.server.listen
             || old.server.plain_http_listen != new.server.plain_http_listen
             || old.admin_listen != new.admin_listen
+            || old.server.tls.is_some() != new.server.tls.is_some()
         {
-            tracing::warn!("listen addresses changed; they take effect at the next restart");
+            tracing::warn!("listen addresses or TLS on/off changed; they take effect at the next restart");
+        }
+        if old.limits.max_connections != new.limits.max_connections {
+            tracing::warn!("[limits] max_connections changes take effect at the next restart");
         }
         if old.audit != new.audit {
             self.audit.reconfigure(&new.audit);
@@ -174,8 +184,8 @@ impl Gateway {
     /// The files cannot be loaded; the old certificate stays.
     pub fn reload_certificate(&self) -> Result<(), crate::tls::TlsError> {
         let policy = self.policy();
-        if let (Some(cert), Some(tls)) = (self.cert.get(), &policy.server.tls) {
-            cert.replace(crate::tls::load_certified_key(&tls.files)?);
+        if let (Some(serving), Some(tls)) = (self.tls.get(), &policy.server.tls) {
+            serving.cert().replace(crate::tls::load_certified_key(&tls.files)?);
             tracing::info!(cert = %tls.files.cert.display(), "TLS certificate reloaded");
         }
         Ok(())

@@ -4,9 +4,11 @@
 //! `compile()` holds every cross-field rule and reports all problems at once, each
 //! located in the file. Nothing here is recomputed per request.
 
+mod path;
 mod routes;
 mod upstream;
 
+pub use path::{PathRefusal, normalize as normalize_path};
 pub use routes::{RouteMatch, Routes};
 pub use upstream::{Upstream, UpstreamClient};
 /// Body and error types of the upstream path.
@@ -81,6 +83,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Plain-HTTP listen address, only when asked for.
     pub plain_http_listen: Option<SocketAddr>,
+    /// The forwarding header believed from trusted proxies.
+    pub trusted_header: crate::config::TrustedHeader,
 }
 
 /// The HTTPS listener's certificate and client-certificate policy.
@@ -351,6 +355,9 @@ pub struct AdminAccess {
     pub rules: Option<crate::auth::TriggerAccess>,
     /// Token role value → admin role, strongest role wins.
     pub token_roles: Vec<(String, crate::audit::AdminRole)>,
+    /// Lower-case host names and addresses the admin listener answers to besides
+    /// loopback and its own address.
+    pub allowed_hosts: Vec<String>,
 }
 
 fn compile_admin_access(
@@ -403,7 +410,22 @@ fn compile_admin_access(
             }
         }
     }
-    AdminAccess { loopback_role, identity: raw.identity.clone(), rules, token_roles }
+    let mut allowed_hosts = Vec::new();
+    for (i, host) in raw.allowed_hosts.iter().enumerate() {
+        let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(&name).to_owned();
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+        if name.is_empty() || (!is_ip && name.contains([':', '/', '@', ' ', '*'])) {
+            diags.error_with_hint(
+                &path.key("allowed_hosts").index(i),
+                format!("{host:?} is not a host name or address"),
+                "write the name alone, without scheme, port or wildcard: \"flowgate-admin.internal\"",
+            );
+        } else {
+            allowed_hosts.push(name);
+        }
+    }
+    AdminAccess { loopback_role, identity: raw.identity.clone(), rules, token_roles, allowed_hosts }
 }
 
 fn compile_server(
@@ -432,11 +454,10 @@ fn compile_server(
                 }
                 None
             }
-            Some(ca) => match crate::tls::read_roots(&source.resolve(ca)) {
-                Ok(roots) => Some(ClientCertPolicy {
-                    roots: Arc::new(roots),
-                    required: tls.client_auth == Some(crate::config::ClientAuth::Required),
-                }),
+            Some(ca) => match crate::tls::read_roots(&source.resolve(ca)).and_then(|roots| {
+                ClientCertPolicy::new(roots, tls.client_auth == Some(crate::config::ClientAuth::Required))
+            }) {
+                Ok(policy) => Some(policy),
                 Err(e) => {
                     diags.error(&tls_path.key("client_ca"), e.to_string());
                     None
@@ -452,7 +473,7 @@ fn compile_server(
             "add tls = { cert = \"certs/server.crt\", key = \"certs/server.key\" }",
         );
     }
-    Some(ServerSettings { listen: listen?, tls, plain_http_listen })
+    Some(ServerSettings { listen: listen?, tls, plain_http_listen, trusted_header: raw.server.trusted_header })
 }
 
 /// Query names the gateway owns on a trigger's upstream request, lower-cased.
@@ -496,6 +517,18 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     if raw.path.contains(['?', '#']) {
         diags.error(&path.key("path"), "must not contain a query or fragment");
     }
+    // Stored normalised: routing compares normalised request paths.
+    let trigger_path = match path::normalize(&raw.path) {
+        Ok(normalized) => normalized,
+        Err(refusal) => {
+            diags.error_with_hint(
+                &path.key("path"),
+                format!("{:?} holds a {refusal}: every request for it would be refused", raw.path),
+                "write the path plainly: no ';', '.', '..', empty segments or encoded separators",
+            );
+            raw.path.clone()
+        }
+    };
     let mut methods = Vec::new();
     const KNOWN: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
     for (i, m) in raw.methods.iter().enumerate() {
@@ -544,7 +577,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     Some(Trigger {
         name: raw.name.clone(),
         host,
-        path: raw.path.clone(),
+        path: trigger_path,
         path_match: raw.path_match,
         methods,
         upstream: upstream?,

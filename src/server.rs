@@ -8,7 +8,7 @@
 use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::proxy::{self, Connection};
-use crate::tls::ReloadableCert;
+use crate::tls::ServerTls;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -105,9 +105,8 @@ pub async fn run(
 
     if let Some(listener) = listeners.https {
         let tls = policy.server.tls.as_ref().expect("an https listener is bound only when TLS is configured");
-        let cert = Arc::new(ReloadableCert::new((*tls.certified_key).clone()));
-        gateway.attach_cert(cert.clone());
-        let acceptor = TlsAcceptor::from(Arc::new(crate::tls::server_config(cert, tls.client_certs.as_ref())?));
+        let serving = Arc::new(ServerTls::new((*tls.certified_key).clone(), tls.client_certs.as_ref())?);
+        gateway.attach_tls(serving.clone());
         let accept = AcceptLoop {
             gateway: gateway.clone(),
             connections: connections.clone(),
@@ -115,7 +114,7 @@ pub async fn run(
             ids: ids.clone(),
             stop: stop_rx.clone(),
         };
-        tasks.spawn(accept.run(listener, Some(acceptor)));
+        tasks.spawn(accept.run(listener, Some(serving)));
     }
     if let Some(listener) = listeners.plain {
         let accept = AcceptLoop {
@@ -160,7 +159,7 @@ struct AcceptLoop {
 }
 
 impl AcceptLoop {
-    async fn run(mut self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    async fn run(mut self, listener: TcpListener, tls: Option<Arc<ServerTls>>) {
         loop {
             // Past the cap, connections wait in the kernel's accept queue.
             let permit = tokio::select! {
@@ -207,7 +206,8 @@ impl AcceptLoop {
                 Arc::new(Connection { peer, tls: tls.is_some(), id: self.ids.fetch_add(1, Ordering::Relaxed) });
             let gateway = self.gateway.clone();
             let stop = self.stop.clone();
-            let tls = tls.clone();
+            // The TLS settings current now (a reload swaps them for later connections).
+            let tls = tls.as_deref().map(ServerTls::acceptor);
             tokio::spawn(async move {
                 metrics::gauge!("flowgate_open_connections").increment(1.0);
                 serve_connection(gateway, connection, stream, tls, stop).await;

@@ -1,12 +1,14 @@
 //! TLS termination: rustls server configuration (TLS 1.2/1.3, ALPN h2 and http/1.1,
-//! optional client certificates) with a certificate that can be swapped while
-//! connections stay open, and development certificates for the demo and tests.
+//! optional client certificates) that a reload swaps for new handshakes while open
+//! connections keep what they negotiated (the certificate alone can also be swapped), and
+//! development certificates for the demo and tests.
 
 pub mod dev;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -114,36 +116,93 @@ impl ResolvesServerCert for ReloadableCert {
     }
 }
 
-/// Client-certificate settings of the HTTPS listener.
+/// Client-certificate settings of the HTTPS listener, with the verifier built once at
+/// policy compile time.
 #[derive(Debug, Clone)]
 pub struct ClientCertPolicy {
     /// Trusted client CAs.
     pub roots: Arc<RootCertStore>,
     /// Refuse handshakes without a certificate.
     pub required: bool,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertPolicy {
+    /// Client certificates from `roots`, demanded when `required`, else asked for.
+    ///
+    /// # Errors
+    /// rustls refuses the verifier settings (no usable root).
+    pub fn new(roots: RootCertStore, required: bool) -> Result<Self, TlsError> {
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
+        let verifier = if required { verifier } else { verifier.allow_unauthenticated() };
+        let verifier = verifier.build().map_err(|e| TlsError::Rustls(e.to_string()))?;
+        Ok(Self { roots, required, verifier })
+    }
 }
 
 /// Builds the listener's rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1.
 ///
 /// # Errors
-/// rustls refuses the client-verifier settings.
+/// rustls refuses the protocol versions (it does not with its own provider).
 pub fn server_config(
     cert: Arc<ReloadableCert>,
     client_certs: Option<&ClientCertPolicy>,
 ) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let builder = match client_certs {
         None => builder.with_no_client_auth(),
-        Some(policy) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(policy.roots.clone(), provider);
-            let verifier = if policy.required { verifier } else { verifier.allow_unauthenticated() };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
-        }
+        Some(policy) => builder.with_client_cert_verifier(policy.verifier.clone()),
     };
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The HTTPS listener's TLS: the certificate (swappable on its own, for rotation) and the
+/// whole rustls configuration, rebuilt on every policy swap so that `client_ca` and
+/// `client_auth` changes apply to new handshakes. Each connection takes the configuration
+/// current when it was accepted and keeps it.
+#[derive(Debug)]
+pub struct ServerTls {
+    cert: Arc<ReloadableCert>,
+    config: ArcSwap<ServerConfig>,
+}
+
+impl ServerTls {
+    /// TLS serving `key`, with the given client-certificate settings.
+    ///
+    /// # Errors
+    /// See [`server_config`].
+    pub fn new(key: CertifiedKey, client_certs: Option<&ClientCertPolicy>) -> Result<Self, TlsError> {
+        let cert = Arc::new(ReloadableCert::new(key));
+        let config = ArcSwap::from_pointee(server_config(cert.clone(), client_certs)?);
+        Ok(Self { cert, config })
+    }
+
+    /// The certificate, for rotation without a policy change.
+    pub fn cert(&self) -> &ReloadableCert {
+        &self.cert
+    }
+
+    /// Applies a reloaded policy's certificate and client-certificate settings to new
+    /// handshakes.
+    ///
+    /// # Errors
+    /// See [`server_config`]; the running configuration then stays.
+    pub fn apply(&self, key: CertifiedKey, client_certs: Option<&ClientCertPolicy>) -> Result<(), TlsError> {
+        let config = server_config(self.cert.clone(), client_certs)?;
+        self.cert.replace(key);
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// An acceptor for one new connection, with the configuration current now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.load_full())
+    }
 }

@@ -117,7 +117,12 @@ async fn roles_decide_private_fields_and_reload() {
         let shown = view["policy"].to_string().contains("private_parameters");
         assert_eq!(shown, sees_private, "{role}: {view}");
         assert!(!view["policy"].to_string().contains("UPSTREAMSIG"), "the upstream signature is shown: {view}");
-        let reload = reqwest::Client::new().post(gw.admin_url("/reload")).send().await.unwrap();
+        let reload = reqwest::Client::new()
+            .post(gw.admin_url("/reload"))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(reload.status().as_u16(), reload_status, "{role}");
         gw.shutdown().await;
     }
@@ -130,7 +135,12 @@ async fn reload_through_the_admin_api_reports_located_errors() {
     let path = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
     let gw = start_gateway_for(&fx, &path).await;
     std::fs::write(&path, fx.policy_text(&echo_trigger("t", "/t", echo, "methdos = [\"GET\"]"))).unwrap();
-    let response = reqwest::Client::new().post(gw.admin_url("/reload")).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .post(gw.admin_url("/reload"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
     let body: serde_json::Value = response.json().await.unwrap();
     let first = body["errors"][0].as_str().unwrap();
@@ -165,7 +175,13 @@ async fn admin_tokens_map_roles_claims_to_admin_roles() {
         admin.get(gw.admin_url("/policy")).bearer_auth(&viewer).send().await.unwrap().json().await.unwrap();
     assert_eq!(view["role"], "viewer");
     assert!(!view["policy"].to_string().contains("private_parameters"));
-    let reload = admin.post(gw.admin_url("/reload")).bearer_auth(&viewer).send().await.unwrap();
+    let reload = admin
+        .post(gw.admin_url("/reload"))
+        .header("content-type", "application/json")
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reload.status(), 403);
 
     let owner = with_roles(&["Flowgate.Viewer", "Flowgate.Owner"]);
@@ -173,7 +189,13 @@ async fn admin_tokens_map_roles_claims_to_admin_roles() {
         admin.get(gw.admin_url("/policy")).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
     assert_eq!(view["role"], "owner");
     assert!(view["policy"].to_string().contains("private_parameters"));
-    let reload = admin.post(gw.admin_url("/reload")).bearer_auth(&owner).send().await.unwrap();
+    let reload = admin
+        .post(gw.admin_url("/reload"))
+        .header("content-type", "application/json")
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reload.status(), 200);
     // Health and metrics stay open for probes and scrapers.
     assert_eq!(admin.get(gw.admin_url("/healthz")).send().await.unwrap().status(), 200);

@@ -2,7 +2,7 @@
 //! trusted proxies, then global and trigger rules, then principal pins.
 
 use flowgate::config::{Diagnostics, KeyPath, RawIpRules, SourceFile};
-use flowgate::firewall::{IpRuleParts, IpRules, IpSet, PrincipalPins, TrustedProxies, client_address};
+use flowgate::firewall::{IpRuleParts, IpRules, IpSet, PrincipalPins, TrustedHeader, TrustedProxies, client_address};
 use http::{HeaderMap, HeaderValue};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -32,12 +32,12 @@ fn spoofed_forwarded_for_from_an_untrusted_peer_is_refused() {
     headers.insert("x-forwarded-for", HeaderValue::from_static("127.0.0.2"));
 
     // Direct caller claims to be 127.0.0.2: ignored, refused.
-    let direct = client_address(ip("127.0.0.3"), &headers, &trusted);
+    let direct = client_address(ip("127.0.0.3"), &headers, &trusted, TrustedHeader::XForwardedFor);
     let refusal = rules.check(direct.client, direct.peer).expect_err("spoof refused");
     assert_eq!(refusal.to_string(), "trigger allow_ips (not listed)");
 
     // The same header through our load balancer is believed.
-    let via_lb = client_address(ip("10.1.1.1"), &headers, &trusted);
+    let via_lb = client_address(ip("10.1.1.1"), &headers, &trusted, TrustedHeader::XForwardedFor);
     assert!(rules.check(via_lb.client, via_lb.peer).is_ok());
 }
 

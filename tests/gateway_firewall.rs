@@ -203,3 +203,66 @@ async fn a_pinned_principal_is_accepted_only_from_its_ranges() {
     assert_eq!(status, 200);
     gw.shutdown().await;
 }
+
+/// A caller's `POST` with its own `Forwarded` header next to the load balancer's
+/// `X-Forwarded-For`, from the trusted proxy at 127.0.0.1.
+async fn via_lb(client: &reqwest::Client, gw: &Running, forwarded: &str, xff: &str) -> (u16, serde_json::Value) {
+    let response = client
+        .post(gw.url("/behind-lb"))
+        .header("forwarded", forwarded)
+        .header("x-forwarded-for", xff)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    response.bytes().await.unwrap();
+    (status, common::run_record(gw, &id).await)
+}
+
+#[tokio::test]
+async fn only_the_trusted_header_names_the_client() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let trigger = echo_trigger("behind-lb", "/behind-lb", echo, "allow_ips = [\"198.51.100.2\"]");
+    // Default: the load balancer appends to X-Forwarded-For and passes the caller's own
+    // `Forwarded` through untouched. The caller must not pick its address with it.
+    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
+    let (status, record) = via_lb(&proxy, &gw, "for=198.51.100.2", "203.0.113.7").await;
+    assert_eq!(record["client_ip"], "203.0.113.7", "{record}");
+    assert_eq!(status, 403);
+    let (status, record) = via_lb(&proxy, &gw, "for=203.0.113.7", "198.51.100.2").await;
+    assert_eq!((status, record["client_ip"].as_str()), (200, Some("198.51.100.2")));
+    // Neither of the caller's headers reaches the upstream; only flowgate's own.
+    let echoed: serde_json::Value = proxy
+        .post(gw.url("/behind-lb"))
+        .header("forwarded", "for=203.0.113.7")
+        .header("x-forwarded-for", "198.51.100.2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["headers"]["x-forwarded-for"], "198.51.100.2");
+    assert!(echoed["headers"].get("forwarded").is_none(), "{echoed}");
+    gw.shutdown().await;
+
+    // `trusted_header = "forwarded"`: the other way round.
+    let text = with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger).replacen(
+        "trusted_proxies =",
+        "trusted_header = \"forwarded\"\ntrusted_proxies =",
+        1,
+    );
+    let policy = fx.write_policy(&text);
+    let gw = start_gateway_for(&fx, &policy).await;
+    let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
+    let (status, record) = via_lb(&proxy, &gw, "for=203.0.113.7", "198.51.100.2").await;
+    assert_eq!((status, record["client_ip"].as_str()), (403, Some("203.0.113.7")), "{record}");
+    let (status, record) = via_lb(&proxy, &gw, "for=198.51.100.2", "203.0.113.7").await;
+    assert_eq!((status, record["client_ip"].as_str()), (200, Some("198.51.100.2")), "{record}");
+    gw.shutdown().await;
+}

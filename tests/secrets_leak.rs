@@ -302,8 +302,12 @@ async fn no_secret_value_leaks_on_any_path_in_any_form() {
     // A successful reload, then injection again.
     let reloaded = policy_text(&trigger_to("extra", "/extra", &report, ""));
     std::fs::write(&policy_path, reloaded).unwrap();
-    let (status, body) =
-        seen("POST /reload (good)", admin.post(gw.admin_url("/reload")).send().await.unwrap(), &mut places).await;
+    let (status, body) = seen(
+        "POST /reload (good)",
+        admin.post(gw.admin_url("/reload")).header("content-type", "application/json").send().await.unwrap(),
+        &mut places,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = seen(path("reload").0, inj(&client, "").send().await.unwrap(), &mut places).await;
     assert_eq!(status, 200);
@@ -392,8 +396,12 @@ async fn no_secret_value_leaks_on_any_path_in_any_form() {
 
     // A refused reload now (the broken/loose/deleted files fail compilation): its errors
     // are scanned too.
-    let (status, _) =
-        seen("POST /reload (refused)", admin.post(gw.admin_url("/reload")).send().await.unwrap(), &mut places).await;
+    let (status, _) = seen(
+        "POST /reload (refused)",
+        admin.post(gw.admin_url("/reload")).header("content-type", "application/json").send().await.unwrap(),
+        &mut places,
+    )
+    .await;
     assert_eq!(status, 422);
 
     // Collect every other place.

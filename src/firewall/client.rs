@@ -1,12 +1,16 @@
 //! Which address a call comes from: the TCP peer, or, behind trusted proxies, the first
-//! untrusted hop named in `X-Forwarded-For` / RFC 7239 `Forwarded`.
+//! untrusted hop named in the one header the admins trust (`X-Forwarded-For` or RFC 7239
+//! `Forwarded`, `[server] trusted_header`).
 //!
 //! Headers are only believed when the peer is a trusted proxy: anyone can write an
 //! `X-Forwarded-For`, so believing it from an untrusted peer would let a caller pick the
-//! address the firewall sees.
+//! address the firewall sees. For the same reason only one header is read: a load
+//! balancer appends to the header it writes and passes the other one through as the
+//! caller sent it.
 
 use super::IpSet;
 use super::ipset::normalize;
+pub use crate::config::TrustedHeader;
 use http::HeaderMap;
 use std::net::IpAddr;
 
@@ -42,23 +46,38 @@ enum Hop {
 /// Decides the client address of a call.
 ///
 /// With no trusted proxies, or an untrusted peer, the peer is the client. Otherwise the
-/// hops of `Forwarded` (if present) or else `X-Forwarded-For` (all occurrences, in order)
-/// are walked right to left, skipping trusted proxies; the first untrusted address is the
-/// client, and if every hop is trusted the leftmost is. An unparsable header or an opaque
-/// hop where the client should be yields the peer and a `note`.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> ClientAddress {
+/// hops of the trusted `header` (all occurrences, in order) are walked right to left,
+/// skipping trusted proxies; the first untrusted address is the client, and if every hop
+/// is trusted the leftmost is. The other forwarding header is never read. No such header
+/// means the peer; an unparsable one or an opaque hop where the client should be yields
+/// the peer and a `note`.
+pub fn client_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+    header: TrustedHeader,
+) -> ClientAddress {
     let peer = normalize(peer);
     let plain = |note: Option<String>| ClientAddress { client: peer, peer, note };
     if trusted.0.is_empty() || !trusted.contains(peer) {
         return plain(None);
     }
-    let hops = if headers.contains_key(http::header::FORWARDED) {
-        parse_all(headers, http::header::FORWARDED.as_str(), parse_forwarded_element, "Forwarded")
-    } else if headers.contains_key("x-forwarded-for") {
-        parse_all(headers, "x-forwarded-for", parse_xff_element, "X-Forwarded-For")
-    } else {
-        return plain(None);
+    let (name, element, label): (&str, ElementParser, &str) = match header {
+        TrustedHeader::XForwardedFor => ("x-forwarded-for", parse_xff_element, "X-Forwarded-For"),
+        TrustedHeader::Forwarded => (http::header::FORWARDED.as_str(), parse_forwarded_element, "Forwarded"),
     };
+    if !headers.contains_key(name) {
+        // A proxy writing the other header is a misconfiguration worth a note; a caller's
+        // copy of it is simply not believed.
+        let other = match header {
+            TrustedHeader::XForwardedFor => "Forwarded",
+            TrustedHeader::Forwarded => "X-Forwarded-For",
+        };
+        let ignored =
+            headers.contains_key(other).then(|| format!("{other} ignored: it is not [server] trusted_header"));
+        return plain(ignored);
+    }
+    let hops = parse_all(headers, name, element, label);
     let hops = match hops {
         Ok(hops) => hops,
         Err(note) => return plain(Some(note)),
@@ -79,12 +98,11 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxie
     }
 }
 
-fn parse_all(
-    headers: &HeaderMap,
-    name: &str,
-    element: fn(&str) -> Option<Option<Hop>>,
-    label: &str,
-) -> Result<Vec<Hop>, String> {
+/// Parses one element of a forwarding header: `None` when unparsable, `Some(None)` when
+/// it names no hop.
+type ElementParser = fn(&str) -> Option<Option<Hop>>;
+
+fn parse_all(headers: &HeaderMap, name: &str, element: ElementParser, label: &str) -> Result<Vec<Hop>, String> {
     let mut hops = Vec::new();
     for value in headers.get_all(name) {
         let text = value.to_str().map_err(|_| format!("unparsable {label} header (not ASCII); using the peer"))?;
@@ -168,6 +186,9 @@ mod tests {
         TrustedProxies(IpSet::parse(list.iter().copied()).unwrap())
     }
 
+    const XFF: TrustedHeader = TrustedHeader::XForwardedFor;
+    const FWD: TrustedHeader = TrustedHeader::Forwarded;
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -179,7 +200,7 @@ mod tests {
     #[test]
     fn untrusted_peer_cannot_spoof_its_address() {
         let h = headers(&[("x-forwarded-for", "127.0.0.2")]);
-        let got = client_address(ip("198.51.100.9"), &h, &trusted(&["10.0.0.0/8"]));
+        let got = client_address(ip("198.51.100.9"), &h, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(got.client, ip("198.51.100.9"));
         assert_eq!(got.note, None);
     }
@@ -187,14 +208,14 @@ mod tests {
     #[test]
     fn without_trusted_proxies_headers_are_ignored() {
         let h = headers(&[("x-forwarded-for", "127.0.0.2")]);
-        let got = client_address(ip("10.0.0.1"), &h, &TrustedProxies::default());
+        let got = client_address(ip("10.0.0.1"), &h, &TrustedProxies::default(), XFF);
         assert_eq!(got.client, ip("10.0.0.1"));
     }
 
     #[test]
     fn walks_right_to_left_through_two_trusted_hops() {
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5"), ("x-forwarded-for", "10.0.0.7")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(got.client, ip("203.0.113.5"));
         assert_eq!(got.peer, ip("10.0.0.1"));
         assert_eq!(got.note, None);
@@ -203,14 +224,14 @@ mod tests {
     #[test]
     fn all_trusted_hops_give_the_leftmost() {
         let h = headers(&[("x-forwarded-for", "10.0.0.9, 10.0.0.8")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(got.client, ip("10.0.0.9"));
     }
 
     #[test]
     fn forwarded_with_quoted_ipv6_and_port() {
         let h = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.3")]);
-        let got = client_address(ip("::ffff:10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        let got = client_address(ip("::ffff:10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), FWD);
         assert_eq!(got.client, ip("2001:db8::1"));
         assert_eq!(got.peer, ip("10.0.0.1"));
     }
@@ -218,7 +239,7 @@ mod tests {
     #[test]
     fn obfuscated_client_falls_back_to_peer_with_note() {
         let h = headers(&[("forwarded", "for=_hidden, for=unknown")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), FWD);
         assert_eq!(got.client, ip("10.0.0.1"));
         assert!(got.note.unwrap().contains("unknown"));
     }
@@ -226,18 +247,32 @@ mod tests {
     #[test]
     fn garbage_header_gives_peer_and_note() {
         let h = headers(&[("x-forwarded-for", "203.0.113.5, not-an-ip")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(got.client, ip("10.0.0.1"));
         assert!(got.note.unwrap().contains("X-Forwarded-For"));
         let h = headers(&[("forwarded", "for")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), FWD);
         assert!(got.note.unwrap().contains("Forwarded"));
     }
 
     #[test]
     fn xff_with_ports_and_brackets() {
         let h = headers(&[("x-forwarded-for", "[2001:db8::7]:80, 192.0.2.1:5000")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8", "192.0.2.1"]));
+        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8", "192.0.2.1"]), XFF);
         assert_eq!(got.client, ip("2001:db8::7"));
+    }
+
+    #[test]
+    fn only_the_trusted_header_is_read() {
+        // The load balancer appended to X-Forwarded-For; the caller wrote its own Forwarded.
+        let h = headers(&[("forwarded", "for=198.51.100.2"), ("x-forwarded-for", "203.0.113.7")]);
+        let lb = trusted(&["10.0.0.0/8"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &h, &lb, XFF).client, ip("203.0.113.7"));
+        assert_eq!(client_address(ip("10.0.0.1"), &h, &lb, FWD).client, ip("198.51.100.2"));
+        // The trusted header missing: the peer, whatever the other one says.
+        let h = headers(&[("forwarded", "for=198.51.100.2")]);
+        let got = client_address(ip("10.0.0.1"), &h, &lb, XFF);
+        assert_eq!(got.client, ip("10.0.0.1"));
+        assert!(got.note.unwrap().contains("Forwarded ignored"));
     }
 }

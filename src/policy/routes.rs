@@ -1,6 +1,11 @@
-//! Trigger lookup by host, path and method. Exact paths are a hash lookup; prefixes
-//! are tried longest first. A path that exists for other methods gives 405 with
-//! `Allow`; anything else gives a bare 404 that says nothing about what exists.
+//! Trigger lookup by host, path and method, on the normalised path (see
+//! [`super::path`]) compared ignoring ASCII case. Exact paths are a hash lookup; prefixes
+//! are tried longest first. The most specific route that matches the path decides: the
+//! exact path, else the longest prefix; at one path, a trigger for the request's host
+//! shadows host-less ones. When that route does not accept the method the answer is 405
+//! with `Allow`, never a fall-through to a shorter prefix that happens to accept it (a
+//! narrower route would otherwise be bypassed by its method). Anything else gives a bare
+//! 404 that says nothing about what exists.
 
 use super::Trigger;
 use crate::config::{Diagnostics, KeyPath, PathMatch};
@@ -13,9 +18,10 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Routes {
     triggers: Vec<Arc<Trigger>>,
+    /// Lower-cased normalised path → trigger indexes.
     exact: HashMap<String, Vec<usize>>,
-    /// (prefix, trigger index), longest prefix first.
-    prefixes: Vec<(String, usize)>,
+    /// (lower-cased normalised prefix without trailing `/`, trigger indexes), longest first.
+    prefixes: Vec<(String, Vec<usize>)>,
 }
 
 /// A matched trigger and the part of the path after its prefix.
@@ -23,34 +29,43 @@ pub struct Routes {
 pub struct RouteMatch<'a> {
     /// The trigger.
     pub trigger: &'a Arc<Trigger>,
-    /// The rest of the path after a prefix match (empty for exact matches).
+    /// The rest of the normalised path after a prefix match, in the caller's case (empty
+    /// for exact matches).
     pub rest: &'a str,
 }
 
 impl Routes {
-    /// Builds the table, reporting overlapping (host, path, method) routes.
+    /// Builds the table, reporting overlapping (host, path, method) routes. Trigger paths
+    /// are already normalised by `compile`.
     pub fn build(triggers: Vec<Arc<Trigger>>, path: &KeyPath, diags: &mut Diagnostics) -> Self {
         let mut routes = Self { triggers, ..Self::default() };
-        let mut seen_routes: HashMap<(Option<&str>, &str, PathMatch, &Method), usize> = HashMap::new();
+        let mut seen_routes: HashMap<(Option<&str>, String, PathMatch, &Method), usize> = HashMap::new();
+        let mut prefixes: HashMap<String, Vec<usize>> = HashMap::new();
         for (index, trigger) in routes.triggers.iter().enumerate() {
+            let key_path = match trigger.path_match {
+                PathMatch::Exact => trigger.path.to_ascii_lowercase(),
+                PathMatch::Prefix => trigger.path.trim_end_matches('/').to_ascii_lowercase(),
+            };
             for method in &trigger.methods {
-                let key = (trigger.host.as_deref(), trigger.path.as_str(), trigger.path_match, method);
+                let key = (trigger.host.as_deref(), key_path.clone(), trigger.path_match, method);
                 if let Some(first) = seen_routes.insert(key, index) {
                     diags.error_with_hint(
                         &path.index(index).key("path"),
-                        format!("{method} {} is already routed to trigger[{first}]", trigger.path),
+                        format!(
+                            "{method} {} is already routed to trigger[{first}] (paths compare ignoring case)",
+                            trigger.path
+                        ),
                         "give each trigger its own host, path or methods",
                     );
                 }
             }
             match trigger.path_match {
-                PathMatch::Exact => routes.exact.entry(trigger.path.clone()).or_default().push(index),
-                PathMatch::Prefix => {
-                    routes.prefixes.push((trigger.path.trim_end_matches('/').to_owned(), index));
-                }
+                PathMatch::Exact => routes.exact.entry(key_path).or_default().push(index),
+                PathMatch::Prefix => prefixes.entry(key_path).or_default().push(index),
             }
         }
-        routes.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        routes.prefixes = prefixes.into_iter().collect();
+        routes.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         routes
     }
 
@@ -69,61 +84,54 @@ impl Routes {
         &self.triggers
     }
 
-    /// Finds the trigger for a request.
+    /// Finds the trigger for a request. `path` is the normalised request path
+    /// ([`super::normalize_path`]).
     ///
     /// # Errors
-    /// [`Denial::RouteNotFound`] or [`Denial::MethodNotAllowed`].
+    /// [`Denial::RouteNotFound`] or [`Denial::MethodNotAllowed`] (from the most specific
+    /// route matching the path).
     pub fn find<'a>(&'a self, host: Option<&str>, path: &'a str, method: &Method) -> Result<RouteMatch<'a>, Denial> {
         let host = host.map(normalize_host);
         let host_matches = |t: &Trigger| t.host.is_none() || t.host.as_deref() == host.as_deref();
-        let mut path_matched: Vec<&Arc<Trigger>> = Vec::new();
+        let lower = path.to_ascii_lowercase();
 
-        // Exact routes first; among them, a host-specific trigger wins over a host-less one.
-        let mut candidates: Vec<(usize, &str)> = Vec::new();
-        if let Some(indexes) = self.exact.get(path) {
-            candidates.extend(indexes.iter().map(|&i| (i, "")));
-        }
-        for (prefix, index) in &self.prefixes {
-            if let Some(rest) = strip_segment_prefix(path, prefix) {
-                candidates.push((*index, rest));
-            }
-        }
-        let mut best: Option<(RouteMatch<'a>, bool)> = None;
-        for (index, rest) in candidates {
-            let trigger = &self.triggers[index];
-            if !host_matches(trigger) {
+        // Path levels, most specific first: the exact path, then prefixes longest first.
+        // ASCII lower-casing keeps byte offsets, so the rest is cut from the caller's path.
+        let exact = self.exact.get(&lower).map(|indexes| (indexes, ""));
+        let prefixes = self.prefixes.iter().filter_map(|(prefix, indexes)| {
+            strip_segment_prefix(&lower, prefix).map(|_| (indexes, &path[prefix.len()..]))
+        });
+        for (indexes, rest) in exact.into_iter().chain(prefixes) {
+            let here: Vec<&'a Arc<Trigger>> =
+                indexes.iter().map(|&i| &self.triggers[i]).filter(|t| host_matches(t)).collect();
+            if here.is_empty() {
                 continue;
             }
-            path_matched.push(trigger);
-            if !trigger.methods.contains(method) {
-                continue;
+            // At one path, a trigger for this very host shadows the host-less ones.
+            let specific = here.iter().any(|t| t.host.is_some());
+            let here: Vec<&'a Arc<Trigger>> = here.into_iter().filter(|t| t.host.is_some() == specific).collect();
+            if let Some(trigger) = here.iter().find(|t| t.methods.contains(method)) {
+                return Ok(RouteMatch { trigger, rest });
             }
-            let specific = trigger.host.is_some();
-            if best.as_ref().is_none_or(|(_, best_specific)| specific && !best_specific) {
-                best = Some((RouteMatch { trigger, rest }, specific));
-            }
+            let mut allow: Vec<&str> = here.iter().flat_map(|t| t.methods.iter().map(Method::as_str)).collect();
+            allow.sort_unstable();
+            allow.dedup();
+            return Err(Denial::MethodNotAllowed { allow: allow.join(", ") });
         }
-        if let Some((found, _)) = best {
-            return Ok(found);
-        }
-        if path_matched.is_empty() {
-            return Err(Denial::RouteNotFound);
-        }
-        let mut allow: Vec<&str> = path_matched.iter().flat_map(|t| t.methods.iter().map(Method::as_str)).collect();
-        allow.sort_unstable();
-        allow.dedup();
-        Err(Denial::MethodNotAllowed { allow: allow.join(", ") })
+        Err(Denial::RouteNotFound)
     }
 }
 
-/// `Host` without port, lower-cased (`[::1]:8443` → `[::1]`).
+/// `Host` without port and without a trailing dot, lower-cased (`[::1]:8443` → `[::1]`,
+/// `Flows.Example.com.` → `flows.example.com`): a host-specific trigger cannot be
+/// bypassed by another spelling of its host.
 fn normalize_host(host: &str) -> String {
     let without_port = if host.starts_with('[') {
         host.find(']').map_or(host, |end| &host[..=end])
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    without_port.to_ascii_lowercase()
+    without_port.strip_suffix('.').unwrap_or(without_port).to_ascii_lowercase()
 }
 
 /// The rest of `path` after `prefix`, when `prefix` ends at a segment boundary.
@@ -141,6 +149,7 @@ mod tests {
         assert_eq!(normalize_host("Flows.Example.com:8443"), "flows.example.com");
         assert_eq!(normalize_host("[::1]:8443"), "[::1]");
         assert_eq!(normalize_host("localhost"), "localhost");
+        assert_eq!(normalize_host("Flows.Example.com.:443"), "flows.example.com");
     }
 
     #[test]

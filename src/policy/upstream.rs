@@ -177,7 +177,9 @@ impl Upstream {
     /// upstream's own query followed by the caller's parameters that do not collide with it
     /// or with `reserved` (lower-case names: injected and signature parameters), then
     /// `appended` (injected parameters, form-encoded). Names compare case-insensitively:
-    /// many upstreams (ASP.NET among them) read them that way.
+    /// many upstreams (ASP.NET among them) read them that way. Names holding `;` are
+    /// dropped and a `;` in a caller's value is sent as `%3B`, so an upstream that splits
+    /// on `;` sees no parameter the caller smuggled in.
     ///
     /// # Errors
     /// The resulting URI is invalid (an unparsable caller path).
@@ -212,7 +214,10 @@ impl Upstream {
             if !query.is_empty() {
                 query.push('&');
             }
-            query.push_str(pair);
+            // A raw `;` in a value means a literal `;` to form decoding, but upstreams that
+            // split pairs on `;` too (classic ASP, some CGI and Java stacks) would read the
+            // rest as another parameter, perhaps a reserved one: send it encoded.
+            query.push_str(&pair.replace(';', "%3B"));
         }
         if !appended.is_empty() {
             let mut extra = url::form_urlencoded::Serializer::new(String::new());
@@ -266,6 +271,13 @@ mod tests {
         assert_eq!(u.uri_for("/a/b", None, &HashSet::new(), &[]).unwrap().to_string(), "http://127.0.0.1:9/base/a/b");
         let root = upstream("http://127.0.0.1:9");
         assert_eq!(root.uri_for("/a", None, &HashSet::new(), &[]).unwrap().to_string(), "http://127.0.0.1:9/a");
+    }
+
+    #[test]
+    fn semicolons_in_caller_values_are_encoded() {
+        let u = upstream("http://h/p?sig=S");
+        let uri = u.uri_for("", Some("x=1;sig=evil&a%3Bsig=y&z=%3B"), &HashSet::new(), &[]).unwrap();
+        assert_eq!(uri.query(), Some("sig=S&x=1%3Bsig=evil&z=%3B"));
     }
 
     #[test]

@@ -1,0 +1,121 @@
+//! Paths mean one thing before routing (real TLS, raw requests where an HTTP client
+//! library would normalise the path): `;` path parameters are refused, spellings of a
+//! narrower route reach that route, the longest matching route answers 405 rather than a
+//! shorter prefix, and `;` in caller query values cannot smuggle parameters upstream.
+
+mod common;
+
+use common::{Fixture, Running, echo_trigger, raw_tls, start_echo, start_gateway_for, trigger_to};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `METHOD target` on a fresh raw connection; returns the whole answer.
+async fn raw(fx: &Fixture, gw: &Running, method: &str, target: &str) -> String {
+    let mut tls = raw_tls(fx, gw).await;
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        fx.token()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn status(answer: &str) -> u16 {
+    answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// `/api` (prefix, open) and the narrower `/api/admin` (prefix, GET only, and an allow
+/// list nobody here is on).
+async fn api_and_admin(fx: &Fixture) -> Running {
+    let echo = start_echo().await;
+    let triggers = format!(
+        "{}{}",
+        echo_trigger("api", "/api", echo, "path_match = \"prefix\""),
+        echo_trigger("admin", "/api/admin", echo, "path_match = \"prefix\"\nallow_ips = [\"192.0.2.1\"]")
+            .replace("methods = [\"POST\", \"GET\"]", "methods = [\"GET\"]"),
+    );
+    let policy = fx.write_policy(&fx.policy_text(&triggers));
+    start_gateway_for(fx, &policy).await
+}
+
+#[tokio::test]
+async fn path_parameters_are_refused() {
+    let fx = Fixture::new();
+    let gw = api_and_admin(&fx).await;
+    assert_eq!(status(&raw(&fx, &gw, "GET", "/api/x").await), 200);
+    // Servlet-style upstreams strip `;params` per segment before normalising: each of
+    // these would reach /admin/x (or the narrower route's space) through the open /api.
+    for bad in ["/api/x/..;/admin/x", "/api/.;/admin/x", "/api/admin;a=b/x", "/api/x%3B/..%3b/admin", "/api/x;"] {
+        let answer = raw(&fx, &gw, "GET", bad).await;
+        assert_eq!(status(&answer), 400, "{bad}: {answer}");
+        assert!(answer.contains("request_id"), "{answer}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_narrower_route_cannot_be_bypassed_by_spelling() {
+    let fx = Fixture::new();
+    let gw = api_and_admin(&fx).await;
+    // The plain spelling reaches the narrower route, which refuses us.
+    assert_eq!(status(&raw(&fx, &gw, "GET", "/api/admin/x").await), 403);
+    for spelled in ["/api/%61dmin/x", "/api/%61%64%6D%69%6E/x", "/api/ADMIN/x", "/api/Admin", "/%61pi/admin/x"] {
+        let answer = raw(&fx, &gw, "GET", spelled).await;
+        assert_eq!(status(&answer), 403, "{spelled} was not judged by the admin route: {answer}");
+    }
+    // Unreserved characters are forwarded decoded; the rest keeps its case.
+    let answer = raw(&fx, &gw, "GET", "/api/%7Euser/Mixed%2dCase").await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let echoed: serde_json::Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(echoed["path"], "/flows/api/invoke/~user/Mixed-Case");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_longest_route_answers_405_instead_of_a_shorter_prefix() {
+    let fx = Fixture::new();
+    let gw = api_and_admin(&fx).await;
+    for target in ["/api/admin/x", "/api/admin", "/api/%61dmin/x"] {
+        let answer = raw(&fx, &gw, "POST", target).await;
+        assert_eq!(status(&answer), 405, "{target}: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("\r\nallow: get\r\n"), "{answer}");
+    }
+    // The shorter route still answers its own paths.
+    assert_eq!(status(&raw(&fx, &gw, "POST", "/api/other").await), 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn semicolons_in_query_values_cannot_smuggle_parameters() {
+    let fx = Fixture::new();
+    let reporter = common::upstream::start_reporter().await;
+    let trigger = trigger_to("q", "/q", &format!("http://{reporter}/echo?sig=UPSTREAMSIG"), "");
+    let policy = fx.write_policy(&fx.policy_text(&trigger));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let answer = raw(&fx, &gw, "GET", "/q?x=1;sig=evil&y=a;b;c&z=%3B").await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let target = body[body.find("\"target\":\"").unwrap() + 10..].split('"').next().unwrap().to_owned();
+    assert!(!target.contains(';'), "a raw ';' reached the upstream: {target}");
+    assert!(target.contains("x=1%3Bsig=evil") && target.contains("y=a%3Bb%3Bc"), "{target}");
+    assert_eq!(target.matches("sig=").count(), 2, "{target}");
+    gw.shutdown().await;
+}
+
+#[test]
+fn trigger_paths_follow_the_same_rules() {
+    let fx = Fixture::new();
+    let echo: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let triggers = format!(
+        "{}{}{}",
+        echo_trigger("a", "/Flows/%61", echo, ""),
+        echo_trigger("b", "/flows/A", echo, ""),
+        echo_trigger("c", "/x/..;/y", echo, ""),
+    );
+    let errors = flowgate::policy::load(&fx.write_policy(&fx.policy_text(&triggers))).unwrap_err();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|e| e.contains("trigger[1].path") && e.contains("already routed")), "{text:#?}");
+    assert!(text.iter().any(|e| e.contains("trigger[2].path") && e.contains("path parameter")), "{text:#?}");
+}
