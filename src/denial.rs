@@ -104,6 +104,14 @@ pub enum Failure {
         /// Why (private).
         reason: String,
     },
+    /// The rule's local key table holds only live budgets, so a new key cannot be
+    /// tracked; admitting it untracked would escape the limit (503 with `Retry-After`).
+    LimiterFull {
+        /// Whole seconds until the first key of the table goes idle.
+        retry_after_secs: u64,
+        /// Which rule (private).
+        reason: String,
+    },
     /// The upstream could not be reached or broke the exchange (502).
     UpstreamUnreachable {
         /// Why (private).
@@ -248,6 +256,13 @@ impl Rejection {
                 "service unavailable",
                 reason.clone(),
                 Extra::None,
+            ),
+            Self::Failed(F::LimiterFull { retry_after_secs, reason }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "limiter_full",
+                "service unavailable",
+                reason.clone(),
+                Extra::RetryAfter { secs: *retry_after_secs, policy: None, limit: None },
             ),
             Self::Failed(F::UpstreamUnreachable { reason }) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable", "bad gateway", reason.clone(), Extra::None)
