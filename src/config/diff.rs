@@ -593,4 +593,35 @@ mod tests {
         let no_limit = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "");
         assert_eq!(find(&diff(BASE, &no_limit), "rate_limit").effect, Effect::Loosened);
     }
+
+    /// Rate limits compare as they take effect: unset is the built-in default, `"off"` is
+    /// a loosening wherever it comes from.
+    #[test]
+    fn rate_limit_off_and_the_default_compare_as_they_take_effect() {
+        let unset = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "");
+        let off = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "rate_limit = \"off\"");
+        let change = find(&diff(&unset, &off), "rate_limit").clone();
+        assert_eq!(change.effect, Effect::Loosened);
+        assert_eq!(change.detail, "2000 per 60s by principal (built-in default) -> off (trigger)");
+        assert!(render(&[change]).starts_with("LOOSENED  trigger \"inv\" rate_limit: "));
+        assert_eq!(find(&diff(&off, BASE), "rate_limit").effect, Effect::Tightened);
+
+        // A global "off" loosens the global default and every trigger that sets none.
+        let changes = diff(&unset, &format!("rate_limit = \"off\"\n{unset}"));
+        let global = changes.iter().find(|c| c.scope == "[rate_limit]").expect("a global change");
+        assert_eq!(
+            (global.effect, global.detail.as_str()),
+            (Effect::Loosened, "2000 per 60s by principal (built-in default) -> off (global)")
+        );
+        assert_eq!(find(&changes, "rate_limit").effect, Effect::Loosened);
+        // ... but not a trigger with its own rule.
+        assert!(diff(BASE, &format!("rate_limit = \"off\"\n{BASE}")).iter().all(|c| c.scope == "[rate_limit]"));
+        // Writing the default out changes nothing that takes effect.
+        let explicit =
+            BASE.replace("calls = 10, period = \"60s\"", "calls = 2000, period = \"60s\", key = \"principal\"");
+        assert!(diff(&unset, &explicit).is_empty(), "{:?}", diff(&unset, &explicit));
+        // Shadow mode never refuses: turning it on loosens.
+        let shadow = BASE.replace("period = \"60s\" }", "period = \"60s\", shadow = true }");
+        assert_eq!(find(&diff(BASE, &shadow), "rate_limit").effect, Effect::Loosened);
+    }
 }

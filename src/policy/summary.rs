@@ -48,7 +48,7 @@ impl TriggerSummary {
             route,
             who: who(raw),
             ips: ips(raw),
-            rate_limit: rate_limit_text(rate_limit, source),
+            rate_limit: rate_limit_text(rate_limit, source, matches!(raw.who, Who::Anyone)),
             secrets: if references.is_empty() { "none".to_owned() } else { references.join(", ") },
             private_fields: raw.private_fields.clone(),
         }
@@ -147,12 +147,17 @@ fn period(period: Duration) -> String {
     }
 }
 
-fn rate_limit_text(rule: Option<&RateLimitRule>, source: LimitSource) -> String {
+fn rate_limit_text(rule: Option<&RateLimitRule>, source: LimitSource, signed_urls: bool) -> String {
     match rule {
         None => format!("OFF ({})", source.as_str()),
         Some(rule) => {
             let shadow = if rule.shadow { ", shadow: records refusals, never refuses" } else { "" };
-            format!("{} per {} by {}{shadow} ({})", rule.calls, period(rule.period), rule.key.as_str(), source.as_str())
+            // The principal of a `who = "anyone"` trigger is the signed URL itself.
+            let key = match rule.key {
+                crate::ratelimit::LimitKey::Principal if signed_urls => "signed URL",
+                other => other.as_str(),
+            };
+            format!("{} per {} by {key}{shadow} ({})", rule.calls, period(rule.period), source.as_str())
         }
     }
 }
