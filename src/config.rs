@@ -34,7 +34,7 @@ pub struct RawPolicy {
     /// Global IP rules, checked before any trigger's own rules.
     #[serde(default)]
     pub firewall: RawIpRules,
-    /// The pre-authentication flood shield (per client address).
+    /// The pre-authentication flood shield (refused credentials per client address).
     #[serde(default)]
     pub shield: crate::ratelimit::RawShield,
     /// Sharing rate-limit budgets between replicas.

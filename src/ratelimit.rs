@@ -150,17 +150,20 @@ impl LimitKey {
     }
 }
 
-/// `[shield]`: per-client-address limiter applied before token checks.
+/// `[shield]`: a per-client-address budget of refused credentials, consulted before any
+/// token is checked. Calls refused by authentication or authorization (401/403) spend it;
+/// calls whose credentials pass never do. An address that has spent it is refused (429)
+/// before authentication until it refills.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawShield {
     /// Turn the shield on (default) or off.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Sustained requests per second per client address (default 1000).
+    /// Refused calls per second per client address, sustained (default 1000).
     #[serde(default = "default_shield_rate")]
     pub per_second: u32,
-    /// Requests admitted at once from an idle address (default 3000).
+    /// Refused calls allowed at once from an address with a full budget (default 3000).
     #[serde(default = "default_shield_burst")]
     pub burst: u32,
 }
