@@ -352,6 +352,17 @@ mod tests {
     }
 
     #[test]
+    fn a_full_key_table_is_ours_503_with_retry_after_and_no_rate_limit_policy() {
+        let rejection =
+            Rejection::Failed(Failure::LimiterFull { retry_after_secs: 12, reason: "keys of rule t in use".into() });
+        assert_eq!(rejection.kind(), "limiter_full");
+        let response = rejection.response("r");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "12");
+        assert!(response.headers().get("ratelimit-policy").is_none(), "the caller's budget is not spent");
+    }
+
+    #[test]
     fn rate_limited_carries_retry_after() {
         let rejection = Rejection::Denied(Denial::RateLimited {
             retry_after_secs: 7,

@@ -357,3 +357,48 @@ async fn each_signed_url_has_its_own_budget() {
     assert_eq!(statuses(&client, &second, 3).await, vec![200, 200, 429], "URLs share a budget");
     gw.shutdown().await;
 }
+
+/// A flood of new keys (client addresses, connections) at a tiny key cap cannot hand a
+/// spent budget back to its caller, on its own rule or on another: live budgets are never
+/// evicted; new keys wait (503) while a rule's table is full.
+#[tokio::test]
+async fn churning_keys_never_resets_a_spent_budget() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let triggers = format!(
+        "{}{}{}",
+        echo_trigger("by-ip", "/by-ip", echo, "rate_limit = { calls = 2, period = \"60s\", key = \"ip\" }"),
+        echo_trigger(
+            "by-conn",
+            "/by-conn",
+            echo,
+            "rate_limit = { calls = 100, period = \"60s\", key = \"tcp_connection\" }"
+        ),
+        echo_trigger("victim", "/victim", echo, "rate_limit = { calls = 2, period = \"60s\" }"),
+    );
+    let policy = fx.write_policy(&fx.policy_text(&format!("[cluster]\nlocal_max_keys = 16\n\n{triggers}")));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let token = fx.token();
+    let home = fx.client_at(false, Some(&token), Some(ip("127.0.0.1")), gw.https);
+    assert_eq!(statuses(&home, &gw.url("/victim"), 3).await, vec![200, 200, 429]);
+    assert_eq!(statuses(&home, &gw.url("/by-ip"), 3).await, vec![200, 200, 429]);
+
+    // Churn: 60 new client addresses on the same rule, 40 new connections on another.
+    let mut churned = Vec::new();
+    for i in 2..62u8 {
+        let from = fx.client_at(false, Some(&token), Some(IpAddr::from([127, 0, 0, i])), gw.https);
+        churned.extend(statuses(&from, &gw.url("/by-ip"), 1).await);
+    }
+    for _ in 0..40 {
+        let fresh = fx.client_at(false, Some(&token), None, gw.https);
+        churned.extend(statuses(&fresh, &gw.url("/by-conn"), 1).await);
+    }
+
+    assert_eq!(statuses(&home, &gw.url("/victim"), 1).await, vec![429], "another rule's churn reset the budget");
+    assert_eq!(statuses(&home, &gw.url("/by-ip"), 1).await, vec![429], "its own rule's churn reset the budget");
+    assert!(churned.iter().all(|s| *s == 200 || *s == 503), "{churned:?}");
+    assert!(churned.contains(&503), "a full table made room by evicting live budgets: {churned:?}");
+    let full = runs_at_least(&gw, "decision=limiter_full", 1).await;
+    assert!(!full.is_empty() && full.iter().all(|r| r["status"] == 503), "{full:?}");
+    gw.shutdown().await;
+}
