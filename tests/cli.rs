@@ -54,6 +54,18 @@ fn check_and_diff_report_a_rate_limit_turned_off() {
         "{stdout}"
     );
     assert!(stdout.contains("1 loosened"), "{stdout}");
+
+    // A global "off" reaches every trigger without its own rule, and says so.
+    let global_off = fx.write_policy(&format!("rate_limit = \"off\"\n{old}"));
+    let out = Command::new(BIN).arg("check").arg(&global_off).arg("--diff").arg(&old_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| rate limit: OFF (global) |"), "{stdout}");
+    assert!(
+        stdout.contains("LOOSENED  [rate_limit]: 2000 per 60s by principal (built-in default) -> off (global)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("LOOSENED  trigger \"t\" rate_limit:"), "{stdout}");
 }
 
 #[test]
