@@ -40,23 +40,29 @@ async fn statuses(client: &reqwest::Client, url: &str, n: usize) -> Vec<u16> {
 
 /// One principal, 5,000 calls at once over 50 h2 connections, 2000 allowed per 60 s.
 ///
-/// The shield is off here: it limits per client address before authentication, and every
-/// one of these calls comes from 127.0.0.1, so with its default burst (400) it would refuse
-/// most calls before they reach the rate limiter under test.
+/// The shield is on with its defaults: every call comes from 127.0.0.1 with a valid token,
+/// and valid callers never spend it, so every refusal is the rate limit's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_concurrent_calls_admit_exactly_two_thousand() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let trigger = echo_trigger("limited", "/limited", echo, "rate_limit = { calls = 2000, period = \"60s\" }");
-    let policy = fx.write_policy(&fx.policy_text(&format!("[shield]\nenabled = false\n\n{trigger}")));
+    let triggers = format!(
+        "{}{}",
+        echo_trigger("limited", "/limited", echo, "rate_limit = { calls = 2000, period = \"60s\" }"),
+        echo_trigger("warm", "/warm", echo, "rate_limit = \"off\""),
+    );
+    let policy = fx.write_policy(&fx.policy_text(&triggers));
     let gw = start_gateway_for(&fx, &policy).await;
     let token = fx.token();
     let url = gw.url("/limited");
 
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..50 {
-        // One client per connection: each reqwest client holds one h2 connection.
+        // One client per connection: each reqwest client holds one h2 connection, opened
+        // first (on an unlimited trigger), so that the flood does not race 100 handshakes
+        // per client on a loaded machine.
         let client = fx.client_at(true, Some(&token), None, gw.https);
+        assert_eq!(statuses(&client, &gw.url("/warm"), 1).await, vec![200]);
         for _ in 0..100 {
             let (client, url) = (client.clone(), url.clone());
             calls.spawn(async move {
