@@ -40,7 +40,7 @@ impl TriggerSummary {
         injection: &crate::secrets::Injection,
     ) -> Self {
         let methods = raw.methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(",");
-        let prefix = if raw.path_match == crate::config::PathMatch::Prefix { "*" } else { "" };
+        let prefix = if raw.path_match == crate::config::PathMatch::Prefix { " (and below)" } else { "" };
         let route = format!("{methods} {}{}{prefix}", raw.host.as_deref().unwrap_or(""), raw.path);
         let references: Vec<String> = injection.references().iter().map(ToString::to_string).collect();
         Self {
@@ -159,5 +159,34 @@ fn rate_limit_text(rule: Option<&RateLimitRule>, source: LimitSource, signed_url
             };
             format!("{} per {} by {key}{shadow} ({})", rule.calls, period(rule.period), source.as_str())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::LimitKey;
+    use crate::secrets::Injection;
+
+    fn raw(extra: &str) -> RawTrigger {
+        toml::from_str(&format!(
+            "name = \"t\"\npath = \"/api\"\nupstream = \"https://u/\"\nwho = \"specific_users\"\nidentity = \"id\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_line_names_the_effective_rules() {
+        let raw = raw("path_match = \"prefix\"\nmethods = [\"get\"]\ndeny_ips = [\"192.0.2.0/24\"]");
+        let rule = RateLimitRule::new("t", 5, Duration::from_millis(1500), LimitKey::Ip, true);
+        let summary = TriggerSummary::new(&raw, Some(&rule), LimitSource::Global, &Injection::default());
+        assert_eq!(
+            summary.line(),
+            "  t: GET /api (and below) | who: specific_users of identity id: NOBODY (principals is empty) \
+             | ips: deny 192.0.2.0/24 \
+             | rate limit: 5 per 1s 500ms by ip, shadow: records refusals, never refuses (global) | secrets: none"
+        );
+        let off = TriggerSummary::new(&raw, None, LimitSource::Trigger, &Injection::default());
+        assert!(off.line().contains("| rate limit: OFF (trigger) |"), "{}", off.line());
     }
 }
