@@ -1,12 +1,15 @@
-//! Rate-limit check cost: one hot key, 100k keys, contended from several tasks, and the
-//! Redis path (starts its own `redis-server` on a free loopback port).
+//! Rate-limit check cost: one hot key, 100k keys, contended from several tasks, the shield
+//! (valid and refused callers), and the Redis path (starts its own `redis-server` on a free
+//! loopback port).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flowgate::ratelimit::{
-    ClusterSettings, LimitKey, Limiters, OnRedisError, RateKey, RateLimitRule, RedisSettings, SystemClock,
+    ClusterSettings, LimitKey, Limiters, OnRedisError, RateKey, RateLimitRule, RedisSettings, Shield, ShieldSettings,
+    SystemClock,
 };
 use std::hint::black_box;
 use std::net::{IpAddr, TcpListener};
+use std::num::NonZeroU32;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,5 +107,25 @@ fn redis_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, local, redis_path);
+/// The shield's per-call cost: a check for an address with a full budget (every valid
+/// caller), and for one that is spending it (a caller whose credentials are refused).
+fn shield(c: &mut Criterion) {
+    let settings = ShieldSettings {
+        enabled: true,
+        per_second: NonZeroU32::new(1000).expect("nonzero"),
+        burst: NonZeroU32::new(3000).expect("nonzero"),
+    };
+    let shield = Shield::new(settings);
+    let clean: IpAddr = "203.0.113.7".parse().expect("ip");
+    c.bench_function("shield_check_valid_caller", |b| b.iter(|| black_box(shield.check(black_box(clean)))));
+    let failing: IpAddr = "203.0.113.8".parse().expect("ip");
+    c.bench_function("shield_check_and_charge_refused_caller", |b| {
+        b.iter(|| {
+            let _ = black_box(shield.check(black_box(failing)));
+            shield.charge(failing);
+        })
+    });
+}
+
+criterion_group!(benches, local, shield, redis_path);
 criterion_main!(benches);

@@ -224,10 +224,21 @@ fn runs(gateway: &Gateway, query: &str) -> Response<ResponseBody> {
 fn policy(gateway: &Gateway, role: AdminRole) -> Response<ResponseBody> {
     let policy = gateway.policy();
     match crate::audit::policy_view(&policy.text, role.can_see_private()) {
-        Ok(view) => json(
-            StatusCode::OK,
-            &serde_json::json!({ "version": policy.version, "role": role.as_str(), "policy": view }),
-        ),
+        Ok(view) => {
+            // The effective rules (defaults included, `rate_limit = "off"` named), beside
+            // the text as written.
+            let effective: Vec<serde_json::Value> =
+                policy.routes.triggers().iter().map(|t| t.summary.view(role.can_see_private())).collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "version": policy.version,
+                    "role": role.as_str(),
+                    "policy": view,
+                    "effective": effective,
+                }),
+            )
+        }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the running policy cannot be shown"),
     }
 }

@@ -931,6 +931,12 @@ pub struct Caller {
     /// `principals` admits on purpose: every name claim appears as `upn:` and every token's
     /// client as `app:`, because a pin only ever refuses, so matching more is stricter.
     pub principal_ids: Vec<String>,
+    /// Whose `key = "principal"` rate-limit budget a call spends, from immutable ids only:
+    /// `TENANT/oid:OID` (the issuer instead of the tenant when there is no `tid`), else
+    /// `ISSUER/sub:SUB` (`sub` is unique only per issuer); for a signed URL, its key id
+    /// and a hash of its signature (each URL its own budget). A token with neither `oid`
+    /// nor `sub` is refused (401).
+    pub budget_key: String,
 }
 
 impl Caller {
@@ -966,17 +972,29 @@ impl Caller {
             .or_else(|| claims.sub.as_ref().map(|sub| format!("sub:{sub}")))
             .or_else(|| claims.app_id.as_ref().map(|a| format!("app:{}", a.to_lowercase())))
             .unwrap_or_else(|| "unknown".into());
+        let tenant = claims.tid.as_ref().map(|t| t.to_ascii_lowercase());
+        let budget_key = match (&claims.oid, &claims.sub) {
+            (Some(oid), _) => format!("{}/oid:{}", tenant.as_deref().unwrap_or(&claims.iss), oid.to_lowercase()),
+            (None, Some(sub)) => format!("{}/sub:{sub}", claims.iss),
+            // Refused before a caller is built (`AuthError::NoSubject`).
+            (None, None) => String::new(),
+        };
         Self {
-            tenant: claims.tid.as_ref().map(|t| t.to_ascii_lowercase()),
+            tenant,
             principal,
             app_id: claims.app_id.clone(),
             roles: claims.roles.clone(),
             scopes: claims.scopes.clone(),
             principal_ids: ids,
+            budget_key,
         }
     }
 
-    fn signed_url(kid: &str) -> Self {
+    /// A signed-URL caller: every URL (key id + signature) has its own budget. The
+    /// signature is hashed so that no budget key (in Redis, say) holds a usable URL.
+    fn signed_url(kid: &str, signature: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new().chain_update(kid).chain_update([0]).chain_update(signature).finalize();
         Self {
             tenant: None,
             principal: format!("signed-url:{kid}"),
@@ -984,6 +1002,7 @@ impl Caller {
             roles: Vec::new(),
             scopes: Vec::new(),
             principal_ids: Vec::new(),
+            budget_key: format!("signed-url/{kid}:{}", hex::encode(&digest[..16])),
         }
     }
 }
@@ -1025,6 +1044,10 @@ pub enum AuthError {
     /// A required scope is missing.
     #[error("required scope missing")]
     Scope,
+    /// A valid token naming no principal: neither `oid` nor `sub`, so no immutable id
+    /// to judge or budget it by.
+    #[error("token has neither oid nor sub: no principal to key its rate limit by")]
+    NoSubject,
     /// The trigger cannot be judged (compile let through a trigger without identity).
     #[error("trigger has no usable identity or signed-URL keys")]
     Misconfigured,
@@ -1049,7 +1072,9 @@ impl AuthError {
             |presented: bool| Denial::Unauthenticated { realm: realm.to_owned(), presented, reason: reason.clone() };
         match self {
             Self::MissingToken | Self::SignedUrl(SignedUrlError::Missing) => unauthenticated(false).into(),
-            Self::TokenInQuery | Self::BadAuthorization(_) | Self::InvalidToken(_) => unauthenticated(true).into(),
+            Self::TokenInQuery | Self::BadAuthorization(_) | Self::InvalidToken(_) | Self::NoSubject => {
+                unauthenticated(true).into()
+            }
             Self::SignedUrl(_) => unauthenticated(true).into(),
             Self::KeysUnavailable(_) => Failure::KeysUnavailable { reason }.into(),
             Self::Tenant | Self::Principal | Self::Claim(_) => Denial::Forbidden { reason }.into(),
@@ -1119,11 +1144,24 @@ impl KeyStores {
             let kid = keys
                 .verify(&access.name, parts.method.as_str(), parts.uri.path(), parts.uri.query(), now)
                 .map_err(|e| (AuthError::SignedUrl(e), None))?;
-            return Ok(Caller::signed_url(&kid));
+            // Verified above: the query holds exactly one signature parameter.
+            let sig_name = keys.params().sig.as_str();
+            let signature = parts
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|pair| pair.split_once('=').filter(|(name, _)| *name == sig_name).map(|(_, v)| v))
+                .unwrap_or("");
+            return Ok(Caller::signed_url(&kid, signature));
         }
         let identity = access.identity.as_ref().ok_or((AuthError::Misconfigured, None))?;
         let token = bearer_token(&parts.headers).map_err(|e| (e, None))?;
         let claims = self.verify_token(&identity.spec(), token).await.map_err(|e| (AuthError::from(e), None))?;
+        // Rules and budgets need an immutable id: `oid`, or `sub` (with its issuer).
+        if claims.oid.is_none() && claims.sub.is_none() {
+            return Err((AuthError::NoSubject, None));
+        }
         access.evaluate(&claims).map_err(|error| (error, Some(Caller::from_claims(&claims))))
     }
 

@@ -34,6 +34,8 @@ pub enum Command {
     },
     /// Validate a policy file offline: exit 0 with a summary, or 1 with every error as FILE:LINE:COL.
     /// With --diff OLD, also show what changes from OLD to FILE (loosened / tightened rules).
+    /// Prints each trigger's effective rules on one line: who may call, IP rules, rate
+    /// limit with its source (trigger, global or built-in default) and secret references.
     Check {
         /// The policy file.
         file: PathBuf,
@@ -209,6 +211,16 @@ fn check(file: &Path) -> ExitCode {
                 policy.admin_listen.and_then(|listen| crate::admin::exposure_warning(&policy, listen))
             {
                 eprintln!("{}: warning: {warning}", file.display());
+            }
+            // What the gateway will do, defaults included: one line per trigger.
+            let triggers = policy.routes.triggers();
+            for trigger in triggers {
+                println!("{}", trigger.summary.line());
+            }
+            let unlimited: Vec<&str> =
+                triggers.iter().filter(|t| t.rate_limit.is_none()).map(|t| t.name.as_str()).collect();
+            if !unlimited.is_empty() {
+                println!("note: rate limiting is OFF (rate_limit = \"off\") for: {}", unlimited.join(", "));
             }
             ExitCode::SUCCESS
         }
@@ -403,13 +415,14 @@ async fn runs(args: RunsArgs) -> ExitCode {
 
 async fn serve(config: &Path) -> ExitCode {
     match load_policy(config) {
-        Ok(policy) => run_gateway(policy, config).await,
+        Ok(policy) => run_gateway(policy, config, Vec::new()).await,
         Err(code) => code,
     }
 }
 
-/// Binds, starts reload watchers, and serves until SIGTERM or SIGINT.
-async fn run_gateway(policy: crate::policy::Policy, config: &Path) -> ExitCode {
+/// Binds, starts reload watchers, and serves until SIGTERM or SIGINT. `ready_lines` are
+/// printed once the listeners accept connections (the demo's ready-to-paste commands).
+async fn run_gateway(policy: crate::policy::Policy, config: &Path, ready_lines: Vec<String>) -> ExitCode {
     let listeners = match Listeners::bind(&policy).await {
         Ok(listeners) => listeners,
         Err(error) => {
@@ -443,6 +456,9 @@ async fn run_gateway(policy: crate::policy::Policy, config: &Path) -> ExitCode {
     if let Err(error) = crate::reload::reload_on_sighup(gateway.clone()) {
         tracing::warn!(%error, "cannot handle SIGHUP");
     }
+    if !ready_lines.is_empty() {
+        tokio::spawn(print_when_ready(gateway.clone(), listeners.https_addr(), ready_lines));
+    }
     match server::run(gateway, listeners, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -467,12 +483,31 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Prints `lines` once the gateway is ready (its accept loops run) and its HTTPS listener
+/// answers a connection, so a line pasted at once never meets a refused connection.
+async fn print_when_ready(gateway: Arc<Gateway>, https: Option<SocketAddr>, lines: Vec<String>) {
+    while !gateway.is_ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if let Some(addr) = https {
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
 /// The echo upstream's fixed demo address (named in config/demo.toml).
 pub const DEMO_ECHO_ADDR: &str = "127.0.0.1:9980";
 
 async fn demo(args: DemoArgs) -> ExitCode {
     match prepare_demo(&args).await {
-        Ok(policy) => run_gateway(policy, &args.config).await,
+        Ok((policy, lines)) => run_gateway(policy, &args.config, lines).await,
         Err(message) => {
             eprintln!("flowgate demo: {message}");
             ExitCode::FAILURE
@@ -481,8 +516,9 @@ async fn demo(args: DemoArgs) -> ExitCode {
 }
 
 /// Generates the demo's development material on first run, starts the echo upstream and
-/// the token issuer, loads the demo policy and prints ready-to-paste curl commands.
-async fn prepare_demo(args: &DemoArgs) -> Result<crate::policy::Policy, String> {
+/// the token issuer, loads the demo policy and writes the ready-to-paste curl commands
+/// (printed once the gateway accepts connections).
+async fn prepare_demo(args: &DemoArgs) -> Result<(crate::policy::Policy, Vec<String>), String> {
     use crate::auth::dev_issuer::{DevIssuer, MintOptions};
     let certs = crate::tls::dev::ensure_dev_certs(&args.certs).map_err(|e| e.to_string())?;
     let url_key = args.certs.join("demo-url.key");
@@ -517,9 +553,11 @@ async fn prepare_demo(args: &DemoArgs) -> Result<crate::policy::Policy, String> 
     let base = format!("https://{}", args.listen);
     let cacert = certs.ca_cert.display();
     let token = issuer.mint(&MintOptions::default()).map_err(|e| e.to_string())?;
-    println!("flowgate demo: gateway {base}, admin http://{}", args.admin);
-    println!("  echo upstream http://{DEMO_ECHO_ADDR}, token issuer {DEMO_ISSUER_URL}");
-    println!("Try these from the project root (tokens last an hour; `flowgate token` mints more):");
+    let mut lines = vec![
+        format!("flowgate demo: gateway {base}, admin http://{}", args.admin),
+        format!("  echo upstream http://{DEMO_ECHO_ADDR}, token issuer {DEMO_ISSUER_URL}"),
+        "Try these from the project root (tokens last an hour; `flowgate token` mints more):".to_owned(),
+    ];
     let json = "-H 'content-type: application/json' -d '{\"hello\":\"flowgate\",\"password\":\"hidden-in-runs\"}'";
     for trigger in policy.routes.triggers() {
         let method = trigger.methods.first().map_or("POST", |m| m.as_str());
@@ -538,8 +576,8 @@ async fn prepare_demo(args: &DemoArgs) -> Result<crate::policy::Policy, String> 
                 format!("curl --cacert {cacert}{interface} -X {method} {url} -H 'authorization: Bearer {token}' {json}")
             }
         };
-        println!("{line}");
+        lines.push(line);
     }
-    println!("Run history: curl http://{}/runs   Metrics: curl http://{}/metrics", args.admin, args.admin);
-    Ok(policy)
+    lines.push(format!("Run history: curl http://{}/runs   Metrics: curl http://{}/metrics", args.admin, args.admin));
+    Ok((policy, lines))
 }

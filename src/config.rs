@@ -34,15 +34,16 @@ pub struct RawPolicy {
     /// Global IP rules, checked before any trigger's own rules.
     #[serde(default)]
     pub firewall: RawIpRules,
-    /// The pre-authentication flood shield (per client address).
+    /// The pre-authentication flood shield (refused credentials per client address).
     #[serde(default)]
     pub shield: crate::ratelimit::RawShield,
     /// Sharing rate-limit budgets between replicas.
     #[serde(default)]
     pub cluster: crate::ratelimit::RawCluster,
-    /// The rate limit applied to triggers that do not set their own.
+    /// The rate limit of triggers that do not set their own, or `"off"`. Unset: the
+    /// built-in default, `{ calls = 2000, period = "60s", key = "principal" }`.
     #[serde(default)]
-    pub rate_limit: Option<crate::ratelimit::RawRateLimit>,
+    pub rate_limit: Option<crate::ratelimit::RawRateLimitSetting>,
     /// Token issuers (issuer families), by name.
     #[serde(default)]
     pub identity: BTreeMap<String, crate::auth::RawIdentity>,
@@ -468,8 +469,10 @@ pub struct RawTrigger {
     #[serde(default)]
     pub principal_ips: BTreeMap<String, Vec<String>>,
 
-    /// Rate limit for this trigger; defaults to the global `[rate_limit]`.
-    pub rate_limit: Option<crate::ratelimit::RawRateLimit>,
+    /// Rate limit for this trigger, or `"off"` (no limit; shown by `flowgate check`).
+    /// Unset: the global `rate_limit`, else the built-in default
+    /// `{ calls = 2000, period = "60s", key = "principal" }`.
+    pub rate_limit: Option<crate::ratelimit::RawRateLimitSetting>,
 
     /// Values written into the upstream request.
     #[serde(default)]

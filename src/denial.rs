@@ -116,6 +116,14 @@ pub enum Failure {
         /// Why (private).
         reason: String,
     },
+    /// The rule's local key table holds only live budgets, so a new key cannot be
+    /// tracked; admitting it untracked would escape the limit (503 with `Retry-After`).
+    LimiterFull {
+        /// Whole seconds until the first key of the table goes idle.
+        retry_after_secs: u64,
+        /// Which rule (private).
+        reason: String,
+    },
     /// The upstream could not be reached or broke the exchange (502).
     UpstreamUnreachable {
         /// Why (private).
@@ -271,6 +279,13 @@ impl Rejection {
                 reason.clone(),
                 Extra::None,
             ),
+            Self::Failed(F::LimiterFull { retry_after_secs, reason }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "limiter_full",
+                "service unavailable",
+                reason.clone(),
+                Extra::RetryAfter { secs: *retry_after_secs, policy: None, limit: None },
+            ),
             Self::Failed(F::UpstreamUnreachable { reason }) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable", "bad gateway", reason.clone(), Extra::None)
             }
@@ -356,6 +371,17 @@ mod tests {
         });
         let response = rejection.response("r");
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"flowgate\", error=\"invalid_token\"");
+    }
+
+    #[test]
+    fn a_full_key_table_is_ours_503_with_retry_after_and_no_rate_limit_policy() {
+        let rejection =
+            Rejection::Failed(Failure::LimiterFull { retry_after_secs: 12, reason: "keys of rule t in use".into() });
+        assert_eq!(rejection.kind(), "limiter_full");
+        let response = rejection.response("r");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "12");
+        assert!(response.headers().get("ratelimit-policy").is_none(), "the caller's budget is not spent");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod path;
 mod routes;
+pub mod summary;
 mod upstream;
 
 pub use path::{PathRefusal, normalize as normalize_path};
@@ -17,6 +18,7 @@ pub mod upstream_types {
 }
 
 use crate::config::{ConfigError, Diagnostics, KeyPath, PathMatch, RawLimits, RawPolicy, RawTrigger, SourceFile};
+use crate::ratelimit::{LimitSource, RateLimitRule, RawRateLimitSetting};
 use crate::tls::{CertFiles, ClientCertPolicy};
 use http::Method;
 use rustls::sign::CertifiedKey;
@@ -176,8 +178,12 @@ pub struct Trigger {
     pub ip_rules: crate::firewall::IpRules,
     /// Principals accepted only from given ranges.
     pub pins: crate::firewall::PrincipalPins,
-    /// Its rate limit, if any.
-    pub rate_limit: Option<crate::ratelimit::RateLimitRule>,
+    /// Its rate limit; `None` only when the policy says `rate_limit = "off"`.
+    pub rate_limit: Option<RateLimitRule>,
+    /// Where the rate limit (or its absence) comes from.
+    pub rate_limit_source: LimitSource,
+    /// One line of what the gateway will do for this trigger (`flowgate check`, `/policy`).
+    pub summary: summary::TriggerSummary,
     /// Values written into the upstream request.
     pub injection: crate::secrets::Injection,
     /// Header and query names the injection writes: a caller's copies are removed.
@@ -229,8 +235,11 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         identities: &identities,
         signed_urls: signed_urls.as_ref(),
         vaults: &vaults,
-        default_rate_limit: raw.rate_limit.as_ref().filter(|default| {
-            crate::ratelimit::RateLimitRule::compile(default, "", &root.key("rate_limit"), &mut diags).is_some()
+        default_rate_limit: raw.rate_limit.as_ref().filter(|default| match default {
+            RawRateLimitSetting::Off(_) => true,
+            RawRateLimitSetting::Rule(rule) => {
+                RateLimitRule::compile(rule, "", &root.key("rate_limit"), &mut diags).is_some()
+            }
         }),
         source,
     };
@@ -498,7 +507,7 @@ struct Shared<'a> {
     identities: &'a BTreeMap<String, Arc<crate::auth::Identity>>,
     signed_urls: Option<&'a crate::auth::SignedUrlKeys>,
     vaults: &'a crate::secrets::Vaults,
-    default_rate_limit: Option<&'a crate::ratelimit::RawRateLimit>,
+    default_rate_limit: Option<&'a RawRateLimitSetting>,
     source: &'a SourceFile,
 }
 
@@ -564,12 +573,20 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         diags,
     );
     let pins = crate::firewall::PrincipalPins::compile(&raw.principal_ips, &path.key("principal_ips"), diags);
-    let rate_limit = match (&raw.rate_limit, shared.default_rate_limit) {
-        (Some(own), _) => crate::ratelimit::RateLimitRule::compile(own, &raw.name, &path.key("rate_limit"), diags),
+    // Every trigger is limited unless the policy says "off": the trigger's own rule, else
+    // the global one, else the built-in default.
+    let (rate_limit, rate_limit_source) = match (&raw.rate_limit, shared.default_rate_limit) {
+        (Some(RawRateLimitSetting::Rule(own)), _) => {
+            (RateLimitRule::compile(own, &raw.name, &path.key("rate_limit"), diags), LimitSource::Trigger)
+        }
+        (Some(RawRateLimitSetting::Off(_)), _) => (None, LimitSource::Trigger),
         // The global default was validated once in `compile`; each trigger gets its own rule
         // (and budget) built from it.
-        (None, Some(d)) => Some(crate::ratelimit::RateLimitRule::new(&raw.name, d.calls, d.period.0, d.key, d.shadow)),
-        (None, None) => None,
+        (None, Some(RawRateLimitSetting::Rule(d))) => {
+            (Some(RateLimitRule::new(&raw.name, d.calls, d.period.0, d.key, d.shadow)), LimitSource::Global)
+        }
+        (None, Some(RawRateLimitSetting::Off(_))) => (None, LimitSource::Global),
+        (None, None) => (Some(RateLimitRule::builtin_default(&raw.name)), LimitSource::BuiltIn),
     };
     let injection = crate::secrets::compile_injection(&raw.inject, &path.key("inject"), shared.vaults, diags);
     let reserved_query = reserved_query(&injection, &access);
@@ -587,7 +604,9 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         access,
         ip_rules,
         pins,
+        summary: summary::TriggerSummary::new(raw, rate_limit.as_ref(), rate_limit_source, &injection),
         rate_limit,
+        rate_limit_source,
         reserved_query,
         injected_names,
         injection,

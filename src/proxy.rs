@@ -23,7 +23,7 @@ use crate::firewall::client_address;
 use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
-use crate::ratelimit::{LimitKey, RateKey};
+use crate::ratelimit::{LimitKey, LimiterError, RateKey};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
@@ -223,8 +223,9 @@ pub async fn admit(
         return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
     }
 
-    // Pre-authentication shield: a flood from one address stops here, before it can burn
-    // CPU on signature checks.
+    // Pre-authentication shield: an address that has spent its budget of refused
+    // credentials stops here, before a flood of junk can burn CPU on signature checks.
+    // Calls whose credentials pass never spend it (see `shield_charge` below).
     gateway.shield.check(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
@@ -235,30 +236,39 @@ pub async fn admit(
             if let Some(caller) = identified {
                 call.record.identify(&caller);
             }
-            return Err(error.into_rejection(trigger.access.realm()));
+            let rejection = error.into_rejection(trigger.access.realm());
+            shield_charge(gateway, address.client, &rejection);
+            return Err(rejection);
         }
     };
     call.record.identify(&caller);
 
     // Per-principal pinning needs the caller, so it runs right after authentication.
-    trigger.pins.check(&caller.principal_ids, address.client).map_err(ip_denial)?;
+    if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client) {
+        let rejection = ip_denial(refusal);
+        shield_charge(gateway, address.client, &rejection);
+        return Err(rejection);
+    }
 
     // Rate limit last among the checks: only calls that would otherwise be admitted spend
     // budget, so refused junk cannot exhaust a real caller's allowance.
+    // (`rate_limit = "off"` is the only way to have no rule: see `policy::compile`.)
     let rate_limit_header = match &trigger.rate_limit {
         None => None,
         Some(rule) => {
             let key = match rule.key {
-                LimitKey::Principal => RateKey::principal(caller.tenant.as_deref().unwrap_or("-"), &caller.principal),
+                // Immutable ids only: tenant + oid, else issuer + sub, or one signed URL.
+                LimitKey::Principal => RateKey::subject(&caller.budget_key),
                 LimitKey::Ip => RateKey::ip(address.client),
                 LimitKey::Trigger => RateKey::trigger(),
-                LimitKey::TcpConnection => RateKey::connection(connection.id),
+                LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
             };
-            let decision = gateway
-                .limiters
-                .check(rule, &key)
-                .await
-                .map_err(|e| Failure::LimiterUnavailable { reason: e.to_string() })?;
+            let decision = gateway.limiters.check(rule, &key).await.map_err(|e| match e {
+                LimiterError::Unavailable(_) => Failure::LimiterUnavailable { reason: e.to_string() },
+                LimiterError::Full { retry_after_secs, .. } => {
+                    Failure::LimiterFull { retry_after_secs, reason: e.to_string() }
+                }
+            })?;
             let which = || format!("{:?} key of rule {}", rule.key, rule.name);
             if !decision.admitted {
                 return Err(Denial::RateLimited {
@@ -360,6 +370,14 @@ async fn discard(body: &mut hyper::body::Incoming, max: u64) -> bool {
         }
     }
     true
+}
+
+/// The shield counts calls refused by authentication or authorization (401/403), never
+/// calls whose credentials pass, nor our own failures (no signing keys: 503).
+fn shield_charge(gateway: &Gateway, client: IpAddr, rejection: &Rejection) {
+    if let Rejection::Denied(_) = rejection {
+        gateway.shield.charge(client);
+    }
 }
 
 fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {

@@ -53,6 +53,76 @@ pub struct RawRateLimit {
     pub shadow: bool,
 }
 
+/// `rate_limit` as written: a rule, or `"off"`.
+///
+/// Where a policy writes no `rate_limit` at all, every trigger gets the built-in default,
+/// `{ calls = 2000, period = "60s", key = "principal" }`, so the safe behaviour needs no
+/// configuration; `"off"` turns limiting off explicitly, and `flowgate check` and the
+/// admin API's `/policy` say so.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum RawRateLimitSetting {
+    /// `"off"`: no rate limit (explicit; shown by `flowgate check` and `/policy`, and a
+    /// loosening in `flowgate check --diff`).
+    Off(RawOff),
+    /// A rule: `{ calls = 2000, period = "60s", key = "principal" }`.
+    Rule(RawRateLimit),
+}
+
+/// The word `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum RawOff {
+    /// No rate limit.
+    #[serde(rename = "off")]
+    Off,
+}
+
+impl<'de> Deserialize<'de> for RawRateLimitSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Setting;
+        impl<'de> serde::de::Visitor<'de> for Setting {
+            type Value = RawRateLimitSetting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""off" or a table like { calls = 2000, period = "60s" }"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                if text == "off" {
+                    Ok(RawRateLimitSetting::Off(RawOff::Off))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawRateLimit::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawRateLimitSetting::Rule)
+            }
+        }
+        deserializer.deserialize_any(Setting)
+    }
+}
+
+/// Where a trigger's effective rate limit comes from (shown by `flowgate check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitSource {
+    /// The trigger's own `rate_limit`.
+    Trigger,
+    /// The policy's top-level `rate_limit`.
+    Global,
+    /// Neither is written: the built-in default.
+    BuiltIn,
+}
+
+impl LimitSource {
+    /// `trigger`, `global` or `built-in default`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trigger => "trigger",
+            Self::Global => "global",
+            Self::BuiltIn => "built-in default",
+        }
+    }
+}
+
 /// What a rate-limit budget belongs to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -69,7 +139,8 @@ pub enum LimitKey {
 }
 
 impl LimitKey {
-    fn as_str(self) -> &'static str {
+    /// The key kind as written in the policy.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Principal => "principal",
             Self::Ip => "ip",
@@ -79,17 +150,20 @@ impl LimitKey {
     }
 }
 
-/// `[shield]`: per-client-address limiter applied before token checks.
+/// `[shield]`: a per-client-address budget of refused credentials, consulted before any
+/// token is checked. Calls refused by authentication or authorization (401/403) spend it;
+/// calls whose credentials pass never do. An address that has spent it is refused (429)
+/// before authentication until it refills.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawShield {
     /// Turn the shield on (default) or off.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Sustained requests per second per client address (default 1000).
+    /// Refused calls per second per client address, sustained (default 1000).
     #[serde(default = "default_shield_rate")]
     pub per_second: u32,
-    /// Requests admitted at once from an idle address (default 3000).
+    /// Refused calls allowed at once from an address with a full budget (default 3000).
     #[serde(default = "default_shield_burst")]
     pub burst: u32,
 }
@@ -141,10 +215,13 @@ pub struct RawCluster {
     /// Prefix of every Redis key written (default `"flowgate:rl:"`).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
-    /// Keys held by the local limiter at most; the least recently used are evicted
-    /// beyond it (metric `flowgate_ratelimit_keys_evicted_total`). Default 50000.
-    /// A key holds up to `calls × 4` bytes (`× 8` for periods over 35 minutes): 8 kB for
-    /// 2000 per 60 s, so about 390 MiB at most at the default.
+    /// Keys the local limiter holds per rule at most (default 50000). Only keys whose
+    /// admissions no longer count are ever dropped to make room (metric
+    /// `flowgate_ratelimit_keys_evicted_total`), never a live budget, and one rule's keys
+    /// never make room for another's; when a rule's table is full of live keys, a call
+    /// with a new key is refused with 503 and `Retry-After` (metric
+    /// `flowgate_ratelimit_keys_full_total`) until one goes idle. A key costs about 200
+    /// bytes plus 4 bytes per admission still counting (8 for periods over 35 minutes).
     #[serde(default = "default_max_keys")]
     pub local_max_keys: usize,
 }
@@ -237,6 +314,12 @@ impl RateLimitRule {
         ok.then(|| Self::new(trigger, raw.calls, raw.period.0, raw.key, raw.shadow))
     }
 
+    /// The rule of a trigger when the policy writes no `rate_limit` anywhere: 2000 calls
+    /// per 60 s per principal.
+    pub fn builtin_default(trigger: &str) -> Self {
+        Self::new(trigger, 2000, Duration::from_secs(60), LimitKey::Principal, false)
+    }
+
     /// A rule built directly (tests, benches, defaults).
     pub fn new(trigger: &str, calls: u32, period: Duration, key: LimitKey, shadow: bool) -> Self {
         let mut hash = Sha256::new();
@@ -277,13 +360,19 @@ fn sf_string(text: &str) -> String {
 
 /// The budget a call spends, within a rule. Build it with the constructor that matches the
 /// rule's [`LimitKey`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RateKey(Arc<str>);
 
 impl RateKey {
-    /// `principal`: the caller's tenant and object (or app) id.
-    pub fn principal(tenant: &str, principal: &str) -> Self {
-        Self(format!("p:{tenant}/{principal}").into())
+    /// `principal`: a scope (tenant or issuer) and an immutable id within it.
+    pub fn principal(scope: &str, id: &str) -> Self {
+        Self(format!("p:{scope}/{id}").into())
+    }
+
+    /// `principal` for an authenticated caller: its budget key (`TENANT/oid:…`,
+    /// `ISSUER/sub:…`, or one signed URL), see [`crate::auth::Caller::budget_key`].
+    pub fn subject(budget_key: &str) -> Self {
+        Self(format!("p:{budget_key}").into())
     }
 
     /// `ip`: the client address (IPv4-mapped addresses normalised).
@@ -296,9 +385,12 @@ impl RateKey {
         Self("t".into())
     }
 
-    /// `tcp_connection`: one connection, by an id unique within this process.
-    pub fn connection(id: u64) -> Self {
-        Self(format!("c:{id}").into())
+    /// `tcp_connection`: one connection of one gateway process. Build it with
+    /// [`Limiters::connection_key`], which adds the process's random instance id: connection
+    /// ids count from 1 in every process, and replicas sharing Redis (or a restarted
+    /// process) must never share a connection's budget.
+    fn connection(instance: u64, id: u64) -> Self {
+        Self(format!("c:{instance:016x}-{id}").into())
     }
 
     /// The key text (used in Redis key names and audit reasons).
@@ -341,13 +433,23 @@ fn ceil_secs(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
-/// The shared limiter could not answer and `on_redis_error = "fail_closed"` (→ 503).
+/// Why the limiter could not decide a call (→ 503; never an admission).
 #[derive(Debug, thiserror::Error)]
-#[error("rate limiter unavailable: {cause}")]
-pub struct LimiterUnavailable {
-    /// What went wrong talking to Redis.
-    #[source]
-    pub cause: RedisLimiterError,
+pub enum LimiterError {
+    /// The shared limiter (Redis) could not answer and `on_redis_error = "fail_closed"`.
+    #[error("rate limiter unavailable: {0}")]
+    Unavailable(#[source] RedisLimiterError),
+    /// The rule's local key table is full of keys whose admissions still count: a new key
+    /// cannot be tracked, and tracking none would let it through unlimited.
+    #[error("rate-limit keys of rule {rule} are all in use ({max_keys} keys with admissions still counting)")]
+    Full {
+        /// The rule's trigger.
+        rule: String,
+        /// The cap (`local_max_keys`).
+        max_keys: usize,
+        /// Whole seconds (at least 1) until the first key of the full table goes idle.
+        retry_after_secs: u64,
+    },
 }
 
 /// Compiled `[cluster]` settings.
@@ -357,7 +459,7 @@ pub struct ClusterSettings {
     pub redis: Option<RedisSettings>,
     /// Behaviour while Redis cannot answer.
     pub on_redis_error: OnRedisError,
-    /// Cap on keys held locally.
+    /// Cap on keys held locally, per rule.
     pub local_max_keys: usize,
 }
 
@@ -417,6 +519,8 @@ pub struct Limiters {
     on_redis_error: OnRedisError,
     clock: Arc<dyn Clock>,
     last_fallback_warn_us: AtomicU64,
+    /// Random per process: makes `tcp_connection` keys unique across replicas and restarts.
+    instance: u64,
 }
 
 /// Fallback warnings are logged at most this often.
@@ -447,6 +551,7 @@ impl Limiters {
             on_redis_error: settings.on_redis_error,
             clock,
             last_fallback_warn_us: AtomicU64::new(0),
+            instance: rand::random(),
         })
     }
 
@@ -458,6 +563,7 @@ impl Limiters {
             on_redis_error: OnRedisError::FailClosed,
             clock: Arc::new(SystemClock::default()),
             last_fallback_warn_us: AtomicU64::new(0),
+            instance: rand::random(),
         }
     }
 
@@ -465,13 +571,20 @@ impl Limiters {
         u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// The `tcp_connection` key of connection `id` of this process.
+    pub fn connection_key(&self, id: u64) -> RateKey {
+        RateKey::connection(self.instance, id)
+    }
+
     /// Spends one call of `key`'s budget under `rule`.
     ///
     /// # Errors
-    /// [`LimiterUnavailable`] when Redis cannot answer and the policy says `fail_closed`.
-    pub async fn check(&self, rule: &RateLimitRule, key: &RateKey) -> Result<Decision, LimiterUnavailable> {
+    /// [`LimiterError::Unavailable`] when Redis cannot answer and the policy says
+    /// `fail_closed`; [`LimiterError::Full`] when the rule's local key table holds only
+    /// live budgets and `key` is new.
+    pub async fn check(&self, rule: &RateLimitRule, key: &RateKey) -> Result<Decision, LimiterError> {
         let outcome = match &self.redis {
-            None => self.check_local(rule, key),
+            None => self.check_local(rule, key)?,
             Some(redis) => {
                 let redis_key = format!("{}:{}", rule.id, key.as_str());
                 match redis.check(&redis_key, rule.calls, rule.period_us()).await {
@@ -479,12 +592,12 @@ impl Limiters {
                     Err(cause) => match self.on_redis_error {
                         OnRedisError::FailClosed => {
                             metrics::counter!("flowgate_ratelimit_redis_errors_total").increment(1);
-                            return Err(LimiterUnavailable { cause });
+                            return Err(LimiterError::Unavailable(cause));
                         }
                         OnRedisError::Local => {
                             metrics::counter!("flowgate_ratelimit_redis_fallback_total").increment(1);
                             self.warn_fallback(&cause);
-                            self.check_local(rule, key)
+                            self.check_local(rule, key)?
                         }
                     },
                 }
@@ -493,8 +606,15 @@ impl Limiters {
         Ok(self.decide(rule, outcome))
     }
 
-    fn check_local(&self, rule: &RateLimitRule, key: &RateKey) -> window::Outcome {
-        self.local.check(rule.id, key, rule.calls, rule.period_us(), self.now_us())
+    fn check_local(&self, rule: &RateLimitRule, key: &RateKey) -> Result<window::Outcome, LimiterError> {
+        self.local.check(rule.id, key, rule.calls, rule.period_us(), self.now_us()).map_err(|full| {
+            metrics::counter!("flowgate_ratelimit_keys_full_total", "trigger" => rule.name.clone()).increment(1);
+            LimiterError::Full {
+                rule: rule.name.clone(),
+                max_keys: self.local.max_keys(),
+                retry_after_secs: ceil_secs(full.retry_us).max(1),
+            }
+        })
     }
 
     fn warn_fallback(&self, cause: &RedisLimiterError) {
@@ -591,19 +711,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn key_cap_evicts_and_idle_keys_are_swept() {
+    async fn a_full_key_table_refuses_new_keys_and_idle_keys_are_swept() {
         let clock = Arc::new(ManualClock::default());
         let limiters = limiters(clock.clone(), 64);
         let rule = RateLimitRule::new("cap", 5, Duration::from_secs(10), LimitKey::Ip, false);
+        let mut full = 0;
         for i in 0..10_000u32 {
             let key = RateKey::ip(IpAddr::from(i.to_be_bytes()));
-            assert!(limiters.check(&rule, &key).await.unwrap().admitted);
+            match limiters.check(&rule, &key).await {
+                Ok(decision) => assert!(decision.admitted),
+                Err(LimiterError::Full { retry_after_secs, max_keys, .. }) => {
+                    assert_eq!((retry_after_secs, max_keys), (10, 64));
+                    full += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
         }
         assert!(limiters.local_keys() <= 64, "{}", limiters.local_keys());
+        assert!(full >= 10_000 - 64, "{full}");
         assert_eq!(limiters.sweep(), 0);
         clock.advance(Duration::from_secs(10));
         assert!(limiters.sweep() > 0);
         assert_eq!(limiters.local_keys(), 0);
+    }
+
+    #[tokio::test]
+    async fn connection_keys_differ_between_instances() {
+        let clock = Arc::new(ManualClock::default());
+        let (first, second) = (limiters(clock.clone(), 10), limiters(clock, 10));
+        assert_eq!(first.connection_key(7), first.connection_key(7));
+        assert_ne!(first.connection_key(7), second.connection_key(7), "connection 7 of two processes");
+        assert_ne!(first.connection_key(7), first.connection_key(8));
     }
 
     #[test]

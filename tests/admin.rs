@@ -220,3 +220,34 @@ async fn a_caller_that_goes_away_still_leaves_a_record() {
     assert_eq!(closed[0]["status"], 499);
     gw.shutdown().await;
 }
+
+/// `/policy` shows each trigger's effective rules beside the text: the built-in rate limit
+/// where the policy writes none, `OFF` where it says "off", and `[private]` to viewers for
+/// parts a trigger's `private_fields` hides.
+#[tokio::test]
+async fn policy_shows_effective_rate_limits_and_hides_private_parts() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let triggers = format!(
+        "{}{}",
+        echo_trigger("plain", "/plain", echo, "private_fields = [\"allow_ips\"]\nallow_ips = [\"127.0.0.0/8\"]"),
+        echo_trigger("open", "/open", echo, "rate_limit = \"off\"\nprivate_fields = [\"rate_limit\"]"),
+    );
+    let policy = fx.write_policy(&fx.policy_text(&triggers));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let view: serde_json::Value = reqwest::get(gw.admin_url("/policy")).await.unwrap().json().await.unwrap();
+    let effective = view["effective"].as_array().expect("effective rules");
+    assert_eq!(effective.len(), 2, "{view}");
+    assert_eq!(effective[0]["name"], "plain");
+    assert_eq!(effective[0]["rate_limit"], "2000 per 60s by principal (built-in default)");
+    assert_eq!(effective[0]["ips"], "allow 127.0.0.0/8", "administrators see private parts");
+    assert_eq!(effective[1]["rate_limit"], "OFF (trigger)");
+
+    let viewer = flowgate::policy::load(&policy).unwrap();
+    let shown: Vec<serde_json::Value> = viewer.routes.triggers().iter().map(|t| t.summary.view(false)).collect();
+    assert_eq!(shown[0]["ips"], "[private]");
+    assert_eq!(shown[0]["rate_limit"], "2000 per 60s by principal (built-in default)");
+    assert_eq!(shown[1]["rate_limit"], "[private]");
+    assert_eq!(shown[1]["who"], "tenant_users of identity test");
+    gw.shutdown().await;
+}

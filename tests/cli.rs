@@ -16,8 +16,56 @@ fn check_accepts_a_valid_policy_with_a_summary() {
     let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stdout.contains("1 trigger"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].contains("1 trigger"), "{stdout}");
+    // No rate_limit anywhere: the built-in default, and the summary says where it comes from.
+    assert_eq!(
+        lines[1],
+        "  t: POST,GET /t | who: tenant_users of identity test | ips: any address \
+         | rate limit: 2000 per 60s by principal (built-in default) | secrets: none"
+    );
+}
+
+/// `rate_limit = "off"` is explicit: `check` names it, and `check --diff` reports turning
+/// the default off as a loosening.
+#[test]
+fn check_and_diff_report_a_rate_limit_turned_off() {
+    let fx = Fixture::new();
+    let echo: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let old = fx.policy_text(&echo_trigger("t", "/t", echo, ""));
+    let new = fx.policy_text(&echo_trigger("t", "/t", echo, "rate_limit = \"off\""));
+    let old_path = fx.path().join("old.toml");
+    std::fs::write(&old_path, &old).unwrap();
+    let new_path = fx.write_policy(&new);
+    let out = Command::new(BIN).arg("check").arg(&new_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| rate limit: OFF (trigger) |"), "{stdout}");
+    assert!(stdout.contains("note: rate limiting is OFF (rate_limit = \"off\") for: t"), "{stdout}");
+
+    let out = Command::new(BIN).arg("check").arg(&new_path).arg("--diff").arg(&old_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "LOOSENED  trigger \"t\" rate_limit: 2000 per 60s by principal (built-in default) -> off (trigger)"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 loosened"), "{stdout}");
+
+    // A global "off" reaches every trigger without its own rule, and says so.
+    let global_off = fx.write_policy(&format!("rate_limit = \"off\"\n{old}"));
+    let out = Command::new(BIN).arg("check").arg(&global_off).arg("--diff").arg(&old_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| rate limit: OFF (global) |"), "{stdout}");
+    assert!(
+        stdout.contains("LOOSENED  [rate_limit]: 2000 per 60s by principal (built-in default) -> off (global)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("LOOSENED  trigger \"t\" rate_limit:"), "{stdout}");
 }
 
 #[test]
@@ -134,7 +182,25 @@ fn the_example_policy_checks_clean_once_its_files_exist() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // One line per trigger: what the gateway will do, with the rate limit's source.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(summary, EXAMPLE_SUMMARY, "{stdout}");
 }
+
+/// `flowgate check config/flowgate.example.toml`, after its first line.
+const EXAMPLE_SUMMARY: [&str; 2] = [
+    "  invoice-approved: POST flows.example.com/triggers/invoice \
+     | who: specific_users of identity contoso: oid:5e1f3c2a-0000-4000-8000-00000000aa01, upn:alice@contoso.com, \
+     app:6a7b8c9d-0000-4000-8000-00000000bb02; tenants 72f988bf-86f1-41af-91ab-2d7cd011db47; \
+     roles any of Flows.Invoke; scopes all of Invoices.Write; claims idtyp = \"app\" \
+     | ips: allow 203.0.113.0/24, 2001:db8::/32; pin app:6a7b8c9d-0000-4000-8000-00000000bb02 to 198.51.100.0/24 \
+     | rate limit: 2000 per 60s by principal (trigger) \
+     | secrets: secret://akv/invoice-sig, secret://kv/flows/invoice#api_key, secret://kv/flows/invoice#body_key@3, \
+     secret://kv/flows/token#value, secret://local/echo#api_key",
+    "  public-webhook: POST /triggers/webhook | who: anyone holding a valid signed URL | ips: any address \
+     | rate limit: 2000 per 60s by signed URL (global) | secrets: none",
+];
 
 #[test]
 fn the_demo_policy_checks_clean_once_its_material_exists() {
@@ -220,4 +286,53 @@ fn a_bad_global_rate_limit_is_reported_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("rate_limit.calls").count(), 1, "{stderr}");
     assert!(stderr.contains("policy.toml:1:"), "{stderr}");
+}
+
+/// `flowgate demo` prints its ready-to-paste lines only once the gateway accepts
+/// connections: the first printed command, run at once, gets its answer.
+#[tokio::test]
+async fn demo_lines_appear_only_once_the_gateway_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::copy("config/demo.toml", dir.path().join("config/demo.toml")).unwrap();
+    std::fs::copy("config/demo-secrets.toml", dir.path().join("config/demo-secrets.toml")).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["demo", "--config", "config/demo.toml", "--certs", "certs"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first_curl = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find(|line| line.starts_with("curl "))
+    });
+    let line = match tokio::time::timeout(Duration::from_secs(120), first_curl).await {
+        Ok(Ok(Some(line))) => line,
+        other => {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "the demo printed no curl line ({other:?}); it needs 127.0.0.1:9980 and :9981 free. stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    };
+    // Pasted at once: the connection is accepted and the call answered.
+    let token = line.split("Bearer ").nth(1).and_then(|rest| rest.split('\'').next()).expect("a token").to_owned();
+    let ca = std::fs::read(dir.path().join("certs/dev-ca.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/demo/invoice");
+    assert!(line.contains(&url), "the first line is the main trigger's: {line}");
+    let response = client.post(&url).bearer_auth(&token).body("{}").send().await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(response.expect("the pasted call reached the gateway").status(), 200);
 }

@@ -1,6 +1,7 @@
 //! Two gateway instances sharing one real Redis (started by the test on a free loopback
 //! port): together they admit exactly `calls` for one caller; with Redis stopped they fail
-//! closed (503); with Redis back the shared budget resumes.
+//! closed (503); with Redis back the shared budget resumes; `tcp_connection` budgets of
+//! two replicas never meet in Redis.
 
 mod common;
 
@@ -70,6 +71,38 @@ async fn two_gateways_share_one_exact_budget_through_redis() {
     let statuses = fire(&fx, [&first, &second], 2 * CALLS).await;
     assert_eq!(count(&statuses, 200), CALLS - 2, "{statuses:?}");
     println!("after recovery: {} admitted, {} refused", count(&statuses, 200), count(&statuses, 429));
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+/// Connection ids count from 1 in every process: the first connection to each of two
+/// replicas sharing Redis must still have a budget of its own.
+#[tokio::test]
+async fn tcp_connection_budgets_of_two_replicas_stay_apart() {
+    let redis = Redis::start();
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy_text = fx.policy_text(&format!(
+        "[cluster]\nredis = \"redis://127.0.0.1:{}/0\"\n\n{}",
+        redis.port,
+        echo_trigger("conn", "/conn", echo, "rate_limit = { calls = 2, period = \"60s\", key = \"tcp_connection\" }")
+    ));
+    let first_path = fx.path().join("first.toml");
+    let second_path = fx.path().join("second.toml");
+    std::fs::write(&first_path, &policy_text).unwrap();
+    std::fs::write(&second_path, &policy_text).unwrap();
+    let first = start_gateway_for(&fx, &first_path).await;
+    let second = start_gateway_for(&fx, &second_path).await;
+    let token = fx.token();
+    for gw in [&first, &second] {
+        // One client, one connection: the replica's connection number 1.
+        let client = fx.client_at(true, Some(&token), None, gw.https);
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(client.post(gw.url("/conn")).body("{}").send().await.unwrap().status().as_u16());
+        }
+        assert_eq!(statuses, vec![200, 200, 429], "on {}", gw.https);
+    }
     first.shutdown().await;
     second.shutdown().await;
 }

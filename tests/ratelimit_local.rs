@@ -52,9 +52,9 @@ async fn ip_and_connection_keys() {
     assert!(limiters.check(&by_ip, &RateKey::ip("::1".parse().expect("ip"))).await.expect("check").admitted);
 
     let by_conn = RateLimitRule::new("by-conn", 1, Duration::from_secs(10), LimitKey::TcpConnection, false);
-    assert!(limiters.check(&by_conn, &RateKey::connection(1)).await.expect("check").admitted);
-    assert!(!limiters.check(&by_conn, &RateKey::connection(1)).await.expect("check").admitted);
-    assert!(limiters.check(&by_conn, &RateKey::connection(2)).await.expect("check").admitted);
+    assert!(limiters.check(&by_conn, &limiters.connection_key(1)).await.expect("check").admitted);
+    assert!(!limiters.check(&by_conn, &limiters.connection_key(1)).await.expect("check").admitted);
+    assert!(limiters.check(&by_conn, &limiters.connection_key(2)).await.expect("check").admitted);
 }
 
 #[tokio::test]

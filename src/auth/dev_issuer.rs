@@ -62,10 +62,10 @@ pub struct MintOptions {
     /// Tenant id (`tid`).
     #[arg(long, default_value = DEMO_TENANT)]
     pub tenant: String,
-    /// Subject (`sub`); defaults to the object id.
+    /// Subject (`sub`); defaults to the object id. Empty: no `sub` claim.
     #[arg(long)]
     pub subject: Option<String>,
-    /// Object id (`oid`).
+    /// Object id (`oid`). Empty: no `oid` claim.
     #[arg(long, default_value = DEMO_OID)]
     pub oid: String,
     /// Calling application id (`azp` and `appid`).
@@ -222,6 +222,13 @@ impl DevIssuer {
             "appid": opts.app_id,
             "ver": "2.0",
         });
+        // An empty value leaves the claim out (tokens of other issuers may lack them).
+        if opts.oid.is_empty() {
+            claims.as_object_mut().map(|c| c.remove("oid"));
+        }
+        if claims["sub"].as_str().is_some_and(str::is_empty) {
+            claims.as_object_mut().map(|c| c.remove("sub"));
+        }
         let roles: Vec<&String> = opts.roles.iter().filter(|r| !r.is_empty()).collect();
         if !roles.is_empty() {
             claims["roles"] = serde_json::json!(roles);

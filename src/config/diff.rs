@@ -12,7 +12,6 @@ use crate::config::RawPolicy;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::fmt;
-use std::time::Duration;
 
 /// The JSON Schema of the policy file, generated from the types that parse it.
 pub fn policy_schema() -> Value {
@@ -111,8 +110,19 @@ pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
     let empty = Map::new();
     let old_map = old.as_object().unwrap_or(&empty);
     let new_map = new.as_object().unwrap_or(&empty);
+    let (old_global, new_global) = (old_map.get("rate_limit"), new_map.get("rate_limit"));
+    // Rate limits compare as what takes effect: unset means the built-in default, and
+    // `"off"` is the loosest of all.
+    if let Some(change) = rate_limit_change(
+        "[rate_limit]",
+        None,
+        effective(old_global, None, "global"),
+        effective(new_global, None, "global"),
+    ) {
+        changes.push(change);
+    }
     for key in union(old_map, new_map) {
-        if key == "trigger" {
+        if key == "trigger" || key == "rate_limit" {
             continue;
         }
         let scope = format!("[{key}]");
@@ -120,9 +130,6 @@ pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
             (None, Some(v)) => changes.push(whole(&scope, Effect::Added, v)),
             (Some(v), None) => changes.push(whole(&scope, Effect::Removed, v)),
             (Some(a), Some(b)) if a != b => match (a, b) {
-                (Value::Object(a), Value::Object(b)) if key == "rate_limit" => {
-                    rate_limit(&scope, None, Some(a), Some(b), &mut changes)
-                }
                 (Value::Object(a), Value::Object(b)) => rules(&scope, "", a, b, &mut changes),
                 _ => changes.push(changed(&scope, None, a, b)),
             },
@@ -134,8 +141,25 @@ pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
     for (name, old_trigger) in &old_triggers {
         let scope = format!("trigger {name:?}");
         match new_triggers.iter().find(|(n, _)| n == name) {
-            None => changes.push(Change { scope, field: None, effect: Effect::Removed, detail: summary(old_trigger) }),
-            Some((_, new_trigger)) => rules(&scope, "", old_trigger, new_trigger, &mut changes),
+            None => changes.push(Change {
+                scope,
+                field: None,
+                effect: Effect::Removed,
+                detail: summary(old_trigger, old_global),
+            }),
+            Some((_, new_trigger)) => {
+                let without_limit = |t: &Map<String, Value>| {
+                    let mut t = t.clone();
+                    t.remove("rate_limit");
+                    t
+                };
+                rules(&scope, "", &without_limit(old_trigger), &without_limit(new_trigger), &mut changes);
+                let old_limit = effective(old_trigger.get("rate_limit"), old_global, "trigger");
+                let new_limit = effective(new_trigger.get("rate_limit"), new_global, "trigger");
+                if let Some(change) = rate_limit_change(&scope, Some("rate_limit".into()), old_limit, new_limit) {
+                    changes.push(change);
+                }
+            }
         }
     }
     for (name, new_trigger) in &new_triggers {
@@ -144,7 +168,7 @@ pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
                 scope: format!("trigger {name:?}"),
                 field: None,
                 effect: Effect::Added,
-                detail: summary(new_trigger),
+                detail: summary(new_trigger, new_global),
             });
         }
     }
@@ -187,9 +211,10 @@ fn triggers(policy: &Map<String, Value>) -> Vec<(String, Map<String, Value>)> {
         .collect()
 }
 
-fn summary(trigger: &Map<String, Value>) -> String {
+fn summary(trigger: &Map<String, Value>, global_limit: Option<&Value>) -> String {
     let get = |k: &str| trigger.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
-    format!("path {}, who {}", get("path"), get("who"))
+    let limit = effective(trigger.get("rate_limit"), global_limit, "trigger");
+    format!("path {}, who {}, rate limit {}", get("path"), get("who"), limit.text)
 }
 
 fn union(a: &Map<String, Value>, b: &Map<String, Value>) -> BTreeSet<String> {
@@ -280,9 +305,6 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
         } else {
             match key.as_str() {
                 "who" => who(scope, field, a, b, out),
-                "rate_limit" => {
-                    rate_limit(scope, Some(field), a.and_then(Value::as_object), b.and_then(Value::as_object), out)
-                }
                 "roles" | "scopes" => requirement(scope, &field, a, b, out),
                 "claims" => claims(scope, &field, a, b, out),
                 "max_body_bytes" | "per_second" => larger_loosens(scope, field, a, b, out),
@@ -371,44 +393,68 @@ fn larger_loosens(scope: &str, field: String, a: Option<&Value>, b: Option<&Valu
     });
 }
 
-fn rate_limit(
-    scope: &str,
-    field: Option<String>,
-    a: Option<&Map<String, Value>>,
-    b: Option<&Map<String, Value>>,
-    out: &mut Vec<Change>,
-) {
-    fn describe(limit: Option<&Map<String, Value>>) -> String {
-        limit.map_or_else(
-            || "(none)".to_owned(),
-            |m| {
-                let calls = m.get("calls").map_or_else(|| "?".to_owned(), short);
-                let period = m.get("period").map_or_else(|| "?".to_owned(), short);
-                format!("{calls} per {period}")
-            },
-        )
-    }
-    fn per_second(limit: &Map<String, Value>) -> Option<f64> {
-        let calls = limit.get("calls")?.as_f64()?;
-        let period: Duration = humantime::parse_duration(limit.get("period")?.as_str()?).ok()?;
-        (period.as_secs_f64() > 0.0).then(|| calls / period.as_secs_f64())
-    }
-    let effect = match (a, b) {
-        (None, Some(_)) => Effect::Tightened,
-        (Some(_), None) => Effect::Loosened,
-        (Some(x), Some(y)) => match (per_second(x), per_second(y)) {
-            (Some(p), Some(q)) if q > p => Effect::Loosened,
-            (Some(p), Some(q)) if q < p => Effect::Tightened,
-            _ => Effect::Changed,
-        },
-        (None, None) => return,
+/// A rate limit as it takes effect, described for the report.
+struct Effective {
+    /// Admissions per second at most; infinite when off or in shadow mode (never refuses).
+    per_second: Option<f64>,
+    /// The key kind (`principal` when unset).
+    key: String,
+    /// `2000 per 60s by principal (built-in default)`, `off (trigger)`, ...
+    text: String,
+}
+
+/// The effective limit of `own` (a trigger's `rate_limit`, or the global one: `own_source`
+/// names which), falling back to `global`, then to the built-in default.
+fn effective(own: Option<&Value>, global: Option<&Value>, own_source: &'static str) -> Effective {
+    let (value, source) = match (own, global) {
+        (Some(v), _) => (Some(v), own_source),
+        (None, Some(v)) => (Some(v), "global"),
+        (None, None) => (None, "built-in default"),
     };
-    let mut detail = format!("{} -> {}", describe(a), describe(b));
-    let key = |m: Option<&Map<String, Value>>| m.and_then(|m| m.get("key")).map(short);
-    if key(a) != key(b) {
-        detail.push_str(&format!(" (key {} -> {})", key(a).unwrap_or_default(), key(b).unwrap_or_default()));
+    match value {
+        None => Effective {
+            per_second: Some(2000.0 / 60.0),
+            key: "principal".into(),
+            text: format!("2000 per 60s by principal ({source})"),
+        },
+        Some(Value::String(s)) if s == "off" => {
+            Effective { per_second: Some(f64::INFINITY), key: String::new(), text: format!("off ({source})") }
+        }
+        Some(Value::Object(m)) => {
+            let calls = m.get("calls").and_then(Value::as_f64);
+            let period = m.get("period").and_then(Value::as_str).and_then(|p| humantime::parse_duration(p).ok());
+            let shadow = m.get("shadow").and_then(Value::as_bool).unwrap_or(false);
+            let key = m.get("key").and_then(Value::as_str).unwrap_or("principal").to_owned();
+            let per_second = match (calls, period) {
+                _ if shadow => Some(f64::INFINITY),
+                (Some(c), Some(p)) if p.as_secs_f64() > 0.0 => Some(c / p.as_secs_f64()),
+                _ => None,
+            };
+            let show = |k: &str| m.get(k).map_or_else(|| "?".to_owned(), short);
+            let shadow = if shadow { ", shadow" } else { "" };
+            Effective {
+                per_second,
+                text: format!("{} per {} by {key}{shadow} ({source})", show("calls"), show("period")),
+                key,
+            }
+        }
+        Some(other) => Effective { per_second: None, key: String::new(), text: format!("{} ({source})", short(other)) },
     }
-    out.push(Change { scope: scope.to_owned(), field, effect, detail });
+}
+
+/// The change between two effective limits, if they differ: more calls per second (or
+/// off, or shadow) loosens, fewer tightens, a new key kind alone is a change.
+fn rate_limit_change(scope: &str, field: Option<String>, old: Effective, new: Effective) -> Option<Change> {
+    let same_rate = old.per_second == new.per_second;
+    if same_rate && old.key == new.key {
+        return None;
+    }
+    let effect = match (old.per_second, new.per_second) {
+        (Some(p), Some(q)) if q > p => Effect::Loosened,
+        (Some(p), Some(q)) if q < p => Effect::Tightened,
+        _ => Effect::Changed,
+    };
+    Some(Change { scope: scope.to_owned(), field, effect, detail: format!("{} -> {}", old.text, new.text) })
 }
 
 fn requirement(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
@@ -554,5 +600,36 @@ mod tests {
         let changes = diff(old, &new);
         assert_eq!(find(&changes, "accept_v1").effect, Effect::Tightened);
         assert_eq!(find(&diff(&new, old), "accept_v1").effect, Effect::Loosened);
+    }
+
+    /// Rate limits compare as they take effect: unset is the built-in default, `"off"` is
+    /// a loosening wherever it comes from.
+    #[test]
+    fn rate_limit_off_and_the_default_compare_as_they_take_effect() {
+        let unset = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "");
+        let off = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "rate_limit = \"off\"");
+        let change = find(&diff(&unset, &off), "rate_limit").clone();
+        assert_eq!(change.effect, Effect::Loosened);
+        assert_eq!(change.detail, "2000 per 60s by principal (built-in default) -> off (trigger)");
+        assert!(render(&[change]).starts_with("LOOSENED  trigger \"inv\" rate_limit: "));
+        assert_eq!(find(&diff(&off, BASE), "rate_limit").effect, Effect::Tightened);
+
+        // A global "off" loosens the global default and every trigger that sets none.
+        let changes = diff(&unset, &format!("rate_limit = \"off\"\n{unset}"));
+        let global = changes.iter().find(|c| c.scope == "[rate_limit]").expect("a global change");
+        assert_eq!(
+            (global.effect, global.detail.as_str()),
+            (Effect::Loosened, "2000 per 60s by principal (built-in default) -> off (global)")
+        );
+        assert_eq!(find(&changes, "rate_limit").effect, Effect::Loosened);
+        // ... but not a trigger with its own rule.
+        assert!(diff(BASE, &format!("rate_limit = \"off\"\n{BASE}")).iter().all(|c| c.scope == "[rate_limit]"));
+        // Writing the default out changes nothing that takes effect.
+        let explicit =
+            BASE.replace("calls = 10, period = \"60s\"", "calls = 2000, period = \"60s\", key = \"principal\"");
+        assert!(diff(&unset, &explicit).is_empty(), "{:?}", diff(&unset, &explicit));
+        // Shadow mode never refuses: turning it on loosens.
+        let shadow = BASE.replace("period = \"60s\" }", "period = \"60s\", shadow = true }");
+        assert_eq!(find(&diff(BASE, &shadow), "rate_limit").effect, Effect::Loosened);
     }
 }

@@ -1,85 +1,207 @@
-//! The in-process store of admission logs: sharded maps with a hard cap on keys.
+//! The in-process store of admission logs: one table per rule, sharded, each with a hard
+//! cap on keys.
 //!
-//! A flood of distinct keys (one per spoofed principal or address) must not exhaust
-//! memory: each shard holds at most `max_keys / SHARDS` logs and, when full, evicts the
-//! least recently used of a few sampled entries (an approximate LRU, O(1) per insert).
-//! Idle keys (nothing counted any more) are dropped by [`LocalStore::sweep`].
+//! A flood of distinct keys (one per connection or address) must not exhaust memory, and
+//! it must not let anyone out of a budget either. So:
+//! - **Per rule.** Each rule has its own table and its own cap (`local_max_keys`): a flood
+//!   of new keys on one trigger can never touch another rule's budgets.
+//! - **Only idle keys are dropped.** A key whose admissions no longer count is worth
+//!   nothing (it behaves exactly like an absent key), so dropping it is lossless. A key
+//!   with admissions still counting is never dropped: churning other keys cannot reset a
+//!   spent budget.
+//! - **At the cap, a new key waits.** When a rule's shard is full of live keys, a call
+//!   with a new key is refused ([`Full`], 503 with `Retry-After` until the first key goes
+//!   idle) instead of being admitted untracked. Callers with a known key are unaffected.
+//!
+//! Each shard keeps a min-heap of its keys by the instant they go idle, so finding room
+//! (or knowing there is none) costs O(log n); entries made stale by later admissions are
+//! refreshed lazily when they reach the top. [`LocalStore::sweep`] drops idle keys and
+//! tables no rule uses any more.
 
 use super::window::{Outcome, Window};
 use super::{RateKey, RuleId};
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 const SHARDS: usize = 16;
-const EVICTION_SAMPLE: usize = 8;
 
+/// A new key could not be tracked: its rule's table is full of keys still counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// Until the first key of the full shard goes idle (µs).
+    pub retry_us: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    logs: HashMap<RateKey, Window>,
+    /// Each held key once, by the instant (µs) it goes idle as last seen: never later than
+    /// the real instant, which only moves forward as admissions happen.
+    idle_order: BinaryHeap<Reverse<(u64, RateKey)>>,
+    /// Set when the table was dropped by `sweep`: a check that still holds it looks again.
+    retired: bool,
+}
+
+impl Shard {
+    /// Drops one idle key to make room, or says when the first one goes idle.
+    fn make_room(&mut self, now_us: u64, period_us: u64) -> Result<(), Full> {
+        while let Some(Reverse((at, key))) = self.idle_order.peek() {
+            let Some(window) = self.logs.get(key) else {
+                self.idle_order.pop();
+                continue;
+            };
+            let idle_at = window.idle_at(period_us).unwrap_or(0);
+            if idle_at <= now_us {
+                let Some(Reverse((_, key))) = self.idle_order.pop() else { break };
+                self.logs.remove(&key);
+                metrics::counter!("flowgate_ratelimit_keys_evicted_total").increment(1);
+                return Ok(());
+            }
+            if idle_at > *at {
+                // Admissions since it was filed moved its idle instant: file it again.
+                let Some(Reverse((_, key))) = self.idle_order.pop() else { break };
+                self.idle_order.push(Reverse((idle_at, key)));
+                continue;
+            }
+            return Err(Full { retry_us: idle_at - now_us });
+        }
+        // Nothing filed (cannot happen while the shard is full); refusing is the safe answer.
+        Err(Full { retry_us: 1 })
+    }
+
+    /// Drops idle keys and refiles the rest; returns how many were dropped.
+    fn sweep(&mut self, now_us: u64, period_us: u64) -> usize {
+        let before = self.logs.len();
+        self.logs.retain(|_, w| w.idle_at(period_us).is_some_and(|idle| idle > now_us));
+        self.idle_order =
+            self.logs.iter().map(|(key, w)| Reverse((w.idle_at(period_us).unwrap_or(0), key.clone()))).collect();
+        before - self.logs.len()
+    }
+}
+
+/// One rule's keys. A rule id fixes `calls` and `period`.
 #[derive(Debug)]
-struct Entry {
-    window: Window,
-    last_used: u64,
+struct Table {
+    shards: Vec<Mutex<Shard>>,
     period_us: u64,
 }
 
-type Shard = HashMap<(RuleId, RateKey), Entry>;
+impl Table {
+    fn new(period_us: u64) -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), period_us }
+    }
+}
 
-/// Admission logs by (rule, key).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Admission logs by rule and key.
 #[derive(Debug)]
 pub struct LocalStore {
-    shards: Vec<Mutex<Shard>>,
+    tables: RwLock<HashMap<RuleId, Arc<Table>>>,
     per_shard: usize,
+    max_keys: usize,
     hasher: RandomState,
 }
 
 impl LocalStore {
-    /// A store holding at most about `max_keys` keys.
+    /// A store holding at most about `max_keys` keys per rule.
     pub fn new(max_keys: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            tables: RwLock::new(HashMap::new()),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
+            max_keys,
             hasher: RandomState::new(),
         }
     }
 
-    /// Checks and records one call at `now_us`.
-    pub fn check(&self, rule: RuleId, key: &RateKey, calls: u32, period_us: u64, now_us: u64) -> Outcome {
-        let map_key = (rule, key.clone());
-        let index = usize::try_from(self.hasher.hash_one(&map_key) % SHARDS as u64).unwrap_or(0);
-        let mut shard = match self.shards[index].lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if !shard.contains_key(&map_key) && shard.len() >= self.per_shard {
-            evict_one(&mut shard, now_us);
-        }
-        let entry = shard.entry(map_key).or_insert_with(|| Entry {
-            window: Window::new(calls, period_us),
-            last_used: now_us,
-            period_us,
-        });
-        entry.last_used = now_us;
-        entry.period_us = period_us;
-        entry.window.check(now_us, calls, period_us)
+    /// The cap on keys per rule.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
     }
 
-    /// Drops keys whose admissions no longer count; returns how many were dropped.
+    fn table(&self, rule: RuleId, period_us: u64) -> Arc<Table> {
+        if let Some(table) = self.tables.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&rule) {
+            return table.clone();
+        }
+        let mut tables = self.tables.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tables.entry(rule).or_insert_with(|| Arc::new(Table::new(period_us))).clone()
+    }
+
+    /// Checks and records one call at `now_us`.
+    ///
+    /// # Errors
+    /// [`Full`] when `key` is new and its rule's shard holds only live keys.
+    pub fn check(&self, rule: RuleId, key: &RateKey, calls: u32, period_us: u64, now_us: u64) -> Result<Outcome, Full> {
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        loop {
+            let table = self.table(rule, period_us);
+            let mut shard = lock(&table.shards[index]);
+            if shard.retired {
+                // `sweep` dropped this table after we found it: use the current one.
+                continue;
+            }
+            if let Some(window) = shard.logs.get_mut(key) {
+                return Ok(window.check(now_us, calls, period_us));
+            }
+            if shard.logs.len() >= self.per_shard {
+                shard.make_room(now_us, period_us)?;
+            }
+            let mut window = Window::new(calls, period_us);
+            let outcome = window.check(now_us, calls, period_us);
+            let idle_at = window.idle_at(period_us).unwrap_or(0);
+            shard.logs.insert(key.clone(), window);
+            shard.idle_order.push(Reverse((idle_at, key.clone())));
+            return Ok(outcome);
+        }
+    }
+
+    /// Drops keys whose admissions no longer count, and tables left empty; returns how
+    /// many keys were dropped.
     pub fn sweep(&self, now_us: u64) -> usize {
+        let tables: Vec<(RuleId, Arc<Table>)> = self
+            .tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
         let mut dropped = 0;
-        for shard in &self.shards {
-            let mut shard = match shard.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            let before = shard.len();
-            shard.retain(|_, e| e.window.idle_at(e.period_us).is_some_and(|idle| idle > now_us));
-            dropped += before - shard.len();
+        let mut empty = Vec::new();
+        for (id, table) in &tables {
+            let mut left = 0;
+            for shard in &table.shards {
+                let mut shard = lock(shard);
+                dropped += shard.sweep(now_us, table.period_us);
+                left += shard.logs.len();
+            }
+            if left == 0 {
+                empty.push(*id);
+            }
+        }
+        if !empty.is_empty() {
+            let mut current = self.tables.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in empty {
+                let Some(table) = current.get(&id).cloned() else { continue };
+                // Checked again under every shard's lock: a call may have arrived meanwhile.
+                let mut shards: Vec<_> = table.shards.iter().map(lock).collect();
+                if shards.iter().all(|s| s.logs.is_empty()) {
+                    shards.iter_mut().for_each(|s| s.retired = true);
+                    drop(shards);
+                    current.remove(&id);
+                }
+            }
         }
         dropped
     }
 
-    /// Keys currently held.
+    /// Keys currently held, over every rule.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or_else(|p| p.into_inner().len(), |g| g.len())).sum()
+        let tables = self.tables.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tables.values().flat_map(|t| t.shards.iter()).map(|s| lock(s).logs.len()).sum()
     }
 
     /// True when no key is held.
@@ -88,18 +210,67 @@ impl LocalStore {
     }
 }
 
-/// Removes an idle entry if a sample holds one, else the least recently used sampled one.
-fn evict_one(shard: &mut Shard, now_us: u64) {
-    let victim = shard
-        .iter()
-        .take(EVICTION_SAMPLE)
-        .min_by_key(|(_, e)| {
-            let idle = e.window.idle_at(e.period_us).is_none_or(|idle| idle <= now_us);
-            (!idle, e.last_used)
-        })
-        .map(|(k, _)| k.clone());
-    if let Some(victim) = victim {
-        shard.remove(&victim);
-        metrics::counter!("flowgate_ratelimit_keys_evicted_total").increment(1);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::{LimitKey, RateLimitRule};
+    use std::time::Duration;
+
+    const PERIOD_US: u64 = 10_000_000;
+
+    fn rule(name: &str, key: LimitKey) -> RuleId {
+        RateLimitRule::new(name, 2, Duration::from_micros(PERIOD_US), key, false).id
+    }
+
+    fn key(i: u32) -> RateKey {
+        RateKey::ip(std::net::IpAddr::from(i.to_be_bytes()))
+    }
+
+    /// A spent budget survives any amount of churn on other keys, of its own rule or of
+    /// another: live keys are never evicted, and a full table refuses new keys instead.
+    #[test]
+    fn churn_never_resets_a_live_budget() {
+        let store = LocalStore::new(32);
+        let (victim_rule, churn_rule) = (rule("victim", LimitKey::Principal), rule("churn", LimitKey::Ip));
+        let alice = RateKey::principal("t", "oid:alice");
+        let spent = key(0);
+        for _ in 0..2 {
+            assert!(store.check(victim_rule, &alice, 2, PERIOD_US, 0).unwrap().admitted);
+            assert!(store.check(churn_rule, &spent, 2, PERIOD_US, 0).unwrap().admitted);
+        }
+        let (mut admitted, mut full) = (0, 0);
+        for i in 1..10_000 {
+            match store.check(churn_rule, &key(i), 2, PERIOD_US, 1 + u64::from(i)) {
+                Ok(outcome) => admitted += usize::from(outcome.admitted),
+                Err(Full { retry_us }) => {
+                    assert!(retry_us > 0 && retry_us <= PERIOD_US, "{retry_us}");
+                    full += 1;
+                }
+            }
+        }
+        assert!(admitted < 40 && full > 9_000, "admitted {admitted}, full {full}");
+        let now = 20_000;
+        assert!(!store.check(victim_rule, &alice, 2, PERIOD_US, now).unwrap().admitted, "another rule's churn");
+        assert!(!store.check(churn_rule, &spent, 2, PERIOD_US, now).unwrap().admitted, "its own rule's churn");
+        // Once the period has passed the keys are idle: new keys find room again, losslessly.
+        let later = PERIOD_US + 20_000;
+        assert!(store.check(churn_rule, &key(123_456), 2, PERIOD_US, later).unwrap().admitted);
+        assert!(store.check(churn_rule, &spent, 2, PERIOD_US, later).unwrap().admitted);
+    }
+
+    #[test]
+    fn sweep_drops_idle_keys_and_empty_tables() {
+        let store = LocalStore::new(1000);
+        let id = rule("s", LimitKey::Ip);
+        for i in 0..100 {
+            store.check(id, &key(i), 2, PERIOD_US, u64::from(i)).unwrap();
+        }
+        assert_eq!(store.sweep(PERIOD_US), 1, "only the key admitted at 0 is idle at the period");
+        assert_eq!(store.len(), 99);
+        assert_eq!(store.sweep(2 * PERIOD_US), 99);
+        assert!(store.is_empty());
+        assert!(store.tables.read().unwrap().is_empty(), "the empty table is dropped");
+        assert!(store.check(id, &key(1), 2, PERIOD_US, 2 * PERIOD_US).unwrap().admitted);
+        assert_eq!(store.len(), 1);
     }
 }

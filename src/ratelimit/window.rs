@@ -31,13 +31,11 @@
 //! # Memory
 //! A log grows only as admissions happen (a key that called 3 times holds 3 entries) and
 //! never beyond `calls` entries: at most `calls × 4` bytes per key (`calls × 8` for periods
-//! over 35 minutes), plus at most about 200 bytes of map entry and key. For `calls = 2000,
-//! period = 60 s` a saturated key holds 8,000 bytes; at the default cap of 50,000 local keys
-//! (`[cluster] local_max_keys`, least recently used evicted beyond it, metric
-//! `flowgate_ratelimit_keys_evicted_total`) the worst case is 50,000 × 8.2 kB ≈ 391 MiB.
-//! In general the worst case is `local_max_keys × calls × 4` bytes (`× 8` over 35 minutes),
-//! up to 400 kB per key at 100,000 calls: lower `local_max_keys` for rules with a very
-//! large `calls`.
+//! over 35 minutes; the ring buffer at most doubles that), plus about 200 bytes of map
+//! entry and key. Memory therefore follows the admissions still counting (4 B each, about
+//! 8 B with slack), plus the keys held: at most `[cluster] local_max_keys` per rule
+//! (default 50,000; see `local.rs` for what happens at the cap). A saturated 2000-per-60 s
+//! key holds 8,000 bytes; lower `local_max_keys` for rules with a very large `calls`.
 //!
 //! **Huge budgets** (`calls > 100,000`, [`EXACT_MAX_CALLS`]) fall back to a bucketed log:
 //! admissions in the same 1 % slot of the period are merged into one bucket remembering its
