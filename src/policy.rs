@@ -146,7 +146,8 @@ pub struct Trigger {
     /// Lower-case query names a caller may not send upstream: injected names and the
     /// signed-URL parameters.
     pub reserved_query: std::collections::HashSet<String>,
-    /// Replace injected values echoed by the upstream.
+    /// Replace injected values echoed by the upstream in the response body (headers are
+    /// always scrubbed). On by default when the trigger injects.
     pub scrub_responses: bool,
 }
 
@@ -487,6 +488,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     let injection = crate::secrets::compile_injection(&raw.inject, &path.key("inject"), shared.vaults, diags);
     let reserved_query = reserved_query(&injection, &access);
     let injected_names = injection.names_to_strip();
+    let scrub_responses = raw.scrub_responses.unwrap_or_else(|| injection.injects());
     Some(Trigger {
         name: raw.name.clone(),
         host,
@@ -504,7 +506,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         reserved_query,
         injected_names,
         injection,
-        scrub_responses: raw.scrub_responses,
+        scrub_responses,
     })
 }
 

@@ -9,6 +9,7 @@
 //!    ends (or is dropped), so the byte counts are real.
 
 mod body;
+pub mod coding;
 mod headers;
 mod permit;
 
@@ -336,6 +337,12 @@ pub async fn forward(
         }
     }
     rendered.apply_headers(&mut headers);
+    let scrubber = rendered.scrubber();
+    let scrub_body = trigger.scrub_responses && !scrubber.is_empty();
+    if scrub_body {
+        // The scrubber reads the body as sent: no compression, no byte ranges.
+        coding::ask_for_scrubbable(&mut headers);
+    }
 
     let request_stats = call.request_body.clone();
     let body = if trigger.injection.has_json() {
@@ -412,15 +419,20 @@ pub async fn forward(
     if let Some(value) = rate_limit_header {
         parts.headers.insert(HeaderName::from_static("ratelimit"), value);
     }
-    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout);
-    let body = if trigger.scrub_responses {
-        // An upstream that echoes an injected value must not hand it to the caller.
-        let scrubber = rendered.scrubber();
-        scrubber.scrub_headers(&mut parts.headers);
+    // Injected values never reach the caller in a response header (a redirect's
+    // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
+    scrubber.scrub_headers(&mut parts.headers);
+    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout).boxed_unsync();
+    let body = if scrub_body {
+        // An upstream that echoes an injected value must not hand it to the caller, even
+        // compressed: the body is decoded first, or refused when it cannot be.
+        let codings = coding::codings(&parts.headers)
+            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("{}: {e}", trigger.upstream.display) })?;
+        let body = coding::decode(body, &codings, &mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         scrubber.wrap(body).boxed_unsync()
     } else {
-        body.boxed_unsync()
+        body
     };
     if let Some(capture) = &mut call.capture {
         capture.response_headers = parts.headers.clone();

@@ -180,6 +180,11 @@ impl Injection {
         self.json_max_bytes
     }
 
+    /// True when this injects anything (responses are then scrubbed by default).
+    pub fn injects(&self) -> bool {
+        !(self.headers.is_empty() && self.query.is_empty() && self.json.is_empty() && self.basic_auth.is_none())
+    }
+
     /// True when the trigger injects JSON body fields.
     pub fn has_json(&self) -> bool {
         !self.json.is_empty()
