@@ -259,9 +259,14 @@ pub struct RawAudit {
     /// Also write run records to stdout.
     #[serde(default)]
     pub stdout: bool,
-    /// Records kept in memory for the admin API.
+    /// Records kept in memory for the admin API (`/runs`); 0 keeps none.
     #[serde(default = "default_audit_ring")]
     pub ring: usize,
+    /// Bytes the in-memory records may take at most (each record is kept as its JSON
+    /// text); the oldest are evicted first and counted in
+    /// `flowgate_audit_ring_evictions_total`. Default 64 MiB.
+    #[serde(default = "default_audit_ring_max_bytes")]
+    pub ring_max_bytes: usize,
     /// Body bytes captured at most per message (triggers with `capture = true`); longer
     /// bodies are stored as a hash and length.
     #[serde(default = "default_audit_capture_max_bytes")]
@@ -284,6 +289,7 @@ impl Default for RawAudit {
             keep: default_audit_keep(),
             stdout: false,
             ring: default_audit_ring(),
+            ring_max_bytes: default_audit_ring_max_bytes(),
             capture_max_bytes: default_audit_capture_max_bytes(),
             queue: default_audit_queue(),
             error_log_interval: d60s(),
@@ -299,6 +305,9 @@ fn default_audit_keep() -> usize {
 }
 fn default_audit_ring() -> usize {
     10_000
+}
+fn default_audit_ring_max_bytes() -> usize {
+    64 * 1024 * 1024
 }
 fn default_audit_capture_max_bytes() -> usize {
     64 * 1024
