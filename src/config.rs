@@ -334,7 +334,11 @@ pub struct RawTrigger {
     #[serde(default = "default_methods")]
     pub methods: Vec<String>,
     /// Where admitted calls go. May carry its own path and query; the caller cannot
-    /// override a query parameter set here.
+    /// override a query parameter set here. A credential carried in the path (Slack,
+    /// Teams or Discord webhook URLs) is taken from a vault with a `{{secret://…}}` part,
+    /// for example `"https://hooks.slack.com/services/{{secret://kv/slack#path}}"`: the
+    /// value must be made of path characters (no empty, `.` or `..` segment), and only the
+    /// reference is ever shown (logs, `/policy`, run records).
     pub upstream: String,
     /// Extra PEM CA bundle trusted for this upstream, beside the system roots.
     pub upstream_ca: Option<String>,

@@ -311,9 +311,11 @@ pub async fn forward(
     // parameters of injected names are dropped, then injected parameters are appended.
     let injected_query: Vec<(&str, &str)> =
         rendered.query().iter().map(|(name, value)| (name.as_str(), value.expose_secret())).collect();
+    // A webhook URL whose path carries its credential takes that path from the vault.
+    let vault_path = rendered.upstream_path().map(crate::secrets::SecretValue::expose_secret);
     let uri = trigger
         .upstream
-        .uri_for(&rest, parts.uri.query(), &trigger.reserved_query, &injected_query)
+        .uri_for_path(vault_path, &rest, parts.uri.query(), &trigger.reserved_query, &injected_query)
         .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") })?;
 
     let mut headers = parts.headers;

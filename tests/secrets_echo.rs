@@ -20,6 +20,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::Digest;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ use tokio::io::AsyncReadExt;
 
 const API_KEY: &str = "s3cr3t-echo-hdr-4c1d+/=é";
 const CODE: &str = "s3cr3t-echo-qry-&x=1 y/z";
+/// The credential part of a webhook URL's path (Slack style: three segments).
+const PATH_PART: &str = "T0S3CR3T/B0S3CR3T/s3cr3tWebhookPart9f2c";
 
 /// The in-memory log sink of this binary's global TRACE subscriber.
 #[derive(Clone, Default)]
@@ -91,7 +94,7 @@ fn forms(value: &str) -> Vec<(&'static str, String)> {
 fn assert_clean(places: &[(String, String)]) {
     let mut hits = Vec::new();
     for (place, text) in places {
-        for secret in [API_KEY, CODE] {
+        for secret in [API_KEY, CODE, PATH_PART] {
             for (form, needle) in forms(secret) {
                 if let Some(at) = text.find(&needle) {
                     let mut start = at.saturating_sub(40);
@@ -152,7 +155,9 @@ async fn echo(request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> 
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into()))
         .collect();
-    let text = serde_json::json!({ "target": parts.uri.to_string(), "headers": headers }).to_string();
+    let path_sha = hex::encode(sha2::Sha256::digest(parts.uri.path().as_bytes()));
+    let text =
+        serde_json::json!({ "target": parts.uri.to_string(), "path_sha": path_sha, "headers": headers }).to_string();
     let accepted = parts.headers.get("accept-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let coding = param("force").or_else(|| {
         ["gzip", "deflate", "br"].into_iter().find(|c| accepted.split(',').any(|a| a.trim() == *c)).map(str::to_owned)
@@ -194,7 +199,12 @@ struct Setup {
 async fn setup(triggers: impl FnOnce(SocketAddr) -> String) -> Setup {
     logs();
     let fx = Fixture::new();
-    let text = format!("[flows]\napi_key = {}\ncode = {}\n", serde_json::json!(API_KEY), serde_json::json!(CODE));
+    let text = format!(
+        "[flows]\napi_key = {}\ncode = {}\n\n[hooks]\nslack = {}\n",
+        serde_json::json!(API_KEY),
+        serde_json::json!(CODE),
+        serde_json::json!(PATH_PART)
+    );
     write_private(&fx.path().join("secrets.toml"), &text);
     let up = start_echo_upstream().await;
     let audit_file = fx.path().join("runs.jsonl");
@@ -328,5 +338,47 @@ async fn injecting_triggers_scrub_bodies_by_default() {
     // Turned off explicitly, the body is the upstream's own (the owner's choice).
     let raw: serde_json::Value = client.get(setup.gw.url("/off")).send().await.unwrap().json().await.unwrap();
     assert_eq!(raw["headers"]["x-api-key"], API_KEY);
+    setup.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_path_credential_comes_from_the_vault_and_is_never_shown() {
+    let closed = common::closed_port();
+    let setup = setup(|up| {
+        [
+            trigger_to(
+                "hook",
+                "/hook",
+                &format!("http://{up}/services/{{{{secret://files/hooks#slack}}}}?v=1"),
+                "capture = true",
+            ),
+            trigger_to("down", "/down", &format!("http://{closed}/services/{{{{secret://files/hooks#slack}}}}"), ""),
+        ]
+        .concat()
+    })
+    .await;
+    let response = setup.fx.client(false).post(setup.gw.url("/hook")).body("{}").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let text = response.text().await.unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // The upstream got the real path; the caller sees its echo of it scrubbed by default.
+    let wanted = format!("/services/{PATH_PART}");
+    assert_eq!(echo["path_sha"], hex::encode(sha2::Sha256::digest(wanted.as_bytes())), "{text}");
+    assert!(echo["target"].as_str().unwrap().contains("/services/[redacted]?v=1"), "{text}");
+
+    let mut places = vec![("response".to_owned(), text)];
+    let policy = reqwest::get(setup.gw.admin_url("/policy")).await.unwrap().text().await.unwrap();
+    assert!(policy.contains("{{secret://files/hooks#slack}}"), "the reference is shown: {policy}");
+    places.push(("/policy".to_owned(), policy));
+    // An upstream that cannot be reached: the failure's reason shows the reference only.
+    let down = setup.fx.client(false).post(setup.gw.url("/down")).send().await.unwrap();
+    assert_eq!(down.status(), 502);
+    let down_id = down.headers()["x-request-id"].to_str().unwrap().to_owned();
+    places.push(("502 response".to_owned(), down.text().await.unwrap()));
+    let record = run_record(&setup.gw, &down_id).await;
+    assert!(record["reason"].as_str().unwrap().contains("{{secret://files/hooks#slack}}"), "{record}");
+    places.extend(records(&setup, &[id, down_id]).await);
+    assert_clean(&places);
     setup.gw.shutdown().await;
 }
