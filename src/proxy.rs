@@ -418,6 +418,9 @@ pub async fn forward(
     call.record.upstream_status = Some(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
+    // it may repeat what the upstream received: the standard phrase is sent instead.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
     if let Some(value) = rate_limit_header {
         parts.headers.insert(HeaderName::from_static("ratelimit"), value);
     }

@@ -143,10 +143,13 @@ async fn echo(request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> 
     if parts.uri.path() == "/redirect" {
         let code = param("code").unwrap_or_default();
         let again: String = code.bytes().map(|b| format!("%{b:02x}")).collect();
+        // The reason phrase repeats the value too (hyper passes a custom one on).
+        let reason = hyper::ext::ReasonPhrase::try_from(format!("Moved to {code}").into_bytes()).unwrap();
         return Response::builder()
             .status(302)
             .header("location", format!("https://elsewhere.example/callback?{query}"))
             .header("x-again", again)
+            .extension(reason)
             .body(Full::new(Bytes::from_static(b"moved")))
             .unwrap();
     }
@@ -317,6 +320,18 @@ async fn redirects_and_headers_are_scrubbed_even_without_body_scrubbing() {
     assert_eq!(response.headers()["x-again"], "[redacted]");
     let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     let mut places = vec![("302 response".to_owned(), format!("{:?}", response.headers()))];
+    // The status line as an HTTP/1.1 caller reads it: no reason phrase from the upstream.
+    let mut tls = common::raw_tls(&setup.fx, &setup.gw).await;
+    let request = format!(
+        "POST /moved?keep=1 HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        setup.fx.token()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tls, request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    assert!(raw.starts_with("HTTP/1.1 302 Found\r\n"), "{raw}");
+    places.push(("302 response on the wire".to_owned(), raw));
     places.extend(records(&setup, &[id]).await);
     assert_clean(&places);
     setup.gw.shutdown().await;

@@ -17,7 +17,7 @@ use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder}
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{HeaderMap, HeaderValue, header};
-use http_body::Frame;
+use http_body::{Body, Frame};
 use http_body_util::{BodyDataStream, BodyExt, StreamBody};
 use tokio::io::BufReader;
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -84,6 +84,10 @@ pub fn decode(body: UpstreamBody, codings: &[Coding], headers: &mut HeaderMap) -
         && let Ok(weak) = HeaderValue::from_bytes(&[b"W/", etag.as_bytes()].concat())
     {
         headers.insert(header::ETAG, weak);
+    }
+    if body.is_end_stream() {
+        // HEAD, 204, 304: nothing to decode (and an empty input is no valid gzip stream).
+        return body;
     }
     codings.iter().rev().fold(body, |body, coding| decode_one(body, *coding))
 }
@@ -156,6 +160,16 @@ mod tests {
         ask_for_scrubbable(&mut request);
         assert_eq!(request[header::ACCEPT_ENCODING], "identity");
         assert!(request.get(header::RANGE).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_stays_empty() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+        let decoded = decode(empty, &[Coding::Gzip], &mut headers);
+        assert!(decoded.collect().await.unwrap().to_bytes().is_empty());
+        assert!(headers.get(header::CONTENT_ENCODING).is_none());
     }
 
     #[tokio::test]

@@ -171,6 +171,18 @@ const STEPS_PER_BYTE: usize = 16;
 /// Whether `input` starts with `pattern` in some encoded form (see the module header).
 /// `Partial` when `input` ends (and is not `last`) while it could still become a match.
 fn match_encoded(input: &[u8], pattern: &[u8], last: bool) -> Scan {
+    // Most candidate positions fail on their first character: decide those without the search.
+    let (Some(&first), Some(&want)) = (input.first(), pattern.first()) else {
+        return if pattern.is_empty() { Scan::Full(0) } else { Scan::None };
+    };
+    let unit = decode_unit(input);
+    let first_fits = first == want
+        || (first == b'+' && want == b' ')
+        || matches!(unit, Unit::Incomplete)
+        || matches!(unit, Unit::Decoded { bytes, .. } if bytes[0] == want);
+    if !first_fits {
+        return Scan::None;
+    }
     // Depth-first over (input position, pattern position); the raw byte is tried first.
     // Alternatives arise only where a byte of the value is itself an escape character.
     let mut stack: Vec<(usize, usize)> = Vec::with_capacity(4);
