@@ -294,8 +294,10 @@ impl Injection {
             rendered.upstream_path = Some(path);
         }
         // Upstreams echo values the way they received them: a query value form-encoded (an
-        // echoed request URL), a JSON field escaped. Scrubbing and the run history's
-        // redaction must catch those forms too, not only the raw text.
+        // echoed request URL), a JSON field escaped. The run history's redaction (plain
+        // substrings) must catch those forms too; the scrubber decodes escapes itself and
+        // needs only the raw values.
+        rendered.raw_secrets = rendered.secrets.len();
         let echoed: Vec<SecretValue> = rendered.secrets.iter().flat_map(echo_forms).collect();
         rendered.secrets.extend(echoed);
         Ok(rendered)
@@ -401,7 +403,10 @@ pub struct Rendered {
     query: Vec<(String, SecretValue)>,
     json: Vec<(String, SecretValue)>,
     json_max_bytes: usize,
+    /// Raw values first, then the echo forms of them.
     secrets: Vec<SecretValue>,
+    /// How many of `secrets` are raw values.
+    raw_secrets: usize,
     upstream_path: Option<SecretValue>,
 }
 
@@ -469,7 +474,7 @@ impl Rendered {
 
     /// A scrubber for every secret value used in this call (for `scrub_responses`).
     pub fn scrubber(&self) -> Scrubber {
-        Scrubber::new(self.secrets.iter().cloned())
+        Scrubber::new(self.secrets[..self.raw_secrets.min(self.secrets.len())].iter().cloned())
     }
 }
 

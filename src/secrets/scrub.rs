@@ -183,8 +183,8 @@ fn match_encoded(input: &[u8], pattern: &[u8], last: bool) -> Scan {
     if !first_fits {
         return Scan::None;
     }
-    // Depth-first over (input position, pattern position); the raw byte is tried first.
-    // Alternatives arise only where a byte of the value is itself an escape character.
+    // Depth-first over (input position, pattern position). Alternatives arise only where a
+    // byte of the value is itself an escape character.
     let mut stack: Vec<(usize, usize)> = Vec::with_capacity(4);
     stack.push((0, 0));
     let mut partial = false;
@@ -201,18 +201,20 @@ fn match_encoded(input: &[u8], pattern: &[u8], last: bool) -> Scan {
             break;
         }
         budget -= 1;
+        // Pushed last, tried first: an escape, so that a value ending in `\` echoed as `\\`
+        // is replaced whole.
+        if input[i] == pattern[j] {
+            stack.push((i + 1, j + 1));
+        }
+        if input[i] == b'+' && pattern[j] == b' ' {
+            stack.push((i + 1, j + 1));
+        }
         match decode_unit(&input[i..]) {
             Unit::Decoded { consumed, bytes, len } if pattern[j..].starts_with(&bytes[..len]) => {
                 stack.push((i + consumed, j + len));
             }
             Unit::Incomplete => partial |= !last,
             Unit::Decoded { .. } | Unit::Raw => {}
-        }
-        if input[i] == b'+' && pattern[j] == b' ' {
-            stack.push((i + 1, j + 1));
-        }
-        if input[i] == pattern[j] {
-            stack.push((i + 1, j + 1));
         }
     }
     if partial { Scan::Partial } else { Scan::None }
