@@ -25,6 +25,7 @@ use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, RateKey};
+use crate::secrets::Scrubber;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
@@ -482,6 +483,8 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                     .chain(capture.secrets.iter().map(|s| s.expose_secret().as_bytes()))
                     .chain(capture.trigger.upstream.credential_values.iter().map(|v| v.as_bytes()))
                     .collect();
+                let (response_body, response_len) =
+                    redacted_for_capture(&capture.secrets, capture.response_body.bytes(), bytes_out);
                 record.capture = Some(crate::audit::Captured {
                     request: Some(crate::audit::capture_request(
                         rules,
@@ -493,8 +496,8 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                     response: Some(crate::audit::capture_response(
                         rules,
                         &capture.response_headers,
-                        &capture.response_body.bytes(),
-                        bytes_out,
+                        &response_body,
+                        response_len,
                         &hidden,
                     )),
                 });
@@ -518,6 +521,18 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
         }),
     );
     Response::from_parts(parts, observed.boxed_unsync())
+}
+
+/// The captured response with injected values redacted in every escaped form the
+/// scrubber knows (the caller may have had them unscrubbed), and the length to record.
+fn redacted_for_capture(secrets: &[crate::secrets::SecretValue], tapped: Vec<u8>, sent: u64) -> (Vec<u8>, u64) {
+    if secrets.is_empty() {
+        return (tapped, sent);
+    }
+    let whole = tapped.len() as u64 == sent;
+    let redacted = Scrubber::new(secrets.iter().cloned()).scrub_bytes(&tapped);
+    let len = if whole { redacted.len() as u64 } else { sent };
+    (redacted, len)
 }
 
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.

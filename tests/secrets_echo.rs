@@ -80,6 +80,7 @@ fn forms(value: &str) -> Vec<(&'static str, String)> {
     vec![
         ("raw", value.to_owned()),
         ("form-urlencoded", url::form_urlencoded::byte_serialize(bytes).collect()),
+        ("form-urlencoded (lower)", lower_escapes(&url::form_urlencoded::byte_serialize(bytes).collect::<String>())),
         ("percent-encoded (upper)", strict.clone()),
         ("percent-encoded (lower)", strict.to_lowercase()),
         ("JSON-escaped", json[1..json.len() - 1].to_owned()),
@@ -88,6 +89,20 @@ fn forms(value: &str) -> Vec<(&'static str, String)> {
         ("base64url", URL_SAFE_NO_PAD.encode(bytes)),
         ("hex", hex::encode(bytes)),
     ]
+}
+
+/// `%2B` → `%2b`, other characters unchanged.
+fn lower_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Fails naming the place and form of every secret found (the value itself masked).
@@ -159,8 +174,15 @@ async fn echo(request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> 
         .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into()))
         .collect();
     let path_sha = hex::encode(sha2::Sha256::digest(parts.uri.path().as_bytes()));
-    let text =
-        serde_json::json!({ "target": parts.uri.to_string(), "path_sha": path_sha, "headers": headers }).to_string();
+    // Some upstreams write escapes in lower case: the query again, that way.
+    let query_lower = lower_escapes(&query);
+    let text = serde_json::json!({
+        "target": parts.uri.to_string(),
+        "query_lower": query_lower,
+        "path_sha": path_sha,
+        "headers": headers,
+    })
+    .to_string();
     let accepted = parts.headers.get("accept-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let coding = param("force").or_else(|| {
         ["gzip", "deflate", "br"].into_iter().find(|c| accepted.split(',').any(|a| a.trim() == *c)).map(str::to_owned)
@@ -342,7 +364,12 @@ async fn injecting_triggers_scrub_bodies_by_default() {
     let setup = setup(|up| {
         [
             trigger_to("default", "/default", &format!("http://{up}/echo"), INJECT),
-            trigger_to("off", "/off", &format!("http://{up}/echo"), &format!("{INJECT}scrub_responses = false")),
+            trigger_to(
+                "off",
+                "/off",
+                &format!("http://{up}/echo"),
+                &format!("{INJECT}scrub_responses = false\ncapture = true"),
+            ),
         ]
         .concat()
     })
@@ -351,8 +378,15 @@ async fn injecting_triggers_scrub_bodies_by_default() {
     let scrubbed: serde_json::Value = client.get(setup.gw.url("/default")).send().await.unwrap().json().await.unwrap();
     assert_eq!(scrubbed["headers"]["x-api-key"], "[redacted]", "{scrubbed}");
     // Turned off explicitly, the body is the upstream's own (the owner's choice).
-    let raw: serde_json::Value = client.get(setup.gw.url("/off")).send().await.unwrap().json().await.unwrap();
+    let off = client.get(setup.gw.url("/off")).send().await.unwrap();
+    let id = off.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let raw: serde_json::Value = off.json().await.unwrap();
     assert_eq!(raw["headers"]["x-api-key"], API_KEY);
+    // Its run record still shows no value, in any form the upstream wrote it.
+    assert!(raw["query_lower"].as_str().unwrap().contains("%26x%3d1+y%2fz"), "{raw}");
+    let record = run_record(&setup.gw, &id).await;
+    assert!(record["capture"]["response"]["body"]["json"].is_object(), "{record}");
+    assert_clean(&[("run record of the unscrubbed call".to_owned(), record.to_string())]);
     setup.gw.shutdown().await;
 }
 
