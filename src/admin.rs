@@ -185,8 +185,8 @@ async fn route<B>(
             if let Err(response) = role_of(gateway, peer, &request).await {
                 return response;
             }
-            match gateway.audit.get(&p["/runs/".len()..]) {
-                Some(record) => json(StatusCode::OK, &serde_json::to_value(record).unwrap_or_default()),
+            match gateway.audit.get_json(&p["/runs/".len()..]) {
+                Some(record) => json_text(StatusCode::OK, record),
                 None => error(StatusCode::NOT_FOUND, "no such run"),
             }
         }
@@ -216,7 +216,9 @@ async fn role_of<B>(
 
 fn runs(gateway: &Gateway, query: &str) -> Response<ResponseBody> {
     match RunFilter::from_query(query) {
-        Ok(filter) => json(StatusCode::OK, &serde_json::to_value(gateway.audit.query(&filter)).unwrap_or_default()),
+        // The ring hands out its records' JSON text; the answer is assembled after its lock
+        // is released (calls writing their records never wait for it).
+        Ok(filter) => json_text(StatusCode::OK, gateway.audit.query_json(&filter)),
         Err(message) => error(StatusCode::BAD_REQUEST, &message),
     }
 }
@@ -267,6 +269,15 @@ async fn reload(gateway: &Arc<Gateway>, role: AdminRole) -> Response<ResponseBod
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
     let mut response = Response::new(full_body(format!("{value:#}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A JSON answer from text that is already JSON (the run history keeps records as text).
+fn json_text(status: StatusCode, mut text: String) -> Response<ResponseBody> {
+    text.push('\n');
+    let mut response = Response::new(full_body(text));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

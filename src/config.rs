@@ -341,9 +341,14 @@ pub struct RawAudit {
     /// Also write run records to stdout.
     #[serde(default)]
     pub stdout: bool,
-    /// Records kept in memory for the admin API.
+    /// Records kept in memory for the admin API (`/runs`); 0 keeps none.
     #[serde(default = "default_audit_ring")]
     pub ring: usize,
+    /// Bytes the in-memory records may take at most (each record is kept as its JSON
+    /// text); the oldest are evicted first and counted in
+    /// `flowgate_audit_ring_evictions_total`. Default 64 MiB.
+    #[serde(default = "default_audit_ring_max_bytes")]
+    pub ring_max_bytes: usize,
     /// Body bytes captured at most per message (triggers with `capture = true`); longer
     /// bodies are stored as a hash and length.
     #[serde(default = "default_audit_capture_max_bytes")]
@@ -366,6 +371,7 @@ impl Default for RawAudit {
             keep: default_audit_keep(),
             stdout: false,
             ring: default_audit_ring(),
+            ring_max_bytes: default_audit_ring_max_bytes(),
             capture_max_bytes: default_audit_capture_max_bytes(),
             queue: default_audit_queue(),
             error_log_interval: d60s(),
@@ -381,6 +387,9 @@ fn default_audit_keep() -> usize {
 }
 fn default_audit_ring() -> usize {
     10_000
+}
+fn default_audit_ring_max_bytes() -> usize {
+    64 * 1024 * 1024
 }
 fn default_audit_capture_max_bytes() -> usize {
     64 * 1024
@@ -407,7 +416,11 @@ pub struct RawTrigger {
     #[serde(default = "default_methods")]
     pub methods: Vec<String>,
     /// Where admitted calls go. May carry its own path and query; the caller cannot
-    /// override a query parameter set here.
+    /// override a query parameter set here. A credential carried in the path (Slack,
+    /// Teams or Discord webhook URLs) is taken from a vault with a `{{secret://…}}` part,
+    /// for example `"https://hooks.slack.com/services/{{secret://kv/slack#path}}"`: the
+    /// value must be made of path characters (no empty, `.` or `..` segment), and only the
+    /// reference is ever shown (logs, `/policy`, run records).
     pub upstream: String,
     /// Extra PEM CA bundle trusted for this upstream, beside the system roots.
     pub upstream_ca: Option<String>,
@@ -477,9 +490,11 @@ pub struct RawTrigger {
     /// Values written into the upstream request.
     #[serde(default)]
     pub inject: crate::secrets::RawInject,
-    /// Replace injected secret values echoed by the upstream in its response.
-    #[serde(default)]
-    pub scrub_responses: bool,
+    /// Replace injected secret values echoed by the upstream in its response body (raw,
+    /// percent-, JSON- or HTML-escaped; a compressed body is decoded first). Default: on
+    /// when the trigger injects a secret, off otherwise. Response headers of a trigger that
+    /// injects are scrubbed whatever this says.
+    pub scrub_responses: Option<bool>,
 
     /// Record request and response headers and bodies in the run history.
     #[serde(default)]

@@ -191,7 +191,8 @@ pub struct Trigger {
     /// Lower-case query names a caller may not send upstream: injected names and the
     /// signed-URL parameters.
     pub reserved_query: std::collections::HashSet<String>,
-    /// Replace injected values echoed by the upstream.
+    /// Replace injected values echoed by the upstream in the response body (headers are
+    /// always scrubbed). On by default when the trigger injects.
     pub scrub_responses: bool,
 }
 
@@ -561,7 +562,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     if host.as_deref().is_some_and(str::is_empty) {
         diags.error(&path.key("host"), "must not be empty when set");
     }
-    let upstream = Upstream::compile(raw, source, limits, path, diags);
+    let mut upstream = Upstream::compile(raw, source, limits, path, diags);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
     let capture = crate::audit::CaptureRules::compile(raw, shared.audit.capture_max_bytes, path, diags);
     let access = crate::auth::compile_access(raw, path, shared.identities, shared.signed_urls, diags);
@@ -588,9 +589,13 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         (None, Some(RawRateLimitSetting::Off(_))) => (None, LimitSource::Global),
         (None, None) => (Some(RateLimitRule::builtin_default(&raw.name)), LimitSource::BuiltIn),
     };
-    let injection = crate::secrets::compile_injection(&raw.inject, &path.key("inject"), shared.vaults, diags);
+    let mut injection = crate::secrets::compile_injection(&raw.inject, &path.key("inject"), shared.vaults, diags);
+    if let Some(template) = upstream.as_mut().and_then(|u| u.path_template.take()) {
+        injection.set_upstream_path(template, &path.key("upstream"), shared.vaults, diags);
+    }
     let reserved_query = reserved_query(&injection, &access);
     let injected_names = injection.names_to_strip();
+    let scrub_responses = raw.scrub_responses.unwrap_or_else(|| injection.injects());
     Some(Trigger {
         name: raw.name.clone(),
         host,
@@ -610,7 +615,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         reserved_query,
         injected_names,
         injection,
-        scrub_responses: raw.scrub_responses,
+        scrub_responses,
     })
 }
 

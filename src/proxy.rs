@@ -9,6 +9,7 @@
 //!    ends (or is dropped), so the byte counts are real.
 
 mod body;
+pub mod coding;
 mod headers;
 mod permit;
 
@@ -24,6 +25,7 @@ use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
+use crate::secrets::Scrubber;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
@@ -428,9 +430,11 @@ pub async fn forward(
     // parameters of injected names are dropped, then injected parameters are appended.
     let injected_query: Vec<(&str, &str)> =
         rendered.query().iter().map(|(name, value)| (name.as_str(), value.expose_secret())).collect();
+    // A webhook URL whose path carries its credential takes that path from the vault.
+    let vault_path = rendered.upstream_path().map(crate::secrets::SecretValue::expose_secret);
     let uri = trigger
         .upstream
-        .uri_for(&rest, parts.uri.query(), &trigger.reserved_query, &injected_query)
+        .uri_for_path(vault_path, &rest, parts.uri.query(), &trigger.reserved_query, &injected_query)
         .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") })?;
 
     let mut headers = parts.headers;
@@ -454,6 +458,12 @@ pub async fn forward(
         }
     }
     rendered.apply_headers(&mut headers);
+    let scrubber = rendered.scrubber();
+    let scrub_body = trigger.scrub_responses && !scrubber.is_empty();
+    if scrub_body {
+        // The scrubber reads the body as sent: no compression, no byte ranges.
+        coding::ask_for_scrubbable(&mut headers);
+    }
 
     let request_stats = call.request_body.clone();
     let Some(body) = body.take() else {
@@ -551,18 +561,26 @@ pub async fn forward(
     call.record.upstream_status = Some(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
+    // it may repeat what the upstream received: the standard phrase is sent instead.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
     if let Some(value) = rate_limit_header {
         parts.headers.insert(HeaderName::from_static("ratelimit"), value);
     }
-    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout);
-    let body = if trigger.scrub_responses {
-        // An upstream that echoes an injected value must not hand it to the caller.
-        let scrubber = rendered.scrubber();
-        scrubber.scrub_headers(&mut parts.headers);
+    // Injected values never reach the caller in a response header (a redirect's
+    // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
+    scrubber.scrub_headers(&mut parts.headers);
+    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout).boxed_unsync();
+    let body = if scrub_body {
+        // An upstream that echoes an injected value must not hand it to the caller, even
+        // compressed: the body is decoded first, or refused when it cannot be.
+        let codings = coding::codings(&parts.headers)
+            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("{}: {e}", trigger.upstream.display) })?;
+        let body = coding::decode(body, &codings, &mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         scrubber.wrap(body).boxed_unsync()
     } else {
-        body.boxed_unsync()
+        body
     };
     if let Some(capture) = &mut call.capture {
         capture.response_headers = parts.headers.clone();
@@ -660,6 +678,8 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                     .chain(capture.secrets.iter().map(|s| s.expose_secret().as_bytes()))
                     .chain(capture.trigger.upstream.credential_values.iter().map(|v| v.as_bytes()))
                     .collect();
+                let (response_body, response_len) =
+                    redacted_for_capture(&capture.secrets, capture.response_body.bytes(), bytes_out);
                 record.capture = Some(crate::audit::Captured {
                     request: Some(crate::audit::capture_request(
                         rules,
@@ -671,8 +691,8 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                     response: Some(crate::audit::capture_response(
                         rules,
                         &capture.response_headers,
-                        &capture.response_body.bytes(),
-                        bytes_out,
+                        &response_body,
+                        response_len,
                         &hidden,
                     )),
                 });
@@ -696,6 +716,18 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
         }),
     );
     Response::from_parts(parts, observed.boxed_unsync())
+}
+
+/// The captured response with injected values redacted in every escaped form the
+/// scrubber knows (the caller may have had them unscrubbed), and the length to record.
+fn redacted_for_capture(secrets: &[crate::secrets::SecretValue], tapped: Vec<u8>, sent: u64) -> (Vec<u8>, u64) {
+    if secrets.is_empty() {
+        return (tapped, sent);
+    }
+    let whole = tapped.len() as u64 == sent;
+    let redacted = Scrubber::new(secrets.iter().cloned()).scrub_bytes(&tapped);
+    let len = if whole { redacted.len() as u64 } else { sent };
+    (redacted, len)
 }
 
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.

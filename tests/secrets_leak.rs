@@ -230,7 +230,12 @@ async fn no_secret_value_leaks_on_any_path_in_any_form() {
             &format!("http://{up}/echo"),
             &format!("{inject_all}scrub_responses = true\ncapture = true"),
         ),
-        trigger_to("captured", "/captured", &format!("http://{up}/echo"), &format!("{inject_all}capture = true")),
+        trigger_to(
+            "captured",
+            "/captured",
+            &format!("http://{up}/echo"),
+            &format!("{inject_all}capture = true\nscrub_responses = false"),
+        ),
         trigger_to("badheader", "/badheader", &report, &header("secret://files/flows#bad_header")),
         trigger_to("down", "/down", &format!("http://{closed}/x"), inject_all),
         trigger_to(

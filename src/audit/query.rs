@@ -6,6 +6,9 @@ use std::time::{Duration, SystemTime};
 /// Records returned when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
 
+/// Records returned at most, whatever `limit` asks (a larger limit is lowered to this).
+pub const MAX_LIMIT: usize = 1000;
+
 /// Which runs to return. Every set field must match; results are newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunFilter {
@@ -19,7 +22,7 @@ pub struct RunFilter {
     pub since: Option<SystemTime>,
     /// Only runs before this time.
     pub until: Option<SystemTime>,
-    /// At most this many records ([`DEFAULT_LIMIT`] when unset).
+    /// At most this many records ([`DEFAULT_LIMIT`] when unset, never more than [`MAX_LIMIT`]).
     pub limit: Option<usize>,
 }
 
@@ -64,25 +67,34 @@ impl RunFilter {
 
     /// Whether `record` passes every set field (ignores `limit`).
     pub fn matches(&self, record: &RunRecord) -> bool {
+        self.matches_fields(record.trigger.as_deref(), &record.decision, record.principal.as_deref(), || record.at())
+    }
+
+    /// [`RunFilter::matches`] over a record's filtered fields; `at` is asked only when a
+    /// time bound is set.
+    pub fn matches_fields(
+        &self,
+        trigger: Option<&str>,
+        decision: &str,
+        principal: Option<&str>,
+        at: impl FnOnce() -> Option<SystemTime>,
+    ) -> bool {
         fn same(want: &Option<String>, have: Option<&str>) -> bool {
             want.as_deref().is_none_or(|w| have == Some(w))
         }
-        if !same(&self.trigger, record.trigger.as_deref())
-            || !same(&self.decision, Some(&record.decision))
-            || !same(&self.principal, record.principal.as_deref())
-        {
+        if !same(&self.trigger, trigger) || !same(&self.decision, Some(decision)) || !same(&self.principal, principal) {
             return false;
         }
         if self.since.is_none() && self.until.is_none() {
             return true;
         }
-        let Some(at) = record.at() else { return false };
+        let Some(at) = at() else { return false };
         self.since.is_none_or(|since| at >= since) && self.until.is_none_or(|until| at < until)
     }
 
-    /// The effective limit.
+    /// The effective limit: [`DEFAULT_LIMIT`] when unset, at most [`MAX_LIMIT`].
     pub fn limit(&self) -> usize {
-        self.limit.unwrap_or(DEFAULT_LIMIT)
+        self.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)
     }
 }
 
@@ -112,6 +124,7 @@ mod tests {
         assert_eq!(filter.since, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(6_400)));
         assert_eq!(filter.until, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(7_200)));
         assert_eq!(filter.limit(), 5);
+        assert_eq!(RunFilter::from_query("limit=100000000").unwrap().limit(), MAX_LIMIT);
         assert!(RunFilter::from_query("tenant=x").unwrap_err().contains("tenant"));
         assert!(RunFilter::from_query("limit=many").is_err());
         assert!(RunFilter::from_query("since=yesterday").is_err());

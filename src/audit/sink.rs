@@ -1,6 +1,13 @@
 //! Where run records go: an in-memory ring (queried by the admin API), and a JSON-lines
 //! file with size-based rotation and/or stdout, written by one writer thread.
 //!
+//! The ring keeps each record as its JSON text (never as a parsed tree: a captured body of
+//! small numbers grows twentyfold as a tree), bounded by a record count (`ring`) AND by
+//! bytes (`ring_max_bytes`); the oldest records go first and every eviction is counted
+//! (`flowgate_audit_ring_evictions_total`). A query copies only pointers to the matching
+//! records while it holds the ring's lock; the answer is assembled after the lock is
+//! released, so a large `/runs` answer never delays the calls writing their records.
+//!
 //! [`AuditLog::write`] never fails and never waits for the disk: the ring is updated in
 //! memory and the line is handed to the writer through a bounded channel. A full channel
 //! drops the line (counted in `flowgate_audit_dropped_total`); a failing sink (disk full,
@@ -32,6 +39,8 @@ pub struct AuditConfig {
     pub stdout: bool,
     /// Records kept in memory for the admin API (0 disables the ring).
     pub ring: usize,
+    /// Bytes the ring may hold (its records' JSON text plus bookkeeping).
+    pub ring_max_bytes: usize,
     /// Body bytes captured at most per message.
     pub capture_max_bytes: usize,
     /// Lines waiting for the writer at most (fixed when the [`AuditLog`] is created).
@@ -66,6 +75,13 @@ impl AuditConfig {
                 "use at least 1024 (the default is 64 MiB)",
             );
         }
+        if raw.ring > 0 && raw.ring_max_bytes < 64 * 1024 {
+            diags.error_with_hint(
+                &path.key("ring_max_bytes"),
+                format!("ring_max_bytes = {} is too small for the run history", raw.ring_max_bytes),
+                "use at least 65536 (the default is 64 MiB), or ring = 0 to keep no history in memory",
+            );
+        }
         if raw.queue == 0 {
             diags.error_with_hint(&path.key("queue"), "queue must hold at least one record", "the default is 8192");
         }
@@ -75,6 +91,7 @@ impl AuditConfig {
             keep: raw.keep,
             stdout: raw.stdout,
             ring: raw.ring,
+            ring_max_bytes: raw.ring_max_bytes,
             capture_max_bytes: raw.capture_max_bytes,
             queue: raw.queue.max(1),
             error_log_interval: raw.error_log_interval.0,
@@ -95,6 +112,8 @@ pub struct AuditStats {
     pub dropped: u64,
     /// Failed writes to a file or stdout.
     pub write_errors: u64,
+    /// Records evicted from the ring to stay within its count and byte bounds.
+    pub ring_evictions: u64,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +121,7 @@ struct Counters {
     records: AtomicU64,
     dropped: AtomicU64,
     write_errors: AtomicU64,
+    ring_evictions: AtomicU64,
 }
 
 impl Counters {
@@ -117,10 +137,72 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
+/// Bookkeeping bytes charged per ring entry besides its strings (the entry, its `Arc`
+/// and its slot in the queue), so that the byte bound holds for tiny records too.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// Largest `/runs` answer assembled, in bytes of JSON: past it the answer stops early
+/// (always holding at least one record), whatever `limit` says.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// One record in the ring: the fields filters read, and the record as JSON text.
+#[derive(Debug)]
+struct Entry {
+    id: Box<str>,
+    trigger: Option<Box<str>>,
+    decision: Box<str>,
+    principal: Option<Box<str>>,
+    at: Option<std::time::SystemTime>,
+    json: Box<str>,
+}
+
+impl Entry {
+    fn new(record: &RunRecord, json: String) -> Self {
+        Self {
+            id: record.id.as_str().into(),
+            trigger: record.trigger.as_deref().map(Into::into),
+            decision: record.decision.as_str().into(),
+            principal: record.principal.as_deref().map(Into::into),
+            at: record.at(),
+            json: json.into_boxed_str(),
+        }
+    }
+
+    /// Bytes this entry keeps alive.
+    fn cost(&self) -> usize {
+        ENTRY_OVERHEAD
+            + self.id.len()
+            + self.trigger.as_ref().map_or(0, |t| t.len())
+            + self.decision.len()
+            + self.principal.as_ref().map_or(0, |p| p.len())
+            + self.json.len()
+    }
+
+    fn matches(&self, filter: &RunFilter) -> bool {
+        filter.matches_fields(self.trigger.as_deref(), &self.decision, self.principal.as_deref(), || self.at)
+    }
+}
+
 #[derive(Debug)]
 struct Ring {
-    records: VecDeque<RunRecord>,
+    records: VecDeque<Arc<Entry>>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
+}
+
+impl Ring {
+    /// Drops the oldest records until the bounds hold with `room` more bytes and
+    /// `one_more` more records; returns how many were dropped.
+    fn make_room(&mut self, room: usize, one_more: usize) -> u64 {
+        let mut evicted = 0;
+        while self.records.len() + one_more > self.capacity || self.bytes + room > self.max_bytes {
+            let Some(old) = self.records.pop_front() else { break };
+            self.bytes -= old.cost();
+            evicted += 1;
+        }
+        evicted
+    }
 }
 
 /// The run history's sinks. Lives in the `Gateway` and survives policy reloads;
@@ -145,7 +227,12 @@ impl AuditLog {
         std::thread::Builder::new().name("flowgate-audit".into()).spawn(move || writer.run(receiver))?;
         Ok(Self {
             sender,
-            ring: Mutex::new(Ring { records: VecDeque::with_capacity(cfg.ring.min(1024)), capacity: cfg.ring }),
+            ring: Mutex::new(Ring {
+                records: VecDeque::with_capacity(cfg.ring.min(1024)),
+                capacity: cfg.ring,
+                max_bytes: cfg.ring_max_bytes,
+                bytes: 0,
+            }),
             stream: AtomicBool::new(cfg.has_stream_sink()),
             counters,
         })
@@ -156,40 +243,60 @@ impl AuditLog {
     pub fn write(&self, record: RunRecord) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("flowgate_audit_records_total").increment(1);
+        // Serialised once, before any lock, for the file/stdout line and the ring alike.
+        let Ok(line) = serde_json::to_string(&record) else {
+            self.counters.write_error();
+            return;
+        };
         if self.stream.load(Ordering::Relaxed) {
-            match serde_json::to_string(&record) {
-                Ok(line) => match self.sender.try_send(Message::Line(line)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("flowgate_audit_dropped_total").increment(1);
-                    }
-                    Err(TrySendError::Disconnected(_)) => self.counters.write_error(),
-                },
-                Err(_) => self.counters.write_error(),
+            match self.sender.try_send(Message::Line(line.clone())) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("flowgate_audit_dropped_total").increment(1);
+                }
+                Err(TrySendError::Disconnected(_)) => self.counters.write_error(),
             }
         }
-        let mut ring = lock(&self.ring);
-        if ring.capacity == 0 {
-            return;
+        let entry = Arc::new(Entry::new(&record, line));
+        drop(record);
+        let cost = entry.cost();
+        let evicted = {
+            let mut ring = lock(&self.ring);
+            if ring.capacity == 0 {
+                return;
+            }
+            if cost > ring.max_bytes {
+                // Larger than the whole ring: kept in the file/stdout only.
+                1
+            } else {
+                let evicted = ring.make_room(cost, 1);
+                ring.bytes += cost;
+                ring.records.push_back(entry);
+                evicted
+            }
+        };
+        self.evicted(evicted);
+    }
+
+    fn evicted(&self, count: u64) {
+        if count > 0 {
+            self.counters.ring_evictions.fetch_add(count, Ordering::Relaxed);
+            metrics::counter!("flowgate_audit_ring_evictions_total").increment(count);
         }
-        while ring.records.len() >= ring.capacity {
-            ring.records.pop_front();
-        }
-        ring.records.push_back(record);
     }
 
     /// Applies a reloaded `[audit]` section: the ring is resized (oldest dropped) and the
     /// writer switches file, rotation and stdout settings. `queue` keeps its first value.
     /// Waits for a place in the queue, so call it from the reload path, not per request.
     pub fn reconfigure(&self, cfg: &AuditConfig) {
-        {
+        let evicted = {
             let mut ring = lock(&self.ring);
             ring.capacity = cfg.ring;
-            while ring.records.len() > ring.capacity {
-                ring.records.pop_front();
-            }
-        }
+            ring.max_bytes = cfg.ring_max_bytes;
+            ring.make_room(0, 0)
+        };
+        self.evicted(evicted);
         // The writer learns the new sinks before any line meant for them is queued.
         if self.sender.send(Message::Reconfigure(Box::new(cfg.clone()))).is_err() {
             self.counters.write_error();
@@ -217,15 +324,38 @@ impl AuditLog {
         !matches!(done.recv_timeout(left), Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected))
     }
 
+    /// The ring entries matching `filter`, newest first, at most `filter.limit()`: only
+    /// pointers are copied while the lock is held.
+    fn matching(&self, filter: &RunFilter) -> Vec<Arc<Entry>> {
+        let ring = lock(&self.ring);
+        ring.records.iter().rev().filter(|e| e.matches(filter)).take(filter.limit()).cloned().collect()
+    }
+
     /// Records in the ring matching `filter`, newest first, at most `filter.limit()`.
     pub fn query(&self, filter: &RunFilter) -> Vec<RunRecord> {
-        let ring = lock(&self.ring);
-        ring.records.iter().rev().filter(|r| filter.matches(r)).take(filter.limit()).cloned().collect()
+        self.matching(filter).iter().filter_map(|e| serde_json::from_str(&e.json).ok()).collect()
+    }
+
+    /// [`AuditLog::query`] as a JSON array, assembled after the ring's lock is released
+    /// and at most about [`MAX_ANSWER_BYTES`] long (at least one record).
+    pub fn query_json(&self, filter: &RunFilter) -> String {
+        render_array(&self.matching(filter))
     }
 
     /// The record with this request id, if still in the ring.
     pub fn get(&self, id: &str) -> Option<RunRecord> {
-        lock(&self.ring).records.iter().rev().find(|r| r.id == id).cloned()
+        self.get_json(id).and_then(|json| serde_json::from_str(&json).ok())
+    }
+
+    /// The record with this request id as JSON text, if still in the ring.
+    pub fn get_json(&self, id: &str) -> Option<String> {
+        let entry = lock(&self.ring).records.iter().rev().find(|e| &*e.id == id).cloned();
+        entry.map(|e| e.json.to_string())
+    }
+
+    /// Bytes the ring holds now (never more than `ring_max_bytes`).
+    pub fn ring_bytes(&self) -> usize {
+        lock(&self.ring).bytes
     }
 
     /// Counters since creation.
@@ -234,8 +364,28 @@ impl AuditLog {
             records: self.counters.records.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
             write_errors: self.counters.write_errors.load(Ordering::Relaxed),
+            ring_evictions: self.counters.ring_evictions.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A JSON array of the entries' texts, stopping once it would pass [`MAX_ANSWER_BYTES`].
+/// It takes entries, not the ring: it cannot hold the ring's lock.
+fn render_array(entries: &[Arc<Entry>]) -> String {
+    let wanted = 2 + entries.iter().map(|e| e.json.len() + 1).sum::<usize>();
+    let mut out = String::with_capacity(wanted.min(MAX_ANSWER_BYTES));
+    out.push('[');
+    for (i, entry) in entries.iter().enumerate() {
+        if i > 0 && out.len() + entry.json.len() > MAX_ANSWER_BYTES {
+            break;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&entry.json);
+    }
+    out.push(']');
+    out
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -366,6 +516,7 @@ pub(crate) fn numbered(path: &Path, n: usize) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::MAX_LIMIT;
     use std::time::SystemTime;
 
     fn config(ring: usize) -> AuditConfig {
@@ -388,12 +539,67 @@ mod tests {
         assert_eq!(log.stats().records, 3);
     }
 
+    /// A record whose captured response is a JSON array of `n` small numbers: a few bytes
+    /// per element as text, tens as a parsed tree.
+    fn adversarial(id: &str, n: usize) -> RunRecord {
+        let mut record = RunRecord::new(id, SystemTime::now(), "POST", "/t");
+        let body = format!("[{}0]", "0,".repeat(n));
+        let rules = crate::audit::CaptureRules { enabled: true, max_bytes: body.len(), ..Default::default() };
+        let response = crate::audit::capture_response(&rules, &http::HeaderMap::new(), body.as_bytes(), 0, &[]);
+        record.capture = Some(crate::audit::Captured { request: None, response: Some(response) });
+        record
+    }
+
+    #[test]
+    fn ring_stays_within_its_byte_bound_and_counts_evictions() {
+        let max = 256 * 1024;
+        let log = AuditLog::new(&AuditConfig { ring: 10_000, ring_max_bytes: max, ..AuditConfig::default() })
+            .expect("starts");
+        for i in 0..500 {
+            log.write(adversarial(&format!("r{i}"), 2000));
+            assert!(log.ring_bytes() <= max, "{} bytes after {i} records", log.ring_bytes());
+        }
+        let kept = log.query(&RunFilter { limit: Some(MAX_LIMIT), ..RunFilter::default() });
+        assert!(kept.len() > 10 && kept.len() < 100, "{} kept", kept.len());
+        assert_eq!(kept[0].id, "r499");
+        assert_eq!(log.stats().ring_evictions, 500 - kept.len() as u64);
+        // A record larger than the whole ring is not kept (and counted).
+        log.write(adversarial("huge", 200_000));
+        assert!(log.get("huge").is_none());
+        assert_eq!(log.stats().ring_evictions, 501 - kept.len() as u64);
+        // Shrinking the bound on reload evicts at once.
+        log.reconfigure(&AuditConfig { ring: 10_000, ring_max_bytes: 64 * 1024, ..AuditConfig::default() });
+        assert!(log.ring_bytes() <= 64 * 1024);
+    }
+
+    #[test]
+    fn answers_are_assembled_without_the_ring_lock() {
+        let log = AuditLog::new(&config(100)).expect("starts");
+        for id in ["a", "b", "c"] {
+            log.write(RunRecord::new(id, SystemTime::UNIX_EPOCH, "POST", "/t"));
+        }
+        // `query_json` is `render_array(&matching(..))`: the lock is released once the
+        // pointers are copied, and rendering only sees the entries, never the ring.
+        let entries = log.matching(&RunFilter::default());
+        assert!(log.ring.try_lock().is_ok(), "the ring must be free while an answer is rendered");
+        log.write(RunRecord::new("d", SystemTime::UNIX_EPOCH, "POST", "/t"));
+        let text = render_array(&entries);
+        let ids: Vec<String> =
+            serde_json::from_str::<Vec<RunRecord>>(&text).expect("a JSON array").into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["c", "b", "a"]);
+        assert_eq!(
+            log.query_json(&RunFilter { limit: Some(1), ..RunFilter::default() }),
+            log.get_json("d").map(|j| format!("[{j}]")).unwrap()
+        );
+    }
+
     #[test]
     fn compile_rejects_bad_values() {
-        let raw: RawAudit = toml::from_str("file = \"\"\nmax_bytes = 10\nqueue = 0\n").expect("parses");
+        let raw: RawAudit =
+            toml::from_str("file = \"\"\nmax_bytes = 10\nqueue = 0\nring_max_bytes = 1000\n").expect("parses");
         let mut diags = Diagnostics::default();
         let cfg = AuditConfig::compile(&raw, Path::new("/etc/flowgate"), &KeyPath::root().key("audit"), &mut diags);
-        assert_eq!(diags.into_vec().len(), 3);
+        assert_eq!(diags.into_vec().len(), 4);
         assert_eq!(cfg.file, None);
         let raw: RawAudit = toml::from_str("file = \"runs.jsonl\"").expect("parses");
         let mut diags = Diagnostics::default();

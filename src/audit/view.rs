@@ -162,6 +162,27 @@ pub(crate) fn redact_url(text: &str) -> String {
     if !text.contains("://") {
         return text.to_owned();
     }
+    // `{{secret://…}}` parts (an upstream path taken from the vault) are references, shown
+    // as written: they are set aside while the URL is parsed (their `#field` is no fragment).
+    if text.contains("{{") {
+        let mut parts = Vec::new();
+        let mut cut = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            let Some(end) = rest[start..].find("}}") else { break };
+            cut.push_str(&rest[..start]);
+            cut.push_str(&format!("flowgate-reference-{}", parts.len()));
+            parts.push(&rest[start..start + end + 2]);
+            rest = &rest[start + end + 2..];
+        }
+        cut.push_str(rest);
+        let shown = redact_url(&cut);
+        return parts
+            .iter()
+            .enumerate()
+            .rev()
+            .fold(shown, |shown, (i, part)| shown.replace(&format!("flowgate-reference-{i}"), part));
+    }
     let Ok(mut url) = url::Url::parse(text) else { return text.to_owned() };
     let mut changed = false;
     if url.password().is_some() {
@@ -210,6 +231,10 @@ mod tests {
             }
         }
         assert!(redact_url("https://h/p?api-version=1&sig=x").contains("api-version=1"));
+        assert_eq!(
+            redact_url("https://hooks.example/s/{{secret://kv/hook#path}}?sig=SIGVALUE&v=1"),
+            "https://hooks.example/s/{{secret://kv/hook#path}}?sig=[redacted]&v=1"
+        );
     }
 
     const POLICY: &str = r#"

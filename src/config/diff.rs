@@ -288,10 +288,15 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
         if let Some(kind) = list_kind(&key) {
             list(scope, &field, kind, a, b, out);
         } else if let Some(on_loosens) = flag_on_loosens(&key) {
-            // `accept_v1` is on unless written off (signed-URL rollover).
-            let default = key == "accept_v1";
-            let flag = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(default);
-            let (was, is) = (flag(a), flag(b));
+            let (was, is) = if key == "scrub_responses" {
+                // Unset, it is on for a trigger that injects: `false` there loosens.
+                (a.and_then(Value::as_bool).unwrap_or(injects(old)), b.and_then(Value::as_bool).unwrap_or(injects(new)))
+            } else {
+                // `accept_v1` is on unless written off (signed-URL rollover).
+                let default = key == "accept_v1";
+                let flag = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(default);
+                (flag(a), flag(b))
+            };
             if was != is {
                 let loosened = is == on_loosens;
                 let effect = if loosened { Effect::Loosened } else { Effect::Tightened };
@@ -315,6 +320,17 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
             }
         }
     }
+}
+
+/// Whether a trigger table injects anything (its `scrub_responses` then defaults to on).
+fn injects(trigger: &Map<String, Value>) -> bool {
+    let tables = trigger.get("inject").and_then(Value::as_object).is_some_and(|inject| {
+        ["headers", "query", "json"]
+            .iter()
+            .any(|k| inject.get(*k).and_then(Value::as_object).is_some_and(|m| !m.is_empty()))
+            || inject.contains_key("basic_auth")
+    });
+    tables || trigger.get("upstream").and_then(Value::as_str).is_some_and(|u| u.contains("{{"))
 }
 
 fn strings(value: Option<&Value>) -> BTreeSet<String> {
@@ -559,6 +575,15 @@ mod tests {
             .iter()
             .find(|c| c.field.as_deref() == Some(field))
             .unwrap_or_else(|| panic!("no {field} in {changes:?}"))
+    }
+
+    #[test]
+    fn turning_scrubbing_off_on_an_injecting_trigger_loosens() {
+        let off = format!("{BASE}        scrub_responses = false\n");
+        assert_eq!(find(&diff(BASE, &off), "scrub_responses").effect, Effect::Loosened);
+        let on = format!("{BASE}        scrub_responses = true\n");
+        assert!(diff(BASE, &on).iter().all(|c| c.field.as_deref() != Some("scrub_responses")));
+        assert_eq!(find(&diff(&off, BASE), "scrub_responses").effect, Effect::Tightened);
     }
 
     #[test]

@@ -78,7 +78,11 @@ pub struct Upstream {
     /// history redacts them wherever an upstream echoes them.
     pub credential_values: Vec<String>,
     /// The URL without its query, for logs (trigger URLs carry signatures in the query).
+    /// A path credential taken from the vault shows as its `{{secret://…}}` reference.
     pub display: String,
+    /// The path as a template when it takes a part from the vault (webhook URLs carrying
+    /// their credential in the path); moved into the trigger's injection at compile time.
+    pub path_template: Option<crate::secrets::Template>,
     /// A client with this upstream's extra CA, when it has one; otherwise the gateway's shared one.
     pub client: Option<UpstreamClient>,
 }
@@ -92,7 +96,16 @@ impl Upstream {
         diags: &mut Diagnostics,
     ) -> Option<Self> {
         let key = path.key("upstream");
-        let url = match url::Url::parse(&raw.upstream) {
+        // `{{secret://…}}` parts are cut out before parsing: their `#field` would read as
+        // a fragment. They may stand in the path only.
+        let (url_text, templates) = match cut_templates(&raw.upstream) {
+            Ok(cut) => cut,
+            Err(problem) => {
+                diags.error(&key, problem);
+                return None;
+            }
+        };
+        let url = match url::Url::parse(&url_text) {
             Ok(url) => url,
             Err(e) => {
                 diags.error_with_hint(&key, format!("not a URL: {e}"), "write https://host/path?query");
@@ -135,6 +148,30 @@ impl Upstream {
             p => p.to_owned(),
         };
         let base_query = url.query().unwrap_or("").to_owned();
+        let mut path_template = None;
+        let mut shown_path = base_path.clone();
+        if !templates.is_empty() {
+            let elsewhere = [Some(host), url.query(), url.fragment()]
+                .into_iter()
+                .flatten()
+                .any(|part| part.to_ascii_lowercase().contains(PLACEHOLDER));
+            if elsewhere {
+                diags.error_with_hint(
+                    &key,
+                    "a {{secret://…}} part may only stand in the URL's path",
+                    "inject query parameters with inject.query",
+                );
+                return None;
+            }
+            shown_path = restore_templates(&base_path, &templates);
+            match crate::secrets::Template::parse(&shown_path) {
+                Ok(template) => path_template = Some(template),
+                Err(e) => {
+                    diags.error_with_hint(&key, e.to_string(), "write {{secret://VAULT/PATH[#field]}} in the path");
+                    return None;
+                }
+            }
+        }
         let fixed_params = url.query_pairs().map(|(name, _)| name.to_ascii_lowercase()).collect();
         let credential_values = url
             .query_pairs()
@@ -159,7 +196,7 @@ impl Upstream {
             }
         });
         let host_header = HeaderValue::from_str(authority.as_str()).ok()?;
-        let display = format!("{}://{}{}", scheme, authority, base_path);
+        let display = format!("{}://{}{}", scheme, authority, shown_path);
         Some(Self {
             scheme,
             authority,
@@ -169,8 +206,29 @@ impl Upstream {
             fixed_params,
             credential_values,
             display,
+            path_template,
             client,
         })
+    }
+
+    /// [`Upstream::uri_for`] with the path rendered from the vault (`base_path`) when the
+    /// upstream takes part of its path from there.
+    ///
+    /// # Errors
+    /// The resulting URI is invalid.
+    pub fn uri_for_path(
+        &self,
+        base_path: Option<&str>,
+        rest: &str,
+        caller_query: Option<&str>,
+        reserved: &HashSet<String>,
+        appended: &[(&str, &str)],
+    ) -> Result<Uri, http::Error> {
+        let base = base_path.map(|p| match p.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        });
+        self.build_uri(base.unwrap_or(&self.base_path), rest, caller_query, reserved, appended)
     }
 
     /// The upstream URI for a call: the base path plus the rest of a prefix match, and the
@@ -190,8 +248,19 @@ impl Upstream {
         reserved: &HashSet<String>,
         appended: &[(&str, &str)],
     ) -> Result<Uri, http::Error> {
-        let mut path_and_query = String::with_capacity(self.base_path.len() + rest.len() + 64);
-        path_and_query.push_str(&self.base_path);
+        self.build_uri(&self.base_path, rest, caller_query, reserved, appended)
+    }
+
+    fn build_uri(
+        &self,
+        base_path: &str,
+        rest: &str,
+        caller_query: Option<&str>,
+        reserved: &HashSet<String>,
+        appended: &[(&str, &str)],
+    ) -> Result<Uri, http::Error> {
+        let mut path_and_query = String::with_capacity(base_path.len() + rest.len() + 64);
+        path_and_query.push_str(base_path);
         if !rest.is_empty() {
             if path_and_query.ends_with('/') {
                 path_and_query.push_str(rest.trim_start_matches('/'));
@@ -239,6 +308,35 @@ impl Upstream {
     }
 }
 
+/// Stands for the n-th `{{…}}` part of an upstream URL while the URL is parsed.
+const PLACEHOLDER: &str = "flowgate-vault-part-";
+
+/// The URL text with each `{{…}}` part replaced by a placeholder, and the parts.
+fn cut_templates(text: &str) -> Result<(String, Vec<String>), String> {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else { return Err("{{ without }}".to_owned()) };
+        out.push_str(&rest[..start]);
+        out.push_str(&format!("{PLACEHOLDER}{}", parts.len()));
+        parts.push(rest[start..start + end + 2].to_owned());
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    Ok((out, parts))
+}
+
+/// `path` with the placeholders put back as the `{{…}}` parts they stand for.
+fn restore_templates(path: &str, parts: &[String]) -> String {
+    // Highest index first, so that `…-1` does not match inside `…-10`.
+    parts
+        .iter()
+        .enumerate()
+        .rev()
+        .fold(path.to_owned(), |text, (i, part)| text.replace(&format!("{PLACEHOLDER}{i}"), part))
+}
+
 impl Trigger {
     /// The client that reaches this trigger's upstream.
     pub fn client<'a>(&'a self, shared: &'a UpstreamClient) -> &'a UpstreamClient {
@@ -271,6 +369,30 @@ mod tests {
         assert_eq!(u.uri_for("/a/b", None, &HashSet::new(), &[]).unwrap().to_string(), "http://127.0.0.1:9/base/a/b");
         let root = upstream("http://127.0.0.1:9");
         assert_eq!(root.uri_for("/a", None, &HashSet::new(), &[]).unwrap().to_string(), "http://127.0.0.1:9/a");
+    }
+
+    fn refused(url: &str) -> String {
+        let raw: RawTrigger = toml::from_str(&format!("name='t'\npath='/t'\nupstream='{url}'\nwho='anyone'")).unwrap();
+        let source = SourceFile { name: "p".into(), base_dir: Default::default(), text: String::new() };
+        let limits = super::super::compile_limits(&Default::default(), &KeyPath::root(), &mut Diagnostics::default());
+        let mut diags = Diagnostics::default();
+        assert!(Upstream::compile(&raw, &source, &limits, &KeyPath::root(), &mut diags).is_none(), "{url}");
+        diags.into_vec().into_iter().map(|d| d.message).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn path_parts_from_the_vault() {
+        let u = upstream("https://hooks.example/services/{{secret://kv/slack#path}}/x?v=1");
+        assert_eq!(u.display, "https://hooks.example/services/{{secret://kv/slack#path}}/x");
+        let template = u.path_template.as_ref().expect("a path template");
+        assert_eq!(template.references().map(ToString::to_string).collect::<Vec<_>>(), ["secret://kv/slack#path"]);
+        let uri = u.uri_for_path(Some("/services/T1/B2/c3/x"), "", None, &HashSet::new(), &[]).unwrap();
+        assert_eq!(uri.to_string(), "https://hooks.example/services/T1/B2/c3/x?v=1");
+        assert!(upstream("https://h/p").path_template.is_none());
+        assert!(refused("https://h/p?sig={{secret://kv/s}}").contains("only stand in the URL's path"));
+        assert!(refused("https://{{secret://kv/h}}/p").contains("only stand in the URL's path"));
+        assert!(refused("https://h/{{secret://kv/s").contains("without"));
+        assert!(refused("https://h/{{nope}}").contains("secret://"), "{}", refused("https://h/{{nope}}"));
     }
 
     #[test]

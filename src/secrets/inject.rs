@@ -64,6 +64,8 @@ pub struct Injection {
     json: Vec<(String, Template)>,
     json_max_bytes: usize,
     basic_auth: Option<(Template, Template)>,
+    /// The upstream URL's path when it takes parts from the vault.
+    upstream_path: Option<Template>,
 }
 
 fn compile_template(
@@ -180,6 +182,31 @@ impl Injection {
         self.json_max_bytes
     }
 
+    /// True when this injects anything (responses are then scrubbed by default).
+    pub fn injects(&self) -> bool {
+        !(self.headers.is_empty()
+            && self.query.is_empty()
+            && self.json.is_empty()
+            && self.basic_auth.is_none()
+            && self.upstream_path.is_none())
+    }
+
+    /// Takes the upstream URL's path from `template` (webhook URLs whose path carries the
+    /// credential), after checking its references against the vaults; `path` names the
+    /// trigger's `upstream` option.
+    pub fn set_upstream_path(&mut self, template: Template, path: &KeyPath, vaults: &Vaults, diags: &mut Diagnostics) {
+        let mut ok = true;
+        for reference in template.references() {
+            if let Err((message, hint)) = vaults.check_ref(reference) {
+                diags.error_with_hint(path, message, hint);
+                ok = false;
+            }
+        }
+        if ok {
+            self.upstream_path = Some(template);
+        }
+    }
+
     /// True when the trigger injects JSON body fields.
     pub fn has_json(&self) -> bool {
         !self.json.is_empty()
@@ -192,7 +219,8 @@ impl Injection {
             .iter()
             .map(|(_, t)| t)
             .chain(self.query.iter().map(|(_, t)| t))
-            .chain(self.json.iter().map(|(_, t)| t));
+            .chain(self.json.iter().map(|(_, t)| t))
+            .chain(self.upstream_path.iter());
         let basic = self.basic_auth.iter().flat_map(|(u, p)| [u, p]);
         let mut refs: Vec<&SecretRef> = templates.chain(basic).flat_map(Template::references).collect();
         refs.sort();
@@ -254,9 +282,22 @@ impl Injection {
             rendered.secrets.push(basic);
             rendered.headers.push((name, value));
         }
+        if let Some(template) = &self.upstream_path {
+            let mut parts = Vec::new();
+            let path = render_template(template, store, vaults, &mut parts).await?;
+            for (reference, value) in template.references().zip(&parts) {
+                if let Some(what) = unusable_in_path(value.expose_secret()) {
+                    return Err(SecretError::Malformed { reference: reference.to_string(), what: what.to_owned() });
+                }
+            }
+            rendered.secrets.extend(parts);
+            rendered.upstream_path = Some(path);
+        }
         // Upstreams echo values the way they received them: a query value form-encoded (an
-        // echoed request URL), a JSON field escaped. Scrubbing and the run history's
-        // redaction must catch those forms too, not only the raw text.
+        // echoed request URL), a JSON field escaped. The run history's redaction (plain
+        // substrings) must catch those forms too; the scrubber decodes escapes itself and
+        // needs only the raw values.
+        rendered.raw_secrets = rendered.secrets.len();
         let echoed: Vec<SecretValue> = rendered.secrets.iter().flat_map(echo_forms).collect();
         rendered.secrets.extend(echoed);
         Ok(rendered)
@@ -284,6 +325,24 @@ fn echo_forms(value: &SecretValue) -> Vec<SecretValue> {
         forms.push(SecretValue::new(text.to_owned()));
     }
     forms
+}
+
+/// Why a vault value cannot stand in an upstream URL's path, if it cannot: only path
+/// characters (RFC 3986 `pchar` and `/`), no empty, `.` or `..` segment (the value must not
+/// move the call elsewhere on the upstream).
+fn unusable_in_path(value: &str) -> Option<&'static str> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b);
+    if value.is_empty() {
+        return Some("the value for the upstream path is empty");
+    }
+    if !value.bytes().all(allowed) {
+        return Some("the value holds characters that cannot stand in a URL path");
+    }
+    let segments = value.strip_prefix('/').unwrap_or(value).strip_suffix('/').unwrap_or(value);
+    if segments.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Some("the value holds an empty, `.` or `..` path segment");
+    }
+    None
 }
 
 fn header_value(name: &HeaderName, value: &SecretValue) -> Result<HeaderValue, SecretError> {
@@ -344,7 +403,11 @@ pub struct Rendered {
     query: Vec<(String, SecretValue)>,
     json: Vec<(String, SecretValue)>,
     json_max_bytes: usize,
+    /// Raw values first, then the echo forms of them.
     secrets: Vec<SecretValue>,
+    /// How many of `secrets` are raw values.
+    raw_secrets: usize,
+    upstream_path: Option<SecretValue>,
 }
 
 impl Rendered {
@@ -356,6 +419,11 @@ impl Rendered {
     /// Query pairs.
     pub fn query(&self) -> &[(String, SecretValue)] {
         &self.query
+    }
+
+    /// The upstream URL's path, when it takes parts from the vault.
+    pub fn upstream_path(&self) -> Option<&SecretValue> {
+        self.upstream_path.as_ref()
     }
 
     /// Removes the caller's headers of injected names, then inserts the injected ones.
@@ -406,7 +474,7 @@ impl Rendered {
 
     /// A scrubber for every secret value used in this call (for `scrub_responses`).
     pub fn scrubber(&self) -> Scrubber {
-        Scrubber::new(self.secrets.iter().cloned())
+        Scrubber::new(self.secrets[..self.raw_secrets.min(self.secrets.len())].iter().cloned())
     }
 }
 
@@ -564,6 +632,31 @@ mod tests {
             format!("target=/x?code=a%26b+%22c%5C json={{\"v\":\"a&b \\\"c\\\\\"}} raw=a&b \"c\\ creds={credentials}");
         let text = String::from_utf8(r.scrubber().scrub_bytes(echoed.as_bytes())).unwrap();
         assert_eq!(text, "target=/x?code=[redacted] json={\"v\":\"[redacted]\"} raw=[redacted] creds=[redacted]");
+    }
+
+    #[tokio::test]
+    async fn upstream_path_parts_come_from_the_vault_and_must_stay_in_the_path() {
+        let (vaults, backend) = TestBackend::vaults("kv", CacheSettings::default(), Duration::ZERO);
+        let mut inj = Injection::default();
+        let mut diags = Diagnostics::default();
+        let template = Template::parse("/services/{{secret://kv/hook}}").unwrap();
+        inj.set_upstream_path(template, &KeyPath::root().key("upstream"), &vaults, &mut diags);
+        assert!(diags.is_empty() && inj.injects());
+        assert_eq!(inj.references().len(), 1);
+        backend.set("T1/B2/c3");
+        let r = inj.render(&Permit::for_tests(), &SecretStore::new(), &vaults).await.unwrap();
+        assert_eq!(r.upstream_path().unwrap().expose_secret(), "/services/T1/B2/c3");
+        assert!(r.scrubber().scrub_bytes(b"T1/B2/c3") == b"[redacted]");
+        for bad in ["../admin", "a//b", "a?b=1", "a#b", "a b", ""] {
+            backend.set(bad);
+            let err = inj.render(&Permit::for_tests(), &SecretStore::new(), &vaults).await.unwrap_err();
+            assert!(err.to_string().starts_with("secret://kv/hook: "), "{err}");
+            assert!(bad.is_empty() || !err.to_string().contains(bad), "{err}");
+        }
+        let mut diags = Diagnostics::default();
+        let unknown = Template::parse("/x/{{secret://nope/hook}}").unwrap();
+        Injection::default().set_upstream_path(unknown, &KeyPath::root().key("upstream"), &vaults, &mut diags);
+        assert_eq!(diags.into_vec().len(), 1);
     }
 
     #[tokio::test]

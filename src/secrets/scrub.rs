@@ -1,6 +1,16 @@
-//! Response scrubbing (`scrub_responses = true`): any injected secret value an upstream
-//! echoes back is replaced with [`REDACTED_MARKER`] before it reaches the caller, in headers
-//! and in the streamed body, including a value split across two body chunks.
+//! Response scrubbing: any injected secret value an upstream echoes back is replaced with
+//! [`REDACTED_MARKER`] before it reaches the caller, in header names and values (always, on
+//! triggers that inject), in the streamed body and its trailers (`scrub_responses`),
+//! including a value split across two body chunks.
+//!
+//! A value is recognised in every form an upstream is likely to echo it in, whichever
+//! characters of it are encoded: raw; percent-encoded (any subset of bytes, either hex
+//! case, `+` for a space: query strings, `Location` headers, form bodies); JSON-escaped
+//! (`\"`, `\/`, `\uXXXX` including surrogate pairs); HTML character references (`&amp;`,
+//! `&#43;`, `&#x2B;`, `&quot;`, ...). Forms mixing these are recognised too. Other
+//! transformations (base64, hex, hashes of a value, compression) are not: compressed
+//! bodies are decoded before scrubbing (`proxy::coding`), base64 of basic-auth credentials
+//! is a value of its own.
 
 use super::value::SecretValue;
 use bytes::Bytes;
@@ -54,6 +64,15 @@ impl Scrubber {
         let mut starts = [false; 256];
         for p in &patterns {
             starts[usize::from(p[0])] = true;
+            if p[0] == b' ' {
+                starts[usize::from(b'+')] = true;
+            }
+        }
+        if !patterns.is_empty() {
+            // Any byte of a value may appear escaped.
+            for escape in [b'%', b'\\', b'&'] {
+                starts[usize::from(escape)] = true;
+            }
         }
         Self { patterns: Arc::new(patterns), starts: Arc::new(starts) }
     }
@@ -66,12 +85,10 @@ impl Scrubber {
     fn scan(&self, rest: &[u8], last: bool) -> Scan {
         let mut partial = false;
         for p in self.patterns.iter() {
-            if rest.len() >= p.len() {
-                if rest.starts_with(p) {
-                    return Scan::Full(p.len());
-                }
-            } else if !last && p.starts_with(rest) {
-                partial = true;
+            match match_encoded(rest, p, last) {
+                Scan::Full(len) => return Scan::Full(len),
+                Scan::Partial => partial = true,
+                Scan::None => {}
             }
         }
         if partial { Scan::Partial } else { Scan::None }
@@ -112,18 +129,32 @@ impl Scrubber {
         self.process(&mut Zeroizing::new(input.to_vec()), true)
     }
 
-    /// Replaces secret values inside response header values.
+    /// Replaces secret values inside header values; a header whose NAME holds a value (or
+    /// whose scrubbed value is not a valid header value) is removed.
     pub fn scrub_headers(&self, headers: &mut HeaderMap) {
         if self.is_empty() {
             return;
         }
-        for value in headers.values_mut() {
+        let doomed: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|name| self.scrub_bytes(name.as_str().as_bytes()) != name.as_str().as_bytes())
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+        let mut invalid = Vec::new();
+        for (name, value) in headers.iter_mut() {
             let scrubbed = self.scrub_bytes(value.as_bytes());
-            if scrubbed != value.as_bytes()
-                && let Ok(v) = HeaderValue::from_bytes(&scrubbed)
-            {
-                *value = v;
+            if scrubbed != value.as_bytes() {
+                match HeaderValue::from_bytes(&scrubbed) {
+                    Ok(v) => *value = v,
+                    Err(_) => invalid.push(name.clone()),
+                }
             }
+        }
+        for name in invalid {
+            headers.remove(name);
         }
     }
 
@@ -131,6 +162,176 @@ impl Scrubber {
     pub fn wrap<B>(&self, body: B) -> ScrubBody<B> {
         ScrubBody { inner: body, scrubber: self.clone(), tail: Zeroizing::new(Vec::new()), pending: None, done: false }
     }
+}
+
+/// Steps a match may take per byte of a value before it gives up: a guard against
+/// pathological backtracking, far above what any real input needs.
+const STEPS_PER_BYTE: usize = 16;
+
+/// Whether `input` starts with `pattern` in some encoded form (see the module header).
+/// `Partial` when `input` ends (and is not `last`) while it could still become a match.
+fn match_encoded(input: &[u8], pattern: &[u8], last: bool) -> Scan {
+    // Most candidate positions fail on their first character: decide those without the search.
+    let (Some(&first), Some(&want)) = (input.first(), pattern.first()) else {
+        return if pattern.is_empty() { Scan::Full(0) } else { Scan::None };
+    };
+    let unit = decode_unit(input);
+    let first_fits = first == want
+        || (first == b'+' && want == b' ')
+        || matches!(unit, Unit::Incomplete)
+        || matches!(unit, Unit::Decoded { bytes, .. } if bytes[0] == want);
+    if !first_fits {
+        return Scan::None;
+    }
+    // Depth-first over (input position, pattern position). Alternatives arise only where a
+    // byte of the value is itself an escape character.
+    let mut stack: Vec<(usize, usize)> = Vec::with_capacity(4);
+    stack.push((0, 0));
+    let mut partial = false;
+    let mut budget = STEPS_PER_BYTE * pattern.len() + 64;
+    while let Some((i, j)) = stack.pop() {
+        if j == pattern.len() {
+            return Scan::Full(i);
+        }
+        if i == input.len() {
+            partial |= !last;
+            continue;
+        }
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        // Pushed last, tried first: an escape, so that a value ending in `\` echoed as `\\`
+        // is replaced whole.
+        if input[i] == pattern[j] {
+            stack.push((i + 1, j + 1));
+        }
+        if input[i] == b'+' && pattern[j] == b' ' {
+            stack.push((i + 1, j + 1));
+        }
+        match decode_unit(&input[i..]) {
+            Unit::Decoded { consumed, bytes, len } if pattern[j..].starts_with(&bytes[..len]) => {
+                stack.push((i + consumed, j + len));
+            }
+            Unit::Incomplete => partial |= !last,
+            Unit::Decoded { .. } | Unit::Raw => {}
+        }
+    }
+    if partial { Scan::Partial } else { Scan::None }
+}
+
+/// One escaped character at the start of some input.
+enum Unit {
+    /// Not an escape.
+    Raw,
+    /// An escape that may continue past the end of the input.
+    Incomplete,
+    /// An escape of `consumed` input bytes standing for `bytes[..len]` (UTF-8).
+    Decoded { consumed: usize, bytes: [u8; 4], len: usize },
+}
+
+fn decoded(consumed: usize, c: char) -> Unit {
+    let mut bytes = [0u8; 4];
+    let len = c.encode_utf8(&mut bytes).len();
+    Unit::Decoded { consumed, bytes, len }
+}
+
+fn hex_value(digits: &[u8]) -> Option<u32> {
+    std::str::from_utf8(digits).ok().and_then(|d| u32::from_str_radix(d, 16).ok())
+}
+
+/// Decodes a percent escape (`%2B`, one byte), a JSON escape (`\n`, `\u00e9`, a surrogate
+/// pair) or an HTML character reference (`&amp;`, `&#43;`, `&#x2b;`).
+fn decode_unit(input: &[u8]) -> Unit {
+    match input.first() {
+        Some(b'%') => match input.get(1..3) {
+            None if input[1..].iter().all(u8::is_ascii_hexdigit) => Unit::Incomplete,
+            Some(digits) if digits.iter().all(u8::is_ascii_hexdigit) => match hex_value(digits) {
+                // A single byte: it may be one byte of a multi-byte character.
+                Some(byte) => Unit::Decoded { consumed: 3, bytes: [byte as u8, 0, 0, 0], len: 1 },
+                None => Unit::Raw,
+            },
+            _ => Unit::Raw,
+        },
+        Some(b'\\') => decode_json_escape(input),
+        Some(b'&') => decode_html_reference(input),
+        _ => Unit::Raw,
+    }
+}
+
+fn decode_json_escape(input: &[u8]) -> Unit {
+    let Some(&kind) = input.get(1) else { return Unit::Incomplete };
+    let simple = match kind {
+        b'"' => Some('"'),
+        b'\\' => Some('\\'),
+        b'/' => Some('/'),
+        b'b' => Some('\u{8}'),
+        b'f' => Some('\u{c}'),
+        b'n' => Some('\n'),
+        b'r' => Some('\r'),
+        b't' => Some('\t'),
+        b'u' => None,
+        _ => return Unit::Raw,
+    };
+    if let Some(c) = simple {
+        return decoded(2, c);
+    }
+    let unit = |at: usize| -> Option<Option<u32>> {
+        match input.get(at..at + 4) {
+            None => input.get(at..).filter(|rest| rest.iter().all(u8::is_ascii_hexdigit)).map(|_| None),
+            Some(digits) if digits.iter().all(u8::is_ascii_hexdigit) => Some(hex_value(digits)),
+            Some(_) => Some(Some(u32::MAX)),
+        }
+    };
+    let first = match unit(2) {
+        None => return Unit::Raw,
+        Some(None) => return Unit::Incomplete,
+        Some(Some(u32::MAX)) | Some(Some(0xDC00..=0xDFFF)) => return Unit::Raw,
+        Some(Some(code)) => code,
+    };
+    if !(0xD800..=0xDBFF).contains(&first) {
+        return char::from_u32(first).map_or(Unit::Raw, |c| decoded(6, c));
+    }
+    // A high surrogate: the low one must follow as `\uDCxx`.
+    match (input.get(6), input.get(7)) {
+        (None, _) | (Some(b'\\'), None) => return Unit::Incomplete,
+        (Some(b'\\'), Some(b'u')) => {}
+        _ => return Unit::Raw,
+    }
+    match unit(8) {
+        Some(None) => Unit::Incomplete,
+        Some(Some(low @ 0xDC00..=0xDFFF)) => {
+            char::from_u32(0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00)).map_or(Unit::Raw, |c| decoded(12, c))
+        }
+        _ => Unit::Raw,
+    }
+}
+
+/// Longest HTML character reference recognised, `&` and `;` included (`&#x10FFFF;`).
+const MAX_REFERENCE: usize = 10;
+
+fn decode_html_reference(input: &[u8]) -> Unit {
+    let window = &input[..input.len().min(MAX_REFERENCE)];
+    let Some(end) = window.iter().position(|b| *b == b';') else {
+        let plausible = window[1..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'#');
+        return if plausible && input.len() < MAX_REFERENCE { Unit::Incomplete } else { Unit::Raw };
+    };
+    let name = &window[1..end];
+    let c = match name {
+        b"amp" => Some('&'),
+        b"lt" => Some('<'),
+        b"gt" => Some('>'),
+        b"quot" => Some('"'),
+        b"apos" => Some('\''),
+        [b'#', b'x' | b'X', hex @ ..] if !hex.is_empty() && hex.iter().all(u8::is_ascii_hexdigit) => {
+            hex_value(hex).and_then(char::from_u32)
+        }
+        [b'#', digits @ ..] if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+            std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()).and_then(char::from_u32)
+        }
+        _ => None,
+    };
+    c.map_or(Unit::Raw, |c| decoded(end + 1, c))
 }
 
 /// A response body with secret values replaced by [`REDACTED_MARKER`]. Holds back at most
@@ -170,7 +371,10 @@ where
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                         }
                     }
-                    Err(trailers) => {
+                    Err(mut trailers) => {
+                        if let Some(map) = trailers.trailers_mut() {
+                            this.scrubber.scrub_headers(map);
+                        }
                         let out = this.scrubber.process(&mut this.tail, true);
                         if out.is_empty() {
                             return Poll::Ready(Some(Ok(trailers)));
@@ -238,6 +442,55 @@ mod tests {
     }
 
     #[test]
+    fn recognises_encoded_echoes_in_any_mix() {
+        let s = Scrubber::new(["a+b/c d&é\"x".to_owned()].map(SecretValue::new));
+        for echoed in [
+            "a+b/c d&é\"x",
+            "a%2Bb%2Fc+d%26%C3%A9%22x",
+            "a%2bb%2fc%20d%26%c3%a9%22x",
+            "a%2Bb/c%20d&%C3%A9\"x",
+            r#"a+b\/c d&\u00e9\"x"#,
+            r#"a+b/c d\u0026\u00E9\u0022x"#,
+            "a+b/c d&amp;&#233;&quot;x",
+            "a&#43;b&#x2F;c d&amp;é&#34;x",
+        ] {
+            let out = String::from_utf8(s.scrub_bytes(format!("<{echoed}>").as_bytes())).unwrap();
+            assert_eq!(out, "<[redacted]>", "{echoed}");
+        }
+        // Near misses stay as they are.
+        for other in ["a+b/c d&é\"y", "a%2Bb%2Fc+d%26%C3%A9%22", "a%2Xb/c d&é\"x"] {
+            assert_eq!(s.scrub_bytes(other.as_bytes()), other.as_bytes(), "{other}");
+        }
+        let emoji = Scrubber::new(["k😀y".to_owned()].map(SecretValue::new));
+        assert_eq!(emoji.scrub_bytes(b"[k\\ud83d\\ude00y]"), b"[[redacted]]");
+    }
+
+    #[tokio::test]
+    async fn encoded_values_split_at_every_point_are_replaced() {
+        let s = Scrubber::new(["v4l/ue+x".to_owned()].map(SecretValue::new));
+        let input = b"pre v4l%2Fue%2bx mid v4l\\/ue\\u002bx post";
+        for split in 0..input.len() {
+            let mut buf = Zeroizing::new(input[..split].to_vec());
+            let mut out = s.process(&mut buf, false);
+            buf.extend_from_slice(&input[split..]);
+            out.extend(s.process(&mut buf, true));
+            assert_eq!(out, b"pre [redacted] mid [redacted] post", "split at {split}");
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_are_scrubbed() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-digest", HeaderValue::from_static("of s3cr3t-value"));
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"body"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let collected = scrubber().wrap(StreamBody::new(futures_util::stream::iter(frames))).collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-digest"], "of [redacted]");
+    }
+
+    #[test]
     fn scrubs_headers() {
         let mut h = HeaderMap::new();
         h.insert("x-echo", HeaderValue::from_static("token=s3cr3t-value"));
@@ -245,6 +498,9 @@ mod tests {
         scrubber().scrub_headers(&mut h);
         assert_eq!(h["x-echo"], "token=[redacted]");
         assert_eq!(h["x-other"], "fine");
+        h.insert("x-s3cr3t-value", HeaderValue::from_static("named after it"));
+        scrubber().scrub_headers(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(format!("{:?}", scrubber()), "Scrubber { values: 2 }");
     }
 }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Instructions per proxied call, counted by callgrind (repeatable whatever else the machine
+# is doing, unlike wall-clock figures on a shared box). Uses the peer benchmark's job
+# (../shared/bench-peers: TLS, IP allow list, RS256 JWT, rate limit, injected x-api-key,
+# nginx upstream) with the release binary. Prints instructions per call and the top
+# functions (inclusive) for the measured calls only (warm-up excluded).
+# Usage: scripts/profile-calls.sh [CALLS (default 2000)] [h1|h2 (default h1)]
+# Needs: valgrind, nginx, h2load (apt-get install -y valgrind nginx nghttp2-client).
+set -euo pipefail
+project=$(cd "$(dirname "$0")/.." && pwd)
+calls=${1:-2000}
+proto=${2:-h1}
+peers=${BENCH_DIR:-/tmp/flowgate-peers}
+for tool in valgrind callgrind_control nginx h2load; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y valgrind nginx nghttp2-client" >&2; exit 2; }
+done
+mkdir -p "$peers"
+cp -r "$project/../shared/bench-peers/." "$peers/"
+chmod u+w -R "$peers"; chmod 600 "$peers/conf/bench-secrets.toml"
+(cd "$peers" && ./gen_keys.sh >/dev/null 2>&1)
+mkdir -p /tmp/peers/run /tmp/peers/logs
+(cd "$project" && cargo build --release --quiet)
+out=$(mktemp -d)
+nginx -c "$peers/conf/upstream-nginx.conf" -g 'daemon off;' &
+upstream=$!
+trap 'kill $upstream ${gw:-} 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$out/measured" "$KEEP"; rm -rf "$out"' EXIT
+token=$(cd "$peers" && ./mint_token.py)
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" \
+  "$project/target/release/flowgate" serve --config "$peers/conf/flowgate.toml" >"$out/gw.log" 2>&1 &
+gw=$!
+for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:18446/ && break; sleep 0.2; done
+flag=--h1; [ "$proto" = h2 ] && flag=""
+# Warm-up: connections, token cache, secret cache, upstream pool.
+h2load $flag -n 200 -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:18446/ >/dev/null
+callgrind_control --zero "$gw" >/dev/null
+h2load $flag -n "$calls" -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:18446/ >"$out/load.txt"
+callgrind_control --dump "$gw" >/dev/null
+sleep 1
+dump=$(ls -t "$out"/cg.* | head -1)
+cp "$dump" "$out/measured"
+dump="$out/measured"
+kill -TERM "$gw"; wait "$gw" 2>/dev/null || true
+grep -E "^requests:|^status codes:" "$out/load.txt"
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+echo "instructions per call: $((total / calls))  ($total over $calls calls, $proto)"
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | head -${TOP:-45}
