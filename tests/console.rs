@@ -161,6 +161,43 @@ async fn the_console_asks_for_the_admin_api_role() {
     for page in [&viewer, &owner, &secrets] {
         assert!(!page.contains(API_KEY) && !page.contains(HR_KEY));
     }
+
+    // A run's private parameters are named to owners, as `/policy` names them, and to
+    // viewers only as "hidden"; the value reaches neither.
+    let call = fx
+        .client(false)
+        .post(gw.url("/invoice"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"customer":"Contoso","password":"{PASSWORD}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    let id = call.headers()["x-request-id"].to_str().unwrap().to_owned();
+    call.bytes().await.unwrap();
+    for _ in 0..100 {
+        if gw.gateway.audit.get(&id).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let run = |roles: &'static [&'static str]| {
+        let request = admin.get(gw.admin_url(&format!("/ui/runs/{id}"))).bearer_auth(with_roles(roles));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    let as_viewer = run(&["Flowgate.Viewer"]).await;
+    assert!(as_viewer.contains("their names are hidden from viewers"), "{as_viewer}");
+    assert!(!as_viewer.contains("private-parameter"), "{as_viewer}");
+    let as_owner = run(&["Flowgate.Owner"]).await;
+    assert!(as_owner.contains("<code class=\"private-parameter\">password</code>"), "{as_owner}");
+    for page in [&as_viewer, &as_owner] {
+        assert!(page.contains("&quot;customer&quot;: &quot;Contoso&quot;"), "{page}");
+        assert!(!page.contains(PASSWORD) && !page.contains(API_KEY), "{page}");
+    }
     gw.shutdown().await;
 }
 

@@ -187,6 +187,7 @@ pub fn one(policy: &Policy, role: AdminRole, record: &RunRecord) -> String {
 
 /// The note naming what capture drops from JSON bodies: `_private*` fields always, and
 /// the trigger's private parameters, named only to roles that `/policy` shows them to.
+/// They are read from the running policy: a record keeps no list of what it dropped.
 fn hidden_fields(rules: Option<&crate::audit::CaptureRules>, role: AdminRole) -> String {
     let mut note =
         String::from("<p class=\"hidden-fields\">Hidden, never recorded: JSON fields named <code>_private…</code>");
