@@ -24,7 +24,8 @@ pub struct MetricCounts {
 pub fn page(gateway: &Gateway, role: AdminRole) -> String {
     let policy = gateway.policy();
     let counts = metric_counts(&gateway.metrics.render());
-    let today = today_in_history(gateway);
+    let (today, complete) = today_in_history(gateway);
+    let at_least = if complete { "" } else { "at least " };
     let mut out = String::from(
         "<h1>Triggers</h1><p class=\"muted\">Effective rules (defaults included) as <code>flowgate check</code> \
          prints them; parts a trigger lists in <code>private_fields</code> read <code>[private]</code> for viewers. \
@@ -59,7 +60,7 @@ pub fn page(gateway: &Gateway, role: AdminRole) -> String {
             .collect();
         let _ = write!(
             out,
-            "<dt>Today (UTC)</dt><dd class=\"today\">{allowed} allowed · {refused} refused \
+            "<dt>Today (UTC)</dt><dd class=\"today\">{at_least}{allowed} allowed · {refused} refused \
              <span class=\"muted\">(run history)</span></dd>\
              <dt>Since start</dt><dd class=\"metrics\">{} call{}{} · {} rate-limited \
              <span class=\"muted\">(metrics)</span></dd></dl>",
@@ -77,13 +78,18 @@ pub fn page(gateway: &Gateway, role: AdminRole) -> String {
     out
 }
 
-/// Per trigger: (allowed, refused) among today's (UTC) records in the run history.
-fn today_in_history(gateway: &Gateway) -> HashMap<String, (u64, u64)> {
+/// Per trigger: (allowed, refused) among today's (UTC) records in the run history, and
+/// whether those are all of today's calls: a full ring holding nothing older than midnight
+/// may have dropped some.
+fn today_in_history(gateway: &Gateway) -> (HashMap<String, (u64, u64)>, bool) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let midnight = UNIX_EPOCH + Duration::from_secs(now - now % 86_400);
     let filter = RunFilter { since: Some(midnight), limit: Some(usize::MAX), ..RunFilter::default() };
+    let records = gateway.audit.query(&filter);
+    let before = RunFilter { until: Some(midnight), limit: Some(1), ..RunFilter::default() };
+    let complete = records.len() < gateway.policy().audit.ring || !gateway.audit.query(&before).is_empty();
     let mut today: HashMap<String, (u64, u64)> = HashMap::new();
-    for record in gateway.audit.query(&filter) {
+    for record in records {
         let Some(trigger) = record.trigger else { continue };
         let entry = today.entry(trigger).or_default();
         if record.decision == ALLOWED {
@@ -92,7 +98,7 @@ fn today_in_history(gateway: &Gateway) -> HashMap<String, (u64, u64)> {
             entry.1 += 1;
         }
     }
-    today
+    (today, complete)
 }
 
 /// Per-trigger counts read from the Prometheus text of `/metrics`.
