@@ -48,6 +48,14 @@ def visit(page, url):
     return response
 
 
+def navigate(page, selector):
+    """Clicks what leads to another page and waits for that page (not the current one)."""
+    with page.expect_navigation():
+        page.click(selector)
+    page.wait_for_load_state()
+    no_secret(page, page.url)
+
+
 def no_secret(page, where):
     html = page.content()
     for index, value in enumerate(NEVER_SHOWN):
@@ -103,8 +111,7 @@ def admin_checks(browser):
 
     # Filter by trigger with the form.
     page.select_option("#f-trigger", "invoice")
-    page.click("#apply")
-    page.wait_for_load_state()
+    navigate(page, "#apply")
     assert "trigger=invoice" in page.url, page.url
     triggers = column(page, "Trigger")
     assert triggers == ["invoice", "invoice"], triggers
@@ -113,16 +120,14 @@ def admin_checks(browser):
 
     page.select_option("#f-trigger", "")
     page.fill("#f-decision", "unauthenticated")
-    page.click("#apply")
-    page.wait_for_load_state()
+    navigate(page, "#apply")
     decisions = column(page, "Decision")
     assert decisions == ["unauthenticated"], decisions
     check("filter_by_decision")
 
     page.fill("#f-decision", "")
     page.fill("#f-principal", "oid:nobody")
-    page.click("#apply")
-    page.wait_for_load_state()
+    navigate(page, "#apply")
     assert column(page, "Time") == [], "a principal nobody used matched runs"
     callers = None
     visit(page, f"{ADMIN}/ui/runs?since=1h&decision=allowed")
@@ -130,8 +135,7 @@ def admin_checks(browser):
     assert len(callers) == 1 and next(iter(callers)).startswith("oid:"), callers
     principal = next(iter(callers))
     page.fill("#f-principal", principal)
-    page.click("#apply")
-    page.wait_for_load_state()
+    navigate(page, "#apply")
     assert len(column(page, "Time")) == 2, column(page, "Time")
     visit(page, f"{ADMIN}/ui/runs?until=2000-01-01T00:00:00Z")
     assert column(page, "Time") == [], "runs before 2000 were listed"
@@ -146,8 +150,7 @@ def admin_checks(browser):
 
     # One run: the private parameter and the _private field are shown as hidden.
     visit(page, f"{ADMIN}/ui/runs?trigger=invoice")
-    page.click(f'tr.run[data-id="{INVOICE_RUN}"] a.run-link')
-    page.wait_for_load_state()
+    navigate(page, f'tr.run[data-id="{INVOICE_RUN}"] a.run-link')
     assert page.url.endswith(f"/ui/runs/{INVOICE_RUN}"), page.url
     no_secret(page, page.url)
     assert page.inner_text("#run-decision").strip() == "allowed"
