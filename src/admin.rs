@@ -1,5 +1,6 @@
 //! The admin listener (loopback by default): `/healthz`, `/readyz`, `/metrics`
-//! (Prometheus), `/runs`, `/runs/{id}`, `/policy` and `POST /reload`.
+//! (Prometheus), `/runs`, `/runs/{id}`, `/policy`, `POST /reload`, and the console's
+//! pages under `/ui` ([`crate::console`]).
 //!
 //! Who may use it: without an admin identity in the policy, only loopback peers, with
 //! the role `[admin] loopback_role` (administrator by default: they are on the box). With
@@ -188,6 +189,16 @@ async fn route<B>(
             match gateway.audit.get_json(&p["/runs/".len()..]) {
                 Some(record) => json_text(StatusCode::OK, record),
                 None => error(StatusCode::NOT_FOUND, "no such run"),
+            }
+        }
+        // The console: its assets hold no data; its pages need the same role as `/runs`.
+        (&Method::GET, p) if crate::console::is_console_path(p) => {
+            if let Some(asset) = crate::console::asset(p) {
+                return asset;
+            }
+            match role_of(gateway, peer, &request).await {
+                Ok(role) => crate::console::page(gateway, role, p, request.uri().query().unwrap_or("")),
+                Err(response) => response,
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),

@@ -20,6 +20,7 @@
 //! | [`secrets`] | secret references, vault backends, rotating cache, templates |
 //! | [`audit`] | one run record per call, sinks |
 //! | [`admin`] | the admin listener: health, readiness, metrics, policy, runs |
+//! | [`console`] | the admin listener's HTML console under `/ui`: runs, triggers, secrets, policy |
 //! | [`telemetry`] | logging and metrics setup |
 //! | [`reload`] | policy file watch and SIGHUP |
 //! | [`demo`] | the `flowgate demo` echo upstream and development issuer |
@@ -31,6 +32,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod denial;
 pub mod firewall;

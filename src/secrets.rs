@@ -39,7 +39,7 @@ pub use inject::{Injection, NamesToStrip, Rendered, compile_injection, is_creden
 pub use reference::{Part, RefParseError, SecretRef, Template};
 pub use report::usage_report;
 pub use scrub::{REDACTED_MARKER, ScrubBody, Scrubber};
-pub use store::{CacheSettings, SecretStore, compile_cache};
+pub use store::{CachePhase, CacheSettings, CacheState, SecretStore, compile_cache};
 pub use value::SecretValue;
 pub use vault::{Vault, VaultKind, Vaults, compile_vaults};
 

@@ -64,6 +64,40 @@ pub fn compile_cache(raw: &RawSecretCache, path: &KeyPath, diags: &mut Diagnosti
     CacheSettings { ttl, refresh_ahead, max_stale: raw.max_stale.map_or(d.max_stale, |t| t.0), fetch_timeout }
 }
 
+/// What the cache holds for one reference ([`SecretStore::state`]); never a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheState {
+    /// Nothing fetched yet (or dropped by a reload that changed the vault).
+    Empty,
+    /// A value is cached.
+    Cached {
+        /// Time since it was fetched.
+        age: Duration,
+        /// Whether it is used, served only while the vault fails, or unusable.
+        phase: CachePhase,
+        /// A background refresh is running.
+        refreshing: bool,
+        /// The kind of the last fetch's failure, if it failed.
+        failing: Option<&'static str>,
+    },
+    /// The last fetch failed and nothing is cached.
+    Failed {
+        /// The failure's kind ([`SecretError::kind`]).
+        kind: &'static str,
+    },
+}
+
+/// Where a cached value stands against `ttl` and `max_stale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePhase {
+    /// Younger than `ttl`: used.
+    Fresh,
+    /// Past `ttl`, within `ttl + max_stale`: served only while the vault fails.
+    Stale,
+    /// Past `ttl + max_stale`: never served again.
+    Expired,
+}
+
 type Key = (String, String);
 
 #[derive(Default)]
@@ -133,6 +167,33 @@ impl SecretStore {
                 .and_then(|r| vaults.get(&r.vault).map(|v| v.fingerprint() == fingerprint))
                 .unwrap_or(false)
         });
+    }
+
+    /// What the cache holds for `reference`, never its value: for the admin console's
+    /// secrets page. Creates no entry and contacts no vault.
+    pub fn state(&self, reference: &SecretRef, vaults: &Vaults) -> CacheState {
+        let Some(vault) = vaults.get(&reference.vault) else { return CacheState::Empty };
+        let key = (reference.to_string(), vault.fingerprint().to_owned());
+        let Some(entry) = self.entries.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned() else {
+            return CacheState::Empty;
+        };
+        let state = entry.state();
+        let failing = state.failure.as_ref().map(SecretError::kind);
+        match &state.value {
+            Some((_, fetched)) => {
+                let age = Instant::now().saturating_duration_since(*fetched);
+                let settings = vaults.cache();
+                let phase = if age < settings.ttl {
+                    CachePhase::Fresh
+                } else if age < settings.ttl + settings.max_stale {
+                    CachePhase::Stale
+                } else {
+                    CachePhase::Expired
+                };
+                CacheState::Cached { age, phase, refreshing: state.refreshing, failing }
+            }
+            None => failing.map_or(CacheState::Empty, |kind| CacheState::Failed { kind }),
+        }
     }
 
     fn entry(&self, key: Key) -> Arc<Entry> {
@@ -331,6 +392,24 @@ mod tests {
         backend.fail(false);
         backend.set("v3");
         assert_eq!(store.lookup(&r(), &vaults).await.unwrap().expose_secret(), "v3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_reports_age_and_phase_without_fetching() {
+        let (vaults, backend) = TestBackend::vaults("t", settings(), Duration::ZERO);
+        let store = SecretStore::new();
+        assert_eq!(store.state(&r(), &vaults), CacheState::Empty);
+        assert!(store.is_empty(), "looking created an entry");
+        store.lookup(&r(), &vaults).await.unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let CacheState::Cached { age, phase, failing, .. } = store.state(&r(), &vaults) else { panic!("not cached") };
+        assert_eq!((age, phase, failing), (Duration::from_secs(5), CachePhase::Fresh, None));
+        backend.fail(true);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        store.lookup(&r(), &vaults).await.unwrap();
+        let CacheState::Cached { phase, failing, .. } = store.state(&r(), &vaults) else { panic!("not cached") };
+        assert_eq!((phase, failing), (CachePhase::Stale, Some("sealed")));
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 2, "state() fetched");
     }
 
     #[tokio::test(start_paused = true)]
