@@ -21,7 +21,7 @@ async fn ten_thousand_adversarial_captures_stay_within_the_ring_bound() {
     let echo = start_echo().await;
     let policy = fx.write_policy(&fx.policy_text(&format!(
         "[shield]\nenabled = false\n\n[audit]\nring_max_bytes = {RING_MAX_BYTES}\n\n{}",
-        echo_trigger("cap", "/cap", echo, "capture = true")
+        echo_trigger("cap", "/cap", echo, "capture = true\nrate_limit = \"off\"")
     )));
     let gw = Arc::new(start_gateway_for(&fx, &policy).await);
     // 1,000 zeros: 2 KiB of text, some 32 KiB as a tree; echoed back, so captured twice.

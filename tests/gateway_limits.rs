@@ -10,6 +10,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The floods below run one at a time: each must finish inside a 60 s window, and two at
+/// once on a 2-core machine (test threads) can stretch one past it.
+static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const OTHER_OID: &str = "99999999-8888-4777-8666-555555555555";
 
 fn ip(text: &str) -> IpAddr {
@@ -48,8 +52,10 @@ async fn statuses(client: &reqwest::Client, url: &str, n: usize) -> Vec<u16> {
 async fn five_thousand_concurrent_calls_admit_exactly_two_thousand() {
     let fx = Fixture::new();
     let echo = start_echo().await;
+    // 2000 upstream connections opened at once can overflow the test upstream's accept
+    // queue on a loaded machine; SYN retries then outlast the default 5 s connect timeout.
     let triggers = format!(
-        "{}{}",
+        "[limits]\nupstream_connect_timeout = \"30s\"\n\n{}{}",
         echo_trigger("limited", "/limited", echo, "rate_limit = { calls = 2000, period = \"60s\" }"),
         echo_trigger("warm", "/warm", echo, "rate_limit = \"off\""),
     );
@@ -59,13 +65,19 @@ async fn five_thousand_concurrent_calls_admit_exactly_two_thousand() {
     let token = fx.token();
     let url = gw.url("/limited");
 
-    let mut calls = tokio::task::JoinSet::new();
+    let _alone = FLOODS.lock().await;
+    // One client per connection: each reqwest client holds one h2 connection, opened
+    // first (on an unlimited trigger), so that the flood does not race 100 handshakes per
+    // client on a loaded machine. All are open before the first limited call, so the
+    // flood alone (bounded below by 45 s) falls inside the 60 s window.
+    let mut clients = Vec::new();
     for _ in 0..50 {
-        // One client per connection: each reqwest client holds one h2 connection, opened
-        // first (on an unlimited trigger), so that the flood does not race 100 handshakes
-        // per client on a loaded machine.
         let client = fx.client_at(true, Some(&token), None, gw.https);
         assert_eq!(statuses(&client, &gw.url("/warm"), 1).await, vec![200]);
+        clients.push(client);
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for client in clients {
         for _ in 0..100 {
             let (client, url) = (client.clone(), url.clone());
             calls.spawn(async move {
@@ -193,6 +205,7 @@ async fn flood(
     connections: usize,
     total: usize,
 ) -> Vec<(u16, Option<String>)> {
+    let _alone = FLOODS.lock().await;
     let token = fx.token();
     let mut senders = tokio::task::JoinSet::new();
     for c in 0..connections {
