@@ -94,6 +94,9 @@ pub struct RunsArgs {
     /// Only this principal.
     #[arg(long)]
     pub principal: Option<String>,
+    /// Only runs of this W3C trace id (the caller's `traceparent` trace).
+    #[arg(long)]
+    pub trace_id: Option<String>,
     /// Since (RFC 3339, or an age such as `15m`).
     #[arg(long)]
     pub since: Option<String>,
@@ -359,6 +362,7 @@ async fn runs(args: RunsArgs) -> ExitCode {
                 ("trigger", &args.trigger),
                 ("decision", &args.decision),
                 ("principal", &args.principal),
+                ("trace_id", &args.trace_id),
                 ("since", &args.since),
                 ("until", &args.until),
             ];

@@ -19,6 +19,7 @@
 //! | [`ratelimit`] | exact sliding-window limiter (local and Redis), pre-auth shield |
 //! | [`secrets`] | secret references, vault backends, rotating cache, templates |
 //! | [`audit`] | one run record per call, sinks |
+//! | [`trace`] | W3C trace context: continue or start a trace, pass it upstream |
 //! | [`admin`] | the admin listener: health, readiness, metrics, policy, runs |
 //! | [`telemetry`] | logging and metrics setup |
 //! | [`reload`] | policy file watch and SIGHUP |
@@ -43,3 +44,4 @@ pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;

@@ -24,6 +24,7 @@ use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
+use crate::trace::TraceContext;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
@@ -67,6 +68,8 @@ pub struct Admitted {
 pub struct Call {
     /// The run record, written exactly once when the response ends.
     pub record: RunRecord,
+    /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
+    pub trace: TraceContext,
     started: Instant,
     request_body: Arc<BodyStats>,
     capture: Option<Capture>,
@@ -91,8 +94,13 @@ impl Call {
             RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
         record.peer_ip = Some(connection.peer.ip());
         record.policy_version = policy.version.clone();
+        // The caller's trace (or a fresh one) is known before any check, so refused calls
+        // can be found from the caller's trace too.
+        let trace = TraceContext::from_headers(request.headers());
+        record.trace_id = Some(trace.trace_id());
         Self {
             record,
+            trace,
             started: Instant::now(),
             request_body: Arc::new(BodyStats::default()),
             capture: None,
@@ -114,6 +122,7 @@ impl Drop for Call {
         tracing::info!(
             target: "flowgate::access",
             request_id = %record.id,
+            trace_id = record.trace_id.as_deref().unwrap_or("-"),
             trigger = record.trigger.as_deref().unwrap_or("-"),
             method = %record.method,
             path = %record.path,
@@ -444,6 +453,9 @@ pub async fn forward(
             request_id: &call.record.id,
         },
     );
+    // The upstream continues the call's trace, with flowgate's span as its parent; the
+    // caller's own `traceparent`/`tracestate` never pass unchecked.
+    call.trace.apply(&mut headers);
     // A caller cannot pre-set an injected header.
     for name in &trigger.injected_names.headers {
         headers.remove(name);
@@ -680,6 +692,7 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
             tracing::info!(
                 target: "flowgate::access",
                 request_id = %record.id,
+                trace_id = record.trace_id.as_deref().unwrap_or("-"),
                 trigger = record.trigger.as_deref().unwrap_or("-"),
                 method = %record.method,
                 path = %record.path,

@@ -15,6 +15,8 @@ pub struct RunFilter {
     pub decision: Option<String>,
     /// Principal, exactly.
     pub principal: Option<String>,
+    /// W3C trace id, exactly (finds a flow run from the caller's trace).
+    pub trace_id: Option<String>,
     /// Only runs at or after this time.
     pub since: Option<SystemTime>,
     /// Only runs before this time.
@@ -24,7 +26,7 @@ pub struct RunFilter {
 }
 
 impl RunFilter {
-    /// Parses `trigger=..&decision=..&principal=..&since=..&until=..&limit=..`.
+    /// Parses `trigger=..&decision=..&principal=..&trace_id=..&since=..&until=..&limit=..`.
     /// `since`/`until` take RFC 3339 (`2026-01-02T03:04:05Z`) or an age such as `15m`
     /// (that long before now).
     ///
@@ -47,6 +49,7 @@ impl RunFilter {
                 "trigger" => filter.trigger = Some(value),
                 "decision" => filter.decision = Some(value),
                 "principal" => filter.principal = Some(value),
+                "trace_id" => filter.trace_id = Some(value.to_ascii_lowercase()),
                 "since" => filter.since = Some(parse_time(&value, now)?),
                 "until" => filter.until = Some(parse_time(&value, now)?),
                 "limit" => {
@@ -54,7 +57,7 @@ impl RunFilter {
                 }
                 other => {
                     return Err(format!(
-                        "unknown filter {other:?} (expected trigger, decision, principal, since, until or limit)"
+                        "unknown filter {other:?} (expected trigger, decision, principal, trace_id, since, until or limit)"
                     ));
                 }
             }
@@ -70,6 +73,7 @@ impl RunFilter {
         if !same(&self.trigger, record.trigger.as_deref())
             || !same(&self.decision, Some(&record.decision))
             || !same(&self.principal, record.principal.as_deref())
+            || !same(&self.trace_id, record.trace_id.as_deref())
         {
             return false;
         }
