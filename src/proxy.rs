@@ -24,7 +24,7 @@ use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
-use crate::trace::TraceContext;
+use crate::trace::{Step, Steps, TraceContext};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
@@ -70,6 +70,8 @@ pub struct Call {
     pub record: RunRecord,
     /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
     pub trace: TraceContext,
+    /// When the expensive steps ran, for exported spans.
+    pub steps: Steps,
     started: Instant,
     request_body: Arc<BodyStats>,
     capture: Option<Capture>,
@@ -96,11 +98,12 @@ impl Call {
         record.policy_version = policy.version.clone();
         // The caller's trace (or a fresh one) is known before any check, so refused calls
         // can be found from the caller's trace too.
-        let trace = TraceContext::from_headers(request.headers());
+        let trace = TraceContext::from_headers(request.headers(), gateway.spans.is_some());
         record.trace_id = Some(trace.trace_id());
         Self {
             record,
             trace,
+            steps: Steps::default(),
             started: Instant::now(),
             request_body: Arc::new(BodyStats::default()),
             capture: None,
@@ -130,6 +133,9 @@ impl Drop for Call {
             decision = %record.decision,
             "call"
         );
+        if let Some(spans) = &gateway.spans {
+            spans.call_finished(&record, &self.trace, self.steps);
+        }
         gateway.audit.write(record);
     }
 }
@@ -238,7 +244,10 @@ pub async fn admit(
     gateway.shield.check(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
-    let caller = match gateway.key_stores.authenticate_identified(&trigger.access, parts).await {
+    let started = SystemTime::now();
+    let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts).await;
+    call.steps.done(Step::Authenticate, started);
+    let caller = match authenticated {
         Ok(caller) => caller,
         Err((error, identified)) => {
             // A valid token refused by a rule still names its caller in the run record.
@@ -272,7 +281,10 @@ pub async fn admit(
                 LimitKey::Trigger => RateKey::trigger(),
                 LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
             };
-            let decision = gateway.limiters.check(rule, &key).await.map_err(|e| match e {
+            let started = SystemTime::now();
+            let decision = gateway.limiters.check(rule, &key).await;
+            call.steps.done(Step::RateLimit, started);
+            let decision = decision.map_err(|e| match e {
                 LimiterError::Unavailable(_) => Failure::LimiterUnavailable { reason: e.to_string() },
                 LimiterError::Full { retry_after_secs, .. } => {
                     Failure::LimiterFull { retry_after_secs, reason: e.to_string() }
@@ -424,11 +436,10 @@ pub async fn forward(
     }
 
     // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
-    let rendered = trigger
-        .injection
-        .render(&permit, &gateway.secrets, &policy.vaults)
-        .await
-        .map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
+    let started = SystemTime::now();
+    let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
+    call.steps.done(Step::Secrets, started);
+    let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
     if let Some(capture) = &mut call.capture {
         capture.secrets = rendered.secret_values().to_vec();
     }
@@ -529,7 +540,9 @@ pub async fn forward(
     upstream_request.headers_mut().insert(header::HOST, trigger.upstream.host_header.clone());
 
     let client_pool = trigger.client(&gateway.upstream);
+    let started = SystemTime::now();
     let sent = tokio::time::timeout(trigger.response_timeout, client_pool.request(upstream_request)).await;
+    call.steps.done(Step::Upstream, started);
     let response = match sent {
         Err(_elapsed) => {
             metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
@@ -642,6 +655,7 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
     call.unfinished = None;
     let mut record = std::mem::replace(&mut call.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
     let (started, request_body, capture) = (call.started, call.request_body.clone(), call.capture.take());
+    let (trace, steps) = (call.trace.clone(), call.steps);
     record.status = response.status().as_u16();
     metrics::counter!(
         "flowgate_requests_total",
@@ -705,6 +719,9 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                 client = %record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 "call"
             );
+            if let Some(spans) = &gateway.spans {
+                spans.call_finished(&record, &trace, steps);
+            }
             gateway.audit.write(record);
         }),
     );

@@ -11,6 +11,10 @@
 //! only, version `ff` refused, all-zero trace or parent ids refused, exact field lengths;
 //! a higher version is read for its first four fields when the rest is separated by `-`.
 
+mod export;
+
+pub use export::{ExportSettings, RawTraces, SpanExport, Step, Steps};
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The `traceparent` header.
@@ -40,8 +44,9 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// The caller's trace when its `traceparent` is valid, otherwise a fresh one.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    /// The caller's trace when its `traceparent` is valid, otherwise a fresh one, sampled
+    /// when this gateway `records` spans (`[traces]` export on).
+    pub fn from_headers(headers: &HeaderMap, records: bool) -> Self {
         let mut values = headers.get_all(TRACEPARENT).iter();
         // Two `traceparent` headers cannot be one trace: treated as invalid.
         let parsed = match (values.next(), values.next()) {
@@ -57,19 +62,19 @@ impl TraceContext {
                 flags: flags & 0x01,
                 tracestate: tracestate(headers),
             },
-            None => Self::fresh(),
+            None => Self::fresh(records),
         }
     }
 
-    /// A new trace whose root is this call (not sampled: the caller recorded nothing).
-    pub fn fresh() -> Self {
+    /// A new trace whose root is this call; `sampled` when its spans are recorded.
+    pub fn fresh(sampled: bool) -> Self {
         let trace_id = loop {
             let id: [u8; 16] = rand::random();
             if id != [0; 16] {
                 break id;
             }
         };
-        Self { trace_id, parent_id: None, span_id: new_span_id(), flags: 0, tracestate: None }
+        Self { trace_id, parent_id: None, span_id: new_span_id(), flags: u8::from(sampled), tracestate: None }
     }
 
     /// The trace id, 32 lower-case hex digits (as in the run record and the access log).
@@ -85,6 +90,11 @@ impl TraceContext {
     /// The caller's span id, when the caller's trace was continued.
     pub fn parent_id(&self) -> Option<String> {
         self.parent_id.map(hex::encode)
+    }
+
+    /// Whether the trace is sampled (its spans are recorded by whoever records them).
+    pub fn sampled(&self) -> bool {
+        self.flags & 0x01 == 1
     }
 
     /// Whether the caller's trace was continued (its `traceparent` was valid).
@@ -203,6 +213,12 @@ fn new_span_id() -> [u8; 8] {
 mod tests {
     use super::*;
 
+    impl TraceContext {
+        fn from_headers_off(headers: &HeaderMap) -> Self {
+            Self::from_headers(headers, false)
+        }
+    }
+
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -216,7 +232,7 @@ mod tests {
     #[test]
     fn a_valid_traceparent_is_continued_with_a_new_span() {
         let trace =
-            TraceContext::from_headers(&headers(&[("traceparent", VALID), ("tracestate", "congo=t61rcWkgMzE")]));
+            TraceContext::from_headers_off(&headers(&[("traceparent", VALID), ("tracestate", "congo=t61rcWkgMzE")]));
         assert!(trace.continued());
         assert_eq!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(trace.parent_id().as_deref(), Some("00f067aa0ba902b7"));
@@ -244,7 +260,7 @@ mod tests {
             "",
         ];
         for case in cases {
-            let trace = TraceContext::from_headers(&headers(&[("traceparent", case), ("tracestate", "a=b")]));
+            let trace = TraceContext::from_headers_off(&headers(&[("traceparent", case), ("tracestate", "a=b")]));
             assert!(!trace.continued(), "{case:?} was accepted");
             assert_ne!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{case:?}");
             assert_eq!(trace.tracestate, None, "{case:?}: tracestate kept");
@@ -254,27 +270,27 @@ mod tests {
     #[test]
     fn a_later_version_is_read_for_its_known_fields_and_sent_as_00() {
         let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-what-comes-next";
-        let trace = TraceContext::from_headers(&headers(&[("traceparent", later)]));
+        let trace = TraceContext::from_headers_off(&headers(&[("traceparent", later)]));
         assert_eq!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(trace.upstream_traceparent().to_str().unwrap().starts_with("00-"));
         assert!(trace.upstream_traceparent().to_str().unwrap().ends_with("-01"), "only the sampled bit");
         let glued = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03x";
-        assert!(!TraceContext::from_headers(&headers(&[("traceparent", glued)])).continued());
+        assert!(!TraceContext::from_headers_off(&headers(&[("traceparent", glued)])).continued());
     }
 
     #[test]
     fn two_traceparents_are_invalid() {
         let two = headers(&[("traceparent", VALID), ("traceparent", VALID)]);
-        assert!(!TraceContext::from_headers(&two).continued());
+        assert!(!TraceContext::from_headers_off(&two).continued());
     }
 
     #[test]
     fn tracestate_is_joined_checked_and_bounded() {
         let joined = headers(&[("traceparent", VALID), ("tracestate", "a=1, b@x=2"), ("tracestate", "c=3")]);
-        assert_eq!(TraceContext::from_headers(&joined).tracestate.unwrap(), "a=1,b@x=2,c=3");
+        assert_eq!(TraceContext::from_headers_off(&joined).tracestate.unwrap(), "a=1,b@x=2,c=3");
         for bad in ["novalue", "UPPER=1", "a=b=c", &"k=v,".repeat(33), &format!("k={}", "v".repeat(600))] {
             let map = headers(&[("traceparent", VALID), ("tracestate", bad)]);
-            let trace = TraceContext::from_headers(&map);
+            let trace = TraceContext::from_headers_off(&map);
             assert!(trace.continued(), "a bad tracestate must not break the trace");
             assert_eq!(trace.tracestate, None, "{bad:?} kept");
         }
@@ -282,9 +298,9 @@ mod tests {
 
     #[test]
     fn a_fresh_trace_is_valid_and_parses_back() {
-        let trace = TraceContext::fresh();
+        let trace = TraceContext::fresh(false);
         let sent = trace.upstream_traceparent();
-        let back = TraceContext::from_headers(&headers(&[("traceparent", sent.to_str().unwrap())]));
+        let back = TraceContext::from_headers_off(&headers(&[("traceparent", sent.to_str().unwrap())]));
         assert_eq!(back.trace_id(), trace.trace_id());
         assert_eq!(back.parent_id(), Some(trace.span_id()));
     }
