@@ -24,7 +24,6 @@ use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
-use crate::trace::{Step, Steps, TraceContext};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
@@ -69,9 +68,9 @@ pub struct Call {
     /// The run record, written exactly once when the response ends.
     pub record: RunRecord,
     /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
-    pub trace: TraceContext,
+    pub trace: crate::trace::TraceContext,
     /// When the expensive steps ran, for exported spans.
-    pub steps: Steps,
+    pub steps: crate::trace::Steps,
     started: Instant,
     request_body: Arc<BodyStats>,
     capture: Option<Capture>,
@@ -98,12 +97,12 @@ impl Call {
         record.policy_version = policy.version.clone();
         // The caller's trace (or a fresh one) is known before any check, so refused calls
         // can be found from the caller's trace too.
-        let trace = TraceContext::from_headers(request.headers(), gateway.spans.is_some());
+        let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
         record.trace_id = Some(trace.trace_id());
         Self {
             record,
             trace,
-            steps: Steps::default(),
+            steps: crate::trace::Steps::default(),
             started: Instant::now(),
             request_body: Arc::new(BodyStats::default()),
             capture: None,
@@ -246,7 +245,7 @@ pub async fn admit(
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
     let started = SystemTime::now();
     let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts).await;
-    call.steps.done(Step::Authenticate, started);
+    call.steps.done(crate::trace::Step::Authenticate, started);
     let caller = match authenticated {
         Ok(caller) => caller,
         Err((error, identified)) => {
@@ -283,7 +282,7 @@ pub async fn admit(
             };
             let started = SystemTime::now();
             let decision = gateway.limiters.check(rule, &key).await;
-            call.steps.done(Step::RateLimit, started);
+            call.steps.done(crate::trace::Step::RateLimit, started);
             let decision = decision.map_err(|e| match e {
                 LimiterError::Unavailable(_) => Failure::LimiterUnavailable { reason: e.to_string() },
                 LimiterError::Full { retry_after_secs, .. } => {
@@ -438,7 +437,7 @@ pub async fn forward(
     // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
     let started = SystemTime::now();
     let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
-    call.steps.done(Step::Secrets, started);
+    call.steps.done(crate::trace::Step::Secrets, started);
     let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
     if let Some(capture) = &mut call.capture {
         capture.secrets = rendered.secret_values().to_vec();
@@ -542,7 +541,7 @@ pub async fn forward(
     let client_pool = trigger.client(&gateway.upstream);
     let started = SystemTime::now();
     let sent = tokio::time::timeout(trigger.response_timeout, client_pool.request(upstream_request)).await;
-    call.steps.done(Step::Upstream, started);
+    call.steps.done(crate::trace::Step::Upstream, started);
     let response = match sent {
         Err(_elapsed) => {
             metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
