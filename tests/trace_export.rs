@@ -185,3 +185,25 @@ async fn one_span_per_call_with_children_under_the_callers_span_and_no_secret() 
     }
     gw.shutdown().await;
 }
+
+#[test]
+fn a_bad_traces_section_is_refused_with_its_location() {
+    let fx = Fixture::new();
+    let trigger = trigger_to("t", "/t", "http://127.0.0.1:9/x", "");
+    for (section, expected) in [
+        ("[traces]\notlp_endpoint = \"ftp://collector/v1/traces\"\n", "is not an http(s) URL"),
+        ("[traces]\nendpoint = \"http://collector:4318/v1/traces\"\n", "endpoint"),
+        ("[traces]\notlp_endpoint = \"http://collector:4318/v1/traces\"\nqueue = 0\n", "queue must be at least 1"),
+    ] {
+        let path = fx.write_policy(&fx.policy_text(&format!("{section}\n{trigger}")));
+        let errors = match flowgate::policy::load(&path) {
+            Ok(_) => panic!("accepted: {section}"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+        };
+        assert!(errors.contains(expected), "{section}: {errors}");
+        assert!(errors.contains("policy.toml:"), "not located: {errors}");
+    }
+    // Without the section, or without an endpoint, nothing is exported.
+    let path = fx.write_policy(&fx.policy_text(&format!("[traces]\nservice_name = \"x\"\n\n{trigger}")));
+    assert!(flowgate::policy::load(&path).unwrap().traces.is_none());
+}
