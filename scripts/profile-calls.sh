@@ -19,7 +19,7 @@ cp -r "$project/../shared/bench-peers/." "$peers/"
 chmod u+w -R "$peers"; chmod 600 "$peers/conf/bench-secrets.toml"
 (cd "$peers" && ./gen_keys.sh >/dev/null 2>&1)
 mkdir -p /tmp/peers/run /tmp/peers/logs
-(cd "$project" && cargo build --release --quiet)
+[ -n "${SKIP_BUILD:-}" ] || (cd "$project" && cargo build --release --quiet)
 out=$(mktemp -d)
 nginx -c "$peers/conf/upstream-nginx.conf" -g 'daemon off;' &
 upstream=$!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Redis, OpenBao, the npm OIDC provider) and runs every
+# Installs what the tests need (Redis, HAProxy, OpenBao, the npm OIDC provider) and runs every
 # check: formatting, clippy, and all tests (unit, integration, benches in smoke mode).
 # This is the README's test command; .ci/run calls exactly this.
 set -euo pipefail

@@ -76,6 +76,10 @@ pub struct RunRecord {
     pub bytes_out: u64,
     /// The version of the policy that judged the call.
     pub policy_version: String,
+    /// The W3C trace id (32 hex digits): the caller's, when it sent a valid `traceparent`,
+    /// else a fresh one; the upstream got the same trace id.
+    #[serde(default)]
+    pub trace_id: Option<String>,
     /// Captured request and response, for triggers with `capture = true`.
     pub capture: Option<Captured>,
 }
@@ -106,6 +110,7 @@ impl RunRecord {
             bytes_in: 0,
             bytes_out: 0,
             policy_version: String::new(),
+            trace_id: None,
             capture: None,
         }
     }

@@ -57,6 +57,13 @@ pub enum Command {
         #[arg(long, short, default_value = "config/demo.toml")]
         config: PathBuf,
     },
+    /// Exit 0 when URL answers 2xx within two seconds, else 1: a health check for images
+    /// without a shell or curl (Docker `HEALTHCHECK`).
+    Probe {
+        /// The URL to GET.
+        #[arg(default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
     /// Run the demo: gateway on https://127.0.0.1:8443 with a built-in echo upstream and
     /// development certificates in certs/; prints ready-to-paste curl commands.
     Demo(DemoArgs),
@@ -94,6 +101,9 @@ pub struct RunsArgs {
     /// Only this principal.
     #[arg(long)]
     pub principal: Option<String>,
+    /// Only runs of this W3C trace id (the caller's `traceparent` trace).
+    #[arg(long)]
+    pub trace_id: Option<String>,
     /// Since (RFC 3339, or an age such as `15m`).
     #[arg(long)]
     pub since: Option<String>,
@@ -179,6 +189,7 @@ pub fn main() -> ExitCode {
             Command::Token(args) => token(&args),
             Command::SignUrl(args) => sign_url(&args),
             Command::Secrets { config } => secrets_report(&config),
+            Command::Probe { url } => probe(&url).await,
             Command::Demo(args) => demo(args).await,
         }
     })
@@ -359,6 +370,7 @@ async fn runs(args: RunsArgs) -> ExitCode {
                 ("trigger", &args.trigger),
                 ("decision", &args.decision),
                 ("principal", &args.principal),
+                ("trace_id", &args.trace_id),
                 ("since", &args.since),
                 ("until", &args.until),
             ];
@@ -411,6 +423,28 @@ async fn runs(args: RunsArgs) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+async fn probe(url: &str) -> ExitCode {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).no_proxy().build();
+    let answered = match client {
+        Ok(client) => client.get(url).send().await,
+        Err(error) => {
+            eprintln!("flowgate probe: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match answered {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("flowgate probe: {url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("flowgate probe: {url}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(config: &Path) -> ExitCode {

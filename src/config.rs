@@ -59,6 +59,9 @@ pub struct RawPolicy {
     /// Run history (audit records).
     #[serde(default)]
     pub audit: RawAudit,
+    /// OpenTelemetry span export (off unless `otlp_endpoint` is set).
+    #[serde(default)]
+    pub traces: crate::trace::RawTraces,
     /// The guarded trigger URLs.
     #[serde(default)]
     pub trigger: Vec<RawTrigger>,

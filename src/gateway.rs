@@ -36,6 +36,8 @@ pub struct Gateway {
     pub shield: crate::ratelimit::Shield,
     /// Cached secret values.
     pub secrets: crate::secrets::SecretStore,
+    /// Span export, when `[traces]` asks for it (built at start).
+    pub spans: Option<crate::trace::SpanExport>,
 }
 
 /// What a reload did.
@@ -72,6 +74,7 @@ impl Gateway {
         let shield = crate::ratelimit::Shield::new(policy.shield);
         let key_stores = crate::auth::KeyStores::new();
         key_stores.start_refresh(policy.identities.values());
+        let spans = policy.traces.as_ref().map(crate::trace::SpanExport::start).transpose()?;
         let gateway = Arc::new(Self {
             policy: ArcSwap::from_pointee(policy),
             policy_path,
@@ -85,6 +88,7 @@ impl Gateway {
             limiters,
             shield,
             secrets: crate::secrets::SecretStore::new(),
+            spans,
         });
         start_housekeeping(&gateway);
         Ok(gateway)
@@ -166,6 +170,9 @@ impl Gateway {
         if old.cluster != new.cluster || old.shield != new.shield {
             // Budgets live in these; rebuilding them would forget who spent what.
             tracing::warn!("[cluster] and [shield] changes take effect at the next restart");
+        }
+        if old.traces != new.traces {
+            tracing::warn!("[traces] changes take effect at the next restart");
         }
         self.key_stores.start_refresh(new.identities.values());
         self.secrets.retain_vaults(&new.vaults);

@@ -19,6 +19,7 @@
 //! | [`ratelimit`] | exact sliding-window limiter (local and Redis), pre-auth shield |
 //! | [`secrets`] | secret references, vault backends, rotating cache, templates |
 //! | [`audit`] | one run record per call, sinks |
+//! | [`trace`] | W3C trace context: continue or start a trace, pass it upstream |
 //! | [`admin`] | the admin listener: health, readiness, metrics, policy, runs |
 //! | [`console`] | the admin listener's HTML console under `/ui`: runs, triggers, secrets, policy |
 //! | [`telemetry`] | logging and metrics setup |
@@ -45,3 +46,4 @@ pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;

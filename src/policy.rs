@@ -58,6 +58,8 @@ pub struct Policy {
     pub shield: crate::ratelimit::ShieldSettings,
     /// Budget sharing between replicas.
     pub cluster: crate::ratelimit::ClusterSettings,
+    /// Span export, when `[traces] otlp_endpoint` is set (restart-only).
+    pub traces: Option<crate::trace::ExportSettings>,
     /// Token issuers by name.
     pub identities: BTreeMap<String, Arc<crate::auth::Identity>>,
     /// Secret stores (with the cache settings).
@@ -222,6 +224,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let firewall = crate::firewall::IpRules::compile(&raw.firewall, &root.key("firewall"), source, &mut diags);
     let shield = crate::ratelimit::ShieldSettings::compile(&raw.shield, &root.key("shield"), &mut diags);
     let cluster = crate::ratelimit::ClusterSettings::compile(&raw.cluster, &root.key("cluster"), &mut diags);
+    let traces = crate::trace::ExportSettings::compile(&raw.traces, &root.key("traces"), &mut diags);
     let identities = crate::auth::compile_identities(&raw.identity, &root.key("identity"), source, &mut diags);
     let admin = compile_admin_access(&raw.admin, raw, &identities, &root.key("admin"), &mut diags);
     let signed_urls = raw
@@ -279,6 +282,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
         firewall,
         shield,
         cluster,
+        traces,
         identities,
         vaults: Arc::new(vaults),
         signed_urls,

@@ -69,6 +69,10 @@ pub struct Admitted {
 pub struct Call {
     /// The run record, written exactly once when the response ends.
     pub record: RunRecord,
+    /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
+    pub trace: crate::trace::TraceContext,
+    /// When the expensive steps ran, for exported spans.
+    pub steps: crate::trace::Steps,
     started: Instant,
     request_body: Arc<BodyStats>,
     capture: Option<Capture>,
@@ -93,8 +97,14 @@ impl Call {
             RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
         record.peer_ip = Some(connection.peer.ip());
         record.policy_version = policy.version.clone();
+        // The caller's trace (or a fresh one) is known before any check, so refused calls
+        // can be found from the caller's trace too.
+        let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
+        record.trace_id = Some(trace.trace_id());
         Self {
             record,
+            trace,
+            steps: crate::trace::Steps::default(),
             started: Instant::now(),
             request_body: Arc::new(BodyStats::default()),
             capture: None,
@@ -116,6 +126,7 @@ impl Drop for Call {
         tracing::info!(
             target: "flowgate::access",
             request_id = %record.id,
+            trace_id = record.trace_id.as_deref().unwrap_or("-"),
             trigger = record.trigger.as_deref().unwrap_or("-"),
             method = %record.method,
             path = %record.path,
@@ -123,6 +134,9 @@ impl Drop for Call {
             decision = %record.decision,
             "call"
         );
+        if let Some(spans) = &gateway.spans {
+            spans.call_finished(&record, &self.trace, self.steps);
+        }
         gateway.audit.write(record);
     }
 }
@@ -231,7 +245,10 @@ pub async fn admit(
     gateway.shield.check(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
-    let caller = match gateway.key_stores.authenticate_identified(&trigger.access, parts).await {
+    let started = SystemTime::now();
+    let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts).await;
+    call.steps.done(crate::trace::Step::Authenticate, started);
+    let caller = match authenticated {
         Ok(caller) => caller,
         Err((error, identified)) => {
             // A valid token refused by a rule still names its caller in the run record.
@@ -265,7 +282,10 @@ pub async fn admit(
                 LimitKey::Trigger => RateKey::trigger(),
                 LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
             };
-            let decision = gateway.limiters.check(rule, &key).await.map_err(|e| match e {
+            let started = SystemTime::now();
+            let decision = gateway.limiters.check(rule, &key).await;
+            call.steps.done(crate::trace::Step::RateLimit, started);
+            let decision = decision.map_err(|e| match e {
                 LimiterError::Unavailable(_) => Failure::LimiterUnavailable { reason: e.to_string() },
                 LimiterError::Full { retry_after_secs, .. } => {
                     Failure::LimiterFull { retry_after_secs, reason: e.to_string() }
@@ -417,11 +437,10 @@ pub async fn forward(
     }
 
     // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
-    let rendered = trigger
-        .injection
-        .render(&permit, &gateway.secrets, &policy.vaults)
-        .await
-        .map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
+    let started = SystemTime::now();
+    let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
+    call.steps.done(crate::trace::Step::Secrets, started);
+    let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
     if let Some(capture) = &mut call.capture {
         capture.secrets = rendered.secret_values().to_vec();
     }
@@ -448,6 +467,9 @@ pub async fn forward(
             request_id: &call.record.id,
         },
     );
+    // The upstream continues the call's trace, with flowgate's span as its parent; the
+    // caller's own `traceparent`/`tracestate` never pass unchecked.
+    call.trace.apply(&mut headers);
     // A caller cannot pre-set an injected header.
     for name in &trigger.injected_names.headers {
         headers.remove(name);
@@ -527,7 +549,9 @@ pub async fn forward(
     upstream_request.headers_mut().insert(header::HOST, trigger.upstream.host_header.clone());
 
     let client_pool = trigger.client(&gateway.upstream);
+    let started = SystemTime::now();
     let sent = tokio::time::timeout(trigger.response_timeout, client_pool.request(upstream_request)).await;
+    call.steps.done(crate::trace::Step::Upstream, started);
     let response = match sent {
         Err(_elapsed) => {
             metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
@@ -648,6 +672,7 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
     call.unfinished = None;
     let mut record = std::mem::replace(&mut call.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
     let (started, request_body, capture) = (call.started, call.request_body.clone(), call.capture.take());
+    let (trace, steps) = (call.trace.clone(), call.steps);
     record.status = response.status().as_u16();
     metrics::counter!(
         "flowgate_requests_total",
@@ -700,6 +725,7 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
             tracing::info!(
                 target: "flowgate::access",
                 request_id = %record.id,
+                trace_id = record.trace_id.as_deref().unwrap_or("-"),
                 trigger = record.trigger.as_deref().unwrap_or("-"),
                 method = %record.method,
                 path = %record.path,
@@ -712,6 +738,9 @@ fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseB
                 client = %record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 "call"
             );
+            if let Some(spans) = &gateway.spans {
+                spans.call_finished(&record, &trace, steps);
+            }
             gateway.audit.write(record);
         }),
     );

@@ -52,6 +52,16 @@ pub fn watch_files(gateway: Arc<Gateway>, policy_path: &Path) -> notify::Result<
                 let _ = tx.send(Trigger::Policy);
             } else if cert_paths.contains(path) {
                 let _ = tx.send(Trigger::Certificate);
+            } else if is_atomic_swap(path) {
+                // A Kubernetes ConfigMap or Secret volume changes every file at once by
+                // swapping its `..data` link: the files' own paths see no event.
+                let dir = path.parent();
+                if dir == watched_policy.parent() {
+                    let _ = tx.send(Trigger::Policy);
+                }
+                if cert_paths.iter().any(|cert| cert.parent() == dir) {
+                    let _ = tx.send(Trigger::Certificate);
+                }
             }
         }
     })?;
@@ -115,6 +125,12 @@ pub async fn reload_blocking(
         tracing::error!(error = %join, "the reload task failed; the running policy stays");
         Ok(crate::gateway::ReloadOutcome::Unchanged { version: String::new() })
     })
+}
+
+/// The link Kubernetes' atomic writer (ConfigMap, Secret and projected volumes) renames
+/// into place, `..data`, which the visible files point through.
+fn is_atomic_swap(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| name == "..data")
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -18,6 +18,8 @@ pub struct RunFilter {
     pub decision: Option<String>,
     /// Principal, exactly.
     pub principal: Option<String>,
+    /// W3C trace id, exactly (finds a flow run from the caller's trace).
+    pub trace_id: Option<String>,
     /// Only runs at or after this time.
     pub since: Option<SystemTime>,
     /// Only runs before this time.
@@ -27,7 +29,7 @@ pub struct RunFilter {
 }
 
 impl RunFilter {
-    /// Parses `trigger=..&decision=..&principal=..&since=..&until=..&limit=..`.
+    /// Parses `trigger=..&decision=..&principal=..&trace_id=..&since=..&until=..&limit=..`.
     /// `since`/`until` take RFC 3339 (`2026-01-02T03:04:05Z`) or an age such as `15m`
     /// (that long before now).
     ///
@@ -50,6 +52,7 @@ impl RunFilter {
                 "trigger" => filter.trigger = Some(value),
                 "decision" => filter.decision = Some(value),
                 "principal" => filter.principal = Some(value),
+                "trace_id" => filter.trace_id = Some(value.to_ascii_lowercase()),
                 "since" => filter.since = Some(parse_time(&value, now)?),
                 "until" => filter.until = Some(parse_time(&value, now)?),
                 "limit" => {
@@ -57,7 +60,7 @@ impl RunFilter {
                 }
                 other => {
                     return Err(format!(
-                        "unknown filter {other:?} (expected trigger, decision, principal, since, until or limit)"
+                        "unknown filter {other:?} (expected trigger, decision, principal, trace_id, since, until or limit)"
                     ));
                 }
             }
@@ -67,22 +70,30 @@ impl RunFilter {
 
     /// Whether `record` passes every set field (ignores `limit`).
     pub fn matches(&self, record: &RunRecord) -> bool {
-        self.matches_fields(record.trigger.as_deref(), &record.decision, record.principal.as_deref(), || record.at())
+        let fields = (
+            record.trigger.as_deref(),
+            record.decision.as_str(),
+            record.principal.as_deref(),
+            record.trace_id.as_deref(),
+        );
+        self.matches_fields(fields, || record.at())
     }
 
-    /// [`RunFilter::matches`] over a record's filtered fields; `at` is asked only when a
-    /// time bound is set.
+    /// [`RunFilter::matches`] over a record's filtered fields (trigger, decision, principal,
+    /// trace id); `at` is asked only when a time bound is set.
     pub fn matches_fields(
         &self,
-        trigger: Option<&str>,
-        decision: &str,
-        principal: Option<&str>,
+        (trigger, decision, principal, trace_id): (Option<&str>, &str, Option<&str>, Option<&str>),
         at: impl FnOnce() -> Option<SystemTime>,
     ) -> bool {
         fn same(want: &Option<String>, have: Option<&str>) -> bool {
             want.as_deref().is_none_or(|w| have == Some(w))
         }
-        if !same(&self.trigger, trigger) || !same(&self.decision, Some(decision)) || !same(&self.principal, principal) {
+        if !same(&self.trigger, trigger)
+            || !same(&self.decision, Some(decision))
+            || !same(&self.principal, principal)
+            || !same(&self.trace_id, trace_id)
+        {
             return false;
         }
         if self.since.is_none() && self.until.is_none() {

@@ -152,6 +152,7 @@ struct Entry {
     trigger: Option<Box<str>>,
     decision: Box<str>,
     principal: Option<Box<str>>,
+    trace_id: Option<Box<str>>,
     at: Option<std::time::SystemTime>,
     json: Box<str>,
 }
@@ -163,6 +164,7 @@ impl Entry {
             trigger: record.trigger.as_deref().map(Into::into),
             decision: record.decision.as_str().into(),
             principal: record.principal.as_deref().map(Into::into),
+            trace_id: record.trace_id.as_deref().map(Into::into),
             at: record.at(),
             json: json.into_boxed_str(),
         }
@@ -175,11 +177,13 @@ impl Entry {
             + self.trigger.as_ref().map_or(0, |t| t.len())
             + self.decision.len()
             + self.principal.as_ref().map_or(0, |p| p.len())
+            + self.trace_id.as_ref().map_or(0, |t| t.len())
             + self.json.len()
     }
 
     fn matches(&self, filter: &RunFilter) -> bool {
-        filter.matches_fields(self.trigger.as_deref(), &self.decision, self.principal.as_deref(), || self.at)
+        let fields = (self.trigger.as_deref(), &*self.decision, self.principal.as_deref(), self.trace_id.as_deref());
+        filter.matches_fields(fields, || self.at)
     }
 }
 

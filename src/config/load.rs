@@ -124,6 +124,7 @@ pub fn load_str(source: SourceFile) -> Result<(RawPolicy, SourceFile), Vec<Confi
             "signed_urls" => reader.read(&mut errors, |v| raw.signed_urls = Some(v)),
             "secrets" => reader.read(&mut errors, |v| raw.secrets = v),
             "audit" => reader.read(&mut errors, |v| raw.audit = v),
+            "traces" => reader.read(&mut errors, |v| raw.traces = v),
             "identity" => raw.identity = reader.read_named(&mut errors),
             "vault" => raw.vault = reader.read_named(&mut errors),
             "trigger" => raw.trigger = reader.read_each::<RawTrigger>(&mut errors),
@@ -151,6 +152,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "vault",
     "secrets",
     "audit",
+    "traces",
     "trigger",
 ];
 
