@@ -103,7 +103,9 @@ async fn one_span_per_call_with_children_under_the_callers_span_and_no_secret() 
             "exported",
             "/exported",
             &format!("http://{upstream}/echo?api-version=1&sig=UPSTREAMSIG"),
+            // Body scrubbing off: the echo proves the value was injected (see below).
             "inject.headers.\"x-api-key\" = \"secret://files/flows#api_key\"\n\
+             scrub_responses = false\n\
              rate_limit = { calls = 100, period = \"60s\" }"
         )
     ));
