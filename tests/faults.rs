@@ -19,7 +19,7 @@ use common::redis::Redis;
 use common::upstream::{sha, start_reporter};
 use common::{Fixture, Running, closed_port, metrics_text, start_echo, start_gateway, trigger_to};
 use flowgate::auth::dev_issuer::{DevIssuer, MintOptions};
-use load::{Load, MakeCall, Tally, assert_recorded};
+use load::{Load, MakeCall, assert_recorded};
 use serde_json::json;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
@@ -477,6 +477,211 @@ async fn redis_down_local_uses_local_budgets_then_recovers() {
     tally.assert_load("redis_local", 100);
     assert!(tally.failed().is_empty(), "connection failures: {:?}", tally.failed());
     assert!(tally.other_than(200).is_empty(), "valid calls refused: {:?}", tally.other_than(200));
+    assert_recorded(&gw.admin_url("/runs"), &tally).await;
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream faults, policy reloads, certificate rotation.
+
+/// Upstream refuses connections / stalls, next to a healthy trigger under load: 502 within
+/// the connect timeout, 504 within the response timeout, healthy calls untouched, and no
+/// connection slot leaks: every slot comes back, and a full set of new connections is served.
+#[tokio::test]
+async fn upstream_refusing_or_stalling_is_502_or_504_in_time_without_slot_leaks() {
+    let _serial = SERIAL.lock().await;
+    const SLOTS: usize = 12;
+    let fx = Fixture::new();
+    fx.serve_issuer();
+    let echo = start_echo().await;
+    let triggers = format!(
+        "{}{}{}",
+        common::echo_trigger("t", "/t", echo, "rate_limit = \"off\""),
+        trigger_to("refused", "/refused", &format!("http://{}/", closed_port()), "rate_limit = \"off\""),
+        trigger_to(
+            "stall",
+            "/stall",
+            &format!("http://{echo}/stall?delay_ms=5000"),
+            "rate_limit = \"off\"\nupstream_response_timeout = \"1s\""
+        ),
+    );
+    // COMMON ends inside [limits].
+    let text = fx.policy_text(&format!("{COMMON}max_connections = {SLOTS}\n\n{triggers}"));
+    let gw = start_gateway(&fx.write_policy(&text)).await;
+    let token = fixed(fx.token());
+    let healthy = Load::start(WORKERS, PACE, post_calls(&fx, &gw, "/t", token.clone()));
+    let refused = Load::start(2, PACE, post_calls(&fx, &gw, "/refused", token.clone()));
+    let stalled = Load::start(2, PACE, post_calls(&fx, &gw, "/stall", token.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (healthy, refused, stalled) = (healthy.finish().await, refused.finish().await, stalled.finish().await);
+    eprintln!("{}", healthy.summary("upstream_healthy"));
+    eprintln!("{}", refused.summary("upstream_refused"));
+    eprintln!("{}", stalled.summary("upstream_stalled"));
+
+    healthy.assert_load("upstream_healthy", 100);
+    assert!(healthy.failed().is_empty() && healthy.other_than(200).is_empty(), "healthy calls hurt");
+    refused.assert_load("upstream_refused", 20);
+    assert!(refused.failed().is_empty() && refused.other_than(502).is_empty(), "{:?}", refused.by_status());
+    // connect timeout 1 s (a refused connect is immediate) plus a generous margin.
+    assert!(refused.outcomes.iter().all(|o| o.done - o.sent < Duration::from_secs(3)), "a 502 took too long");
+    stalled.assert_load("upstream_stalled", 4);
+    assert!(stalled.failed().is_empty() && stalled.other_than(504).is_empty(), "{:?}", stalled.by_status());
+    for o in &stalled.outcomes {
+        let took = o.done - o.sent;
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "504 after {took:?}");
+    }
+    let metrics = metrics_text(&gw).await;
+    assert!(metric(&metrics, "flowgate_upstream_errors_total{kind=\"connect\"}") > 0.0, "{metrics}");
+    assert!(metric(&metrics, "flowgate_upstream_errors_total{kind=\"timeout\"}") > 0.0, "{metrics}");
+    for tally in [&healthy, &refused, &stalled] {
+        assert_recorded(&gw.admin_url("/runs"), tally).await;
+    }
+
+    // Every caller is gone: every connection slot comes back...
+    let start = Instant::now();
+    loop {
+        let open = metric(&metrics_text(&gw).await, "flowgate_open_connections");
+        if open == 0.0 {
+            break;
+        }
+        assert!(start.elapsed() < RECOVERY, "{open} connections still open {RECOVERY:?} after every caller left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and SLOTS new connections at once, each holding its slot for a while, are all served.
+    let mut calls = Vec::new();
+    for _ in 0..SLOTS {
+        let client = fx.client_at(false, Some(&fx.token()), None, gw.https);
+        let url = gw.url("/t?delay_ms=300");
+        calls.push(tokio::spawn(async move { load::one(client.post(url).body("{}")).await.status }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Some(200), "a connection slot leaked");
+    }
+    gw.shutdown().await;
+}
+
+/// 100 policy reloads during load, valid and invalid alternating: no call fails; every
+/// valid file is swapped in, every invalid one swaps nothing.
+#[tokio::test]
+async fn hundred_reloads_valid_and_invalid_alternating_fail_no_call() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new();
+    fx.serve_issuer();
+    let echo = start_echo().await;
+    let policy = |i: usize| {
+        fx.policy_text(&format!(
+            "{COMMON}\n{}{}",
+            common::echo_trigger("t", "/t", echo, "rate_limit = \"off\""),
+            common::echo_trigger(
+                "other",
+                "/other",
+                echo,
+                &format!("rate_limit = {{ calls = {}, period = \"60s\" }}", 100 + i)
+            ),
+        ))
+    };
+    let path = fx.write_policy(&policy(0));
+    let gw = start_gateway(&path).await;
+    let load = Load::start(WORKERS, PACE, post_calls(&fx, &gw, "/t", fixed(fx.token())));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failed_before = metric(&metrics_text(&gw).await, "flowgate_policy_reloads_total{result=\"failed\"}");
+    let mut versions = std::collections::HashSet::new();
+    for i in 1..=100 {
+        let running = gw.gateway.policy().version.clone();
+        let valid = i % 2 == 0;
+        let text = match (valid, i % 4) {
+            (true, _) => policy(i),
+            // Not TOML at all, and TOML that does not compile (a path without '/').
+            (false, 1) => format!("{}\n[[trigger]\nname = ", policy(i)),
+            (false, _) => policy(i).replace("path = \"/other\"", "path = \"other\""),
+        };
+        std::fs::write(&path, text).unwrap();
+        let outcome = flowgate::reload::reload_blocking(&gw.gateway).await;
+        let now = gw.gateway.policy().version.clone();
+        if valid {
+            match outcome {
+                Ok(flowgate::gateway::ReloadOutcome::Swapped { version }) => {
+                    assert_eq!(version, now);
+                    assert_ne!(version, running, "reload {i}: a changed policy kept its version");
+                    versions.insert(version);
+                }
+                other => panic!("reload {i} (valid): {other:?}"),
+            }
+        } else {
+            assert!(outcome.is_err(), "reload {i} (invalid) was accepted: {outcome:?}");
+            assert_eq!(now, running, "reload {i} (invalid) swapped the policy");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let tally = load.finish().await;
+    eprintln!("{} (100 reloads: {} swapped)", tally.summary("reloads"), versions.len());
+    assert_eq!(versions.len(), 50);
+    let failed_after = metric(&metrics_text(&gw).await, "flowgate_policy_reloads_total{result=\"failed\"}");
+    assert_eq!(failed_after - failed_before, 50.0, "failed reloads counted");
+    tally.assert_load("reloads", 100);
+    assert!(tally.failed().is_empty(), "connection failures: {:?}", tally.failed());
+    assert!(tally.other_than(200).is_empty(), "calls failed during reloads: {:?}", tally.other_than(200));
+    assert_recorded(&gw.admin_url("/runs"), &tally).await;
+    gw.shutdown().await;
+}
+
+/// Certificate rotated on disk (watched files): new connections get the new certificate
+/// (a client trusting only the new CA gets through, one trusting only the old CA is
+/// refused); connections opened before keep serving calls without a failure.
+#[tokio::test]
+async fn certificate_rotated_on_disk_new_connections_get_it_open_ones_continue() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new();
+    fx.serve_issuer();
+    let echo = start_echo().await;
+    let path = fx.write_policy(
+        &fx.policy_text(&format!("{COMMON}\n{}", common::echo_trigger("t", "/t", echo, "rate_limit = \"off\""))),
+    );
+    let gw = start_gateway(&path).await;
+    let _watcher = flowgate::reload::watch_files(gw.gateway.clone(), &path).unwrap();
+    // Each worker has its own client: one connection, opened before the rotation, trusting
+    // only the old CA. A reconnect would fail and be counted.
+    let load = Load::start(WORKERS, PACE, post_calls(&fx, &gw, "/t", fixed(fx.token())));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let pki = flowgate::tls::dev::DevPki::generate().unwrap();
+    for (name, pem) in [("server.crt", &pki.server_cert_pem), ("server.key", &pki.server_key_pem)] {
+        let tmp = fx.path().join(format!("{name}.new"));
+        std::fs::write(&tmp, pem).unwrap();
+        std::fs::rename(&tmp, fx.path().join(name)).unwrap();
+    }
+    let rotated = Instant::now();
+    let new_ca = reqwest::Certificate::from_pem(pki.ca_cert_pem.as_bytes()).unwrap();
+    let start = Instant::now();
+    loop {
+        // A fresh client (fresh connection) each time, trusting only the new CA.
+        let client = reqwest::Client::builder()
+            .tls_certs_only([new_ca.clone()])
+            .no_proxy()
+            .resolve("localhost", gw.https)
+            .build()
+            .unwrap();
+        let outcome = load::one(client.post(gw.url("/t")).bearer_auth(fx.token()).body("{}")).await;
+        if outcome.status == Some(200) {
+            break;
+        }
+        assert!(start.elapsed() < RECOVERY, "new connections never got the new certificate: {outcome:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = rotated.elapsed();
+    let old_only = fx.client_at(false, Some(&fx.token()), None, gw.https);
+    let outcome = load::one(old_only.post(gw.url("/t")).body("{}")).await;
+    assert!(outcome.error.is_some(), "a new connection still got the old certificate: {outcome:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally = load.finish().await;
+    eprintln!(
+        "{} (new certificate on new connections {took:?} after the files changed)",
+        tally.summary("cert_rotation")
+    );
+    tally.assert_load("cert_rotation", 100);
+    assert!(tally.outcomes.iter().any(|o| o.sent > rotated + took), "no call on an old connection after rotation");
+    assert!(tally.failed().is_empty(), "open connections were cut: {:?}", tally.failed());
+    assert!(tally.other_than(200).is_empty(), "{:?}", tally.other_than(200));
     assert_recorded(&gw.admin_url("/runs"), &tally).await;
     gw.shutdown().await;
 }

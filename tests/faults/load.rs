@@ -108,10 +108,6 @@ impl Tally {
         counts
     }
 
-    pub fn count(&self, status: u16) -> usize {
-        self.outcomes.iter().filter(|o| o.status == Some(status)).count()
-    }
-
     /// Calls that got no complete answer.
     pub fn failed(&self) -> Vec<&Outcome> {
         self.outcomes.iter().filter(|o| o.error.is_some()).collect()
