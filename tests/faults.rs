@@ -685,3 +685,102 @@ async fn certificate_rotated_on_disk_new_connections_get_it_open_ones_continue()
     assert_recorded(&gw.admin_url("/runs"), &tally).await;
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// SIGTERM: the real binary.
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowgate");
+
+/// SIGTERM during load: every call sent well before the signal gets its full answer; each
+/// call the gateway accepted (has a run record) got its answer and each answer has a
+/// record; new connections are refused; the process exits 0 within `shutdown_grace`.
+#[tokio::test]
+async fn sigterm_during_load_drains_every_accepted_call_and_exits_0_in_grace() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new();
+    fx.serve_issuer();
+    let echo = start_echo().await;
+    let port = free_port();
+    let text = fx
+        .policy_text(&format!(
+            "[audit]\nfile = \"runs.jsonl\"\nring = 100000\n\n[limits]\nshutdown_grace = \"5s\"\n\n{}",
+            common::echo_trigger("t", "/t", echo, "rate_limit = \"off\"")
+        ))
+        .replace("listen = \"127.0.0.1:0\"\ntls", &format!("listen = \"127.0.0.1:{port}\"\ntls"));
+    let path = fx.write_policy(&text);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let probe = fx.client_at(false, Some(&fx.token()), None, addr);
+    let url = format!("https://localhost:{port}/t?delay_ms=200");
+    let start = Instant::now();
+    let probed = loop {
+        let outcome = load::one(probe.post(&url).body("{}")).await;
+        if outcome.status == Some(200) {
+            break outcome.id.unwrap();
+        }
+        assert!(start.elapsed() < RECOVERY, "the gateway never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Calls that take 200 ms upstream, so some are always in flight.
+    let clients: Vec<reqwest::Client> = (0..6).map(|_| fx.client_at(false, Some(&fx.token()), None, addr)).collect();
+    let load = Load::start(6, Duration::from_millis(5), {
+        let url = url.clone();
+        Arc::new(move |worker| clients[worker].post(&url).body("{}"))
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New connections are refused once the signal is handled.
+    let fresh = tokio::net::TcpStream::connect(addr).await;
+    assert!(fresh.is_err(), "a new connection was accepted after SIGTERM");
+    let exit = tokio::time::timeout(Duration::from_secs(5 + 3), child.wait())
+        .await
+        .expect("the gateway did not exit within shutdown_grace")
+        .unwrap();
+    let exited = signalled.elapsed();
+    let tally = load.finish().await;
+    eprintln!("{} (exit {:?} {exited:?} after SIGTERM)", tally.summary("sigterm"), exit.code());
+    let before = tally.failed().iter().filter(|o| o.sent < signalled).count();
+    eprintln!("sigterm: {} calls sent after the signal failed to connect, {before} sent before it", {
+        tally.failed().len() - before
+    });
+    assert_eq!(exit.code(), Some(0));
+    assert!(exited < Duration::from_secs(5 + 1), "exit took {exited:?} (shutdown_grace 5 s)");
+    tally.assert_load("sigterm", 20);
+    // Calls in flight at the signal were drained (answered after it).
+    let drained = tally.outcomes.iter().filter(|o| o.status == Some(200) && o.done > signalled).count();
+    assert!(drained > 0, "no call was in flight at the signal: the row proved nothing");
+
+    // Calls sent well before the signal (100 ms, while the upstream takes 200 ms) were
+    // accepted: each has its full answer.
+    for o in tally.outcomes.iter().filter(|o| o.sent + Duration::from_millis(100) < signalled) {
+        assert_eq!(o.status, Some(200), "a call accepted before SIGTERM lost its answer: {o:?}");
+    }
+    // No answer is a failure status or cut short: a call got 200 or was never accepted.
+    assert!(tally.other_than(200).is_empty(), "{:?}", tally.other_than(200));
+    assert!(!tally.failed().iter().any(|o| o.id.is_some()), "an answer was cut short");
+    // Nothing lost: the run records (flushed before exit) are exactly the answered calls.
+    let file = std::fs::read_to_string(fx.path().join("runs.jsonl")).unwrap();
+    let recorded: std::collections::BTreeSet<String> = file
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|r| r["path"] == "/t")
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut answered: std::collections::BTreeSet<String> =
+        tally.outcomes.iter().filter(|o| o.status.is_some()).map(|o| o.id.clone().unwrap()).collect();
+    answered.insert(probed);
+    let lost: Vec<_> = recorded.difference(&answered).collect();
+    let unrecorded: Vec<_> = answered.difference(&recorded).collect();
+    assert!(lost.is_empty(), "accepted (recorded) but never answered: {lost:?}");
+    assert!(unrecorded.is_empty(), "answered without a run record: {unrecorded:?}");
+}
