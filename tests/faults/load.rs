@@ -1,5 +1,6 @@
 //! A steady, bounded load of calls on loopback, and the tally of what every caller saw:
 //! sent, answered by status (with the whole body read), failed at the connection level.
+#![allow(dead_code)] // the soak uses a subset
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
