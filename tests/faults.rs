@@ -586,7 +586,9 @@ async fn hundred_reloads_valid_and_invalid_alternating_fail_no_call() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let failed_before = metric(&metrics_text(&gw).await, "flowgate_policy_reloads_total{result=\"failed\"}");
     let mut versions = std::collections::HashSet::new();
+    let mut replaced = Vec::new();
     for i in 1..=100 {
+        replaced.push(Arc::downgrade(&gw.gateway.policy()));
         let running = gw.gateway.policy().version.clone();
         let valid = i % 2 == 0;
         let text = match (valid, i % 4) {
@@ -616,6 +618,18 @@ async fn hundred_reloads_valid_and_invalid_alternating_fail_no_call() {
     let tally = load.finish().await;
     eprintln!("{} (100 reloads: {} swapped)", tally.summary("reloads"), versions.len());
     assert_eq!(versions.len(), 50);
+    // Policies swapped out are freed once no call holds them (a soak runs for weeks).
+    let current = Arc::downgrade(&gw.gateway.policy());
+    let start = Instant::now();
+    loop {
+        let kept: Vec<usize> =
+            (0..replaced.len()).filter(|i| replaced[*i].strong_count() > 0 && !replaced[*i].ptr_eq(&current)).collect();
+        if kept.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < RECOVERY, "replaced policies still held after the load stopped: {kept:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let failed_after = metric(&metrics_text(&gw).await, "flowgate_policy_reloads_total{result=\"failed\"}");
     assert_eq!(failed_after - failed_before, 50.0, "failed reloads counted");
     tally.assert_load("reloads", 100);

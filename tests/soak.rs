@@ -235,6 +235,12 @@ async fn soak() {
         "RSS: {} kB at warm-up ({:?}), {} kB at the end, max {rss_max} kB after warm-up: growth {growth:+.1} %",
         warm.rss_kb, warm.at, last.rss_kb
     );
+    let series: Vec<String> = samples
+        .iter()
+        .filter(|s| s.at.as_secs() % 60 < 5 || std::ptr::eq(*s, last))
+        .map(|s| format!("{}s {}", s.at.as_secs(), s.rss_kb / 1024))
+        .collect();
+    println!("RSS over time (MB): {}", series.join(", "));
     println!("open fds after warm-up: min {fds_min}, max {fds_max}, end {}", last.fds);
     println!("run-history ring: {} records at the end (bound {RING})", last.ring);
     let window = Duration::from_secs((seconds / 10).max(10));
