@@ -131,6 +131,8 @@ pub async fn run(
     }
     gateway.set_ready(true);
     tracing::info!(version = %policy.version, "flowgate is ready");
+    // Not held while serving: a policy replaced by a reload must be freed.
+    drop(policy);
 
     shutdown.await;
     gateway.set_ready(false);

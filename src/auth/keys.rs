@@ -410,6 +410,11 @@ impl KeyStore {
         Ok(keys)
     }
 
+    /// Why the last fetch failed, while the key source is failing.
+    fn last_error(&self) -> Option<String> {
+        self.state.read().ok()?.last_error.clone()
+    }
+
     /// True when a refetch is allowed now (at most one per `unknown_kid_refetch_interval`).
     fn may_refetch(&self, now_ms: u64) -> bool {
         let Ok(state) = self.state.read() else { return false };
@@ -669,11 +674,27 @@ impl KeyStores {
         }
         let (claims, key, keys) = match verify(token, spec.rules, &keys, now_s) {
             Ok((claims, key)) => (claims, key, keys),
-            Err(TokenError::UnknownKid) if store.may_refetch(now_ms) => {
-                let _ = store.refresh(self.clock.as_ref()).await;
+            Err(TokenError::UnknownKid) => {
+                if store.may_refetch(now_ms) {
+                    let _ = store.refresh(self.clock.as_ref()).await;
+                } else {
+                    // Another call's refetch may be in flight (a rotation reaches many
+                    // callers at once): judge against its result rather than refuse now.
+                    drop(store.fetch_lock.lock().await);
+                }
                 let keys = store.current(self.clock.now_millis())?;
-                let (claims, key) = verify(token, spec.rules, &keys, now_s)?;
-                (claims, key, keys)
+                match verify(token, spec.rules, &keys, now_s) {
+                    Ok((claims, key)) => (claims, key, keys),
+                    // The key may exist at an IdP we cannot reach: our fault (503), not the
+                    // caller's (401).
+                    Err(TokenError::UnknownKid) => {
+                        return Err(match store.last_error() {
+                            Some(reason) => KeyError::Unavailable { identity: store.label.clone(), reason }.into(),
+                            None => TokenError::UnknownKid.into(),
+                        });
+                    }
+                    Err(err) => return Err(err.into()),
+                }
             }
             Err(err) => return Err(err.into()),
         };
