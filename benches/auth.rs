@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
     let ids = compile_identities(&raw, &KeyPath::root(), &source, &mut diags);
     assert!(diags.is_empty());
     let trigger: RawTrigger = toml::from_str(
-        "name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"specific_users\"\nidentity = \"bench\"\nprincipals = [\"upn:a@b\", \"app:other\", \"app:app-1\"]\nroles = { any_of = [\"Flows.Invoke\"] }\n",
+        "name = \"t\"\npath = \"/t\"\nupstream = \"https://u/\"\nwho = \"specific_users\"\nidentity = \"bench\"\nprincipals = [\"upn:a@b\", \"app:other\", \"users_of_app:app-1\"]\nroles = { any_of = [\"Flows.Invoke\"] }\n",
     )
     .unwrap();
     let access = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
