@@ -60,6 +60,10 @@ pub fn normalize(path: &str) -> Result<String, PathRefusal> {
     while i < bytes.len() {
         let byte = bytes[i];
         if byte != b'%' {
+            if byte == 0 {
+                // Found by fuzzing: escaped, a raw NUL would become the `%00` refused below.
+                return Err(PathRefusal::EncodedNul);
+            }
             if byte.is_ascii_graphic() {
                 out.push(char::from(byte));
             } else {
@@ -118,6 +122,7 @@ mod tests {
             ("/api//b", PathRefusal::EmptySegment),
             ("/api/a%2fb", PathRefusal::EncodedSeparator),
             ("/a\\b", PathRefusal::Backslash),
+            ("/a\0b", PathRefusal::EncodedNul),
             ("/a%5Cb", PathRefusal::EncodedSeparator),
             ("/a%00", PathRefusal::EncodedNul),
             ("/api/..;/internal", PathRefusal::PathParameter),
