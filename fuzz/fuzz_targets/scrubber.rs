@@ -4,9 +4,9 @@
 #![no_main]
 use bytes::Bytes;
 use flowgate::secrets::{Scrubber, SecretValue};
-use http_body_util::StreamBody;
-use http_body_util::BodyExt as _;
 use http_body::Frame;
+use http_body_util::BodyExt as _;
+use http_body_util::StreamBody;
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "s3cr3t/Val+ue";
