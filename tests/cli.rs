@@ -193,7 +193,7 @@ const EXAMPLE_SUMMARY: [&str; 2] = [
     "  invoice-approved: POST flows.example.com/triggers/invoice \
      | who: specific_users of identity contoso: oid:5e1f3c2a-0000-4000-8000-00000000aa01, upn:alice@contoso.com, \
      app:6a7b8c9d-0000-4000-8000-00000000bb02; tenants 72f988bf-86f1-41af-91ab-2d7cd011db47; \
-     roles any of Flows.Invoke; scopes all of Invoices.Write; claims idtyp = \"app\" \
+     roles any of Flows.Invoke; claims ver = \"2.0\" \
      | ips: allow 203.0.113.0/24, 2001:db8::/32; pin app:6a7b8c9d-0000-4000-8000-00000000bb02 to 198.51.100.0/24 \
      | rate limit: 2000 per 60s by principal (trigger) \
      | secrets: secret://akv/invoice-sig, secret://kv/flows/invoice#api_key, secret://kv/flows/invoice#body_key@3, \
