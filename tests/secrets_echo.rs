@@ -11,10 +11,9 @@ mod common;
 use async_compression::tokio::bufread::{
     BrotliDecoder, BrotliEncoder, GzipDecoder, GzipEncoder, ZlibDecoder, ZlibEncoder,
 };
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use common::bao::write_private;
+use common::leak::{forms, lower_escapes};
 use common::{Fixture, metrics_text, run_record, start_gateway_for, trigger_to};
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -61,48 +60,6 @@ fn logs() -> Sink {
         sink
     })
     .clone()
-}
-
-/// Every form a value could leak in.
-fn forms(value: &str) -> Vec<(&'static str, String)> {
-    let bytes = value.as_bytes();
-    let strict: String = bytes
-        .iter()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(b) {
-                (*b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let json = serde_json::to_string(value).unwrap();
-    vec![
-        ("raw", value.to_owned()),
-        ("form-urlencoded", url::form_urlencoded::byte_serialize(bytes).collect()),
-        ("form-urlencoded (lower)", lower_escapes(&url::form_urlencoded::byte_serialize(bytes).collect::<String>())),
-        ("percent-encoded (upper)", strict.clone()),
-        ("percent-encoded (lower)", strict.to_lowercase()),
-        ("JSON-escaped", json[1..json.len() - 1].to_owned()),
-        ("JSON-escaped slashes", json[1..json.len() - 1].replace('/', "\\/")),
-        ("base64", STANDARD.encode(bytes)),
-        ("base64url", URL_SAFE_NO_PAD.encode(bytes)),
-        ("hex", hex::encode(bytes)),
-    ]
-}
-
-/// `%2B` → `%2b`, other characters unchanged.
-fn lower_escapes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_lowercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Fails naming the place and form of every secret found (the value itself masked).

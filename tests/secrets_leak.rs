@@ -10,8 +10,9 @@
 mod common;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use common::bao::{Bao, free_port, openbao_vault_toml, write_private};
+use common::leak::forms;
 use common::upstream::{sha, start_reporter};
 use common::{Fixture, start_gateway_for, trigger_to};
 use serde_json::{Value, json};
@@ -61,57 +62,6 @@ impl Write for Sink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Every encoding a value could leak in.
-fn forms(value: &str) -> Vec<(&'static str, String)> {
-    let bytes = value.as_bytes();
-    let strict: String = bytes
-        .iter()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(b) {
-                (*b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let json_escaped = serde_json::to_string(value).unwrap();
-    let debug_escaped = format!("{value:?}");
-    vec![
-        ("raw", value.to_owned()),
-        ("base64", STANDARD.encode(bytes)),
-        ("base64 no padding", STANDARD_NO_PAD.encode(bytes)),
-        ("base64url", URL_SAFE.encode(bytes)),
-        ("base64url no padding", URL_SAFE_NO_PAD.encode(bytes)),
-        ("form-urlencoded", url::form_urlencoded::byte_serialize(bytes).collect()),
-        ("percent-encoded (upper)", strict.clone()),
-        ("percent-encoded (lower)", strict.to_lowercase_escapes()),
-        ("hex lower", hex::encode(bytes)),
-        ("hex upper", hex::encode_upper(bytes)),
-        ("JSON-escaped", json_escaped[1..json_escaped.len() - 1].to_owned()),
-        ("Debug-escaped", debug_escaped[1..debug_escaped.len() - 1].to_owned()),
-    ]
-}
-
-trait LowerEscapes {
-    fn to_lowercase_escapes(&self) -> String;
-}
-
-impl LowerEscapes for String {
-    /// `%2B` → `%2b`, leaving other characters alone.
-    fn to_lowercase_escapes(&self) -> String {
-        let mut out = String::with_capacity(self.len());
-        let mut rest = self.as_str();
-        while let Some(i) = rest.find('%') {
-            out.push_str(&rest[..i]);
-            let escape = rest.get(i..i + 3).unwrap_or(&rest[i..]);
-            out.push_str(&escape.to_lowercase());
-            rest = &rest[i + escape.len()..];
-        }
-        out.push_str(rest);
-        out
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod bao;
+pub mod leak;
 pub mod redis;
 pub mod upstream;
 
