@@ -135,27 +135,40 @@ impl Tally {
 
 /// Asserts that every answered call has a run record with the same status ("nothing
 /// lost"): the ring must hold them all (the test policies set `[audit] ring` high).
+/// `/runs` answers at most 1,000 records, so ids not in the newest page are asked for
+/// one by one (`/runs/{id}`).
 pub async fn assert_recorded(admin_runs: &str, tally: &Tally) {
-    let ids: HashSet<&str> =
-        tally.outcomes.iter().filter(|o| o.status.is_some()).filter_map(|o| o.id.as_deref()).collect();
-    let answered = tally.outcomes.iter().filter(|o| o.status.is_some()).count();
-    assert_eq!(ids.len(), answered, "an answer came without an x-request-id");
-    let mut missing = Vec::new();
-    let mut records: Vec<serde_json::Value> = Vec::new();
+    let answered: Vec<(&str, u16)> =
+        tally.outcomes.iter().filter_map(|o| Some((o.id.as_deref()?, o.status?))).collect();
+    let with_status = tally.outcomes.iter().filter(|o| o.status.is_some()).count();
+    assert_eq!(answered.len(), with_status, "an answer came without an x-request-id");
+    let ids: HashSet<&str> = answered.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), answered.len(), "two answers share an x-request-id");
+    let mut status_of: BTreeMap<String, u64> = BTreeMap::new();
     for _ in 0..100 {
-        records = reqwest::get(format!("{admin_runs}?limit=1000000")).await.unwrap().json().await.unwrap();
-        let recorded: HashSet<&str> = records.iter().filter_map(|r| r["id"].as_str()).collect();
-        missing = ids.iter().filter(|id| !recorded.contains(**id)).map(|id| (*id).to_owned()).collect();
-        if missing.is_empty() {
+        let page: Vec<serde_json::Value> =
+            reqwest::get(format!("{admin_runs}?limit=1000")).await.unwrap().json().await.unwrap();
+        for record in &page {
+            if let (Some(id), Some(status)) = (record["id"].as_str(), record["status"].as_u64()) {
+                status_of.insert(id.to_owned(), status);
+            }
+        }
+        let unseen: Vec<&str> = ids.iter().copied().filter(|id| !status_of.contains_key(*id)).collect();
+        for id in unseen {
+            let response = reqwest::get(format!("{admin_runs}/{id}")).await.unwrap();
+            if response.status() == reqwest::StatusCode::OK {
+                let record: serde_json::Value = response.json().await.unwrap();
+                status_of.insert(id.to_owned(), record["status"].as_u64().expect("a run record without status"));
+            }
+        }
+        if ids.iter().all(|id| status_of.contains_key(*id)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let missing: Vec<&&str> = ids.iter().filter(|id| !status_of.contains_key(**id)).collect();
     assert!(missing.is_empty(), "{} answered calls have no run record, e.g. {:?}", missing.len(), missing.first());
-    let status_of: BTreeMap<&str, u64> =
-        records.iter().filter_map(|r| Some((r["id"].as_str()?, r["status"].as_u64()?))).collect();
-    for outcome in tally.outcomes.iter().filter(|o| o.status.is_some()) {
-        let id = outcome.id.as_deref().unwrap();
-        assert_eq!(status_of.get(id).copied(), outcome.status.map(u64::from), "run record of {id}");
+    for (id, status) in answered {
+        assert_eq!(status_of.get(id).copied(), Some(u64::from(status)), "run record of {id}");
     }
 }
