@@ -16,11 +16,12 @@ mod sink;
 mod view;
 
 pub use capture::{
-    CaptureRules, CapturedBody, CapturedMessage, REDACTED, capture_request, capture_response, private_values,
+    CaptureParts, CaptureRules, CapturedBody, CapturedMessage, REDACTED, capture_request, capture_response,
+    private_values,
 };
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, RunFilter};
 pub use role::{AdminRole, UnknownRole};
-pub use sink::{AuditConfig, AuditLog, AuditStats, MAX_ANSWER_BYTES};
+pub use sink::{AuditConfig, AuditLog, AuditStats, MAX_ANSWER_BYTES, RawAudit};
 pub use view::{is_secret_reference, policy_view, policy_view_table};
 pub(crate) use view::{policy_view_tagged, untag_literals};
 

@@ -71,8 +71,9 @@ pub use signed::{
 };
 pub use token::{Claims, TokenError};
 
-use crate::config::{Diagnostics, HumanDuration, KeyPath, RawTrigger, SourceFile};
+use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile};
 use crate::denial::{Denial, Failure, Rejection};
+use crate::policy::RawTrigger;
 use jsonwebtoken::Algorithm;
 use keys::{KeyError, KeySource, RefreshPolicy, VerifyError, VerifySpec};
 use schemars::JsonSchema;

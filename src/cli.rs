@@ -182,7 +182,7 @@ pub fn main() -> ExitCode {
                 Some(old) => check_diff(&old, &file),
             },
             Command::Schema => {
-                print!("{}", crate::config::diff::policy_schema_text());
+                print!("{}", crate::policy::diff::policy_schema_text());
                 ExitCode::SUCCESS
             }
             Command::Runs(args) => runs(args).await,
@@ -348,9 +348,9 @@ fn check_diff(old: &Path, new: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match crate::config::diff::diff_texts(&old_text, &new_text) {
+    match crate::policy::diff::diff_texts(&old_text, &new_text) {
         Ok(changes) => {
-            print!("{}", crate::config::diff::render(&changes));
+            print!("{}", crate::policy::diff::render(&changes));
             validity
         }
         Err(error) => {

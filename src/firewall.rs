@@ -12,9 +12,35 @@ pub use client::{ClientAddress, TrustedHeader, TrustedProxies, client_address};
 pub use ipset::{BadEntry, IpSet, IpSetBuilder, normalize};
 
 use crate::auth::canonical_principal as canonical;
-use crate::config::{Diagnostics, KeyPath, RawIpRules, SourceFile};
+use crate::config::{Diagnostics, KeyPath, SourceFile};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+/// CIDR allow/deny lists, used globally (`[firewall]`) and per trigger.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpRules {
+    /// Client addresses admitted (CIDRs or bare addresses). Empty means any.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// Client addresses refused; deny wins over allow.
+    #[serde(default)]
+    pub deny_ips: Vec<String>,
+    /// Files with one CIDR per line (`#` comments) added to `allow_ips`.
+    #[serde(default)]
+    pub allow_ip_files: Vec<String>,
+    /// Files with one CIDR per line added to `deny_ips`.
+    #[serde(default)]
+    pub deny_ip_files: Vec<String>,
+    /// Direct peers (the TCP connection's address) admitted. Empty means any.
+    #[serde(default)]
+    pub peer_allow_ips: Vec<String>,
+    /// Direct peers refused.
+    #[serde(default)]
+    pub peer_deny_ips: Vec<String>,
+}
 
 /// Why an IP rule refused a call; `Display` names the rule for the audit record
 /// (for example `trigger deny_ips` or `global allow_ips (not listed)`).
@@ -52,20 +78,6 @@ pub struct IpRuleParts<'a> {
     pub peer_allow: &'a [String],
     /// `peer_deny_ips`
     pub peer_deny: &'a [String],
-}
-
-impl<'a> IpRuleParts<'a> {
-    /// The IP fields of a `[[trigger]]`.
-    pub fn from_trigger(trigger: &'a crate::config::RawTrigger) -> Self {
-        Self {
-            allow: &trigger.allow_ips,
-            deny: &trigger.deny_ips,
-            allow_files: &trigger.allow_ip_files,
-            deny_files: &trigger.deny_ip_files,
-            peer_allow: &trigger.peer_allow_ips,
-            peer_deny: &trigger.peer_deny_ips,
-        }
-    }
 }
 
 impl TrustedProxies {
@@ -354,7 +366,7 @@ mod tests {
                     path = \"/a\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n\
                     allow_ip_files = [\"office.txt\"]\npeer_deny_ips = [\"192.0.2.1\"]\n";
         let source = SourceFile { name: "p.toml".into(), base_dir: dir.path().to_path_buf(), text: text.into() };
-        let (raw, source) = crate::config::load_str(source).unwrap();
+        let (raw, source) = crate::policy::load_str(source).unwrap();
         let mut diags = Diagnostics::default();
         let trusted = TrustedProxies::compile(
             &raw.server.trusted_proxies,
@@ -363,8 +375,7 @@ mod tests {
         );
         assert!(trusted.contains(ip("10.1.1.1")));
         let path = KeyPath::root().key("trigger").index(0);
-        let rules =
-            IpRules::compile_parts("trigger", IpRuleParts::from_trigger(&raw.trigger[0]), &path, &source, &mut diags);
+        let rules = IpRules::compile_parts("trigger", raw.trigger[0].ip_rule_parts(), &path, &source, &mut diags);
         assert!(rules.check(ip("127.0.0.2"), ip("127.0.0.1")).is_ok());
         assert!(rules.check(ip("127.0.0.2"), ip("192.0.2.1")).is_err());
         let errors = source.locate(diags.into_vec());

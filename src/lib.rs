@@ -7,8 +7,8 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`config`] | `Raw*` serde structs of the policy file, loading with `FILE:LINE:COL` diagnostics |
-//! | [`policy`] | `compile()`: raw config → one immutable [`policy::Policy`] (routes, CIDR sets, rules) |
+//! | [`config`] | the policy file loader: sections read one by one, `FILE:LINE:COL` diagnostics, durations |
+//! | [`policy`] | the policy document (`Raw*`), `compile()` → one immutable [`policy::Policy`] (routes, CIDR sets, rules), diff, schema |
 //! | [`gateway`] | the [`gateway::Gateway`] value: the policy behind an atomic pointer plus state that survives reloads |
 //! | [`server`] | listeners, TLS accept, connection cap, graceful shutdown |
 //! | [`tls`] | rustls configuration, certificate reload, development certificates |

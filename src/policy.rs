@@ -1,15 +1,24 @@
 //! The compiled, immutable policy: everything a request needs, built once from the
 //! admins' TOML and swapped in atomically by [`crate::gateway::Gateway`].
 //!
-//! `compile()` holds every cross-field rule and reports all problems at once, each
-//! located in the file. Nothing here is recomputed per request.
+//! `compile()` assembles the domains: it reads the document ([`raw`]: the sections no
+//! single domain owns, put together with each domain's own `Raw*` types), hands each
+//! domain its part (a domain's own rules live in its compile step), checks the rules that
+//! span domains (a trigger naming an identity or vault that exists, admin settings), and
+//! reports all problems at once, each located in the file. `diff` compares two policy
+//! texts and prints the schema. Nothing here is recomputed per request.
 
+pub mod diff;
 mod path;
+mod raw;
 mod routes;
 pub mod summary;
 mod upstream;
 
 pub use path::{PathRefusal, normalize as normalize_path};
+pub use raw::{
+    ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
+};
 pub use routes::{RouteMatch, Routes};
 pub use upstream::{Upstream, UpstreamClient};
 /// Body and error types of the upstream path.
@@ -17,7 +26,7 @@ pub mod upstream_types {
     pub use super::upstream::{BoxError, UpstreamBody};
 }
 
-use crate::config::{ConfigError, Diagnostics, KeyPath, PathMatch, RawLimits, RawPolicy, RawTrigger, SourceFile};
+use crate::config::{ConfigError, Diagnostics, KeyPath, SourceFile};
 use crate::ratelimit::{LimitSource, RateLimitRule, RawRateLimitSetting};
 use crate::tls::{CertFiles, ClientCertPolicy};
 use http::Method;
@@ -88,7 +97,7 @@ pub struct ServerSettings {
     /// Plain-HTTP listen address, only when asked for.
     pub plain_http_listen: Option<SocketAddr>,
     /// The forwarding header believed from trusted proxies.
-    pub trusted_header: crate::config::TrustedHeader,
+    pub trusted_header: crate::firewall::TrustedHeader,
 }
 
 /// The HTTPS listener's certificate and client-certificate policy.
@@ -122,7 +131,7 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-/// The network edge's guards, from `[server]` (see [`crate::config::RawServer`]).
+/// The network edge's guards, from `[server]` (see [`RawServer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edge {
     /// Open connections per client address at most (trusted proxies exempt).
@@ -135,7 +144,7 @@ pub struct Edge {
     pub buffer_request_body: u64,
 }
 
-fn compile_edge(raw: &crate::config::RawServer, path: &KeyPath, diags: &mut Diagnostics) -> Edge {
+fn compile_edge(raw: &RawServer, path: &KeyPath, diags: &mut Diagnostics) -> Edge {
     if raw.max_connections_per_ip == 0 {
         diags.error_with_hint(
             &path.key("max_connections_per_ip"),
@@ -295,7 +304,7 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
 /// # Errors
 /// Every problem found, located as `FILE:LINE:COL`.
 pub fn load(path: &Path) -> Result<Policy, Vec<ConfigError>> {
-    let (raw, source) = crate::config::load_file(path)?;
+    let (raw, source) = load_file(path)?;
     compile(&raw, &source)
 }
 
@@ -375,7 +384,7 @@ pub struct AdminAccess {
 }
 
 fn compile_admin_access(
-    raw: &crate::config::RawAdmin,
+    raw: &RawAdmin,
     policy: &RawPolicy,
     identities: &std::collections::BTreeMap<String, Arc<crate::auth::Identity>>,
     path: &KeyPath,
@@ -468,9 +477,9 @@ fn compile_server(
                 }
                 None
             }
-            Some(ca) => match crate::tls::read_roots(&source.resolve(ca)).and_then(|roots| {
-                ClientCertPolicy::new(roots, tls.client_auth == Some(crate::config::ClientAuth::Required))
-            }) {
+            Some(ca) => match crate::tls::read_roots(&source.resolve(ca))
+                .and_then(|roots| ClientCertPolicy::new(roots, tls.client_auth == Some(ClientAuth::Required)))
+            {
                 Ok(policy) => Some(policy),
                 Err(e) => {
                     diags.error(&tls_path.key("client_ca"), e.to_string());
@@ -568,15 +577,9 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     }
     let mut upstream = Upstream::compile(raw, source, limits, path, diags);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
-    let capture = crate::audit::CaptureRules::compile(raw, shared.audit.capture_max_bytes, path, diags);
+    let capture = crate::audit::CaptureRules::compile(raw.capture_parts(), shared.audit.capture_max_bytes, path, diags);
     let access = crate::auth::compile_access(raw, path, shared.identities, shared.signed_urls, diags);
-    let ip_rules = crate::firewall::IpRules::compile_parts(
-        "trigger",
-        crate::firewall::IpRuleParts::from_trigger(raw),
-        path,
-        source,
-        diags,
-    );
+    let ip_rules = crate::firewall::IpRules::compile_parts("trigger", raw.ip_rule_parts(), path, source, diags);
     let pins = crate::firewall::PrincipalPins::compile(&raw.principal_ips, &path.key("principal_ips"), diags);
     // Every trigger is limited unless the policy says "off": the trigger's own rule, else
     // the global one, else the built-in default.

@@ -6,7 +6,8 @@ use flowgate::audit::{
     AuditConfig, AuditLog, CaptureRules, Captured, CapturedBody, CapturedMessage, REDACTED, RunFilter, RunRecord,
     capture_request, capture_response,
 };
-use flowgate::config::{Diagnostics, KeyPath, RawTrigger};
+use flowgate::config::{Diagnostics, KeyPath};
+use flowgate::policy::RawTrigger;
 use http::{HeaderMap, HeaderValue};
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +18,8 @@ fn rules(options: &str) -> CaptureRules {
     );
     let raw: RawTrigger = toml::from_str(&text).expect("trigger parses");
     let mut diags = Diagnostics::default();
-    let rules = CaptureRules::compile(&raw, 64 * 1024, &KeyPath::root().key("trigger").index(0), &mut diags);
+    let rules =
+        CaptureRules::compile(raw.capture_parts(), 64 * 1024, &KeyPath::root().key("trigger").index(0), &mut diags);
     assert!(diags.is_empty(), "{:?}", diags.into_vec());
     rules
 }

@@ -2,7 +2,7 @@
 //! rules (never printing a secret), and the `/policy` view by admin role.
 
 use flowgate::audit::{AdminRole, policy_view};
-use flowgate::config::diff::{Effect, diff_texts, render};
+use flowgate::policy::diff::{Effect, diff_texts, render};
 
 const OLD: &str = r#"
 [firewall]
@@ -56,7 +56,7 @@ upstream = "http://127.0.0.1:7001/"
 who = "specific_users"
 "#;
 
-fn effect_of(changes: &[flowgate::config::diff::Change], scope: &str, field: &str) -> Vec<Effect> {
+fn effect_of(changes: &[flowgate::policy::diff::Change], scope: &str, field: &str) -> Vec<Effect> {
     changes.iter().filter(|c| c.scope == scope && c.field.as_deref() == Some(field)).map(|c| c.effect).collect()
 }
 

@@ -5,7 +5,8 @@
 use clap::Parser;
 use flowgate::auth::dev_issuer::{DevIssuer, MintOptions};
 use flowgate::auth::{AuthError, KeyStores, TokenError, compile_access, compile_identities};
-use flowgate::config::{Diagnostics, KeyPath, RawTrigger, SourceFile};
+use flowgate::config::{Diagnostics, KeyPath, SourceFile};
+use flowgate::policy::RawTrigger;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

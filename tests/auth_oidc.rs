@@ -7,7 +7,8 @@ mod fixtures;
 
 use fixtures::{ManualClock, request, unix_now};
 use flowgate::auth::{AuthError, Identity, KeyStores, TokenError, TriggerAccess, compile_access, compile_identities};
-use flowgate::config::{Diagnostics, KeyPath, RawTrigger, SourceFile};
+use flowgate::config::{Diagnostics, KeyPath, SourceFile};
+use flowgate::policy::RawTrigger;
 use http::StatusCode;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

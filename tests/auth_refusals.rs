@@ -10,7 +10,8 @@ use flowgate::auth::{
     AuthError, Identity, KeyStores, SignedUrlKeys, SignedUrlParams, TokenError, TriggerAccess, compile_access,
     compile_identities,
 };
-use flowgate::config::{Diagnostics, KeyPath, RawTrigger, SourceFile};
+use flowgate::config::{Diagnostics, KeyPath, SourceFile};
+use flowgate::policy::RawTrigger;
 use http::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

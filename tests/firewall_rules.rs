@@ -1,7 +1,8 @@
 //! The firewall through its public API as the pipeline uses it: client address behind
 //! trusted proxies, then global and trigger rules, then principal pins.
 
-use flowgate::config::{Diagnostics, KeyPath, RawIpRules, SourceFile};
+use flowgate::config::{Diagnostics, KeyPath, SourceFile};
+use flowgate::firewall::RawIpRules;
 use flowgate::firewall::{IpRuleParts, IpRules, IpSet, PrincipalPins, TrustedHeader, TrustedProxies, client_address};
 use http::{HeaderMap, HeaderValue};
 use std::collections::BTreeMap;

@@ -8,7 +8,8 @@
 mod common;
 
 use common::bao::{Bao, free_port};
-use flowgate::config::{Diagnostics, KeyPath, SourceFile, load_str};
+use flowgate::config::{Diagnostics, KeyPath, SourceFile};
+use flowgate::policy::load_str;
 use flowgate::secrets::{SecretRef, SecretStore, Vaults, compile_cache, compile_vaults};
 use serde_json::json;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! on is the peer itself unless the peer is a trusted proxy; it is never a trusted proxy
 //! named by the caller when an untrusted hop came after it.
 #![no_main]
-use flowgate::config::TrustedHeader;
+use flowgate::firewall::TrustedHeader;
 use flowgate::firewall::{IpSetBuilder, TrustedProxies, client_address};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;

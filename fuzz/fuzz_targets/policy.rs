@@ -1,7 +1,8 @@
 //! Policy loading: TOML text → raw policy → compile, with diagnostics. Never panics, and
 //! every error it reports points inside the text (line and column exist).
 #![no_main]
-use flowgate::config::{SourceFile, load_str};
+use flowgate::config::SourceFile;
+use flowgate::policy::load_str;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

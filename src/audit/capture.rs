@@ -6,7 +6,7 @@
 //! not valid JSON (or was truncated at the size bound, and so cannot be checked) is
 //! ALWAYS stored as `{ "sha256", "length" }`, never raw.
 
-use crate::config::{Diagnostics, KeyPath, RawTrigger};
+use crate::config::{Diagnostics, KeyPath};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -36,10 +36,25 @@ pub struct CaptureRules {
     pub private_fields: Vec<String>,
 }
 
+/// A trigger's capture options, as written in the policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CaptureParts<'a> {
+    /// `capture`
+    pub capture: bool,
+    /// `secure_inputs`
+    pub secure_inputs: bool,
+    /// `secure_outputs`
+    pub secure_outputs: bool,
+    /// `private_parameters`
+    pub private_parameters: &'a [String],
+    /// `private_fields`
+    pub private_fields: &'a [String],
+}
+
 impl CaptureRules {
     /// Compiles a trigger's capture settings; `max_bytes` is `[audit] capture_max_bytes`.
     /// Every problem is reported to `diags` under `path` (the trigger's key path).
-    pub fn compile(raw: &RawTrigger, max_bytes: usize, path: &KeyPath, diags: &mut Diagnostics) -> Self {
+    pub fn compile(raw: CaptureParts<'_>, max_bytes: usize, path: &KeyPath, diags: &mut Diagnostics) -> Self {
         let mut private_parameters = HashSet::new();
         for (i, name) in raw.private_parameters.iter().enumerate() {
             let at = path.key("private_parameters").index(i);
@@ -386,7 +401,7 @@ mod tests {
 
     #[test]
     fn compile_reports_every_problem() {
-        let raw: RawTrigger = toml::from_str(
+        let raw: crate::policy::RawTrigger = toml::from_str(
             r#"
             name = "t"
             path = "/t"
@@ -399,7 +414,8 @@ mod tests {
         )
         .expect("trigger parses");
         let mut diags = Diagnostics::default();
-        let rules = CaptureRules::compile(&raw, 100, &KeyPath::root().key("trigger").index(0), &mut diags);
+        let rules =
+            CaptureRules::compile(raw.capture_parts(), 100, &KeyPath::root().key("trigger").index(0), &mut diags);
         assert!(rules.enabled);
         assert!(rules.private_parameters.contains("password"));
         assert_eq!(rules.private_fields, vec!["upstream".to_owned()]);

@@ -15,7 +15,9 @@
 //! most once per `error_log_interval`.
 
 use super::{RunFilter, RunRecord};
-use crate::config::{Diagnostics, KeyPath, RawAudit};
+use crate::config::{Diagnostics, HumanDuration, KeyPath};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -25,6 +27,82 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+/// `[audit]`: where run records go.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// JSON-lines file for run records (relative to the policy file). Unset: no file.
+    pub file: Option<String>,
+    /// Rotate the file when it reaches this many bytes.
+    #[serde(default = "default_audit_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    #[serde(default = "default_audit_keep")]
+    pub keep: usize,
+    /// Also write run records to stdout.
+    #[serde(default)]
+    pub stdout: bool,
+    /// Records kept in memory for the admin API (`/runs`); 0 keeps none.
+    #[serde(default = "default_audit_ring")]
+    pub ring: usize,
+    /// Bytes the in-memory records may take at most (each record is kept as its JSON
+    /// text); the oldest are evicted first and counted in
+    /// `flowgate_audit_ring_evictions_total`. Default 64 MiB.
+    #[serde(default = "default_audit_ring_max_bytes")]
+    pub ring_max_bytes: usize,
+    /// Body bytes captured at most per message (triggers with `capture = true`); longer
+    /// bodies are stored as a hash and length.
+    #[serde(default = "default_audit_capture_max_bytes")]
+    pub capture_max_bytes: usize,
+    /// Records waiting for the writer at most; more are dropped and counted
+    /// (`flowgate_audit_dropped_total`) rather than slowing calls down.
+    #[serde(default = "default_audit_queue")]
+    pub queue: usize,
+    /// A failing sink (disk full) is logged at most once per this interval; every failure
+    /// is counted in `flowgate_audit_write_errors_total`.
+    #[serde(default = "default_error_log_interval")]
+    pub error_log_interval: HumanDuration,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            file: None,
+            max_bytes: default_audit_max_bytes(),
+            keep: default_audit_keep(),
+            stdout: false,
+            ring: default_audit_ring(),
+            ring_max_bytes: default_audit_ring_max_bytes(),
+            capture_max_bytes: default_audit_capture_max_bytes(),
+            queue: default_audit_queue(),
+            error_log_interval: default_error_log_interval(),
+        }
+    }
+}
+
+fn default_audit_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_audit_keep() -> usize {
+    5
+}
+fn default_audit_ring() -> usize {
+    10_000
+}
+fn default_audit_ring_max_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_audit_capture_max_bytes() -> usize {
+    64 * 1024
+}
+fn default_audit_queue() -> usize {
+    8192
+}
+
+fn default_error_log_interval() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
 
 /// The compiled `[audit]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

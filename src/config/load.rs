@@ -1,11 +1,12 @@
-//! Reading a policy file into [`RawPolicy`], collecting every error with its place.
+//! Reading a TOML policy file section by section, collecting every error with its place.
 //!
-//! The document is first parsed into a span-preserving tree; each top-level section,
-//! each `[[trigger]]`, each `[identity.X]` and `[vault.X]` is then deserialized on its own,
-//! so one broken entry does not hide the errors of the others.
+//! The document is first parsed into a span-preserving tree ([`Document`]); the caller
+//! (`policy::raw`, which knows the sections) then deserializes each top-level section,
+//! each entry of an array of tables and each named table on its own ([`Section`]), so
+//! one broken entry does not hide the errors of the others. Nothing here knows what a
+//! section means.
 
 use super::diagnostics::{ConfigError, Diagnostic, KeyPath, Segment, did_you_mean};
-use super::{RawPolicy, RawTrigger};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -79,11 +80,11 @@ fn span_of(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option<Range<usize>> 
     Some(span)
 }
 
-/// Reads and parses a policy file.
+/// Reads a policy file.
 ///
 /// # Errors
-/// Every problem found, each located as `FILE:LINE:COL`.
-pub fn load_file(path: &Path) -> Result<(RawPolicy, SourceFile), Vec<ConfigError>> {
+/// The file cannot be read (located at `FILE:1:1` with a hint).
+pub fn read_source(path: &Path) -> Result<SourceFile, Vec<ConfigError>> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
@@ -95,74 +96,65 @@ pub fn load_file(path: &Path) -> Result<(RawPolicy, SourceFile), Vec<ConfigError
         }]
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    load_str(SourceFile { name, base_dir, text })
+    Ok(SourceFile { name, base_dir, text })
 }
 
-/// Parses policy text.
-///
-/// # Errors
-/// Every syntax and shape problem found, each located.
-pub fn load_str(source: SourceFile) -> Result<(RawPolicy, SourceFile), Vec<ConfigError>> {
-    let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
-    if !syntax_errors.is_empty() {
-        let errors =
-            syntax_errors.iter().map(|e| source.error_at(e.span(), e.message().trim().to_owned(), None)).collect();
-        return Err(errors);
-    }
-    let mut errors = Vec::new();
-    let mut raw = RawPolicy::default();
-    for (key, value) in root.get_ref() {
-        let reader = SectionReader { value, source: &source };
-        match key.get_ref().as_ref() {
-            "server" => reader.read(&mut errors, |v| raw.server = v),
-            "limits" => reader.read(&mut errors, |v| raw.limits = v),
-            "admin" => reader.read(&mut errors, |v| raw.admin = v),
-            "firewall" => reader.read(&mut errors, |v| raw.firewall = v),
-            "shield" => reader.read(&mut errors, |v| raw.shield = v),
-            "cluster" => reader.read(&mut errors, |v| raw.cluster = v),
-            "rate_limit" => reader.read(&mut errors, |v| raw.rate_limit = Some(v)),
-            "signed_urls" => reader.read(&mut errors, |v| raw.signed_urls = Some(v)),
-            "secrets" => reader.read(&mut errors, |v| raw.secrets = v),
-            "audit" => reader.read(&mut errors, |v| raw.audit = v),
-            "traces" => reader.read(&mut errors, |v| raw.traces = v),
-            "identity" => raw.identity = reader.read_named(&mut errors),
-            "vault" => raw.vault = reader.read_named(&mut errors),
-            "trigger" => raw.trigger = reader.read_each::<RawTrigger>(&mut errors),
-            unknown => {
-                let hint = did_you_mean(unknown, TOP_LEVEL_KEYS.iter().copied())
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .or_else(|| Some(format!("known sections: {}", TOP_LEVEL_KEYS.join(", "))));
-                errors.push(source.error_at(Some(key.span()), format!("unknown section `{unknown}`"), hint));
-            }
+/// A TOML document parsed into a span-preserving tree.
+pub struct Document<'a> {
+    root: Spanned<DeTable<'a>>,
+    source: &'a SourceFile,
+}
+
+impl<'a> Document<'a> {
+    /// Parses `source`'s text.
+    ///
+    /// # Errors
+    /// Every syntax error found, each located.
+    pub fn parse(source: &'a SourceFile) -> Result<Self, Vec<ConfigError>> {
+        let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
+        if !syntax_errors.is_empty() {
+            return Err(syntax_errors
+                .iter()
+                .map(|e| source.error_at(e.span(), e.message().trim().to_owned(), None))
+                .collect());
         }
+        Ok(Self { root, source })
     }
-    if errors.is_empty() { Ok((raw, source)) } else { Err(errors) }
+
+    /// The top-level sections, in file order.
+    pub fn sections(&self) -> impl Iterator<Item = Section<'_>> {
+        self.root.get_ref().iter().map(|(key, value)| Section {
+            name: key.get_ref().as_ref(),
+            name_span: key.span(),
+            value,
+            source: self.source,
+        })
+    }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "server",
-    "limits",
-    "admin",
-    "firewall",
-    "shield",
-    "cluster",
-    "rate_limit",
-    "identity",
-    "signed_urls",
-    "vault",
-    "secrets",
-    "audit",
-    "traces",
-    "trigger",
-];
-
-/// Deserializes one part of the document, turning serde errors into located ones.
-struct SectionReader<'a> {
+/// One top-level section of a [`Document`], deserialized on demand; serde errors become
+/// located ones.
+pub struct Section<'a> {
+    name: &'a str,
+    name_span: Range<usize>,
     value: &'a Spanned<DeValue<'a>>,
     source: &'a SourceFile,
 }
 
-impl SectionReader<'_> {
+impl Section<'_> {
+    /// The section's key.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The error for a section nobody knows, with a did-you-mean from `known`.
+    pub fn unknown(&self, known: &[&str]) -> ConfigError {
+        let hint = did_you_mean(self.name, known.iter().copied())
+            .map(|s| format!("did you mean `{s}`?"))
+            .or_else(|| Some(format!("known sections: {}", known.join(", "))));
+        self.source.error_at(Some(self.name_span.clone()), format!("unknown section `{}`", self.name), hint)
+    }
+
     fn parse<T: DeserializeOwned>(&self, value: &Spanned<DeValue<'_>>, errors: &mut Vec<ConfigError>) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(value.clone())) {
             Ok(parsed) => Some(parsed),
@@ -178,13 +170,15 @@ impl SectionReader<'_> {
         self.source.error_at(error.span(), message.clone(), hint_for(&message))
     }
 
-    fn read<T: DeserializeOwned>(self, errors: &mut Vec<ConfigError>, store: impl FnOnce(T)) {
+    /// Deserializes the whole section and hands it to `store`.
+    pub fn read<T: DeserializeOwned>(self, errors: &mut Vec<ConfigError>, store: impl FnOnce(T)) {
         if let Some(parsed) = self.parse(self.value, errors) {
             store(parsed);
         }
     }
 
-    fn read_named<T: DeserializeOwned>(self, errors: &mut Vec<ConfigError>) -> BTreeMap<String, T> {
+    /// Deserializes a table of named entries (`[identity.NAME]`), each on its own.
+    pub fn read_named<T: DeserializeOwned>(self, errors: &mut Vec<ConfigError>) -> BTreeMap<String, T> {
         let mut out = BTreeMap::new();
         let DeValue::Table(table) = self.value.get_ref() else {
             errors.push(self.source.error_at(
@@ -202,12 +196,13 @@ impl SectionReader<'_> {
         out
     }
 
-    fn read_each<T: DeserializeOwned>(self, errors: &mut Vec<ConfigError>) -> Vec<T> {
+    /// Deserializes an array of tables (`[[trigger]]`), each entry on its own.
+    pub fn read_each<T: DeserializeOwned>(self, errors: &mut Vec<ConfigError>) -> Vec<T> {
         let DeValue::Array(items) = self.value.get_ref() else {
             errors.push(self.source.error_at(
                 Some(self.value.span()),
                 "expected an array of tables".into(),
-                Some("write each entry as [[trigger]]".into()),
+                Some(format!("write each entry as [[{}]]", self.name)),
             ));
             return Vec::new();
         };
@@ -224,45 +219,5 @@ fn hint_for(message: &str) -> Option<String> {
         Some(suggestion) => Some(format!("did you mean `{suggestion}`?")),
         None if !expected.is_empty() => Some(format!("known keys: {}", expected.join(", "))),
         None => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str) -> Result<RawPolicy, Vec<ConfigError>> {
-        load_str(SourceFile { name: "p.toml".into(), base_dir: PathBuf::new(), text: text.into() }).map(|(raw, _)| raw)
-    }
-
-    #[test]
-    fn unknown_key_is_located_with_a_suggestion() {
-        let errors = load("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
-        assert_eq!(errors.len(), 1);
-        let e = &errors[0];
-        assert_eq!((e.line, e.file.as_str()), (3, "p.toml"));
-        assert!(e.hint.as_deref().unwrap().contains("`listen`"), "{e}");
-    }
-
-    #[test]
-    fn errors_in_two_triggers_are_both_reported() {
-        let text = "[[trigger]]\nname='a'\npaht='/a'\nupstream='http://x'\nwho='anyone'\n\n\
-                    [[trigger]]\nname='b'\npath='/b'\nupstream='http://x'\nwho='anyone'\nmethdos=['GET']\n";
-        let errors = load(text).unwrap_err();
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert_eq!(errors[0].line, 3);
-        assert_eq!(errors[1].line, 12);
-    }
-
-    #[test]
-    fn syntax_errors_are_located() {
-        let errors = load("[server\nlisten = 1").unwrap_err();
-        assert!(errors[0].line == 1, "{errors:?}");
-    }
-
-    #[test]
-    fn unknown_section_suggests() {
-        let errors = load("[triger]\n").unwrap_err();
-        assert!(errors[0].hint.as_deref().unwrap().contains("trigger"));
     }
 }

@@ -10,9 +10,22 @@
 
 use super::IpSet;
 use super::ipset::normalize;
-pub use crate::config::TrustedHeader;
 use http::HeaderMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use std::net::IpAddr;
+
+/// Which forwarding header the trusted proxies write.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum TrustedHeader {
+    /// `X-Forwarded-For`: what most load balancers append to.
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded` (`for=...`).
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
 
 /// The proxies whose forwarded-for headers are believed (`[server] trusted_proxies`).
 #[derive(Debug, Clone, Default)]

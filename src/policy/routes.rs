@@ -7,8 +7,9 @@
 //! narrower route would otherwise be bypassed by its method). Anything else gives a bare
 //! 404 that says nothing about what exists.
 
+use super::PathMatch;
 use super::Trigger;
-use crate::config::{Diagnostics, KeyPath, PathMatch};
+use crate::config::{Diagnostics, KeyPath};
 use crate::denial::Denial;
 use http::Method;
 use std::collections::HashMap;

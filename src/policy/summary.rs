@@ -7,7 +7,7 @@
 //! and injection; never holds a secret value (references only).
 
 use crate::auth::Who;
-use crate::config::RawTrigger;
+use crate::policy::RawTrigger;
 use crate::ratelimit::{LimitSource, RateLimitRule};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl TriggerSummary {
         injection: &crate::secrets::Injection,
     ) -> Self {
         let methods = raw.methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(",");
-        let prefix = if raw.path_match == crate::config::PathMatch::Prefix { " (and below)" } else { "" };
+        let prefix = if raw.path_match == crate::policy::PathMatch::Prefix { " (and below)" } else { "" };
         let route = format!("{methods} {}{}{prefix}", raw.host.as_deref().unwrap_or(""), raw.path);
         let references: Vec<String> = injection.references().iter().map(ToString::to_string).collect();
         Self {

@@ -1,8 +1,9 @@
 //! A trigger's upstream: its URL taken apart once at compile time, and the pooled
 //! HTTP/1.1 client (rustls, system roots plus an optional CA) that reaches it.
 
+use super::RawTrigger;
 use super::{Limits, Trigger};
-use crate::config::{Diagnostics, KeyPath, RawTrigger, SourceFile};
+use crate::config::{Diagnostics, KeyPath, SourceFile};
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};

@@ -8,7 +8,7 @@
 //! literal inject values as `[literal]`; URL signatures as `[redacted]`.
 
 use crate::audit::{policy_view_tagged, untag_literals};
-use crate::config::RawPolicy;
+use crate::policy::RawPolicy;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::fmt;
