@@ -27,7 +27,7 @@ fn capture(c: &mut Criterion) {
     let body = body();
     let secret: &[u8] = b"k-SECRET";
     c.bench_function(&format!("audit/capture_json_{}b", body.len()), |b| {
-        b.iter(|| capture_response(&rules, &headers, black_box(&body), body.len() as u64, &[secret]))
+        b.iter(|| capture_response(&rules, &headers, black_box(&body), body.len() as u64, &[secret]));
     });
 }
 

@@ -18,15 +18,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
 fn key(alg: Algorithm, kid: &str) -> (EncodingKey, Jwk) {
-    let encoding = match alg {
-        Algorithm::RS256 => {
-            let pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
-            EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).unwrap()
-        }
-        _ => {
-            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap()
-        }
+    let encoding = if alg == Algorithm::RS256 {
+        let pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+        EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).unwrap()
+    } else {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap()
     };
     let mut jwk = Jwk::from_encoding_key(&encoding, alg).unwrap();
     jwk.common.key_id = Some(kid.into());
@@ -63,10 +60,10 @@ fn bench(c: &mut Criterion) {
     let es_token = token(&ec, Algorithm::ES256, "ec", now);
 
     c.bench_function("auth/verify_rs256_cold", |b| {
-        b.iter(|| verify(black_box(&rs_token), &rules, &keys, now).unwrap())
+        b.iter(|| verify(black_box(&rs_token), &rules, &keys, now).unwrap());
     });
     c.bench_function("auth/verify_es256_cold", |b| {
-        b.iter(|| verify(black_box(&es_token), &rules, &keys, now).unwrap())
+        b.iter(|| verify(black_box(&es_token), &rules, &keys, now).unwrap());
     });
 
     // Cached: the whole authenticate path with a repeat token.
@@ -99,7 +96,7 @@ fn bench(c: &mut Criterion) {
             .0;
         runtime.block_on(stores.authenticate(&access, &parts)).unwrap();
         c.bench_function(&format!("auth/authenticate_{name}_cached"), |b| {
-            b.iter(|| runtime.block_on(stores.authenticate(&access, black_box(&parts))).unwrap())
+            b.iter(|| runtime.block_on(stores.authenticate(&access, black_box(&parts))).unwrap());
         });
     }
 

@@ -34,7 +34,7 @@ impl Side {
 async fn drive(name: &'static str, client: reqwest::Client, url: String, connections: usize, seconds: u64) -> Side {
     // Warm the pool so connection setup is not measured.
     for _ in 0..connections {
-        let _ = client.post(&url).body("{}").send().await.map(|r| r.bytes());
+        let _ = client.post(&url).body("{}").send().await.map(reqwest::Response::bytes);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();

@@ -123,7 +123,7 @@ fn shield(c: &mut Criterion) {
         b.iter(|| {
             let _ = black_box(shield.check(black_box(failing)));
             shield.charge(failing);
-        })
+        });
     });
 }
 

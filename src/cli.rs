@@ -32,7 +32,7 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a policy file offline: exit 0 with a summary, or 1 with every error as FILE:LINE:COL.
+    /// Validate a policy file offline: exit 0 with a summary, or 1 with every error as <FILE:LINE:COL>.
     /// With --diff OLD, also show what changes from OLD to FILE (loosened / tightened rules).
     /// Prints each trigger's effective rules on one line: who may call, IP rules, rate
     /// limit with its source (trigger, global or built-in default) and secret references.
@@ -64,7 +64,7 @@ pub enum Command {
         #[arg(default_value = "http://127.0.0.1:9901/healthz")]
         url: String,
     },
-    /// Run the demo: gateway on https://127.0.0.1:8443 with a built-in echo upstream and
+    /// Run the demo: gateway on <https://127.0.0.1:8443> with a built-in echo upstream and
     /// development certificates in certs/; prints ready-to-paste curl commands.
     Demo(DemoArgs),
 }
@@ -154,7 +154,7 @@ pub struct SignUrlArgs {
     /// the trigger the URL's host, path and method route to.
     #[arg(long)]
     pub trigger: Option<String>,
-    /// The URL to sign, for example https://127.0.0.1:8443/demo/signed.
+    /// The URL to sign, for example <https://127.0.0.1:8443/demo/signed>.
     pub url: String,
 }
 
@@ -201,7 +201,7 @@ fn print_errors(errors: &[ConfigError]) {
     }
 }
 
-/// Loads a policy for a command, printing every error (FILE:LINE:COL) when it is refused.
+/// Loads a policy for a command, printing every error (<FILE:LINE:COL>) when it is refused.
 fn load_policy(path: &Path) -> Result<crate::policy::Policy, ExitCode> {
     crate::policy::load(path).map_err(|errors| {
         print_errors(&errors);
@@ -295,29 +295,27 @@ fn signed_trigger(
     method: &str,
     url: &str,
 ) -> Result<std::sync::Arc<crate::policy::Trigger>, String> {
-    let trigger = match named {
-        Some(name) => policy
+    let trigger = if let Some(name) = named {
+        policy
             .routes
             .triggers()
             .iter()
             .find(|t| t.name == name)
             .cloned()
-            .ok_or_else(|| format!("no trigger named {name:?}"))?,
-        None => {
-            let before_query = url.split_once('?').map_or(url, |(before, _)| before);
-            let (host, path) = match before_query.split_once("://") {
-                Some((_, rest)) => rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..])),
-                None => ("", before_query),
-            };
-            let host = (!host.is_empty()).then_some(host);
-            let method =
-                http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not a method"))?;
-            policy
-                .routes
-                .find(host, path, &method)
-                .map(|found| found.trigger.clone())
-                .map_err(|_| format!("{method} {url} routes to no trigger; name it with --trigger NAME"))?
-        }
+            .ok_or_else(|| format!("no trigger named {name:?}"))?
+    } else {
+        let before_query = url.split_once('?').map_or(url, |(before, _)| before);
+        let (host, path) = match before_query.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..])),
+            None => ("", before_query),
+        };
+        let host = (!host.is_empty()).then_some(host);
+        let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not a method"))?;
+        policy
+            .routes
+            .find(host, path, &method)
+            .map(|found| found.trigger.clone())
+            .map_err(|_| format!("{method} {url} routes to no trigger; name it with --trigger NAME"))?
     };
     if trigger.access.who() == crate::auth::Who::Anyone {
         Ok(trigger)
@@ -362,26 +360,25 @@ fn check_diff(old: &Path, new: &Path) -> ExitCode {
 
 async fn runs(args: RunsArgs) -> ExitCode {
     let base = args.admin.trim_end_matches('/');
-    let url = match &args.id {
-        Some(id) => format!("{base}/runs/{}", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()),
-        None => {
-            let mut query = url::form_urlencoded::Serializer::new(String::new());
-            let filters = [
-                ("trigger", &args.trigger),
-                ("decision", &args.decision),
-                ("principal", &args.principal),
-                ("trace_id", &args.trace_id),
-                ("since", &args.since),
-                ("until", &args.until),
-            ];
-            for (name, value) in filters {
-                if let Some(value) = value {
-                    query.append_pair(name, value);
-                }
+    let url = if let Some(id) = &args.id {
+        format!("{base}/runs/{}", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>())
+    } else {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        let filters = [
+            ("trigger", &args.trigger),
+            ("decision", &args.decision),
+            ("principal", &args.principal),
+            ("trace_id", &args.trace_id),
+            ("since", &args.since),
+            ("until", &args.until),
+        ];
+        for (name, value) in filters {
+            if let Some(value) = value {
+                query.append_pair(name, value);
             }
-            query.append_pair("limit", &args.limit.to_string());
-            format!("{base}/runs?{}", query.finish())
         }
+        query.append_pair("limit", &args.limit.to_string());
+        format!("{base}/runs?{}", query.finish())
     };
     let client = reqwest::Client::new();
     let mut request = client.get(&url);
@@ -504,12 +501,11 @@ async fn run_gateway(policy: crate::policy::Policy, config: &Path, ready_lines: 
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let mut terminate = if let Ok(signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        signal
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
     tokio::select! {
         _ = terminate.recv() => {}
@@ -596,19 +592,16 @@ async fn prepare_demo(args: &DemoArgs) -> Result<(crate::policy::Policy, Vec<Str
     for trigger in policy.routes.triggers() {
         let method = trigger.methods.first().map_or("POST", |m| m.as_str());
         let url = format!("{base}{}", trigger.path);
-        let line = match trigger.access.who() {
-            crate::auth::Who::Anyone => {
-                let signed = policy
-                    .signed_urls
-                    .as_ref()
-                    .and_then(|keys| keys.sign(&trigger.name, method, &url, unix_now() + 3600).ok());
-                let Some(signed) = signed else { continue };
-                format!("curl --cacert {cacert} -X {method} '{signed}' {json}")
-            }
-            _ => {
-                let interface = if trigger.name == "demo-allowlisted" { " --interface 127.0.0.2" } else { "" };
-                format!("curl --cacert {cacert}{interface} -X {method} {url} -H 'authorization: Bearer {token}' {json}")
-            }
+        let line = if trigger.access.who() == crate::auth::Who::Anyone {
+            let signed = policy
+                .signed_urls
+                .as_ref()
+                .and_then(|keys| keys.sign(&trigger.name, method, &url, unix_now() + 3600).ok());
+            let Some(signed) = signed else { continue };
+            format!("curl --cacert {cacert} -X {method} '{signed}' {json}")
+        } else {
+            let interface = if trigger.name == "demo-allowlisted" { " --interface 127.0.0.2" } else { "" };
+            format!("curl --cacert {cacert}{interface} -X {method} {url} -H 'authorization: Bearer {token}' {json}")
         };
         lines.push(line);
     }

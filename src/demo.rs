@@ -64,7 +64,8 @@ where
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let status = param("status").and_then(|s| StatusCode::from_u16(s as u16).ok()).unwrap_or(StatusCode::OK);
-    let body = http_body_util::Limited::new(body, MAX_ECHO_BODY).collect().await.map(|c| c.to_bytes());
+    let body =
+        http_body_util::Limited::new(body, MAX_ECHO_BODY).collect().await.map(http_body_util::Collected::to_bytes);
     let (body_len, body_text) = match &body {
         Ok(bytes) => (bytes.len(), String::from_utf8_lossy(bytes).into_owned()),
         Err(_) => (0, String::new()),

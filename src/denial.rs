@@ -303,7 +303,7 @@ impl Rejection {
         self.parts().0
     }
 
-    /// A stable snake_case name for the run history and metrics.
+    /// A stable `snake_case` name for the run history and metrics.
     pub fn kind(&self) -> &'static str {
         self.parts().1
     }

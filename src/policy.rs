@@ -347,16 +347,15 @@ fn compile_limits(raw: &RawLimits, path: &KeyPath, diags: &mut Diagnostics) -> L
 }
 
 fn parse_addr(text: &str, path: &KeyPath, diags: &mut Diagnostics) -> Option<SocketAddr> {
-    match text.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            diags.error_with_hint(
-                path,
-                format!("{text:?} is not a socket address"),
-                "write IP:PORT, such as \"0.0.0.0:8443\" or \"[::]:8443\"",
-            );
-            None
-        }
+    if let Ok(addr) = text.parse() {
+        Some(addr)
+    } else {
+        diags.error_with_hint(
+            path,
+            format!("{text:?} is not a socket address"),
+            "write IP:PORT, such as \"0.0.0.0:8443\" or \"[::]:8443\"",
+        );
+        None
     }
 }
 
@@ -390,9 +389,10 @@ fn compile_admin_access(
     path: &KeyPath,
     diags: &mut Diagnostics,
 ) -> AdminAccess {
-    let parse_role = |diags: &mut Diagnostics, at: &KeyPath, name: &str| match name.parse::<crate::audit::AdminRole>() {
-        Ok(role) => Some(role),
-        Err(_) => {
+    let parse_role = |diags: &mut Diagnostics, at: &KeyPath, name: &str| {
+        if let Ok(role) = name.parse::<crate::audit::AdminRole>() {
+            Some(role)
+        } else {
             diags.error_with_hint(at, format!("unknown admin role {name:?}"), "use viewer, owner or administrator");
             None
         }

@@ -77,7 +77,7 @@ pub fn watch_files(gateway: Arc<Gateway>, policy_path: &Path) -> notify::Result<
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
-                    _ = &mut deadline => break,
+                    () = &mut deadline => break,
                     next = rx.recv() => match next {
                         Some(Trigger::Policy) => policy = true,
                         Some(Trigger::Certificate) => certificate = true,
@@ -127,7 +127,7 @@ pub async fn reload_blocking(
     })
 }
 
-/// The link Kubernetes' atomic writer (ConfigMap, Secret and projected volumes) renames
+/// The link Kubernetes' atomic writer (`ConfigMap`, Secret and projected volumes) renames
 /// into place, `..data`, which the visible files point through.
 fn is_atomic_swap(path: &Path) -> bool {
     path.file_name().is_some_and(|name| name == "..data")

@@ -56,7 +56,7 @@ pub struct CertFiles {
 /// The file is unreadable or holds no certificate.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .and_then(std::iter::Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| TlsError::Pem { what: "certificate chain", path: path.into(), cause: e.to_string() })?;
     if certs.is_empty() {
         return Err(TlsError::Empty { what: "certificate", path: path.into() });

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A signing key and its public JWK.
-pub struct TestKey {
+pub(crate) struct TestKey {
     pub alg: Algorithm,
     pub kid: String,
     pub encoding: EncodingKey,
@@ -26,13 +26,13 @@ pub struct TestKey {
 }
 
 impl TestKey {
-    pub fn rsa(kid: &str) -> Self {
+    pub(crate) fn rsa(kid: &str) -> Self {
         let pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
         let encoding = EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).unwrap();
         Self::finish(Algorithm::RS256, kid, encoding, pair.public_key_pem())
     }
 
-    pub fn ec(kid: &str) -> Self {
+    pub(crate) fn ec(kid: &str) -> Self {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let encoding = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
         Self::finish(Algorithm::ES256, kid, encoding, pair.public_key_pem())
@@ -47,48 +47,48 @@ impl TestKey {
     }
 
     /// A token with this key's alg and kid over the given claims.
-    pub fn token(&self, claims: &serde_json::Value) -> String {
+    pub(crate) fn token(&self, claims: &serde_json::Value) -> String {
         let header = serde_json::json!({"alg": format!("{:?}", self.alg), "kid": self.kid, "typ": "JWT"});
         self.sign_raw(&header.to_string(), &claims.to_string())
     }
 
     /// Signs raw header and payload JSON text (which may be deliberately invalid).
-    pub fn sign_raw(&self, header: &str, payload: &str) -> String {
+    pub(crate) fn sign_raw(&self, header: &str, payload: &str) -> String {
         let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
         self.sign_input(&input)
     }
 
     /// Signs an already encoded `header.payload`.
-    pub fn sign_input(&self, input: &str) -> String {
+    pub(crate) fn sign_input(&self, input: &str) -> String {
         let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
         format!("{input}.{signature}")
     }
 }
 
-pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn jwks(keys: &[&TestKey]) -> String {
+pub(crate) fn jwks(keys: &[&TestKey]) -> String {
     serde_json::to_string(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() }).unwrap()
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A clock the test moves by hand.
 #[derive(Debug)]
-pub struct ManualClock(AtomicU64);
+pub(crate) struct ManualClock(AtomicU64);
 
 impl ManualClock {
-    pub fn at(secs: u64) -> Arc<Self> {
+    pub(crate) fn at(secs: u64) -> Arc<Self> {
         Arc::new(Self(AtomicU64::new(secs * 1000)))
     }
-    pub fn advance(&self, secs: u64) {
+    pub(crate) fn advance(&self, secs: u64) {
         self.0.fetch_add(secs * 1000, Ordering::SeqCst);
     }
-    pub fn secs(&self) -> u64 {
+    pub(crate) fn secs(&self) -> u64 {
         self.0.load(Ordering::SeqCst) / 1000
     }
 }
@@ -100,7 +100,7 @@ impl Clock for ManualClock {
 }
 
 /// A JWKS endpoint on 127.0.0.1:0 whose body can change and which can go down (500).
-pub struct JwksServer {
+pub(crate) struct JwksServer {
     pub addr: SocketAddr,
     body: Arc<Mutex<String>>,
     up: Arc<AtomicBool>,
@@ -109,13 +109,13 @@ pub struct JwksServer {
 }
 
 /// A test CA and a server certificate for 127.0.0.1 / localhost that it issued.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub ca_pem: String,
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
 impl TestCa {
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -138,12 +138,12 @@ impl TestCa {
 }
 
 impl JwksServer {
-    pub async fn start(body: String) -> Self {
+    pub(crate) async fn start(body: String) -> Self {
         Self::start_with(body, None).await
     }
 
     /// The same over HTTPS, with a certificate for 127.0.0.1 issued by the returned test CA.
-    pub async fn start_tls(body: String) -> (Self, TestCa) {
+    pub(crate) async fn start_tls(body: String) -> (Self, TestCa) {
         let ca = TestCa::generate();
         let server = Self::start_with(body, Some(tokio_rustls::TlsAcceptor::from(Arc::clone(&ca.server_config)))).await;
         (server, ca)
@@ -191,22 +191,22 @@ impl JwksServer {
         Self { addr, body, up, hits, scheme }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}://{}/jwks", self.scheme, self.addr)
     }
-    pub fn set_body(&self, body: String) {
+    pub(crate) fn set_body(&self, body: String) {
         *self.body.lock().unwrap() = body;
     }
-    pub fn set_up(&self, up: bool) {
+    pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
     }
-    pub fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 }
 
 /// Request parts for `uri`, with a bearer token when given.
-pub fn request(uri: &str, token: Option<&str>) -> http::request::Parts {
+pub(crate) fn request(uri: &str, token: Option<&str>) -> http::request::Parts {
     let mut builder = http::Request::builder().method("POST").uri(uri);
     if let Some(token) = token {
         builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));

@@ -1,4 +1,4 @@
-//! The files under `deploy/` stay true: the Kubernetes ConfigMap's policy passes
+//! The files under `deploy/` stay true: the Kubernetes `ConfigMap`'s policy passes
 //! `flowgate check`, the Deployment's drain fits its grace period, the systemd unit passes
 //! `systemd-analyze verify` and keeps its sandbox, the Dockerfile's `HEALTHCHECK` command
 //! works against a running gateway, and a ConfigMap-style atomic swap of the policy
@@ -157,7 +157,7 @@ async fn the_dockerfile_healthcheck_probes_the_admin_listener() {
     let froms = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(froms >= 2, "not multi-stage");
     let user = dockerfile.lines().find_map(|l| l.strip_prefix("USER ")).expect("no USER line");
-    assert!(!user.starts_with("root") && !user.starts_with("0"), "USER {user}");
+    assert!(!user.starts_with("root") && !user.starts_with('0'), "USER {user}");
     let healthcheck = dockerfile
         .split("HEALTHCHECK ")
         .nth(1)
@@ -182,7 +182,7 @@ async fn the_dockerfile_healthcheck_probes_the_admin_listener() {
     gw.shutdown().await;
 }
 
-/// What the kubelet does to a ConfigMap volume: each version in its own directory, the
+/// What the kubelet does to a `ConfigMap` volume: each version in its own directory, the
 /// visible files linked through `..data`, which is renamed into place at once.
 fn configmap_version(dir: &Path, version: &str, policy: &str) {
     let data = dir.join(version);

@@ -1,5 +1,5 @@
 //! The IP firewall over the whole gateway (real TLS, real clients bound to distinct
-//! loopback addresses): trigger allow lists, global deny over trigger allow, IPv6 on ::1,
+//! loopback addresses): trigger allow lists, global deny over trigger allow, IPv6 on `::1`,
 //! the client address behind trusted proxies (and spoofing from untrusted peers), and
 //! per-principal pinning.
 

@@ -1,6 +1,6 @@
 //! Rate limiting over the whole gateway (real TLS, real h2): the exact 2000-per-60 s budget
 //! under 5,000 concurrent calls, the built-in default and `"off"`, independent keys
-//! (principal, sub with its issuer, ip, tcp_connection, one signed URL), shadow mode, and
+//! (principal, sub with its issuer, ip, `tcp_connection`, one signed URL), shadow mode, and
 //! the pre-authentication shield (refused credentials only).
 
 mod common;

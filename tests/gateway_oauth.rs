@@ -1,6 +1,6 @@
 //! OAuth over the whole gateway (real TLS, real HTTP, the dev issuer's discovery and JWKS
 //! on a real socket): RFC 6750 challenges, tenant / principal / role refusals, tokens in
-//! the query string kept out of every record and log, signed URLs, the IdP being down, and
+//! the query string kept out of every record and log, signed URLs, the `IdP` being down, and
 //! forwarded identity headers that a caller cannot forge.
 
 mod common;
@@ -270,7 +270,7 @@ async fn signed_urls_are_checked_and_their_parameters_stay_here() {
     let sig_at = good.find("fg_sig=").unwrap() + "fg_sig=".len();
     let mut tampered = good.clone();
     let flipped = if tampered[sig_at..].starts_with('A') { "B" } else { "A" };
-    tampered.replace_range(sig_at..sig_at + 1, flipped);
+    tampered.replace_range(sig_at..=sig_at, flipped);
     let other_method = sign("GET", unix_now() + 600).unwrap();
     let unsigned = gw.url("/hook?x=1");
     for (what, url, reason) in [

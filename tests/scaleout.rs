@@ -1,4 +1,4 @@
-//! Scale-out on loopback: two replicas of the real `flowgate` binary behind HAProxy in TCP
+//! Scale-out on loopback: two replicas of the real `flowgate` binary behind `HAProxy` in TCP
 //! mode (TLS passes through to the replicas), one real Redis. A caller through the
 //! balancer gets exactly `calls` admitted per window in total; one replica killed mid-run
 //! resets no budget and callers reconnect through the other; the replica restarted rejoins
@@ -97,7 +97,7 @@ impl Drop for Replica {
     }
 }
 
-/// HAProxy in TCP mode in front of the replicas; dropped, it is killed and reaped.
+/// `HAProxy` in TCP mode in front of the replicas; dropped, it is killed and reaped.
 struct Balancer {
     child: Child,
     port: u16,

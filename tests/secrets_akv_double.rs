@@ -80,7 +80,7 @@ struct Assertion {
 }
 
 fn token_endpoint(state: &mut DoubleState, tenant: &str, form: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
-    let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let f = |k: &str| form.get(k).map_or("", String::as_str);
     if f("grant_type") != "client_credentials"
         || f("scope") != "https://vault.azure.net/.default"
         || f("client_id") != "app-1"
@@ -209,7 +209,7 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
     let query: BTreeMap<String, String> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());

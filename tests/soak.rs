@@ -64,7 +64,7 @@ fn process_figures(pid: u32) -> (u64, usize) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, std::iter::Iterator::count);
     (rss, fds)
 }
 
@@ -140,7 +140,7 @@ async fn soak() {
             next_sample += Duration::from_secs(5);
             let (rss_kb, fds) = process_figures(pid);
             let ring = match http.get(format!("{admin_url}/runs?limit=1000000")).send().await {
-                Ok(r) => r.json::<Vec<serde_json::Value>>().await.map(|v| v.len()).unwrap_or(0),
+                Ok(r) => r.json::<Vec<serde_json::Value>>().await.map_or(0, |v| v.len()),
                 Err(_) => 0,
             };
             samples.push(Sample { at: now, rss_kb, fds, ring });

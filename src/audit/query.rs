@@ -56,7 +56,7 @@ impl RunFilter {
                 "since" => filter.since = Some(parse_time(&value, now)?),
                 "until" => filter.until = Some(parse_time(&value, now)?),
                 "limit" => {
-                    filter.limit = Some(value.parse().map_err(|_| format!("limit: {value:?} is not a whole number"))?)
+                    filter.limit = Some(value.parse().map_err(|_| format!("limit: {value:?} is not a whole number"))?);
                 }
                 other => {
                     return Err(format!(

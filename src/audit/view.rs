@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 /// Shown instead of a literal credential value.
-pub const LITERAL: &str = "[literal]";
+pub(super) const LITERAL: &str = "[literal]";
 
 /// Parses the policy text and builds its admin view.
 ///
@@ -141,15 +141,12 @@ pub(crate) fn untag_literals(text: &str) -> String {
     while let Some(start) = rest.find("[literal:") {
         out.push_str(&rest[..start]);
         let after = &rest[start..];
-        match after.find(']') {
-            Some(end) => {
-                out.push_str(LITERAL);
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(after);
-                rest = "";
-            }
+        if let Some(end) = after.find(']') {
+            out.push_str(LITERAL);
+            rest = &after[end + 1..];
+        } else {
+            out.push_str(after);
+            rest = "";
         }
     }
     out.push_str(rest);

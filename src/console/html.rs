@@ -7,12 +7,12 @@ use std::fmt::{self, Display, Write};
 
 /// `value` as HTML text: `&`, `<`, `>`, `"` and `'` become entities, so the result is
 /// safe both between tags and inside a quoted attribute.
-pub fn e<T: Display>(value: T) -> Escaped<T> {
+pub(super) fn e<T: Display>(value: T) -> Escaped<T> {
     Escaped(value)
 }
 
 /// A value that writes itself HTML-escaped (see [`e`]).
-pub struct Escaped<T>(T);
+pub(super) struct Escaped<T>(T);
 
 impl<T: Display> Display for Escaped<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,7 +44,7 @@ impl Write for EscapingWriter<'_, '_> {
 }
 
 /// `value` form-encoded for a query string (the caller still escapes the whole link).
-pub fn query_value(value: &str) -> String {
+pub(super) fn query_value(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 

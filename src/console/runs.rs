@@ -31,7 +31,7 @@ const DECISIONS: [&str; 14] = [
 ];
 
 /// The runs page for `query` (the form's fields; empty ones mean "any").
-pub fn list(gateway: &Gateway, query: &str) -> (StatusCode, String) {
+pub(super) fn list(gateway: &Gateway, query: &str) -> (StatusCode, String) {
     let given: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .filter(|(key, value)| KEYS.contains(&key.as_ref()) && !value.trim().is_empty())
         .map(|(key, value)| (key.into_owned(), value.trim().to_owned()))
@@ -127,7 +127,7 @@ fn decision_badge(decision: &str) -> String {
 }
 
 /// One run: every field of the record, then what was captured.
-pub fn one(policy: &Policy, role: AdminRole, record: &RunRecord) -> String {
+pub(super) fn one(policy: &Policy, role: AdminRole, record: &RunRecord) -> String {
     let mut out = format!("<h1>Run <code id=\"run-id\">{}</code></h1>", e(&record.id));
     let _ = write!(
         out,

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use std::time::SystemTime;
 
 /// The secrets page.
-pub fn page(gateway: &Gateway, role: AdminRole) -> String {
+pub(super) fn page(gateway: &Gateway, role: AdminRole) -> String {
     let policy = gateway.policy();
     let mut hidden = 0;
     let mut visible = Vec::new();

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Calls of one trigger as the metrics count them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct MetricCounts {
+pub(super) struct MetricCounts {
     /// `flowgate_requests_total`, every status.
     pub calls: u64,
     /// The same by status class: index 0 = 1xx … 4 = 5xx.
@@ -21,7 +21,7 @@ pub struct MetricCounts {
 }
 
 /// The triggers page.
-pub fn page(gateway: &Gateway, role: AdminRole) -> String {
+pub(super) fn page(gateway: &Gateway, role: AdminRole) -> String {
     let policy = gateway.policy();
     let counts = metric_counts(&gateway.metrics.render());
     let (today, complete) = today_in_history(gateway);
@@ -102,7 +102,7 @@ fn today_in_history(gateway: &Gateway) -> (HashMap<String, (u64, u64)>, bool) {
 }
 
 /// Per-trigger counts read from the Prometheus text of `/metrics`.
-pub fn metric_counts(text: &str) -> HashMap<String, MetricCounts> {
+pub(super) fn metric_counts(text: &str) -> HashMap<String, MetricCounts> {
     let mut counts: HashMap<String, MetricCounts> = HashMap::new();
     for line in text.lines() {
         let Some((name, labels, value)) = parse_sample(line) else { continue };

@@ -101,7 +101,7 @@ fn merge<T: Copy + Ord + num_like::Step>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)>
 
 mod num_like {
     /// The successor of an address, saturating at the top of the space.
-    pub trait Step {
+    pub(super) trait Step {
         fn next_or_max(self) -> Self;
     }
     impl Step for u32 {

@@ -251,9 +251,9 @@ fn dotted(prefix: &str, key: &str) -> String {
 enum ListKind {
     /// More entries admit more callers (principals, methods).
     Admits,
-    /// Like `Admits`, but an empty list admits anyone (allow_ips).
+    /// Like `Admits`, but an empty list admits anyone (`allow_ips`).
     AdmitsEmptyAny,
-    /// More entries refuse more callers or hide more (deny_ips, private_parameters).
+    /// More entries refuse more callers or hide more (`deny_ips`, `private_parameters`).
     Restricts,
 }
 
@@ -344,7 +344,7 @@ fn strings(value: Option<&Value>) -> BTreeSet<String> {
 fn list(scope: &str, field: &str, kind: ListKind, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
     let (old, new) = (strings(a), strings(b));
     let push = |out: &mut Vec<Change>, effect, detail: String| {
-        out.push(Change { scope: scope.to_owned(), field: Some(field.to_owned()), effect, detail })
+        out.push(Change { scope: scope.to_owned(), field: Some(field.to_owned()), effect, detail });
     };
     if let ListKind::AdmitsEmptyAny = kind {
         if old.is_empty() && !new.is_empty() {

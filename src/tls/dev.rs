@@ -1,5 +1,5 @@
 //! Development certificates: a local CA and a server certificate for 127.0.0.1,
-//! ::1 and localhost, generated with rcgen. Used by `flowgate demo` (written into
+//! `::1` and localhost, generated with rcgen. Used by `flowgate demo` (written into
 //! `certs/` on first run) and by tests (generated in memory at test time).
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};

@@ -1,5 +1,5 @@
-//! A real OpenBao dev server (`bao server -dev`) started by the test on a loopback port,
-//! with helpers to write KV v2 secrets and set up AppRole with a read-only policy.
+//! A real `OpenBao` dev server (`bao server -dev`) started by the test on a loopback port,
+//! with helpers to write KV v2 secrets and set up `AppRole` with a read-only policy.
 
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The dev server's root token (the test's own; flowgate logs in with AppRole).
-pub const ROOT_TOKEN: &str = "root-flowgate-test";
+/// The dev server's root token (the test's own; flowgate logs in with `AppRole`).
+pub(crate) const ROOT_TOKEN: &str = "root-flowgate-test";
 
 /// A running `bao server -dev`, killed on drop.
-pub struct Bao {
+pub(crate) struct Bao {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub addr: String,
@@ -26,13 +26,13 @@ impl Drop for Bao {
 }
 
 /// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Bao {
     /// Starts the dev server on `port` and waits until it is healthy.
-    pub async fn start(port: u16) -> Self {
+    pub(crate) async fn start(port: u16) -> Self {
         let child = Command::new("bao")
             .args([
                 "server",
@@ -63,7 +63,7 @@ impl Bao {
     }
 
     /// One API call with the root token; panics unless it succeeds.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut req = self.http.request(method, format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", ROOT_TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -76,13 +76,13 @@ impl Bao {
     }
 
     /// Writes a new version of the KV v2 secret at `secret/<path>`.
-    pub async fn put_secret(&self, path: &str, data: Value) {
+    pub(crate) async fn put_secret(&self, path: &str, data: Value) {
         self.call(reqwest::Method::POST, &format!("secret/data/{path}"), Some(json!({ "data": data }))).await;
     }
 
-    /// AppRole with the minimal read-only policy on `secret/data/flows/*`; writes `role_id`
+    /// `AppRole` with the minimal read-only policy on `secret/data/flows/*`; writes `role_id`
     /// and `secret_id` into `dir` (mode 0600) and returns the secret id.
-    pub async fn setup_approle(&self, dir: &Path) -> String {
+    pub(crate) async fn setup_approle(&self, dir: &Path) -> String {
         let policy = "path \"secret/data/flows/*\" {\n  capabilities = [\"read\"]\n}\n";
         self.call(reqwest::Method::PUT, "sys/policies/acl/flowgate-read", Some(json!({ "policy": policy }))).await;
         self.call(reqwest::Method::POST, "sys/auth/approle", Some(json!({ "type": "approle" }))).await;
@@ -102,14 +102,14 @@ impl Bao {
 }
 
 /// Writes `text` and a newline to `path` with mode 0600.
-pub fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     std::fs::write(path, format!("{text}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-/// The `[vault.NAME]` table of an OpenBao vault logging in with the AppRole files that
+/// The `[vault.NAME]` table of an `OpenBao` vault logging in with the `AppRole` files that
 /// [`Bao::setup_approle`] wrote next to the policy.
-pub fn openbao_vault_toml(name: &str, addr: &str) -> String {
+pub(crate) fn openbao_vault_toml(name: &str, addr: &str) -> String {
     format!(
         "[vault.{name}]\nkind = \"openbao\"\naddress = \"{addr}\"\n\
          auth = {{ method = \"approle\", role_id = \"file:role_id\", secret_id = \"file:secret_id\" }}\n"

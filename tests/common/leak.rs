@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 
 /// Every encoding a value could leak in, each with its name for the failure message.
-pub fn forms(value: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn forms(value: &str) -> Vec<(&'static str, String)> {
     let bytes = value.as_bytes();
     let strict: String = bytes
         .iter()
@@ -40,7 +40,7 @@ pub fn forms(value: &str) -> Vec<(&'static str, String)> {
 }
 
 /// `%2B` → `%2b`, other characters unchanged.
-pub fn lower_escapes(text: &str) -> String {
+pub(crate) fn lower_escapes(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('%') {

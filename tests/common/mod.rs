@@ -2,10 +2,10 @@
 //! loopback, and the real gateway started in-process on 127.0.0.1:0 over real TLS.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod bao;
-pub mod leak;
-pub mod redis;
-pub mod upstream;
+pub(crate) mod bao;
+pub(crate) mod leak;
+pub(crate) mod redis;
+pub(crate) mod upstream;
 
 use flowgate::auth::dev_issuer::{DevIssuer, MintOptions};
 use flowgate::gateway::Gateway;
@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 /// A temporary directory with a CA and a server certificate for loopback, and a
 /// development token issuer (ES256) whose discovery and JWKS tests serve on loopback.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
     pub ca_pem: String,
     pub issuer: Arc<DevIssuer>,
@@ -26,7 +26,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = DevPki::generate().expect("dev pki");
         std::fs::write(dir.path().join("ca.crt"), &pki.ca_cert_pem).unwrap();
@@ -40,7 +40,7 @@ impl Fixture {
     }
 
     /// Serves the issuer's discovery and JWKS (once; later calls do nothing).
-    pub fn serve_issuer(&self) {
+    pub(crate) fn serve_issuer(&self) {
         if let Some(listener) = self.issuer_listener.lock().unwrap().take() {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             tokio::spawn(self.issuer.clone().serve(listener, std::future::pending::<()>()));
@@ -48,24 +48,24 @@ impl Fixture {
     }
 
     /// A token the test triggers accept (the demo tenant, role `Flows.Invoke`).
-    pub fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         self.issuer.mint(&MintOptions::default()).unwrap()
     }
 
     /// A token minted with `edit` applied to the default options.
-    pub fn token_with(&self, edit: impl FnOnce(&mut MintOptions)) -> String {
+    pub(crate) fn token_with(&self, edit: impl FnOnce(&mut MintOptions)) -> String {
         let mut opts = MintOptions::default();
         edit(&mut opts);
         self.issuer.mint(&opts).unwrap()
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// The `[server]` and `[admin]` sections for a gateway on port 0, the test identity,
     /// plus `extra` TOML.
-    pub fn policy_text(&self, extra: &str) -> String {
+    pub(crate) fn policy_text(&self, extra: &str) -> String {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"server.crt\", key = \"server.key\" }}\n\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\n{}\n{extra}",
@@ -74,7 +74,7 @@ impl Fixture {
     }
 
     /// Writes `policy.toml` and returns its path.
-    pub fn write_policy(&self, text: &str) -> PathBuf {
+    pub(crate) fn write_policy(&self, text: &str) -> PathBuf {
         let path = self.path().join("policy.toml");
         std::fs::write(&path, text).unwrap();
         path
@@ -82,14 +82,14 @@ impl Fixture {
 
     /// A reqwest client trusting the test CA and sending a valid token by default. `http2`
     /// lets ALPN pick h2, else h1 only.
-    pub fn client(&self, http2: bool) -> reqwest::Client {
+    pub(crate) fn client(&self, http2: bool) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("authorization", format!("Bearer {}", self.token()).parse().unwrap());
         self.client_with_headers(http2, headers)
     }
 
     /// A client trusting the test CA with no credentials.
-    pub fn anonymous_client(&self, http2: bool) -> reqwest::Client {
+    pub(crate) fn anonymous_client(&self, http2: bool) -> reqwest::Client {
         self.client_with_headers(http2, reqwest::header::HeaderMap::new())
     }
 
@@ -101,7 +101,7 @@ impl Fixture {
     }
 
     /// A rustls client config trusting the test CA (for raw-socket tests).
-    pub fn rustls_client(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn rustls_client(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
@@ -120,7 +120,7 @@ impl Fixture {
 }
 
 /// Starts the demo echo upstream on a free loopback port.
-pub async fn start_echo() -> SocketAddr {
+pub(crate) async fn start_echo() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(flowgate::demo::serve_echo(listener));
@@ -129,14 +129,14 @@ pub async fn start_echo() -> SocketAddr {
 
 /// A raw TLS (http/1.1) connection to the gateway, for requests an HTTP client library
 /// would refuse or normalise.
-pub async fn raw_tls(fx: &Fixture, gw: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+pub(crate) async fn raw_tls(fx: &Fixture, gw: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(fx.rustls_client(&[b"http/1.1"]));
     connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap()
 }
 
 /// A running in-process gateway.
-pub struct Running {
+pub(crate) struct Running {
     pub gateway: Arc<Gateway>,
     pub https: SocketAddr,
     pub admin: SocketAddr,
@@ -145,16 +145,16 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{}", self.https.port(), path)
     }
 
-    pub fn admin_url(&self, path: &str) -> String {
+    pub(crate) fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
     }
 
     /// Signals shutdown (SIGTERM's path) and waits for the server to return.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -164,13 +164,13 @@ impl Running {
 
 /// Serves the fixture's issuer, compiles the policy file at `path` and serves it on the
 /// ports it names (0 = any).
-pub async fn start_gateway_for(fx: &Fixture, path: &Path) -> Running {
+pub(crate) async fn start_gateway_for(fx: &Fixture, path: &Path) -> Running {
     fx.serve_issuer();
     start_gateway(path).await
 }
 
 /// Compiles the policy file at `path` and serves it on the ports it names (0 = any).
-pub async fn start_gateway(path: &Path) -> Running {
+pub(crate) async fn start_gateway(path: &Path) -> Running {
     let policy = match flowgate::policy::load(path) {
         Ok(policy) => policy,
         Err(errors) => panic!("test policy refused: {errors:#?}"),
@@ -192,7 +192,7 @@ pub async fn start_gateway(path: &Path) -> Running {
 }
 
 /// One `[[trigger]]` to the echo upstream, open to the test tenant's users.
-pub fn echo_trigger(name: &str, path: &str, echo: SocketAddr, extra: &str) -> String {
+pub(crate) fn echo_trigger(name: &str, path: &str, echo: SocketAddr, extra: &str) -> String {
     format!(
         "[[trigger]]\nname = \"{name}\"\npath = \"{path}\"\nmethods = [\"POST\", \"GET\"]\n\
          upstream = \"http://{echo}/flows/{name}/invoke?api-version=1&sig=UPSTREAMSIG\"\n\
@@ -204,7 +204,7 @@ impl Fixture {
     /// A client trusting the test CA whose connections leave from `local` (a loopback
     /// source address such as 127.0.0.2) and whose `localhost` resolves to `target`,
     /// sending `Authorization: Bearer <token>` when a token is given.
-    pub fn client_at(
+    pub(crate) fn client_at(
         &self,
         http2: bool,
         token: Option<&str>,
@@ -229,7 +229,7 @@ impl Fixture {
 
 /// The run records matching the admin API `query`, polled until at least `count` are
 /// there (records are written when a response body ends) or a few seconds passed.
-pub async fn runs_at_least(gw: &Running, query: &str, count: usize) -> Vec<serde_json::Value> {
+pub(crate) async fn runs_at_least(gw: &Running, query: &str, count: usize) -> Vec<serde_json::Value> {
     let mut last = Vec::new();
     for _ in 0..100 {
         last = reqwest::get(gw.admin_url(&format!("/runs?{query}"))).await.unwrap().json().await.unwrap();
@@ -242,18 +242,18 @@ pub async fn runs_at_least(gw: &Running, query: &str, count: usize) -> Vec<serde
 }
 
 /// The admin API's Prometheus text.
-pub async fn metrics_text(gw: &Running) -> String {
+pub(crate) async fn metrics_text(gw: &Running) -> String {
     reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap()
 }
 
 /// An address on which nothing listens (bound, then released).
-pub fn closed_port() -> SocketAddr {
+pub(crate) fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
 
 /// One `[[trigger]]` to `upstream` (a full URL), open to the test tenant's users, plus `extra`.
-pub fn trigger_to(name: &str, path: &str, upstream: &str, extra: &str) -> String {
+pub(crate) fn trigger_to(name: &str, path: &str, upstream: &str, extra: &str) -> String {
     format!(
         "[[trigger]]\nname = \"{name}\"\npath = \"{path}\"\nmethods = [\"POST\", \"GET\"]\n\
          upstream = \"{upstream}\"\nwho = \"tenant_users\"\nidentity = \"test\"\n{extra}\n"
@@ -261,7 +261,7 @@ pub fn trigger_to(name: &str, path: &str, upstream: &str, extra: &str) -> String
 }
 
 /// Polls the admin API for the run record of request `id` (written when the body ends).
-pub async fn run_record(gw: &Running, id: &str) -> serde_json::Value {
+pub(crate) async fn run_record(gw: &Running, id: &str) -> serde_json::Value {
     for _ in 0..100 {
         let response = reqwest::get(gw.admin_url(&format!("/runs/{id}"))).await.unwrap();
         if response.status().is_success() {

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A running `redis-server`; dropping it kills and reaps the process.
-pub struct Redis {
+pub(crate) struct Redis {
     child: Child,
     /// The loopback port it listens on.
     pub port: u16,
@@ -13,7 +13,7 @@ pub struct Redis {
 
 impl Redis {
     /// Starts on `port` (also used to restart on the same port).
-    pub fn start_on(port: u16) -> Self {
+    pub(crate) fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -37,13 +37,13 @@ impl Redis {
     }
 
     /// Starts on a free port.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         Self::start_on(port)
     }
 
     /// Kills the server.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

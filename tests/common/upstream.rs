@@ -25,12 +25,12 @@ use std::time::Duration;
 type Body = BoxBody<Bytes, Infallible>;
 
 /// Lower-case hex SHA-256 of `value`.
-pub fn sha(value: impl AsRef<[u8]>) -> String {
+pub(crate) fn sha(value: impl AsRef<[u8]>) -> String {
     hex::encode(Sha256::digest(value.as_ref()))
 }
 
 /// Starts the reporting upstream on a free loopback port.
-pub async fn start_reporter() -> SocketAddr {
+pub(crate) async fn start_reporter() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -78,7 +78,7 @@ async fn answer(request: Request<hyper::body::Incoming>) -> Response<Body> {
     if let Some((_, delay)) = query.iter().find(|(k, _)| k == "delay_ms") {
         tokio::time::sleep(Duration::from_millis(delay.parse().unwrap_or(0))).await;
     }
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
     if parts.uri.path() == "/split" {
         let value = parts.headers.get("x-api-key").map(|v| v.as_bytes().to_vec()).unwrap_or_default();
         let half = value.len() / 2;

@@ -10,11 +10,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Builds the request a worker sends next (`worker` is its index).
-pub type MakeCall = Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync>;
+pub(crate) type MakeCall = Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// What one caller saw.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// When the call was sent.
     pub sent: Instant,
     /// When the answer was complete (or the call failed).
@@ -30,7 +30,7 @@ pub struct Outcome {
 }
 
 /// Sends one call and reads its whole answer.
-pub async fn one(request: reqwest::RequestBuilder) -> Outcome {
+pub(crate) async fn one(request: reqwest::RequestBuilder) -> Outcome {
     let sent = Instant::now();
     let (status, id, digest, error) = match request.send().await {
         Ok(response) => {
@@ -53,13 +53,13 @@ pub async fn one(request: reqwest::RequestBuilder) -> Outcome {
 
 /// `workers` callers, each sending one call at a time with `pace` between calls, until
 /// [`Load::finish`].
-pub struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<Vec<Outcome>>>,
 }
 
 impl Load {
-    pub fn start(workers: usize, pace: Duration, make: MakeCall) -> Self {
+    pub(crate) fn start(workers: usize, pace: Duration, make: MakeCall) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..workers)
             .map(|worker| {
@@ -78,7 +78,7 @@ impl Load {
     }
 
     /// Stops sending, waits for the calls in flight, and returns everything seen.
-    pub async fn finish(self) -> Tally {
+    pub(crate) async fn finish(self) -> Tally {
         self.stop.store(true, Ordering::SeqCst);
         let mut outcomes = Vec::new();
         for worker in self.workers {
@@ -91,17 +91,17 @@ impl Load {
 
 /// Every call of a load, in the order sent.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub outcomes: Vec<Outcome>,
 }
 
 impl Tally {
-    pub fn sent(&self) -> usize {
+    pub(crate) fn sent(&self) -> usize {
         self.outcomes.len()
     }
 
     /// Answers by status.
-    pub fn by_status(&self) -> BTreeMap<u16, usize> {
+    pub(crate) fn by_status(&self) -> BTreeMap<u16, usize> {
         let mut counts = BTreeMap::new();
         for status in self.outcomes.iter().filter_map(|o| o.status) {
             *counts.entry(status).or_insert(0) += 1;
@@ -110,17 +110,17 @@ impl Tally {
     }
 
     /// Calls that got no complete answer.
-    pub fn failed(&self) -> Vec<&Outcome> {
+    pub(crate) fn failed(&self) -> Vec<&Outcome> {
         self.outcomes.iter().filter(|o| o.error.is_some()).collect()
     }
 
     /// Answers that are not `status`.
-    pub fn other_than(&self, status: u16) -> Vec<&Outcome> {
+    pub(crate) fn other_than(&self, status: u16) -> Vec<&Outcome> {
         self.outcomes.iter().filter(|o| o.status.is_some_and(|s| s != status)).collect()
     }
 
     /// One line for the test log: `row: sent N, 200 x, 503 y, connection failures z`.
-    pub fn summary(&self, row: &str) -> String {
+    pub(crate) fn summary(&self, row: &str) -> String {
         let statuses: Vec<String> = self.by_status().iter().map(|(s, n)| format!("{s} {n}")).collect();
         format!("{row}: sent {}, answered {{{}}}, failed at connection level {}", self.sent(), statuses.join(", "), {
             self.failed().len()
@@ -128,7 +128,7 @@ impl Tally {
     }
 
     /// Asserts a steady load really ran: at least `min` calls.
-    pub fn assert_load(&self, row: &str, min: usize) {
+    pub(crate) fn assert_load(&self, row: &str, min: usize) {
         assert!(self.sent() >= min, "{row}: only {} calls were sent (expected at least {min})", self.sent());
     }
 }
@@ -137,7 +137,7 @@ impl Tally {
 /// lost"): the ring must hold them all (the test policies set `[audit] ring` high).
 /// `/runs` answers at most 1,000 records, so ids not in the newest page are asked for
 /// one by one (`/runs/{id}`).
-pub async fn assert_recorded(admin_runs: &str, tally: &Tally) {
+pub(crate) async fn assert_recorded(admin_runs: &str, tally: &Tally) {
     let answered: Vec<(&str, u16)> =
         tally.outcomes.iter().filter_map(|o| Some((o.id.as_deref()?, o.status?))).collect();
     let with_status = tally.outcomes.iter().filter(|o| o.status.is_some()).count();
