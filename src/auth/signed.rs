@@ -27,7 +27,7 @@
 //! signature is checked as version 2 and then as version 1; each version-1 acceptance is
 //! counted in `flowgate_signed_url_v1_accepted_total`. New URLs are always version 2.
 
-use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile};
+use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile, did_you_mean};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -226,7 +226,7 @@ pub fn compile_signed_urls(
         }
     }
     if !raw.keys.contains_key(&raw.primary) {
-        let hint = super::did_you_mean(&raw.primary, raw.keys.keys().map(String::as_str))
+        let hint = did_you_mean(&raw.primary, raw.keys.keys().map(String::as_str))
             .map_or_else(|| "name one of the ids under keys".to_owned(), |s| format!("did you mean {s:?}?"));
         diags.error_with_hint(&path.key("primary"), format!("primary key id {:?} is not in keys", raw.primary), hint);
         ok = false;
