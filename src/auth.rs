@@ -82,15 +82,11 @@ pub use caller::Caller;
 pub use error::AuthError;
 pub use forward::{ALWAYS_STRIPPED_HEADERS, identity_headers, query_has_token};
 pub use identity::{Identity, RawIdentity, compile_identities};
-pub use keys::{Clock, KeySourceId, KeyStores, SystemClock, is_loopback_url};
-pub use rules::{
-    RawRequirement, Requirement, TriggerAccess, TriggerAccessInput, Who, canonical_principal, compile_access,
-    compile_admin_access,
-};
-pub use signed::{
-    RawSignedUrls, SignedUrlError, SignedUrlKeys, SignedUrlParams, compile_signed_urls, sign_url,
-    strip_signature_params,
-};
+pub use keys::{Clock, KeySourceId, KeyStores, SystemClock};
+pub use rules::{RawRequirement, TriggerAccess, TriggerAccessInput, Who, compile_access};
+pub(crate) use rules::{canonical_principal, compile_admin_access};
+pub(crate) use signed::compile_signed_urls;
+pub use signed::{RawSignedUrls, SignedUrlError, SignedUrlKeys, SignedUrlParams, sign_url, strip_signature_params};
 pub use token::{Claims, TokenError};
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ impl Identity {
 
     /// True when an issuer has a `{tenant}` part: tokens of every tenant that consented to
     /// the application are valid, and only a tenant rule tells them apart.
-    pub fn is_multi_tenant(&self) -> bool {
+    pub(crate) fn is_multi_tenant(&self) -> bool {
         self.rules.issuers.iter().any(|issuer| matches!(issuer, IssuerPattern::Tenant { .. }))
     }
 

@@ -24,7 +24,7 @@ pub struct VerifyKey {
 
 impl VerifyKey {
     /// Parses a JWK; `None` for encryption keys, symmetric keys or unsupported types.
-    pub fn from_jwk(jwk: &Jwk) -> Option<Self> {
+    pub(crate) fn from_jwk(jwk: &Jwk) -> Option<Self> {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
             return None;
         }

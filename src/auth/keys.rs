@@ -65,7 +65,7 @@ pub struct KeySourceId {
 
 /// Refresh timing of one store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefreshPolicy {
+pub(crate) struct RefreshPolicy {
     /// Shortest refresh period, whatever `max-age` says.
     pub refresh_min: Duration,
     /// Longest refresh period (also used when no `max-age` is sent).
@@ -119,7 +119,7 @@ struct StoreState {
 
 /// The keys of one [`KeySourceId`], shared by every identity that uses it.
 #[derive(Debug)]
-pub struct KeyStore {
+pub(crate) struct KeyStore {
     id: KeySourceId,
     label: String,
     policy: RwLock<RefreshPolicy>,
@@ -145,7 +145,7 @@ fn build_client(id: &KeySourceId) -> Result<reqwest::Client, String> {
 }
 
 /// `max-age` from a `Cache-Control` header value.
-pub fn parse_max_age(value: &str) -> Option<Duration> {
+pub(crate) fn parse_max_age(value: &str) -> Option<Duration> {
     value.split(',').find_map(|directive| {
         let (name, secs) = directive.trim().split_once('=')?;
         if name.trim().eq_ignore_ascii_case("max-age") {
@@ -410,7 +410,7 @@ impl TokenCache {
 
 /// What [`KeyStores::verify_token`] needs to know about an identity.
 #[derive(Debug, Clone)]
-pub struct VerifySpec<'a> {
+pub(crate) struct VerifySpec<'a> {
     /// Identity name (metrics, errors).
     pub name: &'a str,
     /// Where its keys come from.
@@ -425,7 +425,7 @@ pub struct VerifySpec<'a> {
 
 /// Why a token could not be verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     /// The token is invalid (401).
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -517,7 +517,7 @@ impl KeyStores {
     }
 
     /// Drops the stores whose source is not in `used` (stopping their refresh tasks).
-    pub fn retain_sources(&self, used: &[KeySourceId]) {
+    pub(crate) fn retain_sources(&self, used: &[KeySourceId]) {
         if let Ok(mut stores) = self.stores.write() {
             stores.retain(|id, _| used.contains(id));
         }
@@ -532,7 +532,7 @@ impl KeyStores {
     ///
     /// # Errors
     /// The fetch failure.
-    pub async fn refresh_source(&self, spec: &VerifySpec<'_>) -> Result<usize, KeyError> {
+    pub(crate) async fn refresh_source(&self, spec: &VerifySpec<'_>) -> Result<usize, KeyError> {
         let store = self.store(spec.name, spec.source, spec.refresh);
         store.refresh(self.clock.as_ref()).await
     }
@@ -543,7 +543,7 @@ impl KeyStores {
     /// # Errors
     /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
     /// usable.
-    pub async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Arc<Claims>, VerifyError> {
+    pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Arc<Claims>, VerifyError> {
         // Header checks first: a token with a refused header never touches keys or the IdP.
         inspect(token, spec.rules)?;
         let store = self.store(spec.name, spec.source, spec.refresh);
@@ -601,7 +601,7 @@ impl KeyStores {
 }
 
 /// True when the URL's host is a loopback address or `localhost`.
-pub fn is_loopback_url(url: &url::Url) -> bool {
+pub(crate) fn is_loopback_url(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

@@ -39,7 +39,7 @@ pub struct RawRequirement {
 
 /// A compiled role or scope requirement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirement {
+pub(crate) struct Requirement {
     any_of: Vec<String>,
     all_of: Vec<String>,
 }
@@ -64,7 +64,7 @@ impl Requirement {
 /// `app:…`, `users_of_app:…`) in the form [`Caller::principal_ids`] uses: kind lower-cased,
 /// `email:` read as `upn:`, every value but a `sub` lower-cased. `principal_ips` compares
 /// through this function; `principals` are compiled by `compile_principals`.
-pub fn canonical_principal(id: &str) -> String {
+pub(crate) fn canonical_principal(id: &str) -> String {
     match id.split_once(':') {
         Some((kind, value)) => match kind.to_ascii_lowercase().as_str() {
             "sub" => format!("sub:{value}"),
@@ -269,7 +269,7 @@ fn compile_tenants(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -> V
 /// trigger callers (`[admin] tenants`, else the identity's), and when `principals` is set,
 /// be one of them. `None` when the identity does not exist (the caller reports that).
 /// `path` is the `[admin]` table.
-pub fn compile_admin_access(
+pub(crate) fn compile_admin_access(
     identity: &str,
     tenants: &[String],
     principals: &[String],

@@ -189,7 +189,7 @@ fn valid_param(name: &str) -> bool {
 
 /// Compiles `[signed_urls]`, reading `env:` and `file:` keys now. `secret://` keys stay
 /// pending until [`SignedUrlKeys::resolve`] supplies them.
-pub fn compile_signed_urls(
+pub(crate) fn compile_signed_urls(
     raw: &RawSignedUrls,
     path: &KeyPath,
     source: &SourceFile,
@@ -252,7 +252,7 @@ pub fn compile_signed_urls(
 }
 
 /// The canonical text that is signed, version 2 (see the module documentation).
-pub fn canonical_string(trigger: &str, method: &str, path: &str, expires_at: u64, kid: &str) -> String {
+pub(crate) fn canonical_string(trigger: &str, method: &str, path: &str, expires_at: u64, kid: &str) -> String {
     format!("flowgate-url-v2\n{trigger}\n{}\n{path}\n{expires_at}\n{kid}", method.to_ascii_uppercase())
 }
 

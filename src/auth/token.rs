@@ -159,7 +159,7 @@ impl IssuerPattern {
 }
 
 /// True for a GUID in its canonical 8-4-4-4-12 hexadecimal form.
-pub fn is_guid(text: &str) -> bool {
+pub(crate) fn is_guid(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() == 36
         && bytes.iter().enumerate().all(|(i, b)| match i {
