@@ -3,7 +3,7 @@
 //! rule evaluation. Keys are generated at bench start; the JWKS comes from a temp file.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flowgate::auth::keys::KeySet;
+use flowgate::auth::key_set::KeySet;
 use flowgate::auth::token::{IssuerPattern, TokenRules, verify};
 use flowgate::auth::{Claims, KeyStores, compile_access, compile_identities};
 use flowgate::config::{Diagnostics, KeyPath, SourceFile};

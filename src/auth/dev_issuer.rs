@@ -29,7 +29,7 @@ pub const DEMO_APP_ID: &str = "33333333-4444-4555-8666-777777777777";
 /// The demo audience minted by default.
 pub const DEMO_AUDIENCE: &str = "api://flowgate-demo";
 /// The demo role minted by default.
-pub const DEMO_ROLE: &str = "Flows.Invoke";
+pub(crate) const DEMO_ROLE: &str = "Flows.Invoke";
 
 /// Why the development issuer failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +170,7 @@ impl DevIssuer {
     }
 
     /// The discovery URL to put in an `[identity.NAME]`.
-    pub fn discovery_url(&self) -> String {
+    pub(crate) fn discovery_url(&self) -> String {
         format!("{}/.well-known/openid-configuration", self.issuer)
     }
 

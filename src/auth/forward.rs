@@ -6,13 +6,13 @@ use super::Caller;
 use http::{HeaderName, HeaderValue, Uri};
 
 /// `X-Flowgate-Tenant`: the caller's tenant id.
-pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-flowgate-tenant");
+pub(crate) const TENANT_HEADER: HeaderName = HeaderName::from_static("x-flowgate-tenant");
 /// `X-Flowgate-Principal`: the caller's display principal (`oid:…`, `app:…`).
-pub const PRINCIPAL_HEADER: HeaderName = HeaderName::from_static("x-flowgate-principal");
+pub(crate) const PRINCIPAL_HEADER: HeaderName = HeaderName::from_static("x-flowgate-principal");
 /// `X-Flowgate-App-Id`: the calling application.
-pub const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-flowgate-app-id");
+pub(crate) const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-flowgate-app-id");
 /// `X-Flowgate-Roles`: the caller's roles, comma-separated.
-pub const ROLES_HEADER: HeaderName = HeaderName::from_static("x-flowgate-roles");
+pub(crate) const ROLES_HEADER: HeaderName = HeaderName::from_static("x-flowgate-roles");
 
 /// Inbound headers removed from every request before forwarding, whatever the trigger
 /// says: a caller must never be able to pose as a verified identity.

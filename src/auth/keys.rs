@@ -7,9 +7,9 @@
 //! `unknown_kid_refetch_interval`; when the IdP is down the last good keys serve until
 //! they are `max_key_age` old, after which no token can be judged (503, our fault).
 
-use super::token::{Claims, TokenError, TokenRules, verify};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use super::key_set::{KeySet, VerifyKey};
+use super::token::{Claims, TokenError, TokenRules, inspect, verify};
+use jsonwebtoken::jwk::JwkSet;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -65,7 +65,7 @@ pub struct KeySourceId {
 
 /// Refresh timing of one store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefreshPolicy {
+pub(crate) struct RefreshPolicy {
     /// Shortest refresh period, whatever `max-age` says.
     pub refresh_min: Duration,
     /// Longest refresh period (also used when no `max-age` is sent).
@@ -74,112 +74,6 @@ pub struct RefreshPolicy {
     pub unknown_kid_refetch_interval: Duration,
     /// Last good keys serve at most this long after their fetch.
     pub max_key_age: Duration,
-}
-
-/// One parsed verification key.
-#[derive(Debug)]
-pub struct VerifyKey {
-    /// `kid`, if the JWK had one.
-    pub kid: Option<String>,
-    /// The key's algorithm family.
-    pub family: AlgorithmFamily,
-    /// The JWK's own `alg`, when given: only that algorithm is accepted with it.
-    pub alg: Option<Algorithm>,
-    /// The EC curve, for EC keys.
-    pub curve: Option<EllipticCurve>,
-    /// Parsed once when the set was fetched.
-    pub decoding: DecodingKey,
-    jwk: Jwk,
-}
-
-impl VerifyKey {
-    /// Parses a JWK; `None` for encryption keys, symmetric keys or unsupported types.
-    pub fn from_jwk(jwk: &Jwk) -> Option<Self> {
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            return None;
-        }
-        let (family, curve) = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => (AlgorithmFamily::Rsa, None),
-            AlgorithmParameters::EllipticCurve(ec) => (AlgorithmFamily::Ec, Some(ec.curve.clone())),
-            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-                (AlgorithmFamily::Ed, Some(EllipticCurve::Ed25519))
-            }
-            // Symmetric keys in a JWKS would enable HMAC forgery with public material.
-            _ => return None,
-        };
-        let alg = match jwk.common.key_algorithm {
-            Some(alg) => Some(alg.to_string().parse::<Algorithm>().ok()?),
-            None => None,
-        };
-        let decoding = DecodingKey::from_jwk(jwk).ok()?;
-        Some(Self { kid: jwk.common.key_id.clone(), family, alg, curve, decoding, jwk: jwk.clone() })
-    }
-
-    /// True when `alg` may be verified with this key: same family, the JWK's own `alg` if
-    /// any, and the matching curve for EC keys.
-    pub fn accepts(&self, alg: Algorithm) -> bool {
-        if alg.family() != self.family || self.alg.is_some_and(|own| own != alg) {
-            return false;
-        }
-        match (alg, &self.curve) {
-            (Algorithm::ES256, Some(curve)) => *curve == EllipticCurve::P256,
-            (Algorithm::ES384, Some(curve)) => *curve == EllipticCurve::P384,
-            (Algorithm::ES256 | Algorithm::ES384, None) => false,
-            _ => true,
-        }
-    }
-}
-
-/// The keys of one fetch.
-#[derive(Debug, Default)]
-pub struct KeySet {
-    keys: Vec<Arc<VerifyKey>>,
-}
-
-impl KeySet {
-    /// Parses a JWKS, keeping the `Arc` of keys unchanged since `previous` so that cached
-    /// verifications survive a refresh that did not rotate their key.
-    pub fn from_jwks(set: &JwkSet, previous: Option<&KeySet>) -> Self {
-        let keys = set
-            .keys
-            .iter()
-            .filter_map(|jwk| {
-                if let Some(old) = previous.and_then(|p| p.keys.iter().find(|k| k.jwk == *jwk)) {
-                    return Some(Arc::clone(old));
-                }
-                VerifyKey::from_jwk(jwk).map(Arc::new)
-            })
-            .collect();
-        Self { keys }
-    }
-
-    /// Number of usable keys.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// True when no key is usable.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The key for `kid`; without a `kid`, the only key that accepts `alg`.
-    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<VerifyKey>> {
-        match kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned(),
-            None => {
-                let mut candidates = self.keys.iter().filter(|k| k.accepts(alg));
-                match (candidates.next(), candidates.next()) {
-                    (Some(only), None) => Some(Arc::clone(only)),
-                    _ => None,
-                }
-            }
-        }
-    }
-
-    fn contains(&self, key: &Arc<VerifyKey>) -> bool {
-        self.keys.iter().any(|k| Arc::ptr_eq(k, key))
-    }
 }
 
 /// Why keys could not be fetched. Names URLs and files, never key material.
@@ -225,7 +119,7 @@ struct StoreState {
 
 /// The keys of one [`KeySourceId`], shared by every identity that uses it.
 #[derive(Debug)]
-pub struct KeyStore {
+pub(crate) struct KeyStore {
     id: KeySourceId,
     label: String,
     policy: RwLock<RefreshPolicy>,
@@ -251,7 +145,7 @@ fn build_client(id: &KeySourceId) -> Result<reqwest::Client, String> {
 }
 
 /// `max-age` from a `Cache-Control` header value.
-pub fn parse_max_age(value: &str) -> Option<Duration> {
+pub(crate) fn parse_max_age(value: &str) -> Option<Duration> {
     value.split(',').find_map(|directive| {
         let (name, secs) = directive.trim().split_once('=')?;
         if name.trim().eq_ignore_ascii_case("max-age") {
@@ -299,7 +193,7 @@ impl KeyStore {
     fn check_url(&self, url: &str) -> Result<(), KeyError> {
         let parsed = url::Url::parse(url)
             .map_err(|e| KeyError::Document { source_name: shown_url(url), reason: e.to_string() })?;
-        let loopback = super::is_loopback_url(&parsed);
+        let loopback = is_loopback_url(&parsed);
         match parsed.scheme() {
             "https" => Ok(()),
             "http" if self.id.allow_insecure_http && loopback => Ok(()),
@@ -516,7 +410,7 @@ impl TokenCache {
 
 /// What [`KeyStores::verify_token`] needs to know about an identity.
 #[derive(Debug, Clone)]
-pub struct VerifySpec<'a> {
+pub(crate) struct VerifySpec<'a> {
     /// Identity name (metrics, errors).
     pub name: &'a str,
     /// Where its keys come from.
@@ -531,7 +425,7 @@ pub struct VerifySpec<'a> {
 
 /// Why a token could not be verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     /// The token is invalid (401).
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -623,7 +517,7 @@ impl KeyStores {
     }
 
     /// Drops the stores whose source is not in `used` (stopping their refresh tasks).
-    pub fn retain_sources(&self, used: &[KeySourceId]) {
+    pub(crate) fn retain_sources(&self, used: &[KeySourceId]) {
         if let Ok(mut stores) = self.stores.write() {
             stores.retain(|id, _| used.contains(id));
         }
@@ -638,7 +532,7 @@ impl KeyStores {
     ///
     /// # Errors
     /// The fetch failure.
-    pub async fn refresh_source(&self, spec: &VerifySpec<'_>) -> Result<usize, KeyError> {
+    pub(crate) async fn refresh_source(&self, spec: &VerifySpec<'_>) -> Result<usize, KeyError> {
         let store = self.store(spec.name, spec.source, spec.refresh);
         store.refresh(self.clock.as_ref()).await
     }
@@ -649,9 +543,9 @@ impl KeyStores {
     /// # Errors
     /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
     /// usable.
-    pub async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Arc<Claims>, VerifyError> {
+    pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Arc<Claims>, VerifyError> {
         // Header checks first: a token with a refused header never touches keys or the IdP.
-        super::token::inspect(token, spec.rules)?;
+        inspect(token, spec.rules)?;
         let store = self.store(spec.name, spec.source, spec.refresh);
         let now_ms = self.clock.now_millis();
         let keys = match store.current(now_ms) {
@@ -706,6 +600,16 @@ impl KeyStores {
     }
 }
 
+/// True when the URL's host is a loopback address or `localhost`.
+pub(crate) fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// A key URL as errors show it: `scheme://host[:port]/path`, never its query or user info.
 fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -731,25 +635,5 @@ mod tests {
         assert_eq!(parse_max_age("public, max-age=3600"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_max_age("no-cache"), None);
         assert_eq!(parse_max_age("MAX-AGE=5, private"), Some(Duration::from_secs(5)));
-    }
-
-    #[test]
-    fn symmetric_and_encryption_keys_are_ignored() {
-        let set: JwkSet = serde_json::from_str(
-            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"},
-                {"kty":"EC","crv":"P-256","use":"enc","kid":"e","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
-                {"kty":"EC","crv":"P-256","kid":"s","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#,
-        )
-        .unwrap();
-        let keys = KeySet::from_jwks(&set, None);
-        assert_eq!(keys.len(), 1);
-        let key = keys.find(Some("s"), Algorithm::ES256).unwrap();
-        assert!(key.accepts(Algorithm::ES256));
-        assert!(!key.accepts(Algorithm::ES384));
-        assert!(!key.accepts(Algorithm::HS256));
-        assert!(!key.accepts(Algorithm::RS256));
-        // An unchanged key keeps its parsed instance across refreshes.
-        let again = KeySet::from_jwks(&set, Some(&keys));
-        assert!(Arc::ptr_eq(&again.find(Some("s"), Algorithm::ES256).unwrap(), &key));
     }
 }

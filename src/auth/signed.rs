@@ -27,7 +27,7 @@
 //! signature is checked as version 2 and then as version 1; each version-1 acceptance is
 //! counted in `flowgate_signed_url_v1_accepted_total`. New URLs are always version 2.
 
-use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile};
+use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile, did_you_mean};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -189,7 +189,7 @@ fn valid_param(name: &str) -> bool {
 
 /// Compiles `[signed_urls]`, reading `env:` and `file:` keys now. `secret://` keys stay
 /// pending until [`SignedUrlKeys::resolve`] supplies them.
-pub fn compile_signed_urls(
+pub(crate) fn compile_signed_urls(
     raw: &RawSignedUrls,
     path: &KeyPath,
     source: &SourceFile,
@@ -226,7 +226,7 @@ pub fn compile_signed_urls(
         }
     }
     if !raw.keys.contains_key(&raw.primary) {
-        let hint = super::did_you_mean(&raw.primary, raw.keys.keys().map(String::as_str))
+        let hint = did_you_mean(&raw.primary, raw.keys.keys().map(String::as_str))
             .map_or_else(|| "name one of the ids under keys".to_owned(), |s| format!("did you mean {s:?}?"));
         diags.error_with_hint(&path.key("primary"), format!("primary key id {:?} is not in keys", raw.primary), hint);
         ok = false;
@@ -252,7 +252,7 @@ pub fn compile_signed_urls(
 }
 
 /// The canonical text that is signed, version 2 (see the module documentation).
-pub fn canonical_string(trigger: &str, method: &str, path: &str, expires_at: u64, kid: &str) -> String {
+pub(crate) fn canonical_string(trigger: &str, method: &str, path: &str, expires_at: u64, kid: &str) -> String {
     format!("flowgate-url-v2\n{trigger}\n{}\n{path}\n{expires_at}\n{kid}", method.to_ascii_uppercase())
 }
 

@@ -1,7 +1,12 @@
 //! Compile-step and rule tests for the auth module.
 
+use super::bearer::bearer_token;
 use super::*;
+use crate::config::{Diagnostics, KeyPath, SourceFile};
+use crate::policy::RawTrigger;
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 

@@ -5,8 +5,11 @@
 //! jsonwebtoken's `decode` is not used on purpose: it lets serde keep the last of two
 //! duplicate keys, accepts any `crit`, and does not know Entra's `{tenant}` issuers. Only
 //! its signature primitive ([`jsonwebtoken::crypto::verify`]) is used here.
+//!
+//! Pure: given a key set, a token and the time, a verdict. Fetching keys, refetching
+//! for an unknown `kid` and caching verdicts live in [`keys`](super::keys).
 
-use super::keys::{KeySet, VerifyKey};
+use super::key_set::{KeySet, VerifyKey};
 use super::strict_json::parse_object;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -156,7 +159,7 @@ impl IssuerPattern {
 }
 
 /// True for a GUID in its canonical 8-4-4-4-12 hexadecimal form.
-pub fn is_guid(text: &str) -> bool {
+pub(crate) fn is_guid(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() == 36
         && bytes.iter().enumerate().all(|(i, b)| match i {

@@ -430,6 +430,24 @@ impl RawTrigger {
     }
 }
 
+/// A trigger's auth fields, for [`crate::auth::compile_access`].
+impl<'a> From<&'a RawTrigger> for crate::auth::TriggerAccessInput<'a> {
+    fn from(trigger: &'a RawTrigger) -> Self {
+        Self {
+            name: &trigger.name,
+            who: trigger.who,
+            identity: trigger.identity.as_deref(),
+            tenants: &trigger.tenants,
+            principals: &trigger.principals,
+            roles: trigger.roles.as_ref(),
+            scopes: trigger.scopes.as_ref(),
+            claims: &trigger.claims,
+            forward_authorization: trigger.forward_authorization,
+            forward_identity: trigger.forward_identity,
+        }
+    }
+}
+
 fn default_methods() -> Vec<String> {
     vec!["POST".to_owned()]
 }

@@ -1,0 +1,112 @@
+//! The request path's entry into auth: [`KeyStores::authenticate_identified`] reads a
+//! request's credential (bearer token or signed URL), verifies it, and applies the
+//! trigger's rules; [`KeyStores::authorize_bearer`] does the same for the admin API.
+
+use super::caller::Caller;
+use super::error::AuthError;
+use super::forward::query_has_token;
+use super::keys::KeyStores;
+use super::rules::{TriggerAccess, Who};
+use super::token::Claims;
+use std::sync::Arc;
+
+/// The bearer token of the request: exactly one `Authorization` header with scheme
+/// `Bearer` (any casing) and a token68 value.
+pub(super) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Err(AuthError::MissingToken) };
+    if values.next().is_some() {
+        return Err(AuthError::BadAuthorization("repeated"));
+    }
+    let value = value.to_str().map_err(|_| AuthError::BadAuthorization("not ASCII"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::BadAuthorization("no scheme"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::BadAuthorization("not Bearer"));
+    }
+    let token = token.trim_start_matches(' ');
+    if token.is_empty()
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='))
+    {
+        return Err(AuthError::BadAuthorization("not a token"));
+    }
+    Ok(token)
+}
+
+impl KeyStores {
+    /// Authenticates and authorizes one request against a trigger's access rules.
+    ///
+    /// Runs after the firewall and before the rate limiter. Tokens are read only from
+    /// `Authorization: Bearer`; the caller must not log the query when
+    /// [`query_has_token`] is true (this function refuses such requests).
+    ///
+    /// # Errors
+    /// [`AuthError`]; turn it into the response with [`AuthError::into_rejection`].
+    pub async fn authenticate(
+        &self,
+        access: &TriggerAccess,
+        parts: &http::request::Parts,
+    ) -> Result<Caller, AuthError> {
+        self.authenticate_identified(access, parts).await.map_err(|(error, _)| error)
+    }
+
+    /// [`KeyStores::authenticate`], also naming the caller when a verified token fails a
+    /// trigger rule, so the run record says who was refused.
+    ///
+    /// # Errors
+    /// The [`AuthError`], with the verified caller when the token itself was valid.
+    pub async fn authenticate_identified(
+        &self,
+        access: &TriggerAccess,
+        parts: &http::request::Parts,
+    ) -> Result<Caller, (AuthError, Option<Caller>)> {
+        if query_has_token(&parts.uri) {
+            return Err((AuthError::TokenInQuery, None));
+        }
+        if access.who() == Who::Anyone {
+            let keys = access.signed.as_ref().ok_or((AuthError::Misconfigured, None))?;
+            let now = self.clock().now_millis() / 1000;
+            let kid = keys
+                .verify(&access.name, parts.method.as_str(), parts.uri.path(), parts.uri.query(), now)
+                .map_err(|e| (AuthError::SignedUrl(e), None))?;
+            // Verified above: the query holds exactly one signature parameter.
+            let sig_name = keys.params().sig.as_str();
+            let signature = parts
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|pair| pair.split_once('=').filter(|(name, _)| *name == sig_name).map(|(_, v)| v))
+                .unwrap_or("");
+            return Ok(Caller::signed_url(&kid, signature));
+        }
+        let identity = access.identity().ok_or((AuthError::Misconfigured, None))?;
+        let token = bearer_token(&parts.headers).map_err(|e| (e, None))?;
+        let claims = self.verify_token(&identity.spec(), token).await.map_err(|e| (AuthError::from(e), None))?;
+        // Rules and budgets need an immutable id: `oid`, or `sub` (with its issuer).
+        if claims.oid.is_none() && claims.sub.is_none() {
+            return Err((AuthError::NoSubject, None));
+        }
+        access.evaluate(&claims).map_err(|error| (error, Some(Caller::from_claims(&claims))))
+    }
+
+    /// Verifies the bearer token of `headers` and applies `access`'s tenant and principal
+    /// rules (the admin API's, from [`compile_admin_access`](super::compile_admin_access)); the admin API then maps the
+    /// verified `roles` claim to admin roles.
+    ///
+    /// # Errors
+    /// [`AuthError`] as for [`KeyStores::authenticate`]: a valid token of a tenant or
+    /// principal the rules do not admit is [`AuthError::Tenant`] / [`AuthError::Principal`].
+    pub async fn authorize_bearer(
+        &self,
+        access: &TriggerAccess,
+        headers: &http::HeaderMap,
+    ) -> Result<Arc<Claims>, AuthError> {
+        let identity = access.identity().ok_or(AuthError::Misconfigured)?;
+        let token = bearer_token(headers)?;
+        let claims = self.verify_token(&identity.spec(), token).await?;
+        access.evaluate(&claims)?;
+        Ok(claims)
+    }
+}

@@ -1,0 +1,84 @@
+//! [`AuthError`]: why a call was not authenticated or authorized, and its one mapping to
+//! a [`Denial`] (the caller's fault) or a [`Failure`] (ours).
+
+use super::keys::{KeyError, VerifyError};
+use super::signed::SignedUrlError;
+use super::token::TokenError;
+use crate::denial::{Denial, Failure, Rejection};
+
+/// Why a call was not authenticated or authorized. Names the failed check, never a token,
+/// signature or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// A token-like query parameter (`access_token`, `id_token`, a JWT-shaped value…).
+    #[error("token in the query string")]
+    TokenInQuery,
+    /// No `Authorization: Bearer` header.
+    #[error("no bearer token")]
+    MissingToken,
+    /// An `Authorization` header that is not one well-formed bearer token.
+    #[error("malformed Authorization header: {0}")]
+    BadAuthorization(&'static str),
+    /// The token failed verification.
+    #[error("invalid token: {0}")]
+    InvalidToken(TokenError),
+    /// No usable signing keys (503).
+    #[error("{0}")]
+    KeysUnavailable(KeyError),
+    /// The signed URL failed.
+    #[error("signed URL: {0}")]
+    SignedUrl(SignedUrlError),
+    /// `tid` is not among the trigger's tenants.
+    #[error("tenant not allowed")]
+    Tenant,
+    /// The principal is not listed.
+    #[error("principal not listed")]
+    Principal,
+    /// An exact-match claim rule failed (names the claim).
+    #[error("claim {0} does not match")]
+    Claim(String),
+    /// A required role is missing.
+    #[error("required role missing")]
+    Role,
+    /// A required scope is missing.
+    #[error("required scope missing")]
+    Scope,
+    /// A valid token naming no principal: neither `oid` nor `sub`, so no immutable id
+    /// to judge or budget it by.
+    #[error("token has neither oid nor sub: no principal to key its rate limit by")]
+    NoSubject,
+    /// The trigger cannot be judged (compile let through a trigger without identity).
+    #[error("trigger has no usable identity or signed-URL keys")]
+    Misconfigured,
+}
+
+impl From<VerifyError> for AuthError {
+    fn from(err: VerifyError) -> Self {
+        match err {
+            VerifyError::Token(e) => Self::InvalidToken(e),
+            VerifyError::Keys(e) => Self::KeysUnavailable(e),
+        }
+    }
+}
+
+impl AuthError {
+    /// The one rejection for this error: 401 with an RFC 6750 challenge for credential
+    /// problems, 403 for rules, 403 `insufficient_scope` for roles and scopes, 503 when
+    /// keys are unavailable.
+    pub fn into_rejection(self, realm: &str) -> Rejection {
+        let reason = self.to_string();
+        let unauthenticated =
+            |presented: bool| Denial::Unauthenticated { realm: realm.to_owned(), presented, reason: reason.clone() };
+        match self {
+            Self::MissingToken | Self::SignedUrl(SignedUrlError::Missing) => unauthenticated(false).into(),
+            Self::TokenInQuery | Self::BadAuthorization(_) | Self::InvalidToken(_) | Self::NoSubject => {
+                unauthenticated(true).into()
+            }
+            Self::SignedUrl(_) => unauthenticated(true).into(),
+            Self::KeysUnavailable(_) => Failure::KeysUnavailable { reason }.into(),
+            Self::Tenant | Self::Principal | Self::Claim(_) => Denial::Forbidden { reason }.into(),
+            Self::Role | Self::Scope => Denial::InsufficientScope { realm: realm.to_owned(), reason }.into(),
+            Self::Misconfigured => Failure::Internal { reason }.into(),
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Trigger rules: who may call a trigger (`who`, tenants, principals, roles, scopes,
+//! exact claims), their compile step into a [`TriggerAccess`] (for triggers and for
+//! `[admin]`), and its evaluation against verified claims.
+
+use super::caller::Caller;
+use super::error::AuthError;
+use super::identity::Identity;
+use super::signed::{SignedUrlKeys, SignedUrlParams};
+use super::token::{Claims, is_guid};
+use crate::config::{Diagnostics, KeyPath, did_you_mean};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The three trigger modes of the workflow engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Who {
+    /// No token; the URL must carry a valid flowgate signature.
+    Anyone,
+    /// Any principal of the trigger's tenants.
+    TenantUsers,
+    /// Only the listed principals.
+    SpecificUsers,
+}
+
+/// A role or scope requirement: every `all_of` and, when `any_of` is set, one of `any_of`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequirement {
+    /// At least one of these.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    /// All of these.
+    #[serde(default)]
+    pub all_of: Vec<String>,
+}
+
+/// A compiled role or scope requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Requirement {
+    any_of: Vec<String>,
+    all_of: Vec<String>,
+}
+
+impl Requirement {
+    fn compile(raw: &RawRequirement, path: &KeyPath, diags: &mut Diagnostics) -> Option<Self> {
+        if raw.any_of.is_empty() && raw.all_of.is_empty() {
+            diags.error_with_hint(path, "an empty requirement", "set any_of or all_of, or remove the key");
+            return None;
+        }
+        Some(Self { any_of: raw.any_of.clone(), all_of: raw.all_of.clone() })
+    }
+
+    /// True when `held` satisfies the requirement (exact, case-sensitive names).
+    pub fn is_met(&self, held: &[String]) -> bool {
+        let has = |want: &String| held.iter().any(|h| h == want);
+        self.all_of.iter().all(has) && (self.any_of.is_empty() || self.any_of.iter().any(has))
+    }
+}
+
+/// A principal identifier as written in a policy (`oid:…`, `sub:…`, `upn:…`, `email:…`,
+/// `app:…`, `users_of_app:…`) in the form [`Caller::principal_ids`] uses: kind lower-cased,
+/// `email:` read as `upn:`, every value but a `sub` lower-cased. `principal_ips` compares
+/// through this function; `principals` are compiled by `compile_principals`.
+pub(crate) fn canonical_principal(id: &str) -> String {
+    match id.split_once(':') {
+        Some((kind, value)) => match kind.to_ascii_lowercase().as_str() {
+            "sub" => format!("sub:{value}"),
+            "email" | "upn" => format!("upn:{}", value.to_lowercase()),
+            other => format!("{other}:{}", value.to_lowercase()),
+        },
+        None => id.to_owned(),
+    }
+}
+
+/// Principals accepted by `who = "specific_users"`, normalized for matching.
+///
+/// Each form matches a claim that neither a foreign tenant nor the user can choose:
+/// `oid` (assigned by the directory), `sub` together with the `iss` it is unique in, the
+/// application id of an app-only token, or of a delegated token for `users_of_app:`. The
+/// one name form, `upn:`, matches only the `upn` claim and compiles only where a tenant
+/// rule already keeps other tenants out; `email`, `preferred_username` and `unique_name`
+/// are never matched (mutable, and not verified: the "nOAuth" pattern).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PrincipalSet {
+    oids: Vec<String>,
+    /// `(iss, sub)` pairs.
+    subs: Vec<(String, String)>,
+    upns: Vec<String>,
+    /// Applications calling as themselves.
+    apps: Vec<String>,
+    /// Applications whose signed-in users are accepted.
+    app_users: Vec<String>,
+}
+
+impl PrincipalSet {
+    fn matches(&self, claims: &Claims) -> bool {
+        let lower = |s: &String| s.to_lowercase();
+        let app = claims.app_id.as_ref().map(lower);
+        claims.oid.as_ref().is_some_and(|oid| self.oids.contains(&lower(oid)))
+            || claims.sub.as_ref().is_some_and(|sub| self.subs.iter().any(|(iss, s)| *iss == claims.iss && s == sub))
+            || claims.upn.as_ref().is_some_and(|upn| self.upns.contains(&lower(upn)))
+            || (claims.app_only && app.as_ref().is_some_and(|app| self.apps.contains(app)))
+            || (claims.delegated && app.as_ref().is_some_and(|app| self.app_users.contains(app)))
+    }
+}
+
+/// What a trigger requires of its callers; compiled from the trigger's auth fields.
+#[derive(Debug, Clone)]
+pub struct TriggerAccess {
+    who: Who,
+    identity: Option<Arc<Identity>>,
+    tenants: Vec<String>,
+    principals: PrincipalSet,
+    roles: Option<Requirement>,
+    scopes: Option<Requirement>,
+    claims: Vec<(String, String)>,
+    pub(super) signed: Option<SignedUrlKeys>,
+    /// The trigger's name, which a signed URL's signature covers.
+    pub(super) name: String,
+    realm: String,
+    /// Forward the caller's `Authorization` header upstream.
+    pub forward_authorization: bool,
+    /// Add the `X-Flowgate-*` identity headers upstream.
+    pub forward_identity: bool,
+}
+
+impl TriggerAccess {
+    /// The trigger's mode.
+    pub fn who(&self) -> Who {
+        self.who
+    }
+
+    /// The realm for challenges.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The identity whose tokens are accepted (`None` for `anyone`).
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
+    }
+
+    /// The signed-URL parameter names (for `anyone` triggers) to strip from logs and the
+    /// upstream query.
+    pub fn signed_params(&self) -> Option<&SignedUrlParams> {
+        self.signed.as_ref().map(SignedUrlKeys::params)
+    }
+
+    /// Applies the trigger's rules to verified claims.
+    ///
+    /// # Errors
+    /// The first failed rule.
+    pub fn evaluate(&self, claims: &Claims) -> Result<Caller, AuthError> {
+        let tid = claims.tid.as_ref().map(|t| t.to_ascii_lowercase());
+        if !self.tenants.is_empty() && !tid.as_ref().is_some_and(|tid| self.tenants.contains(tid)) {
+            return Err(AuthError::Tenant);
+        }
+        if self.who == Who::SpecificUsers && !self.principals.matches(claims) {
+            return Err(AuthError::Principal);
+        }
+        for (name, want) in &self.claims {
+            let ok = match claims.all.get(name) {
+                Some(serde_json::Value::String(value)) => value == want,
+                Some(serde_json::Value::Bool(value)) => want.parse::<bool>().is_ok_and(|w| w == *value),
+                Some(serde_json::Value::Number(value)) => *want == *value.to_string(),
+                _ => false,
+            };
+            if !ok {
+                return Err(AuthError::Claim(name.clone()));
+            }
+        }
+        if let Some(roles) = &self.roles
+            && !roles.is_met(&claims.roles)
+        {
+            return Err(AuthError::Role);
+        }
+        if let Some(scopes) = &self.scopes
+            && !scopes.is_met(&claims.scopes)
+        {
+            return Err(AuthError::Scope);
+        }
+        Ok(Caller::from_claims(claims))
+    }
+}
+
+/// Name claims that users or foreign directories can set; no rule admits by them.
+const MUTABLE_NAME_CLAIMS: [&str; 3] = ["email", "preferred_username", "unique_name"];
+
+const PRINCIPAL_FORMS: &str = "write oid:GUID, sub:SUBJECT, upn:NAME, app:CLIENT-ID (the app calling as itself) \
+     or users_of_app:CLIENT-ID (users signed in through that app)";
+
+/// Compiles a `principals` list against the identity it applies to and the tenants the
+/// trigger (or `[admin]`) ends up with: the name form needs tenants, and `sub` is bound to
+/// its issuer.
+fn compile_principals(
+    raw: &[String],
+    path: &KeyPath,
+    identity: Option<&Identity>,
+    tenants: &[String],
+    diags: &mut Diagnostics,
+) -> PrincipalSet {
+    let mut set = PrincipalSet::default();
+    for (i, entry) in raw.iter().enumerate() {
+        let at = path.index(i);
+        let (kind, value) = entry.split_once(':').unwrap_or(("", entry.as_str()));
+        if value.is_empty() {
+            diags.error_with_hint(&at, format!("{entry:?} is not a principal"), PRINCIPAL_FORMS);
+            continue;
+        }
+        match kind {
+            "oid" if is_guid(value) => set.oids.push(value.to_ascii_lowercase()),
+            "oid" => diags.error(&at, "oid: must be followed by a GUID"),
+            "sub" => {
+                let Some(identity) = identity else { continue };
+                // OIDC issuers carry no fragment, so the first `#` ends a named issuer.
+                let named = value.split_once('#').filter(|(iss, _)| identity.accepts_issuer(iss));
+                match (named, identity.single_issuer()) {
+                    (Some((iss, sub)), _) if !sub.is_empty() => set.subs.push((iss.to_owned(), sub.to_owned())),
+                    (None, Some(iss)) => set.subs.push((iss.to_owned(), value.to_owned())),
+                    _ => diags.error_with_hint(
+                        &at,
+                        format!(
+                            "a sub is unique only within its issuer, and identity {:?} accepts several",
+                            identity.name()
+                        ),
+                        "write sub:ISSUER#SUBJECT with one of the identity's issuers (tenant GUID filled in), \
+                         or use oid:GUID",
+                    ),
+                }
+            }
+            "upn" if tenants.is_empty() => diags.error_with_hint(
+                &at,
+                "upn: names match only where tenants are restricted: a user of any other tenant \
+                 can carry the same name",
+                "set tenants on the trigger (or [admin]) or on the identity, or use oid:GUID",
+            ),
+            "upn" => set.upns.push(value.to_lowercase()),
+            "email" => diags.error_with_hint(
+                &at,
+                "email: is not accepted: the email claim is mutable and not verified, so a user \
+                 of another tenant can carry anyone's address",
+                "use oid:GUID, or upn:NAME with tenants set (it matches only the upn claim)",
+            ),
+            "app" => set.apps.push(value.to_lowercase()),
+            "users_of_app" => set.app_users.push(value.to_lowercase()),
+            _ => diags.error_with_hint(&at, format!("{entry:?} is not a principal"), PRINCIPAL_FORMS),
+        }
+    }
+    set
+}
+
+/// Tenant GUIDs as written under `path` (`tenants`), lower-cased.
+fn compile_tenants(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Vec<String> {
+    let mut tenants = Vec::new();
+    for (i, tenant) in raw.iter().enumerate() {
+        if is_guid(tenant) {
+            tenants.push(tenant.to_ascii_lowercase());
+        } else {
+            diags.error(&path.index(i), format!("{tenant:?} is not a tenant GUID"));
+        }
+    }
+    tenants
+}
+
+/// Compiles `[admin]`'s token rules: admin callers must pass the same tenant rule as
+/// trigger callers (`[admin] tenants`, else the identity's), and when `principals` is set,
+/// be one of them. `None` when the identity does not exist (the caller reports that).
+/// `path` is the `[admin]` table.
+pub(crate) fn compile_admin_access(
+    identity: &str,
+    tenants: &[String],
+    principals: &[String],
+    identities: &BTreeMap<String, Arc<Identity>>,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> Option<TriggerAccess> {
+    let identity = Arc::clone(identities.get(identity)?);
+    let mut tenants = compile_tenants(tenants, &path.key("tenants"), diags);
+    if tenants.is_empty() {
+        tenants = identity.tenants().to_vec();
+    }
+    if tenants.is_empty() && identity.is_multi_tenant() {
+        diags.error_with_hint(
+            &path.key("tenants"),
+            format!(
+                "identity {:?} accepts tokens of every tenant: another tenant that consented to the app \
+                 could give its own users the admin roles",
+                identity.name()
+            ),
+            "set tenants on [admin] or on the identity",
+        );
+    }
+    let who = if principals.is_empty() { Who::TenantUsers } else { Who::SpecificUsers };
+    let principals = compile_principals(principals, &path.key("principals"), Some(&identity), &tenants, diags);
+    Some(TriggerAccess {
+        who,
+        realm: identity.realm().to_owned(),
+        identity: Some(identity),
+        tenants,
+        principals,
+        roles: None,
+        scopes: None,
+        claims: Vec::new(),
+        signed: None,
+        name: "[admin]".into(),
+        forward_authorization: false,
+        forward_identity: false,
+    })
+}
+
+/// A trigger's auth fields as written in the policy, borrowed from the trigger table that
+/// holds them: what [`compile_access`] compiles. The policy builds it from its raw trigger,
+/// so that auth need not know the rest of a trigger.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerAccessInput<'a> {
+    /// `name`: a signed URL's signature covers it.
+    pub name: &'a str,
+    /// `who`.
+    pub who: Who,
+    /// `identity`: the `[identity.NAME]` whose tokens are accepted.
+    pub identity: Option<&'a str>,
+    /// `tenants`.
+    pub tenants: &'a [String],
+    /// `principals`.
+    pub principals: &'a [String],
+    /// `roles`.
+    pub roles: Option<&'a RawRequirement>,
+    /// `scopes`.
+    pub scopes: Option<&'a RawRequirement>,
+    /// `claims`: exact-match claim rules.
+    pub claims: &'a BTreeMap<String, String>,
+    /// `forward_authorization`.
+    pub forward_authorization: bool,
+    /// `forward_identity`.
+    pub forward_identity: bool,
+}
+
+/// Compiles a trigger's auth fields (`who`, `identity`, `tenants`, `principals`, `roles`,
+/// `scopes`, `claims`, `forward_*`) against the compiled identities and signed-URL keys.
+/// `path` is the trigger's path (`trigger[3]`).
+pub fn compile_access<'a>(
+    trigger: impl Into<TriggerAccessInput<'a>>,
+    path: &KeyPath,
+    identities: &BTreeMap<String, Arc<Identity>>,
+    signed: Option<&SignedUrlKeys>,
+    diags: &mut Diagnostics,
+) -> TriggerAccess {
+    let trigger: TriggerAccessInput<'a> = trigger.into();
+    let mut access = TriggerAccess {
+        who: trigger.who,
+        identity: None,
+        tenants: Vec::new(),
+        principals: PrincipalSet::default(),
+        roles: None,
+        scopes: None,
+        claims: trigger.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        signed: None,
+        name: trigger.name.to_owned(),
+        realm: "flowgate".into(),
+        forward_authorization: trigger.forward_authorization,
+        forward_identity: trigger.forward_identity,
+    };
+    if trigger.who == Who::Anyone {
+        match signed {
+            Some(keys) => access.signed = Some(keys.clone()),
+            None => diags.error_with_hint(
+                &path.key("who"),
+                "who = \"anyone\" requires signed URLs",
+                "add a [signed_urls] section with keys and primary",
+            ),
+        }
+        let token_only = [
+            ("identity", trigger.identity.is_some()),
+            ("tenants", !trigger.tenants.is_empty()),
+            ("principals", !trigger.principals.is_empty()),
+            ("roles", trigger.roles.is_some()),
+            ("scopes", trigger.scopes.is_some()),
+            ("claims", !trigger.claims.is_empty()),
+            ("forward_identity", trigger.forward_identity),
+            ("forward_authorization", trigger.forward_authorization),
+        ];
+        for (key, set) in token_only {
+            if set {
+                diags.error_with_hint(
+                    &path.key(key),
+                    format!("{key} has no effect with who = \"anyone\""),
+                    "remove it, or use who = \"tenant_users\" / \"specific_users\"",
+                );
+            }
+        }
+        if trigger.name.chars().any(char::is_control) {
+            // The name is one line of the signed text.
+            diags.error(&path.key("name"), "a who = \"anyone\" trigger's name must not contain control characters");
+        }
+        return access;
+    }
+    let identity = match trigger.identity {
+        None => {
+            diags.error_with_hint(
+                &path.key("who"),
+                "this trigger needs an identity",
+                "add identity = \"NAME\" naming an [identity.NAME] section",
+            );
+            None
+        }
+        Some(name) => match identities.get(name) {
+            Some(identity) => Some(Arc::clone(identity)),
+            None => {
+                let hint = did_you_mean(name, identities.keys().map(String::as_str))
+                    .map_or_else(|| "define it as [identity.NAME]".to_owned(), |s| format!("did you mean {s:?}?"));
+                diags.error_with_hint(&path.key("identity"), format!("no identity named {name:?}"), hint);
+                None
+            }
+        },
+    };
+    access.tenants = compile_tenants(trigger.tenants, &path.key("tenants"), diags);
+    if let Some(identity) = &identity {
+        if access.tenants.is_empty() {
+            access.tenants = identity.tenants().to_vec();
+        }
+        access.realm = identity.realm().to_owned();
+    }
+    if trigger.who == Who::TenantUsers && access.tenants.is_empty() && identity.is_some() {
+        diags.error_with_hint(
+            &path.key("tenants"),
+            "who = \"tenant_users\" needs tenants",
+            "set tenants on the trigger or on its identity",
+        );
+    }
+    if trigger.who == Who::SpecificUsers {
+        if let Some(identity) = &identity
+            && access.tenants.is_empty()
+            && identity.is_multi_tenant()
+        {
+            diags.error_with_hint(
+                &path.key("tenants"),
+                format!(
+                    "who = \"specific_users\" on identity {:?}, which accepts every tenant, needs tenants",
+                    identity.name()
+                ),
+                "an app id is the same in every tenant that consented to the app, and names are chosen \
+                 by each tenant: set tenants on the trigger or on its identity",
+            );
+        }
+        access.principals = compile_principals(
+            trigger.principals,
+            &path.key("principals"),
+            identity.as_deref(),
+            &access.tenants,
+            diags,
+        );
+        if trigger.principals.is_empty() {
+            tracing::warn!(at = %path, "who = \"specific_users\" with no principals: nobody may call this trigger");
+        }
+    } else if !trigger.principals.is_empty() {
+        diags.error_with_hint(
+            &path.key("principals"),
+            "principals only apply with who = \"specific_users\"",
+            "remove them or change who",
+        );
+    }
+    for name in trigger.claims.keys() {
+        if MUTABLE_NAME_CLAIMS.contains(&name.as_str()) {
+            // A guest's (or another tenant's) user brings these from a directory we do not
+            // control, so a rule on them would admit whoever copies the value.
+            diags.error_with_hint(
+                &path.key("claims").key(name.as_str()),
+                format!("a rule on {name} can be met by anyone who sets it: the claim is mutable and not verified"),
+                "name the caller with principals = [\"oid:GUID\"] (or upn:NAME, which matches the upn claim)",
+            );
+        }
+    }
+    access.roles = trigger.roles.and_then(|r| Requirement::compile(r, &path.key("roles"), diags));
+    access.scopes = trigger.scopes.and_then(|r| Requirement::compile(r, &path.key("scopes"), diags));
+    access.identity = identity;
+    access
+}
