@@ -22,6 +22,7 @@ struct Side {
     latency: Histogram<u64>,
 }
 
+#[expect(clippy::cast_precision_loss, reason = "request counts and microseconds stay far below 2^52")]
 impl Side {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
@@ -50,7 +51,7 @@ async fn drive(name: &'static str, client: reqwest::Client, url: String, connect
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                         ok += 1;
-                        let _ = latency.record(sent.elapsed().as_micros() as u64);
+                        let _ = latency.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
                     }
                     _ => errors += 1,
                 }
@@ -80,7 +81,8 @@ fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let seconds = env("LOAD_SECONDS", if benching { 10 } else { 1 });
-    let connections = env("LOAD_CONNECTIONS", if benching { 32 } else { 4 }) as usize;
+    let connections =
+        usize::try_from(env("LOAD_CONNECTIONS", if benching { 32 } else { 4 })).expect("LOAD_CONNECTIONS fits a usize");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");

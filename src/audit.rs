@@ -118,16 +118,16 @@ impl RunRecord {
 
     /// Records a rejection: its kind as the decision, its private reason and status.
     pub fn reject(&mut self, rejection: &Rejection) {
-        self.decision = rejection.kind().to_owned();
+        rejection.kind().clone_into(&mut self.decision);
         self.reason = Some(rejection.reason());
         self.status = rejection.status().as_u16();
     }
 
     /// Names the authenticated caller.
     pub fn identify(&mut self, caller: &crate::auth::Caller) {
-        self.tenant = caller.tenant.clone();
+        self.tenant.clone_from(&caller.tenant);
         self.principal = Some(caller.principal.clone());
-        self.app_id = caller.app_id.clone();
+        self.app_id.clone_from(&caller.app_id);
     }
 
     /// When the call arrived, parsed back from [`RunRecord::time`].

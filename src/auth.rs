@@ -22,7 +22,7 @@
 //! present (one `Authorization: Bearer` header) → size → header (alg, embedded keys, b64,
 //! crit) → keys (503 if none) → verified-token cache → signature → claims (types, time,
 //! iss, aud, tenant in iss) → an immutable id (`oid` or `sub`, else 401) → trigger rules
-//! (tenant, principal, claims → 403; roles, scopes → 403 insufficient_scope).
+//! (tenant, principal, claims → 403; roles, scopes → 403 `insufficient_scope`).
 //!
 //! # Policy example
 //! ```toml

@@ -501,9 +501,7 @@ async fn run_gateway(policy: crate::policy::Policy, config: &Path, ready_lines: 
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
-    let mut terminate = if let Ok(signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        signal
-    } else {
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

@@ -63,7 +63,10 @@ where
     if let Some(delay) = param("delay_ms") {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let status = param("status").and_then(|s| StatusCode::from_u16(s as u16).ok()).unwrap_or(StatusCode::OK);
+    let status = param("status")
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
     let body =
         http_body_util::Limited::new(body, MAX_ECHO_BODY).collect().await.map(http_body_util::Collected::to_bytes);
     let (body_len, body_text) = match &body {

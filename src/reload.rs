@@ -117,6 +117,9 @@ pub fn reload_on_sighup(gateway: Arc<Gateway>) -> std::io::Result<()> {
 }
 
 /// Runs a reload off the async workers (it reads files and may wait on the run history).
+///
+/// # Errors
+/// The new policy's problems, each located; the running policy stays in place.
 pub async fn reload_blocking(
     gateway: &Arc<Gateway>,
 ) -> Result<crate::gateway::ReloadOutcome, Vec<crate::config::ConfigError>> {

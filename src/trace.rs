@@ -54,7 +54,7 @@ impl TraceContext {
             _ => None,
         };
         match parsed {
-            Some(Parent { trace_id, parent_id, flags }) => Self {
+            Some(Parent { trace_id, span_id: parent_id, flags }) => Self {
                 trace_id,
                 parent_id: Some(parent_id),
                 span_id: new_span_id(),
@@ -103,6 +103,9 @@ impl TraceContext {
     }
 
     /// The `traceparent` the upstream gets: this trace, flowgate's span as the parent.
+    ///
+    /// # Panics
+    /// Never: the value is hex digits and dashes, always a valid header value.
     pub fn upstream_traceparent(&self) -> HeaderValue {
         let text = format!("00-{}-{}-{:02x}", self.trace_id(), self.span_id(), self.flags);
         HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
@@ -123,7 +126,7 @@ impl TraceContext {
 /// The fields of a valid `traceparent`.
 struct Parent {
     trace_id: [u8; 16],
-    parent_id: [u8; 8],
+    span_id: [u8; 8],
     flags: u8,
 }
 
@@ -150,7 +153,7 @@ fn parse_traceparent(value: &[u8]) -> Option<Parent> {
     if trace_id == [0; 16] || parent_id == [0; 8] {
         return None;
     }
-    Some(Parent { trace_id, parent_id, flags })
+    Some(Parent { trace_id, span_id: parent_id, flags })
 }
 
 /// Decodes exactly `2 * N` lower-case hex digits.

@@ -51,7 +51,7 @@ fn rotation_continues_from_an_existing_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("runs.jsonl");
     let one_line = serde_json::to_string(&record("r0", 1)).expect("json").len() as u64 + 1;
-    std::fs::write(&file, "x".repeat(one_line as usize * 2 - 1) + "\n").expect("seed");
+    std::fs::write(&file, "x".repeat(usize::try_from(one_line).unwrap() * 2 - 1) + "\n").expect("seed");
     let cfg = AuditConfig { file: Some(file.clone()), max_bytes: one_line * 2, keep: 1, ..AuditConfig::default() };
     let log = AuditLog::new(&cfg).expect("starts");
     log.write(record("new", 1));

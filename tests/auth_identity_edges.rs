@@ -65,8 +65,9 @@ fn v2(tenant: &str, oid: &str, extra: Value) -> Value {
         "azp": APP,
         "ver": "2.0"
     });
-    for (k, v) in extra.as_object().unwrap() {
-        claims[k] = v.clone();
+    let Value::Object(extra) = extra else { panic!("extra claims must be an object") };
+    for (k, v) in extra {
+        claims[k] = v;
     }
     claims
 }
@@ -85,8 +86,9 @@ fn v1(tenant: &str, oid: &str, extra: Value) -> Value {
         "appid": APP,
         "ver": "1.0"
     });
-    for (k, v) in extra.as_object().unwrap() {
-        claims[k] = v.clone();
+    let Value::Object(extra) = extra else { panic!("extra claims must be an object") };
+    for (k, v) in extra {
+        claims[k] = v;
     }
     claims
 }

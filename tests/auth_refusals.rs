@@ -454,7 +454,7 @@ async fn signed_urls_through_authenticate() {
     assert_eq!(stripped.as_deref(), Some("x=1"));
 }
 
-async fn https_identity(server: &JwksServer, ca_file: Option<&std::path::Path>) -> BTreeMap<String, Arc<Identity>> {
+fn https_identity(server: &JwksServer, ca_file: Option<&std::path::Path>) -> BTreeMap<String, Arc<Identity>> {
     let ca_line = ca_file.map(|p| format!("ca_file = {:?}\n", p.display().to_string())).unwrap_or_default();
     let text = format!(
         "[tls]\njwks_uri = \"{}\"\n{ca_line}issuer = \"https://login.microsoftonline.com/{{tenant}}/v2.0\"\naudiences = [\"api://flowgate\"]\ntenants = [\"{TENANT}\"]\n",
@@ -487,7 +487,7 @@ async fn jwks_over_https_with_ca_file() {
     .unwrap();
 
     // Trusted through ca_file: keys fetched over HTTPS, token accepted.
-    let ids = https_identity(&server, Some(&ca_path)).await;
+    let ids = https_identity(&server, Some(&ca_path));
     let mut diags = Diagnostics::default();
     let trusted = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
     let stores = KeyStores::new();
@@ -495,7 +495,7 @@ async fn jwks_over_https_with_ca_file() {
     assert_eq!(caller.tenant.as_deref(), Some(TENANT));
 
     // Without the CA the IdP's certificate is not trusted: no keys, 503.
-    let ids = https_identity(&server, None).await;
+    let ids = https_identity(&server, None);
     let untrusted = compile_access(&trigger, &KeyPath::root(), &ids, None, &mut diags);
     assert!(diags.is_empty());
     let err = KeyStores::new().authenticate(&untrusted, &request("/t", Some(&token))).await.unwrap_err();

@@ -66,7 +66,7 @@ async fn missing_and_invalid_tokens_get_rfc6750_challenges() {
     )
     .unwrap();
     let foreign = DevIssuer::load_or_create(foreign_dir.path(), "http://127.0.0.1:1/other-tenant").unwrap();
-    let wrong_issuer = foreign.mint(&Default::default()).unwrap();
+    let wrong_issuer = foreign.mint(&flowgate::auth::dev_issuer::MintOptions::default()).unwrap();
 
     let cases = [
         ("expired", fx.token_with(|o| o.expires_in = -600), "expired"),

@@ -57,10 +57,7 @@ async fn curl(
     for header in headers {
         command.args(["-H", header]);
     }
-    let output = match command.arg(url).output().await {
-        Ok(output) => output,
-        Err(_) => need("curl", "apt-get install curl"),
-    };
+    let Ok(output) = command.arg(url).output().await else { need("curl", "apt-get install curl") };
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let (status, version) = stdout.split_once(' ').unwrap_or((&stdout, ""));
     let code = output.status.code().unwrap_or(-1);
@@ -240,6 +237,11 @@ async fn tls_from(
     }
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a counter sample: a whole, non-negative number"
+)]
 fn refused_per_ip(metrics: &str) -> u64 {
     metrics
         .lines()

@@ -49,7 +49,7 @@ struct DoubleState {
 
 type Double = Arc<Mutex<DoubleState>>;
 
-fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json; charset=utf-8")
@@ -62,7 +62,7 @@ fn error(status: StatusCode, code: &str, message: &str, inner: Option<&str>) -> 
     if let Some(inner) = inner {
         e["error"]["innererror"] = json!({ "code": inner });
     }
-    json_response(status, e)
+    json_response(status, &e)
 }
 
 fn issue(state: &mut DoubleState, flow: &str) -> String {
@@ -85,25 +85,25 @@ fn token_endpoint(state: &mut DoubleState, tenant: &str, form: &BTreeMap<String,
         || f("scope") != "https://vault.azure.net/.default"
         || f("client_id") != "app-1"
     {
-        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_request" }));
+        return json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_request" }));
     }
     let flow = if form.contains_key("client_secret") {
         if f("client_secret") != CLIENT_SECRET {
             return json_response(
                 StatusCode::UNAUTHORIZED,
-                json!({ "error": "invalid_client", "error_description": "AADSTS7000215" }),
+                &json!({ "error": "invalid_client", "error_description": "AADSTS7000215" }),
             );
         }
         "client_secret"
     } else if f("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
         let assertion = f("client_assertion");
         let Ok(header) = jsonwebtoken::decode_header(assertion) else {
-            return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_request" }));
+            return json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_request" }));
         };
         if header.x5t_s256.as_deref() != Some(state.cert_thumbprint.as_str()) {
             return json_response(
                 StatusCode::UNAUTHORIZED,
-                json!({ "error": "invalid_client", "error_description": "AADSTS700027 unknown certificate" }),
+                &json!({ "error": "invalid_client", "error_description": "AADSTS700027 unknown certificate" }),
             );
         }
         let key = jsonwebtoken::DecodingKey::from_rsa_pem(state.cert_public_pem.as_bytes()).unwrap();
@@ -116,18 +116,18 @@ fn token_endpoint(state: &mut DoubleState, tenant: &str, form: &BTreeMap<String,
             _ => {
                 return json_response(
                     StatusCode::UNAUTHORIZED,
-                    json!({ "error": "invalid_client", "error_description": "AADSTS700027 bad signature" }),
+                    &json!({ "error": "invalid_client", "error_description": "AADSTS700027 bad signature" }),
                 );
             }
         }
         "client_certificate"
     } else {
-        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_request" }));
+        return json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_request" }));
     };
     let token = issue(state, flow);
     json_response(
         StatusCode::OK,
-        json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token }),
+        &json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token }),
     )
 }
 
@@ -200,7 +200,7 @@ fn get_secret(state: &mut DoubleState, name: &str, version: Option<&str>, auth: 
     }
     json_response(
         StatusCode::OK,
-        json!({ "value": value, "id": id, "contentType": "text/plain", "attributes": attributes, "tags": {} }),
+        &json!({ "value": value, "id": id, "contentType": "text/plain", "attributes": attributes, "tags": {} }),
     )
 }
 
@@ -233,7 +233,7 @@ async fn handle(
                 // IMDS sends numbers as strings.
                 json_response(
                     StatusCode::OK,
-                    json!({ "access_token": token, "expires_in": "86399", "expires_on": (now() + 86399).to_string(), "resource": "https://vault.azure.net", "token_type": "Bearer" }),
+                    &json!({ "access_token": token, "expires_in": "86399", "expires_on": (now() + 86399).to_string(), "resource": "https://vault.azure.net", "token_type": "Bearer" }),
                 )
             }
         }
@@ -246,7 +246,7 @@ async fn handle(
                 let token = issue(&mut state, "app_service");
                 json_response(
                     StatusCode::OK,
-                    json!({ "access_token": token, "expires_on": (now() + 86399).to_string(), "resource": "https://vault.azure.net", "token_type": "Bearer", "client_id": "mi-1" }),
+                    &json!({ "access_token": token, "expires_on": (now() + 86399).to_string(), "resource": "https://vault.azure.net", "token_type": "Bearer", "client_id": "mi-1" }),
                 )
             }
         }

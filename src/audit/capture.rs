@@ -364,7 +364,7 @@ mod tests {
                 }
                 assert!(text.contains("api-version=1"), "{text}");
             }
-            other => panic!("{other:?}"),
+            other @ CapturedMessage::Secured { .. } => panic!("{other:?}"),
         }
     }
 
@@ -395,7 +395,7 @@ mod tests {
                 assert_eq!(headers["content-type"], vec!["application/json".to_owned()]);
                 assert!(body.is_none());
             }
-            other => panic!("{other:?}"),
+            other @ CapturedMessage::Secured { .. } => panic!("{other:?}"),
         }
     }
 

@@ -86,13 +86,13 @@ impl RunFilter {
         (trigger, decision, principal, trace_id): (Option<&str>, &str, Option<&str>, Option<&str>),
         at: impl FnOnce() -> Option<SystemTime>,
     ) -> bool {
-        fn same(want: &Option<String>, have: Option<&str>) -> bool {
-            want.as_deref().is_none_or(|w| have == Some(w))
+        fn same(want: Option<&String>, have: Option<&str>) -> bool {
+            want.is_none_or(|w| have == Some(w.as_str()))
         }
-        if !same(&self.trigger, trigger)
-            || !same(&self.decision, Some(decision))
-            || !same(&self.principal, principal)
-            || !same(&self.trace_id, trace_id)
+        if !same(self.trigger.as_ref(), trigger)
+            || !same(self.decision.as_ref(), Some(decision))
+            || !same(self.principal.as_ref(), principal)
+            || !same(self.trace_id.as_ref(), trace_id)
         {
             return false;
         }

@@ -306,7 +306,7 @@ impl AuditLog {
         let (sender, receiver) = sync_channel(cfg.queue);
         let counters = Arc::new(Counters::default());
         let writer = Writer::new(cfg.clone(), Arc::clone(&counters));
-        std::thread::Builder::new().name("flowgate-audit".into()).spawn(move || writer.run(receiver))?;
+        std::thread::Builder::new().name("flowgate-audit".into()).spawn(move || writer.run(&receiver))?;
         Ok(Self {
             sender,
             ring: Mutex::new(Ring {
@@ -488,7 +488,7 @@ impl Writer {
         Self { cfg, file: None, size: 0, counters, last_logged: None }
     }
 
-    fn run(mut self, receiver: Receiver<Message>) {
+    fn run(mut self, receiver: &Receiver<Message>) {
         while let Ok(message) = receiver.recv() {
             match message {
                 Message::Line(line) => self.write_line(&line),
@@ -533,7 +533,7 @@ impl Writer {
         if self.file.is_none() {
             self.open(&path)?;
         }
-        if self.size > 0 && self.size + len > self.cfg.max_bytes && self.is_regular(&path) {
+        if self.size > 0 && self.size + len > self.cfg.max_bytes && Self::is_regular(&path) {
             self.file = None;
             rotate(&path, self.cfg.keep)?;
             self.open(&path)?;
@@ -555,7 +555,7 @@ impl Writer {
     }
 
     /// Only regular files are rotated (never a device such as `/dev/stdout`).
-    fn is_regular(&self, path: &Path) -> bool {
+    fn is_regular(path: &Path) -> bool {
         std::fs::metadata(path).is_ok_and(|m| m.is_file())
     }
 

@@ -145,7 +145,7 @@ impl DevIssuer {
                 let json = serde_json::to_vec_pretty(&file).map_err(|e| DevIssuerError::Crypto(e.to_string()))?;
                 crate::tls::dev::write_file(dir, &path, &json, 0o600).map_err(|e| match e {
                     crate::tls::dev::DevCertError::Write { cause, .. } => io(cause),
-                    other => DevIssuerError::Crypto(other.to_string()),
+                    other @ crate::tls::dev::DevCertError::Generate(_) => DevIssuerError::Crypto(other.to_string()),
                 })?;
                 file
             }
@@ -205,7 +205,7 @@ impl DevIssuer {
     /// # Errors
     /// When signing fails.
     pub fn mint(&self, opts: &MintOptions) -> Result<String, DevIssuerError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         let exp = now.saturating_add(opts.expires_in);
         let issued = exp.min(now).saturating_sub(if opts.expires_in < 0 { 60 } else { 0 });

@@ -46,27 +46,27 @@ pub struct RawIdentity {
     /// Default allowed tenants (GUIDs) for triggers using this identity.
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// Accepted algorithms: RS256/384/512, PS256/384/512, ES256/384, EdDSA. Default
-    /// `["RS256"]`. HMAC algorithms and `none` are never accepted.
+    /// Accepted algorithms: `RS256`/`384`/`512`, `PS256`/`384`/`512`, `ES256`/`384`, `EdDSA`.
+    /// Default `["RS256"]`. HMAC algorithms and `none` are never accepted.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`. Default 60s.
     #[serde(default = "default_leeway")]
     pub leeway: HumanDuration,
-    /// Shortest key refresh period, whatever `Cache-Control: max-age` says. Default 5m.
+    /// Shortest key refresh period, whatever `Cache-Control: max-age` says. Default `5m`.
     #[serde(default = "default_refresh_min")]
     pub refresh_min: HumanDuration,
-    /// Longest key refresh period, also used without `max-age`. Default 1h.
+    /// Longest key refresh period, also used without `max-age`. Default `1h`.
     #[serde(default = "default_refresh_max")]
     pub refresh_max: HumanDuration,
-    /// An unknown `kid` causes at most one key refetch per this interval. Default 30s.
+    /// An unknown `kid` causes at most one key refetch per this interval. Default `30s`.
     #[serde(default = "default_refetch")]
     pub unknown_kid_refetch_interval: HumanDuration,
-    /// When the IdP is unreachable, the last good keys serve this long after their fetch;
+    /// When the identity provider is unreachable, the last good keys serve this long after their fetch;
     /// then calls fail with 503. Default 24h.
     #[serde(default = "default_max_key_age")]
     pub max_key_age: HumanDuration,
-    /// Extra PEM CA bundle trusted for the IdP (relative to the policy file).
+    /// Extra PEM CA bundle trusted for the identity provider (relative to the policy file).
     pub ca_file: Option<String>,
     /// `realm` of the `WWW-Authenticate` challenge. Default `"flowgate"`.
     pub realm: Option<String>,

@@ -95,15 +95,13 @@ impl KeySet {
 
     /// The key for `kid`; without a `kid`, the only key that accepts `alg`.
     pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<VerifyKey>> {
-        match kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned(),
-            None => {
-                let mut candidates = self.keys.iter().filter(|k| k.accepts(alg));
-                match (candidates.next(), candidates.next()) {
-                    (Some(only), None) => Some(Arc::clone(only)),
-                    _ => None,
-                }
-            }
+        if let Some(kid) = kid {
+            return self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned();
+        }
+        let mut candidates = self.keys.iter().filter(|k| k.accepts(alg));
+        match (candidates.next(), candidates.next()) {
+            (Some(only), None) => Some(Arc::clone(only)),
+            _ => None,
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! Rules enforced here: `Cache-Control: max-age` sets the refresh period within the
 //! identity's bounds; an unknown `kid` causes at most one refetch per
-//! `unknown_kid_refetch_interval`; when the IdP is down the last good keys serve until
+//! `unknown_kid_refetch_interval`; when the identity provider is down the last good keys serve until
 //! they are `max_key_age` old, after which no token can be judged (503, our fault).
 
 use super::key_set::{KeySet, VerifyKey};
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
-/// Largest JWKS or discovery document read from an IdP.
+/// Largest JWKS or discovery document read from an identity provider.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Verified tokens remembered at most.
 const DEFAULT_CACHE_ENTRIES: usize = 10_000;
@@ -34,10 +34,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_millis(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -57,7 +54,7 @@ pub enum KeySource {
 pub struct KeySourceId {
     /// The source.
     pub source: KeySource,
-    /// Extra CA file trusted for the IdP.
+    /// Extra CA file trusted for the identity provider.
     pub ca_file: Option<PathBuf>,
     /// Plain `http://` allowed (loopback only; checked at compile).
     pub allow_insecure_http: bool,
@@ -404,7 +401,7 @@ impl TokenCache {
     }
 
     fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+        self.entries.lock().map_or(0, |e| e.len())
     }
 }
 
@@ -525,7 +522,7 @@ impl KeyStores {
 
     /// Number of key stores held.
     pub fn store_count(&self) -> usize {
-        self.stores.read().map(|s| s.len()).unwrap_or(0)
+        self.stores.read().map_or(0, |s| s.len())
     }
 
     /// Fetches the keys of a source now, bypassing the refetch interval.
@@ -548,18 +545,17 @@ impl KeyStores {
         inspect(token, spec.rules)?;
         let store = self.store(spec.name, spec.source, spec.refresh);
         let now_ms = self.clock.now_millis();
-        let keys = match store.current(now_ms) {
-            Ok(keys) => keys,
-            Err(_) => {
-                if store.may_refetch(now_ms) {
-                    let _ = store.refresh(self.clock.as_ref()).await;
-                } else {
-                    // A fetch may be in flight (first start, or a background refresh):
-                    // wait for it rather than fail while it is about to succeed.
-                    drop(store.fetch_lock.lock().await);
-                }
-                store.current(self.clock.now_millis())?
+        let keys = if let Ok(keys) = store.current(now_ms) {
+            keys
+        } else {
+            if store.may_refetch(now_ms) {
+                let _ = store.refresh(self.clock.as_ref()).await;
+            } else {
+                // A fetch may be in flight (first start, or a background refresh):
+                // wait for it rather than fail while it is about to succeed.
+                drop(store.fetch_lock.lock().await);
             }
+            store.current(self.clock.now_millis())?
         };
         let now_s = now_ms / 1000;
         let cache_key = TokenCache::key(spec.fingerprint, token);

@@ -54,7 +54,7 @@ impl Requirement {
     }
 
     /// True when `held` satisfies the requirement (exact, case-sensitive names).
-    pub fn is_met(&self, held: &[String]) -> bool {
+    pub(crate) fn is_met(&self, held: &[String]) -> bool {
         let has = |want: &String| held.iter().any(|h| h == want);
         self.all_of.iter().all(has) && (self.any_of.is_empty() || self.any_of.iter().any(has))
     }
@@ -406,22 +406,23 @@ pub fn compile_access<'a>(
             );
             None
         }
-        Some(name) => match identities.get(name) {
-            Some(identity) => Some(Arc::clone(identity)),
-            None => {
+        Some(name) => {
+            if let Some(identity) = identities.get(name) {
+                Some(Arc::clone(identity))
+            } else {
                 let hint = did_you_mean(name, identities.keys().map(String::as_str))
                     .map_or_else(|| "define it as [identity.NAME]".to_owned(), |s| format!("did you mean {s:?}?"));
                 diags.error_with_hint(&path.key("identity"), format!("no identity named {name:?}"), hint);
                 None
             }
-        },
+        }
     };
     access.tenants = compile_tenants(trigger.tenants, &path.key("tenants"), diags);
     if let Some(identity) = &identity {
         if access.tenants.is_empty() {
             access.tenants = identity.tenants().to_vec();
         }
-        access.realm = identity.realm().to_owned();
+        identity.realm().clone_into(&mut access.realm);
     }
     if trigger.who == Who::TenantUsers && access.tenants.is_empty() && identity.is_some() {
         diags.error_with_hint(

@@ -3,6 +3,10 @@
 //! `serde_json` silently keeps the last of two equal keys, so `{"aud":"a","aud":"b"}` would
 //! mean different things to us and to another parser. A token whose header or payload
 //! carries a duplicate key is refused outright.
+#![cfg_attr(
+    not(feature = "fuzzing"),
+    expect(unreachable_pub, reason = "public for the fuzz targets, which build with the `fuzzing` feature")
+)]
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};

@@ -48,7 +48,7 @@ impl SourceFile {
         diagnostics
             .into_iter()
             .map(|d| {
-                let span = root.as_ref().and_then(|root| span_of(root, &d.path));
+                let span = root.as_ref().map(|root| span_of(root, &d.path));
                 let message =
                     if d.path.segments().is_empty() { d.message } else { format!("{}: {}", d.path, d.message) };
                 self.error_at(span, message, d.hint)
@@ -58,7 +58,7 @@ impl SourceFile {
 }
 
 /// The span of the value at `path`, or of its closest existing ancestor.
-fn span_of(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option<Range<usize>> {
+fn span_of(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Range<usize> {
     let mut span = root.span();
     let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
     let mut array: Option<&[Spanned<DeValue<'_>>]> = None;
@@ -77,7 +77,7 @@ fn span_of(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option<Range<usize>> 
             _ => {}
         }
     }
-    Some(span)
+    span
 }
 
 /// Reads a policy file.

@@ -108,6 +108,11 @@ pub(super) fn metric_counts(text: &str) -> HashMap<String, MetricCounts> {
         let Some((name, labels, value)) = parse_sample(line) else { continue };
         let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         let Some(trigger) = label("trigger") else { continue };
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a counter sample: clamped at 0, and whole counts stay far below 2^53"
+        )]
         let value = value.max(0.0) as u64;
         match name {
             "flowgate_requests_total" => {

@@ -116,8 +116,8 @@ pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
     if let Some(change) = rate_limit_change(
         "[rate_limit]",
         None,
-        effective(old_global, None, "global"),
-        effective(new_global, None, "global"),
+        &effective(old_global, None, "global"),
+        &effective(new_global, None, "global"),
     ) {
         changes.push(change);
     }
@@ -156,7 +156,7 @@ pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
                 rules(&scope, "", &without_limit(old_trigger), &without_limit(new_trigger), &mut changes);
                 let old_limit = effective(old_trigger.get("rate_limit"), old_global, "trigger");
                 let new_limit = effective(new_trigger.get("rate_limit"), new_global, "trigger");
-                if let Some(change) = rate_limit_change(&scope, Some("rate_limit".into()), old_limit, new_limit) {
+                if let Some(change) = rate_limit_change(&scope, Some("rate_limit".into()), &old_limit, &new_limit) {
                     changes.push(change);
                 }
             }
@@ -460,7 +460,7 @@ fn effective(own: Option<&Value>, global: Option<&Value>, own_source: &'static s
 
 /// The change between two effective limits, if they differ: more calls per second (or
 /// off, or shadow) loosens, fewer tightens, a new key kind alone is a change.
-fn rate_limit_change(scope: &str, field: Option<String>, old: Effective, new: Effective) -> Option<Change> {
+fn rate_limit_change(scope: &str, field: Option<String>, old: &Effective, new: &Effective) -> Option<Change> {
     let same_rate = old.per_second == new.per_second;
     if same_rate && old.key == new.key {
         return None;

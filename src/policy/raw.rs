@@ -289,6 +289,7 @@ fn default_admin_listen() -> String {
 }
 
 /// `[[trigger]]`: one guarded trigger URL.
+#[expect(clippy::struct_excessive_bools, reason = "the policy file's switches are booleans by design")]
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrigger {

@@ -59,7 +59,7 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    pub(crate) fn start(workers: usize, pace: Duration, make: MakeCall) -> Self {
+    pub(crate) fn start(workers: usize, pace: Duration, make: &MakeCall) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..workers)
             .map(|worker| {
