@@ -9,7 +9,7 @@
 //! view and per-trigger summaries by role). Secret values are never at hand here: the
 //! secrets page reads references and [`crate::secrets::SecretStore::state`].
 //!
-//! Every value is HTML-escaped ([`html::e`]); the stylesheet and the one script are
+//! Every value is HTML-escaped (`html::e`); the stylesheet and the one script are
 //! embedded in the binary and served from `/ui/`, and every page carries a
 //! `Content-Security-Policy` that allows only those (no inline script or style, nothing
 //! from another origin). The reload button posts to the API's own `POST /reload`.

@@ -1,7 +1,7 @@
 //! The compiled, immutable policy: everything a request needs, built once from the
 //! admins' TOML and swapped in atomically by [`crate::gateway::Gateway`].
 //!
-//! `compile()` assembles the domains: it reads the document ([`raw`]: the sections no
+//! `compile()` assembles the domains: it reads the document (`raw`: the sections no
 //! single domain owns, put together with each domain's own `Raw*` types), hands each
 //! domain its part (a domain's own rules live in its compile step), checks the rules that
 //! span domains (a trigger naming an identity or vault that exists, admin settings), and

@@ -657,11 +657,6 @@ impl Limiters {
     pub fn local_keys(&self) -> usize {
         self.local.len()
     }
-
-    /// True when budgets are shared through Redis.
-    pub fn is_shared(&self) -> bool {
-        self.redis.is_some()
-    }
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl KeyStores {
     }
 
     /// Verifies the bearer token of `headers` and applies `access`'s tenant and principal
-    /// rules (the admin API's, from [`compile_admin_access`](super::compile_admin_access)); the admin API then maps the
+    /// rules (the admin API's, from `compile_admin_access`); the admin API then maps the
     /// verified `roles` claim to admin roles.
     ///
     /// # Errors

@@ -5,7 +5,7 @@
 //! (`u32` for IPv4, `u128` for IPv6) looked up by binary search.
 
 use ipnet::IpNet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// A set of IPv4 and IPv6 addresses built from CIDRs and bare addresses.
 ///
@@ -152,21 +152,12 @@ impl IpSet {
     pub fn range_count(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
-
-    /// The first address of each IPv4 range, for diagnostics.
-    pub fn v4_starts(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.v4.iter().map(|&(lo, _)| Ipv4Addr::from(lo))
-    }
-
-    /// The first address of each IPv6 range, for diagnostics.
-    pub fn v6_starts(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
-        self.v6.iter().map(|&(lo, _)| Ipv6Addr::from(lo))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -134,7 +134,7 @@ impl LocalStore {
     /// Checks and records one call at `now_us`.
     ///
     /// # Errors
-    /// [`Full`] when `key` is new and its rule's shard holds only live keys.
+    /// `Full` when `key` is new and its rule's shard holds only live keys.
     pub fn check(&self, rule: RuleId, key: &RateKey, calls: u32, period_us: u64, now_us: u64) -> Result<Outcome, Full> {
         let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         loop {
@@ -189,7 +189,9 @@ impl LocalStore {
                 // Checked again under every shard's lock: a call may have arrived meanwhile.
                 let mut shards: Vec<_> = table.shards.iter().map(lock).collect();
                 if shards.iter().all(|s| s.logs.is_empty()) {
-                    shards.iter_mut().for_each(|s| s.retired = true);
+                    for shard in &mut shards {
+                        shard.retired = true;
+                    }
                     drop(shards);
                     current.remove(&id);
                 }

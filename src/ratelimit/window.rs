@@ -306,7 +306,7 @@ mod tests {
         assert!(w.heap_bytes() <= 2000 * 4, "{} bytes", w.heap_bytes());
         // One microsecond faster than period / calls is too fast: refused within a period.
         let mut w = Window::new(calls, period);
-        let refusals = (0..u64::from(calls) + 1).filter(|i| !w.check(i * 29_999, calls, period).admitted).count();
+        let refusals = (0..=u64::from(calls)).filter(|i| !w.check(i * 29_999, calls, period).admitted).count();
         assert_eq!(refusals, 1);
     }
 
