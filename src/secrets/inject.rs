@@ -2,11 +2,10 @@
 //! header values (marked sensitive), query parameters, JSON body fields and basic auth.
 
 use super::error::SecretError;
-use super::file::zeroize_tree;
 use super::reference::{Part, SecretRef, Template};
 use super::scrub::Scrubber;
 use super::store::SecretStore;
-use super::value::SecretValue;
+use super::value::{SecretValue, zeroize_tree};
 use super::vault::Vaults;
 use super::{RawBasicAuth, RawInject};
 use crate::config::{Diagnostics, KeyPath};

@@ -62,6 +62,19 @@ pub(crate) fn sensitive_header(value: &str) -> Option<http::HeaderValue> {
     Some(header)
 }
 
+/// Best effort: overwrite every string of the parsed tree before it is freed.
+pub(crate) fn zeroize_tree(tree: &mut serde_json::Value) {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Object(o) => o.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(tree);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
