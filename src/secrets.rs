@@ -15,11 +15,11 @@
 //! |---|---|
 //! | `secrets/value.rs` | [`SecretValue`], the leak-proof value type |
 //! | `secrets/reference.rs` | [`SecretRef`] parsing and [`Template`]s |
-//! | `secrets/vault.rs` | [`compile_vaults`], [`Vaults`]: dispatch to the backends, throttle |
+//! | `secrets/vault.rs` | [`Vault`]: one `[vault.NAME]` compiled, dispatch to its backend, throttle |
 //! | `secrets/backend.rs` | [`RawVault`], credentials, tokens, HTTP client: what the backends share |
 //! | `secrets/backend/{file,env,openbao,akv}.rs` | the backends, one per kind |
-//! | `secrets/store.rs` | [`SecretStore`]: TTL, refresh ahead, single flight, stale serving |
-//! | `secrets/inject.rs` | [`compile_injection`], [`Injection`], [`Rendered`] |
+//! | `secrets/store.rs` | [`SecretStore`]: TTL, refresh ahead, single flight, stale serving; its `[secrets]` settings; [`Vaults`], the vaults it reads through ([`compile_vaults`]) |
+//! | `secrets/inject.rs` | [`RawInject`], [`compile_injection`], [`Injection`], [`Rendered`] |
 //! | `secrets/scrub.rs` | [`Scrubber`], [`ScrubBody`] |
 //! | `secrets/report.rs` | [`usage_report`] for `flowgate secrets` |
 
@@ -35,61 +35,12 @@ mod vault;
 
 pub use backend::{AuthMethod, RawVault, RawVaultAuth, VaultKind};
 pub use error::SecretError;
-pub use inject::{Injection, NamesToStrip, Rendered, compile_injection, is_credential_like};
+pub use inject::{Injection, NamesToStrip, RawBasicAuth, RawInject, Rendered, compile_injection, is_credential_like};
 pub use reference::{Part, RefParseError, SecretRef, Template};
 pub use report::usage_report;
 pub use scrub::{REDACTED_MARKER, ScrubBody, Scrubber};
-pub use store::{CachePhase, CacheSettings, CacheState, SecretStore, compile_cache};
+pub use store::{
+    CachePhase, CacheSettings, CacheState, RawSecretCache, SecretStore, Vaults, compile_cache, compile_vaults,
+};
 pub use value::SecretValue;
-pub use vault::{Vault, Vaults, compile_vaults};
-
-use crate::config::HumanDuration;
-use schemars::JsonSchema;
-use serde::Deserialize;
-use std::collections::BTreeMap;
-
-/// `[secrets]`: cache tuning.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawSecretCache {
-    /// How long a fetched value is used. Default `"60s"`: a rotated secret is in use within it.
-    pub ttl: Option<HumanDuration>,
-    /// Refresh in the background this long before the TTL ends. Default a quarter of `ttl`.
-    pub refresh_ahead: Option<HumanDuration>,
-    /// When the vault fails, keep serving the last value this long past its TTL; after that
-    /// the call fails closed (503). Default `"5m"`.
-    pub max_stale: Option<HumanDuration>,
-    /// Time allowed for one vault fetch (login included). Default `"5s"`.
-    pub fetch_timeout: Option<HumanDuration>,
-}
-
-/// `inject`: values written into the upstream request. Each value is a template: a bare
-/// reference (`"secret://kv/flows/token"`), literal text, or both mixed
-/// (`"Bearer {{secret://kv/flows/token}}"`). Credential-like names refuse literal-only values.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawInject {
-    /// Header name → template. The caller's headers of the same name are removed first.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Query parameter → template. The caller's parameters of the same name are removed first.
-    #[serde(default)]
-    pub query: BTreeMap<String, String>,
-    /// JSON pointer (`"/auth/key"`) → template, for `application/json` bodies only.
-    #[serde(default)]
-    pub json: BTreeMap<String, String>,
-    /// Largest JSON body rewritten, in bytes; larger → the call fails. Default 1 MiB.
-    pub json_max_bytes: Option<usize>,
-    /// HTTP basic authentication sent upstream as `Authorization: Basic ...`.
-    pub basic_auth: Option<RawBasicAuth>,
-}
-
-/// `inject.basic_auth`
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawBasicAuth {
-    /// The user name (template; may be literal).
-    pub username: String,
-    /// The password (template; must contain a `secret://` reference).
-    pub password: String,
-}
+pub use vault::Vault;

@@ -5,15 +5,48 @@ use super::error::SecretError;
 use super::reference::{Part, SecretRef, Template};
 use super::scrub::Scrubber;
 use super::store::SecretStore;
+use super::store::Vaults;
 use super::value::{SecretValue, zeroize_tree};
-use super::vault::Vaults;
-use super::{RawBasicAuth, RawInject};
 use crate::config::{Diagnostics, KeyPath};
 use crate::proxy::Permit;
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use zeroize::Zeroizing;
+
+/// `inject`: values written into the upstream request. Each value is a template: a bare
+/// reference (`"secret://kv/flows/token"`), literal text, or both mixed
+/// (`"Bearer {{secret://kv/flows/token}}"`). Credential-like names refuse literal-only values.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInject {
+    /// Header name → template. The caller's headers of the same name are removed first.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameter → template. The caller's parameters of the same name are removed first.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSON pointer (`"/auth/key"`) → template, for `application/json` bodies only.
+    #[serde(default)]
+    pub json: BTreeMap<String, String>,
+    /// Largest JSON body rewritten, in bytes; larger → the call fails. Default 1 MiB.
+    pub json_max_bytes: Option<usize>,
+    /// HTTP basic authentication sent upstream as `Authorization: Basic ...`.
+    pub basic_auth: Option<RawBasicAuth>,
+}
+
+/// `inject.basic_auth`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    /// The user name (template; may be literal).
+    pub username: String,
+    /// The password (template; must contain a `secret://` reference).
+    pub password: String,
+}
 
 /// Default `json_max_bytes`: 1 MiB.
 const DEFAULT_JSON_MAX_BYTES: usize = 1024 * 1024;

@@ -7,14 +7,11 @@
 use super::backend::{AuthMethod, RawVault, RawVaultAuth, VaultKind, akv, env, file, http_client, openbao};
 use super::error::SecretError;
 use super::reference::SecretRef;
-use super::store::CacheSettings;
 use super::value::SecretValue;
 use crate::config::{Diagnostics, KeyPath, SourceFile};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
 /// The client of one backend.
 pub(crate) enum Backend {
@@ -25,7 +22,7 @@ pub(crate) enum Backend {
     OpenBao(openbao::OpenBao),
     Akv(akv::Akv),
     #[cfg(test)]
-    Test(Arc<TestBackend>),
+    Test(std::sync::Arc<test_backend::TestBackend>),
 }
 
 /// One compiled vault.
@@ -89,47 +86,12 @@ impl Vault {
         }
         result
     }
-}
 
-/// All vaults of a policy, by name, plus the cache settings that apply to them.
-#[derive(Debug, Default)]
-pub struct Vaults {
-    vaults: BTreeMap<String, Arc<Vault>>,
-    cache: CacheSettings,
-}
-
-impl Vaults {
-    /// The vault of that name.
-    pub fn get(&self, name: &str) -> Option<&Arc<Vault>> {
-        self.vaults.get(name)
-    }
-
-    /// Vault names, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.vaults.keys().map(String::as_str)
-    }
-
-    /// Sets the cache settings (from [`super::compile_cache`]).
-    pub fn with_cache(mut self, cache: CacheSettings) -> Self {
-        self.cache = cache;
-        self
-    }
-
-    /// The cache settings.
-    pub fn cache(&self) -> &CacheSettings {
-        &self.cache
-    }
-
-    /// Compile-time check of a reference against the configured vaults: the vault exists
-    /// and the version suits its kind. Returns `(message, hint)` on failure.
-    pub fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
-        let Some(vault) = self.vaults.get(&reference.vault) else {
-            let known: Vec<&str> = self.names().collect();
-            return Err((
-                format!("{reference}: no [vault.{}] is configured", reference.vault),
-                format!("configured vaults: {}", if known.is_empty() { "none".into() } else { known.join(", ") }),
-            ));
-        };
+    /// Compile-time check that a reference suits this vault's kind: an Azure Key Vault name
+    /// has no `/`, an OpenBao version is a number, `file` and `env` have no versions.
+    /// Returns `(message, hint)` on failure.
+    pub(crate) fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
+        let vault = self;
         if vault.kind == VaultKind::AzureKeyVault && reference.path.contains('/') {
             return Err((
                 format!("{reference}: an Azure Key Vault secret name has no '/'"),
@@ -154,12 +116,6 @@ impl Vaults {
             }
         }
         Ok(())
-    }
-
-    /// A set of vaults built directly, for tests and benches.
-    #[doc(hidden)]
-    pub fn from_parts(vaults: Vec<Vault>, cache: CacheSettings) -> Self {
-        Self { vaults: vaults.into_iter().map(|v| (v.name.clone(), Arc::new(v))).collect(), cache }
     }
 }
 
@@ -231,125 +187,131 @@ fn refuse_foreign_auth_fields(auth: &RawVaultAuth, path: &KeyPath, diags: &mut D
     }
 }
 
-/// Compiles `[vault.*]`: builds every backend client, checks credentials are indirections
-/// and the `file` vault's permissions, and reports every problem with its key path.
-pub fn compile_vaults(
-    raw: &BTreeMap<String, RawVault>,
+/// Compiles one `[vault.NAME]`: its backend's client (through `backend/`), throttle and
+/// fingerprint, and the rules across its fields (kind, auth method). Every problem is
+/// reported with its key path; `None` when any stops the vault from being built.
+pub(crate) fn compile(
+    name: &str,
+    rv: &RawVault,
     path: &KeyPath,
     source: &SourceFile,
     diags: &mut Diagnostics,
-) -> Vaults {
-    let mut vaults = BTreeMap::new();
-    for (name, rv) in raw {
-        let vpath = path.key(name.as_str());
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-            diags.error_with_hint(&vpath, "invalid vault name", "use letters, digits, '-', '_' and '.'");
-            continue;
-        }
-        refuse_foreign_fields(rv, &vpath, diags);
-        let backend = match rv.kind {
-            VaultKind::File => file::compile(rv, &vpath, source, diags).map(Backend::File),
-            VaultKind::Env => Some(Backend::Env { prefix: rv.prefix.clone().unwrap_or_default() }),
-            VaultKind::Openbao | VaultKind::Hashicorp => http_client(rv, &vpath, source, diags)
-                .and_then(|client| openbao::compile(name, rv, client, &vpath, source, diags))
-                .map(Backend::OpenBao),
-            VaultKind::AzureKeyVault => http_client(rv, &vpath, source, diags)
-                .and_then(|client| akv::compile(name, rv, client, &vpath, source, diags))
-                .map(Backend::Akv),
-        };
-        let default_cpm = (rv.kind == VaultKind::AzureKeyVault).then_some(2000);
-        let calls_per_minute = rv.calls_per_minute.or(default_cpm);
-        let throttle = match calls_per_minute {
-            None => None,
-            Some(n) => match NonZeroU32::new(n) {
-                Some(n) => Some(RateLimiter::direct(Quota::per_minute(n))),
-                None => {
-                    diags.error(&vpath.key("calls_per_minute"), "must be at least 1");
-                    None
-                }
-            },
-        };
-        if let Some(auth) = &rv.auth {
-            refuse_foreign_auth_fields(auth, &vpath.key("auth"), diags);
-            let ok = match rv.kind {
-                VaultKind::Openbao | VaultKind::Hashicorp => {
-                    matches!(auth.method, AuthMethod::Token | AuthMethod::Approle)
-                }
-                VaultKind::AzureKeyVault => !matches!(auth.method, AuthMethod::Token | AuthMethod::Approle),
-                VaultKind::File | VaultKind::Env => true,
-            };
-            if !ok {
-                diags.error(
-                    &vpath.key("auth").key("method"),
-                    format!("method not supported by kind = \"{}\"", rv.kind.as_str()),
-                );
+) -> Option<Vault> {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        diags.error_with_hint(path, "invalid vault name", "use letters, digits, '-', '_' and '.'");
+        return None;
+    }
+    refuse_foreign_fields(rv, path, diags);
+    let backend = match rv.kind {
+        VaultKind::File => file::compile(rv, path, source, diags).map(Backend::File),
+        VaultKind::Env => Some(Backend::Env { prefix: rv.prefix.clone().unwrap_or_default() }),
+        VaultKind::Openbao | VaultKind::Hashicorp => http_client(rv, path, source, diags)
+            .and_then(|client| openbao::compile(name, rv, client, path, source, diags))
+            .map(Backend::OpenBao),
+        VaultKind::AzureKeyVault => http_client(rv, path, source, diags)
+            .and_then(|client| akv::compile(name, rv, client, path, source, diags))
+            .map(Backend::Akv),
+    };
+    let default_cpm = (rv.kind == VaultKind::AzureKeyVault).then_some(2000);
+    let calls_per_minute = rv.calls_per_minute.or(default_cpm);
+    let throttle = match calls_per_minute {
+        None => None,
+        Some(n) => match NonZeroU32::new(n) {
+            Some(n) => Some(RateLimiter::direct(Quota::per_minute(n))),
+            None => {
+                diags.error(&path.key("calls_per_minute"), "must be at least 1");
+                None
             }
-        }
-        if let Some(backend) = backend {
-            let fingerprint = hex::encode(&Sha256::digest(format!("{name}\u{0}{rv:?}").as_bytes())[..8]);
-            vaults.insert(
-                name.clone(),
-                Arc::new(Vault { name: name.clone(), kind: rv.kind, fingerprint, backend, throttle, calls_per_minute }),
+        },
+    };
+    if let Some(auth) = &rv.auth {
+        refuse_foreign_auth_fields(auth, &path.key("auth"), diags);
+        let ok = match rv.kind {
+            VaultKind::Openbao | VaultKind::Hashicorp => {
+                matches!(auth.method, AuthMethod::Token | AuthMethod::Approle)
+            }
+            VaultKind::AzureKeyVault => !matches!(auth.method, AuthMethod::Token | AuthMethod::Approle),
+            VaultKind::File | VaultKind::Env => true,
+        };
+        if !ok {
+            diags.error(
+                &path.key("auth").key("method"),
+                format!("method not supported by kind = \"{}\"", rv.kind.as_str()),
             );
         }
     }
-    Vaults { vaults, cache: CacheSettings::default() }
+    let fingerprint = hex::encode(&Sha256::digest(format!("{name}\u{0}{rv:?}").as_bytes())[..8]);
+    Some(Vault { name: name.to_owned(), kind: rv.kind, fingerprint, backend: backend?, throttle, calls_per_minute })
 }
+
+#[cfg(test)]
+pub(crate) use test_backend::TestBackend;
 
 /// A counting, switchable backend for unit tests.
 #[cfg(test)]
-pub(crate) struct TestBackend {
-    pub(crate) calls: std::sync::atomic::AtomicUsize,
-    value: std::sync::Mutex<String>,
-    failing: std::sync::atomic::AtomicBool,
-    delay: std::time::Duration,
-}
+mod test_backend {
+    use super::{Backend, Vault};
+    use crate::secrets::backend::VaultKind;
+    use crate::secrets::error::SecretError;
+    use crate::secrets::reference::SecretRef;
+    use crate::secrets::store::{CacheSettings, Vaults};
+    use crate::secrets::value::SecretValue;
+    use std::sync::Arc;
 
-#[cfg(test)]
-impl TestBackend {
-    pub(crate) fn vaults(name: &str, cache: CacheSettings, delay: std::time::Duration) -> (Arc<Vaults>, Arc<Self>) {
-        let backend = Arc::new(Self {
-            calls: Default::default(),
-            value: std::sync::Mutex::new("v1".into()),
-            failing: Default::default(),
-            delay,
-        });
-        let vault = Vault {
-            name: name.into(),
-            kind: VaultKind::Openbao,
-            fingerprint: "test".into(),
-            backend: Backend::Test(backend.clone()),
-            throttle: None,
-            calls_per_minute: None,
-        };
-        (Arc::new(Vaults::from_parts(vec![vault], cache)), backend)
+    pub(crate) struct TestBackend {
+        pub(crate) calls: std::sync::atomic::AtomicUsize,
+        value: std::sync::Mutex<String>,
+        failing: std::sync::atomic::AtomicBool,
+        delay: std::time::Duration,
     }
 
-    pub(crate) fn set(&self, value: &str) {
-        *self.value.lock().unwrap() = value.into();
-    }
-
-    pub(crate) fn fail(&self, failing: bool) {
-        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(self.delay).await;
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SecretError::Sealed { reference: reference.to_string() });
+    impl TestBackend {
+        pub(crate) fn vaults(name: &str, cache: CacheSettings, delay: std::time::Duration) -> (Arc<Vaults>, Arc<Self>) {
+            let backend = Arc::new(Self {
+                calls: Default::default(),
+                value: std::sync::Mutex::new("v1".into()),
+                failing: Default::default(),
+                delay,
+            });
+            let vault = Vault {
+                name: name.into(),
+                kind: VaultKind::Openbao,
+                fingerprint: "test".into(),
+                backend: Backend::Test(backend.clone()),
+                throttle: None,
+                calls_per_minute: None,
+            };
+            (Arc::new(Vaults::from_parts(vec![vault], cache)), backend)
         }
-        let value = self.value.lock().unwrap().clone();
-        Ok(SecretValue::new(match &reference.field {
-            Some(f) => format!("{value}-{f}"),
-            None => value,
-        }))
+
+        pub(crate) fn set(&self, value: &str) {
+            *self.value.lock().unwrap() = value.into();
+        }
+
+        pub(crate) fn fail(&self, failing: bool) {
+            self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        pub(super) async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(SecretError::Sealed { reference: reference.to_string() });
+            }
+            let value = self.value.lock().unwrap().clone();
+            Ok(SecretValue::new(match &reference.field {
+                Some(f) => format!("{value}-{f}"),
+                None => value,
+            }))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::store::{Vaults, compile_vaults};
+    use std::collections::BTreeMap;
 
     fn compile(text: &str) -> (Vaults, Vec<(String, String, Option<String>)>) {
         let raw: BTreeMap<String, RawVault> = toml::from_str(text).unwrap();

@@ -107,7 +107,7 @@ pub(crate) fn compile(
             );
             Some(AkvAuth::AppService { endpoint: endpoint?, header: header?, client_id: a.client_id.clone() })
         }
-        Some(_) => None, // reported by compile_vaults
+        Some(_) => None, // reported by the dispatcher (vault.rs)
     };
     Some(Akv {
         vault: name.to_owned(),

@@ -73,7 +73,7 @@ pub(crate) fn compile(
                 _ => None,
             }
         }
-        Some(_) => None, // reported by compile_vaults
+        Some(_) => None, // reported by the dispatcher (vault.rs)
     };
     Some(OpenBao {
         vault: name.to_owned(),
