@@ -4,10 +4,11 @@
 use super::error::SecretError;
 use super::reference::{Part, SecretRef, Template};
 use super::scrub::Scrubber;
-use super::store::SecretStore;
-use super::store::Vaults;
+use super::store::{SecretStore, Vaults};
 use super::value::{SecretValue, zeroize_tree};
 use crate::config::{Diagnostics, KeyPath};
+// The one deliberate upward arrow (secrets → proxy): rendering takes the proxy-issued
+// `Permit`, so only calls that `admit` let through ever reach a vault.
 use crate::proxy::Permit;
 use base64::Engine;
 use bytes::Bytes;
