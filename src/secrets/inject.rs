@@ -383,9 +383,10 @@ fn header_value(name: &HeaderName, value: &SecretValue) -> Result<HeaderValue, S
         .ok_or_else(|| SecretError::InvalidHeaderValue { name: name.as_str().to_owned() })
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Template {
-    /// Renders this template alone through the cache. The request path uses
-    /// [`Injection::render`] (permit required); this is for tooling and benches.
+    /// Renders this template alone through the cache, without a `Permit`: for benches only
+    /// (feature `test-util`). The request path uses [`Injection::render`] (permit required).
     ///
     /// # Errors
     /// The first [`SecretError`].

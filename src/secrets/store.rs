@@ -129,7 +129,8 @@ impl Vaults {
         vault.check_ref(reference)
     }
 
-    /// A set of vaults built directly, for tests and benches.
+    /// A set of vaults built directly, for tests and benches (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     #[doc(hidden)]
     pub fn from_parts(vaults: Vec<Vault>, cache: CacheSettings) -> Self {
         Self { vaults: vaults.into_iter().map(|v| (v.name().to_owned(), Arc::new(v))).collect(), cache }

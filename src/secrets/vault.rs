@@ -120,7 +120,8 @@ impl Vault {
 }
 
 impl Vault {
-    /// An `env` vault built directly, for tests and benches.
+    /// An `env` vault built directly, for tests and benches (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     #[doc(hidden)]
     pub fn env_for_tests(name: &str, prefix: &str) -> Self {
         Self {
