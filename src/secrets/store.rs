@@ -101,7 +101,7 @@ impl Vaults {
     }
 
     /// Vault names, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.vaults.keys().map(String::as_str)
     }
 
@@ -118,7 +118,7 @@ impl Vaults {
 
     /// Compile-time check of a reference against the configured vaults: the vault exists
     /// and the version suits its kind. Returns `(message, hint)` on failure.
-    pub fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
+    pub(crate) fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
         let Some(vault) = self.vaults.get(&reference.vault) else {
             let known: Vec<&str> = self.names().collect();
             return Err((

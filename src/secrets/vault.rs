@@ -58,7 +58,7 @@ impl Vault {
     }
 
     /// A digest of the vault's configuration: cached values are keyed by it.
-    pub fn fingerprint(&self) -> &str {
+    pub(crate) fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
