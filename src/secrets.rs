@@ -18,7 +18,7 @@
 //! | `secrets/vault.rs` | [`Vault`]: one `[vault.NAME]` compiled, dispatch to its backend, throttle |
 //! | `secrets/backend.rs` | [`RawVault`], credentials, tokens, HTTP client: what the backends share |
 //! | `secrets/backend/{file,env,openbao,akv}.rs` | the backends, one per kind |
-//! | `secrets/store.rs` | [`SecretStore`]: TTL, refresh ahead, single flight, stale serving; its `[secrets]` settings; [`Vaults`], the vaults it reads through ([`compile_vaults`]) |
+//! | `secrets/store.rs` | [`SecretStore`]: TTL, refresh ahead, single flight, stale serving; [`Vaults`] |
 //! | `secrets/inject.rs` | [`RawInject`], [`compile_injection`], [`Injection`], [`Rendered`] |
 //! | `secrets/scrub.rs` | [`Scrubber`], [`ScrubBody`] |
 //! | `secrets/report.rs` | [`usage_report`] for `flowgate secrets` |

@@ -38,7 +38,8 @@ fn valid_part(s: &str, allow_slash: bool) -> bool {
 
 impl SecretRef {
     /// Parses `secret://vault/path[#field][@version]`. Whether the vault exists and the
-    /// version suits its kind is checked at compile time, against the policy's [`Vaults`](crate::secrets::Vaults).
+    /// version suits its kind is checked at compile time, against the policy's
+    /// [`Vaults`](crate::secrets::Vaults).
     ///
     /// # Errors
     /// [`RefParseError`] naming the broken part.

@@ -1,4 +1,5 @@
-//! The one type a secret value lives in, from the vault response to the upstream header.
+//! The one type a secret value lives in, from the vault response to the upstream header, and
+//! the helpers that keep copies of it out of memory and logs (sensitive headers, zeroized trees).
 
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
