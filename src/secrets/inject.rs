@@ -2,19 +2,52 @@
 //! header values (marked sensitive), query parameters, JSON body fields and basic auth.
 
 use super::error::SecretError;
-use super::file::zeroize_tree;
 use super::reference::{Part, SecretRef, Template};
 use super::scrub::Scrubber;
-use super::store::SecretStore;
-use super::value::SecretValue;
-use super::vault::Vaults;
-use super::{RawBasicAuth, RawInject};
+use super::store::{SecretStore, Vaults};
+use super::value::{SecretValue, zeroize_tree};
 use crate::config::{Diagnostics, KeyPath};
+// The one deliberate upward arrow (secrets → proxy): rendering takes the proxy-issued
+// `Permit`, so only calls that `admit` let through ever reach a vault.
 use crate::proxy::Permit;
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use zeroize::Zeroizing;
+
+/// `inject`: values written into the upstream request. Each value is a template: a bare
+/// reference (`"secret://kv/flows/token"`), literal text, or both mixed
+/// (`"Bearer {{secret://kv/flows/token}}"`). Credential-like names refuse literal-only values.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInject {
+    /// Header name → template. The caller's headers of the same name are removed first.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameter → template. The caller's parameters of the same name are removed first.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSON pointer (`"/auth/key"`) → template, for `application/json` bodies only.
+    #[serde(default)]
+    pub json: BTreeMap<String, String>,
+    /// Largest JSON body rewritten, in bytes; larger → the call fails. Default 1 MiB.
+    pub json_max_bytes: Option<usize>,
+    /// HTTP basic authentication sent upstream as `Authorization: Basic ...`.
+    pub basic_auth: Option<RawBasicAuth>,
+}
+
+/// `inject.basic_auth`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    /// The user name (template; may be literal).
+    pub username: String,
+    /// The password (template; must contain a `secret://` reference).
+    pub password: String,
+}
 
 /// Default `json_max_bytes`: 1 MiB.
 const DEFAULT_JSON_MAX_BYTES: usize = 1024 * 1024;
@@ -350,9 +383,10 @@ fn header_value(name: &HeaderName, value: &SecretValue) -> Result<HeaderValue, S
         .ok_or_else(|| SecretError::InvalidHeaderValue { name: name.as_str().to_owned() })
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Template {
-    /// Renders this template alone through the cache. The request path uses
-    /// [`Injection::render`] (permit required); this is for tooling and benches.
+    /// Renders this template alone through the cache, without a `Permit`: for benches only
+    /// (feature `test-util`). The request path uses [`Injection::render`] (permit required).
     ///
     /// # Errors
     /// The first [`SecretError`].

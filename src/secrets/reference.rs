@@ -38,7 +38,8 @@ fn valid_part(s: &str, allow_slash: bool) -> bool {
 
 impl SecretRef {
     /// Parses `secret://vault/path[#field][@version]`. Whether the vault exists and the
-    /// version suits its kind is checked by [`crate::secrets::Vaults::check_ref`].
+    /// version suits its kind is checked at compile time, against the policy's
+    /// [`Vaults`](crate::secrets::Vaults).
     ///
     /// # Errors
     /// [`RefParseError`] naming the broken part.
@@ -146,7 +147,7 @@ impl Template {
     }
 
     /// True when the template has no reference at all.
-    pub fn is_literal_only(&self) -> bool {
+    pub(crate) fn is_literal_only(&self) -> bool {
         self.references().next().is_none()
     }
 }

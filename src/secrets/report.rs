@@ -2,7 +2,7 @@
 //! Never values: this reads the compiled policy only and never contacts a vault.
 
 use super::inject::Injection;
-use super::vault::Vaults;
+use super::store::Vaults;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

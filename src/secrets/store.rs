@@ -6,17 +6,40 @@
 //! task refetches it (callers keep getting the cached value, so none waits in steady
 //! state); concurrent misses share one backend call (single flight); when the backend fails
 //! the last value is served until `ttl + max_stale`, then the error is returned (fail closed).
+//!
+//! The store's settings live here too: `[secrets]` ([`RawSecretCache`] → [`CacheSettings`])
+//! and [`Vaults`], a policy's vaults together with the settings the store applies to them
+//! ([`compile_vaults`] assembles it from the dispatcher's per-vault compile). Keeping the
+//! settings out of `vault.rs` leaves the dispatcher free of cache concerns, so the only arrow
+//! between the two is store → vault.
 
-use super::RawSecretCache;
+use super::backend::RawVault;
 use super::error::SecretError;
 use super::reference::SecretRef;
 use super::value::SecretValue;
-use super::vault::{Vault, Vaults};
-use crate::config::{Diagnostics, KeyPath};
-use std::collections::HashMap;
+use super::vault::{self, Vault};
+use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// `[secrets]`: cache tuning.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretCache {
+    /// How long a fetched value is used. Default `"60s"`: a rotated secret is in use within it.
+    pub ttl: Option<HumanDuration>,
+    /// Refresh in the background this long before the TTL ends. Default a quarter of `ttl`.
+    pub refresh_ahead: Option<HumanDuration>,
+    /// When the vault fails, keep serving the last value this long past its TTL; after that
+    /// the call fails closed (503). Default `"5m"`.
+    pub max_stale: Option<HumanDuration>,
+    /// Time allowed for one vault fetch (login included). Default `"5s"`.
+    pub fetch_timeout: Option<HumanDuration>,
+}
 
 /// Compiled `[secrets]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +85,74 @@ pub fn compile_cache(raw: &RawSecretCache, path: &KeyPath, diags: &mut Diagnosti
         diags.error(&path.key("fetch_timeout"), "fetch_timeout must be positive");
     }
     CacheSettings { ttl, refresh_ahead, max_stale: raw.max_stale.map_or(d.max_stale, |t| t.0), fetch_timeout }
+}
+
+/// All vaults of a policy, by name, plus the cache settings that apply to them.
+#[derive(Debug, Default)]
+pub struct Vaults {
+    vaults: BTreeMap<String, Arc<Vault>>,
+    cache: CacheSettings,
+}
+
+impl Vaults {
+    /// The vault of that name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Vault>> {
+        self.vaults.get(name)
+    }
+
+    /// Vault names, sorted.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.vaults.keys().map(String::as_str)
+    }
+
+    /// Sets the cache settings (from [`compile_cache`]).
+    pub fn with_cache(mut self, cache: CacheSettings) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The cache settings.
+    pub fn cache(&self) -> &CacheSettings {
+        &self.cache
+    }
+
+    /// Compile-time check of a reference against the configured vaults: the vault exists
+    /// and the version suits its kind. Returns `(message, hint)` on failure.
+    pub(crate) fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
+        let Some(vault) = self.vaults.get(&reference.vault) else {
+            let known: Vec<&str> = self.names().collect();
+            return Err((
+                format!("{reference}: no [vault.{}] is configured", reference.vault),
+                format!("configured vaults: {}", if known.is_empty() { "none".into() } else { known.join(", ") }),
+            ));
+        };
+        vault.check_ref(reference)
+    }
+
+    /// A set of vaults built directly, for tests and benches (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
+    #[doc(hidden)]
+    pub fn from_parts(vaults: Vec<Vault>, cache: CacheSettings) -> Self {
+        Self { vaults: vaults.into_iter().map(|v| (v.name().to_owned(), Arc::new(v))).collect(), cache }
+    }
+}
+
+/// Compiles `[vault.*]`: builds every backend client, checks credentials are indirections
+/// and the `file` vault's permissions, and reports every problem with its key path.
+pub fn compile_vaults(
+    raw: &BTreeMap<String, RawVault>,
+    path: &KeyPath,
+    source: &SourceFile,
+    diags: &mut Diagnostics,
+) -> Vaults {
+    let vaults = raw
+        .iter()
+        .filter_map(|(name, rv)| {
+            let vault = vault::compile(name, rv, &path.key(name), source, diags)?;
+            Some((name.clone(), Arc::new(vault)))
+        })
+        .collect();
+    Vaults { vaults, cache: CacheSettings::default() }
 }
 
 /// What the cache holds for one reference ([`SecretStore::state`]); never a value.

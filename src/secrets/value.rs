@@ -1,4 +1,5 @@
-//! The one type a secret value lives in, from the vault response to the upstream header.
+//! The one type a secret value lives in, from the vault response to the upstream header, and
+//! the helpers that keep copies of it out of memory and logs (sensitive headers, zeroized trees).
 
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
@@ -60,6 +61,19 @@ pub(crate) fn sensitive_header(value: &str) -> Option<http::HeaderValue> {
     let mut header = http::HeaderValue::from_str(value).ok()?;
     header.set_sensitive(true);
     Some(header)
+}
+
+/// Best effort: overwrite every string of the parsed tree before it is freed.
+pub(crate) fn zeroize_tree(tree: &mut serde_json::Value) {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Object(o) => o.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(tree);
 }
 
 #[cfg(test)]

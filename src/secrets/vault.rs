@@ -1,102 +1,17 @@
-//! `[vault.NAME]` compiled: the backend client of each vault, its credentials (as `env:`/
-//! `file:` indirections), its client-side throttle and its config fingerprint (the cache key
-//! part that makes a changed vault refetch while an unchanged one keeps its cache on reload).
+//! The dispatcher: `[vault.NAME]` compiled into a [`Vault`] holding its backend's client (built
+//! by `backend/`), its client-side throttle and its config fingerprint (the cache key part that
+//! makes a changed vault refetch while an unchanged one keeps its cache on reload). The
+//! cross-field rules of a vault (fields and auth methods that do not fit its kind) live here;
+//! each backend checks only its own fields.
 
+use super::backend::{AuthMethod, RawVault, RawVaultAuth, VaultKind, akv, env, file, http_client, openbao};
 use super::error::SecretError;
 use super::reference::SecretRef;
-use super::store::CacheSettings;
 use super::value::SecretValue;
-use super::{AuthMethod, RawVault, akv, file, openbao};
 use crate::config::{Diagnostics, KeyPath, SourceFile};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use schemars::JsonSchema;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-/// The backend kind of a vault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VaultKind {
-    /// A local TOML/JSON file (development, demo). Path `a/b` selects nested tables.
-    File,
-    /// Environment variables: path `flows/token` reads `{prefix}FLOWS_TOKEN`.
-    Env,
-    /// OpenBao KV v2.
-    Openbao,
-    /// HashiCorp Vault KV v2 (same API as OpenBao).
-    Hashicorp,
-    /// Azure Key Vault secrets (REST API 7.5).
-    AzureKeyVault,
-}
-
-impl VaultKind {
-    /// The name as written in the policy.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::File => "file",
-            Self::Env => "env",
-            Self::Openbao => "openbao",
-            Self::Hashicorp => "hashicorp",
-            Self::AzureKeyVault => "azure_key_vault",
-        }
-    }
-}
-
-/// Where a vault credential comes from: never the policy text itself.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) enum Credential {
-    /// An environment variable, read at each login.
-    Env(String),
-    /// A file (trailing newline trimmed), read at each login so that rotation works.
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl Credential {
-    /// `env:VAR` or `file:PATH`: the indirection, safe to log.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Self::Env(var) => format!("env:{var}"),
-            Self::File(path) => format!("file:{}", path.display()),
-        }
-    }
-
-    /// Reads the credential now.
-    pub(crate) fn read(&self, vault: &str) -> Result<SecretValue, SecretError> {
-        let fail = |problem: String| SecretError::Credential {
-            vault: vault.to_owned(),
-            source_name: self.describe(),
-            problem,
-        };
-        match self {
-            Self::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(SecretValue::new(v)),
-                Ok(_) => Err(fail("empty".into())),
-                Err(_) => Err(fail("not set".into())),
-            },
-            Self::File(path) => {
-                file::check_permissions(path)?;
-                let mut text = std::fs::read_to_string(path).map_err(|e| fail(e.kind().to_string()))?;
-                let trimmed = text.trim_end_matches(['\n', '\r']).len();
-                text.truncate(trimmed);
-                if text.is_empty() {
-                    return Err(fail("empty".into()));
-                }
-                Ok(SecretValue::new(text))
-            }
-        }
-    }
-}
 
 /// The client of one backend.
 pub(crate) enum Backend {
@@ -107,7 +22,7 @@ pub(crate) enum Backend {
     OpenBao(openbao::OpenBao),
     Akv(akv::Akv),
     #[cfg(test)]
-    Test(Arc<TestBackend>),
+    Test(std::sync::Arc<test_backend::TestBackend>),
 }
 
 /// One compiled vault.
@@ -143,7 +58,7 @@ impl Vault {
     }
 
     /// A digest of the vault's configuration: cached values are keyed by it.
-    pub fn fingerprint(&self) -> &str {
+    pub(crate) fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
@@ -158,7 +73,7 @@ impl Vault {
         metrics::counter!("flowgate_vault_calls_total", "vault" => self.name.clone()).increment(1);
         let result = match &self.backend {
             Backend::File(b) => b.fetch(reference),
-            Backend::Env { prefix } => fetch_env(prefix, reference),
+            Backend::Env { prefix } => env::fetch(prefix, reference),
             Backend::OpenBao(b) => b.fetch(reference).await,
             Backend::Akv(b) => b.fetch(reference).await,
             #[cfg(test)]
@@ -171,63 +86,12 @@ impl Vault {
         }
         result
     }
-}
 
-/// The environment variable a reference names: `prefix` + path upper-cased with `/`, `-`
-/// and `.` turned into `_`.
-pub(crate) fn env_var_name(prefix: &str, path: &str) -> String {
-    let mut name = prefix.to_owned();
-    name.extend(path.chars().map(|c| if matches!(c, '/' | '-' | '.') { '_' } else { c.to_ascii_uppercase() }));
-    name
-}
-
-fn fetch_env(prefix: &str, reference: &SecretRef) -> Result<SecretValue, SecretError> {
-    let var = env_var_name(prefix, &reference.path);
-    match std::env::var(&var) {
-        Ok(v) => Ok(SecretValue::new(v)),
-        Err(_) => Err(SecretError::NotFound { reference: reference.to_string() }),
-    }
-}
-
-/// All vaults of a policy, by name, plus the cache settings that apply to them.
-#[derive(Debug, Default)]
-pub struct Vaults {
-    vaults: BTreeMap<String, Arc<Vault>>,
-    cache: CacheSettings,
-}
-
-impl Vaults {
-    /// The vault of that name.
-    pub fn get(&self, name: &str) -> Option<&Arc<Vault>> {
-        self.vaults.get(name)
-    }
-
-    /// Vault names, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.vaults.keys().map(String::as_str)
-    }
-
-    /// Sets the cache settings (from [`super::compile_cache`]).
-    pub fn with_cache(mut self, cache: CacheSettings) -> Self {
-        self.cache = cache;
-        self
-    }
-
-    /// The cache settings.
-    pub fn cache(&self) -> &CacheSettings {
-        &self.cache
-    }
-
-    /// Compile-time check of a reference against the configured vaults: the vault exists
-    /// and the version suits its kind. Returns `(message, hint)` on failure.
-    pub fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
-        let Some(vault) = self.vaults.get(&reference.vault) else {
-            let known: Vec<&str> = self.names().collect();
-            return Err((
-                format!("{reference}: no [vault.{}] is configured", reference.vault),
-                format!("configured vaults: {}", if known.is_empty() { "none".into() } else { known.join(", ") }),
-            ));
-        };
+    /// Compile-time check that a reference suits this vault's kind: an Azure Key Vault name
+    /// has no `/`, an OpenBao version is a number, `file` and `env` have no versions.
+    /// Returns `(message, hint)` on failure.
+    pub(crate) fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
+        let vault = self;
         if vault.kind == VaultKind::AzureKeyVault && reference.path.contains('/') {
             return Err((
                 format!("{reference}: an Azure Key Vault secret name has no '/'"),
@@ -253,16 +117,11 @@ impl Vaults {
         }
         Ok(())
     }
-
-    /// A set of vaults built directly, for tests and benches.
-    #[doc(hidden)]
-    pub fn from_parts(vaults: Vec<Vault>, cache: CacheSettings) -> Self {
-        Self { vaults: vaults.into_iter().map(|v| (v.name.clone(), Arc::new(v))).collect(), cache }
-    }
 }
 
 impl Vault {
-    /// An `env` vault built directly, for tests and benches.
+    /// An `env` vault built directly, for tests and benches (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     #[doc(hidden)]
     pub fn env_for_tests(name: &str, prefix: &str) -> Self {
         Self {
@@ -272,74 +131,6 @@ impl Vault {
             backend: Backend::Env { prefix: prefix.into() },
             throttle: None,
             calls_per_minute: None,
-        }
-    }
-}
-
-/// Compile helper: a credential field that must be an `env:`/`file:` indirection.
-pub(crate) fn credential(
-    raw: Option<&String>,
-    path: &KeyPath,
-    source: &SourceFile,
-    diags: &mut Diagnostics,
-) -> Option<Credential> {
-    let Some(text) = raw else {
-        diags.error_with_hint(path, "missing credential", "write \"env:VARIABLE\" or \"file:PATH\"");
-        return None;
-    };
-    if let Some(var) = text.strip_prefix("env:") {
-        if var.is_empty() {
-            diags.error(path, "env: needs a variable name");
-            return None;
-        }
-        return Some(Credential::Env(var.to_owned()));
-    }
-    if let Some(file) = text.strip_prefix("file:") {
-        if file.is_empty() {
-            diags.error(path, "file: needs a path");
-            return None;
-        }
-        return Some(Credential::File(source.resolve(file)));
-    }
-    diags.error_with_hint(
-        path,
-        "a literal credential is not allowed in the policy",
-        "write \"env:VARIABLE\" or \"file:PATH\" and keep the value out of the policy file",
-    );
-    None
-}
-
-fn http_client(
-    raw: &RawVault,
-    path: &KeyPath,
-    source: &SourceFile,
-    diags: &mut Diagnostics,
-) -> Option<reqwest::Client> {
-    // No redirects: reqwest keeps custom headers (X-Vault-Token, X-IDENTITY-HEADER) across
-    // hosts, so a redirect must never carry a vault credential elsewhere.
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca) = &raw.ca_file {
-        let file = source.resolve(ca);
-        match std::fs::read(&file).map(|pem| reqwest::Certificate::from_pem_bundle(&pem)) {
-            Ok(Ok(certs)) if !certs.is_empty() => builder = builder.tls_certs_merge(certs),
-            Ok(_) => {
-                diags.error(&path.key("ca_file"), format!("{}: no PEM certificate in the file", file.display()));
-                return None;
-            }
-            Err(e) => {
-                diags.error(&path.key("ca_file"), format!("{}: {e}", file.display()));
-                return None;
-            }
-        }
-    }
-    match builder.build() {
-        Ok(c) => Some(c),
-        Err(e) => {
-            diags.error(path, format!("cannot build the HTTP client: {e}"));
-            None
         }
     }
 }
@@ -372,7 +163,7 @@ fn refuse_foreign_fields(raw: &RawVault, path: &KeyPath, diags: &mut Diagnostics
 
 /// Refuses `auth` fields the chosen method does not read: they would be accepted silently,
 /// literal credentials included, and shown in the admin API's policy view.
-fn refuse_foreign_auth_fields(auth: &super::RawVaultAuth, path: &KeyPath, diags: &mut Diagnostics) {
+fn refuse_foreign_auth_fields(auth: &RawVaultAuth, path: &KeyPath, diags: &mut Diagnostics) {
     use AuthMethod::{AppService, Approle, ClientCertificate, ClientSecret, ManagedIdentity, Token};
     let set: [(&str, bool, &[AuthMethod]); 10] = [
         ("token", auth.token.is_some(), &[Token]),
@@ -397,180 +188,131 @@ fn refuse_foreign_auth_fields(auth: &super::RawVaultAuth, path: &KeyPath, diags:
     }
 }
 
-/// Compiles `[vault.*]`: builds every backend client, checks credentials are indirections
-/// and the `file` vault's permissions, and reports every problem with its key path.
-pub fn compile_vaults(
-    raw: &BTreeMap<String, RawVault>,
+/// Compiles one `[vault.NAME]`: its backend's client (through `backend/`), throttle and
+/// fingerprint, and the rules across its fields (kind, auth method). Every problem is
+/// reported with its key path; `None` when any stops the vault from being built.
+pub(crate) fn compile(
+    name: &str,
+    rv: &RawVault,
     path: &KeyPath,
     source: &SourceFile,
     diags: &mut Diagnostics,
-) -> Vaults {
-    let mut vaults = BTreeMap::new();
-    for (name, rv) in raw {
-        let vpath = path.key(name.as_str());
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-            diags.error_with_hint(&vpath, "invalid vault name", "use letters, digits, '-', '_' and '.'");
-            continue;
-        }
-        refuse_foreign_fields(rv, &vpath, diags);
-        let backend = match rv.kind {
-            VaultKind::File => file::compile(rv, &vpath, source, diags).map(Backend::File),
-            VaultKind::Env => Some(Backend::Env { prefix: rv.prefix.clone().unwrap_or_default() }),
-            VaultKind::Openbao | VaultKind::Hashicorp => http_client(rv, &vpath, source, diags)
-                .and_then(|client| openbao::compile(name, rv, client, &vpath, source, diags))
-                .map(Backend::OpenBao),
-            VaultKind::AzureKeyVault => http_client(rv, &vpath, source, diags)
-                .and_then(|client| akv::compile(name, rv, client, &vpath, source, diags))
-                .map(Backend::Akv),
-        };
-        let default_cpm = (rv.kind == VaultKind::AzureKeyVault).then_some(2000);
-        let calls_per_minute = rv.calls_per_minute.or(default_cpm);
-        let throttle = match calls_per_minute {
-            None => None,
-            Some(n) => match NonZeroU32::new(n) {
-                Some(n) => Some(RateLimiter::direct(Quota::per_minute(n))),
-                None => {
-                    diags.error(&vpath.key("calls_per_minute"), "must be at least 1");
-                    None
-                }
-            },
-        };
-        if let Some(auth) = &rv.auth {
-            refuse_foreign_auth_fields(auth, &vpath.key("auth"), diags);
-            let ok = match rv.kind {
-                VaultKind::Openbao | VaultKind::Hashicorp => {
-                    matches!(auth.method, AuthMethod::Token | AuthMethod::Approle)
-                }
-                VaultKind::AzureKeyVault => !matches!(auth.method, AuthMethod::Token | AuthMethod::Approle),
-                VaultKind::File | VaultKind::Env => true,
-            };
-            if !ok {
-                diags.error(
-                    &vpath.key("auth").key("method"),
-                    format!("method not supported by kind = \"{}\"", rv.kind.as_str()),
-                );
-            }
-        }
-        if let Some(backend) = backend {
-            let fingerprint = hex::encode(&Sha256::digest(format!("{name}\u{0}{rv:?}").as_bytes())[..8]);
-            vaults.insert(
-                name.clone(),
-                Arc::new(Vault { name: name.clone(), kind: rv.kind, fingerprint, backend, throttle, calls_per_minute }),
-            );
-        }
+) -> Option<Vault> {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        diags.error_with_hint(path, "invalid vault name", "use letters, digits, '-', '_' and '.'");
+        return None;
     }
-    Vaults { vaults, cache: CacheSettings::default() }
-}
-
-/// Reads a required string field of a vault, reporting it when missing.
-pub(crate) fn required<'a>(value: Option<&'a String>, path: &KeyPath, diags: &mut Diagnostics) -> Option<&'a str> {
-    match value {
-        Some(v) if !v.is_empty() => Some(v),
-        _ => {
-            diags.error(path, "required for this kind of vault");
-            None
-        }
-    }
-}
-
-/// Parses a base URL field (no trailing slash kept).
-pub(crate) fn base_url(value: &str, path: &KeyPath, diags: &mut Diagnostics) -> Option<String> {
-    // The value is never echoed: a URL may carry credentials.
-    match url::Url::parse(value) {
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            diags.error_with_hint(
-                path,
-                "carries credentials in the URL",
-                "give vault credentials through auth = { ... } with env: or file: references",
-            );
-            None
-        }
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Some(value.trim_end_matches('/').to_owned())
-        }
-        _ => {
-            diags.error_with_hint(path, "is not an http(s) URL", "for example \"https://127.0.0.1:8200\"");
-            None
-        }
-    }
-}
-
-/// A transport failure, described without request headers (reqwest never prints them).
-pub(crate) fn transport_error(reference: &SecretRef, e: &reqwest::Error) -> SecretError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
+    refuse_foreign_fields(rv, path, diags);
+    let backend = match rv.kind {
+        VaultKind::File => file::compile(rv, path, source, diags).map(Backend::File),
+        VaultKind::Env => Some(Backend::Env { prefix: rv.prefix.clone().unwrap_or_default() }),
+        VaultKind::Openbao | VaultKind::Hashicorp => http_client(rv, path, source, diags)
+            .and_then(|client| openbao::compile(name, rv, client, path, source, diags))
+            .map(Backend::OpenBao),
+        VaultKind::AzureKeyVault => http_client(rv, path, source, diags)
+            .and_then(|client| akv::compile(name, rv, client, path, source, diags))
+            .map(Backend::Akv),
     };
-    let url =
-        e.url().map(|u| format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path())).unwrap_or_default();
-    SecretError::Transport { reference: reference.to_string(), detail: format!("{what} {url}") }
+    let default_cpm = (rv.kind == VaultKind::AzureKeyVault).then_some(2000);
+    let calls_per_minute = rv.calls_per_minute.or(default_cpm);
+    let throttle = match calls_per_minute {
+        None => None,
+        Some(n) => match NonZeroU32::new(n) {
+            Some(n) => Some(RateLimiter::direct(Quota::per_minute(n))),
+            None => {
+                diags.error(&path.key("calls_per_minute"), "must be at least 1");
+                None
+            }
+        },
+    };
+    if let Some(auth) = &rv.auth {
+        refuse_foreign_auth_fields(auth, &path.key("auth"), diags);
+        let ok = match rv.kind {
+            VaultKind::Openbao | VaultKind::Hashicorp => {
+                matches!(auth.method, AuthMethod::Token | AuthMethod::Approle)
+            }
+            VaultKind::AzureKeyVault => !matches!(auth.method, AuthMethod::Token | AuthMethod::Approle),
+            VaultKind::File | VaultKind::Env => true,
+        };
+        if !ok {
+            diags.error(
+                &path.key("auth").key("method"),
+                format!("method not supported by kind = \"{}\"", rv.kind.as_str()),
+            );
+        }
+    }
+    let fingerprint = hex::encode(&Sha256::digest(format!("{name}\u{0}{rv:?}").as_bytes())[..8]);
+    Some(Vault { name: name.to_owned(), kind: rv.kind, fingerprint, backend: backend?, throttle, calls_per_minute })
 }
+
+#[cfg(test)]
+pub(crate) use test_backend::TestBackend;
 
 /// A counting, switchable backend for unit tests.
 #[cfg(test)]
-pub(crate) struct TestBackend {
-    pub(crate) calls: std::sync::atomic::AtomicUsize,
-    value: std::sync::Mutex<String>,
-    failing: std::sync::atomic::AtomicBool,
-    delay: Duration,
-}
+mod test_backend {
+    use super::{Backend, Vault};
+    use crate::secrets::backend::VaultKind;
+    use crate::secrets::error::SecretError;
+    use crate::secrets::reference::SecretRef;
+    use crate::secrets::store::{CacheSettings, Vaults};
+    use crate::secrets::value::SecretValue;
+    use std::sync::Arc;
 
-#[cfg(test)]
-impl TestBackend {
-    pub(crate) fn vaults(name: &str, cache: CacheSettings, delay: Duration) -> (Arc<Vaults>, Arc<Self>) {
-        let backend = Arc::new(Self {
-            calls: Default::default(),
-            value: std::sync::Mutex::new("v1".into()),
-            failing: Default::default(),
-            delay,
-        });
-        let vault = Vault {
-            name: name.into(),
-            kind: VaultKind::Openbao,
-            fingerprint: "test".into(),
-            backend: Backend::Test(backend.clone()),
-            throttle: None,
-            calls_per_minute: None,
-        };
-        (Arc::new(Vaults::from_parts(vec![vault], cache)), backend)
+    pub(crate) struct TestBackend {
+        pub(crate) calls: std::sync::atomic::AtomicUsize,
+        value: std::sync::Mutex<String>,
+        failing: std::sync::atomic::AtomicBool,
+        delay: std::time::Duration,
     }
 
-    pub(crate) fn set(&self, value: &str) {
-        *self.value.lock().unwrap() = value.into();
-    }
-
-    pub(crate) fn fail(&self, failing: bool) {
-        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(self.delay).await;
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SecretError::Sealed { reference: reference.to_string() });
+    impl TestBackend {
+        pub(crate) fn vaults(name: &str, cache: CacheSettings, delay: std::time::Duration) -> (Arc<Vaults>, Arc<Self>) {
+            let backend = Arc::new(Self {
+                calls: Default::default(),
+                value: std::sync::Mutex::new("v1".into()),
+                failing: Default::default(),
+                delay,
+            });
+            let vault = Vault {
+                name: name.into(),
+                kind: VaultKind::Openbao,
+                fingerprint: "test".into(),
+                backend: Backend::Test(backend.clone()),
+                throttle: None,
+                calls_per_minute: None,
+            };
+            (Arc::new(Vaults::from_parts(vec![vault], cache)), backend)
         }
-        let value = self.value.lock().unwrap().clone();
-        Ok(SecretValue::new(match &reference.field {
-            Some(f) => format!("{value}-{f}"),
-            None => value,
-        }))
+
+        pub(crate) fn set(&self, value: &str) {
+            *self.value.lock().unwrap() = value.into();
+        }
+
+        pub(crate) fn fail(&self, failing: bool) {
+            self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        pub(super) async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(SecretError::Sealed { reference: reference.to_string() });
+            }
+            let value = self.value.lock().unwrap().clone();
+            Ok(SecretValue::new(match &reference.field {
+                Some(f) => format!("{value}-{f}"),
+                None => value,
+            }))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base_urls_with_credentials_are_refused_without_echoing_them() {
-        let mut diags = Diagnostics::default();
-        assert!(base_url("https://user:hunter2@vault.internal", &KeyPath::root().key("address"), &mut diags).is_none());
-        let text = format!("{:?}", diags.into_vec());
-        assert!(text.contains("credentials") && !text.contains("hunter2"), "{text}");
-    }
+    use crate::secrets::store::{Vaults, compile_vaults};
+    use std::collections::BTreeMap;
 
     fn compile(text: &str) -> (Vaults, Vec<(String, String, Option<String>)>) {
         let raw: BTreeMap<String, RawVault> = toml::from_str(text).unwrap();
@@ -670,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn env_vault_maps_paths_to_variables() {
-        assert_eq!(env_var_name("APP_", "flows/invoice-key.v2"), "APP_FLOWS_INVOICE_KEY_V2");
+        assert_eq!(env::env_var_name("APP_", "flows/invoice-key.v2"), "APP_FLOWS_INVOICE_KEY_V2");
         let (vaults, _) = compile("[e]\nkind = \"env\"\nprefix = \"CARGO_PKG_\"");
         let vault = vaults.get("e").unwrap();
         let v = vault.fetch(&SecretRef::parse("secret://e/name").unwrap()).await.unwrap();

@@ -13,39 +13,14 @@
 //! flowgate reads `role_id` and `secret_id` through `env:`/`file:` and logs in again shortly
 //! before the token's lease ends (or when a read answers 403 with a cached token).
 
-use super::RawVault;
-use super::error::SecretError;
-use super::file::zeroize_tree;
-use super::reference::SecretRef;
-use super::value::SecretValue;
-use super::vault::{Credential, base_url, credential, required};
-use super::{AuthMethod, RawVaultAuth};
 use crate::config::{Diagnostics, KeyPath, SourceFile};
+use crate::secrets::backend::{
+    AuthMethod, CachedToken, Credential, RawVault, RawVaultAuth, base_url, credential, required, transport_error,
+};
+use crate::secrets::error::SecretError;
+use crate::secrets::reference::SecretRef;
+use crate::secrets::value::{SecretValue, sensitive_header, zeroize_tree};
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// A vault token (or Entra access token) and when to renew it.
-pub(crate) struct CachedToken {
-    pub(crate) token: SecretValue,
-    pub(crate) renew_at: Instant,
-}
-
-impl CachedToken {
-    /// Renews at 80 % of the lifetime, and at least a minute before it ends when it can.
-    /// The lifetime comes from the server, so it is capped at a year (no `Instant` overflow).
-    pub(crate) fn new(token: SecretValue, lifetime: Option<Duration>) -> Self {
-        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        let now = Instant::now();
-        let l = lifetime.unwrap_or(YEAR).min(YEAR);
-        let margin = (l / 5).max(Duration::from_secs(60).min(l / 2));
-        let renew_at = now + l.saturating_sub(margin);
-        Self { token, renew_at }
-    }
-
-    pub(crate) fn fresh(&self) -> Option<SecretValue> {
-        (Instant::now() < self.renew_at).then(|| self.token.clone())
-    }
-}
 
 enum BaoAuth {
     Token(Credential),
@@ -98,7 +73,7 @@ pub(crate) fn compile(
                 _ => None,
             }
         }
-        Some(_) => None, // reported by compile_vaults
+        Some(_) => None, // reported by the dispatcher (vault.rs)
     };
     Some(OpenBao {
         vault: name.to_owned(),
@@ -113,7 +88,7 @@ pub(crate) fn compile(
 
 impl OpenBao {
     fn transport(&self, reference: &SecretRef, e: &reqwest::Error) -> SecretError {
-        super::vault::transport_error(reference, e)
+        transport_error(reference, e)
     }
 
     async fn token(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
@@ -167,7 +142,7 @@ impl OpenBao {
                 url.push_str("?version=");
                 url.push_str(v);
             }
-            let header = super::value::sensitive_header(token.expose_secret()).ok_or_else(|| SecretError::Login {
+            let header = sensitive_header(token.expose_secret()).ok_or_else(|| SecretError::Login {
                 vault: self.vault.clone(),
                 problem: "token is not a valid header value".into(),
             })?;

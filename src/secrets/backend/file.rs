@@ -1,33 +1,17 @@
 //! The `file` backend: a local TOML or JSON secrets file for development and the demo.
 //! Refused when group- or world-readable, at compile time and at every read.
 
-use super::RawVault;
-use super::error::SecretError;
-use super::reference::SecretRef;
-use super::value::SecretValue;
-use super::vault::required;
 use crate::config::{Diagnostics, KeyPath, SourceFile};
+use crate::secrets::backend::{RawVault, check_permissions, required, select};
+use crate::secrets::error::SecretError;
+use crate::secrets::reference::SecretRef;
+use crate::secrets::value::{SecretValue, zeroize_tree};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// A compiled `file` vault.
 pub(crate) struct FileBackend {
     path: PathBuf,
-}
-
-/// Refuses a file whose mode grants anything to group or others.
-pub(crate) fn check_permissions(path: &Path) -> Result<(), SecretError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(SecretError::FilePermissions { path: path.display().to_string(), mode });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Parses the file into a JSON value tree (TOML when the name ends in `.toml`).
@@ -68,25 +52,6 @@ pub(crate) fn compile(
     Some(FileBackend { path: file })
 }
 
-/// Walks `path` segments and then the field through nested tables.
-pub(crate) fn select(
-    mut node: &serde_json::Value,
-    reference: &SecretRef,
-    segments: impl Iterator<Item = String>,
-) -> Result<SecretValue, SecretError> {
-    for seg in segments {
-        node = node.get(&seg).ok_or_else(|| SecretError::NotFound { reference: reference.to_string() })?;
-    }
-    match node {
-        serde_json::Value::String(s) => Ok(SecretValue::new(s.clone())),
-        serde_json::Value::Number(n) => Ok(SecretValue::new(n.to_string())),
-        _ => Err(SecretError::Field {
-            reference: reference.to_string(),
-            problem: "the selected entry is a table, not a string; add #field".into(),
-        }),
-    }
-}
-
 impl FileBackend {
     pub(crate) fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
         check_permissions(&self.path)?;
@@ -101,19 +66,6 @@ impl FileBackend {
         zeroize_tree(&mut tree);
         value
     }
-}
-
-/// Best effort: overwrite every string of the parsed tree before it is freed.
-pub(crate) fn zeroize_tree(tree: &mut serde_json::Value) {
-    fn walk(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
-            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
-            serde_json::Value::Object(o) => o.values_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    walk(tree);
 }
 
 #[cfg(test)]

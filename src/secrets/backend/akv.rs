@@ -11,15 +11,14 @@
 //! 429 answers are retried after `Retry-After` when present, else after a jittered
 //! exponential delay, within the cache's `fetch_timeout`.
 
-use super::RawVault;
-use super::error::SecretError;
-use super::file::zeroize_tree;
-use super::openbao::CachedToken;
-use super::reference::SecretRef;
-use super::value::SecretValue;
-use super::vault::{Credential, base_url, credential, required, transport_error};
-use super::{AuthMethod, RawVaultAuth};
 use crate::config::{Diagnostics, KeyPath, SourceFile};
+use crate::secrets::backend::{
+    AuthMethod, CachedToken, Credential, RawVault, RawVaultAuth, base_url, credential, required, select,
+    transport_error,
+};
+use crate::secrets::error::SecretError;
+use crate::secrets::reference::SecretRef;
+use crate::secrets::value::{SecretValue, sensitive_header, zeroize_tree};
 use base64::Engine;
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
@@ -108,7 +107,7 @@ pub(crate) fn compile(
             );
             Some(AkvAuth::AppService { endpoint: endpoint?, header: header?, client_id: a.client_id.clone() })
         }
-        Some(_) => None, // reported by compile_vaults
+        Some(_) => None, // reported by the dispatcher (vault.rs)
     };
     Some(Akv {
         vault: name.to_owned(),
@@ -240,7 +239,7 @@ impl Akv {
                 if let Some(id) = client_id {
                     query.push(("client_id", id));
                 }
-                let value = super::value::sensitive_header(header.expose_secret())
+                let value = sensitive_header(header.expose_secret())
                     .ok_or_else(|| self.login_error("identity header is not a valid header value"))?;
                 self.client.get(endpoint.expose_secret()).query(&query).header("X-IDENTITY-HEADER", value)
             }
@@ -292,7 +291,7 @@ impl Akv {
         let mut attempt = 0;
         loop {
             let token = self.token(reference).await?;
-            let bearer = super::value::sensitive_header(&format!("Bearer {}", token.expose_secret()))
+            let bearer = sensitive_header(&format!("Bearer {}", token.expose_secret()))
                 .ok_or_else(|| self.login_error("access token is not a valid header value"))?;
             let resp = self
                 .client
@@ -375,7 +374,7 @@ impl Akv {
                     reference: r(),
                     problem: "#field needs a secret whose value is a JSON object".into(),
                 })?;
-                let selected = super::file::select(&inner, reference, std::iter::once(field.clone()));
+                let selected = select(&inner, reference, std::iter::once(field.clone()));
                 zeroize_tree(&mut inner);
                 selected
             }
