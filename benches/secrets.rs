@@ -21,10 +21,10 @@ fn benches(c: &mut Criterion) {
     runtime.block_on(store.lookup(&reference, &vaults)).expect("HOME must be set for this bench");
 
     c.bench_function("secrets/cached_lookup", |b| {
-        b.to_async(&runtime).iter(|| async { black_box(store.lookup(&reference, &vaults).await.expect("lookup")) })
+        b.to_async(&runtime).iter(|| async { black_box(store.lookup(&reference, &vaults).await.expect("lookup")) });
     });
     c.bench_function("secrets/render_template_cached", |b| {
-        b.to_async(&runtime).iter(|| async { black_box(template.render(&store, &vaults).await.expect("render")) })
+        b.to_async(&runtime).iter(|| async { black_box(template.render(&store, &vaults).await.expect("render")) });
     });
 
     let scrubber =
@@ -33,13 +33,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("secrets/scrub_16KiB_body", |b| {
         b.to_async(&runtime).iter(|| async {
             black_box(scrubber.wrap(Full::new(body.clone())).collect().await.expect("collect").to_bytes())
-        })
+        });
     });
 
     // Cost per MiB, in 16 KiB frames as a streamed upstream body arrives.
     const MIB: usize = 1024 * 1024;
     let plain = Bytes::from(r#"{"id":12345,"name":"an ordinary echo","tags":["x","y"]},"#.repeat(MIB / 56 + 1));
-    let escaped = Bytes::from(r#"a%20b\n&amp;c%2F"#.repeat(MIB / 17 + 1));
+    let escaped = Bytes::from(r"a%20b\n&amp;c%2F".repeat(MIB / 17 + 1));
     let gzip = runtime.block_on(async {
         use tokio::io::AsyncReadExt;
         let mut out = Vec::new();
@@ -59,7 +59,7 @@ fn benches(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {
                 black_box(scrubber.wrap(streamed(chunks.clone())).collect().await.expect("collect").to_bytes().len())
-            })
+            });
         });
     }
     let chunks = frames(&gzip);
@@ -69,7 +69,7 @@ fn benches(c: &mut Criterion) {
             let coding = [flowgate::proxy::coding::Coding::Gzip];
             let decoded = flowgate::proxy::coding::decode(streamed(chunks.clone()), &coding, &mut headers);
             black_box(scrubber.wrap(decoded).collect().await.expect("collect").to_bytes().len())
-        })
+        });
     });
     group.finish();
 }

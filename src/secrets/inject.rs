@@ -82,7 +82,7 @@ const CREDENTIAL_WORDS: &[&str] = &[
 /// `x-functions-key`, `sig`, `client_secret`, `code`...).
 pub fn is_credential_like(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    let squashed: String = lower.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let squashed: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
     ["authorization", "apikey", "token", "secret", "password", "passwd", "signature", "credential"]
         .iter()
         .any(|w| squashed.contains(w))
@@ -484,7 +484,7 @@ impl Rendered {
             return Err(fail("body larger than json_max_bytes"));
         }
         let mut root: serde_json::Value = if body.is_empty() {
-            serde_json::Value::Object(Default::default())
+            serde_json::Value::Object(serde_json::Map::default())
         } else {
             serde_json::from_slice(&body).map_err(|_| fail("body is not JSON"))?
         };
@@ -517,7 +517,7 @@ fn set_pointer(root: &mut serde_json::Value, tokens: &[String], value: &SecretVa
     let mut node = root;
     for token in parents {
         let Some(map) = node.as_object_mut() else { return false };
-        node = map.entry(token.clone()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+        node = map.entry(token.clone()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::default()));
     }
     match node.as_object_mut() {
         Some(map) => {

@@ -35,7 +35,7 @@ pub struct Scrubber {
 
 impl std::fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scrubber").field("values", &self.patterns.len()).finish()
+        f.debug_struct("Scrubber").field("values", &self.patterns.len()).finish_non_exhaustive()
     }
 }
 
@@ -248,6 +248,7 @@ fn decode_unit(input: &[u8]) -> Unit {
             None if input[1..].iter().all(u8::is_ascii_hexdigit) => Unit::Incomplete,
             Some(digits) if digits.iter().all(u8::is_ascii_hexdigit) => match hex_value(digits) {
                 // A single byte: it may be one byte of a multi-byte character.
+                #[expect(clippy::cast_possible_truncation, reason = "two hex digits are at most 0xFF")]
                 Some(byte) => Unit::Decoded { consumed: 3, bytes: [byte as u8, 0, 0, 0], len: 1 },
                 None => Unit::Raw,
             },
@@ -284,9 +285,8 @@ fn decode_json_escape(input: &[u8]) -> Unit {
         }
     };
     let first = match unit(2) {
-        None => return Unit::Raw,
+        None | Some(Some(u32::MAX | 0xDC00..=0xDFFF)) => return Unit::Raw,
         Some(None) => return Unit::Incomplete,
-        Some(Some(u32::MAX)) | Some(Some(0xDC00..=0xDFFF)) => return Unit::Raw,
         Some(Some(code)) => code,
     };
     if !(0xD800..=0xDBFF).contains(&first) {
@@ -450,7 +450,7 @@ mod tests {
             "a%2bb%2fc%20d%26%c3%a9%22x",
             "a%2Bb/c%20d&%C3%A9\"x",
             r#"a+b\/c d&\u00e9\"x"#,
-            r#"a+b/c d\u0026\u00E9\u0022x"#,
+            r"a+b/c d\u0026\u00E9\u0022x",
             "a+b/c d&amp;&#233;&quot;x",
             "a&#43;b&#x2F;c d&amp;é&#34;x",
         ] {

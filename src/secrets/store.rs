@@ -106,6 +106,7 @@ impl Vaults {
     }
 
     /// Sets the cache settings (from [`compile_cache`]).
+    #[must_use]
     pub fn with_cache(mut self, cache: CacheSettings) -> Self {
         self.cache = cache;
         self

@@ -88,7 +88,7 @@ impl Vault {
     }
 
     /// Compile-time check that a reference suits this vault's kind: an Azure Key Vault name
-    /// has no `/`, an OpenBao version is a number, `file` and `env` have no versions.
+    /// has no `/`, an `OpenBao` version is a number, `file` and `env` have no versions.
     /// Returns `(message, hint)` on failure.
     pub(crate) fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
         let vault = self;
@@ -217,13 +217,14 @@ pub(crate) fn compile(
     let calls_per_minute = rv.calls_per_minute.or(default_cpm);
     let throttle = match calls_per_minute {
         None => None,
-        Some(n) => match NonZeroU32::new(n) {
-            Some(n) => Some(RateLimiter::direct(Quota::per_minute(n))),
-            None => {
+        Some(n) => {
+            if let Some(n) = NonZeroU32::new(n) {
+                Some(RateLimiter::direct(Quota::per_minute(n)))
+            } else {
                 diags.error(&path.key("calls_per_minute"), "must be at least 1");
                 None
             }
-        },
+        }
     };
     if let Some(auth) = &rv.auth {
         refuse_foreign_auth_fields(auth, &path.key("auth"), diags);
@@ -269,9 +270,9 @@ mod test_backend {
     impl TestBackend {
         pub(crate) fn vaults(name: &str, cache: CacheSettings, delay: std::time::Duration) -> (Arc<Vaults>, Arc<Self>) {
             let backend = Arc::new(Self {
-                calls: Default::default(),
+                calls: std::sync::atomic::AtomicUsize::default(),
                 value: std::sync::Mutex::new("v1".into()),
-                failing: Default::default(),
+                failing: std::sync::atomic::AtomicBool::default(),
                 delay,
             });
             let vault = Vault {

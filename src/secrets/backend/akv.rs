@@ -322,7 +322,7 @@ impl Akv {
                         return Err(SecretError::Throttled { reference: r() });
                     }
                     let delay = retry_delay(attempt - 1, resp.headers().get(http::header::RETRY_AFTER), rand::random());
-                    tracing::info!(vault = %self.vault, reference = %reference, delay_ms = delay.as_millis() as u64, "vault throttled (429); backing off");
+                    tracing::info!(vault = %self.vault, reference = %reference, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "vault throttled (429); backing off");
                     tokio::time::sleep(delay).await;
                     continue;
                 }
@@ -342,7 +342,7 @@ impl Akv {
             }
             let mut json: serde_json::Value =
                 resp.json().await.map_err(|_| SecretError::Malformed { reference: r(), what: "not JSON".into() })?;
-            let result = self.judge(reference, &json);
+            let result = Self::judge(reference, &json);
             zeroize_tree(&mut json);
             return result;
         }
@@ -350,7 +350,7 @@ impl Akv {
 
     /// Checks `attributes` (enabled, nbf, exp) and extracts the value (or a `#field` of a
     /// JSON value).
-    fn judge(&self, reference: &SecretRef, json: &serde_json::Value) -> Result<SecretValue, SecretError> {
+    fn judge(reference: &SecretRef, json: &serde_json::Value) -> Result<SecretValue, SecretError> {
         let r = || reference.to_string();
         let attributes = json.get("attributes");
         if attributes.and_then(|a| a.get("enabled")).and_then(serde_json::Value::as_bool) == Some(false) {
@@ -394,7 +394,7 @@ mod tests {
         // No Retry-After: between half and all of 0.5 s × 2^attempt.
         assert_eq!(retry_delay(0, None, 0.0), Duration::from_millis(250));
         assert_eq!(retry_delay(0, None, 1.0), Duration::from_millis(500));
-        assert_eq!(retry_delay(2, None, 1.0), Duration::from_millis(2000));
+        assert_eq!(retry_delay(2, None, 1.0), Duration::from_secs(2));
         assert!(retry_delay(3, None, 0.5) > retry_delay(2, None, 0.5));
         assert!(retry_delay(30, None, 1.0) <= Duration::from_secs(30));
         let bad = HeaderValue::from_static("soon");
