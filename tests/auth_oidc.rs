@@ -1,6 +1,6 @@
 //! Against a real OIDC provider from npm (oauth2-mock-server, `scripts/oidc/`), started by
 //! the test on loopback: discovery, JWKS, client-credentials tokens with custom claims,
-//! key rotation while the key stores run, and the `IdP` down at start and during operation.
+//! key rotation while the key stores run, and the IdP down at start and during operation.
 
 #[path = "auth_fixtures.rs"]
 mod fixtures;

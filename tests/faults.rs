@@ -4,7 +4,7 @@
 //! against the table. "Nothing lost": every answered call has a run record with its status.
 //!
 //! Real counterparts: development-issuer keys behind a loopback JWKS endpoint the test can
-//! stop, `OpenBao` (`bao server -dev`), `redis-server`, and the real binary for SIGTERM.
+//! stop, OpenBao (`bao server -dev`), `redis-server`, and the real binary for SIGTERM.
 //! Missing tools fail with the command that installs them (scripts/deps/).
 //!
 //! The rows share one process-wide Prometheus recorder, so they run one at a time
@@ -98,7 +98,7 @@ impl Idp {
         Self { port, issuer: format!("http://127.0.0.1:{port}"), keys: Arc::new(Mutex::new(Vec::new())), task: None }
     }
 
-    /// A development issuer (its own key and `kid`) for this `IdP`'s URL.
+    /// A development issuer (its own key and `kid`) for this IdP's URL.
     fn signer(&self) -> (tempfile::TempDir, DevIssuer) {
         let dir = tempfile::tempdir().unwrap();
         let issuer = DevIssuer::load_or_create(dir.path(), &self.issuer).unwrap();
@@ -155,7 +155,7 @@ impl Idp {
         }
     }
 
-    /// `[identity.test]` trusting this `IdP`, with short refresh timings.
+    /// `[identity.test]` trusting this IdP, with short refresh timings.
     fn identity_toml(signer: &DevIssuer) -> String {
         format!(
             "{}refresh_min = \"1s\"\nrefresh_max = \"1s\"\nunknown_kid_refetch_interval = \"1s\"\nmax_key_age = \"1h\"\n",
@@ -184,8 +184,8 @@ fn mint(signer: &DevIssuer) -> String {
     signer.mint(&MintOptions::default()).unwrap()
 }
 
-/// `IdP` (JWKS endpoint) down: the cached keys keep serving every valid call; a token with
-/// a `kid` the gateway has never seen is 503 (we cannot judge it), not 401; when the `IdP`
+/// IdP (JWKS endpoint) down: the cached keys keep serving every valid call; a token with
+/// a `kid` the gateway has never seen is 503 (we cannot judge it), not 401; when the IdP
 /// returns, that token is accepted without a restart.
 #[tokio::test]
 async fn idp_down_cached_keys_serve_new_kid_is_503_then_recovers() {
@@ -226,7 +226,7 @@ async fn idp_down_cached_keys_serve_new_kid_is_503_then_recovers() {
     gw.shutdown().await;
 }
 
-/// The `IdP` rotates its signing key mid-load the way `IdPs` do: the new key is published
+/// The IdP rotates its signing key mid-load the way `IdPs` do: the new key is published
 /// first, tokens are then signed with it, and the old key is retired. No valid call is
 /// refused across the rotation.
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! OAuth over the whole gateway (real TLS, real HTTP, the dev issuer's discovery and JWKS
 //! on a real socket): RFC 6750 challenges, tenant / principal / role refusals, tokens in
-//! the query string kept out of every record and log, signed URLs, the `IdP` being down, and
+//! the query string kept out of every record and log, signed URLs, the IdP being down, and
 //! forwarded identity headers that a caller cannot forge.
 
 mod common;

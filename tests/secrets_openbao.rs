@@ -1,5 +1,5 @@
-//! Secrets against a real `OpenBao` (`bao server -dev`, started by the test on a free loopback
-//! port): `AppRole` login with a read-only policy, KV v2 read, field and version selection,
+//! Secrets against a real OpenBao (`bao server -dev`, started by the test on a free loopback
+//! port): AppRole login with a read-only policy, KV v2 read, field and version selection,
 //! typed 403/404 errors; rotation while values are read continuously; outage (stale values
 //! served up to `max_stale`, then an error) and recovery.
 //!

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 /// `[vault.NAME]`: one secret store, referenced as `secret://NAME/...`.
 ///
 /// Which fields apply depends on `kind`; a field that does not apply to the kind is an
-/// error. Credentials (tokens, `AppRole` ids, client secrets, certificates) are never
+/// error. Credentials (tokens, AppRole ids, client secrets, certificates) are never
 /// written here: each is an indirection, `"env:VARIABLE"` or `"file:PATH"`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +65,7 @@ pub struct RawVault {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVaultAuth {
-    /// `token` or `approle` (`OpenBao`); `client_secret`, `client_certificate`,
+    /// `token` or `approle` (OpenBao); `client_secret`, `client_certificate`,
     /// `managed_identity` or `app_service` (Azure Key Vault).
     pub method: AuthMethod,
     /// `token`: `"env:VAR"` or `"file:PATH"` holding the vault token.
@@ -98,7 +98,7 @@ pub struct RawVaultAuth {
 pub enum AuthMethod {
     /// OpenBao/Vault: a fixed token.
     Token,
-    /// OpenBao/Vault: `AppRole` login (role id + secret id), token renewed by re-login.
+    /// OpenBao/Vault: AppRole login (role id + secret id), token renewed by re-login.
     Approle,
     /// Entra ID client credentials with a client secret.
     ClientSecret,
@@ -118,9 +118,9 @@ pub enum VaultKind {
     File,
     /// Environment variables: path `flows/token` reads `{prefix}FLOWS_TOKEN`.
     Env,
-    /// `OpenBao` KV v2.
+    /// OpenBao KV v2.
     Openbao,
-    /// `HashiCorp` Vault KV v2 (same API as `OpenBao`).
+    /// `HashiCorp` Vault KV v2 (same API as OpenBao).
     Hashicorp,
     /// Azure Key Vault secrets (REST API 7.5).
     AzureKeyVault,

@@ -115,7 +115,7 @@ pub enum SecretError {
         /// What went wrong.
         problem: String,
     },
-    /// Logging in to the vault (`AppRole`, Entra ID, managed identity) failed.
+    /// Logging in to the vault (AppRole, Entra ID, managed identity) failed.
     #[error("vault {vault}: login failed: {problem}")]
     Login {
         /// The vault name.

@@ -12,7 +12,7 @@ pub struct SecretRef {
     pub path: String,
     /// A field of the secret (`#api_key`): a KV data key or a nested table key.
     pub field: Option<String>,
-    /// A version (`@3` for `OpenBao`, an id string for Azure Key Vault).
+    /// A version (`@3` for OpenBao, an id string for Azure Key Vault).
     pub version: Option<String>,
 }
 

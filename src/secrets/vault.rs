@@ -88,7 +88,7 @@ impl Vault {
     }
 
     /// Compile-time check that a reference suits this vault's kind: an Azure Key Vault name
-    /// has no `/`, an `OpenBao` version is a number, `file` and `env` have no versions.
+    /// has no `/`, an OpenBao version is a number, `file` and `env` have no versions.
     /// Returns `(message, hint)` on failure.
     pub(crate) fn check_ref(&self, reference: &SecretRef) -> Result<(), (String, String)> {
         let vault = self;

@@ -1,5 +1,5 @@
-//! A real `OpenBao` dev server (`bao server -dev`) started by the test on a loopback port,
-//! with helpers to write KV v2 secrets and set up `AppRole` with a read-only policy.
+//! A real OpenBao dev server (`bao server -dev`) started by the test on a loopback port,
+//! with helpers to write KV v2 secrets and set up AppRole with a read-only policy.
 
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The dev server's root token (the test's own; flowgate logs in with `AppRole`).
+/// The dev server's root token (the test's own; flowgate logs in with AppRole).
 pub(crate) const ROOT_TOKEN: &str = "root-flowgate-test";
 
 /// A running `bao server -dev`, killed on drop.
@@ -80,7 +80,7 @@ impl Bao {
         self.call(reqwest::Method::POST, &format!("secret/data/{path}"), Some(json!({ "data": data }))).await;
     }
 
-    /// `AppRole` with the minimal read-only policy on `secret/data/flows/*`; writes `role_id`
+    /// AppRole with the minimal read-only policy on `secret/data/flows/*`; writes `role_id`
     /// and `secret_id` into `dir` (mode 0600) and returns the secret id.
     pub(crate) async fn setup_approle(&self, dir: &Path) -> String {
         let policy = "path \"secret/data/flows/*\" {\n  capabilities = [\"read\"]\n}\n";
@@ -107,7 +107,7 @@ pub(crate) fn write_private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-/// The `[vault.NAME]` table of an `OpenBao` vault logging in with the `AppRole` files that
+/// The `[vault.NAME]` table of an OpenBao vault logging in with the AppRole files that
 /// [`Bao::setup_approle`] wrote next to the policy.
 pub(crate) fn openbao_vault_toml(name: &str, addr: &str) -> String {
     format!(

@@ -1,6 +1,6 @@
-//! The `openbao` / `hashicorp` backend: KV v2 over HTTP with token or `AppRole` auth.
+//! The `openbao` / `hashicorp` backend: KV v2 over HTTP with token or AppRole auth.
 //!
-//! Minimal read-only ACL policy for flowgate's token or `AppRole` (one line per path prefix
+//! Minimal read-only ACL policy for flowgate's token or AppRole (one line per path prefix
 //! that triggers reference; nothing else is needed, not even `list`):
 //!
 //! ```hcl
@@ -9,7 +9,7 @@
 //! }
 //! ```
 //!
-//! `AppRole`: `bao write auth/approle/role/flowgate token_policies=flowgate-read token_ttl=1h`;
+//! AppRole: `bao write auth/approle/role/flowgate token_policies=flowgate-read token_ttl=1h`;
 //! flowgate reads `role_id` and `secret_id` through `env:`/`file:` and logs in again shortly
 //! before the token's lease ends (or when a read answers 403 with a cached token).
 
@@ -27,7 +27,7 @@ enum BaoAuth {
     AppRole { role_id: Credential, secret_id: Credential, mount: String },
 }
 
-/// A compiled `OpenBao` / Vault KV v2 client.
+/// A compiled OpenBao / Vault KV v2 client.
 pub(crate) struct OpenBao {
     vault: String,
     client: reqwest::Client,
