@@ -3,17 +3,19 @@
 //! 1. load the policy snapshot once (a reload never changes the rules under a call);
 //! 2. [`admit`]: every check, cheapest first, each a plain function returning
 //!    `Result<_, Denial>`; success yields a [`Permit`];
-//! 3. [`forward`]: only with a permit; render the upstream request, stream it, stream the
-//!    answer back;
+//! 3. [`forward`] (`proxy/forward.rs`): only with a permit; render the upstream request,
+//!    stream it, stream the answer back;
 //! 4. exactly one access-log line and one run record, written when the response body
 //!    ends (or is dropped), so the byte counts are real.
 
 mod body;
 pub mod coding;
+mod forward;
 mod headers;
 mod permit;
 
 pub use body::{BodyStats, BodyTooSlow, CappedBody, ObservedBody, Pace, PacedBody, Prefixed, StallGuard};
+pub use forward::forward;
 pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
 
@@ -27,7 +29,7 @@ use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
 use crate::secrets::Scrubber;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
@@ -406,265 +408,6 @@ fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {
     Denial::IpForbidden { rule: refusal.to_string() }.into()
 }
 
-/// Sends an admitted call upstream and streams the answer back.
-///
-/// # Errors
-/// 503 when a secret cannot be resolved; 413 when the body crosses the limit; 408 when it
-/// arrives too slowly; 400 when it is malformed or cut short; 502 when the upstream cannot
-/// be reached; 504 when it does not answer in time. The body is taken out of `body` only
-/// when it starts being read, so a refusal before that leaves it to the caller.
-pub async fn forward(
-    gateway: &Gateway,
-    policy: &Policy,
-    connection: &Connection,
-    admitted: Admitted,
-    parts: http::request::Parts,
-    body: &mut Option<hyper::body::Incoming>,
-    call: &mut Call,
-) -> Result<Response<ResponseBody>, Rejection> {
-    let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
-    let host = request_host_of(&parts).map(str::to_owned);
-    if trigger.capture.enabled {
-        call.request_body =
-            Arc::new(BodyStats { tap: Some(body::Tap::new(trigger.capture.max_bytes)), ..BodyStats::default() });
-        call.capture = Some(Capture {
-            trigger: trigger.clone(),
-            request_headers: parts.headers.clone(),
-            response_headers: http::HeaderMap::new(),
-            response_body: Arc::new(body::Tap::new(trigger.capture.max_bytes)),
-            secrets: Vec::new(),
-        });
-    }
-
-    // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
-    let started = SystemTime::now();
-    let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
-    call.steps.done(crate::trace::Step::Secrets, started);
-    let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
-    if let Some(capture) = &mut call.capture {
-        capture.secrets = rendered.secret_values().to_vec();
-    }
-
-    // The upstream URL: its own path and query win; the caller's signature parameters and
-    // parameters of injected names are dropped, then injected parameters are appended.
-    let injected_query: Vec<(&str, &str)> =
-        rendered.query().iter().map(|(name, value)| (name.as_str(), value.expose_secret())).collect();
-    // A webhook URL whose path carries its credential takes that path from the vault.
-    let vault_path = rendered.upstream_path().map(crate::secrets::SecretValue::expose_secret);
-    let uri = trigger
-        .upstream
-        .uri_for_path(vault_path, &rest, parts.uri.query(), &trigger.reserved_query, &injected_query)
-        .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") })?;
-
-    let mut headers = parts.headers;
-    headers::upstream_request_headers(
-        &mut headers,
-        trigger.access.forward_authorization,
-        &headers::ForwardedFor {
-            client,
-            proto: if connection.tls { "https" } else { "http" },
-            host: host.as_deref(),
-            request_id: &call.record.id,
-        },
-    );
-    // The upstream continues the call's trace, with flowgate's span as its parent; the
-    // caller's own `traceparent`/`tracestate` never pass unchecked.
-    call.trace.apply(&mut headers);
-    // A caller cannot pre-set an injected header.
-    for name in &trigger.injected_names.headers {
-        headers.remove(name);
-    }
-    if trigger.access.forward_identity {
-        for (name, value) in crate::auth::identity_headers(&caller) {
-            headers.insert(name, value);
-        }
-    }
-    rendered.apply_headers(&mut headers);
-    let scrubber = rendered.scrubber();
-    let scrub_body = trigger.scrub_responses && !scrubber.is_empty();
-    if scrub_body {
-        // The scrubber reads the body as sent: no compression, no byte ranges.
-        coding::ask_for_scrubbable(&mut headers);
-    }
-
-    let request_stats = call.request_body.clone();
-    let Some(body) = body.take() else {
-        return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
-    };
-    // Every request body is held to the read pace: a trickling caller cannot hold a call
-    // (and the upstream's connection) open.
-    let pace = Pace { timeout: policy.edge.body_read_timeout, min_rate: policy.edge.body_min_rate };
-    let body = PacedBody::new(body, pace, request_stats.clone());
-    let body = if trigger.injection.has_json() {
-        // JSON field injection needs the whole body: bounded in size and in time.
-        let limit = trigger.max_body_bytes.min(trigger.injection.json_max_bytes() as u64);
-        let capped = CappedBody::new(body, limit, request_stats.clone());
-        let collected = match tokio::time::timeout(trigger.response_timeout, capped.collect()).await {
-            Err(_elapsed) => {
-                return Err(Denial::RequestTimeout {
-                    reason: "the JSON body to inject into arrived too slowly".into(),
-                }
-                .into());
-            }
-            Ok(Err(_)) if request_stats.exceeded.load(Ordering::Relaxed) => {
-                return Err(Denial::BodyTooLarge { limit }.into());
-            }
-            Ok(Err(error)) => return Err(body_denial(&request_stats, &*error)),
-            Ok(Ok(collected)) => collected,
-        };
-        let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
-            crate::secrets::SecretError::JsonBody { .. } => {
-                Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
-            }
-            other => Failure::SecretUnavailable { reason: other.to_string() }.into(),
-        })?;
-        headers.remove(header::CONTENT_LENGTH);
-        full_body(injected)
-    } else {
-        let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
-        // Small bodies are read whole first, so a body that turns out malformed, too slow
-        // or too large never reaches the upstream (it would see a truncated message).
-        match buffer_body(capped, policy.edge.buffer_request_body).await {
-            Buffered::Whole(bytes) => {
-                if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                }
-                full_body(bytes)
-            }
-            Buffered::Streaming(prefix, rest) => Prefixed::new(prefix, rest).boxed_unsync(),
-            Buffered::Failed(_) if request_stats.exceeded.load(Ordering::Relaxed) => {
-                return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
-            }
-            Buffered::Failed(error) => return Err(body_denial(&request_stats, &*error)),
-        }
-    };
-
-    let mut upstream_request = Request::new(body);
-    *upstream_request.method_mut() = parts.method;
-    *upstream_request.uri_mut() = uri;
-    // Upstreams speak HTTP/1.1: an h2 caller's request must be re-versioned, and Host is
-    // set from the upstream URL, never from the caller.
-    *upstream_request.version_mut() = Version::HTTP_11;
-    *upstream_request.headers_mut() = headers;
-    upstream_request.headers_mut().insert(header::HOST, trigger.upstream.host_header.clone());
-
-    let client_pool = trigger.client(&gateway.upstream);
-    let started = SystemTime::now();
-    let sent = tokio::time::timeout(trigger.response_timeout, client_pool.request(upstream_request)).await;
-    call.steps.done(crate::trace::Step::Upstream, started);
-    let response = match sent {
-        Err(_elapsed) => {
-            metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
-            return Err(Failure::UpstreamTimeout {
-                reason: format!(
-                    "no response head from {} within {:?}",
-                    trigger.upstream.display, trigger.response_timeout
-                ),
-            }
-            .into());
-        }
-        Ok(Err(error)) => {
-            if request_stats.exceeded.load(Ordering::Relaxed) {
-                return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
-            }
-            if request_stats.errored.load(Ordering::Relaxed) {
-                // The caller's upload broke off, was malformed or too slow: their side, not
-                // the upstream's. hyper's client closes that upstream connection (never
-                // pooled again), so the upstream sees an incomplete message.
-                return Err(body_denial(&request_stats, &error));
-            }
-            let kind = if error.is_connect() { "connect" } else { "exchange" };
-            metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
-            return Err(Failure::UpstreamUnreachable {
-                reason: format!("{kind} error with {}: {}", trigger.upstream.display, error_chain(&error)),
-            }
-            .into());
-        }
-        Ok(Ok(response)) => response,
-    };
-    call.record.upstream_status = Some(response.status().as_u16());
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
-    // it may repeat what the upstream received: the standard phrase is sent instead.
-    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
-    if let Some(value) = rate_limit_header {
-        parts.headers.insert(HeaderName::from_static("ratelimit"), value);
-    }
-    // Injected values never reach the caller in a response header (a redirect's
-    // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
-    scrubber.scrub_headers(&mut parts.headers);
-    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout).boxed_unsync();
-    let body = if scrub_body {
-        // An upstream that echoes an injected value must not hand it to the caller, even
-        // compressed: the body is decoded first, or refused when it cannot be.
-        let codings = coding::codings(&parts.headers)
-            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("{}: {e}", trigger.upstream.display) })?;
-        let body = coding::decode(body, &codings, &mut parts.headers);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        scrubber.wrap(body).boxed_unsync()
-    } else {
-        body
-    };
-    if let Some(capture) = &mut call.capture {
-        capture.response_headers = parts.headers.clone();
-    }
-    Ok(Response::from_parts(parts, body))
-}
-
-/// A request body after [`buffer_body`].
-enum Buffered<B> {
-    /// Read to its end, within the bound.
-    Whole(Bytes),
-    /// Larger than the bound (or declared so): what was read, and the rest to stream.
-    Streaming(Bytes, B),
-    /// Reading failed (too large, too slow, malformed, cut short).
-    Failed(BoxError),
-}
-
-/// Reads `body` whole when it ends within `bound` bytes; otherwise returns what was read
-/// and the rest, to stream. A body declared longer than `bound` streams from the start.
-async fn buffer_body<B>(mut body: B, bound: u64) -> Buffered<B>
-where
-    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    if body.is_end_stream() {
-        return Buffered::Whole(Bytes::new());
-    }
-    if bound == 0 || body.size_hint().lower() > bound {
-        return Buffered::Streaming(Bytes::new(), body);
-    }
-    let mut read = bytes::BytesMut::new();
-    loop {
-        match body.frame().await {
-            None => return Buffered::Whole(read.freeze()),
-            Some(Err(error)) => return Buffered::Failed(error),
-            Some(Ok(frame)) => {
-                // Trailers of a buffered body are dropped: hyper's HTTP/1.1 client would
-                // not send them upstream either.
-                if let Ok(data) = frame.into_data() {
-                    read.extend_from_slice(&data);
-                }
-            }
-        }
-        if body.is_end_stream() {
-            return Buffered::Whole(read.freeze());
-        }
-        if read.len() as u64 > bound {
-            return Buffered::Streaming(read.freeze(), body);
-        }
-    }
-}
-
-/// The refusal for a request body that could not be read: too slow (408) or malformed,
-/// reset or cut short (400).
-fn body_denial(stats: &BodyStats, error: &(dyn std::error::Error + 'static)) -> Rejection {
-    if stats.timed_out.load(Ordering::Relaxed) {
-        return Denial::RequestTimeout { reason: error_chain(error) }.into();
-    }
-    Denial::BadRequest { reason: format!("the request body could not be read: {}", error_chain(error)) }.into()
-}
-
 /// Wraps the response body so that the access-log line and the run record are written
 /// exactly once, when the body ends or is dropped, with real byte counts.
 fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseBody>) -> Response<ResponseBody> {
@@ -784,18 +527,6 @@ fn method_class(method: &str) -> &'static str {
         "OPTIONS" => "OPTIONS",
         _ => "OTHER",
     }
-}
-
-/// An error and its causes on one line (for private reasons only).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A response body from bytes (for local answers: echo, admin, errors).
