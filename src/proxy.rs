@@ -6,20 +6,22 @@
 //! 3. [`forward`] (`proxy/forward.rs`): only with a permit; render the upstream request,
 //!    stream it, stream the answer back;
 //! 4. exactly one access-log line and one run record, written when the response body
-//!    ends (or is dropped), so the byte counts are real.
+//!    ends (or is dropped), so the byte counts are real, or when the caller goes away
+//!    first: both from `Call::finish` (`proxy/call.rs`).
 
 mod body;
+mod call;
 pub mod coding;
 mod forward;
 mod headers;
 mod permit;
 
 pub use body::{BodyStats, BodyTooSlow, CappedBody, ObservedBody, Pace, PacedBody, Prefixed, StallGuard};
+pub use call::Call;
 pub use forward::forward;
 pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
 
-use crate::audit::RunRecord;
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
 use crate::firewall::client_address;
@@ -27,7 +29,6 @@ use crate::gateway::Gateway;
 use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
-use crate::secrets::Scrubber;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
@@ -35,7 +36,7 @@ use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// The body type of every response flowgate sends.
 pub type ResponseBody = UpstreamBody;
@@ -67,82 +68,6 @@ pub struct Admitted {
     pub permit: Permit,
 }
 
-/// One call in progress: its run record, filled in step by step, and what capture needs.
-pub struct Call {
-    /// The run record, written exactly once when the response ends.
-    pub record: RunRecord,
-    /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
-    pub trace: crate::trace::TraceContext,
-    /// When the expensive steps ran, for exported spans.
-    pub steps: crate::trace::Steps,
-    started: Instant,
-    request_body: Arc<BodyStats>,
-    capture: Option<Capture>,
-    /// Until the response is handed over, dropping the call (the caller went away while
-    /// it was being judged or forwarded) writes its record as `client_closed`.
-    unfinished: Option<Arc<Gateway>>,
-}
-
-/// What a capturing trigger keeps of a call until the response ends.
-struct Capture {
-    trigger: Arc<Trigger>,
-    request_headers: http::HeaderMap,
-    response_headers: http::HeaderMap,
-    response_body: Arc<body::Tap>,
-    /// Injected secret values: redacted wherever they appear in the record.
-    secrets: Vec<crate::secrets::SecretValue>,
-}
-
-impl Call {
-    fn begin<B>(gateway: &Arc<Gateway>, policy: &Policy, connection: &Connection, request: &Request<B>) -> Self {
-        let mut record =
-            RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
-        record.peer_ip = Some(connection.peer.ip());
-        record.policy_version = policy.version.clone();
-        // The caller's trace (or a fresh one) is known before any check, so refused calls
-        // can be found from the caller's trace too.
-        let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
-        record.trace_id = Some(trace.trace_id());
-        Self {
-            record,
-            trace,
-            steps: crate::trace::Steps::default(),
-            started: Instant::now(),
-            request_body: Arc::new(BodyStats::default()),
-            capture: None,
-            unfinished: Some(gateway.clone()),
-        }
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        let Some(gateway) = self.unfinished.take() else { return };
-        // The upstream may already have the request: the run history must still say so.
-        let mut record = std::mem::replace(&mut self.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
-        record.decision = "client_closed".to_owned();
-        record.reason = Some("the caller went away before the response".to_owned());
-        record.status = 499;
-        record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        record.bytes_in = self.request_body.bytes.load(Ordering::Relaxed);
-        tracing::info!(
-            target: "flowgate::access",
-            request_id = %record.id,
-            trace_id = record.trace_id.as_deref().unwrap_or("-"),
-            trigger = record.trigger.as_deref().unwrap_or("-"),
-            method = %record.method,
-            path = %record.path,
-            status = record.status,
-            decision = %record.decision,
-            "call"
-        );
-        if let Some(spans) = &gateway.spans {
-            spans.call_finished(&record, &self.trace, self.steps);
-        }
-        gateway.audit.write(record);
-    }
-}
-
 /// Handles one request from start to end. Never fails: every outcome is a response.
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -169,9 +94,9 @@ pub async fn handle(
     let mut response = match outcome {
         Ok(response) => response,
         Err(rejection) => {
-            call.record.reject(&rejection);
+            call.record().reject(&rejection);
             let mut response =
-                rejection.response(&call.record.id).map(|b| b.map_err(|never| match never {}).boxed_unsync());
+                rejection.response(call.request_id()).map(|b| b.map_err(|never| match never {}).boxed_unsync());
             // A refusal usually comes before the body was read. The caller must still get
             // the status: see `settle_unread_body`.
             let mut unread = Unread { body: body.take(), expects_continue, declared };
@@ -186,10 +111,10 @@ pub async fn handle(
             response
         }
     };
-    if let Ok(id) = HeaderValue::from_str(&call.record.id) {
+    if let Ok(id) = HeaderValue::from_str(call.request_id()) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
-    Ok(record_on_end(gateway, call, response))
+    Ok(call::record_on_end(call, response))
 }
 
 /// Every check a call must pass, cheapest first, so that a flood of bad calls never
@@ -215,8 +140,8 @@ pub async fn admit(
     // Every later rule and the run record use it.
     let address =
         client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header);
-    call.record.client_ip = Some(address.client);
-    call.record.client_ip_note = address.note.clone();
+    call.record().client_ip = Some(address.client);
+    call.record().client_ip_note = address.note.clone();
 
     // Path hygiene before routing: dot segments, empty segments, encoded separators and
     // `;` path parameters would let a prefix route reach an upstream path the policy never
@@ -231,7 +156,7 @@ pub async fn admit(
     // Route: a miss is a bare 404 that says nothing about what exists.
     let found = policy.routes.find(request_host_of(parts), &path, &parts.method)?;
     let trigger = found.trigger.clone();
-    call.record.trigger = Some(trigger.name.clone());
+    call.record().trigger = Some(trigger.name.clone());
 
     // The trigger's own IP rules.
     trigger.ip_rules.check(address.client, address.peer).map_err(ip_denial)?;
@@ -255,14 +180,14 @@ pub async fn admit(
         Err((error, identified)) => {
             // A valid token refused by a rule still names its caller in the run record.
             if let Some(caller) = identified {
-                call.record.identify(&caller);
+                call.record().identify(&caller);
             }
             let rejection = error.into_rejection(trigger.access.realm());
             shield_charge(gateway, address.client, &rejection);
             return Err(rejection);
         }
     };
-    call.record.identify(&caller);
+    call.record().identify(&caller);
 
     // Per-principal pinning needs the caller, so it runs right after authentication.
     if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client) {
@@ -305,7 +230,7 @@ pub async fn admit(
             }
             if decision.shadowed {
                 // Shadow mode admits, but the run history says what would have been refused.
-                call.record.reason = Some(format!("shadow: would be rate limited ({})", which()));
+                call.record().reason = Some(format!("shadow: would be rate limited ({})", which()));
             }
             HeaderValue::from_str(&decision.limit_header(rule)).ok()
         }
@@ -408,100 +333,6 @@ fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {
     Denial::IpForbidden { rule: refusal.to_string() }.into()
 }
 
-/// Wraps the response body so that the access-log line and the run record are written
-/// exactly once, when the body ends or is dropped, with real byte counts.
-fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseBody>) -> Response<ResponseBody> {
-    let mut call = call;
-    call.unfinished = None;
-    let mut record = std::mem::replace(&mut call.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
-    let (started, request_body, capture) = (call.started, call.request_body.clone(), call.capture.take());
-    let (trace, steps) = (call.trace.clone(), call.steps);
-    record.status = response.status().as_u16();
-    metrics::counter!(
-        "flowgate_requests_total",
-        "trigger" => record.trigger.clone().unwrap_or_else(|| "-".to_owned()),
-        "method" => method_class(&record.method),
-        "status" => record.status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!("flowgate_request_duration_seconds").record(started.elapsed().as_secs_f64());
-    let tap = capture.as_ref().map(|c| c.response_body.clone());
-    let (parts, body) = response.into_parts();
-    let observed = ObservedBody::new(
-        body,
-        tap,
-        Box::new(move |bytes_out, completed| {
-            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            record.bytes_in = request_body.bytes.load(Ordering::Relaxed);
-            record.bytes_out = bytes_out;
-            if let Some(capture) = capture {
-                let rules = &capture.trigger.capture;
-                let request_prefix = request_body.tap.as_ref().map(body::Tap::bytes).unwrap_or_default();
-                // Values of dropped request fields are redacted wherever they reappear
-                // (an upstream echoing its input), like injected secrets.
-                let private = crate::audit::private_values(rules, &request_prefix);
-                let hidden: Vec<&[u8]> = private
-                    .iter()
-                    .map(Vec::as_slice)
-                    .chain(capture.secrets.iter().map(|s| s.expose_secret().as_bytes()))
-                    .chain(capture.trigger.upstream.credential_values.iter().map(|v| v.as_bytes()))
-                    .collect();
-                let (response_body, response_len) =
-                    redacted_for_capture(&capture.secrets, capture.response_body.bytes(), bytes_out);
-                record.capture = Some(crate::audit::Captured {
-                    request: Some(crate::audit::capture_request(
-                        rules,
-                        &capture.request_headers,
-                        &request_prefix,
-                        record.bytes_in,
-                        &hidden,
-                    )),
-                    response: Some(crate::audit::capture_response(
-                        rules,
-                        &capture.response_headers,
-                        &response_body,
-                        response_len,
-                        &hidden,
-                    )),
-                });
-            }
-            tracing::info!(
-                target: "flowgate::access",
-                request_id = %record.id,
-                trace_id = record.trace_id.as_deref().unwrap_or("-"),
-                trigger = record.trigger.as_deref().unwrap_or("-"),
-                method = %record.method,
-                path = %record.path,
-                status = record.status,
-                duration_ms = record.latency_ms as u64,
-                bytes_in = record.bytes_in,
-                bytes_out,
-                completed,
-                decision = %record.decision,
-                client = %record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                "call"
-            );
-            if let Some(spans) = &gateway.spans {
-                spans.call_finished(&record, &trace, steps);
-            }
-            gateway.audit.write(record);
-        }),
-    );
-    Response::from_parts(parts, observed.boxed_unsync())
-}
-
-/// The captured response with injected values redacted in every escaped form the
-/// scrubber knows (the caller may have had them unscrubbed), and the length to record.
-fn redacted_for_capture(secrets: &[crate::secrets::SecretValue], tapped: Vec<u8>, sent: u64) -> (Vec<u8>, u64) {
-    if secrets.is_empty() {
-        return (tapped, sent);
-    }
-    let whole = tapped.len() as u64 == sent;
-    let redacted = Scrubber::new(secrets.iter().cloned()).scrub_bytes(&tapped);
-    let len = if whole { redacted.len() as u64 } else { sent };
-    (redacted, len)
-}
-
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.
 pub fn request_host_of(parts: &http::request::Parts) -> Option<&str> {
     parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
@@ -514,19 +345,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 /// A fresh request id: a time-ordered UUID, so ids sort by arrival.
 pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
-}
-
-fn method_class(method: &str) -> &'static str {
-    match method {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
-    }
 }
 
 /// A response body from bytes (for local answers: echo, admin, errors).

@@ -4,7 +4,8 @@
 //! the request sent, upstream errors mapped to a [`Failure`], the response shaped.
 
 use super::body::{self, BodyStats, CappedBody, Pace, PacedBody, Prefixed, StallGuard};
-use super::{Admitted, Call, Capture, Connection, ResponseBody, coding, full_body, headers, request_host_of};
+use super::call::Capture;
+use super::{Admitted, Call, Connection, ResponseBody, coding, full_body, headers, request_host_of};
 use super::{BoxError, strip_hop_by_hop};
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
@@ -53,7 +54,7 @@ pub async fn forward(
         client,
         proto: if connection.tls { "https" } else { "http" },
         host: host.as_deref(),
-        request_id: &call.record.id,
+        request_id: call.request_id(),
     };
     upstream_headers(&mut headers, &trigger, &rendered, &caller, &forwarded_for, &call.trace);
     let scrubber = rendered.scrubber();
@@ -78,7 +79,7 @@ pub async fn forward(
         Ok(Err(error)) => return Err(upstream_failure(&trigger, &request_stats, &error)),
         Ok(Ok(response)) => response,
     };
-    call.record.upstream_status = Some(response.status().as_u16());
+    call.record().upstream_status = Some(response.status().as_u16());
     shape_response(&trigger, response, rate_limit_header, &scrubber, scrub_body, call)
 }
 
