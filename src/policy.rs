@@ -11,11 +11,7 @@ mod upstream;
 
 pub use path::{PathRefusal, normalize as normalize_path};
 pub use routes::{RouteMatch, Routes};
-pub use upstream::{Upstream, UpstreamClient};
-/// Body and error types of the upstream path.
-pub mod upstream_types {
-    pub use super::upstream::{BoxError, UpstreamBody};
-}
+pub use upstream::{Upstream, upstream_tls};
 
 use crate::config::{ConfigError, Diagnostics, KeyPath, PathMatch, RawLimits, RawPolicy, RawTrigger, SourceFile};
 use crate::ratelimit::{LimitSource, RateLimitRule, RawRateLimitSetting};
@@ -566,7 +562,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     if host.as_deref().is_some_and(str::is_empty) {
         diags.error(&path.key("host"), "must not be empty when set");
     }
-    let mut upstream = Upstream::compile(raw, source, limits, path, diags);
+    let mut upstream = Upstream::compile(raw, source, path, diags);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
     let capture = crate::audit::CaptureRules::compile(raw, shared.audit.capture_max_bytes, path, diags);
     let access = crate::auth::compile_access(raw, path, shared.identities, shared.signed_urls, diags);
@@ -621,12 +617,4 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         injection,
         scrub_responses,
     })
-}
-
-/// The shared upstream client for a policy's limits.
-///
-/// # Errors
-/// No usable root certificates.
-pub fn build_client_for(policy: &Policy) -> Result<UpstreamClient, String> {
-    upstream::build_client(&policy.limits, None)
 }

@@ -11,6 +11,7 @@
 
 mod body;
 mod call;
+mod client;
 pub mod coding;
 mod forward;
 mod headers;
@@ -18,6 +19,7 @@ mod permit;
 
 pub use body::{BodyStats, BodyTooSlow, CappedBody, ObservedBody, Pace, PacedBody, Prefixed, StallGuard};
 pub use call::Call;
+pub use client::{BoxError, UpstreamBody, UpstreamClient, UpstreamError, Upstreams, build_client};
 pub use forward::forward;
 pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
@@ -26,7 +28,6 @@ use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
 use crate::firewall::client_address;
 use crate::gateway::Gateway;
-use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
 use bytes::Bytes;
@@ -71,6 +72,7 @@ pub struct Admitted {
 /// Handles one request from start to end. Never fails: every outcome is a response.
 pub async fn handle(
     gateway: Arc<Gateway>,
+    upstreams: &Upstreams,
     connection: Arc<Connection>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
@@ -87,7 +89,7 @@ pub async fn handle(
     let mut body = Some(body);
 
     let outcome = match admit(&gateway, &policy, &connection, &parts, &mut call).await {
-        Ok(admitted) => forward(&gateway, &policy, &connection, admitted, parts, &mut body, &mut call).await,
+        Ok(admitted) => forward(&gateway, upstreams, &policy, &connection, admitted, parts, &mut body, &mut call).await,
         Err(rejection) => Err(rejection),
     };
 

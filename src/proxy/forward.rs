@@ -6,7 +6,7 @@
 use super::body::{self, BodyStats, CappedBody, Pace, PacedBody, Prefixed, StallGuard};
 use super::call::Capture;
 use super::{Admitted, Call, Connection, ResponseBody, coding, full_body, headers, request_host_of};
-use super::{BoxError, strip_hop_by_hop};
+use super::{BoxError, UpstreamError, Upstreams, strip_hop_by_hop};
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
 use crate::gateway::Gateway;
@@ -26,9 +26,11 @@ use std::time::SystemTime;
 /// arrives too slowly; 400 when it is malformed or cut short; 502 when the upstream cannot
 /// be reached; 504 when it does not answer in time. The body is taken out of `body` only
 /// when it starts being read, so a refusal before that leaves it to the caller.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     gateway: &Gateway,
-    policy: &Policy,
+    upstreams: &Upstreams,
+    policy: &Arc<Policy>,
     connection: &Connection,
     admitted: Admitted,
     parts: http::request::Parts,
@@ -72,7 +74,7 @@ pub async fn forward(
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 
     let started = SystemTime::now();
-    let sent = tokio::time::timeout(trigger.response_timeout, trigger.client(&gateway.upstream).request(request)).await;
+    let sent = tokio::time::timeout(trigger.response_timeout, upstreams.send(policy, &trigger, request)).await;
     call.steps.done(crate::trace::Step::Upstream, started);
     let response = match sent {
         Err(_elapsed) => return Err(upstream_timeout(&trigger)),
@@ -230,11 +232,7 @@ fn upstream_timeout(trigger: &Trigger) -> Rejection {
 
 /// A failed exchange, by who is at fault: the caller's body (413/408/400), else the
 /// upstream (502).
-fn upstream_failure(
-    trigger: &Trigger,
-    request_stats: &BodyStats,
-    error: &hyper_util::client::legacy::Error,
-) -> Rejection {
+fn upstream_failure(trigger: &Trigger, request_stats: &BodyStats, error: &UpstreamError) -> Rejection {
     if request_stats.exceeded.load(Ordering::Relaxed) {
         return Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into();
     }
