@@ -39,6 +39,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+/// What [`handle`] accepts as a request body: hyper's `Incoming` from the server, or an
+/// in-memory body in tests. Generic (monomorphised), so the server's path costs nothing.
+pub trait RequestBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B> RequestBody for B where B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
 /// The body type of every response flowgate sends.
 pub type ResponseBody = UpstreamBody;
 
@@ -70,11 +76,11 @@ pub struct Admitted {
 }
 
 /// Handles one request from start to end. Never fails: every outcome is a response.
-pub async fn handle(
+pub async fn handle<B: RequestBody>(
     gateway: Arc<Gateway>,
     upstreams: &Upstreams,
     connection: Arc<Connection>,
-    request: Request<hyper::body::Incoming>,
+    request: Request<B>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     // One policy snapshot for the whole call: a reload never changes the rules under it.
     let policy = gateway.policy();
@@ -256,9 +262,9 @@ pub const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What is left of a refused call's request body.
-struct Unread {
+struct Unread<B> {
     /// The body, unless `forward` already took it.
-    body: Option<hyper::body::Incoming>,
+    body: Option<B>,
     /// The caller waits for `100 Continue` before sending it.
     expects_continue: bool,
     /// Its declared length.
@@ -277,7 +283,11 @@ struct Unread {
 /// answers `false`, leaves the body in `unread`, and the caller sends the h1 response with
 /// `Connection: close`, or on h2 [`linger`]s on the body after the complete response (the
 /// stream then ends with the client's own reset or `RST_STREAM(NO_ERROR)`, RFC 9113 §8.1).
-async fn settle_unread_body(unread: &mut Unread, stats: &BodyStats, body_read_timeout: std::time::Duration) -> bool {
+async fn settle_unread_body<B: RequestBody>(
+    unread: &mut Unread<B>,
+    stats: &BodyStats,
+    body_read_timeout: std::time::Duration,
+) -> bool {
     let Some(body) = unread.body.as_mut() else {
         // `forward` took it: complete only if it was read to its end.
         return stats.ended.load(Ordering::Relaxed);
@@ -300,13 +310,13 @@ pub const LINGER_MAX_BYTES: u64 = 1024 * 1024;
 /// stops once it sees the final status; resetting the stream before that makes some
 /// clients (curl 7.x) drop the status and report a stream error. A client that keeps
 /// sending past the bounds gets `RST_STREAM(NO_ERROR)` when the body is dropped here.
-async fn linger(mut body: hyper::body::Incoming) {
+async fn linger<B: RequestBody>(mut body: B) {
     let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard(&mut body, LINGER_MAX_BYTES)).await;
 }
 
 /// Reads and discards `body` to its end, unless more than `max` bytes come; true when it
 /// ended.
-async fn discard(body: &mut hyper::body::Incoming, max: u64) -> bool {
+async fn discard<B: RequestBody>(body: &mut B, max: u64) -> bool {
     let mut read = 0u64;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return false };
@@ -353,3 +363,6 @@ pub fn new_request_id() -> String {
 pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
     http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@
 use super::body::{self, BodyStats, CappedBody, Pace, PacedBody, Prefixed, StallGuard};
 use super::call::Capture;
 use super::{Admitted, Call, Connection, ResponseBody, coding, full_body, headers, request_host_of};
-use super::{BoxError, UpstreamError, Upstreams, strip_hop_by_hop};
+use super::{BoxError, RequestBody, UpstreamError, Upstreams, strip_hop_by_hop};
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
 use crate::gateway::Gateway;
@@ -27,14 +27,14 @@ use std::time::SystemTime;
 /// be reached; 504 when it does not answer in time. The body is taken out of `body` only
 /// when it starts being read, so a refusal before that leaves it to the caller.
 #[allow(clippy::too_many_arguments)]
-pub async fn forward(
+pub async fn forward<B: RequestBody>(
     gateway: &Gateway,
     upstreams: &Upstreams,
     policy: &Arc<Policy>,
     connection: &Connection,
     admitted: Admitted,
     parts: http::request::Parts,
-    body: &mut Option<hyper::body::Incoming>,
+    body: &mut Option<B>,
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
@@ -146,11 +146,11 @@ fn upstream_headers(
 /// # Errors
 /// 413 over the limit, 408 too slow, 400 malformed or cut short (or JSON injection
 /// impossible), 503 when an injected value is unavailable.
-async fn request_body(
+async fn request_body<B: RequestBody>(
     policy: &Policy,
     trigger: &Trigger,
     rendered: &Rendered,
-    body: hyper::body::Incoming,
+    body: B,
     headers: &mut HeaderMap,
     request_stats: &Arc<BodyStats>,
 ) -> Result<ResponseBody, Rejection> {
