@@ -26,7 +26,7 @@ pub use permit::Permit;
 
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
-use crate::firewall::client_address;
+use crate::firewall::{ClientIp, client_address};
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
@@ -34,7 +34,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -66,7 +66,7 @@ pub struct Admitted {
     /// The rest of the path after a prefix match.
     pub rest: String,
     /// The client address we settled on.
-    pub client: IpAddr,
+    pub client: ClientIp,
     /// The authenticated caller.
     pub caller: Caller,
     /// The `RateLimit` header for the response, when the trigger has a limit.
@@ -148,7 +148,7 @@ pub async fn admit(
     // Every later rule and the run record use it.
     let address =
         client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header);
-    call.record().client_ip = Some(address.client);
+    call.record().client_ip = Some(address.client.ip());
     call.record().client_ip_note = address.note.clone();
 
     // Path hygiene before routing: dot segments, empty segments, encoded separators and
@@ -177,7 +177,7 @@ pub async fn admit(
     // Pre-authentication shield: an address that has spent its budget of refused
     // credentials stops here, before a flood of junk can burn CPU on signature checks.
     // Calls whose credentials pass never spend it (see `shield_charge` below).
-    gateway.shield.check(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
+    gateway.shield.check_client(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
     let started = SystemTime::now();
@@ -198,7 +198,7 @@ pub async fn admit(
     call.record().identify(&caller);
 
     // Per-principal pinning needs the caller, so it runs right after authentication.
-    if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client) {
+    if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client.ip()) {
         let rejection = ip_denial(refusal);
         shield_charge(gateway, address.client, &rejection);
         return Err(rejection);
@@ -213,7 +213,7 @@ pub async fn admit(
             let key = match rule.key {
                 // Immutable ids only: tenant + oid, else issuer + sub, or one signed URL.
                 LimitKey::Principal => RateKey::subject(&caller.budget_key),
-                LimitKey::Ip => RateKey::ip(address.client),
+                LimitKey::Ip => RateKey::client(address.client),
                 LimitKey::Trigger => RateKey::trigger(),
                 LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
             };
@@ -335,9 +335,9 @@ async fn discard<B: RequestBody>(body: &mut B, max: u64) -> bool {
 
 /// The shield counts calls refused by authentication or authorization (401/403), never
 /// calls whose credentials pass, nor our own failures (no signing keys: 503).
-fn shield_charge(gateway: &Gateway, client: IpAddr, rejection: &Rejection) {
+fn shield_charge(gateway: &Gateway, client: ClientIp, rejection: &Rejection) {
     if let Rejection::Denied(_) = rejection {
-        gateway.shield.charge(client);
+        gateway.shield.charge_client(client);
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`run`] takes its listeners and its shutdown signal as arguments, so tests start it
 //! on `127.0.0.1:0` and stop it at will.
 
+use crate::firewall::ClientIp;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::proxy::{self, Connection, Upstreams};
@@ -350,8 +351,8 @@ struct PerAddress {
 
 impl PerAddress {
     /// Takes a slot for `ip` unless it already holds `max`.
-    fn try_open(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
-        let ip = crate::firewall::normalize(ip);
+    fn try_open(self: &Arc<Self>, ip: impl Into<ClientIp>, max: usize) -> Option<AddressSlot> {
+        let ip = ip.into().ip();
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
         if *count >= max {

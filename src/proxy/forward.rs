@@ -53,7 +53,7 @@ pub async fn forward<B: RequestBody>(
     let uri = upstream_uri(&trigger, &rendered, &rest, parts.uri.query())?;
     let mut headers = parts.headers;
     let forwarded_for = headers::ForwardedFor {
-        client,
+        client: client.ip(),
         proto: if connection.tls { "https" } else { "http" },
         host: host.as_deref(),
         request_id: call.request_id(),
