@@ -154,6 +154,8 @@ fn compile_edge(raw: &crate::config::RawServer, path: &KeyPath, diags: &mut Diag
 pub struct Trigger {
     /// Its unique name.
     pub name: String,
+    /// Its name as a shared metric label value: counting a call allocates no string.
+    pub name_label: Arc<str>,
     /// Lower-case host it answers, without port.
     pub host: Option<String>,
     /// Its path.
@@ -598,6 +600,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     let scrub_responses = raw.scrub_responses.unwrap_or_else(|| injection.injects());
     Some(Trigger {
         name: raw.name.clone(),
+        name_label: Arc::from(raw.name.as_str()),
         host,
         path: trigger_path,
         path_match: raw.path_match,

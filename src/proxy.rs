@@ -165,6 +165,7 @@ pub async fn admit(
     let found = policy.routes.find(request_host_of(parts), &path, &parts.method)?;
     let trigger = found.trigger.clone();
     call.record().trigger = Some(trigger.name.clone());
+    call.trigger_label = Some(trigger.name_label.clone());
 
     // The trigger's own IP rules.
     trigger.ip_rules.check(address.client, address.peer).map_err(ip_denial)?;
