@@ -98,3 +98,54 @@ impl Upstreams {
         client.request(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceFile;
+
+    /// A compiled policy with trigger `own` (its own CA) and trigger `shared`.
+    fn policy(dir: &std::path::Path) -> Arc<Policy> {
+        let pki = crate::tls::dev::DevPki::generate().unwrap();
+        std::fs::write(dir.join("ca.crt"), pki.ca_cert_pem).unwrap();
+        let text = "[server]\nplain_http_listen = \"127.0.0.1:0\"\n\n\
+            [signed_urls]\nkeys = { k1 = \"file:url.key\" }\nprimary = \"k1\"\n\n\
+            [[trigger]]\nname = \"own\"\npath = \"/own\"\nupstream = \"https://127.0.0.1:1\"\n\
+            upstream_ca = \"ca.crt\"\nwho = \"anyone\"\n\n\
+            [[trigger]]\nname = \"shared\"\npath = \"/shared\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n";
+        std::fs::write(dir.join("url.key"), "k".repeat(48)).unwrap();
+        let source = SourceFile { name: "p.toml".into(), base_dir: dir.to_path_buf(), text: text.into() };
+        let (raw, source) = crate::config::load_str(source).unwrap();
+        Arc::new(crate::policy::compile(&raw, &source).unwrap())
+    }
+
+    fn trigger(policy: &Policy, path: &str) -> Arc<Trigger> {
+        policy.routes.find(None, path, &http::Method::POST).unwrap().trigger.clone()
+    }
+
+    fn request() -> Request<UpstreamBody> {
+        Request::new(crate::proxy::full_body(Bytes::new()))
+    }
+
+    #[tokio::test]
+    async fn a_trigger_with_its_own_ca_gets_one_pool_per_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = policy(dir.path());
+        let upstreams = Upstreams::new(&first).unwrap();
+        // Futures are lazy: nothing connects; only the pools are looked at.
+        drop(upstreams.send(&first, &trigger(&first, "/shared"), request()));
+        assert!(upstreams.own.load().clients.is_empty(), "the shared pool serves upstreams without a CA");
+        drop(upstreams.send(&first, &trigger(&first, "/own"), request()));
+        drop(upstreams.send(&first, &trigger(&first, "/own"), request()));
+        let own = upstreams.own.load();
+        assert_eq!(own.clients.len(), 1);
+        assert_eq!(own.policy.as_ptr(), Arc::as_ptr(&first));
+
+        // A reload compiles a new policy: its CA trigger gets a pool of its own.
+        let second = policy(dir.path());
+        drop(upstreams.send(&second, &trigger(&second, "/own"), request()));
+        let own = upstreams.own.load();
+        assert_eq!(own.clients.len(), 1);
+        assert_eq!(own.policy.as_ptr(), Arc::as_ptr(&second));
+    }
+}
