@@ -8,6 +8,11 @@
 //! 4. exactly one access-log line and one run record, written when the response body
 //!    ends (or is dropped), so the byte counts are real, or when the caller goes away
 //!    first: both from `Call::finish` (`proxy/call.rs`).
+//!
+//! Beside this file: `call` (the call in progress and its one record), `forward` (one
+//! function per step of sending upstream), `client` (the upstream pools, [`Upstreams`]),
+//! `body` (read pace, size cap, buffered prefix, response observer), `headers` (hygiene),
+//! `coding` (decoding for the scrubber), `permit` ([`Permit`]).
 
 mod body;
 mod call;
