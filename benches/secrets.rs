@@ -48,8 +48,7 @@ fn benches(c: &mut Criterion) {
     });
     let frames = |body: &Bytes| -> Vec<Bytes> { body.chunks(16 * 1024).map(Bytes::copy_from_slice).collect() };
     let streamed = |chunks: Vec<Bytes>| {
-        let frames =
-            chunks.into_iter().map(|c| Ok::<_, flowgate::policy::upstream_types::BoxError>(http_body::Frame::data(c)));
+        let frames = chunks.into_iter().map(|c| Ok::<_, flowgate::proxy::BoxError>(http_body::Frame::data(c)));
         http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
     };
     let mut group = c.benchmark_group("secrets/scrub_1MiB");

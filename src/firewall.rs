@@ -8,7 +8,7 @@
 mod client;
 mod ipset;
 
-pub use client::{ClientAddress, TrustedHeader, TrustedProxies, client_address};
+pub use client::{ClientAddress, ClientIp, TrustedHeader, TrustedProxies, client_address};
 pub use ipset::{BadEntry, IpSet, IpSetBuilder, normalize};
 
 use crate::auth::canonical_principal as canonical;
@@ -133,7 +133,8 @@ impl IpRules {
     ///
     /// # Errors
     /// [`IpRefusal`] naming the rule that refused.
-    pub fn check(&self, client: IpAddr, peer: IpAddr) -> Result<(), IpRefusal> {
+    pub fn check(&self, client: impl Into<IpAddr>, peer: impl Into<IpAddr>) -> Result<(), IpRefusal> {
+        let (client, peer) = (client.into(), peer.into());
         self.check_peer(peer)?;
         if self.deny.contains(client) {
             return Err(self.refusal("deny_ips"));

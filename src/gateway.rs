@@ -1,9 +1,11 @@
 //! The [`Gateway`] value: the running policy behind one atomic pointer, plus the state
-//! that must outlive a policy swap (upstream connection pool, TLS certificate, and the
-//! per-feature stores). No globals: everything a request needs hangs off this value.
+//! that must outlive a policy swap (TLS certificate and the per-feature stores). No
+//! globals: everything a request needs hangs off this value, except the upstream
+//! connection pools, which belong to the request path (`proxy::Upstreams`, held by the
+//! server) so that this module need not name `proxy`'s types.
 
 use crate::config::ConfigError;
-use crate::policy::{self, Policy, UpstreamClient};
+use crate::policy::{self, Policy};
 use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,8 +24,6 @@ pub struct Gateway {
     /// Serializes reloads (file watch, SIGHUP and the admin API may race).
     reload_lock: Mutex<()>,
     ready: AtomicBool,
-    /// The pooled client for upstreams without their own CA.
-    pub upstream: UpstreamClient,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// The run history.
@@ -60,10 +60,8 @@ impl Gateway {
     /// the tokio runtime: it starts the key refresh and housekeeping tasks.
     ///
     /// # Errors
-    /// The upstream client cannot be built (no usable root certificates), the run history
-    /// cannot be opened, or the Redis settings are unusable.
+    /// The run history cannot be opened, or the Redis settings are unusable.
     pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Result<Arc<Self>, String> {
-        let upstream = policy::build_client_for(&policy)?;
         let metrics = crate::telemetry::metrics_handle();
         let audit =
             crate::audit::AuditLog::new(&policy.audit).map_err(|e| format!("cannot open the run history: {e}"))?;
@@ -81,7 +79,6 @@ impl Gateway {
             tls: OnceLock::new(),
             reload_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
-            upstream,
             metrics,
             audit,
             key_stores,

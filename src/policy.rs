@@ -20,11 +20,7 @@ pub use raw::{
     ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
 };
 pub use routes::{RouteMatch, Routes};
-pub use upstream::{Upstream, UpstreamClient};
-/// Body and error types of the upstream path.
-pub mod upstream_types {
-    pub use super::upstream::{BoxError, UpstreamBody};
-}
+pub use upstream::{Upstream, upstream_tls};
 
 use crate::config::{ConfigError, Diagnostics, KeyPath, SourceFile};
 use crate::ratelimit::{LimitSource, RateLimitRule, RawRateLimitSetting};
@@ -167,6 +163,8 @@ fn compile_edge(raw: &RawServer, path: &KeyPath, diags: &mut Diagnostics) -> Edg
 pub struct Trigger {
     /// Its unique name.
     pub name: String,
+    /// Its name as a shared metric label value: counting a call allocates no string.
+    pub name_label: Arc<str>,
     /// Lower-case host it answers, without port.
     pub host: Option<String>,
     /// Its path.
@@ -575,7 +573,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     if host.as_deref().is_some_and(str::is_empty) {
         diags.error(&path.key("host"), "must not be empty when set");
     }
-    let mut upstream = Upstream::compile(raw, source, limits, path, diags);
+    let mut upstream = Upstream::compile(raw, source, path, diags);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
     let capture = crate::audit::CaptureRules::compile(raw.capture_parts(), shared.audit.capture_max_bytes, path, diags);
     let access = crate::auth::compile_access(raw, path, shared.identities, shared.signed_urls, diags);
@@ -605,6 +603,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     let scrub_responses = raw.scrub_responses.unwrap_or_else(|| injection.injects());
     Some(Trigger {
         name: raw.name.clone(),
+        name_label: Arc::from(raw.name.as_str()),
         host,
         path: trigger_path,
         path_match: raw.path_match,
@@ -624,12 +623,4 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         injection,
         scrub_responses,
     })
-}
-
-/// The shared upstream client for a policy's limits.
-///
-/// # Errors
-/// No usable root certificates.
-pub fn build_client_for(policy: &Policy) -> Result<UpstreamClient, String> {
-    upstream::build_client(&policy.limits, None)
 }

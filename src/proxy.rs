@@ -3,37 +3,52 @@
 //! 1. load the policy snapshot once (a reload never changes the rules under a call);
 //! 2. [`admit`]: every check, cheapest first, each a plain function returning
 //!    `Result<_, Denial>`; success yields a [`Permit`];
-//! 3. [`forward`]: only with a permit; render the upstream request, stream it, stream the
-//!    answer back;
+//! 3. [`forward`] (`proxy/forward.rs`): only with a permit; render the upstream request,
+//!    stream it, stream the answer back;
 //! 4. exactly one access-log line and one run record, written when the response body
-//!    ends (or is dropped), so the byte counts are real.
+//!    ends (or is dropped), so the byte counts are real, or when the caller goes away
+//!    first: both from `Call::finish` (`proxy/call.rs`).
+//!
+//! Beside this file: `call` (the call in progress and its one record), `forward` (one
+//! function per step of sending upstream), `client` (the upstream pools, [`Upstreams`]),
+//! `body` (read pace, size cap, buffered prefix, response observer), `headers` (hygiene),
+//! `coding` (decoding for the scrubber), `permit` ([`Permit`]).
 
 mod body;
+mod call;
+mod client;
 pub mod coding;
+mod forward;
 mod headers;
 mod permit;
 
 pub use body::{BodyStats, BodyTooSlow, CappedBody, ObservedBody, Pace, PacedBody, Prefixed, StallGuard};
+pub use call::Call;
+pub use client::{BoxError, UpstreamBody, UpstreamClient, UpstreamError, Upstreams, build_client};
+pub use forward::forward;
 pub use headers::{REQUEST_ID, strip_hop_by_hop};
 pub use permit::Permit;
 
-use crate::audit::RunRecord;
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
-use crate::firewall::client_address;
+use crate::firewall::{ClientIp, client_address};
 use crate::gateway::Gateway;
-use crate::policy::upstream_types::{BoxError, UpstreamBody};
 use crate::policy::{Policy, Trigger};
 use crate::ratelimit::{LimitKey, LimiterError, RateKey};
-use crate::secrets::Scrubber;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Request, Response, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+/// What [`handle`] accepts as a request body: hyper's `Incoming` from the server, or an
+/// in-memory body in tests. Generic (monomorphised), so the server's path costs nothing.
+pub trait RequestBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B> RequestBody for B where B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
 
 /// The body type of every response flowgate sends.
 pub type ResponseBody = UpstreamBody;
@@ -56,7 +71,7 @@ pub struct Admitted {
     /// The rest of the path after a prefix match.
     pub rest: String,
     /// The client address we settled on.
-    pub client: IpAddr,
+    pub client: ClientIp,
     /// The authenticated caller.
     pub caller: Caller,
     /// The `RateLimit` header for the response, when the trigger has a limit.
@@ -65,87 +80,12 @@ pub struct Admitted {
     pub permit: Permit,
 }
 
-/// One call in progress: its run record, filled in step by step, and what capture needs.
-pub struct Call {
-    /// The run record, written exactly once when the response ends.
-    pub record: RunRecord,
-    /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
-    pub trace: crate::trace::TraceContext,
-    /// When the expensive steps ran, for exported spans.
-    pub steps: crate::trace::Steps,
-    started: Instant,
-    request_body: Arc<BodyStats>,
-    capture: Option<Capture>,
-    /// Until the response is handed over, dropping the call (the caller went away while
-    /// it was being judged or forwarded) writes its record as `client_closed`.
-    unfinished: Option<Arc<Gateway>>,
-}
-
-/// What a capturing trigger keeps of a call until the response ends.
-struct Capture {
-    trigger: Arc<Trigger>,
-    request_headers: http::HeaderMap,
-    response_headers: http::HeaderMap,
-    response_body: Arc<body::Tap>,
-    /// Injected secret values: redacted wherever they appear in the record.
-    secrets: Vec<crate::secrets::SecretValue>,
-}
-
-impl Call {
-    fn begin<B>(gateway: &Arc<Gateway>, policy: &Policy, connection: &Connection, request: &Request<B>) -> Self {
-        let mut record =
-            RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
-        record.peer_ip = Some(connection.peer.ip());
-        record.policy_version = policy.version.clone();
-        // The caller's trace (or a fresh one) is known before any check, so refused calls
-        // can be found from the caller's trace too.
-        let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
-        record.trace_id = Some(trace.trace_id());
-        Self {
-            record,
-            trace,
-            steps: crate::trace::Steps::default(),
-            started: Instant::now(),
-            request_body: Arc::new(BodyStats::default()),
-            capture: None,
-            unfinished: Some(gateway.clone()),
-        }
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        let Some(gateway) = self.unfinished.take() else { return };
-        // The upstream may already have the request: the run history must still say so.
-        let mut record = std::mem::replace(&mut self.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
-        record.decision = "client_closed".to_owned();
-        record.reason = Some("the caller went away before the response".to_owned());
-        record.status = 499;
-        record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        record.bytes_in = self.request_body.bytes.load(Ordering::Relaxed);
-        tracing::info!(
-            target: "flowgate::access",
-            request_id = %record.id,
-            trace_id = record.trace_id.as_deref().unwrap_or("-"),
-            trigger = record.trigger.as_deref().unwrap_or("-"),
-            method = %record.method,
-            path = %record.path,
-            status = record.status,
-            decision = %record.decision,
-            "call"
-        );
-        if let Some(spans) = &gateway.spans {
-            spans.call_finished(&record, &self.trace, self.steps);
-        }
-        gateway.audit.write(record);
-    }
-}
-
 /// Handles one request from start to end. Never fails: every outcome is a response.
-pub async fn handle(
+pub async fn handle<B: RequestBody>(
     gateway: Arc<Gateway>,
+    upstreams: &Upstreams,
     connection: Arc<Connection>,
-    request: Request<hyper::body::Incoming>,
+    request: Request<B>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     // One policy snapshot for the whole call: a reload never changes the rules under it.
     let policy = gateway.policy();
@@ -160,16 +100,16 @@ pub async fn handle(
     let mut body = Some(body);
 
     let outcome = match admit(&gateway, &policy, &connection, &parts, &mut call).await {
-        Ok(admitted) => forward(&gateway, &policy, &connection, admitted, parts, &mut body, &mut call).await,
+        Ok(admitted) => forward(&gateway, upstreams, &policy, &connection, admitted, parts, &mut body, &mut call).await,
         Err(rejection) => Err(rejection),
     };
 
     let mut response = match outcome {
         Ok(response) => response,
         Err(rejection) => {
-            call.record.reject(&rejection);
+            call.record().reject(&rejection);
             let mut response =
-                rejection.response(&call.record.id).map(|b| b.map_err(|never| match never {}).boxed_unsync());
+                rejection.response(call.request_id()).map(|b| b.map_err(|never| match never {}).boxed_unsync());
             // A refusal usually comes before the body was read. The caller must still get
             // the status: see `settle_unread_body`.
             let mut unread = Unread { body: body.take(), expects_continue, declared };
@@ -184,10 +124,10 @@ pub async fn handle(
             response
         }
     };
-    if let Ok(id) = HeaderValue::from_str(&call.record.id) {
+    if let Ok(id) = HeaderValue::from_str(call.request_id()) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
-    Ok(record_on_end(gateway, call, response))
+    Ok(call::record_on_end(call, response))
 }
 
 /// Every check a call must pass, cheapest first, so that a flood of bad calls never
@@ -213,8 +153,8 @@ pub async fn admit(
     // Every later rule and the run record use it.
     let address =
         client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header);
-    call.record.client_ip = Some(address.client);
-    call.record.client_ip_note = address.note.clone();
+    call.record().client_ip = Some(address.client.ip());
+    call.record().client_ip_note = address.note.clone();
 
     // Path hygiene before routing: dot segments, empty segments, encoded separators and
     // `;` path parameters would let a prefix route reach an upstream path the policy never
@@ -229,7 +169,8 @@ pub async fn admit(
     // Route: a miss is a bare 404 that says nothing about what exists.
     let found = policy.routes.find(request_host_of(parts), &path, &parts.method)?;
     let trigger = found.trigger.clone();
-    call.record.trigger = Some(trigger.name.clone());
+    call.record().trigger = Some(trigger.name.clone());
+    call.trigger_label = Some(trigger.name_label.clone());
 
     // The trigger's own IP rules.
     trigger.ip_rules.check(address.client, address.peer).map_err(ip_denial)?;
@@ -242,7 +183,7 @@ pub async fn admit(
     // Pre-authentication shield: an address that has spent its budget of refused
     // credentials stops here, before a flood of junk can burn CPU on signature checks.
     // Calls whose credentials pass never spend it (see `shield_charge` below).
-    gateway.shield.check(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
+    gateway.shield.check_client(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
     let started = SystemTime::now();
@@ -253,17 +194,17 @@ pub async fn admit(
         Err((error, identified)) => {
             // A valid token refused by a rule still names its caller in the run record.
             if let Some(caller) = identified {
-                call.record.identify(&caller);
+                call.record().identify(&caller);
             }
             let rejection = error.into_rejection(trigger.access.realm());
             shield_charge(gateway, address.client, &rejection);
             return Err(rejection);
         }
     };
-    call.record.identify(&caller);
+    call.record().identify(&caller);
 
     // Per-principal pinning needs the caller, so it runs right after authentication.
-    if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client) {
+    if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client.ip()) {
         let rejection = ip_denial(refusal);
         shield_charge(gateway, address.client, &rejection);
         return Err(rejection);
@@ -278,7 +219,7 @@ pub async fn admit(
             let key = match rule.key {
                 // Immutable ids only: tenant + oid, else issuer + sub, or one signed URL.
                 LimitKey::Principal => RateKey::subject(&caller.budget_key),
-                LimitKey::Ip => RateKey::ip(address.client),
+                LimitKey::Ip => RateKey::client(address.client),
                 LimitKey::Trigger => RateKey::trigger(),
                 LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
             };
@@ -303,7 +244,7 @@ pub async fn admit(
             }
             if decision.shadowed {
                 // Shadow mode admits, but the run history says what would have been refused.
-                call.record.reason = Some(format!("shadow: would be rate limited ({})", which()));
+                call.record().reason = Some(format!("shadow: would be rate limited ({})", which()));
             }
             HeaderValue::from_str(&decision.limit_header(rule)).ok()
         }
@@ -327,9 +268,9 @@ pub const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What is left of a refused call's request body.
-struct Unread {
+struct Unread<B> {
     /// The body, unless `forward` already took it.
-    body: Option<hyper::body::Incoming>,
+    body: Option<B>,
     /// The caller waits for `100 Continue` before sending it.
     expects_continue: bool,
     /// Its declared length.
@@ -348,7 +289,11 @@ struct Unread {
 /// answers `false`, leaves the body in `unread`, and the caller sends the h1 response with
 /// `Connection: close`, or on h2 [`linger`]s on the body after the complete response (the
 /// stream then ends with the client's own reset or `RST_STREAM(NO_ERROR)`, RFC 9113 §8.1).
-async fn settle_unread_body(unread: &mut Unread, stats: &BodyStats, body_read_timeout: std::time::Duration) -> bool {
+async fn settle_unread_body<B: RequestBody>(
+    unread: &mut Unread<B>,
+    stats: &BodyStats,
+    body_read_timeout: std::time::Duration,
+) -> bool {
     let Some(body) = unread.body.as_mut() else {
         // `forward` took it: complete only if it was read to its end.
         return stats.ended.load(Ordering::Relaxed);
@@ -371,13 +316,13 @@ pub const LINGER_MAX_BYTES: u64 = 1024 * 1024;
 /// stops once it sees the final status; resetting the stream before that makes some
 /// clients (curl 7.x) drop the status and report a stream error. A client that keeps
 /// sending past the bounds gets `RST_STREAM(NO_ERROR)` when the body is dropped here.
-async fn linger(mut body: hyper::body::Incoming) {
+async fn linger<B: RequestBody>(mut body: B) {
     let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard(&mut body, LINGER_MAX_BYTES)).await;
 }
 
 /// Reads and discards `body` to its end, unless more than `max` bytes come; true when it
 /// ended.
-async fn discard(body: &mut hyper::body::Incoming, max: u64) -> bool {
+async fn discard<B: RequestBody>(body: &mut B, max: u64) -> bool {
     let mut read = 0u64;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return false };
@@ -396,367 +341,14 @@ async fn discard(body: &mut hyper::body::Incoming, max: u64) -> bool {
 
 /// The shield counts calls refused by authentication or authorization (401/403), never
 /// calls whose credentials pass, nor our own failures (no signing keys: 503).
-fn shield_charge(gateway: &Gateway, client: IpAddr, rejection: &Rejection) {
+fn shield_charge(gateway: &Gateway, client: ClientIp, rejection: &Rejection) {
     if let Rejection::Denied(_) = rejection {
-        gateway.shield.charge(client);
+        gateway.shield.charge_client(client);
     }
 }
 
 fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {
     Denial::IpForbidden { rule: refusal.to_string() }.into()
-}
-
-/// Sends an admitted call upstream and streams the answer back.
-///
-/// # Errors
-/// 503 when a secret cannot be resolved; 413 when the body crosses the limit; 408 when it
-/// arrives too slowly; 400 when it is malformed or cut short; 502 when the upstream cannot
-/// be reached; 504 when it does not answer in time. The body is taken out of `body` only
-/// when it starts being read, so a refusal before that leaves it to the caller.
-pub async fn forward(
-    gateway: &Gateway,
-    policy: &Policy,
-    connection: &Connection,
-    admitted: Admitted,
-    parts: http::request::Parts,
-    body: &mut Option<hyper::body::Incoming>,
-    call: &mut Call,
-) -> Result<Response<ResponseBody>, Rejection> {
-    let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
-    let host = request_host_of(&parts).map(str::to_owned);
-    if trigger.capture.enabled {
-        call.request_body =
-            Arc::new(BodyStats { tap: Some(body::Tap::new(trigger.capture.max_bytes)), ..BodyStats::default() });
-        call.capture = Some(Capture {
-            trigger: trigger.clone(),
-            request_headers: parts.headers.clone(),
-            response_headers: http::HeaderMap::new(),
-            response_body: Arc::new(body::Tap::new(trigger.capture.max_bytes)),
-            secrets: Vec::new(),
-        });
-    }
-
-    // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
-    let started = SystemTime::now();
-    let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
-    call.steps.done(crate::trace::Step::Secrets, started);
-    let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
-    if let Some(capture) = &mut call.capture {
-        capture.secrets = rendered.secret_values().to_vec();
-    }
-
-    // The upstream URL: its own path and query win; the caller's signature parameters and
-    // parameters of injected names are dropped, then injected parameters are appended.
-    let injected_query: Vec<(&str, &str)> =
-        rendered.query().iter().map(|(name, value)| (name.as_str(), value.expose_secret())).collect();
-    // A webhook URL whose path carries its credential takes that path from the vault.
-    let vault_path = rendered.upstream_path().map(crate::secrets::SecretValue::expose_secret);
-    let uri = trigger
-        .upstream
-        .uri_for_path(vault_path, &rest, parts.uri.query(), &trigger.reserved_query, &injected_query)
-        .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") })?;
-
-    let mut headers = parts.headers;
-    headers::upstream_request_headers(
-        &mut headers,
-        trigger.access.forward_authorization,
-        &headers::ForwardedFor {
-            client,
-            proto: if connection.tls { "https" } else { "http" },
-            host: host.as_deref(),
-            request_id: &call.record.id,
-        },
-    );
-    // The upstream continues the call's trace, with flowgate's span as its parent; the
-    // caller's own `traceparent`/`tracestate` never pass unchecked.
-    call.trace.apply(&mut headers);
-    // A caller cannot pre-set an injected header.
-    for name in &trigger.injected_names.headers {
-        headers.remove(name);
-    }
-    if trigger.access.forward_identity {
-        for (name, value) in crate::auth::identity_headers(&caller) {
-            headers.insert(name, value);
-        }
-    }
-    rendered.apply_headers(&mut headers);
-    let scrubber = rendered.scrubber();
-    let scrub_body = trigger.scrub_responses && !scrubber.is_empty();
-    if scrub_body {
-        // The scrubber reads the body as sent: no compression, no byte ranges.
-        coding::ask_for_scrubbable(&mut headers);
-    }
-
-    let request_stats = call.request_body.clone();
-    let Some(body) = body.take() else {
-        return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
-    };
-    // Every request body is held to the read pace: a trickling caller cannot hold a call
-    // (and the upstream's connection) open.
-    let pace = Pace { timeout: policy.edge.body_read_timeout, min_rate: policy.edge.body_min_rate };
-    let body = PacedBody::new(body, pace, request_stats.clone());
-    let body = if trigger.injection.has_json() {
-        // JSON field injection needs the whole body: bounded in size and in time.
-        let limit = trigger.max_body_bytes.min(trigger.injection.json_max_bytes() as u64);
-        let capped = CappedBody::new(body, limit, request_stats.clone());
-        let collected = match tokio::time::timeout(trigger.response_timeout, capped.collect()).await {
-            Err(_elapsed) => {
-                return Err(Denial::RequestTimeout {
-                    reason: "the JSON body to inject into arrived too slowly".into(),
-                }
-                .into());
-            }
-            Ok(Err(_)) if request_stats.exceeded.load(Ordering::Relaxed) => {
-                return Err(Denial::BodyTooLarge { limit }.into());
-            }
-            Ok(Err(error)) => return Err(body_denial(&request_stats, &*error)),
-            Ok(Ok(collected)) => collected,
-        };
-        let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
-            crate::secrets::SecretError::JsonBody { .. } => {
-                Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
-            }
-            other => Failure::SecretUnavailable { reason: other.to_string() }.into(),
-        })?;
-        headers.remove(header::CONTENT_LENGTH);
-        full_body(injected)
-    } else {
-        let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
-        // Small bodies are read whole first, so a body that turns out malformed, too slow
-        // or too large never reaches the upstream (it would see a truncated message).
-        match buffer_body(capped, policy.edge.buffer_request_body).await {
-            Buffered::Whole(bytes) => {
-                if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                }
-                full_body(bytes)
-            }
-            Buffered::Streaming(prefix, rest) => Prefixed::new(prefix, rest).boxed_unsync(),
-            Buffered::Failed(_) if request_stats.exceeded.load(Ordering::Relaxed) => {
-                return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
-            }
-            Buffered::Failed(error) => return Err(body_denial(&request_stats, &*error)),
-        }
-    };
-
-    let mut upstream_request = Request::new(body);
-    *upstream_request.method_mut() = parts.method;
-    *upstream_request.uri_mut() = uri;
-    // Upstreams speak HTTP/1.1: an h2 caller's request must be re-versioned, and Host is
-    // set from the upstream URL, never from the caller.
-    *upstream_request.version_mut() = Version::HTTP_11;
-    *upstream_request.headers_mut() = headers;
-    upstream_request.headers_mut().insert(header::HOST, trigger.upstream.host_header.clone());
-
-    let client_pool = trigger.client(&gateway.upstream);
-    let started = SystemTime::now();
-    let sent = tokio::time::timeout(trigger.response_timeout, client_pool.request(upstream_request)).await;
-    call.steps.done(crate::trace::Step::Upstream, started);
-    let response = match sent {
-        Err(_elapsed) => {
-            metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
-            return Err(Failure::UpstreamTimeout {
-                reason: format!(
-                    "no response head from {} within {:?}",
-                    trigger.upstream.display, trigger.response_timeout
-                ),
-            }
-            .into());
-        }
-        Ok(Err(error)) => {
-            if request_stats.exceeded.load(Ordering::Relaxed) {
-                return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
-            }
-            if request_stats.errored.load(Ordering::Relaxed) {
-                // The caller's upload broke off, was malformed or too slow: their side, not
-                // the upstream's. hyper's client closes that upstream connection (never
-                // pooled again), so the upstream sees an incomplete message.
-                return Err(body_denial(&request_stats, &error));
-            }
-            let kind = if error.is_connect() { "connect" } else { "exchange" };
-            metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
-            return Err(Failure::UpstreamUnreachable {
-                reason: format!("{kind} error with {}: {}", trigger.upstream.display, error_chain(&error)),
-            }
-            .into());
-        }
-        Ok(Ok(response)) => response,
-    };
-    call.record.upstream_status = Some(response.status().as_u16());
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
-    // it may repeat what the upstream received: the standard phrase is sent instead.
-    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
-    if let Some(value) = rate_limit_header {
-        parts.headers.insert(HeaderName::from_static("ratelimit"), value);
-    }
-    // Injected values never reach the caller in a response header (a redirect's
-    // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
-    scrubber.scrub_headers(&mut parts.headers);
-    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout).boxed_unsync();
-    let body = if scrub_body {
-        // An upstream that echoes an injected value must not hand it to the caller, even
-        // compressed: the body is decoded first, or refused when it cannot be.
-        let codings = coding::codings(&parts.headers)
-            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("{}: {e}", trigger.upstream.display) })?;
-        let body = coding::decode(body, &codings, &mut parts.headers);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        scrubber.wrap(body).boxed_unsync()
-    } else {
-        body
-    };
-    if let Some(capture) = &mut call.capture {
-        capture.response_headers = parts.headers.clone();
-    }
-    Ok(Response::from_parts(parts, body))
-}
-
-/// A request body after [`buffer_body`].
-enum Buffered<B> {
-    /// Read to its end, within the bound.
-    Whole(Bytes),
-    /// Larger than the bound (or declared so): what was read, and the rest to stream.
-    Streaming(Bytes, B),
-    /// Reading failed (too large, too slow, malformed, cut short).
-    Failed(BoxError),
-}
-
-/// Reads `body` whole when it ends within `bound` bytes; otherwise returns what was read
-/// and the rest, to stream. A body declared longer than `bound` streams from the start.
-async fn buffer_body<B>(mut body: B, bound: u64) -> Buffered<B>
-where
-    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    if body.is_end_stream() {
-        return Buffered::Whole(Bytes::new());
-    }
-    if bound == 0 || body.size_hint().lower() > bound {
-        return Buffered::Streaming(Bytes::new(), body);
-    }
-    let mut read = bytes::BytesMut::new();
-    loop {
-        match body.frame().await {
-            None => return Buffered::Whole(read.freeze()),
-            Some(Err(error)) => return Buffered::Failed(error),
-            Some(Ok(frame)) => {
-                // Trailers of a buffered body are dropped: hyper's HTTP/1.1 client would
-                // not send them upstream either.
-                if let Ok(data) = frame.into_data() {
-                    read.extend_from_slice(&data);
-                }
-            }
-        }
-        if body.is_end_stream() {
-            return Buffered::Whole(read.freeze());
-        }
-        if read.len() as u64 > bound {
-            return Buffered::Streaming(read.freeze(), body);
-        }
-    }
-}
-
-/// The refusal for a request body that could not be read: too slow (408) or malformed,
-/// reset or cut short (400).
-fn body_denial(stats: &BodyStats, error: &(dyn std::error::Error + 'static)) -> Rejection {
-    if stats.timed_out.load(Ordering::Relaxed) {
-        return Denial::RequestTimeout { reason: error_chain(error) }.into();
-    }
-    Denial::BadRequest { reason: format!("the request body could not be read: {}", error_chain(error)) }.into()
-}
-
-/// Wraps the response body so that the access-log line and the run record are written
-/// exactly once, when the body ends or is dropped, with real byte counts.
-fn record_on_end(gateway: Arc<Gateway>, call: Call, response: Response<ResponseBody>) -> Response<ResponseBody> {
-    let mut call = call;
-    call.unfinished = None;
-    let mut record = std::mem::replace(&mut call.record, RunRecord::new("", SystemTime::UNIX_EPOCH, "", ""));
-    let (started, request_body, capture) = (call.started, call.request_body.clone(), call.capture.take());
-    let (trace, steps) = (call.trace.clone(), call.steps);
-    record.status = response.status().as_u16();
-    metrics::counter!(
-        "flowgate_requests_total",
-        "trigger" => record.trigger.clone().unwrap_or_else(|| "-".to_owned()),
-        "method" => method_class(&record.method),
-        "status" => record.status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!("flowgate_request_duration_seconds").record(started.elapsed().as_secs_f64());
-    let tap = capture.as_ref().map(|c| c.response_body.clone());
-    let (parts, body) = response.into_parts();
-    let observed = ObservedBody::new(
-        body,
-        tap,
-        Box::new(move |bytes_out, completed| {
-            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            record.bytes_in = request_body.bytes.load(Ordering::Relaxed);
-            record.bytes_out = bytes_out;
-            if let Some(capture) = capture {
-                let rules = &capture.trigger.capture;
-                let request_prefix = request_body.tap.as_ref().map(body::Tap::bytes).unwrap_or_default();
-                // Values of dropped request fields are redacted wherever they reappear
-                // (an upstream echoing its input), like injected secrets.
-                let private = crate::audit::private_values(rules, &request_prefix);
-                let hidden: Vec<&[u8]> = private
-                    .iter()
-                    .map(Vec::as_slice)
-                    .chain(capture.secrets.iter().map(|s| s.expose_secret().as_bytes()))
-                    .chain(capture.trigger.upstream.credential_values.iter().map(|v| v.as_bytes()))
-                    .collect();
-                let (response_body, response_len) =
-                    redacted_for_capture(&capture.secrets, capture.response_body.bytes(), bytes_out);
-                record.capture = Some(crate::audit::Captured {
-                    request: Some(crate::audit::capture_request(
-                        rules,
-                        &capture.request_headers,
-                        &request_prefix,
-                        record.bytes_in,
-                        &hidden,
-                    )),
-                    response: Some(crate::audit::capture_response(
-                        rules,
-                        &capture.response_headers,
-                        &response_body,
-                        response_len,
-                        &hidden,
-                    )),
-                });
-            }
-            tracing::info!(
-                target: "flowgate::access",
-                request_id = %record.id,
-                trace_id = record.trace_id.as_deref().unwrap_or("-"),
-                trigger = record.trigger.as_deref().unwrap_or("-"),
-                method = %record.method,
-                path = %record.path,
-                status = record.status,
-                duration_ms = record.latency_ms as u64,
-                bytes_in = record.bytes_in,
-                bytes_out,
-                completed,
-                decision = %record.decision,
-                client = %record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                "call"
-            );
-            if let Some(spans) = &gateway.spans {
-                spans.call_finished(&record, &trace, steps);
-            }
-            gateway.audit.write(record);
-        }),
-    );
-    Response::from_parts(parts, observed.boxed_unsync())
-}
-
-/// The captured response with injected values redacted in every escaped form the
-/// scrubber knows (the caller may have had them unscrubbed), and the length to record.
-fn redacted_for_capture(secrets: &[crate::secrets::SecretValue], tapped: Vec<u8>, sent: u64) -> (Vec<u8>, u64) {
-    if secrets.is_empty() {
-        return (tapped, sent);
-    }
-    let whole = tapped.len() as u64 == sent;
-    let redacted = Scrubber::new(secrets.iter().cloned()).scrub_bytes(&tapped);
-    let len = if whole { redacted.len() as u64 } else { sent };
-    (redacted, len)
 }
 
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.
@@ -773,32 +365,10 @@ pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-fn method_class(method: &str) -> &'static str {
-    match method {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
-    }
-}
-
-/// An error and its causes on one line (for private reasons only).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// A response body from bytes (for local answers: echo, admin, errors).
 pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
     http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,6 +24,7 @@ pub use local::LocalStore;
 pub use shield::{Shield, ShieldSettings};
 
 use crate::config::{Diagnostics, HumanDuration, KeyPath};
+use crate::firewall::ClientIp;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -377,7 +378,12 @@ impl RateKey {
 
     /// `ip`: the client address (IPv4-mapped addresses normalised).
     pub fn ip(ip: IpAddr) -> Self {
-        Self(format!("i:{}", crate::firewall::normalize(ip)).into())
+        Self::client(ClientIp::new(ip))
+    }
+
+    /// `ip` for the client address the request path resolved (already normalised).
+    pub fn client(ip: ClientIp) -> Self {
+        Self(format!("i:{ip}").into())
     }
 
     /// `trigger`: everyone together.

@@ -5,9 +5,10 @@
 //! [`run`] takes its listeners and its shutdown signal as arguments, so tests start it
 //! on `127.0.0.1:0` and stop it at will.
 
+use crate::firewall::ClientIp;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
-use crate::proxy::{self, Connection};
+use crate::proxy::{self, Connection, Upstreams};
 use crate::tls::ServerTls;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
@@ -83,19 +84,25 @@ pub enum ServerError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The upstream client could not be built.
+    #[error("cannot build the upstream client: {0}")]
+    Upstream(String),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish
 /// within the policy's `shutdown_grace`, and returns.
 ///
 /// # Errors
-/// The TLS configuration cannot be built.
+/// The TLS configuration or the upstream client cannot be built.
 pub async fn run(
     gateway: Arc<Gateway>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let policy = gateway.policy();
+    // The upstream pools live as long as the server; the shared one takes the first
+    // policy's limits.
+    let upstreams = Arc::new(Upstreams::new(&policy).map_err(ServerError::Upstream)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(policy.limits.max_connections));
     let per_address = Arc::new(PerAddress::default());
@@ -109,6 +116,7 @@ pub async fn run(
         gateway.attach_tls(serving.clone());
         let accept = AcceptLoop {
             gateway: gateway.clone(),
+            upstreams: upstreams.clone(),
             connections: connections.clone(),
             per_address: per_address.clone(),
             ids: ids.clone(),
@@ -119,6 +127,7 @@ pub async fn run(
     if let Some(listener) = listeners.plain {
         let accept = AcceptLoop {
             gateway: gateway.clone(),
+            upstreams: upstreams.clone(),
             connections: connections.clone(),
             per_address: per_address.clone(),
             ids: ids.clone(),
@@ -154,6 +163,7 @@ pub async fn run(
 
 struct AcceptLoop {
     gateway: Arc<Gateway>,
+    upstreams: Arc<Upstreams>,
     connections: Arc<Semaphore>,
     per_address: Arc<PerAddress>,
     ids: Arc<AtomicU64>,
@@ -207,12 +217,13 @@ impl AcceptLoop {
             let connection =
                 Arc::new(Connection { peer, tls: tls.is_some(), id: self.ids.fetch_add(1, Ordering::Relaxed) });
             let gateway = self.gateway.clone();
+            let upstreams = self.upstreams.clone();
             let stop = self.stop.clone();
             // The TLS settings current now (a reload swaps them for later connections).
             let tls = tls.as_deref().map(ServerTls::acceptor);
             tokio::spawn(async move {
                 metrics::gauge!("flowgate_open_connections").increment(1.0);
-                serve_connection(gateway, connection, stream, tls, stop).await;
+                serve_connection(gateway, upstreams, connection, stream, tls, stop).await;
                 metrics::gauge!("flowgate_open_connections").decrement(1.0);
                 drop(slot);
                 drop(permit);
@@ -223,6 +234,7 @@ impl AcceptLoop {
 
 async fn serve_connection(
     gateway: Arc<Gateway>,
+    upstreams: Arc<Upstreams>,
     connection: Arc<Connection>,
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
@@ -236,7 +248,7 @@ async fn serve_connection(
             match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
                     let stream = ActivityIo::new(tls_stream, activity.clone());
-                    serve_http(gateway, connection, stream, activity, stop, &limits).await
+                    serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await
                 }
                 Ok(Err(error)) => tracing::debug!(peer = %connection.peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %connection.peer, "TLS handshake timed out"),
@@ -244,13 +256,14 @@ async fn serve_connection(
         }
         None => {
             let stream = ActivityIo::new(stream, activity.clone());
-            serve_http(gateway, connection, stream, activity, stop, &limits).await
+            serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await
         }
     }
 }
 
 async fn serve_http<S>(
     gateway: Arc<Gateway>,
+    upstreams: Arc<Upstreams>,
     connection: Arc<Connection>,
     stream: S,
     activity: Arc<Activity>,
@@ -281,13 +294,14 @@ async fn serve_http<S>(
     let in_flight = activity.clone();
     let service = service_fn(move |request| {
         let gateway = gateway.clone();
+        let upstreams = upstreams.clone();
         let connection = connection.clone();
         let in_flight = in_flight.clone();
         async move {
             // A guard, not a pair of calls: an h2 stream reset drops this future midway. It
             // lives in the response body, so a call is in flight until its last byte is sent.
             let busy = Busy::begin(in_flight);
-            let response = proxy::handle(gateway, connection, request).await?;
+            let response = proxy::handle(gateway, &upstreams, connection, request).await?;
             Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody { inner: body, _busy: busy }.boxed_unsync()))
         }
     });
@@ -337,8 +351,8 @@ struct PerAddress {
 
 impl PerAddress {
     /// Takes a slot for `ip` unless it already holds `max`.
-    fn try_open(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
-        let ip = crate::firewall::normalize(ip);
+    fn try_open(self: &Arc<Self>, ip: impl Into<ClientIp>, max: usize) -> Option<AddressSlot> {
+        let ip = ip.into().ip();
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
         if *count >= max {
@@ -375,7 +389,7 @@ struct BusyBody {
 
 impl http_body::Body for BusyBody {
     type Data = bytes::Bytes;
-    type Error = crate::policy::upstream_types::BoxError;
+    type Error = proxy::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

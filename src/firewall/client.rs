@@ -27,6 +27,49 @@ pub enum TrustedHeader {
     Forwarded,
 }
 
+/// A client address, normalised once where it is resolved: an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`, what a dual-stack socket reports for an IPv4 caller) is its IPv4
+/// address, so every rule, budget key and record sees one form. Passed by value from
+/// there on; nothing downstream normalises again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientIp(IpAddr);
+
+impl ClientIp {
+    /// `ip`, normalised.
+    pub fn new(ip: IpAddr) -> Self {
+        Self(normalize(ip))
+    }
+
+    /// The address.
+    pub fn ip(self) -> IpAddr {
+        self.0
+    }
+}
+
+impl From<IpAddr> for ClientIp {
+    fn from(ip: IpAddr) -> Self {
+        Self::new(ip)
+    }
+}
+
+impl From<ClientIp> for IpAddr {
+    fn from(ip: ClientIp) -> Self {
+        ip.0
+    }
+}
+
+impl PartialEq<IpAddr> for ClientIp {
+    fn eq(&self, other: &IpAddr) -> bool {
+        self.0 == normalize(*other)
+    }
+}
+
+impl std::fmt::Display for ClientIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The proxies whose forwarded-for headers are believed (`[server] trusted_proxies`).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(pub IpSet);
@@ -42,16 +85,16 @@ impl TrustedProxies {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddress {
     /// The client: the peer, or the first untrusted forwarded hop.
-    pub client: IpAddr,
+    pub client: ClientIp,
     /// The TCP peer.
-    pub peer: IpAddr,
+    pub peer: ClientIp,
     /// Why the forwarded headers were not used, for the audit record.
     pub note: Option<String>,
 }
 
 /// One hop named by a forwarding header.
 enum Hop {
-    Addr(IpAddr),
+    Addr(ClientIp),
     /// `unknown` or an obfuscated identifier (`_hidden`): a hop we cannot judge.
     Opaque(String),
 }
@@ -70,9 +113,9 @@ pub fn client_address(
     trusted: &TrustedProxies,
     header: TrustedHeader,
 ) -> ClientAddress {
-    let peer = normalize(peer);
+    let peer = ClientIp::new(peer);
     let plain = |note: Option<String>| ClientAddress { client: peer, peer, note };
-    if trusted.0.is_empty() || !trusted.contains(peer) {
+    if trusted.0.is_empty() || !trusted.contains(peer.ip()) {
         return plain(None);
     }
     let (name, element, label): (&str, ElementParser, &str) = match header {
@@ -98,7 +141,7 @@ pub fn client_address(
     let mut leftmost = None;
     for hop in hops.iter().rev() {
         match hop {
-            Hop::Addr(ip) if trusted.contains(*ip) => leftmost = Some(*ip),
+            Hop::Addr(ip) if trusted.contains(ip.ip()) => leftmost = Some(*ip),
             Hop::Addr(ip) => return ClientAddress { client: *ip, peer, note: None },
             Hop::Opaque(token) => {
                 return plain(Some(format!("forwarded hop {token:?} is not an address; using the peer")));
@@ -170,16 +213,16 @@ fn parse_node(text: &str) -> Option<Hop> {
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(valid_port)) {
             return None;
         }
-        return addr.parse::<std::net::Ipv6Addr>().ok().map(|ip| Hop::Addr(normalize(IpAddr::V6(ip))));
+        return addr.parse::<std::net::Ipv6Addr>().ok().map(|ip| Hop::Addr(ClientIp::new(IpAddr::V6(ip))));
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(Hop::Addr(normalize(ip)));
+        return Some(Hop::Addr(ClientIp::new(ip)));
     }
     let (addr, port) = text.rsplit_once(':')?;
     if !valid_port(port) {
         return None;
     }
-    addr.parse::<std::net::Ipv4Addr>().ok().map(|ip| Hop::Addr(IpAddr::V4(ip)))
+    addr.parse::<std::net::Ipv4Addr>().ok().map(|ip| Hop::Addr(ClientIp(IpAddr::V4(ip))))
 }
 
 fn valid_port(port: &str) -> bool {

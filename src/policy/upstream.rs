@@ -1,34 +1,22 @@
-//! A trigger's upstream: its URL taken apart once at compile time, and the pooled
-//! HTTP/1.1 client (rustls, system roots plus an optional CA) that reaches it.
+//! A trigger's upstream settings: its URL taken apart once at compile time, and the TLS
+//! client configuration (system roots plus an optional CA) that reaches it. The pooled
+//! client that uses them is the request path's (`proxy/client.rs`).
 
 use super::RawTrigger;
-use super::{Limits, Trigger};
 use crate::config::{Diagnostics, KeyPath, SourceFile};
-use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// Errors a forwarded body can carry.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type sent upstream.
-pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A pooled client for upstream calls.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
-
-/// Builds a pooled upstream client trusting the system roots plus `extra_roots`.
+/// The TLS client configuration for upstreams: the system roots plus `extra_roots`
+/// (a trigger's `upstream_ca`). Loading the system roots reads files: this runs when a
+/// policy compiles or a gateway starts, never per call.
 ///
 /// # Errors
-/// No root certificate could be loaded at all.
-pub fn build_client(limits: &Limits, extra_roots: Option<&RootCertStore>) -> Result<UpstreamClient, String> {
+/// The TLS versions cannot be configured.
+pub fn upstream_tls(extra_roots: Option<&RootCertStore>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -45,20 +33,7 @@ pub fn build_client(limits: &Limits, extra_roots: Option<&RootCertStore>) -> Res
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(limits.upstream_connect_timeout));
-    http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(limits.idle_timeout)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .build(connector))
+    Ok(Arc::new(tls))
 }
 
 /// An upstream URL, taken apart.
@@ -84,15 +59,16 @@ pub struct Upstream {
     /// The path as a template when it takes a part from the vault (webhook URLs carrying
     /// their credential in the path); moved into the trigger's injection at compile time.
     pub path_template: Option<crate::secrets::Template>,
-    /// A client with this upstream's extra CA, when it has one; otherwise the gateway's shared one.
-    pub client: Option<UpstreamClient>,
+    /// The TLS client configuration trusting this upstream's own CA (`upstream_ca`) besides
+    /// the system roots, when it has one; otherwise the gateway's shared pool is used
+    /// (`proxy::Upstreams`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Upstream {
     pub(super) fn compile(
         raw: &RawTrigger,
         source: &SourceFile,
-        limits: &Limits,
         path: &KeyPath,
         diags: &mut Diagnostics,
     ) -> Option<Self> {
@@ -180,7 +156,7 @@ impl Upstream {
             .filter(|(name, value)| crate::secrets::is_credential_like(name) && value.len() >= 8)
             .map(|(_, value)| value.into_owned())
             .collect();
-        let client = raw.upstream_ca.as_ref().and_then(|ca| {
+        let tls = raw.upstream_ca.as_ref().and_then(|ca| {
             let roots = match crate::tls::read_roots(&source.resolve(ca)) {
                 Ok(roots) => roots,
                 Err(e) => {
@@ -188,8 +164,8 @@ impl Upstream {
                     return None;
                 }
             };
-            match build_client(limits, Some(&roots)) {
-                Ok(client) => Some(client),
+            match upstream_tls(Some(&roots)) {
+                Ok(tls) => Some(tls),
                 Err(e) => {
                     diags.error(&path.key("upstream_ca"), e);
                     None
@@ -208,7 +184,7 @@ impl Upstream {
             credential_values,
             display,
             path_template,
-            client,
+            tls,
         })
     }
 
@@ -338,13 +314,6 @@ fn restore_templates(path: &str, parts: &[String]) -> String {
         .fold(path.to_owned(), |text, (i, part)| text.replace(&format!("{PLACEHOLDER}{i}"), part))
 }
 
-impl Trigger {
-    /// The client that reaches this trigger's upstream.
-    pub fn client<'a>(&'a self, shared: &'a UpstreamClient) -> &'a UpstreamClient {
-        self.upstream.client.as_ref().unwrap_or(shared)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,9 +321,8 @@ mod tests {
     fn upstream(url: &str) -> Upstream {
         let raw: RawTrigger = toml::from_str(&format!("name='t'\npath='/t'\nupstream='{url}'\nwho='anyone'")).unwrap();
         let source = SourceFile { name: "p".into(), base_dir: Default::default(), text: String::new() };
-        let limits = super::super::compile_limits(&Default::default(), &KeyPath::root(), &mut Diagnostics::default());
         let mut diags = Diagnostics::default();
-        Upstream::compile(&raw, &source, &limits, &KeyPath::root(), &mut diags).unwrap()
+        Upstream::compile(&raw, &source, &KeyPath::root(), &mut diags).unwrap()
     }
 
     #[test]
@@ -375,9 +343,8 @@ mod tests {
     fn refused(url: &str) -> String {
         let raw: RawTrigger = toml::from_str(&format!("name='t'\npath='/t'\nupstream='{url}'\nwho='anyone'")).unwrap();
         let source = SourceFile { name: "p".into(), base_dir: Default::default(), text: String::new() };
-        let limits = super::super::compile_limits(&Default::default(), &KeyPath::root(), &mut Diagnostics::default());
         let mut diags = Diagnostics::default();
-        assert!(Upstream::compile(&raw, &source, &limits, &KeyPath::root(), &mut diags).is_none(), "{url}");
+        assert!(Upstream::compile(&raw, &source, &KeyPath::root(), &mut diags).is_none(), "{url}");
         diags.into_vec().into_iter().map(|d| d.message).collect::<Vec<_>>().join("; ")
     }
 

@@ -12,7 +12,7 @@
 //! inspected and the call fails with 502 rather than pass it on. Decoding streams in
 //! bounded chunks, so a compression bomb costs time, not memory.
 
-use crate::policy::upstream_types::{BoxError, UpstreamBody};
+use super::client::{BoxError, UpstreamBody};
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder};
 use bytes::Bytes;
 use futures_util::TryStreamExt;

@@ -13,6 +13,7 @@
 //! flight from that address.)
 
 use super::Clock;
+use crate::firewall::ClientIp;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
@@ -37,7 +38,7 @@ pub struct ShieldSettings {
 #[derive(Debug)]
 pub struct Shield {
     settings: ShieldSettings,
-    shards: Vec<Mutex<HashMap<IpAddr, u64>>>,
+    shards: Vec<Mutex<HashMap<ClientIp, u64>>>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
     /// Time one failure takes to refill (µs).
@@ -74,9 +75,17 @@ impl Shield {
         u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX)
     }
 
-    fn shard(&self, ip: IpAddr) -> MutexGuard<'_, HashMap<IpAddr, u64>> {
+    fn shard(&self, ip: ClientIp) -> MutexGuard<'_, HashMap<ClientIp, u64>> {
         let index = usize::try_from(self.hasher.hash_one(ip) % SHARDS as u64).unwrap_or(0);
         self.shards[index].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`Shield::check_client`] for a plain address (normalised here).
+    ///
+    /// # Errors
+    /// Whole seconds (at least 1) until the address may fail once more.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        self.check_client(ClientIp::new(ip))
     }
 
     /// Whether a call from `ip` may go on to authentication: true unless the address has
@@ -84,11 +93,10 @@ impl Shield {
     ///
     /// # Errors
     /// Whole seconds (at least 1) until the address may fail once more.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+    pub fn check_client(&self, ip: ClientIp) -> Result<(), u64> {
         if !self.settings.enabled {
             return Ok(());
         }
-        let ip = crate::firewall::normalize(ip);
         let now = self.now_us();
         let Some(&tat) = self.shard(ip).get(&ip) else { return Ok(()) };
         let next = tat.max(now).saturating_add(self.emission_us);
@@ -100,12 +108,16 @@ impl Shield {
         Err(wait_us.div_ceil(1_000_000).max(1))
     }
 
-    /// Records one call from `ip` refused by authentication or authorization.
+    /// [`Shield::charge_client`] for a plain address (normalised here).
     pub fn charge(&self, ip: IpAddr) {
+        self.charge_client(ClientIp::new(ip));
+    }
+
+    /// Records one call from `ip` refused by authentication or authorization.
+    pub fn charge_client(&self, ip: ClientIp) {
         if !self.settings.enabled {
             return;
         }
-        let ip = crate::firewall::normalize(ip);
         let now = self.now_us();
         let mut shard = self.shard(ip);
         let tat = shard.entry(ip).or_insert(now);

@@ -1,0 +1,251 @@
+//! One call in progress ([`Call`]) and the one place it ends: [`Call::finish`] writes the
+//! access-log line, the exported span and the run record, exactly once, whether the
+//! response body ended, was dropped, or the caller went away before the response.
+
+use super::body::{self, BodyStats, ObservedBody};
+use super::{Connection, ResponseBody, new_request_id};
+use crate::audit::RunRecord;
+use crate::gateway::Gateway;
+use crate::policy::{Policy, Trigger};
+use crate::secrets::Scrubber;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use metrics::SharedString;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+/// One call in progress: its run record, filled in step by step, and what capture needs.
+pub struct Call {
+    /// The run record, written exactly once when the call ends. Taken (`None`) once the
+    /// response is handed over; until then, dropping the call (the caller went away while
+    /// it was being judged or forwarded) writes it as `client_closed`.
+    record: Option<RunRecord>,
+    /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
+    pub trace: crate::trace::TraceContext,
+    /// When the expensive steps ran, for exported spans.
+    pub steps: crate::trace::Steps,
+    pub(super) started: Instant,
+    pub(super) request_body: Arc<BodyStats>,
+    pub(super) capture: Option<Capture>,
+    /// The matched trigger's name as a metric label (see `Trigger::name_label`).
+    pub(super) trigger_label: Option<Arc<str>>,
+    gateway: Arc<Gateway>,
+}
+
+/// What a capturing trigger keeps of a call until the response ends.
+pub(super) struct Capture {
+    pub(super) trigger: Arc<Trigger>,
+    pub(super) request_headers: http::HeaderMap,
+    pub(super) response_headers: http::HeaderMap,
+    pub(super) response_body: Arc<body::Tap>,
+    /// Injected secret values: redacted wherever they appear in the record.
+    pub(super) secrets: Vec<crate::secrets::SecretValue>,
+}
+
+impl Call {
+    pub(super) fn begin<B>(
+        gateway: &Arc<Gateway>,
+        policy: &Policy,
+        connection: &Connection,
+        request: &Request<B>,
+    ) -> Self {
+        let mut record =
+            RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
+        record.peer_ip = Some(connection.peer.ip());
+        record.policy_version = policy.version.clone();
+        // The caller's trace (or a fresh one) is known before any check, so refused calls
+        // can be found from the caller's trace too.
+        let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
+        record.trace_id = Some(trace.trace_id());
+        Self {
+            record: Some(record),
+            trace,
+            steps: crate::trace::Steps::default(),
+            started: Instant::now(),
+            request_body: Arc::new(BodyStats::default()),
+            capture: None,
+            trigger_label: None,
+            gateway: gateway.clone(),
+        }
+    }
+
+    /// The call's run record, filled in step by step.
+    pub fn record(&mut self) -> &mut RunRecord {
+        self.record.as_mut().expect("a call's record is taken only when its response is handed over")
+    }
+
+    /// The call's request id.
+    pub fn request_id(&self) -> &str {
+        self.record.as_ref().map_or("", |record| &record.id)
+    }
+
+    /// Writes the finished call: the access-log line, its exported span and its run record
+    /// (with the capture, if the trigger asks for one). The only place any of them is written.
+    fn finish(&mut self, mut record: RunRecord, bytes_out: u64, completed: bool) {
+        record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        record.bytes_in = self.request_body.bytes.load(Ordering::Relaxed);
+        record.bytes_out = bytes_out;
+        if let Some(capture) = self.capture.take() {
+            record.capture = Some(capture.captured(&self.request_body, record.bytes_in, bytes_out));
+        }
+        tracing::info!(
+            target: "flowgate::access",
+            request_id = %record.id,
+            trace_id = record.trace_id.as_deref().unwrap_or("-"),
+            trigger = record.trigger.as_deref().unwrap_or("-"),
+            method = %record.method,
+            path = %record.path,
+            status = record.status,
+            duration_ms = record.latency_ms as u64,
+            bytes_in = record.bytes_in,
+            bytes_out,
+            completed,
+            decision = %record.decision,
+            client = %record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            "call"
+        );
+        if let Some(spans) = &self.gateway.spans {
+            spans.call_finished(&record, &self.trace, self.steps);
+        }
+        self.gateway.audit.write(record);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else { return };
+        // The upstream may already have the request: the run history must still say so.
+        record.decision = "client_closed".to_owned();
+        record.reason = Some("the caller went away before the response".to_owned());
+        record.status = 499;
+        // Nothing was answered: there is no response to capture.
+        self.capture = None;
+        self.finish(record, 0, false);
+    }
+}
+
+impl Capture {
+    /// The run record's capture of a finished call.
+    fn captured(self, request_body: &BodyStats, bytes_in: u64, bytes_out: u64) -> crate::audit::Captured {
+        let rules = &self.trigger.capture;
+        let request_prefix = request_body.tap.as_ref().map(body::Tap::bytes).unwrap_or_default();
+        // Values of dropped request fields are redacted wherever they reappear
+        // (an upstream echoing its input), like injected secrets.
+        let private = crate::audit::private_values(rules, &request_prefix);
+        let hidden: Vec<&[u8]> = private
+            .iter()
+            .map(Vec::as_slice)
+            .chain(self.secrets.iter().map(|s| s.expose_secret().as_bytes()))
+            .chain(self.trigger.upstream.credential_values.iter().map(|v| v.as_bytes()))
+            .collect();
+        let (response_body, response_len) = redacted_for_capture(&self.secrets, self.response_body.bytes(), bytes_out);
+        crate::audit::Captured {
+            request: Some(crate::audit::capture_request(
+                rules,
+                &self.request_headers,
+                &request_prefix,
+                bytes_in,
+                &hidden,
+            )),
+            response: Some(crate::audit::capture_response(
+                rules,
+                &self.response_headers,
+                &response_body,
+                response_len,
+                &hidden,
+            )),
+        }
+    }
+}
+
+/// Wraps the response body so that the call is finished ([`Call::finish`]) exactly once,
+/// when the body ends or is dropped, with real byte counts. The request metrics are counted
+/// now, at the response head (`flowgate_request_duration_seconds` is head to head).
+pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let Some(mut record) = call.record.take() else {
+        return response;
+    };
+    record.status = response.status().as_u16();
+    // Label values without a per-call string: the trigger's shared name, a static status.
+    let trigger = call.trigger_label.clone().map_or(SharedString::const_str("-"), SharedString::from);
+    metrics::counter!(
+        "flowgate_requests_total",
+        "trigger" => trigger,
+        "method" => method_class(&record.method),
+        "status" => status_label(record.status)
+    )
+    .increment(1);
+    metrics::histogram!("flowgate_request_duration_seconds").record(call.started.elapsed().as_secs_f64());
+    let tap = call.capture.as_ref().map(|c| c.response_body.clone());
+    let (parts, body) = response.into_parts();
+    let observed =
+        ObservedBody::new(body, tap, Box::new(move |bytes_out, completed| call.finish(record, bytes_out, completed)));
+    Response::from_parts(parts, observed.boxed_unsync())
+}
+
+/// The captured response with injected values redacted in every escaped form the
+/// scrubber knows (the caller may have had them unscrubbed), and the length to record.
+fn redacted_for_capture(secrets: &[crate::secrets::SecretValue], tapped: Vec<u8>, sent: u64) -> (Vec<u8>, u64) {
+    if secrets.is_empty() {
+        return (tapped, sent);
+    }
+    let whole = tapped.len() as u64 == sent;
+    let redacted = Scrubber::new(secrets.iter().cloned()).scrub_bytes(&tapped);
+    let len = if whole { redacted.len() as u64 } else { sent };
+    (redacted, len)
+}
+
+/// "100" to "599", three digits each, so that a status label is a static slice.
+const STATUS_DIGITS: [u8; 1500] = {
+    let mut digits = [0u8; 1500];
+    let mut i = 0;
+    while i < 500 {
+        let status = 100 + i;
+        digits[3 * i] = b'0' + (status / 100) as u8;
+        digits[3 * i + 1] = b'0' + (status / 10 % 10) as u8;
+        digits[3 * i + 2] = b'0' + (status % 10) as u8;
+        i += 1;
+    }
+    digits
+};
+
+static STATUS_TEXT: &str = match std::str::from_utf8(&STATUS_DIGITS) {
+    Ok(text) => text,
+    Err(_) => panic!("status digits are ASCII"),
+};
+
+/// The `status` label: `status` in decimal, static for every valid status code.
+fn status_label(status: u16) -> SharedString {
+    if (100..600).contains(&status) {
+        let at = usize::from(status - 100) * 3;
+        SharedString::const_str(&STATUS_TEXT[at..at + 3])
+    } else {
+        SharedString::from(status.to_string())
+    }
+}
+
+fn method_class(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_label;
+
+    #[test]
+    fn status_labels_are_the_decimal_status() {
+        for status in [0u16, 99, 100, 200, 404, 499, 503, 599, 600, 999] {
+            assert_eq!(&*status_label(status), status.to_string(), "{status}");
+        }
+    }
+}

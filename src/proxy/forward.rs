@@ -1,0 +1,359 @@
+//! [`forward`]: an admitted call sent upstream and its answer streamed back, one function
+//! per step in the order they run: capture set up, secrets rendered, upstream URI and
+//! headers built, request body read (paced, capped, perhaps buffered or JSON-injected),
+//! the request sent, upstream errors mapped to a [`Failure`], the response shaped.
+
+use super::body::{self, BodyStats, CappedBody, Pace, PacedBody, Prefixed, StallGuard};
+use super::call::Capture;
+use super::{Admitted, Call, Connection, ResponseBody, coding, full_body, headers, request_host_of};
+use super::{BoxError, RequestBody, UpstreamError, Upstreams, strip_hop_by_hop};
+use crate::auth::Caller;
+use crate::denial::{Denial, Failure, Rejection};
+use crate::gateway::Gateway;
+use crate::policy::{Policy, Trigger};
+use crate::secrets::{Rendered, Scrubber};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+/// Sends an admitted call upstream and streams the answer back.
+///
+/// # Errors
+/// 503 when a secret cannot be resolved; 413 when the body crosses the limit; 408 when it
+/// arrives too slowly; 400 when it is malformed or cut short; 502 when the upstream cannot
+/// be reached; 504 when it does not answer in time. The body is taken out of `body` only
+/// when it starts being read, so a refusal before that leaves it to the caller.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward<B: RequestBody>(
+    gateway: &Gateway,
+    upstreams: &Upstreams,
+    policy: &Arc<Policy>,
+    connection: &Connection,
+    admitted: Admitted,
+    parts: http::request::Parts,
+    body: &mut Option<B>,
+    call: &mut Call,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
+    let host = request_host_of(&parts).map(str::to_owned);
+    start_capture(&trigger, &parts.headers, call);
+
+    // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
+    let started = SystemTime::now();
+    let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
+    call.steps.done(crate::trace::Step::Secrets, started);
+    let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
+    if let Some(capture) = &mut call.capture {
+        capture.secrets = rendered.secret_values().to_vec();
+    }
+
+    let uri = upstream_uri(&trigger, &rendered, &rest, parts.uri.query())?;
+    let mut headers = parts.headers;
+    let forwarded_for = headers::ForwardedFor {
+        client: client.ip(),
+        proto: if connection.tls { "https" } else { "http" },
+        host: host.as_deref(),
+        request_id: call.request_id(),
+    };
+    upstream_headers(&mut headers, &trigger, &rendered, &caller, &forwarded_for, &call.trace);
+    let scrubber = rendered.scrubber();
+    let scrub_body = trigger.scrub_responses && !scrubber.is_empty();
+    if scrub_body {
+        // The scrubber reads the body as sent: no compression, no byte ranges.
+        coding::ask_for_scrubbable(&mut headers);
+    }
+
+    let request_stats = call.request_body.clone();
+    let Some(body) = body.take() else {
+        return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+    };
+    let body = request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?;
+    let request = upstream_request(&trigger, parts.method, uri, headers, body);
+
+    let started = SystemTime::now();
+    let sent = tokio::time::timeout(trigger.response_timeout, upstreams.send(policy, &trigger, request)).await;
+    call.steps.done(crate::trace::Step::Upstream, started);
+    let response = match sent {
+        Err(_elapsed) => return Err(upstream_timeout(&trigger)),
+        Ok(Err(error)) => return Err(upstream_failure(&trigger, &request_stats, &error)),
+        Ok(Ok(response)) => response,
+    };
+    call.record().upstream_status = Some(response.status().as_u16());
+    shape_response(&trigger, response, rate_limit_header, &scrubber, scrub_body, call)
+}
+
+/// A capturing trigger keeps the request's headers and a prefix of both bodies.
+fn start_capture(trigger: &Arc<Trigger>, request_headers: &HeaderMap, call: &mut Call) {
+    if !trigger.capture.enabled {
+        return;
+    }
+    call.request_body =
+        Arc::new(BodyStats { tap: Some(body::Tap::new(trigger.capture.max_bytes)), ..BodyStats::default() });
+    call.capture = Some(Capture {
+        trigger: trigger.clone(),
+        request_headers: request_headers.clone(),
+        response_headers: HeaderMap::new(),
+        response_body: Arc::new(body::Tap::new(trigger.capture.max_bytes)),
+        secrets: Vec::new(),
+    });
+}
+
+/// The upstream URL: its own path and query win; the caller's signature parameters and
+/// parameters of injected names are dropped, then injected parameters are appended.
+fn upstream_uri(trigger: &Trigger, rendered: &Rendered, rest: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+    let injected_query: Vec<(&str, &str)> =
+        rendered.query().iter().map(|(name, value)| (name.as_str(), value.expose_secret())).collect();
+    // A webhook URL whose path carries its credential takes that path from the vault.
+    let vault_path = rendered.upstream_path().map(crate::secrets::SecretValue::expose_secret);
+    trigger
+        .upstream
+        .uri_for_path(vault_path, rest, query, &trigger.reserved_query, &injected_query)
+        .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") }.into())
+}
+
+/// The caller's headers made fit for the upstream: hygiene and forwarding headers, the
+/// call's trace, identity headers if asked, then the injected headers.
+fn upstream_headers(
+    headers: &mut HeaderMap,
+    trigger: &Trigger,
+    rendered: &Rendered,
+    caller: &Caller,
+    forwarded_for: &headers::ForwardedFor<'_>,
+    trace: &crate::trace::TraceContext,
+) {
+    headers::upstream_request_headers(headers, trigger.access.forward_authorization, forwarded_for);
+    // The upstream continues the call's trace, with flowgate's span as its parent; the
+    // caller's own `traceparent`/`tracestate` never pass unchecked.
+    trace.apply(headers);
+    // A caller cannot pre-set an injected header.
+    for name in &trigger.injected_names.headers {
+        headers.remove(name);
+    }
+    if trigger.access.forward_identity {
+        for (name, value) in crate::auth::identity_headers(caller) {
+            headers.insert(name, value);
+        }
+    }
+    rendered.apply_headers(headers);
+}
+
+/// The request body as the upstream will get it: paced, capped, read whole when small (or
+/// when JSON fields are injected into it), else streamed.
+///
+/// # Errors
+/// 413 over the limit, 408 too slow, 400 malformed or cut short (or JSON injection
+/// impossible), 503 when an injected value is unavailable.
+async fn request_body<B: RequestBody>(
+    policy: &Policy,
+    trigger: &Trigger,
+    rendered: &Rendered,
+    body: B,
+    headers: &mut HeaderMap,
+    request_stats: &Arc<BodyStats>,
+) -> Result<ResponseBody, Rejection> {
+    // Every request body is held to the read pace: a trickling caller cannot hold a call
+    // (and the upstream's connection) open.
+    let pace = Pace { timeout: policy.edge.body_read_timeout, min_rate: policy.edge.body_min_rate };
+    let body = PacedBody::new(body, pace, request_stats.clone());
+    if trigger.injection.has_json() {
+        // JSON field injection needs the whole body: bounded in size and in time.
+        let limit = trigger.max_body_bytes.min(trigger.injection.json_max_bytes() as u64);
+        let capped = CappedBody::new(body, limit, request_stats.clone());
+        let collected = match tokio::time::timeout(trigger.response_timeout, capped.collect()).await {
+            Err(_elapsed) => {
+                return Err(Denial::RequestTimeout {
+                    reason: "the JSON body to inject into arrived too slowly".into(),
+                }
+                .into());
+            }
+            Ok(Err(_)) if request_stats.exceeded.load(Ordering::Relaxed) => {
+                return Err(Denial::BodyTooLarge { limit }.into());
+            }
+            Ok(Err(error)) => return Err(body_denial(request_stats, &*error)),
+            Ok(Ok(collected)) => collected,
+        };
+        let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
+            crate::secrets::SecretError::JsonBody { .. } => {
+                Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
+            }
+            other => Failure::SecretUnavailable { reason: other.to_string() }.into(),
+        })?;
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(full_body(injected));
+    }
+    let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
+    // Small bodies are read whole first, so a body that turns out malformed, too slow
+    // or too large never reaches the upstream (it would see a truncated message).
+    match buffer_body(capped, policy.edge.buffer_request_body).await {
+        Buffered::Whole(bytes) => {
+            if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            }
+            Ok(full_body(bytes))
+        }
+        Buffered::Streaming(prefix, rest) => Ok(Prefixed::new(prefix, rest).boxed_unsync()),
+        Buffered::Failed(_) if request_stats.exceeded.load(Ordering::Relaxed) => {
+            Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into())
+        }
+        Buffered::Failed(error) => Err(body_denial(request_stats, &*error)),
+    }
+}
+
+/// The request the upstream gets.
+fn upstream_request(
+    trigger: &Trigger,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: ResponseBody,
+) -> Request<ResponseBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    // Upstreams speak HTTP/1.1: an h2 caller's request must be re-versioned, and Host is
+    // set from the upstream URL, never from the caller.
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request.headers_mut().insert(header::HOST, trigger.upstream.host_header.clone());
+    request
+}
+
+/// No response head within the trigger's `upstream_response_timeout`: 504.
+fn upstream_timeout(trigger: &Trigger) -> Rejection {
+    metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
+    Failure::UpstreamTimeout {
+        reason: format!("no response head from {} within {:?}", trigger.upstream.display, trigger.response_timeout),
+    }
+    .into()
+}
+
+/// A failed exchange, by who is at fault: the caller's body (413/408/400), else the
+/// upstream (502).
+fn upstream_failure(trigger: &Trigger, request_stats: &BodyStats, error: &UpstreamError) -> Rejection {
+    if request_stats.exceeded.load(Ordering::Relaxed) {
+        return Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into();
+    }
+    if request_stats.errored.load(Ordering::Relaxed) {
+        // The caller's upload broke off, was malformed or too slow: their side, not
+        // the upstream's. hyper's client closes that upstream connection (never
+        // pooled again), so the upstream sees an incomplete message.
+        return body_denial(request_stats, error);
+    }
+    let kind = if error.is_connect() { "connect" } else { "exchange" };
+    metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
+    Failure::UpstreamUnreachable {
+        reason: format!("{kind} error with {}: {}", trigger.upstream.display, error_chain(error)),
+    }
+    .into()
+}
+
+/// The upstream's response made fit for the caller: hop-by-hop headers and the reason
+/// phrase dropped, the `RateLimit` header set, injected values scrubbed, the body guarded
+/// against stalls (and decoded and scrubbed when the trigger asks).
+///
+/// # Errors
+/// 502 when a body to scrub has a coding that cannot be decoded.
+fn shape_response(
+    trigger: &Trigger,
+    response: Response<hyper::body::Incoming>,
+    rate_limit_header: Option<HeaderValue>,
+    scrubber: &Scrubber,
+    scrub_body: bool,
+    call: &mut Call,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
+    // it may repeat what the upstream received: the standard phrase is sent instead.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+    if let Some(value) = rate_limit_header {
+        parts.headers.insert(HeaderName::from_static("ratelimit"), value);
+    }
+    // Injected values never reach the caller in a response header (a redirect's
+    // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
+    scrubber.scrub_headers(&mut parts.headers);
+    let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout).boxed_unsync();
+    let body = if scrub_body {
+        // An upstream that echoes an injected value must not hand it to the caller, even
+        // compressed: the body is decoded first, or refused when it cannot be.
+        let codings = coding::codings(&parts.headers)
+            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("{}: {e}", trigger.upstream.display) })?;
+        let body = coding::decode(body, &codings, &mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        scrubber.wrap(body).boxed_unsync()
+    } else {
+        body
+    };
+    if let Some(capture) = &mut call.capture {
+        capture.response_headers = parts.headers.clone();
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A request body after [`buffer_body`].
+enum Buffered<B> {
+    /// Read to its end, within the bound.
+    Whole(Bytes),
+    /// Larger than the bound (or declared so): what was read, and the rest to stream.
+    Streaming(Bytes, B),
+    /// Reading failed (too large, too slow, malformed, cut short).
+    Failed(BoxError),
+}
+
+/// Reads `body` whole when it ends within `bound` bytes; otherwise returns what was read
+/// and the rest, to stream. A body declared longer than `bound` streams from the start.
+async fn buffer_body<B>(mut body: B, bound: u64) -> Buffered<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    if body.is_end_stream() {
+        return Buffered::Whole(Bytes::new());
+    }
+    if bound == 0 || body.size_hint().lower() > bound {
+        return Buffered::Streaming(Bytes::new(), body);
+    }
+    let mut read = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Buffered::Whole(read.freeze()),
+            Some(Err(error)) => return Buffered::Failed(error),
+            Some(Ok(frame)) => {
+                // Trailers of a buffered body are dropped: hyper's HTTP/1.1 client would
+                // not send them upstream either.
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
+        }
+        if body.is_end_stream() {
+            return Buffered::Whole(read.freeze());
+        }
+        if read.len() as u64 > bound {
+            return Buffered::Streaming(read.freeze(), body);
+        }
+    }
+}
+
+/// The refusal for a request body that could not be read: too slow (408) or malformed,
+/// reset or cut short (400).
+fn body_denial(stats: &BodyStats, error: &(dyn std::error::Error + 'static)) -> Rejection {
+    if stats.timed_out.load(Ordering::Relaxed) {
+        return Denial::RequestTimeout { reason: error_chain(error) }.into();
+    }
+    Denial::BadRequest { reason: format!("the request body could not be read: {}", error_chain(error)) }.into()
+}
+
+/// An error and its causes on one line (for private reasons only).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
