@@ -171,7 +171,7 @@ async fn route<B>(
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             response
         }
-        (&Method::GET, "/runs") | (&Method::GET, "/policy") | (&Method::POST, "/reload") => {
+        (&Method::GET, "/runs" | "/policy") | (&Method::POST, "/reload") => {
             let role = match role_of(gateway, peer, &request).await {
                 Ok(role) => role,
                 Err(response) => return response,

@@ -80,7 +80,10 @@ pub struct Admitted {
     pub permit: Permit,
 }
 
-/// Handles one request from start to end. Never fails: every outcome is a response.
+/// Handles one request from start to end.
+///
+/// # Errors
+/// Never: every outcome is a response.
 pub async fn handle<B: RequestBody>(
     gateway: Arc<Gateway>,
     upstreams: &Upstreams,
@@ -154,7 +157,7 @@ pub async fn admit(
     let address =
         client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header);
     call.record().client_ip = Some(address.client.ip());
-    call.record().client_ip_note = address.note.clone();
+    call.record().client_ip_note.clone_from(&address.note);
 
     // Path hygiene before routing: dot segments, empty segments, encoded separators and
     // `;` path parameters would let a prefix route reach an upstream path the policy never
@@ -164,7 +167,7 @@ pub async fn admit(
         .map_err(|problem| Denial::BadRequest { reason: format!("path refused: {problem}") })?;
 
     // Global firewall: the cheapest refusal, before anything else is revealed.
-    policy.firewall.check(address.client, address.peer).map_err(ip_denial)?;
+    policy.firewall.check(address.client, address.peer).map_err(|refusal| ip_denial(&refusal))?;
 
     // Route: a miss is a bare 404 that says nothing about what exists.
     let found = policy.routes.find(request_host_of(parts), &path, &parts.method)?;
@@ -173,7 +176,7 @@ pub async fn admit(
     call.trigger_label = Some(trigger.name_label.clone());
 
     // The trigger's own IP rules.
-    trigger.ip_rules.check(address.client, address.peer).map_err(ip_denial)?;
+    trigger.ip_rules.check(address.client, address.peer).map_err(|refusal| ip_denial(&refusal))?;
 
     // A declared body over the limit is refused before any expensive check.
     if declared_length(&parts.headers).is_some_and(|len| len > trigger.max_body_bytes) {
@@ -205,7 +208,7 @@ pub async fn admit(
 
     // Per-principal pinning needs the caller, so it runs right after authentication.
     if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client.ip()) {
-        let rejection = ip_denial(refusal);
+        let rejection = ip_denial(&refusal);
         shield_charge(gateway, address.client, &rejection);
         return Err(rejection);
     }
@@ -347,13 +350,13 @@ fn shield_charge(gateway: &Gateway, client: ClientIp, rejection: &Rejection) {
     }
 }
 
-fn ip_denial(refusal: crate::firewall::IpRefusal) -> Rejection {
+fn ip_denial(refusal: &crate::firewall::IpRefusal) -> Rejection {
     Denial::IpForbidden { rule: refusal.to_string() }.into()
 }
 
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.
 pub fn request_host_of(parts: &http::request::Parts) -> Option<&str> {
-    parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+    parts.uri.authority().map(http::uri::Authority::as_str).or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
 }
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {

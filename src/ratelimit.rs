@@ -540,16 +540,17 @@ impl Limiters {
     /// An invalid Redis URL.
     pub fn new(settings: &ClusterSettings, clock: Arc<dyn Clock>) -> Result<Self, RedisLimiterError> {
         let redis = settings.redis.clone().map(RedisBackend::new).transpose()?;
-        match &redis {
-            Some(_) => tracing::info!(
+        if redis.is_some() {
+            tracing::info!(
                 on_redis_error = ?settings.on_redis_error,
                 "rate limits shared through Redis; when Redis cannot answer: {}",
                 match settings.on_redis_error {
                     OnRedisError::FailClosed => "refuse calls with 503 (fail_closed)",
                     OnRedisError::Local => "fall back to this instance's limiter (local)",
                 }
-            ),
-            None => tracing::info!("rate limits kept by this instance only (no [cluster] redis)"),
+            );
+        } else {
+            tracing::info!("rate limits kept by this instance only (no [cluster] redis)");
         }
         Ok(Self {
             local: LocalStore::new(settings.local_max_keys),
@@ -609,7 +610,7 @@ impl Limiters {
                 }
             }
         };
-        Ok(self.decide(rule, outcome))
+        Ok(Self::decide(rule, outcome))
     }
 
     fn check_local(&self, rule: &RateLimitRule, key: &RateKey) -> Result<window::Outcome, LimiterError> {
@@ -637,7 +638,7 @@ impl Limiters {
         }
     }
 
-    fn decide(&self, rule: &RateLimitRule, outcome: window::Outcome) -> Decision {
+    fn decide(rule: &RateLimitRule, outcome: window::Outcome) -> Decision {
         let shadowed = !outcome.admitted && rule.shadow;
         if shadowed {
             metrics::counter!("flowgate_ratelimit_shadow_refusals_total", "trigger" => rule.name.clone()).increment(1);

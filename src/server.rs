@@ -94,6 +94,9 @@ pub enum ServerError {
 ///
 /// # Errors
 /// The TLS configuration or the upstream client cannot be built.
+///
+/// # Panics
+/// Never: an HTTPS listener is bound only when the policy configures TLS.
 pub async fn run(
     gateway: Arc<Gateway>,
     listeners: Listeners,
@@ -203,15 +206,12 @@ impl AcceptLoop {
             // One address may not take every slot. A trusted proxy speaks for many clients.
             let slot = if policy.trusted_proxies.contains(peer.ip()) {
                 None
+            } else if let Some(slot) = self.per_address.try_open(peer.ip(), policy.edge.max_connections_per_ip) {
+                Some(slot)
             } else {
-                match self.per_address.try_open(peer.ip(), policy.edge.max_connections_per_ip) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        metrics::counter!("flowgate_connections_refused_total", "reason" => "per_ip").increment(1);
-                        tracing::debug!(%peer, "connection refused: too many open from this address");
-                        continue;
-                    }
-                }
+                metrics::counter!("flowgate_connections_refused_total", "reason" => "per_ip").increment(1);
+                tracing::debug!(%peer, "connection refused: too many open from this address");
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let connection =
@@ -242,22 +242,19 @@ async fn serve_connection(
 ) {
     let limits = gateway.policy().limits.clone();
     let activity = Arc::new(Activity::new());
-    match tls {
-        Some(acceptor) => {
-            // The handshake gets the same budget as a request head: a silent client is dropped.
-            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    let stream = ActivityIo::new(tls_stream, activity.clone());
-                    serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await
-                }
-                Ok(Err(error)) => tracing::debug!(peer = %connection.peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(peer = %connection.peer, "TLS handshake timed out"),
+    if let Some(acceptor) = tls {
+        // The handshake gets the same budget as a request head: a silent client is dropped.
+        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => {
+                let stream = ActivityIo::new(tls_stream, activity.clone());
+                serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await;
             }
+            Ok(Err(error)) => tracing::debug!(peer = %connection.peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %connection.peer, "TLS handshake timed out"),
         }
-        None => {
-            let stream = ActivityIo::new(stream, activity.clone());
-            serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await
-        }
+    } else {
+        let stream = ActivityIo::new(stream, activity.clone());
+        serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await;
     }
 }
 
@@ -411,7 +408,7 @@ impl http_body::Body for BusyBody {
 ///
 /// A call counts from its request head to its response's last byte. Between calls, an
 /// HTTP/1.1 connection's bytes count too (a request head on its way). An HTTP/2
-/// connection's bytes do not: PINGs, SETTINGS and WINDOW_UPDATEs keep a connection alive at
+/// connection's bytes do not: PINGs, SETTINGS and `WINDOW_UPDATEs` keep a connection alive at
 /// the transport level but are not use, and counting them would let an idle h2 connection
 /// (hyper answers PINGs, and sends its own) hold a slot of `max_connections` forever.
 struct Activity {
@@ -425,7 +422,7 @@ impl Activity {
         Self { epoch: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicU64::new(0) }
     }
     fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
     fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -440,7 +437,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }

@@ -174,6 +174,7 @@ fn parse_all(headers: &HeaderMap, name: &str, element: ElementParser, label: &st
 }
 
 /// One `X-Forwarded-For` entry: an address, optionally with a port, IPv6 optionally bracketed.
+#[expect(clippy::option_option, reason = "None: unparsable; Some(None): an empty element, skipped")]
 fn parse_xff_element(text: &str) -> Option<Option<Hop>> {
     if text.is_empty() {
         return Some(None);
@@ -182,6 +183,7 @@ fn parse_xff_element(text: &str) -> Option<Option<Hop>> {
 }
 
 /// One `Forwarded` element (`for=...;proto=https;by=...`); only `for` matters.
+#[expect(clippy::option_option, reason = "None: unparsable; Some(None): an empty element, skipped")]
 fn parse_forwarded_element(text: &str) -> Option<Option<Hop>> {
     if text.is_empty() {
         return Some(None);

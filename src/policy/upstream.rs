@@ -173,7 +173,7 @@ impl Upstream {
             }
         });
         let host_header = HeaderValue::from_str(authority.as_str()).ok()?;
-        let display = format!("{}://{}{}", scheme, authority, shown_path);
+        let display = format!("{scheme}://{authority}{shown_path}");
         Some(Self {
             scheme,
             authority,
@@ -320,7 +320,7 @@ mod tests {
 
     fn upstream(url: &str) -> Upstream {
         let raw: RawTrigger = toml::from_str(&format!("name='t'\npath='/t'\nupstream='{url}'\nwho='anyone'")).unwrap();
-        let source = SourceFile { name: "p".into(), base_dir: Default::default(), text: String::new() };
+        let source = SourceFile { name: "p".into(), base_dir: std::path::PathBuf::default(), text: String::new() };
         let mut diags = Diagnostics::default();
         Upstream::compile(&raw, &source, &KeyPath::root(), &mut diags).unwrap()
     }
@@ -342,7 +342,7 @@ mod tests {
 
     fn refused(url: &str) -> String {
         let raw: RawTrigger = toml::from_str(&format!("name='t'\npath='/t'\nupstream='{url}'\nwho='anyone'")).unwrap();
-        let source = SourceFile { name: "p".into(), base_dir: Default::default(), text: String::new() };
+        let source = SourceFile { name: "p".into(), base_dir: std::path::PathBuf::default(), text: String::new() };
         let mut diags = Diagnostics::default();
         assert!(Upstream::compile(&raw, &source, &KeyPath::root(), &mut diags).is_none(), "{url}");
         diags.into_vec().into_iter().map(|d| d.message).collect::<Vec<_>>().join("; ")

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 /// The request body passed the trigger's size limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body over {limit} bytes")]
-pub struct BodyTooLarge {
+pub(super) struct BodyTooLarge {
     /// The limit.
     pub limit: u64,
 }
@@ -63,7 +63,7 @@ impl Tap {
     }
 }
 
-/// A request body that fails with [`BodyTooLarge`] as soon as more than `limit` bytes pass.
+/// A request body that fails with `BodyTooLarge` as soon as more than `limit` bytes pass.
 pub struct CappedBody<B> {
     inner: B,
     limit: u64,
@@ -168,6 +168,7 @@ impl<B> PacedBody<B> {
         if self.pace.min_rate == 0 {
             return (pause_left, "a pause was too long");
         }
+        #[expect(clippy::cast_precision_loss, reason = "byte counts and rates stay far below 2^52")]
         let earned = std::time::Duration::from_secs_f64(self.bytes as f64 / self.pace.min_rate as f64);
         let total_left = (self.pace.timeout + earned).saturating_sub(self.waited + current);
         if total_left < pause_left {
@@ -276,7 +277,7 @@ where
 /// The upstream stopped sending its body.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream body stalled for {0:?}")]
-pub struct BodyStalled(pub std::time::Duration);
+pub(super) struct BodyStalled(pub std::time::Duration);
 
 /// An upstream response body that fails when no frame arrives for `limit`: a stalled
 /// upstream must not hold the caller's connection (and its slot) forever.
@@ -309,7 +310,7 @@ where
                 }
                 Poll::Pending
             }
-            ready => {
+            ready @ Poll::Ready(_) => {
                 let deadline = tokio::time::Instant::now() + this.limit;
                 this.timer.as_mut().reset(deadline);
                 ready
@@ -328,9 +329,9 @@ where
 
 /// Called once when a response body ends, fails or is dropped, with the bytes sent and
 /// whether the stream completed.
-pub type OnEnd = Box<dyn FnOnce(u64, bool) + Send>;
+pub(super) type OnEnd = Box<dyn FnOnce(u64, bool) + Send>;
 
-/// A response body that counts bytes and calls [`OnEnd`] exactly once.
+/// A response body that counts bytes and calls `OnEnd` exactly once.
 pub struct ObservedBody<B> {
     inner: B,
     bytes: u64,

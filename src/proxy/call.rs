@@ -53,7 +53,7 @@ impl Call {
         let mut record =
             RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
         record.peer_ip = Some(connection.peer.ip());
-        record.policy_version = policy.version.clone();
+        record.policy_version.clone_from(&policy.version);
         // The caller's trace (or a fresh one) is known before any check, so refused calls
         // can be found from the caller's trace too.
         let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
@@ -71,6 +71,9 @@ impl Call {
     }
 
     /// The call's run record, filled in step by step.
+    ///
+    /// # Panics
+    /// After the record was handed to the response (a bug in the request path).
     pub fn record(&mut self) -> &mut RunRecord {
         self.record.as_mut().expect("a call's record is taken only when its response is handed over")
     }
@@ -89,6 +92,12 @@ impl Call {
         if let Some(capture) = self.capture.take() {
             record.capture = Some(capture.captured(&self.request_body, record.bytes_in, bytes_out));
         }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a latency in whole milliseconds: never negative, far below 2^64"
+        )]
+        let duration_ms = record.latency_ms as u64;
         tracing::info!(
             target: "flowgate::access",
             request_id = %record.id,
@@ -97,7 +106,7 @@ impl Call {
             method = %record.method,
             path = %record.path,
             status = record.status,
-            duration_ms = record.latency_ms as u64,
+            duration_ms,
             bytes_in = record.bytes_in,
             bytes_out,
             completed,
@@ -116,7 +125,7 @@ impl Drop for Call {
     fn drop(&mut self) {
         let Some(mut record) = self.record.take() else { return };
         // The upstream may already have the request: the run history must still say so.
-        record.decision = "client_closed".to_owned();
+        "client_closed".clone_into(&mut record.decision);
         record.reason = Some("the caller went away before the response".to_owned());
         record.status = 499;
         // Nothing was answered: there is no response to capture.
@@ -137,7 +146,7 @@ impl Capture {
             .iter()
             .map(Vec::as_slice)
             .chain(self.secrets.iter().map(|s| s.expose_secret().as_bytes()))
-            .chain(self.trigger.upstream.credential_values.iter().map(|v| v.as_bytes()))
+            .chain(self.trigger.upstream.credential_values.iter().map(std::string::String::as_bytes))
             .collect();
         let (response_body, response_len) = redacted_for_capture(&self.secrets, self.response_body.bytes(), bytes_out);
         crate::audit::Captured {
@@ -202,9 +211,11 @@ const STATUS_DIGITS: [u8; 1500] = {
     let mut i = 0;
     while i < 500 {
         let status = 100 + i;
-        digits[3 * i] = b'0' + (status / 100) as u8;
-        digits[3 * i + 1] = b'0' + (status / 10 % 10) as u8;
-        digits[3 * i + 2] = b'0' + (status % 10) as u8;
+        #[expect(clippy::cast_possible_truncation, reason = "each is one decimal digit")]
+        let (hundreds, tens, ones) = ((status / 100) as u8, (status / 10 % 10) as u8, (status % 10) as u8);
+        digits[3 * i] = b'0' + hundreds;
+        digits[3 * i + 1] = b'0' + tens;
+        digits[3 * i + 2] = b'0' + ones;
         i += 1;
     }
     digits

@@ -63,7 +63,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// What the upstream is told about the original call.
-pub struct ForwardedFor<'a> {
+pub(super) struct ForwardedFor<'a> {
     /// The client address we settled on.
     pub client: IpAddr,
     /// `https` or `http`, as the caller reached us.
@@ -77,7 +77,7 @@ pub struct ForwardedFor<'a> {
 /// Prepares the caller's headers for the upstream: hop-by-hop and credential headers
 /// dropped, `Host` left for the client to set from the upstream URI, and our own
 /// `X-Forwarded-*`/`X-Request-Id` replacing anything the caller sent under those names.
-pub fn upstream_request_headers(headers: &mut HeaderMap, forward_authorization: bool, info: &ForwardedFor<'_>) {
+pub(super) fn upstream_request_headers(headers: &mut HeaderMap, forward_authorization: bool, info: &ForwardedFor<'_>) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     if !forward_authorization {
