@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The custom header that makes `POST /reload` a request a cross-site page cannot send.
-pub const ADMIN_HEADER: &str = "x-flowgate-admin";
+pub(crate) const ADMIN_HEADER: &str = "x-flowgate-admin";
 
 /// Serves the admin API until `stop` turns true.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
@@ -122,7 +122,7 @@ fn refuse(denial: Denial) -> Response<ResponseBody> {
 
 /// The warning for an admin listener that takes bearer tokens over plain HTTP from other
 /// machines, if `policy` sets one up on `listen`.
-pub fn exposure_warning(policy: &Policy, listen: SocketAddr) -> Option<String> {
+pub(crate) fn exposure_warning(policy: &Policy, listen: SocketAddr) -> Option<String> {
     let identity = policy.admin.identity.as_ref()?;
     (!crate::firewall::normalize(listen.ip()).is_loopback()).then(|| {
         format!(

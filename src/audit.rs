@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 /// The decision value of an admitted call.
-pub const ALLOWED: &str = "allowed";
+pub(crate) const ALLOWED: &str = "allowed";
 
 /// One call through the gateway, as kept in the run history.
 ///
@@ -146,7 +146,7 @@ pub struct Captured {
 }
 
 /// RFC 3339 in UTC with milliseconds, as used in [`RunRecord::time`].
-pub fn format_time(at: SystemTime) -> String {
+pub(crate) fn format_time(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 

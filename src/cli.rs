@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// flowgate: a TLS gateway in front of HTTP-triggered automation flows.
 #[derive(Debug, Parser)]
 #[command(name = "flowgate", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log line format.
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -159,9 +159,9 @@ pub struct SignUrlArgs {
 }
 
 /// The demo issuer's fixed address (named in config/demo.toml).
-pub const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9981";
+pub(crate) const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9981";
 /// The demo issuer's URL.
-pub const DEMO_ISSUER_URL: &str = "http://127.0.0.1:9981";
+pub(crate) const DEMO_ISSUER_URL: &str = "http://127.0.0.1:9981";
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -500,7 +500,7 @@ async fn run_gateway(policy: crate::policy::Policy, config: &Path, ready_lines: 
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
@@ -531,7 +531,7 @@ async fn print_when_ready(gateway: Arc<Gateway>, https: Option<SocketAddr>, line
 }
 
 /// The echo upstream's fixed demo address (named in config/demo.toml).
-pub const DEMO_ECHO_ADDR: &str = "127.0.0.1:9980";
+pub(crate) const DEMO_ECHO_ADDR: &str = "127.0.0.1:9980";
 
 async fn demo(args: DemoArgs) -> ExitCode {
     match prepare_demo(&args).await {

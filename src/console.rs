@@ -35,13 +35,13 @@ const STYLESHEET: &str = include_str!("console/console.css");
 const SCRIPT: &str = include_str!("console/console.js");
 
 /// Whether `path` belongs to the console.
-pub fn is_console_path(path: &str) -> bool {
+pub(crate) fn is_console_path(path: &str) -> bool {
     path == "/ui" || path.starts_with("/ui/")
 }
 
 /// The embedded stylesheet or script for `path`, if it names one. Served to anyone the
 /// listener answers (they hold no data), so that refusal pages can be styled.
-pub fn asset(path: &str) -> Option<Response<ResponseBody>> {
+pub(crate) fn asset(path: &str) -> Option<Response<ResponseBody>> {
     let (body, kind) = match path {
         "/ui/console.css" => (STYLESHEET, "text/css; charset=utf-8"),
         "/ui/console.js" => (SCRIPT, "text/javascript; charset=utf-8"),

@@ -51,7 +51,7 @@ pub trait RequestBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Se
 impl<B> RequestBody for B where B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
 
 /// The body type of every response flowgate sends.
-pub type ResponseBody = UpstreamBody;
+pub(crate) type ResponseBody = UpstreamBody;
 
 /// What we know about the client connection a request came in on.
 #[derive(Debug, Clone)]
@@ -265,10 +265,10 @@ pub async fn admit(
 
 /// At most this much of an unread request body is read (and discarded) before a refusal
 /// is sent: the size of most flow payloads, and a bounded cost for a refused caller.
-pub const DRAIN_MAX_BYTES: u64 = 64 * 1024;
+pub(crate) const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 /// At most this long is spent reading an unread body before a refusal is sent (less when
 /// `body_read_timeout` is shorter).
-pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What is left of a refused call's request body.
 struct Unread<B> {
@@ -312,7 +312,7 @@ async fn settle_unread_body<B: RequestBody>(
 }
 
 /// At most this much more of a refused h2 call's body is read after the answer was sent.
-pub const LINGER_MAX_BYTES: u64 = 1024 * 1024;
+pub(crate) const LINGER_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Keeps reading (and discarding) a refused h2 call's body for a moment after the answer
 /// was sent, within [`LINGER_MAX_BYTES`] and [`DRAIN_MAX_TIME`]. A client still uploading
@@ -355,7 +355,7 @@ fn ip_denial(refusal: &crate::firewall::IpRefusal) -> Rejection {
 }
 
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.
-pub fn request_host_of(parts: &http::request::Parts) -> Option<&str> {
+pub(crate) fn request_host_of(parts: &http::request::Parts) -> Option<&str> {
     parts.uri.authority().map(http::uri::Authority::as_str).or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
 }
 
@@ -364,12 +364,12 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// A fresh request id: a time-ordered UUID, so ids sort by arrival.
-pub fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// A response body from bytes (for local answers: echo, admin, errors).
-pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
     http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 

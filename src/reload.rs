@@ -102,7 +102,7 @@ pub fn watch_files(gateway: Arc<Gateway>, policy_path: &Path) -> notify::Result<
 ///
 /// # Errors
 /// The signal handler cannot be installed.
-pub fn reload_on_sighup(gateway: Arc<Gateway>) -> std::io::Result<()> {
+pub(crate) fn reload_on_sighup(gateway: Arc<Gateway>) -> std::io::Result<()> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {

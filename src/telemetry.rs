@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One human-readable line per event.
     #[default]
     Pretty,
@@ -21,7 +21,7 @@ pub enum LogFormat {
 /// Installs the tracing subscriber for the binary. Level from `RUST_LOG` (default `info`),
 /// read through [`scoped_directives`] so a bare `debug`/`trace` raises flowgate's own
 /// level only.
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
     let filter = tracing_subscriber::EnvFilter::try_new(scoped_directives(&spec))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -39,7 +39,7 @@ pub fn init_logging(format: LogFormat) {
 /// in the policy directory, including the writes of its own trace lines when the log file
 /// lives there. Directives that name a target are kept as written: an operator who asks for
 /// `hyper=trace` gets it. An empty spec means `info`.
-pub fn scoped_directives(spec: &str) -> String {
+pub(crate) fn scoped_directives(spec: &str) -> String {
     let mut out = Vec::new();
     for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         match directive.parse::<tracing_subscriber::filter::LevelFilter>() {
@@ -60,7 +60,7 @@ pub fn scoped_directives(spec: &str) -> String {
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// The process's Prometheus handle, installing the recorder on first use.
-pub fn metrics_handle() -> PrometheusHandle {
+pub(crate) fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

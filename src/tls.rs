@@ -54,7 +54,7 @@ pub struct CertFiles {
 ///
 /// # Errors
 /// The file is unreadable or holds no certificate.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(std::iter::Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| TlsError::Pem { what: "certificate chain", path: path.into(), cause: e.to_string() })?;
@@ -68,7 +68,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 ///
 /// # Errors
 /// Unreadable files, no certificate, no key, or a key rustls cannot use.
-pub fn load_certified_key(files: &CertFiles) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn load_certified_key(files: &CertFiles) -> Result<CertifiedKey, TlsError> {
     let chain = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Pem {
         what: "private key",
@@ -83,7 +83,7 @@ pub fn load_certified_key(files: &CertFiles) -> Result<CertifiedKey, TlsError> {
 ///
 /// # Errors
 /// Unreadable file, no certificate, or a certificate rustls rejects.
-pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+pub(crate) fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path)? {
         roots.add(cert).map_err(|e| TlsError::Rustls(format!("{}: {e}", path.display())))?;

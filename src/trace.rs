@@ -18,9 +18,9 @@ pub use export::{ExportSettings, RawTraces, SpanExport, Step, Steps};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The `traceparent` header.
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The `tracestate` header.
-pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Length of a version-00 `traceparent`: `vv-` + 32 + `-` + 16 + `-` + `ff`.
 const TRACEPARENT_LEN: usize = 55;

@@ -14,12 +14,12 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// The JSON Schema of the policy file, generated from the types that parse it.
-pub fn policy_schema() -> Value {
+pub(crate) fn policy_schema() -> Value {
     schemars::schema_for!(RawPolicy).to_value()
 }
 
 /// The schema as committed in `config/flowgate.schema.json` (pretty, trailing newline).
-pub fn policy_schema_text() -> String {
+pub(crate) fn policy_schema_text() -> String {
     let mut text = serde_json::to_string_pretty(&policy_schema()).unwrap_or_default();
     text.push('\n');
     text
@@ -88,7 +88,7 @@ pub struct DiffError {
     pub source: toml::de::Error,
 }
 
-/// [`diff_policies`] over two policy texts.
+/// `diff_policies` over two policy texts.
 ///
 /// # Errors
 /// Either text is not valid TOML.
@@ -100,7 +100,7 @@ pub fn diff_texts(old: &str, new: &str) -> Result<Vec<Change>, DiffError> {
 
 /// Every difference between two parsed policies: triggers added and removed, and per
 /// option whether a rule was loosened or tightened. Never resolves a secret.
-pub fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
+pub(crate) fn diff_policies(old: &toml::Table, new: &toml::Table) -> Vec<Change> {
     // A fresh random key per diff: a changed literal shows as changed, yet the output
     // carries no stable fingerprint of it (and `short` prints plain `[literal]`).
     let key: [u8; 32] = rand::random();

@@ -39,11 +39,11 @@ pub enum Coding {
 /// A content coding that cannot be inspected (named in the private reason).
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream sent content coding {0:?}, which flowgate cannot inspect for secrets")]
-pub struct UnsupportedCoding(pub String);
+pub(crate) struct UnsupportedCoding(pub String);
 
 /// Rewrites an upstream request so that its response can be scrubbed: identity encoding,
 /// no ranges.
-pub fn ask_for_scrubbable(headers: &mut HeaderMap) {
+pub(crate) fn ask_for_scrubbable(headers: &mut HeaderMap) {
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     headers.remove(header::RANGE);
     headers.remove(header::IF_RANGE);
@@ -54,7 +54,7 @@ pub fn ask_for_scrubbable(headers: &mut HeaderMap) {
 ///
 /// # Errors
 /// A coding other than gzip, deflate or br.
-pub fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, UnsupportedCoding> {
+pub(crate) fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, UnsupportedCoding> {
     let mut out = Vec::new();
     for value in headers.get_all(header::CONTENT_ENCODING) {
         let text = value.to_str().map_err(|_| UnsupportedCoding(String::from_utf8_lossy(value.as_bytes()).into()))?;
@@ -71,7 +71,7 @@ pub fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, UnsupportedCoding> {
     Ok(out)
 }
 
-/// Undoes `codings` (as returned by [`codings`]) on `body` and fixes the headers that
+/// Undoes `codings` (as returned by `codings`) on `body` and fixes the headers that
 /// described the encoded representation.
 pub fn decode(body: UpstreamBody, codings: &[Coding], headers: &mut HeaderMap) -> UpstreamBody {
     if codings.is_empty() {

@@ -37,7 +37,7 @@
 //! (default 50,000; see `local.rs` for what happens at the cap). A saturated 2000-per-60 s
 //! key holds 8,000 bytes; lower `local_max_keys` for rules with a very large `calls`.
 //!
-//! **Huge budgets** (`calls > 100,000`, [`EXACT_MAX_CALLS`]) fall back to a bucketed log:
+//! **Huge budgets** (`calls > 100,000`, `EXACT_MAX_CALLS`) fall back to a bucketed log:
 //! admissions in the same 1 % slot of the period are merged into one bucket remembering its
 //! count and latest time (at most 101 buckets of 16 bytes per key). It still never over-admits and
 //! Retry-After stays exact, but a caller is only guaranteed admission with fewer than
@@ -48,13 +48,13 @@
 use std::collections::VecDeque;
 
 /// Largest `calls` kept as an exact log; larger budgets use the bucketed fallback.
-pub const EXACT_MAX_CALLS: u32 = 100_000;
+pub(crate) const EXACT_MAX_CALLS: u32 = 100_000;
 
 /// Longest period whose log stores 4-byte (`u32`) microsecond offsets.
-pub const NARROW_MAX_PERIOD_US: u64 = 1 << 31;
+pub(crate) const NARROW_MAX_PERIOD_US: u64 = 1 << 31;
 
 /// Slots per period of the bucketed fallback: its precision (1 %).
-pub const SLOTS_PER_PERIOD: u64 = 100;
+pub(crate) const SLOTS_PER_PERIOD: u64 = 100;
 
 /// The outcome of one check, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,19 +70,19 @@ pub struct Outcome {
 }
 
 /// The slot width of the bucketed fallback for a period (at least 1 µs).
-pub fn slot_of(period_us: u64) -> u64 {
+pub(crate) fn slot_of(period_us: u64) -> u64 {
     (period_us / SLOTS_PER_PERIOD).max(1)
 }
 
 /// True when a rule of `calls` per period is limited by the exact log (else bucketed).
-pub fn is_exact(calls: u32) -> bool {
+pub(crate) fn is_exact(calls: u32) -> bool {
     calls <= EXACT_MAX_CALLS
 }
 
 /// One key's admission log. Build it with [`Window::new`] for the rule it serves and
 /// always check it with that rule's `calls` and `period`.
 #[derive(Debug, Clone)]
-pub struct Window {
+pub(crate) struct Window {
     kind: Kind,
 }
 
@@ -95,7 +95,7 @@ enum Kind {
 
 impl Window {
     /// An empty log suited to a rule of `calls` per `period_us`.
-    pub fn new(calls: u32, period_us: u64) -> Self {
+    pub(crate) fn new(calls: u32, period_us: u64) -> Self {
         let kind = if !is_exact(calls) {
             Kind::Buckets(Buckets::default())
         } else if period_us <= NARROW_MAX_PERIOD_US {
@@ -108,7 +108,7 @@ impl Window {
 
     /// Records an admission at `now` if fewer than `calls` admissions count in
     /// `(now − period, now]`.
-    pub fn check(&mut self, now: u64, calls: u32, period_us: u64) -> Outcome {
+    pub(crate) fn check(&mut self, now: u64, calls: u32, period_us: u64) -> Outcome {
         match &mut self.kind {
             Kind::Narrow(log) => log.check(now, calls, period_us),
             Kind::Wide(log) => log.check(now, calls, period_us),
@@ -117,7 +117,7 @@ impl Window {
     }
 
     /// The instant (µs) from which nothing counts any more; `None` when empty.
-    pub fn idle_at(&self, period_us: u64) -> Option<u64> {
+    pub(crate) fn idle_at(&self, period_us: u64) -> Option<u64> {
         match &self.kind {
             Kind::Narrow(log) => log.newest(),
             Kind::Wide(log) => log.newest(),
@@ -127,7 +127,8 @@ impl Window {
     }
 
     /// Entries held (admissions, or buckets for the fallback).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         match &self.kind {
             Kind::Narrow(log) => log.times.len(),
             Kind::Wide(log) => log.times.len(),
@@ -135,13 +136,9 @@ impl Window {
         }
     }
 
-    /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Heap bytes reserved for entries (for memory tests and sizing).
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         match &self.kind {
             Kind::Narrow(log) => log.times.capacity() * size_of::<u32>(),
             Kind::Wide(log) => log.times.capacity() * size_of::<u64>(),

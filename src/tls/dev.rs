@@ -106,7 +106,7 @@ pub fn ensure_dev_certs(dir: &Path) -> Result<DevCertPaths, DevCertError> {
 ///
 /// # Errors
 /// The directory or file cannot be written.
-pub fn write_file(dir: &Path, path: &Path, contents: &[u8], mode: u32) -> Result<(), DevCertError> {
+pub(crate) fn write_file(dir: &Path, path: &Path, contents: &[u8], mode: u32) -> Result<(), DevCertError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let wrap = |cause| DevCertError::Write { path: path.to_path_buf(), cause };
