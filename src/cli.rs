@@ -18,6 +18,11 @@ pub(crate) struct Cli {
     /// Log line format.
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Threads running calls. Default: one per core this process may use. With 1 (for
+    /// example a process pinned to one core) a single-threaded runtime runs everything,
+    /// which skips the work-stealing scheduler's cross-thread bookkeeping.
+    #[arg(long, global = true, env = "FLOWGATE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -163,11 +168,22 @@ pub(crate) const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9981";
 /// The demo issuer's URL.
 pub(crate) const DEMO_ISSUER_URL: &str = "http://127.0.0.1:9981";
 
+/// The async runtime: single-threaded for one thread, work-stealing otherwise.
+fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads
+        .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from);
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    }
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime(cli.threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("flowgate: cannot start the async runtime: {error}");

@@ -113,6 +113,25 @@ fn missing_policy_file_is_a_located_error() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_call_finish_then_exits_0() {
+    sigterm_drains_then_exits_0(&[]).await;
+}
+
+/// The single-threaded runtime (`--threads 1`, what a process pinned to one core gets by
+/// default) serves, drains and exits like the work-stealing one.
+#[tokio::test]
+async fn single_threaded_runtime_serves_drains_and_exits_0() {
+    sigterm_drains_then_exits_0(&["--threads", "1"]).await;
+}
+
+#[test]
+fn zero_threads_is_refused() {
+    let out = Command::new(BIN).args(["--threads", "0", "schema"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--threads") && stderr.contains("1.."), "{stderr}");
+}
+
+async fn sigterm_drains_then_exits_0(runtime_args: &[&str]) {
     let fx = Fixture::new();
     fx.serve_issuer();
     let echo = start_echo().await;
@@ -122,6 +141,7 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_0() {
         .replace("listen = \"127.0.0.1:0\"\ntls", &format!("listen = \"127.0.0.1:{port}\"\ntls"));
     let path = fx.write_policy(&text);
     let mut child = Command::new(BIN)
+        .args(runtime_args)
         .args(["serve", "--config"])
         .arg(&path)
         .stdout(Stdio::null())
