@@ -541,10 +541,20 @@ impl KeyStores {
     /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
     /// usable.
     pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Arc<Claims>, VerifyError> {
-        // Header checks first: a token with a refused header never touches keys or the IdP.
-        inspect(token, spec.rules)?;
         let store = self.store(spec.name, spec.source, spec.refresh);
         let now_ms = self.clock.now_millis();
+        let now_s = now_ms / 1000;
+        let cache_key = TokenCache::key(spec.fingerprint, token);
+        // A repeat caller: these exact bytes passed every check under these exact rules (the
+        // fingerprint covers them) and their key is still served, so the header is not
+        // judged again.
+        if let Ok(keys) = store.current(now_ms)
+            && let Some(claims) = self.cache.get(&cache_key, now_s, &keys)
+        {
+            return Ok(claims);
+        }
+        // Header checks before keys: a token with a refused header never touches the IdP.
+        inspect(token, spec.rules)?;
         let keys = if let Ok(keys) = store.current(now_ms) {
             keys
         } else {
@@ -557,11 +567,6 @@ impl KeyStores {
             }
             store.current(self.clock.now_millis())?
         };
-        let now_s = now_ms / 1000;
-        let cache_key = TokenCache::key(spec.fingerprint, token);
-        if let Some(claims) = self.cache.get(&cache_key, now_s, &keys) {
-            return Ok(claims);
-        }
         let (claims, key, keys) = match verify(token, spec.rules, &keys, now_s) {
             Ok((claims, key)) => (claims, key, keys),
             Err(TokenError::UnknownKid) => {

@@ -44,6 +44,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes hop-by-hop headers: the fixed list, `Keep-Alive`, any `Proxy-*`, and every
 /// header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names (no hashing) decides.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -60,6 +64,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in proxy_headers {
         headers.remove(name);
     }
+}
+
+/// A header of one hop by its name alone (`Connection` itself is one, so whatever it names
+/// is found through it).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == "keep-alive" || name.as_str().starts_with("proxy-")
+}
+
+/// A header only flowgate may set upstream.
+fn is_ours(name: &HeaderName) -> bool {
+    PROXY_SET_HEADERS.contains(&name.as_str()) || crate::auth::ALWAYS_STRIPPED_HEADERS.contains(name)
 }
 
 /// What the upstream is told about the original call.
@@ -84,13 +99,16 @@ pub(super) fn upstream_request_headers(headers: &mut HeaderMap, forward_authoriz
         headers.remove(header::AUTHORIZATION);
     }
     headers.remove(header::COOKIE);
-    // Headers that upstreams trust from a proxy: only flowgate may set them.
-    for name in PROXY_SET_HEADERS {
-        headers.remove(*name);
-    }
-    // Identity headers are flowgate's alone: forwarded only from a verified caller.
-    for name in &crate::auth::ALWAYS_STRIPPED_HEADERS {
-        headers.remove(name);
+    // Headers that upstreams trust from a proxy, and identity headers (forwarded only from
+    // a verified caller): only flowgate may set them. One pass finds whether a caller sent
+    // any before names are hashed to remove them.
+    if headers.keys().any(is_ours) {
+        for name in PROXY_SET_HEADERS {
+            headers.remove(*name);
+        }
+        for name in &crate::auth::ALWAYS_STRIPPED_HEADERS {
+            headers.remove(name);
+        }
     }
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
