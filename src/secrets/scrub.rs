@@ -83,6 +83,12 @@ impl Scrubber {
         self.patterns.is_empty()
     }
 
+    /// False when no byte of `input` can start a value or an escape: scrubbing would copy
+    /// it unchanged, so callers skip the copy.
+    fn may_hold_a_value(&self, input: &[u8]) -> bool {
+        input.iter().any(|&b| self.starts[usize::from(b)])
+    }
+
     fn scan(&self, rest: &[u8], last: bool) -> Scan {
         let mut partial = false;
         for p in self.patterns.iter() {
@@ -138,7 +144,10 @@ impl Scrubber {
         }
         let doomed: Vec<http::HeaderName> = headers
             .keys()
-            .filter(|name| self.scrub_bytes(name.as_str().as_bytes()) != name.as_str().as_bytes())
+            .filter(|name| {
+                let name = name.as_str().as_bytes();
+                self.may_hold_a_value(name) && self.scrub_bytes(name) != name
+            })
             .cloned()
             .collect();
         for name in doomed {
@@ -146,6 +155,9 @@ impl Scrubber {
         }
         let mut invalid = Vec::new();
         for (name, value) in headers.iter_mut() {
+            if !self.may_hold_a_value(value.as_bytes()) {
+                continue;
+            }
             let scrubbed = self.scrub_bytes(value.as_bytes());
             if scrubbed != value.as_bytes() {
                 match HeaderValue::from_bytes(&scrubbed) {
