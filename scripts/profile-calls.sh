@@ -11,15 +11,9 @@ project=$(cd "$(dirname "$0")/.." && pwd)
 calls=${1:-2000}
 proto=${2:-h1}
 peers=${BENCH_DIR:-/tmp/flowgate-peers}
-for tool in valgrind callgrind_control nginx h2load; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y valgrind nginx nghttp2-client" >&2; exit 2; }
-done
-mkdir -p "$peers"
-cp -r "$project/../shared/bench-peers/." "$peers/"
-chmod u+w -R "$peers"; chmod 600 "$peers/conf/bench-secrets.toml"
-(cd "$peers" && ./gen_keys.sh >/dev/null 2>&1)
-mkdir -p /tmp/peers/run /tmp/peers/logs
-[ -n "${SKIP_BUILD:-}" ] || (cd "$project" && cargo build --release --quiet)
+TOOLS="valgrind callgrind_control nginx h2load|valgrind nginx nghttp2-client"
+# shellcheck source=scripts/peers-setup.sh
+source "$project/scripts/peers-setup.sh"
 out=$(mktemp -d)
 nginx -c "$peers/conf/upstream-nginx.conf" -g 'daemon off;' &
 upstream=$!

@@ -10,15 +10,9 @@ set -euo pipefail
 project=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-6}
 peers=${BENCH_DIR:-/tmp/flowgate-peers}
-for tool in perf nginx wrk; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y linux-perf nginx wrk" >&2; exit 2; }
-done
-mkdir -p "$peers"
-cp -r "$project/../shared/bench-peers/." "$peers/"
-chmod u+w -R "$peers"; chmod 600 "$peers/conf/bench-secrets.toml"
-(cd "$peers" && ./gen_keys.sh >/dev/null 2>&1)
-mkdir -p /tmp/peers/run /tmp/peers/logs
-[ -n "${SKIP_BUILD:-}" ] || (cd "$project" && cargo build --release --quiet)
+TOOLS="perf nginx wrk|linux-perf nginx wrk"
+# shellcheck source=scripts/peers-setup.sh
+source "$project/scripts/peers-setup.sh"
 out=$(mktemp -d)
 taskset -c 0 nginx -c "$peers/conf/upstream-nginx.conf" -g 'daemon off;' &
 upstream=$!
@@ -33,5 +27,5 @@ sleep 2
 perf record -F 1999 -g -p "$gw" -o "$out/perf.data" -- sleep "$seconds" 2>/dev/null >/dev/null
 wait $load
 grep -E "Requests/sec|Non-2xx" "$out/wrk.txt" || true
-perf report -i "$out/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -8
-perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -"${TOP:-40}"
+perf report -i "$out/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -8 | cut -c1-120
+perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -"${TOP:-40}" | cut -c1-160

@@ -218,12 +218,4 @@ mod tests {
         assert_eq!(select_field(&r, Some(&single)).unwrap().expose_secret(), "v");
         assert_eq!(select_field(&r, Some(&serde_json::Value::Null)).unwrap_err().kind(), "not_found");
     }
-
-    #[test]
-    fn tokens_renew_before_lease_end() {
-        let t = CachedToken::new(SecretValue::new("s.x".into()), Some(Duration::from_secs(3600)));
-        assert!(t.fresh().is_some());
-        let t = CachedToken::new(SecretValue::new("s.x".into()), Some(Duration::from_secs(0)));
-        assert!(t.fresh().is_none());
-    }
 }
