@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::ports::free_port;
 use common::{Fixture, echo_trigger, start_echo};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -168,10 +169,6 @@ async fn sigterm_drains_then_exits_0(runtime_args: &[&str]) {
     assert_eq!(status, 200);
     let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(exit.code(), Some(0));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

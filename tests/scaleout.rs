@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::ports::free_port;
 use common::redis::Redis;
 use common::{Fixture, echo_trigger, start_echo};
 use std::net::SocketAddr;
@@ -16,10 +17,6 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_flowgate");
 /// The shared budget: small, in a window far longer than the test.
 const CALLS: usize = 12;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// One replica: the real binary on fixed ports, so a restart comes back on the same ones.
 struct Replica {

@@ -10,7 +10,8 @@
 mod common;
 
 use base64::Engine;
-use common::bao::{Bao, free_port, openbao_vault_toml, write_private};
+use common::bao::{Bao, openbao_vault_toml, write_private};
+use common::ports::free_port;
 use common::upstream::{sha, start_reporter};
 use common::{Fixture, run_record, start_gateway_for, trigger_to};
 use serde_json::{Value, json};

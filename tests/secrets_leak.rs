@@ -11,8 +11,9 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::bao::{Bao, free_port, openbao_vault_toml, write_private};
+use common::bao::{Bao, openbao_vault_toml, write_private};
 use common::leak::forms;
+use common::ports::free_port;
 use common::upstream::{sha, start_reporter};
 use common::{Fixture, start_gateway_for, trigger_to};
 use serde_json::{Value, json};

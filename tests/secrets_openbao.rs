@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::bao::{Bao, free_port};
+use common::bao::Bao;
+use common::ports::free_port;
 use flowgate::config::{Diagnostics, KeyPath, SourceFile};
 use flowgate::policy::load_str;
 use flowgate::secrets::{SecretRef, SecretStore, Vaults, compile_cache, compile_vaults};

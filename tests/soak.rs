@@ -11,7 +11,8 @@ mod common;
 #[path = "faults/load.rs"]
 mod load;
 
-use common::bao::{free_port, write_private};
+use common::bao::write_private;
+use common::ports::free_port;
 use common::upstream::{sha, start_reporter};
 use common::{Fixture, trigger_to};
 use std::collections::{BTreeMap, HashSet};

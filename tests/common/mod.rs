@@ -4,6 +4,7 @@
 
 pub(crate) mod bao;
 pub(crate) mod leak;
+pub(crate) mod ports;
 pub(crate) mod redis;
 pub(crate) mod upstream;
 

@@ -1,40 +1,9 @@
 //! A real `redis-server` on a free loopback port, started and reaped by the test.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-
-/// Ports held by a `Redis` of this test process (also while stopped, awaiting a restart on
-/// the same port), with how many hold each: a free port is never one of them, so one test's
-/// restart cannot land on another test's fresh server.
-static RESERVED: Mutex<Option<HashMap<u16, usize>>> = Mutex::new(None);
-
-fn reserve(port: u16) {
-    *RESERVED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_or_insert_with(HashMap::new)
-        .entry(port)
-        .or_default() += 1;
-}
-
-fn release(port: u16) {
-    let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
-    let map = reserved.get_or_insert_with(HashMap::new);
-    if let Some(count) = map.get_mut(&port) {
-        *count -= 1;
-        if *count == 0 {
-            map.remove(&port);
-        }
-    }
-}
-
-fn is_reserved(port: u16) -> bool {
-    RESERVED.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|m| m.contains_key(&port))
-}
 
 /// A running `redis-server`; dropping it kills and reaps the process.
 pub(crate) struct Redis {
@@ -64,9 +33,7 @@ impl Redis {
                      (scripts/deps/redis.sh)"
                 )
             });
-        // Dropping `Redis` kills and reaps the child (and releases the port), also if it
-        // never listens.
-        reserve(port);
+        // Dropping `Redis` kills and reaps the child, also if it never listens.
         let mut redis = Self { child, port };
         for _ in 0..200 {
             if redis.child.try_wait().ok().flatten().is_some() {
@@ -101,14 +68,11 @@ impl Redis {
         false
     }
 
-    /// Starts on a free port (another if the one picked is taken before the server binds it).
+    /// Starts on a port no other test of this process has (another if the one picked is
+    /// taken by some other process before the server binds it).
     pub(crate) fn start() -> Self {
         for _ in 0..10 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            if is_reserved(port) {
-                continue;
-            }
-            if let Some(redis) = Self::try_start_on(port) {
+            if let Some(redis) = Self::try_start_on(super::ports::free_port()) {
                 return redis;
             }
         }
@@ -125,6 +89,5 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
-        release(self.port);
     }
 }

@@ -131,6 +131,14 @@ impl Tally {
     pub(crate) fn assert_load(&self, row: &str, min: usize) {
         assert!(self.sent() >= min, "{row}: only {} calls were sent (expected at least {min})", self.sent());
     }
+
+    /// Asserts a steady load of at least `min` calls ran and every call was answered 200:
+    /// no connection failure, no other status.
+    pub(crate) fn assert_all_ok(&self, row: &str, min: usize) {
+        self.assert_load(row, min);
+        assert!(self.failed().is_empty(), "{row}: connection failures: {:?}", self.failed());
+        assert!(self.other_than(200).is_empty(), "{row}: calls not answered 200: {:?}", self.other_than(200));
+    }
 }
 
 /// Asserts that every answered call has a run record with the same status ("nothing
