@@ -73,7 +73,7 @@ pub struct Admitted {
     /// The client address we settled on.
     pub client: ClientIp,
     /// The authenticated caller.
-    pub caller: Caller,
+    pub caller: Arc<Caller>,
     /// The `RateLimit` header for the response, when the trigger has a limit.
     pub rate_limit_header: Option<HeaderValue>,
     /// Proof of admission.

@@ -1,9 +1,12 @@
 //! Where run records go: an in-memory ring (queried by the admin API), and a JSON-lines
 //! file with size-based rotation and/or stdout, written by one writer thread.
 //!
-//! The ring keeps each record as its JSON text (never as a parsed tree: a captured body of
-//! small numbers grows twentyfold as a tree), bounded by a record count (`ring`) AND by
-//! bytes (`ring_max_bytes`); the oldest records go first and every eviction is counted
+//! The ring keeps a record without a capture as written, and turns it into JSON only when
+//! it is read or streamed (by the writer thread): most records are never read, and the
+//! call that wrote one should not pay for its text. A captured record is kept as its JSON
+//! text (never as a parsed tree: a captured body of small numbers grows twentyfold as a
+//! tree). The ring is bounded by a record count (`ring`) AND by the bytes its records keep
+//! alive (`ring_max_bytes`); the oldest records go first and every eviction is counted
 //! (`flowgate_audit_ring_evictions_total`). A query copies only pointers to the matching
 //! records while it holds the ring's lock; the answer is assembled after the lock is
 //! released, so a large `/runs` answer never delays the calls writing their records.
@@ -46,8 +49,8 @@ pub struct RawAudit {
     /// Records kept in memory for the admin API (`/runs`); 0 keeps none.
     #[serde(default = "default_audit_ring")]
     pub ring: usize,
-    /// Bytes the in-memory records may take at most (each record is kept as its JSON
-    /// text); the oldest are evicted first and counted in
+    /// Bytes the in-memory records may take at most (a record with a capture is kept as its
+    /// JSON text, one without as written); the oldest are evicted first and counted in
     /// `flowgate_audit_ring_evictions_total`. Default 64 MiB.
     #[serde(default = "default_audit_ring_max_bytes")]
     pub ring_max_bytes: usize,
@@ -117,7 +120,7 @@ pub struct AuditConfig {
     pub stdout: bool,
     /// Records kept in memory for the admin API (0 disables the ring).
     pub ring: usize,
-    /// Bytes the ring may hold (its records' JSON text plus bookkeeping).
+    /// Bytes the ring may hold (what its records keep alive plus bookkeeping).
     pub ring_max_bytes: usize,
     /// Body bytes captured at most per message.
     pub capture_max_bytes: usize,
@@ -210,7 +213,8 @@ impl Counters {
 }
 
 enum Message {
-    Line(String),
+    /// A record for the file/stdout, serialised by the writer thread.
+    Record(Arc<Entry>),
     Reconfigure(Box<AuditConfig>),
     Flush(SyncSender<()>),
 }
@@ -223,9 +227,18 @@ const ENTRY_OVERHEAD: usize = 160;
 /// (always holding at least one record), whatever `limit` says.
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
-/// One record in the ring: the fields filters read, and the record as JSON text.
+/// One record in the ring (and on its way to the file/stdout).
 #[derive(Debug)]
-struct Entry {
+enum Entry {
+    /// A record without a capture, as written: serialised only when read or streamed.
+    Record(Box<RunRecord>),
+    /// A captured record as JSON text, with the fields filters read.
+    Json(JsonEntry),
+}
+
+/// A captured record kept as JSON text.
+#[derive(Debug)]
+struct JsonEntry {
     id: Box<str>,
     trigger: Option<Box<str>>,
     decision: Box<str>,
@@ -236,8 +249,12 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(record: &RunRecord, json: String) -> Self {
-        Self {
+    fn new(record: RunRecord) -> serde_json::Result<Self> {
+        if record.capture.is_none() {
+            return Ok(Self::Record(Box::new(record)));
+        }
+        let json = serde_json::to_string(&record)?;
+        Ok(Self::Json(JsonEntry {
             id: record.id.as_str().into(),
             trigger: record.trigger.as_deref().map(Into::into),
             decision: record.decision.as_str().into(),
@@ -245,23 +262,74 @@ impl Entry {
             trace_id: record.trace_id.as_deref().map(Into::into),
             at: record.at(),
             json: json.into_boxed_str(),
+        }))
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Self::Record(record) => &record.id,
+            Self::Json(entry) => &entry.id,
         }
     }
 
-    /// Bytes this entry keeps alive.
+    /// The record as JSON text; `None` if it cannot be serialised (counted by the caller).
+    fn json(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Self::Record(record) => serde_json::to_string(record).ok().map(std::borrow::Cow::Owned),
+            Self::Json(entry) => Some(std::borrow::Cow::Borrowed(&entry.json)),
+        }
+    }
+
+    /// Bytes this entry keeps alive: its strings' buffers plus fixed bookkeeping.
     fn cost(&self) -> usize {
-        ENTRY_OVERHEAD
-            + self.id.len()
-            + self.trigger.as_ref().map_or(0, |t| t.len())
-            + self.decision.len()
-            + self.principal.as_ref().map_or(0, |p| p.len())
-            + self.trace_id.as_ref().map_or(0, |t| t.len())
-            + self.json.len()
+        match self {
+            Self::Record(record) => {
+                let optional = |text: &Option<String>| text.as_ref().map_or(0, String::capacity);
+                ENTRY_OVERHEAD
+                    + std::mem::size_of::<RunRecord>()
+                    + record.id.capacity()
+                    + record.time.capacity()
+                    + record.method.capacity()
+                    + record.path.capacity()
+                    + record.decision.capacity()
+                    + record.policy_version.capacity()
+                    + optional(&record.trigger)
+                    + optional(&record.reason)
+                    + optional(&record.client_ip_note)
+                    + optional(&record.tenant)
+                    + optional(&record.principal)
+                    + optional(&record.app_id)
+                    + optional(&record.trace_id)
+            }
+            Self::Json(entry) => {
+                ENTRY_OVERHEAD
+                    + entry.id.len()
+                    + entry.trigger.as_ref().map_or(0, |t| t.len())
+                    + entry.decision.len()
+                    + entry.principal.as_ref().map_or(0, |p| p.len())
+                    + entry.trace_id.as_ref().map_or(0, |t| t.len())
+                    + entry.json.len()
+            }
+        }
     }
 
     fn matches(&self, filter: &RunFilter) -> bool {
-        let fields = (self.trigger.as_deref(), &*self.decision, self.principal.as_deref(), self.trace_id.as_deref());
-        filter.matches_fields(fields, || self.at)
+        match self {
+            Self::Record(record) => {
+                let fields = (
+                    record.trigger.as_deref(),
+                    record.decision.as_str(),
+                    record.principal.as_deref(),
+                    record.trace_id.as_deref(),
+                );
+                filter.matches_fields(fields, || record.at())
+            }
+            Self::Json(entry) => {
+                let fields =
+                    (entry.trigger.as_deref(), &*entry.decision, entry.principal.as_deref(), entry.trace_id.as_deref());
+                filter.matches_fields(fields, || entry.at)
+            }
+        }
     }
 }
 
@@ -325,13 +393,14 @@ impl AuditLog {
     pub fn write(&self, record: RunRecord) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("flowgate_audit_records_total").increment(1);
-        // Serialised once, before any lock, for the file/stdout line and the ring alike.
-        let Ok(line) = serde_json::to_string(&record) else {
+        // Before any lock: a captured record is serialised here, once, for both sinks.
+        let Ok(entry) = Entry::new(record) else {
             self.counters.write_error();
             return;
         };
+        let entry = Arc::new(entry);
         if self.stream.load(Ordering::Relaxed) {
-            match self.sender.try_send(Message::Line(line.clone())) {
+            match self.sender.try_send(Message::Record(Arc::clone(&entry))) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -340,8 +409,6 @@ impl AuditLog {
                 Err(TrySendError::Disconnected(_)) => self.counters.write_error(),
             }
         }
-        let entry = Arc::new(Entry::new(&record, line));
-        drop(record);
         let cost = entry.cost();
         let evicted = {
             let mut ring = lock(&self.ring);
@@ -415,7 +482,7 @@ impl AuditLog {
 
     /// Records in the ring matching `filter`, newest first, at most `filter.limit()`.
     pub fn query(&self, filter: &RunFilter) -> Vec<RunRecord> {
-        self.matching(filter).iter().filter_map(|e| serde_json::from_str(&e.json).ok()).collect()
+        self.matching(filter).iter().filter_map(|e| serde_json::from_str(&e.json()?).ok()).collect()
     }
 
     /// [`AuditLog::query`] as a JSON array, assembled after the ring's lock is released
@@ -431,8 +498,8 @@ impl AuditLog {
 
     /// The record with this request id as JSON text, if still in the ring.
     pub fn get_json(&self, id: &str) -> Option<String> {
-        let entry = lock(&self.ring).records.iter().rev().find(|e| &*e.id == id).cloned();
-        entry.map(|e| e.json.to_string())
+        let entry = lock(&self.ring).records.iter().rev().find(|e| e.id() == id).cloned();
+        entry.and_then(|e| e.json().map(std::borrow::Cow::into_owned))
     }
 
     /// Bytes the ring holds now (never more than `ring_max_bytes`).
@@ -454,17 +521,15 @@ impl AuditLog {
 /// A JSON array of the entries' texts, stopping once it would pass [`MAX_ANSWER_BYTES`].
 /// It takes entries, not the ring: it cannot hold the ring's lock.
 fn render_array(entries: &[Arc<Entry>]) -> String {
-    let wanted = 2 + entries.iter().map(|e| e.json.len() + 1).sum::<usize>();
-    let mut out = String::with_capacity(wanted.min(MAX_ANSWER_BYTES));
-    out.push('[');
-    for (i, entry) in entries.iter().enumerate() {
-        if i > 0 && out.len() + entry.json.len() > MAX_ANSWER_BYTES {
+    let mut out = String::from('[');
+    for json in entries.iter().filter_map(|entry| entry.json()) {
+        if out.len() > 1 && out.len() + json.len() > MAX_ANSWER_BYTES {
             break;
         }
-        if i > 0 {
+        if out.len() > 1 {
             out.push(',');
         }
-        out.push_str(&entry.json);
+        out.push_str(&json);
     }
     out.push(']');
     out
@@ -491,7 +556,10 @@ impl Writer {
     fn run(mut self, receiver: &Receiver<Message>) {
         while let Ok(message) = receiver.recv() {
             match message {
-                Message::Line(line) => self.write_line(&line),
+                Message::Record(entry) => match entry.json() {
+                    Some(line) => self.write_line(&line),
+                    None => self.counters.write_error(),
+                },
                 Message::Reconfigure(cfg) => {
                     if cfg.file != self.cfg.file {
                         self.file = None;
@@ -673,6 +741,33 @@ mod tests {
             log.query_json(&RunFilter { limit: Some(1), ..RunFilter::default() }),
             log.get_json("d").map(|j| format!("[{j}]")).unwrap()
         );
+    }
+
+    #[test]
+    fn records_kept_as_written_read_and_stream_as_their_json() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("runs.jsonl");
+        let log = AuditLog::new(&AuditConfig { file: Some(file.clone()), ..config(10) }).expect("starts");
+        let mut plain = RunRecord::new("plain", SystemTime::now(), "POST", "/t");
+        plain.trigger = Some("t".into());
+        plain.principal = Some("oid:abc".into());
+        plain.reason = Some("a reason".into());
+        plain.latency_ms = 1.25;
+        let captured = adversarial("captured", 3);
+        log.write(plain.clone());
+        log.write(captured.clone());
+        assert!(log.flush(Duration::from_secs(5)));
+        assert_eq!(log.get("plain"), Some(plain.clone()));
+        assert_eq!(log.get("captured"), Some(captured.clone()));
+        let expected = [serde_json::to_string(&plain).unwrap(), serde_json::to_string(&captured).unwrap()];
+        let lines: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+        assert_eq!(lines, expected);
+        assert_eq!(log.get_json("plain").as_deref(), Some(expected[0].as_str()));
+        // Filters read the fields of either kind of entry.
+        let by_principal = RunFilter { principal: Some("oid:abc".into()), ..RunFilter::default() };
+        assert_eq!(log.query(&by_principal), [plain]);
+        // Each entry is charged at least its strings.
+        assert!(log.ring_bytes() > 2 * ENTRY_OVERHEAD + expected[1].len());
     }
 
     #[test]

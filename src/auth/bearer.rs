@@ -24,15 +24,25 @@ pub(super) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError>
         return Err(AuthError::BadAuthorization("not Bearer"));
     }
     let token = token.trim_start_matches(' ');
-    if token.is_empty()
-        || !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='))
-    {
+    if token.is_empty() || !token.bytes().all(|b| TOKEN_BYTES[usize::from(b)]) {
         return Err(AuthError::BadAuthorization("not a token"));
     }
     Ok(token)
 }
+
+/// The bytes a bearer token may hold (token68 plus `.`, as JWTs use), one table lookup per
+/// byte: a token is checked on every call and runs to a kilobyte or more.
+static TOKEN_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "byte < 256")]
+        let b = byte as u8;
+        allowed[byte] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        byte += 1;
+    }
+    allowed
+};
 
 impl KeyStores {
     /// Authenticates and authorizes one request against a trigger's access rules.
@@ -47,7 +57,7 @@ impl KeyStores {
         &self,
         access: &TriggerAccess,
         parts: &http::request::Parts,
-    ) -> Result<Caller, AuthError> {
+    ) -> Result<Arc<Caller>, AuthError> {
         self.authenticate_identified(access, parts).await.map_err(|(error, _)| error)
     }
 
@@ -60,7 +70,7 @@ impl KeyStores {
         &self,
         access: &TriggerAccess,
         parts: &http::request::Parts,
-    ) -> Result<Caller, (AuthError, Option<Caller>)> {
+    ) -> Result<Arc<Caller>, (AuthError, Option<Arc<Caller>>)> {
         if query_has_token(&parts.uri) {
             return Err((AuthError::TokenInQuery, None));
         }
@@ -79,16 +89,19 @@ impl KeyStores {
                 .split('&')
                 .find_map(|pair| pair.split_once('=').filter(|(name, _)| *name == sig_name).map(|(_, v)| v))
                 .unwrap_or("");
-            return Ok(Caller::signed_url(&kid, signature));
+            return Ok(Arc::new(Caller::signed_url(&kid, signature)));
         }
         let identity = access.identity().ok_or((AuthError::Misconfigured, None))?;
         let token = bearer_token(&parts.headers).map_err(|e| (e, None))?;
-        let claims = self.verify_token(&identity.spec(), token).await.map_err(|e| (AuthError::from(e), None))?;
+        let verified = self.verify_token(&identity.spec(), token).await.map_err(|e| (AuthError::from(e), None))?;
         // Rules and budgets need an immutable id: `oid`, or `sub` (with its issuer).
-        if claims.oid.is_none() && claims.sub.is_none() {
+        if verified.claims.oid.is_none() && verified.claims.sub.is_none() {
             return Err((AuthError::NoSubject, None));
         }
-        access.evaluate(&claims).map_err(|error| (error, Some(Caller::from_claims(&claims))))
+        match access.admits(&verified.claims) {
+            Ok(()) => Ok(verified.caller),
+            Err(error) => Err((error, Some(verified.caller))),
+        }
     }
 
     /// Verifies the bearer token of `headers` and applies `access`'s tenant and principal
@@ -105,8 +118,8 @@ impl KeyStores {
     ) -> Result<Arc<Claims>, AuthError> {
         let identity = access.identity().ok_or(AuthError::Misconfigured)?;
         let token = bearer_token(headers)?;
-        let claims = self.verify_token(&identity.spec(), token).await?;
-        access.evaluate(&claims)?;
-        Ok(claims)
+        let verified = self.verify_token(&identity.spec(), token).await?;
+        access.admits(&verified.claims)?;
+        Ok(verified.claims)
     }
 }

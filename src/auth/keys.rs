@@ -7,6 +7,7 @@
 //! `unknown_kid_refetch_interval`; when the identity provider is down the last good keys serve until
 //! they are `max_key_age` old, after which no token can be judged (503, our fault).
 
+use super::caller::Caller;
 use super::key_set::{KeySet, VerifyKey};
 use super::token::{Claims, TokenError, TokenRules, inspect, verify};
 use jsonwebtoken::jwk::JwkSet;
@@ -354,9 +355,17 @@ impl Drop for KeyStore {
     }
 }
 
+/// A verified token: its claims and the caller they name, built once per token rather
+/// than once per call (a repeat caller's call copies two pointers).
+#[derive(Debug, Clone)]
+pub(crate) struct Verified {
+    pub claims: Arc<Claims>,
+    pub caller: Arc<Caller>,
+}
+
 #[derive(Debug)]
 struct CacheEntry {
-    claims: Arc<Claims>,
+    verified: Verified,
     exp: u64,
     key: Arc<VerifyKey>,
     store: std::sync::Weak<KeyStore>,
@@ -378,11 +387,11 @@ impl TokenCache {
         hasher.finalize().into()
     }
 
-    fn get(&self, key: &[u8; 32], now_s: u64, keys: &KeySet) -> Option<Arc<Claims>> {
+    fn get(&self, key: &[u8; 32], now_s: u64, keys: &KeySet) -> Option<Verified> {
         let mut entries = self.entries.lock().ok()?;
         let entry = entries.get(key)?;
         if entry.exp > now_s && keys.contains(&entry.key) && entry.store.strong_count() > 0 {
-            return Some(Arc::clone(&entry.claims));
+            return Some(entry.verified.clone());
         }
         entries.remove(key);
         None
@@ -540,7 +549,7 @@ impl KeyStores {
     /// # Errors
     /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
     /// usable.
-    pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Arc<Claims>, VerifyError> {
+    pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Verified, VerifyError> {
         let store = self.store(spec.name, spec.source, spec.refresh);
         let now_ms = self.clock.now_millis();
         let now_s = now_ms / 1000;
@@ -550,9 +559,9 @@ impl KeyStores {
         // judged again.
         let current = store.current(now_ms);
         if let Ok(keys) = &current
-            && let Some(claims) = self.cache.get(&cache_key, now_s, keys)
+            && let Some(verified) = self.cache.get(&cache_key, now_s, keys)
         {
-            return Ok(claims);
+            return Ok(verified);
         }
         // Header checks before keys: a token with a refused header never touches the IdP.
         inspect(token, spec.rules)?;
@@ -595,10 +604,12 @@ impl KeyStores {
             Err(err) => return Err(err.into()),
         };
         let _ = keys;
-        let claims = Arc::new(claims);
-        let entry = CacheEntry { claims: Arc::clone(&claims), exp: claims.exp, key, store: Arc::downgrade(&store) };
+        let caller = Arc::new(Caller::from_claims(&claims));
+        let verified = Verified { claims: Arc::new(claims), caller };
+        let entry =
+            CacheEntry { exp: verified.claims.exp, verified: verified.clone(), key, store: Arc::downgrade(&store) };
         self.cache.insert(cache_key, entry, now_s);
-        Ok(claims)
+        Ok(verified)
     }
 }
 

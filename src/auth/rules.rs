@@ -149,11 +149,20 @@ impl TriggerAccess {
         self.signed.as_ref().map(SignedUrlKeys::params)
     }
 
-    /// Applies the trigger's rules to verified claims.
+    /// Applies the trigger's rules to verified claims and names the caller.
     ///
     /// # Errors
     /// The first failed rule.
     pub fn evaluate(&self, claims: &Claims) -> Result<Caller, AuthError> {
+        self.admits(claims).map(|()| Caller::from_claims(claims))
+    }
+
+    /// Applies the trigger's rules to verified claims (the request path, whose caller is
+    /// built once per token by the token cache).
+    ///
+    /// # Errors
+    /// The first failed rule.
+    pub fn admits(&self, claims: &Claims) -> Result<(), AuthError> {
         let tid = claims.tid.as_ref().map(|t| t.to_ascii_lowercase());
         if !self.tenants.is_empty() && !tid.as_ref().is_some_and(|tid| self.tenants.contains(tid)) {
             return Err(AuthError::Tenant);
@@ -182,7 +191,7 @@ impl TriggerAccess {
         {
             return Err(AuthError::Scope);
         }
-        Ok(Caller::from_claims(claims))
+        Ok(())
     }
 }
 

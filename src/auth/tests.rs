@@ -353,3 +353,16 @@ fn bearer_header_parsing() {
     headers.insert(http::header::AUTHORIZATION, "Bearer a b".parse().unwrap());
     assert!(matches!(bearer_token(&headers), Err(AuthError::BadAuthorization(_))));
 }
+
+#[test]
+fn bearer_tokens_hold_only_token68_bytes_and_dots() {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    for b in 0..=255u8 {
+        let mut headers = http::HeaderMap::new();
+        let value = [b"Bearer a".as_slice(), &[b], b"z"].concat();
+        let Ok(value) = http::HeaderValue::from_bytes(&value) else { continue };
+        headers.insert(http::header::AUTHORIZATION, value);
+        let parsed = bearer_token(&headers);
+        assert_eq!(parsed.is_ok(), allowed(b), "byte {b:#04x}: {parsed:?}");
+    }
+}
