@@ -92,7 +92,11 @@ fn v2_claims(env: &Env) -> Value {
     })
 }
 
-async fn judge(env: &Env, access: &TriggerAccess, token: &str) -> Result<flowgate::auth::Caller, AuthError> {
+async fn judge(
+    env: &Env,
+    access: &TriggerAccess,
+    token: &str,
+) -> Result<std::sync::Arc<flowgate::auth::Caller>, AuthError> {
     env.stores.authenticate(access, &request("/t", Some(token))).await
 }
 
