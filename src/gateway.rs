@@ -38,6 +38,8 @@ pub struct Gateway {
     pub secrets: crate::secrets::SecretStore,
     /// Span export, when `[traces]` asks for it (built at start).
     pub spans: Option<crate::trace::SpanExport>,
+    /// The per-call request metrics' handles.
+    pub request_metrics: crate::telemetry::RequestMetrics,
 }
 
 /// What a reload did.
@@ -86,6 +88,7 @@ impl Gateway {
             shield,
             secrets: crate::secrets::SecretStore::new(),
             spans,
+            request_metrics: crate::telemetry::RequestMetrics::new(),
         });
         start_housekeeping(&gateway);
         Ok(gateway)

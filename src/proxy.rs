@@ -42,7 +42,6 @@ use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 /// What [`handle`] accepts as a request body: hyper's `Incoming` from the server, or an
 /// in-memory body in tests. Generic (monomorphised), so the server's path costs nothing.
@@ -189,7 +188,7 @@ pub async fn admit(
     gateway.shield.check_client(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
-    let started = SystemTime::now();
+    let started = call.steps.start();
     let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts).await;
     call.steps.done(crate::trace::Step::Authenticate, started);
     let caller = match authenticated {
@@ -226,7 +225,7 @@ pub async fn admit(
                 LimitKey::Trigger => RateKey::trigger(),
                 LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
             };
-            let started = SystemTime::now();
+            let started = call.steps.start();
             let decision = gateway.limiters.check(rule, &key).await;
             call.steps.done(crate::trace::Step::RateLimit, started);
             let decision = decision.map_err(|e| match e {

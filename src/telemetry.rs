@@ -5,8 +5,10 @@
 //! once and every `Gateway` in the process shares it. All metric names start with
 //! `flowgate_`, and no label ever carries a token, a query string or a secret.
 
+use metrics::{Counter, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -90,9 +92,104 @@ fn describe() {
     metrics::describe_gauge!("flowgate_policy_info", "The running policy version (label), value 1.");
 }
 
+/// The handles of the metrics every call updates, resolved once per (trigger, method
+/// class, status) rather than per call: a registry lookup builds the key's label list and
+/// hashes the name and every label. Build it after [`metrics_handle`] installed the
+/// recorder (a handle resolved before then counts nothing).
+#[derive(Debug)]
+pub struct RequestMetrics {
+    duration: Histogram,
+    totals: RwLock<HashMap<RequestKey, Counter>>,
+}
+
+/// Trigger label (`-` when no trigger matched), method class, status.
+type RequestKey = (Option<Arc<str>>, &'static str, u16);
+
+impl RequestMetrics {
+    /// Resolves the handles with labels known now; the rest on first use.
+    pub fn new() -> Self {
+        Self { duration: metrics::histogram!("flowgate_request_duration_seconds"), totals: RwLock::new(HashMap::new()) }
+    }
+
+    /// Counts one answered call in `flowgate_requests_total` and its head-to-head time.
+    pub fn answered(&self, trigger: Option<&Arc<str>>, method: &str, status: u16, seconds: f64) {
+        self.duration.record(seconds);
+        let key = (trigger.cloned(), method_class(method), status);
+        let known = self.totals.read().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+        let counter = known.unwrap_or_else(|| {
+            let counter = metrics::counter!(
+                "flowgate_requests_total",
+                "trigger" => key.0.clone().map_or(SharedString::const_str("-"), SharedString::from),
+                "method" => key.1,
+                "status" => status_label(status)
+            );
+            self.totals.write().unwrap_or_else(PoisonError::into_inner).insert(key, counter.clone());
+            counter
+        });
+        counter.increment(1);
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// "100" to "599", three digits each, so that a status label is a static slice.
+const STATUS_DIGITS: [u8; 1500] = {
+    let mut digits = [0u8; 1500];
+    let mut i = 0;
+    while i < 500 {
+        let status = 100 + i;
+        #[expect(clippy::cast_possible_truncation, reason = "each is one decimal digit")]
+        let (hundreds, tens, ones) = ((status / 100) as u8, (status / 10 % 10) as u8, (status % 10) as u8);
+        digits[3 * i] = b'0' + hundreds;
+        digits[3 * i + 1] = b'0' + tens;
+        digits[3 * i + 2] = b'0' + ones;
+        i += 1;
+    }
+    digits
+};
+
+static STATUS_TEXT: &str = match std::str::from_utf8(&STATUS_DIGITS) {
+    Ok(text) => text,
+    Err(_) => panic!("status digits are ASCII"),
+};
+
+/// The `status` label: `status` in decimal, static for every valid status code.
+fn status_label(status: u16) -> SharedString {
+    if (100..600).contains(&status) {
+        let at = usize::from(status - 100) * 3;
+        SharedString::const_str(&STATUS_TEXT[at..at + 3])
+    } else {
+        SharedString::from(status.to_string())
+    }
+}
+
+fn method_class(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::scoped_directives;
+    use super::{scoped_directives, status_label};
+
+    #[test]
+    fn status_labels_are_the_decimal_status() {
+        for status in [0u16, 99, 100, 200, 404, 499, 503, 599, 600, 999] {
+            assert_eq!(&*status_label(status), status.to_string(), "{status}");
+        }
+    }
 
     #[test]
     fn a_bare_verbose_level_applies_to_flowgate_only() {

@@ -363,10 +363,13 @@ pub struct AuditLog {
     ring: Mutex<Ring>,
     stream: AtomicBool,
     counters: Arc<Counters>,
+    /// `flowgate_audit_records_total`, resolved once (every call writes a record).
+    records_total: metrics::Counter,
 }
 
 impl AuditLog {
-    /// Starts the writer thread for `cfg`.
+    /// Starts the writer thread for `cfg`. Build it after the metrics recorder is installed
+    /// (`telemetry::metrics_handle`), as `Gateway::new` does.
     ///
     /// # Errors
     /// The operating system refused to start a thread.
@@ -385,6 +388,7 @@ impl AuditLog {
             }),
             stream: AtomicBool::new(cfg.has_stream_sink()),
             counters,
+            records_total: metrics::counter!("flowgate_audit_records_total"),
         })
     }
 
@@ -392,7 +396,7 @@ impl AuditLog {
     /// line for the file/stdout (counted), the ring always gets the record.
     pub fn write(&self, record: RunRecord) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("flowgate_audit_records_total").increment(1);
+        self.records_total.increment(1);
         // Before any lock: a captured record is serialised here, once, for both sinks.
         let Ok(entry) = Entry::new(record) else {
             self.counters.write_error();

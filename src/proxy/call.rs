@@ -10,7 +10,6 @@ use crate::policy::{Policy, Trigger};
 use crate::secrets::Scrubber;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use metrics::SharedString;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
@@ -61,7 +60,7 @@ impl Call {
         Self {
             record: Some(record),
             trace,
-            steps: crate::trace::Steps::default(),
+            steps: crate::trace::Steps::new(gateway.spans.is_some()),
             started: Instant::now(),
             request_body: Arc::new(BodyStats::default()),
             capture: None,
@@ -176,16 +175,12 @@ pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) ->
         return response;
     };
     record.status = response.status().as_u16();
-    // Label values without a per-call string: the trigger's shared name, a static status.
-    let trigger = call.trigger_label.clone().map_or(SharedString::const_str("-"), SharedString::from);
-    metrics::counter!(
-        "flowgate_requests_total",
-        "trigger" => trigger,
-        "method" => method_class(&record.method),
-        "status" => status_label(record.status)
-    )
-    .increment(1);
-    metrics::histogram!("flowgate_request_duration_seconds").record(call.started.elapsed().as_secs_f64());
+    call.gateway.request_metrics.answered(
+        call.trigger_label.as_ref(),
+        &record.method,
+        record.status,
+        call.started.elapsed().as_secs_f64(),
+    );
     let tap = call.capture.as_ref().map(|c| c.response_body.clone());
     let (parts, body) = response.into_parts();
     let observed =
@@ -203,60 +198,4 @@ fn redacted_for_capture(secrets: &[crate::secrets::SecretValue], tapped: Vec<u8>
     let redacted = Scrubber::new(secrets.iter().cloned()).scrub_bytes(&tapped);
     let len = if whole { redacted.len() as u64 } else { sent };
     (redacted, len)
-}
-
-/// "100" to "599", three digits each, so that a status label is a static slice.
-const STATUS_DIGITS: [u8; 1500] = {
-    let mut digits = [0u8; 1500];
-    let mut i = 0;
-    while i < 500 {
-        let status = 100 + i;
-        #[expect(clippy::cast_possible_truncation, reason = "each is one decimal digit")]
-        let (hundreds, tens, ones) = ((status / 100) as u8, (status / 10 % 10) as u8, (status % 10) as u8);
-        digits[3 * i] = b'0' + hundreds;
-        digits[3 * i + 1] = b'0' + tens;
-        digits[3 * i + 2] = b'0' + ones;
-        i += 1;
-    }
-    digits
-};
-
-static STATUS_TEXT: &str = match std::str::from_utf8(&STATUS_DIGITS) {
-    Ok(text) => text,
-    Err(_) => panic!("status digits are ASCII"),
-};
-
-/// The `status` label: `status` in decimal, static for every valid status code.
-fn status_label(status: u16) -> SharedString {
-    if (100..600).contains(&status) {
-        let at = usize::from(status - 100) * 3;
-        SharedString::const_str(&STATUS_TEXT[at..at + 3])
-    } else {
-        SharedString::from(status.to_string())
-    }
-}
-
-fn method_class(method: &str) -> &'static str {
-    match method {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::status_label;
-
-    #[test]
-    fn status_labels_are_the_decimal_status() {
-        for status in [0u16, 99, 100, 200, 404, 499, 503, 599, 600, 999] {
-            assert_eq!(&*status_label(status), status.to_string(), "{status}");
-        }
-    }
 }

@@ -17,7 +17,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, V
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 /// Sends an admitted call upstream and streams the answer back.
 ///
@@ -42,7 +41,7 @@ pub async fn forward<B: RequestBody>(
     start_capture(&trigger, &parts.headers, call);
 
     // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
-    let started = SystemTime::now();
+    let started = call.steps.start();
     let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
     call.steps.done(crate::trace::Step::Secrets, started);
     let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
@@ -73,7 +72,7 @@ pub async fn forward<B: RequestBody>(
     let body = request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?;
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 
-    let started = SystemTime::now();
+    let started = call.steps.start();
     let sent = tokio::time::timeout(trigger.response_timeout, upstreams.send(policy, &trigger, request)).await;
     call.steps.done(crate::trace::Step::Upstream, started);
     let response = match sent {

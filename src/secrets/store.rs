@@ -190,7 +190,9 @@ pub enum CachePhase {
     Expired,
 }
 
-type Key = (String, String);
+/// Entries by reference, then by the vault's config fingerprint: a call finds its entry by
+/// borrowed keys, without building a key string.
+type Entries = HashMap<SecretRef, HashMap<String, Arc<Entry>>>;
 
 #[derive(Default)]
 struct State {
@@ -211,6 +213,9 @@ struct Entry {
     state: Mutex<State>,
     /// Held while a fetch runs: concurrent misses wait here and reuse its result.
     flight: tokio::sync::Mutex<()>,
+    /// `flowgate_secret_cache_hits_total` and `flowgate_secret_age_seconds{vault}`,
+    /// resolved on the first hit rather than on every call.
+    hit_metrics: std::sync::OnceLock<(metrics::Counter, metrics::Histogram)>,
 }
 
 impl Entry {
@@ -222,7 +227,7 @@ impl Entry {
 /// The secret cache (see the module docs). Cheap to clone; clones share the cache.
 #[derive(Clone, Default)]
 pub struct SecretStore {
-    entries: Arc<Mutex<HashMap<Key, Arc<Entry>>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl std::fmt::Debug for SecretStore {
@@ -242,7 +247,7 @@ impl SecretStore {
 
     /// Cached entries (for `/readyz` and tests).
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).values().map(HashMap::len).sum()
     }
 
     /// True when nothing is cached.
@@ -253,11 +258,10 @@ impl SecretStore {
     /// After a reload: drops entries of vaults that no longer exist or whose configuration
     /// changed (their values are zeroized when the last user drops them).
     pub fn retain_vaults(&self, vaults: &Vaults) {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).retain(|(reference, fingerprint), _| {
-            SecretRef::parse(reference)
-                .ok()
-                .and_then(|r| vaults.get(&r.vault).map(|v| v.fingerprint() == fingerprint))
-                .unwrap_or(false)
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).retain(|reference, by_fingerprint| {
+            let current = vaults.get(&reference.vault).map(|v| v.fingerprint().to_owned());
+            by_fingerprint.retain(|fingerprint, _| current.as_ref() == Some(fingerprint));
+            !by_fingerprint.is_empty()
         });
     }
 
@@ -265,8 +269,14 @@ impl SecretStore {
     /// secrets page. Creates no entry and contacts no vault.
     pub fn state(&self, reference: &SecretRef, vaults: &Vaults) -> CacheState {
         let Some(vault) = vaults.get(&reference.vault) else { return CacheState::Empty };
-        let key = (reference.to_string(), vault.fingerprint().to_owned());
-        let Some(entry) = self.entries.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned() else {
+        let found = self
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(reference)
+            .and_then(|by_fingerprint| by_fingerprint.get(vault.fingerprint()))
+            .cloned();
+        let Some(entry) = found else {
             return CacheState::Empty;
         };
         let state = entry.state();
@@ -288,8 +298,13 @@ impl SecretStore {
         }
     }
 
-    fn entry(&self, key: Key) -> Arc<Entry> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default().clone()
+    fn entry(&self, reference: &SecretRef, fingerprint: &str) -> Arc<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = entries.get(reference).and_then(|by_fingerprint| by_fingerprint.get(fingerprint)) {
+            return Arc::clone(entry);
+        }
+        let by_fingerprint = entries.entry(reference.clone()).or_default();
+        Arc::clone(by_fingerprint.entry(fingerprint.to_owned()).or_default())
     }
 
     /// The value of `reference`, from the cache when fresh. Injection goes through
@@ -304,7 +319,7 @@ impl SecretStore {
             .get(&reference.vault)
             .ok_or_else(|| SecretError::UnknownVault { reference: reference.to_string() })?;
         let settings = vaults.cache();
-        let entry = self.entry((reference.to_string(), vault.fingerprint().to_owned()));
+        let entry = self.entry(reference, vault.fingerprint());
         let started = Instant::now();
         let seen;
         {
@@ -314,9 +329,13 @@ impl SecretStore {
                 let age = started.saturating_duration_since(*fetched);
                 if age < settings.ttl {
                     let value = value.clone();
-                    metrics::counter!("flowgate_secret_cache_hits_total").increment(1);
-                    metrics::histogram!("flowgate_secret_age_seconds", "vault" => vault.name().to_owned())
-                        .record(age.as_secs_f64());
+                    let (hits, ages) = entry.hit_metrics.get_or_init(|| {
+                        let ages =
+                            metrics::histogram!("flowgate_secret_age_seconds", "vault" => vault.name().to_owned());
+                        (metrics::counter!("flowgate_secret_cache_hits_total"), ages)
+                    });
+                    hits.increment(1);
+                    ages.record(age.as_secs_f64());
                     let due = age >= settings.ttl.saturating_sub(settings.refresh_ahead)
                         && !state.refreshing
                         && state.next_refresh.is_none_or(|t| started >= t);
