@@ -33,6 +33,7 @@ pub(super) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError>
 /// True when every byte may appear in a bearer token (token68 plus `.`, as JWTs use).
 /// Checked on every call over a kilobyte or more, so it is written to be vectorised:
 /// comparisons without branches, folded over the whole token with no early exit.
+#[expect(clippy::needless_bitwise_bool, reason = "no early exit, so that the fold is vectorised")]
 fn is_token(bytes: &[u8]) -> bool {
     bytes.iter().fold(true, |ok, &b| {
         let alphanumeric = (b | 0x20).wrapping_sub(b'a') < 26 || b.wrapping_sub(b'0') < 10;
