@@ -94,7 +94,7 @@ fn describe() {
 
 /// The handles of the metrics every call updates, resolved once per (trigger, method
 /// class, status) rather than per call: a registry lookup builds the key's label list and
-/// hashes the name and every label. Build it after [`metrics_handle`] installed the
+/// hashes the name and every label. Build it after `metrics_handle` installed the
 /// recorder (a handle resolved before then counts nothing).
 #[derive(Debug)]
 pub struct RequestMetrics {
