@@ -46,7 +46,7 @@ pub async fn forward<B: RequestBody>(
     call.steps.done(crate::trace::Step::Secrets, started);
     let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
     if let Some(capture) = &mut call.capture {
-        capture.secrets = rendered.secret_values().to_vec();
+        capture.secrets = rendered.secret_values();
     }
 
     let uri = upstream_uri(&trigger, &rendered, &rest, parts.uri.query())?;

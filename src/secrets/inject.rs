@@ -326,13 +326,6 @@ impl Injection {
             rendered.secrets.extend(parts);
             rendered.upstream_path = Some(path);
         }
-        // Upstreams echo values the way they received them: a query value form-encoded (an
-        // echoed request URL), a JSON field escaped. The run history's redaction (plain
-        // substrings) must catch those forms too; the scrubber decodes escapes itself and
-        // needs only the raw values.
-        rendered.raw_secrets = rendered.secrets.len();
-        let echoed: Vec<SecretValue> = rendered.secrets.iter().flat_map(echo_forms).collect();
-        rendered.secrets.extend(echoed);
         Ok(rendered)
     }
 }
@@ -437,10 +430,8 @@ pub struct Rendered {
     query: Vec<(String, SecretValue)>,
     json: Vec<(String, SecretValue)>,
     json_max_bytes: usize,
-    /// Raw values first, then the echo forms of them.
+    /// The values as injected (their echo forms are made only for a capture).
     secrets: Vec<SecretValue>,
-    /// How many of `secrets` are raw values.
-    raw_secrets: usize,
     upstream_path: Option<SecretValue>,
 }
 
@@ -500,15 +491,20 @@ impl Rendered {
         out.map(Bytes::from)
     }
 
-    /// Every secret value used in this call (the run history redacts them wherever they
-    /// appear).
-    pub fn secret_values(&self) -> &[SecretValue] {
-        &self.secrets
+    /// Every secret value used in this call and the forms an upstream may echo it in (the
+    /// run history redacts them wherever they appear). Upstreams echo values the way they
+    /// received them: a query value form-encoded (an echoed request URL), a JSON field
+    /// escaped; the redaction matches plain substrings, so it needs those forms too. Made
+    /// on demand: only a capturing trigger's calls need them.
+    pub fn secret_values(&self) -> Vec<SecretValue> {
+        let echoed = self.secrets.iter().flat_map(echo_forms);
+        self.secrets.iter().cloned().chain(echoed).collect()
     }
 
-    /// A scrubber for every secret value used in this call (for `scrub_responses`).
+    /// A scrubber for every secret value used in this call (for `scrub_responses`); it
+    /// decodes escapes itself, so it needs only the values as injected.
     pub fn scrubber(&self) -> Scrubber {
-        Scrubber::new(self.secrets[..self.raw_secrets.min(self.secrets.len())].iter().cloned())
+        Scrubber::new(self.secrets.iter().cloned())
     }
 }
 
