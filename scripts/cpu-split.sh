@@ -25,7 +25,7 @@ hz=$(getconf CLK_TCK)
 
 start_flowgate() {
   stop_name gateway
-  spawn "$SUT_CPU" "$project/target/release/flowgate" serve --config "$peers/conf/flowgate.toml" \
+  RUST_LOG=${RUST_LOG:-warn} spawn "$SUT_CPU" "$project/target/release/flowgate" serve --config "$peers/conf/flowgate.toml" \
     >>"$LOGS/gateway.out" 2>&1 &
   remember gateway $!
   for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:18446/ && return 0; sleep 0.1; done

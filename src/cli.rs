@@ -182,7 +182,8 @@ fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log_format);
+    // Held to the end of `main`: dropping it writes out the queued log lines.
+    let _log_lines = telemetry::init_logging(cli.log_format);
     let runtime = match runtime(cli.threads) {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -22,17 +22,32 @@ pub(crate) enum LogFormat {
 
 /// Installs the tracing subscriber for the binary. Level from `RUST_LOG` (default `info`),
 /// read through [`scoped_directives`] so a bare `debug`/`trace` raises flowgate's own
-/// level only.
-pub(crate) fn init_logging(format: LogFormat) {
+/// level only. Colours only when stderr is a terminal.
+///
+/// Lines reach stderr through a writer thread that writes whatever has queued in one
+/// system call: one `write` per line (the access log writes one per call) cost about a
+/// third of the throughput when stderr is a file. Nothing is dropped: a full queue makes
+/// the logging call wait. Keep the returned guard until the process ends; dropping it
+/// writes out what is queued.
+pub(crate) fn init_logging(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use std::io::IsTerminal;
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
     let filter = tracing_subscriber::EnvFilter::try_new(scoped_directives(&spec))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("flowgate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second call (tests) keeps the first subscriber; that is fine.
-    let _ = match format {
+    let installed = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    installed.ok().map(|()| guard)
 }
 
 /// Rewrites a `RUST_LOG` spec so that a bare level above `info` (`debug`, `trace`) applies to

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{Fixture, closed_port, echo_trigger};
+use common::ports::free_port;
+use common::{Fixture, closed_port, echo_trigger, start_echo};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -50,4 +51,58 @@ fn trace_logging_into_the_watched_directory_stays_small() {
         "{size} bytes of log in 3 s at TRACE; the first lines:\n{}",
         text.lines().take(20).collect::<Vec<_>>().join("\n")
     );
+}
+
+/// Log lines are written by a writer thread, in batches: none may be lost. The real binary
+/// at the default level answers a burst of concurrent calls and is stopped with SIGTERM;
+/// by the time it exits, every answered call has its access line, with its request id.
+#[tokio::test]
+async fn every_answered_call_has_its_access_line_when_the_gateway_exits() {
+    const CALLS: usize = 400;
+    let fx = Fixture::new();
+    fx.serve_issuer();
+    let echo = start_echo().await;
+    let port = free_port();
+    let text = fx
+        .policy_text(&echo_trigger("t", "/t", echo, "rate_limit = \"off\""))
+        .replace("listen = \"127.0.0.1:0\"\ntls", &format!("listen = \"127.0.0.1:{port}\"\ntls"));
+    let policy = fx.write_policy(&text);
+    let log_path = fx.path().join("access.log");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&policy)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = fx.client_at(false, Some(&fx.token()), None, addr);
+    let url = format!("https://localhost:{port}/t");
+    let started = std::time::Instant::now();
+    while client.post(&url).body("{}").send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the gateway never started; see {}", log_path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answers = futures_util::future::join_all((0..CALLS).map(|_| {
+        let request = client.post(&url).body("{}");
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["x-request-id"].to_str().unwrap().to_owned()
+        }
+    }))
+    .await;
+    let _ = Command::new("kill").args(["-TERM", &child.id().unwrap().to_string()]).status();
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").unwrap();
+    assert!(exit.success(), "{exit:?}");
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let access: Vec<&str> = text.lines().filter(|l| l.contains("flowgate::access")).collect();
+    assert!(!text.contains('\u{1b}'), "no colour codes in a log file");
+    for id in &answers {
+        assert!(access.iter().any(|line| line.contains(id.as_str())), "no access line for {id}");
+    }
+    assert!(access.len() > CALLS, "{} access lines for {} calls", access.len(), CALLS + 1);
 }
