@@ -23,6 +23,8 @@ pub struct Routes {
     exact: HashMap<String, Vec<usize>>,
     /// (lower-cased normalised prefix without trailing `/`, trigger indexes), longest first.
     prefixes: Vec<(String, Vec<usize>)>,
+    /// Some trigger names a host (else the caller's host is never looked at).
+    any_host: bool,
 }
 
 /// A matched trigger and the part of the path after its prefix.
@@ -39,7 +41,8 @@ impl Routes {
     /// Builds the table, reporting overlapping (host, path, method) routes. Trigger paths
     /// are already normalised by `compile`.
     pub fn build(triggers: Vec<Arc<Trigger>>, path: &KeyPath, diags: &mut Diagnostics) -> Self {
-        let mut routes = Self { triggers, ..Self::default() };
+        let any_host = triggers.iter().any(|t| t.host.is_some());
+        let mut routes = Self { triggers, any_host, ..Self::default() };
         let mut seen_routes: HashMap<(Option<&str>, String, PathMatch, &Method), usize> = HashMap::new();
         let mut prefixes: HashMap<String, Vec<usize>> = HashMap::new();
         for (index, trigger) in routes.triggers.iter().enumerate() {
@@ -92,7 +95,8 @@ impl Routes {
     /// [`Denial::RouteNotFound`] or [`Denial::MethodNotAllowed`] (from the most specific
     /// route matching the path).
     pub fn find<'a>(&'a self, host: Option<&str>, path: &'a str, method: &Method) -> Result<RouteMatch<'a>, Denial> {
-        let host = host.map(normalize_host);
+        // Only host-specific triggers need the caller's host, normalised.
+        let host = if self.any_host { host.map(normalize_host) } else { None };
         let host_matches = |t: &Trigger| t.host.is_none() || t.host.as_deref() == host.as_deref();
         let lower = path.to_ascii_lowercase();
 
@@ -103,18 +107,18 @@ impl Routes {
             strip_segment_prefix(&lower, prefix).map(|_| (indexes, &path[prefix.len()..]))
         });
         for (indexes, rest) in exact.into_iter().chain(prefixes) {
-            let here: Vec<&'a Arc<Trigger>> =
-                indexes.iter().map(|&i| &self.triggers[i]).filter(|t| host_matches(t)).collect();
-            if here.is_empty() {
+            // Iterated, not collected: the call path allocates nothing here.
+            let at_path = || indexes.iter().map(|&i| &self.triggers[i]).filter(|t| host_matches(t));
+            if at_path().next().is_none() {
                 continue;
             }
             // At one path, a trigger for this very host shadows the host-less ones.
-            let specific = here.iter().any(|t| t.host.is_some());
-            let here: Vec<&'a Arc<Trigger>> = here.into_iter().filter(|t| t.host.is_some() == specific).collect();
-            if let Some(trigger) = here.iter().find(|t| t.methods.contains(method)) {
+            let specific = at_path().any(|t| t.host.is_some());
+            let here = || at_path().filter(move |t| t.host.is_some() == specific);
+            if let Some(trigger) = here().find(|t| t.methods.contains(method)) {
                 return Ok(RouteMatch { trigger, rest });
             }
-            let mut allow: Vec<&str> = here.iter().flat_map(|t| t.methods.iter().map(Method::as_str)).collect();
+            let mut allow: Vec<&str> = here().flat_map(|t| t.methods.iter().map(Method::as_str)).collect();
             allow.sort_unstable();
             allow.dedup();
             return Err(Denial::MethodNotAllowed { allow: allow.join(", ") });
