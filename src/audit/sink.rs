@@ -315,15 +315,7 @@ impl Entry {
 
     fn matches(&self, filter: &RunFilter) -> bool {
         match self {
-            Self::Record(record) => {
-                let fields = (
-                    record.trigger.as_deref(),
-                    record.decision.as_str(),
-                    record.principal.as_deref(),
-                    record.trace_id.as_deref(),
-                );
-                filter.matches_fields(fields, || record.at())
-            }
+            Self::Record(record) => filter.matches(record),
             Self::Json(entry) => {
                 let fields =
                     (entry.trigger.as_deref(), &*entry.decision, entry.principal.as_deref(), entry.trace_id.as_deref());
