@@ -20,15 +20,19 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Log lines queued for the writer thread at most.
+pub(crate) const LOG_QUEUE_LINES: usize = 8192;
+
 /// Installs the tracing subscriber for the binary. Level from `RUST_LOG` (default `info`),
 /// read through [`scoped_directives`] so a bare `debug`/`trace` raises flowgate's own
 /// level only. Colours only when stderr is a terminal.
 ///
 /// Lines reach stderr through a writer thread that writes whatever has queued in one
 /// system call: one `write` per line (the access log writes one per call) cost about a
-/// third of the throughput when stderr is a file. Nothing is dropped: a full queue makes
-/// the logging call wait. Keep the returned guard until the process ends; dropping it
-/// writes out what is queued.
+/// third of the throughput when stderr is a file. Nothing is dropped: a full queue
+/// ([`LOG_QUEUE_LINES`], a few MiB of lines at most while stderr is stalled) makes the
+/// logging call wait. Keep the returned guard until the process ends; dropping it writes
+/// out what is queued.
 pub(crate) fn init_logging(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use std::io::IsTerminal;
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
@@ -36,6 +40,7 @@ pub(crate) fn init_logging(format: LogFormat) -> Option<tracing_appender::non_bl
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("flowgate-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
