@@ -17,6 +17,10 @@ fn gateway(dir: &std::path::Path, triggers: &str) -> (Arc<Gateway>, Upstreams) {
     (Gateway::new(policy, None).unwrap(), upstreams)
 }
 
+/// One `who = "anyone"` trigger at `/t` whose upstream is never reached.
+const ANYONE_AT_T: &str =
+    "[[trigger]]\nname = \"t\"\npath = \"/t\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n";
+
 async fn call(gateway: &Arc<Gateway>, upstreams: &Upstreams, path: &str) -> Response<ResponseBody> {
     let connection = Arc::new(Connection { peer: "127.0.0.1:40000".parse().unwrap(), tls: true, id: 1 });
     let request = Request::post(path).header(header::HOST, "gw.example").body(Empty::<Bytes>::new()).unwrap();
@@ -27,10 +31,7 @@ async fn call(gateway: &Arc<Gateway>, upstreams: &Upstreams, path: &str) -> Resp
 #[tokio::test]
 async fn an_unknown_path_is_a_404_with_a_request_id() {
     let dir = tempfile::tempdir().unwrap();
-    let (gateway, upstreams) = gateway(
-        dir.path(),
-        "[[trigger]]\nname = \"t\"\npath = \"/t\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n",
-    );
+    let (gateway, upstreams) = gateway(dir.path(), ANYONE_AT_T);
     let response = call(&gateway, &upstreams, "/nope").await;
     assert_eq!(response.status(), 404);
     assert!(response.headers().contains_key(REQUEST_ID));
@@ -39,10 +40,7 @@ async fn an_unknown_path_is_a_404_with_a_request_id() {
 #[tokio::test]
 async fn a_trigger_called_without_credentials_is_a_401() {
     let dir = tempfile::tempdir().unwrap();
-    let (gateway, upstreams) = gateway(
-        dir.path(),
-        "[[trigger]]\nname = \"t\"\npath = \"/t\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n",
-    );
+    let (gateway, upstreams) = gateway(dir.path(), ANYONE_AT_T);
     let response = call(&gateway, &upstreams, "/t").await;
     assert_eq!(response.status(), 401);
     assert!(response.headers().contains_key(REQUEST_ID));

@@ -259,8 +259,8 @@ impl SecretStore {
     /// changed (their values are zeroized when the last user drops them).
     pub fn retain_vaults(&self, vaults: &Vaults) {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).retain(|reference, by_fingerprint| {
-            let current = vaults.get(&reference.vault).map(|v| v.fingerprint().to_owned());
-            by_fingerprint.retain(|fingerprint, _| current.as_ref() == Some(fingerprint));
+            let current = vaults.get(&reference.vault).map(|v| v.fingerprint());
+            by_fingerprint.retain(|fingerprint, _| current == Some(fingerprint.as_str()));
             !by_fingerprint.is_empty()
         });
     }

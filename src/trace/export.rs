@@ -107,7 +107,7 @@ impl Step {
 /// When each step of one call ran (no allocation; unused steps stay `None`). Timed only
 /// when spans are exported: otherwise nobody reads the times, and each costs two clock
 /// reads per step per call.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Steps {
     times: [Option<(SystemTime, SystemTime)>; 4],
     timed: bool,
