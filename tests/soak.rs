@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-const RING: usize = 2000;
+/// The run-history ring's bound: no larger than one `/runs` answer (`MAX_LIMIT`), which
+/// is how the soak counts the ring's records. At 2,000 the count stopped at 1,000, so the
+/// warm-up (the ring full) was never seen and the bound check could not pass.
+const RING: usize = flowgate::audit::MAX_LIMIT;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
