@@ -132,6 +132,8 @@ pub struct Limits {
 pub struct Edge {
     /// Open connections per client address at most (trusted proxies exempt).
     pub max_connections_per_ip: usize,
+    /// Leading bits of an IPv6 address that make one unit of per-address accounting.
+    pub ipv6_prefix: u8,
     /// Longest pause, and base allowance, while waiting for a request body.
     pub body_read_timeout: Duration,
     /// Slowest average body rate in bytes per second (0: no rate rule).
@@ -148,11 +150,19 @@ fn compile_edge(raw: &RawServer, path: &KeyPath, diags: &mut Diagnostics) -> Edg
             "to lift the cap, set it to [limits] max_connections",
         );
     }
+    if !(16..=128).contains(&raw.ipv6_prefix) {
+        diags.error_with_hint(
+            &path.key("ipv6_prefix"),
+            format!("{} is not a prefix length between 16 and 128", raw.ipv6_prefix),
+            "64 (the default) counts one IPv6 subnet as one address; 128 counts single addresses",
+        );
+    }
     if raw.body_read_timeout.0.is_zero() {
         diags.error(&path.key("body_read_timeout"), "must be greater than zero");
     }
     Edge {
         max_connections_per_ip: raw.max_connections_per_ip.max(1),
+        ipv6_prefix: raw.ipv6_prefix.clamp(16, 128),
         body_read_timeout: raw.body_read_timeout.0,
         body_min_rate: raw.body_min_rate,
         buffer_request_body: raw.buffer_request_body,

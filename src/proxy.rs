@@ -129,6 +129,11 @@ pub async fn handle<B: RequestBody>(
     if let Ok(id) = HeaderValue::from_str(call.request_id()) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
+    // A proxy answers in its own HTTP version (RFC 9110 §6.2), whatever the upstream spoke:
+    // hyper writes an h1 response's version as given, so an HTTP/1.0 upstream would turn an
+    // HTTP/1.1 caller's answer into `HTTP/1.0` and cost it keep-alive. (hyper still answers
+    // an HTTP/1.0 caller in 1.0, and ignores the field on h2.)
+    *response.version_mut() = Version::HTTP_11;
     Ok(call::record_on_end(call, response))
 }
 
@@ -153,10 +158,15 @@ pub async fn admit(
 
     // Client address: the trusted forwarding header is believed only from trusted proxies.
     // Every later rule and the run record use it.
+    // An unreadable hop where the client should be is refused, never judged as the
+    // proxy's own address (which trusted-proxy exemptions and allow lists may favour).
     let address =
-        client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header);
+        client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header)
+            .map_err(|unreadable| Denial::BadRequest { reason: format!("client address unknown: {unreadable}") })?;
     call.record().client_ip = Some(address.client.ip());
-    call.record().client_ip_note.clone_from(&address.note);
+    call.record().client_ip_note = address.note.map(str::to_owned);
+    // Per-address budgets (shield, `ip` rate-limit key) count an IPv6 network, not a host.
+    let accounted = address.client.accounting_unit(policy.edge.ipv6_prefix);
 
     // Path hygiene before routing: dot segments, empty segments, encoded separators and
     // `;` path parameters would let a prefix route reach an upstream path the policy never
@@ -185,7 +195,7 @@ pub async fn admit(
     // Pre-authentication shield: an address that has spent its budget of refused
     // credentials stops here, before a flood of junk can burn CPU on signature checks.
     // Calls whose credentials pass never spend it (see `shield_charge` below).
-    gateway.shield.check_client(address.client).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
+    gateway.shield.check_client(accounted).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
     let started = call.steps.start();
@@ -199,7 +209,7 @@ pub async fn admit(
                 call.record().identify(&caller);
             }
             let rejection = error.into_rejection(trigger.access.realm());
-            shield_charge(gateway, address.client, &rejection);
+            shield_charge(gateway, accounted, &rejection);
             return Err(rejection);
         }
     };
@@ -208,7 +218,7 @@ pub async fn admit(
     // Per-principal pinning needs the caller, so it runs right after authentication.
     if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client.ip()) {
         let rejection = ip_denial(&refusal);
-        shield_charge(gateway, address.client, &rejection);
+        shield_charge(gateway, accounted, &rejection);
         return Err(rejection);
     }
 
@@ -221,7 +231,7 @@ pub async fn admit(
             let key = match rule.key {
                 // Immutable ids only: tenant + oid, else issuer + sub, or one signed URL.
                 LimitKey::Principal => RateKey::subject(&caller.budget_key),
-                LimitKey::Ip => RateKey::client(address.client),
+                LimitKey::Ip => RateKey::client(accounted),
                 LimitKey::Trigger => RateKey::trigger(),
                 LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
             };

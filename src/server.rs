@@ -206,7 +206,10 @@ impl AcceptLoop {
             // One address may not take every slot. A trusted proxy speaks for many clients.
             let slot = if policy.trusted_proxies.contains(peer.ip()) {
                 None
-            } else if let Some(slot) = self.per_address.try_open(peer.ip(), policy.edge.max_connections_per_ip) {
+            } else if let Some(slot) = self.per_address.try_open(
+                ClientIp::new(peer.ip()).accounting_unit(policy.edge.ipv6_prefix),
+                policy.edge.max_connections_per_ip,
+            ) {
                 Some(slot)
             } else {
                 metrics::counter!("flowgate_connections_refused_total", "reason" => "per_ip").increment(1);

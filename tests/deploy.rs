@@ -225,3 +225,23 @@ async fn a_configmap_swap_reloads_the_policy() {
     assert_eq!(limit, Some(7));
     gw.shutdown().await;
 }
+
+/// The shipped manifests put no proxy in front of flowgate (an L4 Service with
+/// `externalTrafficPolicy: Local`), so the policy must trust none: a trusted range would
+/// let any pod in it choose its own client address and skip `max_connections_per_ip`.
+#[test]
+fn the_manifests_trust_no_proxy_they_do_not_deploy() {
+    let service = read("deploy/kubernetes/service.yaml");
+    assert_eq!(yaml_value(&service, "externalTrafficPolicy"), "Local", "callers' addresses must reach the pods");
+    let policy = block_scalar(&read("deploy/kubernetes/configmap.yaml"), "policy.toml");
+    let active: Vec<&str> = policy.lines().filter(|line| !line.trim_start().starts_with('#')).collect();
+    assert!(
+        !active.iter().any(|line| line.trim_start().starts_with("trusted_proxies")),
+        "the ConfigMap trusts proxies that no manifest deploys: {active:?}"
+    );
+    let kinds: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    assert!(!kinds.iter().any(|text| text.contains("kind: Ingress")), "an Ingress is a proxy: trust exactly it");
+}

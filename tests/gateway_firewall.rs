@@ -266,3 +266,88 @@ async fn only_the_trusted_header_names_the_client() {
     assert_eq!((status, record["client_ip"].as_str()), (200, Some("198.51.100.2")), "{record}");
     gw.shutdown().await;
 }
+
+/// The review's examples over the whole gateway: junk a caller writes left of the hop the
+/// trusted proxy appended never turns the call into one from the proxy itself, and an
+/// unreadable hop where the client should be is refused with 400.
+#[tokio::test]
+async fn junk_left_of_the_appended_hop_is_never_the_proxys_address() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let triggers = format!(
+        "{}{}",
+        echo_trigger("denied", "/denied", echo, "deny_ips = [\"198.51.100.7\"]"),
+        echo_trigger("allowed", "/allowed", echo, "allow_ips = [\"127.0.0.1\"]"),
+    );
+    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1\"]", &triggers));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
+
+    let (status, record) = call(&proxy, &gw, "/denied", Some("x, 198.51.100.7")).await;
+    assert_eq!((status, record["client_ip"].as_str()), (403, Some("198.51.100.7")), "{record}");
+    // An allow list naming the proxy admits the proxy, never a caller behind it.
+    let (status, record) = call(&proxy, &gw, "/allowed", Some("unknown-junk, 203.0.113.9")).await;
+    assert_eq!((status, record["client_ip"].as_str()), (403, Some("203.0.113.9")), "{record}");
+    // The hop that names the client is unreadable: refused, not judged as 127.0.0.1.
+    for unreadable in ["203.0.113.9, junk", "unknown", "_hidden"] {
+        let (status, record) = call(&proxy, &gw, "/allowed", Some(unreadable)).await;
+        assert_eq!(status, 400, "{unreadable}: {record}");
+        assert!(record["reason"].as_str().unwrap().contains("client address unknown"), "{record}");
+    }
+    gw.shutdown().await;
+
+    // The same with `Forwarded`.
+    let text = with_trusted(&fx, "[\"127.0.0.1\"]", &triggers).replacen(
+        "trusted_proxies =",
+        "trusted_header = \"forwarded\"\ntrusted_proxies =",
+        1,
+    );
+    let gw = start_gateway_for(&fx, &fx.write_policy(&text)).await;
+    let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
+    let (status, record) = via_forwarded(&proxy, &gw, "/denied", "for=junk, for=198.51.100.7").await;
+    assert_eq!((status, record["client_ip"].as_str()), (403, Some("198.51.100.7")), "{record}");
+    let (status, _) = via_forwarded(&proxy, &gw, "/allowed", "for=198.51.100.7, proto=https").await;
+    assert_eq!(status, 400, "an element without for= names no client");
+    gw.shutdown().await;
+}
+
+async fn via_forwarded(
+    client: &reqwest::Client,
+    gw: &Running,
+    path: &str,
+    forwarded: &str,
+) -> (u16, serde_json::Value) {
+    let response = client.post(gw.url(path)).header("forwarded", forwarded).body("{}").send().await.unwrap();
+    let status = response.status().as_u16();
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    response.bytes().await.unwrap();
+    (status, common::run_record(gw, &id).await)
+}
+
+/// `ipv6_prefix`: addresses of one /64 share the `ip` rate-limit budget; another /64 has
+/// its own. (Behind a trusted proxy, so that distinct IPv6 clients can be named.)
+#[tokio::test]
+async fn ipv6_clients_of_one_network_share_a_per_address_budget() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let trigger = echo_trigger("per-ip", "/per-ip", echo, "rate_limit = { calls = 2, period = \"60s\", key = \"ip\" }");
+    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1\"]", &trigger));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
+    let statuses = |hosts: &'static [&'static str]| {
+        let proxy = proxy.clone();
+        let gw = &gw;
+        async move {
+            let mut out = Vec::new();
+            for host in hosts {
+                out.push(call(&proxy, gw, "/per-ip", Some(host)).await.0);
+            }
+            out
+        }
+    };
+    // Three hosts of 2001:db8:1:2::/64: the third call is over the shared budget.
+    assert_eq!(statuses(&["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"]).await, [200, 200, 429]);
+    // Another /64 is another address.
+    assert_eq!(statuses(&["2001:db8:1:3::1"]).await, [200]);
+    gw.shutdown().await;
+}

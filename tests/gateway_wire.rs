@@ -440,3 +440,79 @@ async fn a_malformed_body_never_reaches_the_upstream_as_a_complete_request() {
     assert!(broken.iter().all(|b| b.peer != fresh[0].peer), "an aborted upstream connection was reused: {all:?}");
     gw.shutdown().await;
 }
+
+/// A caller that stops sending a streaming body gets its 408 from `body_read_timeout`, even
+/// when the upstream's `upstream_response_timeout` is shorter: the upstream is waiting for
+/// the caller's bytes, which is not the upstream's fault (a 504 would blame it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408_before_the_upstream_deadline_blames_the_upstream() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let policy = fx.write_policy(&policy_with_server(
+        &fx,
+        "body_read_timeout = \"3s\"",
+        &format!("[limits]\nupstream_response_timeout = \"1s\"\n\n{}", echo_trigger("open", "/open", echo, "")),
+    ));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let tls = raw_tls(&fx, &gw).await;
+    let (mut read, mut write) = tokio::io::split(tls);
+    let head = format!(
+        "POST /open HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n",
+        fx.token()
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    // More than `buffer_request_body` (64 KiB), so the body streams to the upstream; then
+    // nothing more.
+    write.write_all(&vec![b'x'; 100_000]).await.unwrap();
+    write.flush().await.unwrap();
+    let (answer, closed) = read_until_closed(&mut read, Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(closed, "the connection stayed open");
+    drop(write);
+    gw.shutdown().await;
+}
+
+/// An upstream that answers in HTTP/1.0 (and closes). A proxy answers in its own version
+/// (RFC 9110 §6.2): the HTTP/1.1 caller gets `HTTP/1.1` and keeps its connection.
+#[tokio::test]
+async fn a_caller_gets_the_gateways_http_version_not_the_upstreams() {
+    let fx = Fixture::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold").await;
+            });
+        }
+    });
+    let policy = fx.write_policy(&fx.policy_text(&trigger_to("old", "/old", &format!("http://{upstream}/"), "")));
+    let gw = start_gateway_for(&fx, &policy).await;
+    let mut tls = raw_tls(&fx, &gw).await;
+    for round in 0..2 {
+        let request = format!("GET /old HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n", fx.token());
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // One complete response: its head, then the body it announces (chunked here, since
+        // the upstream's own length was "until close").
+        while !answer.ends_with(b"0\r\n\r\n") && !answer.ends_with(b"old") {
+            let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.unwrap().unwrap();
+            assert_ne!(n, 0, "round {round}: the connection closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text}");
+        assert!(!text.to_ascii_lowercase().contains("connection: close"), "round {round}: {text}");
+    }
+    gw.shutdown().await;
+}

@@ -7,13 +7,21 @@
 //! address the firewall sees. For the same reason only one header is read: a load
 //! balancer appends to the header it writes and passes the other one through as the
 //! caller sent it.
+//!
+//! The header is read **from the right**, one element at a time: each trusted proxy
+//! appended the element right of the ones it received, so only the elements up to and
+//! including the first untrusted hop were written by proxies we trust. Everything left of
+//! that hop is the caller's own text and is never parsed, so nothing a caller writes there
+//! can change the answer. An element that must be read but cannot be (junk, `unknown`, an
+//! obfuscated `_id`, a `Forwarded` element without `for=`) refuses the call: judging it as
+//! the proxy's own address would let a caller pick the proxy's exemptions and allow rules.
 
 use super::IpSet;
 use super::ipset::normalize;
 use http::HeaderMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// Which forwarding header the trusted proxies write.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -25,6 +33,22 @@ pub enum TrustedHeader {
     /// RFC 7239 `Forwarded` (`for=...`).
     #[serde(rename = "forwarded")]
     Forwarded,
+}
+
+impl TrustedHeader {
+    fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "X-Forwarded-For",
+            Self::Forwarded => "Forwarded",
+        }
+    }
 }
 
 /// A client address, normalised once where it is resolved: an IPv4-mapped IPv6 address
@@ -43,6 +67,22 @@ impl ClientIp {
     /// The address.
     pub fn ip(self) -> IpAddr {
         self.0
+    }
+
+    /// The address as one unit of per-address accounting (connection cap, shield, `ip`
+    /// rate-limit key): an IPv4 address is itself; an IPv6 address is its network of
+    /// `ipv6_prefix` bits, since one host is usually given a whole /64 and could otherwise
+    /// rotate through it to multiply every per-address budget.
+    #[must_use]
+    pub fn accounting_unit(self, ipv6_prefix: u8) -> Self {
+        match self.0 {
+            IpAddr::V4(_) => self,
+            IpAddr::V6(v6) => {
+                let bits = u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                Self(IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)))
+            }
+        }
     }
 }
 
@@ -89,142 +129,181 @@ pub struct ClientAddress {
     /// The TCP peer.
     pub peer: ClientIp,
     /// Why the forwarded headers were not used, for the audit record.
-    pub note: Option<String>,
+    pub note: Option<&'static str>,
 }
 
-/// One hop named by a forwarding header.
-enum Hop {
+/// A forwarding header from a trusted proxy whose hop that names the client cannot be
+/// read: the call is refused (400), never judged as the proxy's own address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{header} hop {position} from the right is {problem}")]
+pub struct UnreadableHop {
+    /// `X-Forwarded-For` or `Forwarded`.
+    pub header: &'static str,
+    /// 1 for the rightmost element.
+    pub position: usize,
+    /// What is wrong with it (never the caller's text, which may be long or hostile).
+    pub problem: HopProblem,
+}
+
+/// Why a forwarded hop that matters cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopProblem {
+    /// Neither an address nor a known placeholder.
+    Unparsable,
+    /// `unknown` or an obfuscated identifier (`_hidden`): a hop that cannot be judged.
+    Opaque,
+    /// A `Forwarded` element without `for=`.
+    NoFor,
+}
+
+impl std::fmt::Display for HopProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Unparsable => "not an address",
+            Self::Opaque => "unknown or obfuscated",
+            Self::NoFor => "an element without for=",
+        })
+    }
+}
+
+/// One element of a forwarding header, as far as the client address is concerned.
+#[derive(Debug, PartialEq, Eq)]
+enum Element {
+    /// An empty list element (`a,,b`): list syntax, not a hop.
+    Empty,
+    /// A hop with an address.
     Addr(ClientIp),
-    /// `unknown` or an obfuscated identifier (`_hidden`): a hop we cannot judge.
-    Opaque(String),
+    /// A hop that cannot be judged or read.
+    Unreadable(HopProblem),
 }
 
 /// Decides the client address of a call.
 ///
 /// With no trusted proxies, or an untrusted peer, the peer is the client. Otherwise the
-/// hops of the trusted `header` (all occurrences, in order) are walked right to left,
+/// elements of the trusted `header` (all its lines, in order) are walked right to left,
 /// skipping trusted proxies; the first untrusted address is the client, and if every hop
-/// is trusted the leftmost is. The other forwarding header is never read. No such header
-/// means the peer; an unparsable one or an opaque hop where the client should be yields
-/// the peer and a `note`.
+/// is trusted the leftmost is. No such header (or one naming no hop) means the peer. The
+/// other forwarding header is never read.
+///
+/// # Errors
+/// [`UnreadableHop`] when an element right of (or at) the client's position cannot be read.
 pub fn client_address(
     peer: IpAddr,
     headers: &HeaderMap,
     trusted: &TrustedProxies,
     header: TrustedHeader,
-) -> ClientAddress {
+) -> Result<ClientAddress, UnreadableHop> {
     let peer = ClientIp::new(peer);
-    let plain = |note: Option<String>| ClientAddress { client: peer, peer, note };
+    let plain = |note: Option<&'static str>| ClientAddress { client: peer, peer, note };
     if trusted.0.is_empty() || !trusted.contains(peer.ip()) {
-        return plain(None);
+        return Ok(plain(None));
     }
-    let (name, element, label): (&str, ElementParser, &str) = match header {
-        TrustedHeader::XForwardedFor => ("x-forwarded-for", parse_xff_element, "X-Forwarded-For"),
-        TrustedHeader::Forwarded => (http::header::FORWARDED.as_str(), parse_forwarded_element, "Forwarded"),
-    };
-    if !headers.contains_key(name) {
+    if !headers.contains_key(header.name()) {
         // A proxy writing the other header is a misconfiguration worth a note; a caller's
         // copy of it is simply not believed.
-        let other = match header {
-            TrustedHeader::XForwardedFor => "Forwarded",
-            TrustedHeader::Forwarded => "X-Forwarded-For",
+        let ignored = match header {
+            TrustedHeader::XForwardedFor => headers
+                .contains_key(http::header::FORWARDED)
+                .then_some("Forwarded ignored: it is not [server] trusted_header"),
+            TrustedHeader::Forwarded => headers
+                .contains_key("x-forwarded-for")
+                .then_some("X-Forwarded-For ignored: it is not [server] trusted_header"),
         };
-        let ignored =
-            headers.contains_key(other).then(|| format!("{other} ignored: it is not [server] trusted_header"));
-        return plain(ignored);
+        return Ok(plain(ignored));
     }
-    let hops = parse_all(headers, name, element, label);
-    let hops = match hops {
-        Ok(hops) => hops,
-        Err(note) => return plain(Some(note)),
-    };
-    let mut leftmost = None;
-    for hop in hops.iter().rev() {
-        match hop {
-            Hop::Addr(ip) if trusted.contains(ip.ip()) => leftmost = Some(*ip),
-            Hop::Addr(ip) => return ClientAddress { client: *ip, peer, note: None },
-            Hop::Opaque(token) => {
-                return plain(Some(format!("forwarded hop {token:?} is not an address; using the peer")));
+    let lines: Vec<&[u8]> = headers.get_all(header.name()).iter().map(http::HeaderValue::as_bytes).collect();
+    let elements = lines.iter().rev().flat_map(|line| line.rsplit(|&b| b == b','));
+    let mut leftmost_trusted = None;
+    let mut position = 0;
+    for text in elements {
+        let element = parse_element(header, text);
+        if element == Element::Empty {
+            continue;
+        }
+        position += 1;
+        match element {
+            Element::Empty => {}
+            Element::Addr(ip) if trusted.contains(ip.ip()) => leftmost_trusted = Some(ip),
+            Element::Addr(ip) => return Ok(ClientAddress { client: ip, peer, note: None }),
+            Element::Unreadable(problem) => {
+                return Err(UnreadableHop { header: header.label(), position, problem });
             }
         }
     }
-    match leftmost {
+    Ok(match leftmost_trusted {
         Some(ip) => ClientAddress { client: ip, peer, note: None },
-        None => plain(Some("forwarded header names no hop; using the peer".to_owned())),
-    }
+        None => plain(Some("forwarded header names no hop; using the peer")),
+    })
 }
 
-/// Parses one element of a forwarding header: `None` when unparsable, `Some(None)` when
-/// it names no hop.
-type ElementParser = fn(&str) -> Option<Option<Hop>>;
-
-fn parse_all(headers: &HeaderMap, name: &str, element: ElementParser, label: &str) -> Result<Vec<Hop>, String> {
-    let mut hops = Vec::new();
-    for value in headers.get_all(name) {
-        let text = value.to_str().map_err(|_| format!("unparsable {label} header (not ASCII); using the peer"))?;
-        for part in text.split(',') {
-            match element(part.trim()) {
-                Some(Some(hop)) => hops.push(hop),
-                Some(None) => {}
-                None => return Err(format!("unparsable {label} header; using the peer")),
-            }
-        }
-    }
-    Ok(hops)
-}
-
-/// One `X-Forwarded-For` entry: an address, optionally with a port, IPv6 optionally bracketed.
-#[expect(clippy::option_option, reason = "None: unparsable; Some(None): an empty element, skipped")]
-fn parse_xff_element(text: &str) -> Option<Option<Hop>> {
+fn parse_element(header: TrustedHeader, raw: &[u8]) -> Element {
+    let Ok(text) = std::str::from_utf8(raw) else { return Element::Unreadable(HopProblem::Unparsable) };
+    let text = text.trim_matches([' ', '\t']);
     if text.is_empty() {
-        return Some(None);
+        return Element::Empty;
     }
-    parse_node(text).map(Some)
+    match header {
+        TrustedHeader::XForwardedFor => parse_node(text),
+        TrustedHeader::Forwarded => parse_forwarded_element(text),
+    }
 }
 
-/// One `Forwarded` element (`for=...;proto=https;by=...`); only `for` matters.
-#[expect(clippy::option_option, reason = "None: unparsable; Some(None): an empty element, skipped")]
-fn parse_forwarded_element(text: &str) -> Option<Option<Hop>> {
-    if text.is_empty() {
-        return Some(None);
-    }
+/// One `Forwarded` element (`for=...;proto=https;by=...`); only `for` matters, and it
+/// must be there exactly once: a proxy that names no client names no address we can judge.
+fn parse_forwarded_element(text: &str) -> Element {
     let mut found = None;
     for pair in text.split(';') {
-        let (name, value) = pair.trim().split_once('=')?;
-        if name.trim().eq_ignore_ascii_case("for") {
-            let value = value.trim();
-            let value = match value.strip_prefix('"') {
-                Some(rest) => rest.strip_suffix('"')?,
-                None => value,
-            };
-            found = Some(parse_node(value)?);
+        let Some((name, value)) = pair.trim_matches([' ', '\t']).split_once('=') else {
+            return Element::Unreadable(HopProblem::Unparsable);
+        };
+        if !name.eq_ignore_ascii_case("for") {
+            continue;
         }
+        if found.is_some() {
+            return Element::Unreadable(HopProblem::Unparsable);
+        }
+        let value = match value.strip_prefix('"') {
+            Some(rest) => match rest.strip_suffix('"') {
+                Some(inner) => inner,
+                None => return Element::Unreadable(HopProblem::Unparsable),
+            },
+            None => value,
+        };
+        found = Some(parse_node(value));
     }
-    // An element without `for=` names no client.
-    Some(found)
+    found.unwrap_or(Element::Unreadable(HopProblem::NoFor))
 }
 
 /// A node: `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`, bare IPv6,
-/// `unknown`, or an obfuscated `_token`.
-fn parse_node(text: &str) -> Option<Hop> {
-    if text.eq_ignore_ascii_case("unknown") || text.starts_with('_') {
-        return Some(Hop::Opaque(text.to_owned()));
+/// `unknown`, or an obfuscated `_token` (optionally with a port).
+fn parse_node(text: &str) -> Element {
+    let addr = |ip: IpAddr| Element::Addr(ClientIp::new(ip));
+    if text.eq_ignore_ascii_case("unknown") || is_obfuscated(text) {
+        return Element::Unreadable(HopProblem::Opaque);
     }
     if let Some(rest) = text.strip_prefix('[') {
-        let (addr, after) = rest.split_once(']')?;
-        if !(after.is_empty() || after.strip_prefix(':').is_some_and(valid_port)) {
-            return None;
-        }
-        return addr.parse::<std::net::Ipv6Addr>().ok().map(|ip| Hop::Addr(ClientIp::new(IpAddr::V6(ip))));
+        return match rest.split_once(']') {
+            Some((ip, after)) if after.is_empty() || after.strip_prefix(':').is_some_and(valid_port) => {
+                ip.parse::<Ipv6Addr>().map_or(Element::Unreadable(HopProblem::Unparsable), |ip| addr(IpAddr::V6(ip)))
+            }
+            _ => Element::Unreadable(HopProblem::Unparsable),
+        };
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(Hop::Addr(ClientIp::new(ip)));
+        return addr(ip);
     }
-    let (addr, port) = text.rsplit_once(':')?;
-    if !valid_port(port) {
-        return None;
+    match text.rsplit_once(':') {
+        Some((ip, port)) if valid_port(port) => ip
+            .parse::<std::net::Ipv4Addr>()
+            .map_or(Element::Unreadable(HopProblem::Unparsable), |ip| addr(IpAddr::V4(ip))),
+        _ => Element::Unreadable(HopProblem::Unparsable),
     }
-    addr.parse::<std::net::Ipv4Addr>().ok().map(|ip| Hop::Addr(ClientIp(IpAddr::V4(ip))))
+}
+
+/// `_token` or `_token:port` / `unknown:port` (RFC 7239 §6.3 obfuscated identifiers).
+fn is_obfuscated(text: &str) -> bool {
+    let node = text.split_once(':').map_or(text, |(node, _)| node);
+    node.starts_with('_') || node.eq_ignore_ascii_case("unknown")
 }
 
 fn valid_port(port: &str) -> bool {
@@ -232,105 +311,4 @@ fn valid_port(port: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn trusted(list: &[&str]) -> TrustedProxies {
-        TrustedProxies(IpSet::parse(list.iter().copied()).unwrap())
-    }
-
-    const XFF: TrustedHeader = TrustedHeader::XForwardedFor;
-    const FWD: TrustedHeader = TrustedHeader::Forwarded;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn untrusted_peer_cannot_spoof_its_address() {
-        let h = headers(&[("x-forwarded-for", "127.0.0.2")]);
-        let got = client_address(ip("198.51.100.9"), &h, &trusted(&["10.0.0.0/8"]), XFF);
-        assert_eq!(got.client, ip("198.51.100.9"));
-        assert_eq!(got.note, None);
-    }
-
-    #[test]
-    fn without_trusted_proxies_headers_are_ignored() {
-        let h = headers(&[("x-forwarded-for", "127.0.0.2")]);
-        let got = client_address(ip("10.0.0.1"), &h, &TrustedProxies::default(), XFF);
-        assert_eq!(got.client, ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn walks_right_to_left_through_two_trusted_hops() {
-        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5"), ("x-forwarded-for", "10.0.0.7")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), XFF);
-        assert_eq!(got.client, ip("203.0.113.5"));
-        assert_eq!(got.peer, ip("10.0.0.1"));
-        assert_eq!(got.note, None);
-    }
-
-    #[test]
-    fn all_trusted_hops_give_the_leftmost() {
-        let h = headers(&[("x-forwarded-for", "10.0.0.9, 10.0.0.8")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), XFF);
-        assert_eq!(got.client, ip("10.0.0.9"));
-    }
-
-    #[test]
-    fn forwarded_with_quoted_ipv6_and_port() {
-        let h = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.3")]);
-        let got = client_address(ip("::ffff:10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), FWD);
-        assert_eq!(got.client, ip("2001:db8::1"));
-        assert_eq!(got.peer, ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn obfuscated_client_falls_back_to_peer_with_note() {
-        let h = headers(&[("forwarded", "for=_hidden, for=unknown")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), FWD);
-        assert_eq!(got.client, ip("10.0.0.1"));
-        assert!(got.note.unwrap().contains("unknown"));
-    }
-
-    #[test]
-    fn garbage_header_gives_peer_and_note() {
-        let h = headers(&[("x-forwarded-for", "203.0.113.5, not-an-ip")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), XFF);
-        assert_eq!(got.client, ip("10.0.0.1"));
-        assert!(got.note.unwrap().contains("X-Forwarded-For"));
-        let h = headers(&[("forwarded", "for")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]), FWD);
-        assert!(got.note.unwrap().contains("Forwarded"));
-    }
-
-    #[test]
-    fn xff_with_ports_and_brackets() {
-        let h = headers(&[("x-forwarded-for", "[2001:db8::7]:80, 192.0.2.1:5000")]);
-        let got = client_address(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8", "192.0.2.1"]), XFF);
-        assert_eq!(got.client, ip("2001:db8::7"));
-    }
-
-    #[test]
-    fn only_the_trusted_header_is_read() {
-        // The load balancer appended to X-Forwarded-For; the caller wrote its own Forwarded.
-        let h = headers(&[("forwarded", "for=198.51.100.2"), ("x-forwarded-for", "203.0.113.7")]);
-        let lb = trusted(&["10.0.0.0/8"]);
-        assert_eq!(client_address(ip("10.0.0.1"), &h, &lb, XFF).client, ip("203.0.113.7"));
-        assert_eq!(client_address(ip("10.0.0.1"), &h, &lb, FWD).client, ip("198.51.100.2"));
-        // The trusted header missing: the peer, whatever the other one says.
-        let h = headers(&[("forwarded", "for=198.51.100.2")]);
-        let got = client_address(ip("10.0.0.1"), &h, &lb, XFF);
-        assert_eq!(got.client, ip("10.0.0.1"));
-        assert!(got.note.unwrap().contains("Forwarded ignored"));
-    }
-}
+mod tests;

@@ -85,6 +85,13 @@ pub struct RawServer {
     /// after a reload.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// How many leading bits of an IPv6 client address make one "address" for every
+    /// per-address budget: `max_connections_per_ip`, the pre-authentication shield and
+    /// `rate_limit` rules with `key = "ip"`. One host is usually given a whole /64 and could
+    /// otherwise rotate through it to multiply each budget. IPv4 addresses count one by one.
+    /// 128 counts single IPv6 addresses. IP allow/deny rules always see the full address.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
     /// How long a request body may keep flowgate waiting: a pause longer than this, or a body
     /// that falls behind `body_min_rate` once this allowance is spent, is answered with 408
     /// and the connection closed. Only time spent waiting for the caller counts (not time the
@@ -118,6 +125,7 @@ impl Default for RawServer {
             plain_http_listen: None,
             trusted_proxies: Vec::new(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            ipv6_prefix: default_ipv6_prefix(),
             body_read_timeout: d30s(),
             body_min_rate: default_body_min_rate(),
             buffer_request_body: default_buffer_request_body(),
@@ -128,6 +136,9 @@ impl Default for RawServer {
 
 fn default_max_connections_per_ip() -> usize {
     1_000
+}
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 fn default_body_min_rate() -> u64 {
     1_024

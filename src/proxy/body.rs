@@ -34,6 +34,9 @@ pub struct BodyStats {
     pub timed_out: AtomicBool,
     /// The caller's body was read to its end.
     pub ended: AtomicBool,
+    /// The body is being waited for: its reader asked for more and the caller has not sent
+    /// it yet. While this holds, a wait for the upstream's answer is a wait for the caller.
+    pub waiting_for_caller: AtomicBool,
     /// The first bytes, kept for the run history when the trigger captures.
     pub tap: Option<Tap>,
 }
@@ -194,6 +197,7 @@ where
                 let now = tokio::time::Instant::now();
                 let since = *this.waiting_since.get_or_insert(now);
                 let (left, rule) = this.left(since, now);
+                this.stats.waiting_for_caller.store(true, Ordering::Relaxed);
                 this.timer.as_mut().reset(now + left);
                 if left.is_zero() || this.timer.as_mut().poll(cx).is_ready() {
                     this.stats.timed_out.store(true, Ordering::Relaxed);
@@ -202,6 +206,7 @@ where
                 Poll::Pending
             }
             Poll::Ready(ready) => {
+                this.stats.waiting_for_caller.store(false, Ordering::Relaxed);
                 if let Some(since) = this.waiting_since.take() {
                     this.waited += since.elapsed();
                 }

@@ -73,12 +73,12 @@ pub async fn forward<B: RequestBody>(
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 
     let started = call.steps.start();
-    let sent = tokio::time::timeout(trigger.response_timeout, upstreams.send(policy, &trigger, request)).await;
+    let sent = response_head(upstreams.send(policy, &trigger, request), trigger.response_timeout, &request_stats).await;
     call.steps.done(crate::trace::Step::Upstream, started);
     let response = match sent {
-        Err(_elapsed) => return Err(upstream_timeout(&trigger)),
-        Ok(Err(error)) => return Err(upstream_failure(&trigger, &request_stats, &error)),
-        Ok(Ok(response)) => response,
+        None => return Err(upstream_timeout(&trigger)),
+        Some(Err(error)) => return Err(upstream_failure(&trigger, &request_stats, &error)),
+        Some(Ok(response)) => response,
     };
     call.record().upstream_status = Some(response.status().as_u16());
     shape_response(&trigger, response, rate_limit_header, &scrubber, scrub_body, call)
@@ -218,6 +218,37 @@ fn upstream_request(
     *request.headers_mut() = headers;
     request.headers_mut().insert(header::HOST, trigger.upstream.host_header.clone());
     request
+}
+
+/// How often a response deadline that fell while the upstream was waiting for the
+/// caller's body looks again.
+const CALLER_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Waits for the upstream's response head within `timeout`, or `None`.
+///
+/// A deadline that falls while the upstream is itself waiting for the caller's streaming
+/// body is not the upstream's fault: the body's own pace rules (`body_read_timeout`,
+/// `body_min_rate`) bound that wait and answer 408, so the deadline is looked at again
+/// shortly instead of answering 504. Time the upstream spends not reading, or not
+/// answering, counts in full.
+async fn response_head<F: std::future::Future>(
+    send: F,
+    timeout: std::time::Duration,
+    request_stats: &BodyStats,
+) -> Option<F::Output> {
+    tokio::pin!(send);
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            answer = &mut send => return Some(answer),
+            () = tokio::time::sleep_until(deadline) => {
+                if !request_stats.waiting_for_caller.load(Ordering::Relaxed) {
+                    return None;
+                }
+                deadline = tokio::time::Instant::now() + CALLER_WAIT_RECHECK;
+            }
+        }
+    }
 }
 
 /// No response head within the trigger's `upstream_response_timeout`: 504.
