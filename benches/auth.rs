@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
         issuers: vec![IssuerPattern::parse("https://login.microsoftonline.com/{tenant}/v2.0").unwrap()],
         audiences: vec!["api://flowgate".into()],
         leeway: 60,
+        max_lifetime: 24 * 3600,
         max_token_bytes: 16 * 1024,
     };
     let rs_token = token(&rsa, Algorithm::RS256, "rsa", now);

@@ -246,6 +246,22 @@ async fn refuses_expired() {
     expect_invalid(&env, &env.rsa.token(&claims), TokenError::Expired).await;
 }
 
+/// A validly signed token with `exp` = 2^63 was accepted as never expiring: refused as
+/// longer-lived than the identity's `max_token_lifetime` (default 24h), also when `iat`
+/// is absent.
+#[tokio::test]
+async fn refuses_tokens_that_practically_never_expire() {
+    let env = env().await;
+    let forever = with(v2_claims(&env), "exp", json!(1u64 << 63));
+    expect_invalid(&env, &env.rsa.token(&forever), TokenError::LifetimeTooLong).await;
+    let mut no_iat = with(v2_claims(&env), "exp", json!(env.now + 48 * 3600));
+    no_iat.as_object_mut().unwrap().remove("iat");
+    expect_invalid(&env, &env.rsa.token(&no_iat), TokenError::LifetimeTooLong).await;
+    let day = with(v2_claims(&env), "exp", json!(env.now + 23 * 3600));
+    let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
+    assert!(judge(&env, &access, &env.rsa.token(&day)).await.is_ok(), "23 h is within the default");
+}
+
 #[tokio::test]
 async fn refuses_nbf_in_the_future() {
     let env = env().await;

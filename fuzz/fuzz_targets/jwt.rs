@@ -14,6 +14,7 @@ fn rules() -> TokenRules {
         issuers: vec![IssuerPattern::parse("https://login.microsoftonline.com/{tenant}/v2.0").unwrap()],
         audiences: vec!["api://flowgate".to_owned()],
         leeway: 60,
+        max_lifetime: 24 * 3600,
         max_token_bytes: 16 * 1024,
     }
 }

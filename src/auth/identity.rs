@@ -76,6 +76,12 @@ pub struct RawIdentity {
     /// Largest token accepted, in bytes; larger ones are refused before parsing. Default 16384.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Longest token lifetime accepted: a token whose `exp` lies further ahead than this
+    /// (or whose `exp - iat` is longer) is refused with 401, since a token that practically
+    /// never expires is a standing credential once stolen. Default `24h` (Entra ID access
+    /// tokens live 60 to 90 minutes).
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime: HumanDuration,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -98,6 +104,9 @@ fn default_max_key_age() -> HumanDuration {
 }
 fn default_max_token_bytes() -> usize {
     16 * 1024
+}
+fn default_max_token_lifetime() -> HumanDuration {
+    HumanDuration::from_secs(24 * 3600)
 }
 
 /// A compiled identity: validation rules built once, and where its keys come from.
@@ -341,6 +350,10 @@ fn compile_identity(
         diags.error(&path.key("unknown_kid_refetch_interval"), "must be more than zero (it protects the IdP)");
         ok = false;
     }
+    if raw.max_token_lifetime.0 < std::time::Duration::from_secs(60) {
+        diags.error(&path.key("max_token_lifetime"), "must be at least 1m");
+        ok = false;
+    }
     if raw.max_token_bytes < 64 || raw.max_token_bytes > 256 * 1024 {
         diags.error(&path.key("max_token_bytes"), "must be between 64 and 262144");
         ok = false;
@@ -360,6 +373,7 @@ fn compile_identity(
         issuers,
         audiences: raw.audiences.clone(),
         leeway: raw.leeway.0.as_secs(),
+        max_lifetime: raw.max_token_lifetime.0.as_secs(),
         max_token_bytes: raw.max_token_bytes,
     };
     let fingerprint: [u8; 32] = Sha256::digest(format!("{name}\n{source:?}\n{rules:?}").as_bytes()).into();

@@ -90,6 +90,10 @@ pub enum TokenError {
     /// `iat` is in the future (beyond leeway).
     #[error("issued in the future (iat)")]
     IssuedInFuture,
+    /// `exp` lies further ahead than the identity's `max_token_lifetime` (beyond leeway),
+    /// or `exp - iat` is longer: a token that would practically never expire.
+    #[error("lifetime longer than max_token_lifetime")]
+    LifetimeTooLong,
     /// `iss` matches no configured issuer.
     #[error("issuer not accepted")]
     Issuer,
@@ -179,6 +183,9 @@ pub struct TokenRules {
     pub audiences: Vec<String>,
     /// Clock skew allowed for `exp`, `nbf` and `iat`, in seconds.
     pub leeway: u64,
+    /// Longest lifetime accepted, in seconds: `exp` at most this far ahead of now (and of
+    /// `iat`, when present).
+    pub max_lifetime: u64,
     /// Largest token accepted, in bytes.
     pub max_token_bytes: usize,
 }
@@ -457,6 +464,11 @@ impl Claims {
         {
             return Err(TokenError::IssuedInFuture);
         }
+        // A stolen token that never expires is a standing credential.
+        let furthest = now.saturating_add(rules.max_lifetime).saturating_add(rules.leeway);
+        if self.exp > furthest || self.iat.is_some_and(|iat| self.exp.saturating_sub(iat) > rules.max_lifetime) {
+            return Err(TokenError::LifetimeTooLong);
+        }
         let mut issuer_ok = false;
         for pattern in &rules.issuers {
             if pattern.matches(&self.iss, self.tid.as_deref())? {
@@ -488,6 +500,7 @@ mod tests {
             ],
             audiences: vec!["api://flowgate".into()],
             leeway: 60,
+            max_lifetime: 24 * 3600,
             max_token_bytes: 16 * 1024,
         }
     }
@@ -541,6 +554,26 @@ mod tests {
         assert_eq!(c.check(&rules(), 1059), Ok(()));
         assert_eq!(c.check(&rules(), 1060), Err(TokenError::Expired));
         assert_eq!(c.check(&rules(), 839), Err(TokenError::NotYetValid));
+    }
+
+    #[test]
+    fn tokens_that_practically_never_expire_are_refused() {
+        let iss = format!("https://sts.windows.net/{TID}/");
+        let at = |exp: u64, iat: Option<u64>| {
+            let mut m = json!({"iss": iss, "aud": "api://flowgate", "exp": exp, "tid": TID});
+            if let Some(iat) = iat {
+                m["iat"] = json!(iat);
+            }
+            claims(m).unwrap()
+        };
+        let now = 1_000_000;
+        let day = 24 * 3600;
+        assert_eq!(at(1 << 63, None).check(&rules(), now), Err(TokenError::LifetimeTooLong));
+        assert_eq!(at(u64::MAX, None).check(&rules(), now), Err(TokenError::LifetimeTooLong));
+        assert_eq!(at(now + day + 60, None).check(&rules(), now), Ok(()), "within the lifetime and its leeway");
+        assert_eq!(at(now + day + 61, None).check(&rules(), now), Err(TokenError::LifetimeTooLong));
+        assert_eq!(at(now + 3600, Some(now - 60)).check(&rules(), now), Ok(()));
+        assert_eq!(at(now + 3600, Some(now + 3600 - day - 1)).check(&rules(), now), Err(TokenError::LifetimeTooLong));
     }
 
     #[test]
