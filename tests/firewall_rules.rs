@@ -33,12 +33,12 @@ fn spoofed_forwarded_for_from_an_untrusted_peer_is_refused() {
     headers.insert("x-forwarded-for", HeaderValue::from_static("127.0.0.2"));
 
     // Direct caller claims to be 127.0.0.2: ignored, refused.
-    let direct = client_address(ip("127.0.0.3"), &headers, &trusted, TrustedHeader::XForwardedFor);
+    let direct = client_address(ip("127.0.0.3"), &headers, &trusted, TrustedHeader::XForwardedFor).unwrap();
     let refusal = rules.check(direct.client, direct.peer).expect_err("spoof refused");
     assert_eq!(refusal.to_string(), "trigger allow_ips (not listed)");
 
     // The same header through our load balancer is believed.
-    let via_lb = client_address(ip("10.1.1.1"), &headers, &trusted, TrustedHeader::XForwardedFor);
+    let via_lb = client_address(ip("10.1.1.1"), &headers, &trusted, TrustedHeader::XForwardedFor).unwrap();
     assert!(rules.check(via_lb.client, via_lb.peer).is_ok());
 }
 

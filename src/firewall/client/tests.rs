@@ -258,16 +258,35 @@ fn element(header: TrustedHeader) -> impl Strategy<Value = (Meaning, String)> {
     ]
 }
 
-fn case() -> impl Strategy<Value = (TrustedHeader, IpAddr, Vec<IpNet>, Vec<(Meaning, String)>, Vec<usize>, u8)> {
+/// One generated situation: which header is trusted, the peer, the trusted proxies, the
+/// elements (meaning and text), where the lines are cut, and the spacing after commas.
+#[derive(Debug, Clone)]
+struct Case {
+    header: TrustedHeader,
+    peer: IpAddr,
+    proxies: Vec<IpNet>,
+    elements: Vec<(Meaning, String)>,
+    cuts: Vec<usize>,
+    spacing: u8,
+}
+
+fn case() -> impl Strategy<Value = Case> {
     prop_oneof![Just(XFF), Just(FWD)].prop_flat_map(|header| {
         (
-            Just(header),
             address(),
             proxies(),
             proptest::collection::vec(element(header), 0..6),
             proptest::collection::vec(0usize..6, 0..3),
             0u8..4,
         )
+            .prop_map(move |(peer, proxies, elements, cuts, spacing)| Case {
+                header,
+                peer,
+                proxies,
+                elements,
+                cuts,
+                spacing,
+            })
     })
 }
 
@@ -295,9 +314,10 @@ proptest! {
 
     #[test]
     fn the_client_is_the_models_answer_or_the_call_is_refused(
-        (header, peer, nets, elements, cuts, spacing) in case(),
+        case in case(),
         other in proptest::collection::vec(element(XFF), 0..3),
     ) {
+        let Case { header, peer, proxies: nets, elements, cuts, spacing } = case;
         let lines = render(&elements, &cuts, spacing);
         let mut map = HeaderMap::new();
         for line in &lines {
