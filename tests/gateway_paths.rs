@@ -1,7 +1,8 @@
 //! Paths mean one thing before routing (real TLS, raw requests where an HTTP client
 //! library would normalise the path): `;` path parameters are refused, spellings of a
-//! narrower route reach that route, the longest matching route answers 405 rather than a
-//! shorter prefix, and `;` in caller query values cannot smuggle parameters upstream.
+//! narrower route (case, escapes, a trailing `/`) reach that route, segment ends a server
+//! would trim are refused, the longest matching route answers 405 rather than a shorter
+//! prefix, and `;` in caller query values cannot smuggle parameters upstream.
 
 mod common;
 
@@ -157,5 +158,11 @@ async fn spellings_of_an_exact_route_never_reach_a_broader_prefix() {
         let answer = raw(&fx, &gw, "POST", trimmed).await;
         assert_eq!(status(&answer), 400, "{trimmed}: {answer}");
     }
+    // The prefix still answers the rest of its space; the rest is cut by segment from the
+    // caller's spelling (`%C4%B0` is `İ`, six bytes of path for one `i` of the route key).
+    let answer = raw(&fx, &gw, "POST", "/AP%C4%B0/Caf%C3%A9/").await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let echoed: serde_json::Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(echoed["path"], "/flows/api/invoke/Caf%C3%A9/");
     gw.shutdown().await;
 }

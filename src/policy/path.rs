@@ -217,6 +217,7 @@ fn fold_case(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn paths_that_could_escape_a_prefix_are_refused() {
@@ -336,6 +337,28 @@ mod tests {
                 if let Some(m) = single(mapped.into_iter().peekable()) {
                     assert_eq!(fold_case(m.encode_utf8(&mut [0; 4])), folded, "{c:?} ({:X}) and {m:?}", u32::from(c));
                 }
+            }
+        }
+    }
+
+    proptest! {
+        /// What routing relies on (also the fuzz target's checks): an accepted path is
+        /// normal (judging it again changes neither path nor key), and its key has the
+        /// path's segments, so the rest after a prefix can be cut by segment count.
+        #[test]
+        fn accepted_paths_are_normal_and_keep_their_segments(
+            pieces in prop::collection::vec(prop::sample::select(vec![
+                "/", "a", "B", ".", "%2e", "%2F", "%25", "%41", "%c3%a9", "%C3", "\u{130}", "\u{17F}",
+                "%20", " ", "%C2%A0", ";", "~", ":", "%3a", "%zz", "\\",
+            ]), 0..12),
+        ) {
+            let path: String = pieces.concat();
+            if let Ok(normal) = normalize(&path) {
+                prop_assert_eq!(normalize(normal.as_str()), Ok(normal.clone()));
+                let key = normal.route_key();
+                let key_segments = if key == "/" { 0 } else { key.matches('/').count() };
+                let path_segments = normal.as_str().split('/').skip(1).filter(|s| !s.is_empty()).count();
+                prop_assert_eq!(key_segments, path_segments, "{:?} -> {:?}", normal, key);
             }
         }
     }

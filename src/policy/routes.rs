@@ -457,15 +457,13 @@ mod tests {
         out
     }
 
+    /// A route as the reference model sees it: host, segments, kind, methods.
+    type ModelRoute<'a> = (Option<&'a str>, Vec<&'a str>, PathMatch, Vec<Method>);
+
     /// The reference: exact by whole segments, else the longest prefix by whole segments;
     /// at one path the request's host shadows host-less routes, and the method decides
     /// there (405 with every method accepted there), with no fall-through.
-    fn model(
-        routes: &[(Option<&str>, Vec<&str>, PathMatch, Vec<Method>)],
-        host: Option<&str>,
-        path: &[&str],
-        method: &Method,
-    ) -> Outcome {
+    fn model(routes: &[ModelRoute<'_>], host: Option<&str>, path: &[&str], method: &Method) -> Outcome {
         let at = |kind: PathMatch, segments: &[&str]| -> Vec<usize> {
             (0..routes.len()).filter(|&i| routes[i].2 == kind && routes[i].1 == segments).collect()
         };
