@@ -328,9 +328,10 @@ fn signed_trigger(
         };
         let host = (!host.is_empty()).then_some(host);
         let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not a method"))?;
+        let path = crate::policy::normalize_path(path).map_err(|why| format!("{url}: path refused: {why}"))?;
         policy
             .routes
-            .find(host, path, &method)
+            .find(host, &path, &method)
             .map(|found| found.trigger.clone())
             .map_err(|_| format!("{method} {url} routes to no trigger; name it with --trigger NAME"))?
     };

@@ -15,7 +15,7 @@ mod routes;
 pub mod summary;
 mod upstream;
 
-pub use path::{PathRefusal, normalize as normalize_path};
+pub use path::{NormalPath, PathRefusal, normalize as normalize_path};
 pub use raw::{
     ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
 };
@@ -177,8 +177,10 @@ pub struct Trigger {
     pub name_label: Arc<str>,
     /// Lower-case host it answers, without port.
     pub host: Option<String>,
-    /// Its path.
+    /// Its path, normalised (`policy/path.rs`).
     pub path: String,
+    /// Its path's route key: what routing compares (`policy/path.rs`).
+    pub route_key: String,
     /// Exact or prefix match.
     pub path_match: PathMatch,
     /// Accepted methods.
@@ -548,16 +550,17 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     if raw.path.contains(['?', '#']) {
         diags.error(&path.key("path"), "must not contain a query or fragment");
     }
-    // Stored normalised: routing compares normalised request paths.
-    let trigger_path = match path::normalize(&raw.path) {
-        Ok(normalized) => normalized,
+    // Judged by the request-path rules: routing compares route keys of normalised paths.
+    let (trigger_path, route_key) = match path::normalize(&raw.path) {
+        Ok(normalized) => (normalized.as_str().to_owned(), normalized.route_key().to_owned()),
         Err(refusal) => {
             diags.error_with_hint(
                 &path.key("path"),
                 format!("{:?} holds a {refusal}: every request for it would be refused", raw.path),
-                "write the path plainly: no ';', '.', '..', empty segments or encoded separators",
+                "write the path plainly: no ';', no '.', '..' or empty segments, no encoded separators, \
+                 no segment ending with '.' or whitespace, UTF-8 escapes only",
             );
-            raw.path.clone()
+            (raw.path.clone(), raw.path.clone())
         }
     };
     let mut methods = Vec::new();
@@ -616,6 +619,7 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         name_label: Arc::from(raw.name.as_str()),
         host,
         path: trigger_path,
+        route_key,
         path_match: raw.path_match,
         methods,
         upstream: upstream?,

@@ -168,10 +168,11 @@ pub async fn admit(
     // Per-address budgets (shield, `ip` rate-limit key) count an IPv6 network, not a host.
     let accounted = address.client.accounting_unit(policy.edge.ipv6_prefix);
 
-    // Path hygiene before routing: dot segments, empty segments, encoded separators and
-    // `;` path parameters would let a prefix route reach an upstream path the policy never
-    // named. Routing then compares the normalised path, so a narrower route cannot be
-    // bypassed by another spelling of its path.
+    // Path hygiene before routing: dot segments, empty segments, encoded separators, `;`
+    // path parameters and segment ends a server would trim would let a prefix route reach
+    // an upstream path the policy never named. Routing then compares the path's route key
+    // (case, escapes and a trailing `/` do not count), so a narrower route cannot be
+    // bypassed by another spelling of its path (`policy/path.rs`).
     let path = crate::policy::normalize_path(parts.uri.path())
         .map_err(|problem| Denial::BadRequest { reason: format!("path refused: {problem}") })?;
 

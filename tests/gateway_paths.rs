@@ -1,7 +1,8 @@
 //! Paths mean one thing before routing (real TLS, raw requests where an HTTP client
 //! library would normalise the path): `;` path parameters are refused, spellings of a
-//! narrower route reach that route, the longest matching route answers 405 rather than a
-//! shorter prefix, and `;` in caller query values cannot smuggle parameters upstream.
+//! narrower route (case, escapes, a trailing `/`) reach that route, segment ends a server
+//! would trim are refused, the longest matching route answers 405 rather than a shorter
+//! prefix, and `;` in caller query values cannot smuggle parameters upstream.
 
 mod common;
 
@@ -109,13 +110,59 @@ fn trigger_paths_follow_the_same_rules() {
     let fx = Fixture::new();
     let echo: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     let triggers = format!(
-        "{}{}{}",
+        "{}{}{}{}{}{}",
         echo_trigger("a", "/Flows/%61", echo, ""),
         echo_trigger("b", "/flows/A", echo, ""),
         echo_trigger("c", "/x/..;/y", echo, ""),
+        echo_trigger("d", "/FLOWS/a/", echo, ""),
+        echo_trigger("e", "/x/y.", echo, ""),
+        echo_trigger("f", "/x/y%C2%A0/z", echo, ""),
     );
     let errors = flowgate::policy::load(&fx.write_policy(&fx.policy_text(&triggers))).unwrap_err();
     let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert!(text.iter().any(|e| e.contains("trigger[1].path") && e.contains("already routed")), "{text:#?}");
     assert!(text.iter().any(|e| e.contains("trigger[2].path") && e.contains("path parameter")), "{text:#?}");
+    // A trailing `/` does not make another route; a segment a server would trim is refused.
+    assert!(text.iter().any(|e| e.contains("trigger[3].path") && e.contains("already routed")), "{text:#?}");
+    assert!(text.iter().any(|e| e.contains("trigger[4].path") && e.contains("ending with '.'")), "{text:#?}");
+    assert!(text.iter().any(|e| e.contains("trigger[5].path") && e.contains("ending with whitespace")), "{text:#?}");
+    // Located in the file, with a hint.
+    assert!(text.iter().any(|e| e.contains("policy.toml:") && e.contains("segment ending with '.'")), "{text:#?}");
+}
+
+/// Issue 19 §2: an exact `/api/admin` for one principal (not ours) beside a prefix `/api`
+/// open to the whole tenant. Every spelling an upstream framework reads as `/api/admin`
+/// (Express: case and a trailing `/`; IIS: case, trailing dots and spaces) must reach the
+/// exact trigger's rules, or be refused, never the tenant-wide prefix.
+#[tokio::test]
+async fn spellings_of_an_exact_route_never_reach_a_broader_prefix() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let only_someone_else = "who = \"specific_users\"\nprincipals = [\"oid:00000000-0000-0000-0000-00000000beef\"]";
+    let triggers = format!(
+        "{}{}",
+        echo_trigger("api", "/api", echo, "path_match = \"prefix\""),
+        echo_trigger("admin", "/api/admin", echo, "").replace("who = \"tenant_users\"", only_someone_else),
+    );
+    let policy = fx.write_policy(&fx.policy_text(&triggers));
+    let gw = start_gateway_for(&fx, &policy).await;
+    // The tenant user may use the prefix, not the exact route.
+    assert_eq!(status(&raw(&fx, &gw, "POST", "/api/other").await), 200);
+    assert_eq!(status(&raw(&fx, &gw, "POST", "/api/admin").await), 403);
+    for spelled in ["/api/admin/", "/API/Admin/", "/API/ADMIN", "/api/%61dmin/", "/Api/Admi%6E"] {
+        let answer = raw(&fx, &gw, "POST", spelled).await;
+        assert_eq!(status(&answer), 403, "{spelled} was not judged by the exact route: {answer}");
+    }
+    // IIS trims trailing dots and spaces of a segment: refused rather than guessed.
+    for trimmed in ["/api/admin.", "/api/admin%20", "/api/admin%09", "/api/admin%C2%A0", "/api/admin./", "/api/x./y"] {
+        let answer = raw(&fx, &gw, "POST", trimmed).await;
+        assert_eq!(status(&answer), 400, "{trimmed}: {answer}");
+    }
+    // The prefix still answers the rest of its space; the rest is cut by segment from the
+    // caller's spelling (`%C4%B0` is `İ`, six bytes of path for one `i` of the route key).
+    let answer = raw(&fx, &gw, "POST", "/AP%C4%B0/Caf%C3%A9/").await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let echoed: serde_json::Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(echoed["path"], "/flows/api/invoke/Caf%C3%A9/");
+    gw.shutdown().await;
 }

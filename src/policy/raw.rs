@@ -308,7 +308,9 @@ pub struct RawTrigger {
     pub name: String,
     /// Only requests for this host (the `Host` header or `:authority`) match. Any host when unset.
     pub host: Option<String>,
-    /// The path this trigger answers, for example `"/triggers/invoice"`.
+    /// The path this trigger answers, for example `"/triggers/invoice"`. Paths compare
+    /// ignoring case (Unicode-wide), percent-escapes and one trailing `/`; a segment ending
+    /// with `.` or whitespace is refused (README, "Paths mean one thing").
     pub path: String,
     /// `"exact"` (default) or `"prefix"`: with `prefix`, the rest of the path is appended
     /// to the upstream URL's path.
@@ -468,10 +470,11 @@ fn default_methods() -> Vec<String> {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PathMatch {
-    /// The request path must equal `path`.
+    /// The request path must be `path` (ignoring case, escapes and a trailing `/`).
     #[default]
     Exact,
-    /// The request path must start with `path` at a segment boundary.
+    /// The request path must start with `path` at a segment boundary (ignoring case and
+    /// escapes).
     Prefix,
 }
 

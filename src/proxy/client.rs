@@ -120,7 +120,8 @@ mod tests {
     }
 
     fn trigger(policy: &Policy, path: &str) -> Arc<Trigger> {
-        policy.routes.find(None, path, &http::Method::POST).unwrap().trigger.clone()
+        let path = crate::policy::normalize_path(path).unwrap();
+        policy.routes.find(None, &path, &http::Method::POST).unwrap().trigger.clone()
     }
 
     fn request() -> Request<UpstreamBody> {
