@@ -8,6 +8,8 @@
 //! 1. **Refused** (400): a backslash, an encoded `/`, `\` or NUL, an empty segment, a `.`
 //!    or `..` segment, any `;` (raw or `%3B`: servlet-style upstreams strip `;params` from
 //!    each segment, so `/api/..;/internal` would reach `/internal`), a malformed escape,
+//!    `%25` before two hex digits (a double encoding: `/api/%2561dmin` is `/api/admin` to
+//!    an upstream that decodes twice),
 //!    escapes that do not decode to UTF-8, and a segment that ends with `.`, whitespace
 //!    (Unicode `White_Space`: `%20`, `%09`-`%0D`, `%C2%A0`, ...) or a control character,
 //!    raw or escaped: IIS and Windows trim those, so `/api/admin.` would be `/api/admin`.
@@ -47,6 +49,9 @@ pub enum PathRefusal {
     PathParameter,
     /// Escapes that do not decode to UTF-8 (servers would read them each their own way).
     NotUtf8,
+    /// `%25` followed by two hex digits (`%2561` is `%61` once decoded, `a` twice): an
+    /// upstream or framework that decodes twice would read another path than was routed.
+    DoubleEncoded,
     /// A segment ending with `.`: IIS and Windows trim it.
     SegmentEndsWithDot,
     /// A segment ending with whitespace or a control character, raw or escaped: IIS,
@@ -65,6 +70,7 @@ impl std::fmt::Display for PathRefusal {
             Self::DotSegment => "dot segment",
             Self::PathParameter => "path parameter (';')",
             Self::NotUtf8 => "percent-encoding that is not UTF-8",
+            Self::DoubleEncoded => "double percent-encoding (%25 before two hex digits)",
             Self::SegmentEndsWithDot => "segment ending with '.' (some servers trim it)",
             Self::SegmentEndsWithSpace => "segment ending with whitespace (some servers trim it)",
         })
@@ -166,6 +172,10 @@ fn normalize_spelling(path: &str) -> Result<String, PathRefusal> {
     if out.contains("//") {
         return Err(PathRefusal::EmptySegment);
     }
+    // Judged on the normalised text, so that `%25%41a` (which becomes `%25Aa`) is caught too.
+    if out.match_indices("%25").any(|(at, _)| hex_pair_at(out.as_bytes(), at + 3)) {
+        return Err(PathRefusal::DoubleEncoded);
+    }
     if out.split('/').any(|segment| segment == "." || segment == "..") {
         return Err(PathRefusal::DotSegment);
     }
@@ -178,6 +188,11 @@ fn escaped_byte(bytes: &[u8], at: usize) -> Option<u8> {
     let high = bytes.get(at + 1).and_then(hex)?;
     let low = bytes.get(at + 2).and_then(hex)?;
     u8::try_from(high * 16 + low).ok()
+}
+
+/// Two hex digits at `at` (what would make an escape of a literal `%` before them).
+fn hex_pair_at(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..at + 2).is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// Every escape of a normalised path decoded once (`%25` becomes a literal `%`).
@@ -241,6 +256,9 @@ mod tests {
             ("/api/x%3b/", PathRefusal::PathParameter),
             ("/a%zz", PathRefusal::MalformedEscape),
             ("/a%4", PathRefusal::MalformedEscape),
+            ("/api/%2561dmin", PathRefusal::DoubleEncoded),
+            ("/api/%252F", PathRefusal::DoubleEncoded),
+            ("/api/x%25ff", PathRefusal::DoubleEncoded),
         ] {
             assert_eq!(normalize(bad), Err(why), "{bad}");
         }
@@ -298,8 +316,7 @@ mod tests {
             ("/a%3Ab", "/a:b"),
             ("/a:B", "/a:b"),
             ("/%25", "/%"),
-            // Decoded once: `%2561` is a literal `%61`, not `a`.
-            ("/%2561", "/%61"),
+            ("/%25x", "/%x"),
             ("/%C3%89t%C3%A9/", "/été"),
             ("/caf\u{c9}", "/café"),
             ("/\u{17F}ettings", "/settings"),
