@@ -264,6 +264,10 @@ fn shape_response(
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let (mut parts, body) = response.into_parts();
+    // hyper undid only a final `chunked`; any other transfer coding is still in the body and
+    // its header goes with the hop-by-hop ones: read it now, undo it below (or refuse).
+    let transfer = coding::transfer_codings(&parts.headers)
+        .map_err(|e| Failure::UpstreamUnreachable { reason: format!("trigger {}: {e}", trigger.name) })?;
     strip_hop_by_hop(&mut parts.headers);
     // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
     // it may repeat what the upstream received: the standard phrase is sent instead.
@@ -275,14 +279,18 @@ fn shape_response(
     // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
     scrubber.scrub_headers(&mut parts.headers);
     let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout).boxed_unsync();
+    let body = coding::decode_transfer(body, &transfer, &mut parts.headers);
     let body = if scrub_body {
         // An upstream that echoes an injected value must not hand it to the caller, even
         // compressed: the body is decoded first, or refused when it cannot be.
         let codings = coding::codings(&parts.headers)
-            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("{}: {e}", trigger.upstream.display) })?;
+            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("trigger {}: {e}", trigger.name) })?;
         let body = coding::decode(body, &codings, &mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         scrubber.wrap(body).boxed_unsync()
+    } else if !scrubber.is_empty() {
+        // Trailers are headers: scrubbed whatever `scrub_responses` says.
+        scrubber.wrap_trailers(body).boxed_unsync()
     } else {
         body
     };
