@@ -123,14 +123,16 @@ fn upstream_headers(
     forwarded_for: &headers::ForwardedFor<'_>,
     trace: &crate::trace::TraceContext,
 ) {
-    headers::upstream_request_headers(headers, trigger.access.forward_authorization, forwarded_for);
+    // A caller cannot pre-set an injected header, nor one that folds to its name.
+    headers::upstream_request_headers(
+        headers,
+        trigger.access.forward_authorization,
+        forwarded_for,
+        &trigger.injected_names.headers,
+    );
     // The upstream continues the call's trace, with flowgate's span as its parent; the
     // caller's own `traceparent`/`tracestate` never pass unchecked.
     trace.apply(headers);
-    // A caller cannot pre-set an injected header.
-    for name in &trigger.injected_names.headers {
-        headers.remove(name);
-    }
     if trigger.access.forward_identity {
         for (name, value) in crate::auth::identity_headers(caller) {
             headers.insert(name, value);
