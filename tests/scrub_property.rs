@@ -12,6 +12,9 @@
 //! appears anywhere in what the caller received (raw bytes, heads, headers, trailers,
 //! decoded body; the body only where `scrub_responses` is on), and a scrubbed body equals
 //! the upstream's text with each echoed value replaced by `[redacted]`.
+//!
+//! Beside it: a run record's reason, as a viewer reads it on `/runs`, names the trigger
+//! and never the private upstream URL, host or port (connect error, timeout, coding).
 
 mod common;
 
@@ -732,4 +735,60 @@ fn every_byte_the_caller_receives_is_scrubbed_or_refused() {
         panic!("{e}");
     }
     runtime.block_on(bench.gw.shutdown());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_record_reasons_never_name_a_private_upstream() {
+    let fx = Fixture::new();
+    let closed = common::closed_port();
+    // An upstream that accepts and never answers (for the timeout).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let cases = Cases::default();
+    let raw = start_upstream(cases.clone()).await;
+    cases.lock().unwrap().insert(
+        0,
+        vec![
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: zstd\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc".to_vec(),
+        ],
+    );
+    let secrets = format!("[flows]\napi_key = {}\ncode = {}\n", serde_json::json!(KEY), serde_json::json!(CODE));
+    write_private(&fx.path().join("secrets.toml"), &secrets);
+    let private = "private_fields = [\"upstream\"]\nupstream_response_timeout = \"1s\"\n";
+    let triggers = [
+        ("refused", format!("http://{closed}/private-flow-path/refused?sig=PRIVATE-SIG")),
+        ("silent", format!("http://{silent_addr}/private-flow-path/silent?sig=PRIVATE-SIG")),
+        ("coded", format!("http://{raw}/private-flow-path/coded?sig=PRIVATE-SIG")),
+    ];
+    let text: String = triggers
+        .iter()
+        .map(|(name, url)| trigger_to(name, &format!("/{name}"), url, &format!("{INJECT}{private}")))
+        .collect();
+    let policy = fx
+        .policy_text(&format!("[vault.files]\nkind = \"file\"\npath = \"secrets.toml\"\n\n{text}"))
+        .replacen("[admin]\n", "[admin]\nloopback_role = \"viewer\"\n", 1);
+    let gw = start_gateway_for(&fx, &fx.write_policy(&policy)).await;
+    let client = fx.client(false);
+    for ((name, url), status) in triggers.iter().zip([502, 504, 502]) {
+        let response = client.get(gw.url(&format!("/{name}"))).header("x-case", "0").send().await.unwrap();
+        assert_eq!(response.status(), status, "{name}");
+        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let record = common::run_record(&gw, &id).await;
+        let reason = record["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(reason.contains(&format!("trigger {name}")), "{name}: the reason names the trigger: {reason}");
+        let port = url.split(':').nth(2).unwrap().split('/').next().unwrap();
+        for private in ["private-flow-path", "PRIVATE-SIG", "127.0.0.1", port, "http://"] {
+            assert!(!reason.contains(private), "{name}: the reason shows {private:?}: {reason}");
+        }
+        let listed = common::runs_at_least(&gw, &format!("trigger={name}"), 1).await;
+        let shown = serde_json::to_string(&listed).unwrap();
+        assert!(!shown.contains("private-flow-path"), "{name}: /runs shows the upstream: {shown}");
+    }
+    gw.shutdown().await;
 }

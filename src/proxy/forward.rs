@@ -222,11 +222,15 @@ fn upstream_request(
     request
 }
 
-/// No response head within the trigger's `upstream_response_timeout`: 504.
+/// No response head within the trigger's `upstream_response_timeout`: 504. The reason
+/// names the trigger, never the upstream (its URL may be a private field).
 fn upstream_timeout(trigger: &Trigger) -> Rejection {
     metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
     Failure::UpstreamTimeout {
-        reason: format!("no response head from {} within {:?}", trigger.upstream.display, trigger.response_timeout),
+        reason: format!(
+            "trigger {}: no response head from the upstream within {:?}",
+            trigger.name, trigger.response_timeout
+        ),
     }
     .into()
 }
@@ -245,10 +249,60 @@ fn upstream_failure(trigger: &Trigger, request_stats: &BodyStats, error: &Upstre
     }
     let kind = if error.is_connect() { "connect" } else { "exchange" };
     metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
+    // The reason is shown to every viewer of the run history: it names the trigger and a
+    // fixed kind of error, never the upstream URL, host or address (the URL may be a
+    // private field; a TLS or resolver message would repeat the host).
     Failure::UpstreamUnreachable {
-        reason: format!("{kind} error with {}: {}", trigger.upstream.display, error_chain(error)),
+        reason: format!("trigger {}: upstream {kind} error ({})", trigger.name, error_cause(error)),
     }
     .into()
+}
+
+/// What went wrong in an upstream exchange, as a fixed phrase: the first cause in the
+/// chain that names a kind (TLS, an I/O kind, an HTTP framing fault), never the text of
+/// an error, which may name the host or address.
+fn error_cause(error: &UpstreamError) -> String {
+    use std::error::Error as _;
+    let tls = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<rustls::Error>().map(|tls| match tls {
+            rustls::Error::InvalidCertificate(_) => "TLS: certificate refused",
+            rustls::Error::AlertReceived(_) => "TLS: alert from the upstream",
+            _ => "TLS handshake failed",
+        })
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(phrase) = tls(cause) {
+            return phrase.to_owned();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            // A TLS error travels inside an I/O error (whose `source` skips it).
+            if let Some(phrase) = io.get_ref().and_then(|inner| tls(inner)) {
+                return phrase.to_owned();
+            }
+            return io.kind().to_string();
+        }
+        if let Some(http) = cause.downcast_ref::<hyper::Error>() {
+            let phrase = if http.is_incomplete_message() {
+                "closed before a complete response"
+            } else if http.is_parse() || http.is_parse_status() {
+                "malformed response"
+            } else if http.is_timeout() {
+                "timed out"
+            } else if http.is_closed() || http.is_canceled() {
+                "connection closed"
+            } else if http.is_body_write_aborted() {
+                "request body aborted"
+            } else {
+                "HTTP error"
+            };
+            if http.source().is_none() || !matches!(phrase, "HTTP error") {
+                return phrase.to_owned();
+            }
+        }
+        source = cause.source();
+    }
+    "unknown cause".to_owned()
 }
 
 /// The upstream's response made fit for the caller: hop-by-hop headers and the reason
