@@ -305,12 +305,14 @@ fn error_cause(error: &UpstreamError) -> String {
     "unknown cause".to_owned()
 }
 
-/// The upstream's response made fit for the caller: hop-by-hop headers and the reason
-/// phrase dropped, the `RateLimit` header set, injected values scrubbed, the body guarded
-/// against stalls (and decoded and scrubbed when the trigger asks).
+/// The upstream's response made fit for the caller: transfer codings undone, hop-by-hop
+/// headers and the reason phrase dropped, the `RateLimit` header set, injected values
+/// scrubbed from headers and trailers, the body guarded against stalls (and decoded and
+/// scrubbed when the trigger asks).
 ///
 /// # Errors
-/// 502 when a body to scrub has a coding that cannot be decoded.
+/// 502 when the body has a transfer coding other than gzip/deflate, or a body to scrub has
+/// a content coding that cannot be decoded.
 fn shape_response(
     trigger: &Trigger,
     response: Response<hyper::body::Incoming>,
