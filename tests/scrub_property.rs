@@ -48,7 +48,7 @@ enum Form {
     Raw,
     PercentUpper,
     PercentLower,
-    FormUrlencoded,
+    Urlencoded,
     JsonUnicode,
     HtmlDecimal,
     HtmlHex,
@@ -63,7 +63,7 @@ fn encode_form(value: &str, form: Form) -> String {
         Form::Raw => value.to_owned(),
         Form::PercentUpper => each(|b| format!("%{b:02X}")),
         Form::PercentLower => each(|b| format!("%{b:02x}")),
-        Form::FormUrlencoded => url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+        Form::Urlencoded => url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
         Form::JsonUnicode => each(|b| format!("\\u{b:04x}")),
         Form::HtmlDecimal => each(|b| format!("&#{b};")),
         Form::HtmlHex => each(|b| format!("&#x{b:X};")),
@@ -76,7 +76,7 @@ fn needles() -> Vec<(String, String)> {
         Form::Raw,
         Form::PercentUpper,
         Form::PercentLower,
-        Form::FormUrlencoded,
+        Form::Urlencoded,
         Form::JsonUnicode,
         Form::HtmlDecimal,
         Form::HtmlHex,
@@ -309,7 +309,7 @@ fn form() -> impl Strategy<Value = Form> {
         Just(Form::Raw),
         Just(Form::PercentUpper),
         Just(Form::PercentLower),
-        Just(Form::FormUrlencoded),
+        Just(Form::Urlencoded),
         Just(Form::JsonUnicode),
         Just(Form::HtmlDecimal),
         Just(Form::HtmlHex),
@@ -471,8 +471,11 @@ async fn sniffed(body: &[u8]) -> Vec<(String, String)> {
     out
 }
 
+/// A parsed HTTP/1.1 head (status and fields) and the bytes after it.
+type Head<'a> = (u16, Vec<(String, String)>, &'a [u8]);
+
 /// Splits an HTTP/1.1 head (status line and fields) off `raw`.
-fn h1_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, &[u8])> {
+fn h1_head(raw: &[u8]) -> Option<Head<'_>> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let text = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = text.split("\r\n");
@@ -603,7 +606,8 @@ async fn bench() -> Bench {
 /// Serves `shape` and checks the property; `Err` says what broke.
 async fn check(bench: &Bench, shape: &Shape) -> Result<(), String> {
     let id = bench.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    bench.cases.lock().unwrap().insert(id, shape.wire().await);
+    let wire = shape.wire().await;
+    bench.cases.lock().unwrap().insert(id, wire);
     let path = if shape.off { "/off" } else { "/on" };
     let received = if shape.h2 {
         call_h2(&bench.fx, &bench.gw, path, id).await
@@ -707,7 +711,7 @@ fn seeds() -> Vec<(&'static str, Shape)> {
             "103 Early Hints and a reason phrase echoing a value",
             Shape {
                 reason: Some((0, Form::Raw)),
-                informational: vec![(103, 0, Form::Raw), (103, 1, Form::FormUrlencoded)],
+                informational: vec![(103, 0, Form::Raw), (103, 1, Form::Urlencoded)],
                 off: true,
                 ..base.clone()
             },
