@@ -43,9 +43,9 @@ pub enum Coding {
     Brotli,
 }
 
-/// A content coding that cannot be inspected (named in the private reason).
+/// A content or transfer coding that cannot be decoded (named in the private reason).
 #[derive(Debug, thiserror::Error)]
-#[error("the upstream sent content coding {0:?}, which flowgate cannot inspect for secrets")]
+#[error("the upstream sent coding {0:?}, which flowgate cannot decode to inspect")]
 pub(crate) struct UnsupportedCoding(pub String);
 
 /// Rewrites an upstream request so that its response can be scrubbed: identity encoding,

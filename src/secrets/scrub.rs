@@ -425,6 +425,10 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        if !self.data {
+            // Nothing is held back: the body ends when the inner one does.
+            return self.pending.is_none() && (self.done || self.inner.is_end_stream());
+        }
         self.done && self.pending.is_none() && self.tail.is_empty()
     }
 
@@ -533,6 +537,8 @@ mod tests {
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-digest"], "of [redacted]");
         assert_eq!(collected.to_bytes(), "s3cr3t-value", "scrub_responses = false leaves the data alone");
+        // An empty body stays visibly empty (HEAD, 204: no chunked terminator, h2 END_STREAM).
+        assert!(scrubber().wrap_trailers(http_body_util::Empty::<Bytes>::new()).is_end_stream());
     }
 
     #[test]
