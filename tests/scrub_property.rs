@@ -739,7 +739,7 @@ fn every_byte_the_caller_receives_is_scrubbed_or_refused() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    let config = ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() };
+    let config = ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let outcome = runner.run(&shape(), |shape| {
         runtime.block_on(check(&bench, &shape)).map_err(proptest::test_runner::TestCaseError::fail)
