@@ -426,6 +426,8 @@ struct Received {
     body: Vec<u8>,
     /// 1xx heads that reached the caller (raw HTTP/1.1 only; h2 has none to show).
     informational: usize,
+    /// The final head's `Transfer-Encoding` (raw HTTP/1.1 only).
+    transfer_encoding: Option<String>,
 }
 
 async fn decode_content(headers: &[(String, String)], mut body: Vec<u8>) -> Vec<u8> {
@@ -528,7 +530,9 @@ async fn call_h1(fx: &Fixture, gw: &Running, path: &str, id: u64) -> Received {
         let heads = &raw[..raw.len() - rest.len()];
         places.push(("heads on the wire".to_owned(), String::from_utf8_lossy(heads).into_owned()));
         places.push(("body on the wire".to_owned(), String::from_utf8_lossy(rest).into_owned()));
-        let chunked = fields.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+        let transfer_encoding =
+            fields.iter().find(|(n, _)| n == "transfer-encoding").map(|(_, v)| v.to_ascii_lowercase());
+        let chunked = transfer_encoding.as_deref().is_some_and(|v| v.contains("chunked"));
         let (data, trailers) = if chunked {
             dechunk(rest)
         } else {
@@ -539,7 +543,7 @@ async fn call_h1(fx: &Fixture, gw: &Running, path: &str, id: u64) -> Received {
         let body = decode_content(&fields, data).await;
         places.extend(sniffed(&body).await);
         places.push(("decoded body".to_owned(), String::from_utf8_lossy(&body).into_owned()));
-        return Received { status, places, body, informational };
+        return Received { status, places, body, informational, transfer_encoding };
     }
 }
 
@@ -576,7 +580,7 @@ async fn call_h2(fx: &Fixture, gw: &Running, path: &str, id: u64) -> Received {
     let body = decode_content(&fields, data).await;
     places.extend(sniffed(&body).await);
     places.push(("decoded body".to_owned(), String::from_utf8_lossy(&body).into_owned()));
-    Received { status, places, body, informational: 0 }
+    Received { status, places, body, informational: 0, transfer_encoding: None }
 }
 
 /// A gateway with two injecting triggers to the raw upstream: `/on` (scrubs bodies, the
@@ -627,6 +631,10 @@ async fn check(bench: &Bench, shape: &Shape) -> Result<(), String> {
     // no `on_informational`): none reaches the caller, so none can carry a value.
     if received.informational > 0 {
         return Err(format!("{} 1xx heads reached the caller: {}", received.informational, context()));
+    }
+    // The gateway frames its own answer: an upstream's transfer coding is never passed on.
+    if received.transfer_encoding.as_deref().is_some_and(|te| te != "chunked") {
+        return Err(format!("Transfer-Encoding {:?} reached the caller: {}", received.transfer_encoding, context()));
     }
     if received.status != shape.status {
         return Err(format!("expected {}, got {}: {}", shape.status, received.status, context()));
