@@ -396,8 +396,8 @@ pub struct RawTrigger {
     pub inject: crate::secrets::RawInject,
     /// Replace injected secret values echoed by the upstream in its response body (raw,
     /// percent-, JSON- or HTML-escaped; a compressed body is decoded first). Default: on
-    /// when the trigger injects a secret, off otherwise. Response headers of a trigger that
-    /// injects are scrubbed whatever this says.
+    /// when the trigger injects a secret, off otherwise. Response headers and trailers of a
+    /// trigger that injects are scrubbed whatever this says.
     pub scrub_responses: Option<bool>,
 
     /// Record request and response headers and bodies in the run history.

@@ -11,6 +11,13 @@
 //! `ETag` becomes weak). Any other coding (`zstd`, `compress`, unknown names) cannot be
 //! inspected and the call fails with 502 rather than pass it on. Decoding streams in
 //! bounded chunks, so a compression bomb costs time, not memory.
+//!
+//! Transfer codings are a property of the upstream hop: hyper's client undoes only the
+//! final `chunked` and leaves any other (`Transfer-Encoding: gzip, chunked`, or a
+//! close-delimited `gzip`) in the body bytes, while `Transfer-Encoding` itself is dropped as
+//! hop-by-hop. So on every trigger, scrubbing or not, `gzip` (`x-gzip`) and `deflate`
+//! transfer codings are undone here before anything else reads the body, and any other
+//! (`compress`, unknown names, `chunked` anywhere but last) is a 502, never passed on.
 
 use super::client::{BoxError, UpstreamBody};
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder};
@@ -36,9 +43,9 @@ pub enum Coding {
     Brotli,
 }
 
-/// A content coding that cannot be inspected (named in the private reason).
+/// A content or transfer coding that cannot be decoded (named in the private reason).
 #[derive(Debug, thiserror::Error)]
-#[error("the upstream sent content coding {0:?}, which flowgate cannot inspect for secrets")]
+#[error("the upstream sent coding {0:?}, which flowgate cannot decode to inspect")]
 pub(crate) struct UnsupportedCoding(pub String);
 
 /// Rewrites an upstream request so that its response can be scrubbed: identity encoding,
@@ -69,6 +76,44 @@ pub(crate) fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, UnsupportedCod
         }
     }
     Ok(out)
+}
+
+/// The transfer codings hyper left in a response body, in the order they were applied:
+/// every entry of `Transfer-Encoding` but a final `chunked` (which hyper removed).
+///
+/// # Errors
+/// A coding other than gzip or deflate, or `chunked` anywhere but last (hyper then reads
+/// the body to the connection's end, framing and all).
+pub(crate) fn transfer_codings(headers: &HeaderMap) -> Result<Vec<Coding>, UnsupportedCoding> {
+    let mut names = Vec::new();
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let text = value.to_str().map_err(|_| UnsupportedCoding(String::from_utf8_lossy(value.as_bytes()).into()))?;
+        names.extend(text.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()));
+    }
+    if names.last().is_some_and(|n| n == "chunked") {
+        names.pop();
+    }
+    names
+        .into_iter()
+        .map(|name| match name.as_str() {
+            "gzip" | "x-gzip" => Ok(Coding::Gzip),
+            "deflate" => Ok(Coding::Deflate),
+            _ => Err(UnsupportedCoding(name)),
+        })
+        .collect()
+}
+
+/// Undoes transfer `codings` (as returned by [`transfer_codings`]) on `body`; the length
+/// the upstream declared, if any, no longer holds.
+pub(crate) fn decode_transfer(body: UpstreamBody, codings: &[Coding], headers: &mut HeaderMap) -> UpstreamBody {
+    if codings.is_empty() {
+        return body;
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    if body.is_end_stream() {
+        return body;
+    }
+    codings.iter().rev().fold(body, |body, coding| decode_one(body, *coding))
 }
 
 /// Undoes `codings` (as returned by `codings`) on `body` and fixes the headers that
@@ -160,6 +205,37 @@ mod tests {
         ask_for_scrubbable(&mut request);
         assert_eq!(request[header::ACCEPT_ENCODING], "identity");
         assert!(request.get(header::RANGE).is_none());
+    }
+
+    #[test]
+    fn names_transfer_codings_and_refuses_the_rest() {
+        let te = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            transfer_codings(&headers)
+        };
+        assert_eq!(te(&[]).unwrap(), []);
+        assert_eq!(te(&["chunked"]).unwrap(), []);
+        assert_eq!(te(&["gzip, chunked"]).unwrap(), [Coding::Gzip]);
+        assert_eq!(te(&["X-Gzip", "deflate, Chunked"]).unwrap(), [Coding::Gzip, Coding::Deflate]);
+        assert_eq!(te(&["gzip"]).unwrap(), [Coding::Gzip]);
+        assert_eq!(te(&["chunked, gzip"]).unwrap_err().0, "chunked");
+        assert_eq!(te(&["compress, chunked"]).unwrap_err().0, "compress");
+        assert_eq!(te(&["br"]).unwrap_err().0, "br");
+    }
+
+    #[tokio::test]
+    async fn a_transfer_coding_is_undone_and_the_length_dropped() {
+        let text = b"the body".repeat(50);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        let decoded = decode_transfer(body(encode(Coding::Gzip, &text).await), &[Coding::Gzip], &mut headers);
+        assert_eq!(decoded.collect().await.unwrap().to_bytes(), &text[..]);
+        assert!(headers.get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(headers[header::CONTENT_ENCODING], "br", "the content coding is the representation's: kept");
     }
 
     #[tokio::test]

@@ -123,14 +123,16 @@ fn upstream_headers(
     forwarded_for: &headers::ForwardedFor<'_>,
     trace: &crate::trace::TraceContext,
 ) {
-    headers::upstream_request_headers(headers, trigger.access.forward_authorization, forwarded_for);
+    // A caller cannot pre-set an injected header, nor one that folds to its name.
+    headers::upstream_request_headers(
+        headers,
+        trigger.access.forward_authorization,
+        forwarded_for,
+        &trigger.injected_names.headers,
+    );
     // The upstream continues the call's trace, with flowgate's span as its parent; the
     // caller's own `traceparent`/`tracestate` never pass unchecked.
     trace.apply(headers);
-    // A caller cannot pre-set an injected header.
-    for name in &trigger.injected_names.headers {
-        headers.remove(name);
-    }
     if trigger.access.forward_identity {
         for (name, value) in crate::auth::identity_headers(caller) {
             headers.insert(name, value);
@@ -251,11 +253,15 @@ async fn response_head<F: std::future::Future>(
     }
 }
 
-/// No response head within the trigger's `upstream_response_timeout`: 504.
+/// No response head within the trigger's `upstream_response_timeout`: 504. The reason
+/// names the trigger, never the upstream (its URL may be a private field).
 fn upstream_timeout(trigger: &Trigger) -> Rejection {
     metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
     Failure::UpstreamTimeout {
-        reason: format!("no response head from {} within {:?}", trigger.upstream.display, trigger.response_timeout),
+        reason: format!(
+            "trigger {}: no response head from the upstream within {:?}",
+            trigger.name, trigger.response_timeout
+        ),
     }
     .into()
 }
@@ -274,18 +280,70 @@ fn upstream_failure(trigger: &Trigger, request_stats: &BodyStats, error: &Upstre
     }
     let kind = if error.is_connect() { "connect" } else { "exchange" };
     metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
+    // The reason is shown to every viewer of the run history: it names the trigger and a
+    // fixed kind of error, never the upstream URL, host or address (the URL may be a
+    // private field; a TLS or resolver message would repeat the host).
     Failure::UpstreamUnreachable {
-        reason: format!("{kind} error with {}: {}", trigger.upstream.display, error_chain(error)),
+        reason: format!("trigger {}: upstream {kind} error ({})", trigger.name, error_cause(error)),
     }
     .into()
 }
 
-/// The upstream's response made fit for the caller: hop-by-hop headers and the reason
-/// phrase dropped, the `RateLimit` header set, injected values scrubbed, the body guarded
-/// against stalls (and decoded and scrubbed when the trigger asks).
+/// What went wrong in an upstream exchange, as a fixed phrase: the first cause in the
+/// chain that names a kind (TLS, an I/O kind, an HTTP framing fault), never the text of
+/// an error, which may name the host or address.
+fn error_cause(error: &UpstreamError) -> String {
+    use std::error::Error as _;
+    let tls = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<rustls::Error>().map(|tls| match tls {
+            rustls::Error::InvalidCertificate(_) => "TLS: certificate refused",
+            rustls::Error::AlertReceived(_) => "TLS: alert from the upstream",
+            _ => "TLS handshake failed",
+        })
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(phrase) = tls(cause) {
+            return phrase.to_owned();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            // A TLS error travels inside an I/O error (whose `source` skips it).
+            if let Some(phrase) = io.get_ref().and_then(|inner| tls(inner)) {
+                return phrase.to_owned();
+            }
+            return io.kind().to_string();
+        }
+        if let Some(http) = cause.downcast_ref::<hyper::Error>() {
+            let phrase = if http.is_incomplete_message() {
+                "closed before a complete response"
+            } else if http.is_parse() || http.is_parse_status() {
+                "malformed response"
+            } else if http.is_timeout() {
+                "timed out"
+            } else if http.is_closed() || http.is_canceled() {
+                "connection closed"
+            } else if http.is_body_write_aborted() {
+                "request body aborted"
+            } else {
+                "HTTP error"
+            };
+            if http.source().is_none() || !matches!(phrase, "HTTP error") {
+                return phrase.to_owned();
+            }
+        }
+        source = cause.source();
+    }
+    "unknown cause".to_owned()
+}
+
+/// The upstream's response made fit for the caller: transfer codings undone, hop-by-hop
+/// headers and the reason phrase dropped, the `RateLimit` header set, injected values
+/// scrubbed from headers and trailers, the body guarded against stalls (and decoded and
+/// scrubbed when the trigger asks).
 ///
 /// # Errors
-/// 502 when a body to scrub has a coding that cannot be decoded.
+/// 502 when the body has a transfer coding other than gzip/deflate, or a body to scrub has
+/// a content coding that cannot be decoded.
 fn shape_response(
     trigger: &Trigger,
     response: Response<hyper::body::Incoming>,
@@ -295,6 +353,10 @@ fn shape_response(
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let (mut parts, body) = response.into_parts();
+    // hyper undid only a final `chunked`; any other transfer coding is still in the body and
+    // its header goes with the hop-by-hop ones: read it now, undo it below (or refuse).
+    let transfer = coding::transfer_codings(&parts.headers)
+        .map_err(|e| Failure::UpstreamUnreachable { reason: format!("trigger {}: {e}", trigger.name) })?;
     strip_hop_by_hop(&mut parts.headers);
     // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
     // it may repeat what the upstream received: the standard phrase is sent instead.
@@ -306,14 +368,18 @@ fn shape_response(
     // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
     scrubber.scrub_headers(&mut parts.headers);
     let body = StallGuard::new(body.map_err(|e| -> BoxError { Box::new(e) }), trigger.response_timeout).boxed_unsync();
+    let body = coding::decode_transfer(body, &transfer, &mut parts.headers);
     let body = if scrub_body {
         // An upstream that echoes an injected value must not hand it to the caller, even
         // compressed: the body is decoded first, or refused when it cannot be.
         let codings = coding::codings(&parts.headers)
-            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("{}: {e}", trigger.upstream.display) })?;
+            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("trigger {}: {e}", trigger.name) })?;
         let body = coding::decode(body, &codings, &mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         scrubber.wrap(body).boxed_unsync()
+    } else if !scrubber.is_empty() {
+        // Trailers are headers: scrubbed whatever `scrub_responses` says.
+        scrubber.wrap_trailers(body).boxed_unsync()
     } else {
         body
     };

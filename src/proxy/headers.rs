@@ -1,6 +1,11 @@
 //! Header hygiene between caller and upstream: hop-by-hop headers dropped in both
 //! directions, caller credentials dropped unless a trigger forwards them, and the
 //! `X-Forwarded-*` and `X-Request-Id` headers set by us alone.
+//!
+//! CGI, WSGI, PHP and many frameworks read `X_Forwarded_For` and `X-Forwarded-For` as one
+//! variable (`HTTP_X_FORWARDED_FOR`). So a caller's header is removed when its name, with
+//! `_` read as `-` (case is already ignored), equals any name flowgate sets, strips or
+//! injects: the exact spelling alone would let `x_flowgate_tenant` pose as identity.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -37,6 +42,12 @@ const PROXY_SET_HEADERS: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+/// Further names flowgate sets or strips on every upstream request, beside
+/// [`HOP_BY_HOP`], [`PROXY_SET_HEADERS`] and the identity headers: a caller's header that
+/// folds to one of them is removed.
+const OTHER_MANAGED_HEADERS: &[&str] =
+    &["keep-alive", "host", "authorization", "cookie", "x-request-id", "traceparent", "tracestate"];
 
 /// The request id header, in both directions.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -77,6 +88,44 @@ fn is_ours(name: &HeaderName) -> bool {
     PROXY_SET_HEADERS.contains(&name.as_str()) || crate::auth::ALWAYS_STRIPPED_HEADERS.contains(name)
 }
 
+/// `name` with `_` read as `-`, as CGI-style upstreams read it (names are lower case).
+fn folded(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') { name.replace('_', "-").into() } else { name.into() }
+}
+
+/// Whether `name` (folded) is one flowgate manages on upstream requests, or one the
+/// trigger injects (`injected`, folded too).
+fn is_managed(name: &str, injected: &[HeaderName]) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.as_str() == name)
+        || name.starts_with("proxy-")
+        || PROXY_SET_HEADERS.contains(&name)
+        || crate::auth::ALWAYS_STRIPPED_HEADERS.iter().any(|h| h.as_str() == name)
+        || OTHER_MANAGED_HEADERS.contains(&name)
+        || injected.iter().any(|h| folded(h.as_str()) == name)
+}
+
+/// Removes every header whose folded name is managed by flowgate or injected, but is not
+/// spelled as flowgate spells it (those are replaced or kept by the steps that own them).
+fn drop_folded_aliases(headers: &mut HeaderMap, injected: &[HeaderName]) {
+    // Almost no call carries an `_` in a header name: one pass over the names decides.
+    let underscores = |name: &HeaderName| name.as_str().contains('_');
+    if !headers.keys().any(underscores) && !injected.iter().any(underscores) {
+        return;
+    }
+    let aliases: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let canonical = folded(name.as_str());
+            is_managed(&canonical, injected)
+                && (underscores(name) || injected.iter().any(|h| folded(h.as_str()) == canonical))
+        })
+        .cloned()
+        .collect();
+    for name in aliases {
+        headers.remove(name);
+    }
+}
+
 /// What the upstream is told about the original call.
 pub(super) struct ForwardedFor<'a> {
     /// The client address we settled on.
@@ -90,9 +139,19 @@ pub(super) struct ForwardedFor<'a> {
 }
 
 /// Prepares the caller's headers for the upstream: hop-by-hop and credential headers
-/// dropped, `Host` left for the client to set from the upstream URI, and our own
-/// `X-Forwarded-*`/`X-Request-Id` replacing anything the caller sent under those names.
-pub(super) fn upstream_request_headers(headers: &mut HeaderMap, forward_authorization: bool, info: &ForwardedFor<'_>) {
+/// dropped, `Host` left for the client to set from the upstream URI, headers of the
+/// `injected` names dropped (a caller cannot pre-set them), any header that folds to a
+/// name flowgate manages dropped, and our own `X-Forwarded-*`/`X-Request-Id` replacing
+/// anything the caller sent under those names.
+pub(super) fn upstream_request_headers(
+    headers: &mut HeaderMap,
+    forward_authorization: bool,
+    info: &ForwardedFor<'_>,
+    injected: &[HeaderName],
+) {
+    // Before anything else: a folded alias of `Authorization` or `Connection` must not
+    // be taken for the real one by any step below.
+    drop_folded_aliases(headers, injected);
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     if !forward_authorization {
@@ -110,6 +169,9 @@ pub(super) fn upstream_request_headers(headers: &mut HeaderMap, forward_authoriz
             headers.remove(name);
         }
     }
+    for name in injected {
+        headers.remove(name);
+    }
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), value);
@@ -126,6 +188,7 @@ pub(super) fn upstream_request_headers(headers: &mut HeaderMap, forward_authoriz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn connection_named_headers_and_proxy_headers_go() {
@@ -142,6 +205,129 @@ mod tests {
     }
 
     #[test]
+    fn underscore_aliases_of_managed_or_injected_names_go() {
+        let mut h = HeaderMap::new();
+        for name in ["x_flowgate_tenant", "X_Forwarded-For", "x_api_key", "x-vault-token", "proxy_authorization"] {
+            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("forged"));
+        }
+        h.insert("x_custom_thing", HeaderValue::from_static("kept"));
+        let info = ForwardedFor { client: "127.0.0.2".parse().unwrap(), proto: "https", host: None, request_id: "r1" };
+        let injected = [HeaderName::from_static("x-api-key"), HeaderName::from_static("x_vault_token")];
+        upstream_request_headers(&mut h, false, &info, &injected);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(h["x_custom_thing"], "kept");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.2");
+    }
+
+    /// The names flowgate sets, strips or injects on an upstream request, as the README and
+    /// ARCHITECTURE.md list them (written out here, independent of the code's tables).
+    const MODEL_MANAGED: &[&str] = &[
+        "connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "keep-alive",
+        "host",
+        "authorization",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "forwarded",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-request-id",
+        // (`traceparent`/`tracestate` are replaced by the trace step; no `_` spelling exists)
+        "x-flowgate-tenant",
+        "x-flowgate-principal",
+        "x-flowgate-app-id",
+        "x-flowgate-roles",
+        // injected by the trigger under test
+        "x-api-key",
+        "x-vault-token",
+    ];
+
+    /// `name` as a CGI-style upstream reads it.
+    fn model_fold(name: &str) -> String {
+        name.to_ascii_lowercase().replace('_', "-")
+    }
+
+    fn model_is_managed(name: &str) -> bool {
+        let name = model_fold(name);
+        MODEL_MANAGED.contains(&name.as_str()) || name.starts_with("proxy-")
+    }
+
+    /// A spelling of `name`: each `-` may become `_`, each letter may change case.
+    fn spelling(name: &'static str) -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<(bool, bool)>(), name.len()).prop_map(move |flips| {
+            name.chars()
+                .zip(flips)
+                .map(|(c, (swap, upper))| match c {
+                    '-' if swap => '_',
+                    c if upper => c.to_ascii_uppercase(),
+                    c => c,
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// No header reaching the upstream folds to a managed or injected name unless
+        /// flowgate set it itself; every other caller header passes.
+        #[test]
+        fn no_caller_header_folds_to_a_managed_name(
+            names in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(MODEL_MANAGED).prop_flat_map(spelling),
+                    "[a-zA-Z][a-zA-Z0-9_-]{0,14}",
+                    prop::sample::select(&["proxy-x", "x-flowgate-other", "x-api-keys"][..]).prop_flat_map(spelling),
+                ],
+                1..12,
+            ),
+        ) {
+            let mut h = HeaderMap::new();
+            let mut sent = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else { continue };
+                let value = format!("caller-{i}");
+                h.append(header.clone(), HeaderValue::from_str(&value).unwrap());
+                sent.push((header, value));
+            }
+            let info = ForwardedFor { client: "127.0.0.2".parse().unwrap(), proto: "https", host: Some("h"), request_id: "r1" };
+            let injected = [HeaderName::from_static("x-api-key"), HeaderName::from_static("x_vault_token")];
+            upstream_request_headers(&mut h, false, &info, &injected);
+            for (name, value) in &h {
+                let from_caller = value.to_str().unwrap().starts_with("caller-");
+                prop_assert!(
+                    !(from_caller && model_is_managed(name.as_str())),
+                    "caller header {name}: {value:?} reached the upstream"
+                );
+            }
+            for (name, value) in &sent {
+                if !model_is_managed(name.as_str()) {
+                    prop_assert!(
+                        h.get_all(name).iter().any(|v| v == value.as_str()),
+                        "caller header {name} was dropped although nothing manages it"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn caller_cannot_forge_forwarded_headers() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
@@ -149,7 +335,7 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         let info =
             ForwardedFor { client: "127.0.0.2".parse().unwrap(), proto: "https", host: Some("h"), request_id: "r1" };
-        upstream_request_headers(&mut h, false, &info);
+        upstream_request_headers(&mut h, false, &info, &[]);
         assert_eq!(h["x-forwarded-for"], "127.0.0.2");
         assert_eq!(h["x-request-id"], "r1");
         assert!(!h.contains_key(header::AUTHORIZATION));

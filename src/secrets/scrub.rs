@@ -1,7 +1,7 @@
 //! Response scrubbing: any injected secret value an upstream echoes back is replaced with
-//! [`REDACTED_MARKER`] before it reaches the caller, in header names and values (always, on
-//! triggers that inject), in the streamed body and its trailers (`scrub_responses`),
-//! including a value split across two body chunks.
+//! [`REDACTED_MARKER`] before it reaches the caller, in header names and values and in
+//! trailers (always, on triggers that inject: trailers are headers), and in the streamed
+//! body (`scrub_responses`), including a value split across two body chunks.
 //!
 //! A value is recognised in every form an upstream is likely to echo it in, whichever
 //! characters of it are encoded: raw; percent-encoded (any subset of bytes, either hex
@@ -171,9 +171,23 @@ impl Scrubber {
         }
     }
 
-    /// Wraps a response body. The length changes: drop `Content-Length` when wrapping.
+    /// Wraps a response body: data and trailers scrubbed. The length changes: drop
+    /// `Content-Length` when wrapping.
     pub fn wrap<B>(&self, body: B) -> ScrubBody<B> {
-        ScrubBody { inner: body, scrubber: self.clone(), tail: Zeroizing::new(Vec::new()), pending: None, done: false }
+        ScrubBody {
+            inner: body,
+            scrubber: self.clone(),
+            data: true,
+            tail: Zeroizing::new(Vec::new()),
+            pending: None,
+            done: false,
+        }
+    }
+
+    /// Wraps a response body whose data passes unchanged (`scrub_responses = false`):
+    /// only its trailers are scrubbed, like every other header.
+    pub fn wrap_trailers<B>(&self, body: B) -> ScrubBody<B> {
+        ScrubBody { data: false, ..self.wrap(body) }
     }
 }
 
@@ -352,6 +366,8 @@ fn decode_html_reference(input: &[u8]) -> Unit {
 pub struct ScrubBody<B> {
     inner: B,
     scrubber: Scrubber,
+    /// Whether data frames are scrubbed too (else only trailers).
+    data: bool,
     tail: Zeroizing<Vec<u8>>,
     pending: Option<Frame<Bytes>>,
     done: bool,
@@ -377,6 +393,7 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !this.data => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(data) => {
                         this.tail.extend_from_slice(&data);
                         let out = this.scrubber.process(&mut this.tail, false);
@@ -408,11 +425,15 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        if !self.data {
+            // Nothing is held back: the body ends when the inner one does.
+            return self.pending.is_none() && (self.done || self.inner.is_end_stream());
+        }
         self.done && self.pending.is_none() && self.tail.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        if self.data { SizeHint::default() } else { self.inner.size_hint() }
     }
 }
 
@@ -501,6 +522,23 @@ mod tests {
         ];
         let collected = scrubber().wrap(StreamBody::new(futures_util::stream::iter(frames))).collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-digest"], "of [redacted]");
+    }
+
+    #[tokio::test]
+    async fn trailers_only_leaves_data_and_scrubs_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-digest", HeaderValue::from_static("of s3cr3t-value"));
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"s3cr"))),
+            Ok(Frame::data(Bytes::from_static(b"3t-value"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = scrubber().wrap_trailers(StreamBody::new(futures_util::stream::iter(frames)));
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-digest"], "of [redacted]");
+        assert_eq!(collected.to_bytes(), "s3cr3t-value", "scrub_responses = false leaves the data alone");
+        // An empty body stays visibly empty (HEAD, 204: no chunked terminator, h2 END_STREAM).
+        assert!(scrubber().wrap_trailers(http_body_util::Empty::<Bytes>::new()).is_end_stream());
     }
 
     #[test]
