@@ -83,9 +83,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == "keep-alive" || name.as_str().starts_with("proxy-")
 }
 
+/// Every header name in this namespace is flowgate's own: the identity headers today, and
+/// whatever an upstream may come to trust from it tomorrow. No caller may send one.
+const OWN_PREFIX: &str = "x-flowgate-";
+
 /// A header only flowgate may set upstream.
 fn is_ours(name: &HeaderName) -> bool {
-    PROXY_SET_HEADERS.contains(&name.as_str()) || crate::auth::ALWAYS_STRIPPED_HEADERS.contains(name)
+    PROXY_SET_HEADERS.contains(&name.as_str()) || name.as_str().starts_with(OWN_PREFIX)
 }
 
 /// `name` with `_` read as `-`, as CGI-style upstreams read it (names are lower case).
@@ -99,7 +103,7 @@ fn is_managed(name: &str, injected: &[HeaderName]) -> bool {
     HOP_BY_HOP.iter().any(|h| h.as_str() == name)
         || name.starts_with("proxy-")
         || PROXY_SET_HEADERS.contains(&name)
-        || crate::auth::ALWAYS_STRIPPED_HEADERS.iter().any(|h| h.as_str() == name)
+        || name.starts_with(OWN_PREFIX)
         || OTHER_MANAGED_HEADERS.contains(&name)
         || injected.iter().any(|h| folded(h.as_str()) == name)
 }
@@ -165,7 +169,8 @@ pub(super) fn upstream_request_headers(
         for name in PROXY_SET_HEADERS {
             headers.remove(*name);
         }
-        for name in &crate::auth::ALWAYS_STRIPPED_HEADERS {
+        let own: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+        for name in own {
             headers.remove(name);
         }
     }
@@ -266,7 +271,7 @@ mod tests {
 
     fn model_is_managed(name: &str) -> bool {
         let name = model_fold(name);
-        MODEL_MANAGED.contains(&name.as_str()) || name.starts_with("proxy-")
+        MODEL_MANAGED.contains(&name.as_str()) || name.starts_with("proxy-") || name.starts_with("x-flowgate-")
     }
 
     /// A spelling of `name`: each `-` may become `_`, each letter may change case.
