@@ -374,7 +374,7 @@ fn compile_algorithms(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -
         match parse_algorithm(text) {
             Ok(alg) => algorithms.push(alg),
             Err(refusal) => {
-                diags.error_with_hint(&path.index(i), refusal.to_string(), "use RS256, PS256, ES256, ES384 or EdDSA")
+                diags.error_with_hint(&path.index(i), refusal.to_string(), "use RS256, PS256, ES256, ES384 or EdDSA");
             }
         }
     }
