@@ -1,6 +1,7 @@
 //! JWT verification cost: RS256 and ES256, cold (full signature check with keys parsed
 //! once per rotation) and cached (a repeat caller through `KeyStores::authenticate`), and
 //! rule evaluation. Keys are generated at bench start; the JWKS comes from a temp file.
+#![allow(clippy::disallowed_methods, reason = "benchmark tokens must be valid on the real clock")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flowgate::auth::key_set::KeySet;

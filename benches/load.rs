@@ -6,6 +6,7 @@
 //! `cargo bench --bench load` runs 10 s per side with 32 connections; under `cargo test`
 //! (no `--bench` argument) it runs a 1 s smoke pass so the harness itself stays tested.
 //! Knobs: `LOAD_SECONDS`, `LOAD_CONNECTIONS`.
+#![allow(clippy::disallowed_methods, reason = "the load shape is chosen in the environment")]
 
 use flowgate::gateway::Gateway;
 use flowgate::server::{self, Listeners};

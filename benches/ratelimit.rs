@@ -27,7 +27,7 @@ fn local(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async { black_box(limiters.check(&rule, &hot).await) });
     });
     // The peer benchmark's rule: a budget far above the exact path's 100,000 calls, so the
-    // bucketed log answers (issue 11, goal 6: under 200 ns per check).
+    // bucketed log answers (the goal in docs/PERFORMANCE.md: under 200 ns per check).
     let large = RateLimitRule::new("bench-large", 50_000_000, Duration::from_secs(10), LimitKey::Principal, false);
     c.bench_function("ratelimit_local_hot_key_large_budget", |b| {
         b.to_async(&rt).iter(|| async { black_box(limiters.check(&large, &hot).await) });

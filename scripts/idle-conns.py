@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Idle TLS connections' memory and time to ready, for docs/PERFORMANCE.md (issue 11, goal 5).
+"""Idle TLS connections' memory and time to ready, for docs/PERFORMANCE.md.
 
 Starts the release binary on the peer benchmark's policy (../shared/bench-peers, set up by
 scripts/profile-perf.sh or bench.sh in $BENCH_DIR), measures the time from start until the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak (issue 13): the real binary on loopback for SOAK_SECONDS (default 600) at
+# The soak: the real binary on loopback for SOAK_SECONDS (default 600) at
 # SOAK_RATE calls per second (default 40): valid calls with a secret rotated every 10 s,
 # refusals (401, 404, 429), the policy file rewritten every 30 s. Prints a one-screen
 # summary (RSS growth after warm-up, open fds, run-history ring, p99 over time) and fails

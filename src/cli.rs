@@ -227,6 +227,7 @@ fn load_policy(path: &Path) -> Result<crate::policy::Policy, ExitCode> {
 }
 
 /// Seconds since the Unix epoch (signed-URL expiries).
+#[expect(clippy::disallowed_methods, reason = "a signed URL made at the command line expires in real time")]
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -304,6 +305,21 @@ fn sign_url(args: &SignUrlArgs) -> ExitCode {
     }
 }
 
+/// Why `sign-url` found no trigger to sign for.
+#[derive(Debug, thiserror::Error)]
+enum SignTargetError {
+    #[error("no trigger named {0:?}")]
+    NoTriggerNamed(String),
+    #[error("{0:?} is not a method")]
+    NotAMethod(String),
+    #[error("{url}: path refused: {refusal}")]
+    PathRefused { url: String, refusal: crate::policy::PathRefusal },
+    #[error("{method} {url} routes to no trigger; name it with --trigger NAME")]
+    NoRoute { method: http::Method, url: String },
+    #[error("trigger {0:?} does not take signed URLs (it is not who = \"anyone\")")]
+    NotSigned(String),
+}
+
 /// The `who = "anyone"` trigger a URL is signed for: the one named, or the one the URL's
 /// host, path and method route to.
 fn signed_trigger(
@@ -311,7 +327,7 @@ fn signed_trigger(
     named: Option<&str>,
     method: &str,
     url: &str,
-) -> Result<std::sync::Arc<crate::policy::Trigger>, String> {
+) -> Result<std::sync::Arc<crate::policy::Trigger>, SignTargetError> {
     let trigger = if let Some(name) = named {
         policy
             .routes
@@ -319,7 +335,7 @@ fn signed_trigger(
             .iter()
             .find(|t| t.name == name)
             .cloned()
-            .ok_or_else(|| format!("no trigger named {name:?}"))?
+            .ok_or_else(|| SignTargetError::NoTriggerNamed(name.to_owned()))?
     } else {
         let before_query = url.split_once('?').map_or(url, |(before, _)| before);
         let (host, path) = match before_query.split_once("://") {
@@ -327,18 +343,20 @@ fn signed_trigger(
             None => ("", before_query),
         };
         let host = (!host.is_empty()).then_some(host);
-        let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not a method"))?;
-        let path = crate::policy::normalize_path(path).map_err(|why| format!("{url}: path refused: {why}"))?;
+        let method =
+            http::Method::from_bytes(method.as_bytes()).map_err(|_| SignTargetError::NotAMethod(method.to_owned()))?;
+        let path = crate::policy::normalize_path(path)
+            .map_err(|refusal| SignTargetError::PathRefused { url: url.to_owned(), refusal })?;
         policy
             .routes
             .find(host, &path, &method)
             .map(|found| found.trigger.clone())
-            .map_err(|_| format!("{method} {url} routes to no trigger; name it with --trigger NAME"))?
+            .map_err(|_| SignTargetError::NoRoute { method, url: url.to_owned() })?
     };
     if trigger.access.who() == crate::auth::Who::Anyone {
         Ok(trigger)
     } else {
-        Err(format!("trigger {:?} does not take signed URLs (it is not who = \"anyone\")", trigger.name))
+        Err(SignTargetError::NotSigned(trigger.name.clone()))
     }
 }
 
@@ -561,17 +579,33 @@ async fn demo(args: DemoArgs) -> ExitCode {
     }
 }
 
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+enum DemoError {
+    #[error(transparent)]
+    DevCert(#[from] crate::tls::dev::DevCertError),
+    #[error(transparent)]
+    Issuer(#[from] crate::auth::dev_issuer::DevIssuerError),
+    #[error("cannot set mode 0600 on {}: {source}", path.display())]
+    SecretsMode { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start the {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: &'static str, source: std::io::Error },
+    /// The demo policy's errors, one located line each.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Policy(Vec<crate::config::ConfigError>),
+}
+
 /// Generates the demo's development material on first run, starts the echo upstream and
 /// the token issuer, loads the demo policy and writes the ready-to-paste curl commands
 /// (printed once the gateway accepts connections).
-async fn prepare_demo(args: &DemoArgs) -> Result<(crate::policy::Policy, Vec<String>), String> {
+async fn prepare_demo(args: &DemoArgs) -> Result<(crate::policy::Policy, Vec<String>), DemoError> {
     use crate::auth::dev_issuer::{DevIssuer, MintOptions};
-    let certs = crate::tls::dev::ensure_dev_certs(&args.certs).map_err(|e| e.to_string())?;
+    let certs = crate::tls::dev::ensure_dev_certs(&args.certs)?;
     let url_key = args.certs.join("demo-url.key");
     if !url_key.exists() {
         let key: [u8; 48] = rand::random();
         let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
-        crate::tls::dev::write_file(&args.certs, &url_key, text.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        crate::tls::dev::write_file(&args.certs, &url_key, text.as_bytes(), 0o600)?;
     }
     // Git does not keep file modes: the file vault refuses a readable secrets file.
     if let Some(dir) = args.config.parent() {
@@ -579,26 +613,25 @@ async fn prepare_demo(args: &DemoArgs) -> Result<(crate::policy::Policy, Vec<Str
         if secrets.exists() {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("cannot set mode 0600 on {}: {e}", secrets.display()))?;
+                .map_err(|source| DemoError::SecretsMode { path: secrets.clone(), source })?;
         }
     }
     let bind = |addr: &'static str, what: &'static str| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot start the {what} on {addr}: {e}"))
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| DemoError::Bind { what, addr, source })
     };
     let echo = bind(DEMO_ECHO_ADDR, "echo upstream").await?;
     let issuer_listener = bind(DEMO_ISSUER_ADDR, "token issuer").await?;
-    let issuer = Arc::new(DevIssuer::load_or_create(&args.certs, DEMO_ISSUER_URL).map_err(|e| e.to_string())?);
+    let issuer = Arc::new(DevIssuer::load_or_create(&args.certs, DEMO_ISSUER_URL)?);
     tokio::spawn(crate::demo::serve_echo(echo));
     tokio::spawn(issuer.clone().serve(issuer_listener, std::future::pending::<()>()));
 
-    let mut policy = crate::policy::load(&args.config)
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let mut policy = crate::policy::load(&args.config).map_err(DemoError::Policy)?;
     policy.server.listen = args.listen;
     policy.admin_listen = Some(args.admin);
 
     let base = format!("https://{}", args.listen);
     let cacert = certs.ca_cert.display();
-    let token = issuer.mint(&MintOptions::default()).map_err(|e| e.to_string())?;
+    let token = issuer.mint(&MintOptions::default())?;
     let mut lines = vec![
         format!("flowgate demo: gateway {base}, admin http://{}", args.admin),
         format!("  echo upstream http://{DEMO_ECHO_ADDR}, token issuer {DEMO_ISSUER_URL}"),

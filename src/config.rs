@@ -8,6 +8,6 @@ mod diagnostics;
 mod duration;
 mod load;
 
-pub use diagnostics::{ConfigError, Diagnostics, KeyPath, did_you_mean};
+pub use diagnostics::{ConfigError, Diagnostics, KeyPath, Mark, did_you_mean};
 pub use duration::HumanDuration;
 pub use load::{Document, Section, SourceFile, read_source};

@@ -57,24 +57,39 @@ pub enum ReloadOutcome {
     },
 }
 
+/// Why a gateway could not start on a compiled policy.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The run history's file cannot be opened.
+    #[error("cannot open the run history: {0}")]
+    RunHistory(#[source] std::io::Error),
+    /// The Redis settings of the shared rate limiter are unusable.
+    #[error("cannot set up the rate limiter: {0}")]
+    RateLimiter(#[source] crate::ratelimit::RedisLimiterError),
+    /// The span exporter cannot start (its reason, as the exporter words it).
+    #[error("{0}")]
+    Traces(String),
+}
+
 impl Gateway {
     /// A gateway running `policy`. `policy_path` is re-read on reload. Must run inside
     /// the tokio runtime: it starts the key refresh and housekeeping tasks.
     ///
     /// # Errors
-    /// The run history cannot be opened, or the Redis settings are unusable.
-    pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Result<Arc<Self>, String> {
+    /// The run history cannot be opened, the Redis settings are unusable, or the span
+    /// exporter cannot start.
+    pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Result<Arc<Self>, StartError> {
         let metrics = crate::telemetry::metrics_handle();
-        let audit =
-            crate::audit::AuditLog::new(&policy.audit).map_err(|e| format!("cannot open the run history: {e}"))?;
+        let audit = crate::audit::AuditLog::new(&policy.audit).map_err(StartError::RunHistory)?;
         publish_version(None, &policy.version);
         let limiters =
             crate::ratelimit::Limiters::new(&policy.cluster, Arc::new(crate::ratelimit::SystemClock::default()))
-                .map_err(|e| format!("cannot set up the rate limiter: {e}"))?;
+                .map_err(StartError::RateLimiter)?;
         let shield = crate::ratelimit::Shield::new(policy.shield);
         let key_stores = crate::auth::KeyStores::new();
         key_stores.start_refresh(policy.identities.values());
-        let spans = policy.traces.as_ref().map(crate::trace::SpanExport::start).transpose()?;
+        let spans =
+            policy.traces.as_ref().map(crate::trace::SpanExport::start).transpose().map_err(StartError::Traces)?;
         let gateway = Arc::new(Self {
             policy: ArcSwap::from_pointee(policy),
             policy_path,

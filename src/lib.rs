@@ -39,6 +39,10 @@ pub mod denial;
 pub mod firewall;
 pub mod gateway;
 pub mod policy;
+#[allow(
+    clippy::disallowed_methods,
+    reason = "proxy/call.rs stamps each run record with the real time; narrow this to that call once the proxy files are free to edit"
+)]
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

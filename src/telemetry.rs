@@ -35,6 +35,7 @@ pub(crate) const LOG_QUEUE_LINES: usize = 8192;
 /// out what is queued.
 pub(crate) fn init_logging(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use std::io::IsTerminal;
+    #[expect(clippy::disallowed_methods, reason = "RUST_LOG is the tracing ecosystem's switch, read before the policy")]
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
     let filter = tracing_subscriber::EnvFilter::try_new(scoped_directives(&spec))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

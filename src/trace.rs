@@ -11,6 +11,10 @@
 //! only, version `ff` refused, all-zero trace or parent ids refused, exact field lengths;
 //! a higher version is read for its first four fields when the rest is separated by `-`.
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "span times are wall-clock by OTLP's definition; the file is being reworked in parallel, narrow this to its calls then"
+)]
 mod export;
 
 pub use export::{ExportSettings, RawTraces, SpanExport, Step, Steps};

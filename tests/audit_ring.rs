@@ -1,5 +1,5 @@
-//! The run history cannot exhaust memory (issue 10, item 4): 10,000 captured calls whose
-//! JSON bodies are built to blow up as parsed trees (long arrays of small numbers) go
+//! The run history cannot exhaust memory (every buffer has a bound in bytes): 10,000
+//! captured calls whose JSON bodies are built to blow up as parsed trees (long arrays of small numbers) go
 //! through the real gateway while `/runs` is read with an absurd `limit` the whole time;
 //! the ring never holds more than `[audit] ring_max_bytes`, evictions are counted in the
 //! metrics, `/runs` answers at most `MAX_LIMIT` records and keeps answering meanwhile.

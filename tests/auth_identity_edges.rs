@@ -1,4 +1,5 @@
-//! Issue 10, items 1 and 2, over the real gateway (TLS, HTTP, the admin listener): an
+//! Identity comes from what the issuer guarantees, on every path that accepts a token,
+//! over the real gateway (TLS, HTTP, the admin listener): an
 //! Entra-shaped identity (v1 and v2 `{tenant}` issuers, keys from a JWKS file generated at
 //! test time) and tokens signed by the test's own key, so each token can carry exactly the
 //! claims a foreign tenant or a user could set.

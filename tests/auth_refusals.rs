@@ -1,4 +1,4 @@
-//! Every refusal the issue lists, against keys generated at test time and a JWKS served
+//! Every way a token is refused (forged, expired, foreign, malformed), against keys generated at test time and a JWKS served
 //! over a real socket on 127.0.0.1:0; plus Entra v1/v2 accepts, the verified-token cache,
 //! key rotation and the IdP being down (with a manual clock, no timing assertions).
 

@@ -7,6 +7,10 @@
 //! The browser test needs Debian's `chromium` and Playwright for Python
 //! (`scripts/deps/console.sh` installs both); without them it fails and says so.
 //! With `FLOWGATE_CONSOLE_SCREENSHOTS=docs/console` it also writes the README's screenshots.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the browser check finds Chromium and its screenshot folder in the environment"
+)]
 
 mod common;
 

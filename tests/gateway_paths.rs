@@ -130,7 +130,7 @@ fn trigger_paths_follow_the_same_rules() {
     assert!(text.iter().any(|e| e.contains("policy.toml:") && e.contains("segment ending with '.'")), "{text:#?}");
 }
 
-/// Issue 19 §2: an exact `/api/admin` for one principal (not ours) beside a prefix `/api`
+/// One route per meaning, as attacked: an exact `/api/admin` for one principal (not ours) beside a prefix `/api`
 /// open to the whole tenant. Every spelling an upstream framework reads as `/api/admin`
 /// (Express: case and a trailing `/`; IIS: case, trailing dots and spaces) must reach the
 /// exact trigger's rules, or be refused, never the tenant-wide prefix.

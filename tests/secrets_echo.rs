@@ -1,6 +1,6 @@
-//! Injected secrets never reach the caller, whatever the upstream does with them (issue 10,
-//! item 3): an upstream that echoes its request compressed (gzip, deflate, br; because the
-//! caller asked for it, or regardless), one that redirects with the request's query in
+//! Injected secrets never reach the caller, whatever the upstream does with them: an
+//! upstream that echoes its request compressed (gzip, deflate, br; because the caller
+//! asked for it, or regardless), one that redirects with the request's query in
 //! `Location` or repeats a value percent-encoded its own way, one that answers with a coding
 //! flowgate cannot read, and a caller asking for byte ranges. After every call, every log
 //! line (TRACE, every target), the audit file, the metrics and the run history are scanned

@@ -1,4 +1,4 @@
-//! The secrets leak test (issue 5): ONE test drives every path a secret can travel with a
+//! The secrets leak test: ONE test drives every path a secret can travel with a
 //! global TRACE subscriber for every target (flowgate, hyper, hyper-util, h2, rustls, reqwest,
 //! and `log` records through tracing-log) writing into memory, then scans every place a value
 //! could surface for every secret in every encoded form. Zero hits, or the test fails and

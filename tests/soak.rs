@@ -6,6 +6,7 @@
 //! file descriptors, the run-history ring's size and the valid calls' p99 are printed as a
 //! one-screen summary, then checked: RSS growth under 5 % after warm-up, descriptors flat,
 //! the ring at its bound, no connection failure, no call with a wrong secret.
+#![allow(clippy::disallowed_methods, reason = "the soak length and rate are chosen in the environment")]
 
 mod common;
 #[path = "faults/load.rs"]

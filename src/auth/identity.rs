@@ -173,48 +173,51 @@ impl Identity {
     }
 }
 
-fn check_url(text: &str, allow_insecure_http: bool, path: &KeyPath, diags: &mut Diagnostics) -> bool {
+/// Records a problem when `text` is not a key URL flowgate may fetch: https, no
+/// credentials, plain http only for loopback hosts with `allow_insecure_http`.
+fn check_url(text: &str, allow_insecure_http: bool, path: &KeyPath, diags: &mut Diagnostics) {
     match url::Url::parse(text) {
-        Err(e) => {
-            diags.error(path, format!("invalid URL: {e}"));
-            false
-        }
+        Err(e) => diags.error(path, format!("invalid URL: {e}")),
         Ok(url) if !url.username().is_empty() || url.password().is_some() => {
             diags.error_with_hint(path, "carries credentials in the URL", "identity providers' key URLs are public");
-            false
         }
         Ok(url) => match url.scheme() {
-            "https" => true,
-            "http" if allow_insecure_http && is_loopback_url(&url) => true,
-            "http" if allow_insecure_http => {
-                diags.error_with_hint(
-                    path,
-                    "allow_insecure_http is only allowed for loopback hosts",
-                    "use https for a real identity provider",
-                );
-                false
-            }
-            _ => {
-                diags.error_with_hint(path, "key URLs must use https", "write https://…");
-                false
-            }
+            "https" => {}
+            "http" if allow_insecure_http && is_loopback_url(&url) => {}
+            "http" if allow_insecure_http => diags.error_with_hint(
+                path,
+                "allow_insecure_http is only allowed for loopback hosts",
+                "use https for a real identity provider",
+            ),
+            _ => diags.error_with_hint(path, "key URLs must use https", "write https://…"),
         },
     }
 }
 
-fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+/// Why an `algorithms` entry is refused.
+#[derive(Debug, thiserror::Error)]
+enum AlgorithmRefusal {
+    #[error("\"none\" is never accepted")]
+    None,
+    #[error("HMAC algorithms are not accepted for identities (their keys would be public)")]
+    Hmac,
+    #[error("unknown algorithm {0:?}")]
+    Unknown(String),
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, AlgorithmRefusal> {
     if text.eq_ignore_ascii_case("none") {
-        return Err("\"none\" is never accepted".into());
+        return Err(AlgorithmRefusal::None);
     }
     match text.parse::<Algorithm>() {
-        Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => {
-            Err("HMAC algorithms are not accepted for identities (their keys would be public)".into())
-        }
+        Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => Err(AlgorithmRefusal::Hmac),
         Ok(alg) => Ok(alg),
-        Err(_) => Err(format!("unknown algorithm {text:?}")),
+        Err(_) => Err(AlgorithmRefusal::Unknown(text.to_owned())),
     }
 }
 
+/// Compiles one `[identity.NAME]` section by section; every section reports its own
+/// problems, and the identity is left out when any of them found one.
 fn compile_identity(
     name: &str,
     raw: &RawIdentity,
@@ -222,7 +225,41 @@ fn compile_identity(
     source: &SourceFile,
     diags: &mut Diagnostics,
 ) -> Option<Identity> {
-    let mut ok = true;
+    let mark = diags.mark();
+    let key_source = compile_key_source(raw, path, source, diags);
+    let ca_file = compile_ca_file(raw, path, source, diags);
+    let issuers = compile_issuers(raw, path, diags);
+    check_audiences(&raw.audiences, &path.key("audiences"), diags);
+    let tenants = compile_tenants(&raw.tenants, &path.key("tenants"), diags);
+    let algorithms = compile_algorithms(&raw.algorithms, &path.key("algorithms"), diags);
+    let refresh = compile_refresh(raw, path, diags);
+    check_token_limits(raw, path, diags);
+    let realm = compile_realm(raw.realm.as_deref(), &path.key("realm"), diags);
+    // Every section has run, so the admin sees all of an identity's problems at once.
+    if !diags.ok_since(mark) {
+        return None;
+    }
+    let source = KeySourceId { source: key_source?, ca_file, allow_insecure_http: raw.allow_insecure_http };
+    let rules = TokenRules {
+        algorithms,
+        issuers,
+        audiences: raw.audiences.clone(),
+        leeway: raw.leeway.0.as_secs(),
+        max_lifetime: raw.max_token_lifetime.0.as_secs(),
+        max_token_bytes: raw.max_token_bytes,
+    };
+    let fingerprint: [u8; 32] = Sha256::digest(format!("{name}\n{source:?}\n{rules:?}").as_bytes()).into();
+    Some(Identity { name: name.to_owned(), source, refresh, rules, tenants, realm, fingerprint })
+}
+
+/// Where the keys come from: exactly one of `discovery` (with its `discovery_tenant`),
+/// `jwks_uri` and `jwks_file`. `None` only when there is not exactly one.
+fn compile_key_source(
+    raw: &RawIdentity,
+    path: &KeyPath,
+    source: &SourceFile,
+    diags: &mut Diagnostics,
+) -> Option<KeySource> {
     let insecure = raw.allow_insecure_http;
     let key_source = match (&raw.discovery, &raw.jwks_uri, &raw.jwks_file) {
         (Some(discovery), None, None) => {
@@ -233,21 +270,19 @@ fn compile_identity(
                     format!("{tenant:?} is not a tenant"),
                     "use \"common\", \"organizations\", \"consumers\" or a tenant GUID",
                 );
-                ok = false;
             }
             let url = discovery.replace("{tenant}", tenant);
-            ok &= check_url(&url, insecure, &path.key("discovery"), diags);
+            check_url(&url, insecure, &path.key("discovery"), diags);
             Some(KeySource::Discovery(url))
         }
         (None, Some(uri), None) => {
-            ok &= check_url(uri, insecure, &path.key("jwks_uri"), diags);
+            check_url(uri, insecure, &path.key("jwks_uri"), diags);
             Some(KeySource::JwksUri(uri.clone()))
         }
         (None, None, Some(file)) => {
             let resolved = source.resolve(file);
             if !resolved.is_file() {
                 diags.error(&path.key("jwks_file"), format!("{} does not exist", resolved.display()));
-                ok = false;
             }
             Some(KeySource::JwksFile(resolved))
         }
@@ -262,19 +297,30 @@ fn compile_identity(
     };
     if raw.discovery_tenant.is_some() && raw.discovery.is_none() {
         diags.error(&path.key("discovery_tenant"), "discovery_tenant only applies with discovery");
-        ok = false;
     }
-    let ca_file = raw.ca_file.as_ref().map(|file| {
+    key_source
+}
+
+/// `ca_file`, resolved against the policy file.
+fn compile_ca_file(
+    raw: &RawIdentity,
+    path: &KeyPath,
+    source: &SourceFile,
+    diags: &mut Diagnostics,
+) -> Option<std::path::PathBuf> {
+    raw.ca_file.as_ref().map(|file| {
         let resolved = source.resolve(file);
         // Parsed now, like every other CA bundle: a bad file is a policy error, not a 503
         // on every call.
         if let Err(e) = crate::tls::read_certs(&resolved) {
             diags.error(&path.key("ca_file"), e.to_string());
-            ok = false;
         }
         resolved
-    });
+    })
+}
 
+/// `issuer` and `issuers`: at least one, each with `{tenant}` at most once.
+fn compile_issuers(raw: &RawIdentity, path: &KeyPath, diags: &mut Diagnostics) -> Vec<IssuerPattern> {
     let mut issuer_texts: Vec<(KeyPath, &String)> = raw.issuer.iter().map(|i| (path.key("issuer"), i)).collect();
     issuer_texts.extend(raw.issuers.iter().enumerate().map(|(i, text)| (path.key("issuers").index(i), text)));
     if issuer_texts.is_empty() {
@@ -283,60 +329,62 @@ fn compile_identity(
             "no issuer configured",
             "set issuer = \"https://login.microsoftonline.com/{tenant}/v2.0\" (or the IdP's exact iss)",
         );
-        ok = false;
     }
     let mut issuers = Vec::new();
     for (issuer_path, text) in issuer_texts {
         match IssuerPattern::parse(text) {
             Some(pattern) if !text.is_empty() => issuers.push(pattern),
-            _ => {
-                diags.error(&issuer_path, "an issuer must be non-empty and contain {tenant} at most once");
-                ok = false;
-            }
+            _ => diags.error(&issuer_path, "an issuer must be non-empty and contain {tenant} at most once"),
         }
     }
-    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
-        diags.error_with_hint(
-            &path.key("audiences"),
-            "at least one non-empty audience is required",
-            "audiences = [\"api://flowgate\"]",
-        );
-        ok = false;
+    issuers
+}
+
+/// `audiences`: at least one, none empty.
+fn check_audiences(audiences: &[String], path: &KeyPath, diags: &mut Diagnostics) {
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        diags.error_with_hint(path, "at least one non-empty audience is required", "audiences = [\"api://flowgate\"]");
     }
+}
+
+/// `tenants`: directory GUIDs, lower-cased.
+fn compile_tenants(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Vec<String> {
     let mut tenants = Vec::new();
-    for (i, tenant) in raw.tenants.iter().enumerate() {
+    for (i, tenant) in raw.iter().enumerate() {
         if is_guid(tenant) {
             tenants.push(tenant.to_ascii_lowercase());
         } else {
             diags.error_with_hint(
-                &path.key("tenants").index(i),
+                &path.index(i),
                 format!("{tenant:?} is not a tenant GUID"),
                 "tenants are directory (tenant) ids",
             );
-            ok = false;
         }
     }
-    let mut algorithms = Vec::new();
-    if raw.algorithms.is_empty() {
-        diags.error(&path.key("algorithms"), "at least one algorithm is required");
-        ok = false;
+    tenants
+}
+
+/// `algorithms`: at least one, asymmetric only.
+fn compile_algorithms(raw: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Vec<Algorithm> {
+    if raw.is_empty() {
+        diags.error(path, "at least one algorithm is required");
     }
-    for (i, text) in raw.algorithms.iter().enumerate() {
+    let mut algorithms = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
         match parse_algorithm(text) {
             Ok(alg) => algorithms.push(alg),
-            Err(message) => {
-                diags.error_with_hint(
-                    &path.key("algorithms").index(i),
-                    message,
-                    "use RS256, PS256, ES256, ES384 or EdDSA",
-                );
-                ok = false;
+            Err(refusal) => {
+                diags.error_with_hint(&path.index(i), refusal.to_string(), "use RS256, PS256, ES256, ES384 or EdDSA");
             }
         }
     }
+    algorithms
+}
+
+/// The key refresh periods, which must nest: `refresh_min` ≤ `refresh_max` ≤ `max_key_age`.
+fn compile_refresh(raw: &RawIdentity, path: &KeyPath, diags: &mut Diagnostics) -> RefreshPolicy {
     if raw.refresh_min.0 > raw.refresh_max.0 {
         diags.error(&path.key("refresh_min"), "refresh_min is longer than refresh_max");
-        ok = false;
     }
     if raw.max_key_age.0 < raw.refresh_max.0 {
         diags.error_with_hint(
@@ -344,53 +392,35 @@ fn compile_identity(
             "max_key_age is shorter than refresh_max: keys would expire before their refresh",
             "make max_key_age at least refresh_max",
         );
-        ok = false;
     }
     if raw.unknown_kid_refetch_interval.0.is_zero() {
         diags.error(&path.key("unknown_kid_refetch_interval"), "must be more than zero (it protects the IdP)");
-        ok = false;
     }
+    RefreshPolicy {
+        refresh_min: raw.refresh_min.0,
+        refresh_max: raw.refresh_max.0,
+        unknown_kid_refetch_interval: raw.unknown_kid_refetch_interval.0,
+        max_key_age: raw.max_key_age.0,
+    }
+}
+
+/// The bounds on one token: its lifetime and its size.
+fn check_token_limits(raw: &RawIdentity, path: &KeyPath, diags: &mut Diagnostics) {
     if raw.max_token_lifetime.0 < std::time::Duration::from_secs(60) {
         diags.error(&path.key("max_token_lifetime"), "must be at least 1m");
-        ok = false;
     }
     if raw.max_token_bytes < 64 || raw.max_token_bytes > 256 * 1024 {
         diags.error(&path.key("max_token_bytes"), "must be between 64 and 262144");
-        ok = false;
     }
-    let realm = raw.realm.clone().unwrap_or_else(|| "flowgate".into());
+}
+
+/// `realm`, written into a quoted `WWW-Authenticate` parameter.
+fn compile_realm(raw: Option<&str>, path: &KeyPath, diags: &mut Diagnostics) -> String {
+    let realm = raw.unwrap_or("flowgate").to_owned();
     if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
-        diags.error(&path.key("realm"), "realm must not contain quotes, backslashes or control characters");
-        ok = false;
+        diags.error(path, "realm must not contain quotes, backslashes or control characters");
     }
-    let key_source = key_source?;
-    if !ok {
-        return None;
-    }
-    let source = KeySourceId { source: key_source, ca_file, allow_insecure_http: insecure };
-    let rules = TokenRules {
-        algorithms,
-        issuers,
-        audiences: raw.audiences.clone(),
-        leeway: raw.leeway.0.as_secs(),
-        max_lifetime: raw.max_token_lifetime.0.as_secs(),
-        max_token_bytes: raw.max_token_bytes,
-    };
-    let fingerprint: [u8; 32] = Sha256::digest(format!("{name}\n{source:?}\n{rules:?}").as_bytes()).into();
-    Some(Identity {
-        name: name.to_owned(),
-        source,
-        refresh: RefreshPolicy {
-            refresh_min: raw.refresh_min.0,
-            refresh_max: raw.refresh_max.0,
-            unknown_kid_refetch_interval: raw.unknown_kid_refetch_interval.0,
-            max_key_age: raw.max_key_age.0,
-        },
-        rules,
-        tenants,
-        realm,
-        fingerprint,
-    })
+    realm
 }
 
 /// Compiles every `[identity.NAME]`, reporting each problem under `path` (the `identity`

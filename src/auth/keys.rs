@@ -34,6 +34,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[expect(clippy::disallowed_methods, reason = "the clock abstraction itself")]
     fn now_millis(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
@@ -121,13 +122,24 @@ pub(crate) struct KeyStore {
     id: KeySourceId,
     label: String,
     policy: RwLock<RefreshPolicy>,
-    client: Result<reqwest::Client, String>,
+    client: Result<reqwest::Client, ClientError>,
     state: RwLock<StoreState>,
     fetch_lock: tokio::sync::Mutex<()>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn build_client(id: &KeySourceId) -> Result<reqwest::Client, String> {
+/// Why a key source's HTTP client could not be built; every fetch then fails with it.
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    #[error("reading {}: {source}", path.display())]
+    ReadCa { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    ParseCa { path: std::path::PathBuf, source: reqwest::Error },
+    #[error(transparent)]
+    Build(reqwest::Error),
+}
+
+fn build_client(id: &KeySourceId) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .https_only(!id.allow_insecure_http)
         .connect_timeout(Duration::from_secs(5))
@@ -135,11 +147,12 @@ fn build_client(id: &KeySourceId) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")));
     if let Some(ca_file) = &id.ca_file {
-        let pem = std::fs::read(ca_file).map_err(|e| format!("reading {}: {e}", ca_file.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        let pem = std::fs::read(ca_file).map_err(|source| ClientError::ReadCa { path: ca_file.clone(), source })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|source| ClientError::ParseCa { path: ca_file.clone(), source })?;
         builder = builder.tls_certs_merge(certs);
     }
-    builder.build().map_err(|e| e.to_string())
+    builder.build().map_err(ClientError::Build)
 }
 
 /// `max-age` from a `Cache-Control` header value.
@@ -170,7 +183,7 @@ impl KeyStore {
 
     async fn get_document(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeyError> {
         let fetch_err = |reason: String| KeyError::Fetch { url: shown_url(url), reason };
-        let client = self.client.as_ref().map_err(|e| fetch_err(e.clone()))?;
+        let client = self.client.as_ref().map_err(|e| fetch_err(e.to_string()))?;
         // `without_url`: reqwest's message would repeat the URL, query included.
         let mut response = client.get(url).send().await.map_err(|e| fetch_err(e.without_url().to_string()))?;
         if !response.status().is_success() {

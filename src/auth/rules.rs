@@ -374,59 +374,10 @@ pub fn compile_access<'a>(
         forward_identity: trigger.forward_identity,
     };
     if trigger.who == Who::Anyone {
-        match signed {
-            Some(keys) => access.signed = Some(keys.clone()),
-            None => diags.error_with_hint(
-                &path.key("who"),
-                "who = \"anyone\" requires signed URLs",
-                "add a [signed_urls] section with keys and primary",
-            ),
-        }
-        let token_only = [
-            ("identity", trigger.identity.is_some()),
-            ("tenants", !trigger.tenants.is_empty()),
-            ("principals", !trigger.principals.is_empty()),
-            ("roles", trigger.roles.is_some()),
-            ("scopes", trigger.scopes.is_some()),
-            ("claims", !trigger.claims.is_empty()),
-            ("forward_identity", trigger.forward_identity),
-            ("forward_authorization", trigger.forward_authorization),
-        ];
-        for (key, set) in token_only {
-            if set {
-                diags.error_with_hint(
-                    &path.key(key),
-                    format!("{key} has no effect with who = \"anyone\""),
-                    "remove it, or use who = \"tenant_users\" / \"specific_users\"",
-                );
-            }
-        }
-        if trigger.name.chars().any(char::is_control) {
-            // The name is one line of the signed text.
-            diags.error(&path.key("name"), "a who = \"anyone\" trigger's name must not contain control characters");
-        }
+        access.signed = compile_signed_access(&trigger, path, signed, diags);
         return access;
     }
-    let identity = match trigger.identity {
-        None => {
-            diags.error_with_hint(
-                &path.key("who"),
-                "this trigger needs an identity",
-                "add identity = \"NAME\" naming an [identity.NAME] section",
-            );
-            None
-        }
-        Some(name) => {
-            if let Some(identity) = identities.get(name) {
-                Some(Arc::clone(identity))
-            } else {
-                let hint = did_you_mean(name, identities.keys().map(String::as_str))
-                    .map_or_else(|| "define it as [identity.NAME]".to_owned(), |s| format!("did you mean {s:?}?"));
-                diags.error_with_hint(&path.key("identity"), format!("no identity named {name:?}"), hint);
-                None
-            }
-        }
-    };
+    let identity = find_identity(trigger.identity, path, identities, diags);
     access.tenants = compile_tenants(trigger.tenants, &path.key("tenants"), diags);
     if let Some(identity) = &identity {
         if access.tenants.is_empty() {
@@ -434,58 +385,139 @@ pub fn compile_access<'a>(
         }
         identity.realm().clone_into(&mut access.realm);
     }
-    if trigger.who == Who::TenantUsers && access.tenants.is_empty() && identity.is_some() {
+    access.principals = compile_who(&trigger, identity.as_deref(), &access.tenants, path, diags);
+    check_claim_rules(trigger.claims, &path.key("claims"), diags);
+    access.roles = trigger.roles.and_then(|r| Requirement::compile(r, &path.key("roles"), diags));
+    access.scopes = trigger.scopes.and_then(|r| Requirement::compile(r, &path.key("scopes"), diags));
+    access.identity = identity;
+    access
+}
+
+/// `who = "anyone"`: the signed-URL keys that admit its callers. Every token rule is
+/// refused, since no token is read.
+fn compile_signed_access(
+    trigger: &TriggerAccessInput<'_>,
+    path: &KeyPath,
+    signed: Option<&SignedUrlKeys>,
+    diags: &mut Diagnostics,
+) -> Option<SignedUrlKeys> {
+    if signed.is_none() {
+        diags.error_with_hint(
+            &path.key("who"),
+            "who = \"anyone\" requires signed URLs",
+            "add a [signed_urls] section with keys and primary",
+        );
+    }
+    let token_only = [
+        ("identity", trigger.identity.is_some()),
+        ("tenants", !trigger.tenants.is_empty()),
+        ("principals", !trigger.principals.is_empty()),
+        ("roles", trigger.roles.is_some()),
+        ("scopes", trigger.scopes.is_some()),
+        ("claims", !trigger.claims.is_empty()),
+        ("forward_identity", trigger.forward_identity),
+        ("forward_authorization", trigger.forward_authorization),
+    ];
+    for (key, set) in token_only {
+        if set {
+            diags.error_with_hint(
+                &path.key(key),
+                format!("{key} has no effect with who = \"anyone\""),
+                "remove it, or use who = \"tenant_users\" / \"specific_users\"",
+            );
+        }
+    }
+    if trigger.name.chars().any(char::is_control) {
+        // The name is one line of the signed text.
+        diags.error(&path.key("name"), "a who = \"anyone\" trigger's name must not contain control characters");
+    }
+    signed.cloned()
+}
+
+/// The `[identity.NAME]` a token trigger names; `None` (reported) when it names none or an
+/// unknown one.
+fn find_identity(
+    name: Option<&str>,
+    path: &KeyPath,
+    identities: &BTreeMap<String, Arc<Identity>>,
+    diags: &mut Diagnostics,
+) -> Option<Arc<Identity>> {
+    let Some(name) = name else {
+        diags.error_with_hint(
+            &path.key("who"),
+            "this trigger needs an identity",
+            "add identity = \"NAME\" naming an [identity.NAME] section",
+        );
+        return None;
+    };
+    let identity = identities.get(name).map(Arc::clone);
+    if identity.is_none() {
+        let hint = did_you_mean(name, identities.keys().map(String::as_str))
+            .map_or_else(|| "define it as [identity.NAME]".to_owned(), |s| format!("did you mean {s:?}?"));
+        diags.error_with_hint(&path.key("identity"), format!("no identity named {name:?}"), hint);
+    }
+    identity
+}
+
+/// `who = "tenant_users"` or `"specific_users"` against the tenants the trigger ends up
+/// with: the principals `specific_users` accepts (empty for `tenant_users`, which may not
+/// list any).
+fn compile_who(
+    trigger: &TriggerAccessInput<'_>,
+    identity: Option<&Identity>,
+    tenants: &[String],
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> PrincipalSet {
+    if trigger.who == Who::TenantUsers && tenants.is_empty() && identity.is_some() {
         diags.error_with_hint(
             &path.key("tenants"),
             "who = \"tenant_users\" needs tenants",
             "set tenants on the trigger or on its identity",
         );
     }
-    if trigger.who == Who::SpecificUsers {
-        if let Some(identity) = &identity
-            && access.tenants.is_empty()
-            && identity.is_multi_tenant()
-        {
+    if trigger.who != Who::SpecificUsers {
+        if !trigger.principals.is_empty() {
             diags.error_with_hint(
-                &path.key("tenants"),
-                format!(
-                    "who = \"specific_users\" on identity {:?}, which accepts every tenant, needs tenants",
-                    identity.name()
-                ),
-                "an app id is the same in every tenant that consented to the app, and names are chosen \
-                 by each tenant: set tenants on the trigger or on its identity",
+                &path.key("principals"),
+                "principals only apply with who = \"specific_users\"",
+                "remove them or change who",
             );
         }
-        access.principals = compile_principals(
-            trigger.principals,
-            &path.key("principals"),
-            identity.as_deref(),
-            &access.tenants,
-            diags,
-        );
-        if trigger.principals.is_empty() {
-            tracing::warn!(at = %path, "who = \"specific_users\" with no principals: nobody may call this trigger");
-        }
-    } else if !trigger.principals.is_empty() {
+        return PrincipalSet::default();
+    }
+    if let Some(identity) = identity
+        && tenants.is_empty()
+        && identity.is_multi_tenant()
+    {
         diags.error_with_hint(
-            &path.key("principals"),
-            "principals only apply with who = \"specific_users\"",
-            "remove them or change who",
+            &path.key("tenants"),
+            format!(
+                "who = \"specific_users\" on identity {:?}, which accepts every tenant, needs tenants",
+                identity.name()
+            ),
+            "an app id is the same in every tenant that consented to the app, and names are chosen \
+             by each tenant: set tenants on the trigger or on its identity",
         );
     }
-    for name in trigger.claims.keys() {
+    let principals = compile_principals(trigger.principals, &path.key("principals"), identity, tenants, diags);
+    if trigger.principals.is_empty() {
+        tracing::warn!(at = %path, "who = \"specific_users\" with no principals: nobody may call this trigger");
+    }
+    principals
+}
+
+/// `claims`: exact-match rules, refused on the name claims anyone can set.
+fn check_claim_rules(claims: &BTreeMap<String, String>, path: &KeyPath, diags: &mut Diagnostics) {
+    for name in claims.keys() {
         if MUTABLE_NAME_CLAIMS.contains(&name.as_str()) {
             // A guest's (or another tenant's) user brings these from a directory we do not
             // control, so a rule on them would admit whoever copies the value.
             diags.error_with_hint(
-                &path.key("claims").key(name.as_str()),
+                &path.key(name.as_str()),
                 format!("a rule on {name} can be met by anyone who sets it: the claim is mutable and not verified"),
                 "name the caller with principals = [\"oid:GUID\"] (or upn:NAME, which matches the upn claim)",
             );
         }
     }
-    access.roles = trigger.roles.and_then(|r| Requirement::compile(r, &path.key("roles"), diags));
-    access.scopes = trigger.scopes.and_then(|r| Requirement::compile(r, &path.key("scopes"), diags));
-    access.identity = identity;
-    access
 }

@@ -157,16 +157,29 @@ pub enum SignedUrlError {
     BadSignature,
 }
 
+/// Why a signing key could not be read.
+#[derive(Debug, thiserror::Error)]
+enum KeySourceError {
+    #[error("environment variable {0} is not set")]
+    UnsetVariable(String),
+    #[error("reading {}: {source}", path.display())]
+    File { path: std::path::PathBuf, source: std::io::Error },
+    #[error("signed-URL keys come from env:VAR or file:PATH (secret:// references are not supported here yet)")]
+    VaultReference,
+    #[error("a key source must be env:VAR, file:PATH or secret://VAULT/PATH#FIELD (never the key itself)")]
+    Unknown,
+}
+
 /// Reads an `env:`/`file:` key.
-fn read_key(reference: &str, source: &SourceFile) -> Result<Vec<u8>, String> {
+fn read_key(reference: &str, source: &SourceFile) -> Result<Vec<u8>, KeySourceError> {
     if let Some(var) = reference.strip_prefix("env:") {
-        return std::env::var(var)
-            .map(String::into_bytes)
-            .map_err(|_| format!("environment variable {var} is not set"));
+        #[expect(clippy::disallowed_methods, reason = "the policy names this variable as the key's source")]
+        let value = std::env::var(var);
+        return value.map(String::into_bytes).map_err(|_| KeySourceError::UnsetVariable(var.to_owned()));
     }
     if let Some(path) = reference.strip_prefix("file:") {
         let path = source.resolve(path);
-        let mut bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut bytes = std::fs::read(&path).map_err(|source| KeySourceError::File { path, source })?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
         }
@@ -176,11 +189,9 @@ fn read_key(reference: &str, source: &SourceFile) -> Result<Vec<u8>, String> {
         // Policies are compiled offline and a vault answer could change under a running
         // policy; until vault-held URL keys get their own rotation story they are refused
         // here rather than failing every call later.
-        return Err(
-            "signed-URL keys come from env:VAR or file:PATH (secret:// references are not supported here yet)".into()
-        );
+        return Err(KeySourceError::VaultReference);
     }
-    Err("a key source must be env:VAR, file:PATH or secret://VAULT/PATH#FIELD (never the key itself)".into())
+    Err(KeySourceError::Unknown)
 }
 
 fn valid_param(name: &str) -> bool {
@@ -195,17 +206,15 @@ pub(crate) fn compile_signed_urls(
     source: &SourceFile,
     diags: &mut Diagnostics,
 ) -> Option<SignedUrlKeys> {
+    let mark = diags.mark();
     let mut keys = BTreeMap::new();
-    let mut ok = true;
     if raw.keys.is_empty() {
         diags.error_with_hint(&path.key("keys"), "no signing keys", "add keys = { k1 = \"env:FLOWGATE_URL_KEY\" }");
-        ok = false;
     }
     for (kid, reference) in &raw.keys {
         let key_path = path.key("keys").key(kid.as_str());
         if !valid_param(kid) {
             diags.error(&key_path, "key ids use letters, digits, '_', '-' and '.' only");
-            ok = false;
         }
         match read_key(reference, source) {
             Ok(bytes) if bytes.len() < MIN_KEY_BYTES => {
@@ -214,35 +223,28 @@ pub(crate) fn compile_signed_urls(
                     format!("signing key {reference} is shorter than {MIN_KEY_BYTES} bytes"),
                     "generate one with `openssl rand -base64 48`",
                 );
-                ok = false;
             }
             Ok(bytes) => {
                 keys.insert(kid.clone(), KeySlot::new(bytes));
             }
-            Err(message) => {
-                diags.error(&key_path, message);
-                ok = false;
-            }
+            Err(error) => diags.error(&key_path, error.to_string()),
         }
     }
     if !raw.keys.contains_key(&raw.primary) {
         let hint = did_you_mean(&raw.primary, raw.keys.keys().map(String::as_str))
             .map_or_else(|| "name one of the ids under keys".to_owned(), |s| format!("did you mean {s:?}?"));
         diags.error_with_hint(&path.key("primary"), format!("primary key id {:?} is not in keys", raw.primary), hint);
-        ok = false;
     }
     let params = SignedUrlParams { sig: raw.sig_param.clone(), exp: raw.exp_param.clone(), kid: raw.kid_param.clone() };
     for (name, value) in [("sig_param", &params.sig), ("exp_param", &params.exp), ("kid_param", &params.kid)] {
         if !valid_param(value) {
             diags.error(&path.key(name), "parameter names use letters, digits, '_', '-' and '.' only");
-            ok = false;
         }
     }
     if params.sig == params.exp || params.sig == params.kid || params.exp == params.kid {
         diags.error(&path.key("sig_param"), "sig_param, exp_param and kid_param must differ");
-        ok = false;
     }
-    ok.then(|| SignedUrlKeys {
+    diags.ok_since(mark).then(|| SignedUrlKeys {
         keys,
         primary: raw.primary.clone(),
         params,

@@ -152,12 +152,13 @@ fn tenant_and_principal_rules() {
     let caller = access.evaluate(&alice).unwrap();
     assert_eq!(caller.principal, "oid:0d2d3b0e-0000-4000-8000-000000000009");
     assert!(caller.principal_ids.contains(&"upn:alice@contoso.com".to_owned()));
-    // Issue 10: the name form matches the upn claim only, never preferred_username or email.
+    // The name form matches the upn claim only, never preferred_username or email: those
+    // are mutable and unverified, so a foreign tenant's user can carry anyone's name.
     let spoof = claims(
         json!({"tid": TENANT, "preferred_username": "alice@contoso.com", "email": "alice@contoso.com", "oid": "0d2d3b0e-0000-4000-8000-000000000008"}),
     );
     assert_eq!(access.evaluate(&spoof), Err(AuthError::Principal));
-    // Issue 10: app: means the app calling as itself (an app-only token).
+    // app: means the app calling as itself (an app-only token), never its signed-in users.
     let app = claims(json!({"tid": TENANT, "azp": "abc", "idtyp": "app"}));
     assert_eq!(access.evaluate(&app).unwrap().principal, "app:abc");
     let by_oid = claims(json!({"tid": TENANT, "oid": "0d2d3b0e-0000-4000-8000-000000000001"}));

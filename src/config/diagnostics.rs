@@ -1,4 +1,15 @@
 //! Problems found in a policy file, located as `FILE:LINE:COL` and carrying a hint.
+//!
+//! # The compile convention
+//! Every compile step takes `&mut Diagnostics`, records each problem it finds (all of them,
+//! so that the admin sees every one at once) and returns what it built:
+//! - a value, when one can be built even from faulty input (defaults stand in for the
+//!   faulty parts; the policy as a whole is refused anyway), or
+//! - `Option`, when nothing usable can be built; `None` always comes with a recorded error.
+//!
+//! A step that refuses its value when any of its checks failed carries no flag of its own:
+//! it takes a [`Mark`] before the checks and asks [`Diagnostics::ok_since`] after them.
+//! `policy::compile` decides once, on the whole `Diagnostics`, whether the policy compiled.
 
 use std::fmt;
 
@@ -105,7 +116,28 @@ pub struct Diagnostic {
 #[derive(Debug, Default)]
 pub struct Diagnostics(Vec<Diagnostic>);
 
+/// A point in a compile pass, taken with [`Diagnostics::mark`]: a step asks whether the
+/// problems recorded after it are its own, instead of keeping an `ok` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a mark is only useful to ask what was recorded since"]
+pub struct Mark(usize);
+
 impl Diagnostics {
+    /// The current point of the pass; see [`Diagnostics::ok_since`].
+    pub fn mark(&self) -> Mark {
+        Mark(self.0.len())
+    }
+
+    /// True when no problem was recorded since `mark`.
+    pub fn ok_since(&self, mark: Mark) -> bool {
+        self.0.len() == mark.0
+    }
+
+    /// The problems recorded since `mark`, oldest first.
+    pub fn errors_since(&self, mark: Mark) -> &[Diagnostic] {
+        self.0.get(mark.0..).unwrap_or_default()
+    }
+
     /// Records a problem at `path`.
     pub fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.0.push(Diagnostic { path: path.clone(), message: message.into(), hint: None });
@@ -145,6 +177,19 @@ mod tests {
     fn key_path_prints_like_the_file() {
         let path = KeyPath::root().key("trigger").index(2).key("inject").key("headers").key("x.api");
         assert_eq!(path.to_string(), "trigger[2].inject.headers.\"x.api\"");
+    }
+
+    #[test]
+    fn a_mark_sees_only_what_came_after_it() {
+        let mut diags = Diagnostics::default();
+        diags.error(&KeyPath::root().key("before"), "earlier step");
+        let mark = diags.mark();
+        assert!(diags.ok_since(mark));
+        assert!(diags.errors_since(mark).is_empty());
+        diags.error_with_hint(&KeyPath::root().key("after"), "this step", "fix it");
+        assert!(!diags.ok_since(mark));
+        let since: Vec<String> = diags.errors_since(mark).iter().map(|d| d.path.to_string()).collect();
+        assert_eq!(since, ["after"]);
     }
 
     #[test]

@@ -532,7 +532,9 @@ mod tests {
     #[test]
     fn committed_schema_is_fresh() {
         let generated = policy_schema_text();
-        if std::env::var_os("FLOWGATE_WRITE_SCHEMA").is_some() {
+        #[expect(clippy::disallowed_methods, reason = "a developer's switch to rewrite the committed schema")]
+        let rewrite = std::env::var_os("FLOWGATE_WRITE_SCHEMA").is_some();
+        if rewrite {
             std::fs::write(SCHEMA_FILE, &generated).expect("writes the schema file");
         }
         let committed = std::fs::read_to_string(SCHEMA_FILE).unwrap_or_default();

@@ -315,8 +315,9 @@ mod tests {
         assert_eq!((segment_count("/"), segment_count("/api"), segment_count("/api/admin")), (0, 1, 2));
     }
 
-    /// Issue 19 §2 as seen: an exact `/api/admin` beside a prefix `/api`, and an exact
-    /// `/x` beside a prefix `/`. Every one of these reached the prefix before.
+    /// The spellings found by attacking the router: an exact `/api/admin` beside a prefix
+    /// `/api`, and an exact `/x` beside a prefix `/`. Every one of these once reached the
+    /// prefix, and so escaped the exact route's stricter rules.
     #[test]
     fn the_issues_spellings_reach_the_exact_route_or_are_refused() {
         let post = [Method::POST];
@@ -497,7 +498,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
 
-        /// Issue 19 §2: every spelling of a path routes like its canonical form, and a
+        /// One route per meaning: every spelling of a path routes like its canonical form, and a
         /// spelling with a segment end a server would trim is refused; the canonical form
         /// routes like the reference model. Trigger paths are spelled too.
         #[test]

@@ -78,7 +78,7 @@ impl Upstream {
         let (url_text, templates) = match cut_templates(&raw.upstream) {
             Ok(cut) => cut,
             Err(problem) => {
-                diags.error(&key, problem);
+                diags.error(&key, problem.to_string());
                 return None;
             }
         };
@@ -288,13 +288,18 @@ impl Upstream {
 /// Stands for the n-th `{{…}}` part of an upstream URL while the URL is parsed.
 const PLACEHOLDER: &str = "flowgate-vault-part-";
 
+/// An upstream URL whose `{{` part is never closed.
+#[derive(Debug, thiserror::Error)]
+#[error("{{{{ without }}}}")]
+struct UnclosedTemplate;
+
 /// The URL text with each `{{…}}` part replaced by a placeholder, and the parts.
-fn cut_templates(text: &str) -> Result<(String, Vec<String>), String> {
+fn cut_templates(text: &str) -> Result<(String, Vec<String>), UnclosedTemplate> {
     let mut out = String::with_capacity(text.len());
     let mut parts = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
-        let Some(end) = rest[start..].find("}}") else { return Err("{{ without }}".to_owned()) };
+        let Some(end) = rest[start..].find("}}") else { return Err(UnclosedTemplate) };
         out.push_str(&rest[..start]);
         out.push_str(&format!("{PLACEHOLDER}{}", parts.len()));
         parts.push(rest[start..start + end + 2].to_owned());

@@ -128,14 +128,18 @@ fn compile_template(
         );
         return None;
     }
-    let mut ok = true;
+    let mark = diags.mark();
+    check_references(&template, path, vaults, diags);
+    diags.ok_since(mark).then_some(template)
+}
+
+/// Records a problem for each reference of `template` that no vault can answer.
+fn check_references(template: &Template, path: &KeyPath, vaults: &Vaults, diags: &mut Diagnostics) {
     for reference in template.references() {
         if let Err((message, hint)) = vaults.check_ref(reference) {
             diags.error_with_hint(path, message, hint);
-            ok = false;
         }
     }
-    ok.then_some(template)
 }
 
 fn pointer_tokens(pointer: &str) -> Option<Vec<String>> {
@@ -228,14 +232,9 @@ impl Injection {
     /// credential), after checking its references against the vaults; `path` names the
     /// trigger's `upstream` option.
     pub fn set_upstream_path(&mut self, template: Template, path: &KeyPath, vaults: &Vaults, diags: &mut Diagnostics) {
-        let mut ok = true;
-        for reference in template.references() {
-            if let Err((message, hint)) = vaults.check_ref(reference) {
-                diags.error_with_hint(path, message, hint);
-                ok = false;
-            }
-        }
-        if ok {
+        let mark = diags.mark();
+        check_references(&template, path, vaults, diags);
+        if diags.ok_since(mark) {
             self.upstream_path = Some(template);
         }
     }

@@ -14,13 +14,24 @@ pub(crate) struct FileBackend {
     path: PathBuf,
 }
 
+/// Why a secrets file does not parse. It names the place, never the content: the file
+/// holds secrets.
+#[derive(Debug, thiserror::Error)]
+enum FormatError {
+    /// toml's message without its source excerpt.
+    #[error("not valid TOML: {0}")]
+    Toml(String),
+    #[error("not valid JSON (line {line}, column {column})")]
+    Json { line: usize, column: usize },
+}
+
 /// Parses the file into a JSON value tree (TOML when the name ends in `.toml`).
-fn parse(path: &Path, text: &str) -> Result<serde_json::Value, String> {
+fn parse(path: &Path, text: &str) -> Result<serde_json::Value, FormatError> {
     if path.extension().is_some_and(|e| e == "toml") {
-        toml::from_str::<serde_json::Value>(text).map_err(|e| format!("not valid TOML: {}", e.message()))
+        toml::from_str::<serde_json::Value>(text).map_err(|e| FormatError::Toml(e.message().to_owned()))
     } else {
         // serde_json's error names line and column only, never content.
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON (line {}, column {})", e.line(), e.column()))
+        serde_json::from_str(text).map_err(|e| FormatError::Json { line: e.line(), column: e.column() })
     }
 }
 
@@ -60,7 +71,7 @@ impl FileBackend {
                 .map_err(|e| SecretError::File { reference: reference.to_string(), problem: e.kind().to_string() })?,
         );
         let mut tree = parse(&self.path, &text)
-            .map_err(|problem| SecretError::File { reference: reference.to_string(), problem })?;
+            .map_err(|problem| SecretError::File { reference: reference.to_string(), problem: problem.to_string() })?;
         let segments = reference.path.split('/').map(str::to_owned).chain(reference.field.clone());
         let value = select(&tree, reference, segments);
         zeroize_tree(&mut tree);
