@@ -26,25 +26,33 @@ use crate::policy::Policy;
 use crate::proxy::{ResponseBody, full_body};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// The custom header that makes `POST /reload` a request a cross-site page cannot send.
 pub(crate) const ADMIN_HEADER: &str = "x-flowgate-admin";
 
-/// Serves the admin API until `stop` turns true.
+/// Serves the admin API until `stop` turns true. Connections are served by the main
+/// listener's code ([`crate::server::serve_connection`]): the same header, idle and send
+/// timeouts; past `[admin] max_connections` open ones, new connections wait in the
+/// kernel's accept queue.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     if let Ok(bound) = listener.local_addr()
         && let Some(warning) = exposure_warning(&gateway.policy(), bound)
     {
         tracing::warn!("{warning}");
     }
+    // Sized once, at start: like `[limits] max_connections`, a reload does not resize it.
+    let slots = Arc::new(Semaphore::new(gateway.policy().admin.max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.changed() => return,
@@ -56,14 +64,17 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
         // The address the caller dialled: a Host naming it is no rebound name.
         let local = stream.local_addr().map_or(peer.ip(), |a| a.ip());
         let gateway = gateway.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            metrics::gauge!("flowgate_admin_open_connections").increment(1.0);
+            let limits = gateway.policy().limits.clone();
+            let handler = move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&gateway, peer, local, request).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                async move { route(&gateway, peer, local, request).await }
+            };
+            crate::server::serve_connection(stream, None, peer, &limits, stop, handler).await;
+            metrics::gauge!("flowgate_admin_open_connections").decrement(1.0);
+            drop(permit);
         });
     }
 }

@@ -13,6 +13,7 @@
 //! period, key kind) did not change.
 
 mod clock;
+mod in_flight;
 mod local;
 mod redis;
 mod rule;
@@ -22,6 +23,7 @@ pub mod window;
 
 pub use self::redis::{RedisBackend, RedisLimiterError, RedisSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use in_flight::{InFlight, InFlightSlot};
 pub use local::LocalStore;
 use rule::sf_string;
 pub use rule::{LimitKey, LimitSource, RateLimitRule, RawOff, RawRateLimit, RawRateLimitSetting, RuleId};
@@ -142,6 +144,10 @@ pub struct Limiters {
     last_fallback_warn_us: AtomicU64,
     /// Random per process: makes `tcp_connection` keys unique across replicas and restarts.
     instance: u64,
+    /// The rules each open connection holds a local `tcp_connection` key in, so that
+    /// [`Limiters::forget_connection`] removes exactly those (at most one entry per open
+    /// connection that made a call under such a rule).
+    connection_rules: std::sync::Mutex<std::collections::HashMap<u64, Vec<RuleId>>>,
 }
 
 /// Fallback warnings are logged at most this often.
@@ -174,6 +180,7 @@ impl Limiters {
             clock,
             last_fallback_warn_us: AtomicU64::new(0),
             instance: rand::random(),
+            connection_rules: std::sync::Mutex::default(),
         })
     }
 
@@ -186,6 +193,7 @@ impl Limiters {
             clock: Arc::new(SystemClock::default()),
             last_fallback_warn_us: AtomicU64::new(0),
             instance: rand::random(),
+            connection_rules: std::sync::Mutex::default(),
         }
     }
 
@@ -196,6 +204,34 @@ impl Limiters {
     /// The `tcp_connection` key of connection `id` of this process.
     pub fn connection_key(&self, id: u64) -> RateKey {
         RateKey::connection(self.instance, id)
+    }
+
+    /// Spends one call of connection `id`'s budget under `rule` (a `tcp_connection` rule),
+    /// remembering the rule so that the key leaves with the connection.
+    ///
+    /// # Errors
+    /// As [`Limiters::check`].
+    pub async fn check_connection(&self, rule: &RateLimitRule, id: u64) -> Result<Decision, LimiterError> {
+        {
+            let mut rules = self.connection_rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = rules.entry(id).or_default();
+            if !held.contains(&rule.id) {
+                held.push(rule.id);
+            }
+        }
+        self.check(rule, &self.connection_key(id)).await
+    }
+
+    /// Removes connection `id`'s `tcp_connection` keys: call when the connection closes.
+    /// Its ids are never reused, so the keys could never be spent again; kept, they would
+    /// fill their rule's table (`local_max_keys`) and refuse other callers. Shared budgets
+    /// in Redis expire on their own after one period.
+    pub fn forget_connection(&self, id: u64) {
+        let held = self.connection_rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        let key = self.connection_key(id);
+        for rule in held.unwrap_or_default() {
+            self.local.remove(rule, &key);
+        }
     }
 
     /// Spends one call of `key`'s budget under `rule`.

@@ -7,10 +7,12 @@
 
 use crate::firewall::ClientIp;
 use crate::gateway::Gateway;
-use crate::policy::Policy;
-use crate::proxy::{self, Connection, Upstreams};
+use crate::policy::{Limits, Policy};
+use crate::proxy::{self, Connection, ResponseBody, Upstreams};
 use crate::tls::ServerTls;
 use http_body_util::BodyExt;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -223,7 +225,22 @@ impl AcceptLoop {
             let tls = tls.as_deref().map(ServerTls::acceptor);
             tokio::spawn(async move {
                 metrics::gauge!("flowgate_open_connections").increment(1.0);
-                serve_connection(gateway, upstreams, connection, stream, tls, stop).await;
+                let limits = gateway.policy().limits.clone();
+                let handler = {
+                    let (gateway, connection) = (gateway.clone(), connection.clone());
+                    move |request| {
+                        let (gateway, upstreams, connection) = (gateway.clone(), upstreams.clone(), connection.clone());
+                        async move {
+                            match proxy::handle(gateway, &upstreams, connection, request).await {
+                                Ok(response) => response,
+                                Err(never) => match never {},
+                            }
+                        }
+                    }
+                };
+                serve_connection(stream, tls, connection.peer, &limits, stop, handler).await;
+                // Its `tcp_connection` budgets can never be spent again: they leave with it.
+                gateway.limiters.forget_connection(connection.id);
                 metrics::gauge!("flowgate_open_connections").decrement(1.0);
                 drop(slot);
                 drop(permit);
@@ -232,42 +249,49 @@ impl AcceptLoop {
     }
 }
 
-async fn serve_connection(
-    gateway: Arc<Gateway>,
-    upstreams: Arc<Upstreams>,
-    connection: Arc<Connection>,
+/// Serves one accepted connection (TLS handshake when `tls` is given, then HTTP/1.1 or
+/// HTTP/2) until it ends, is idle for `idle_timeout`, holds a response the caller does not
+/// take for `send_timeout`, or `stop` turns true. The main and the admin listener both
+/// serve their connections here, so every bound on a connection holds for both.
+pub(crate) async fn serve_connection<H, F>(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
+    peer: SocketAddr,
+    limits: &Limits,
     stop: watch::Receiver<bool>,
-) {
-    let limits = gateway.policy().limits.clone();
-    let activity = Arc::new(Activity::new());
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
     if let Some(acceptor) = tls {
         // The handshake gets the same budget as a request head: a silent client is dropped.
         match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls_stream)) => {
+                let activity = Arc::new(Activity::new());
                 let stream = ActivityIo::new(tls_stream, activity.clone());
-                serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await;
+                serve_http(stream, activity, stop, limits, handler).await;
             }
-            Ok(Err(error)) => tracing::debug!(peer = %connection.peer, %error, "TLS handshake failed"),
-            Err(_) => tracing::debug!(peer = %connection.peer, "TLS handshake timed out"),
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         }
     } else {
+        let activity = Arc::new(Activity::new());
         let stream = ActivityIo::new(stream, activity.clone());
-        serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await;
+        serve_http(stream, activity, stop, limits, handler).await;
     }
 }
 
-async fn serve_http<S>(
-    gateway: Arc<Gateway>,
-    upstreams: Arc<Upstreams>,
-    connection: Arc<Connection>,
+async fn serve_http<S, H, F>(
     stream: S,
     activity: Arc<Activity>,
     mut stop: watch::Receiver<bool>,
-    limits: &crate::policy::Limits,
+    limits: &Limits,
+    handler: H,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     // The protocol layers allow twice the policy's head size, so that the exact count in
     // `admit` answers an oversized head with a proper 431 (JSON, request id, run record, a
@@ -285,26 +309,26 @@ async fn serve_http<S>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(protocol_head_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(Duration::from_secs(20));
     let in_flight = activity.clone();
+    let handler = Arc::new(handler);
     let service = service_fn(move |request| {
-        let gateway = gateway.clone();
-        let upstreams = upstreams.clone();
-        let connection = connection.clone();
         let in_flight = in_flight.clone();
+        let handler = handler.clone();
         async move {
             // A guard, not a pair of calls: an h2 stream reset drops this future midway. It
             // lives in the response body, so a call is in flight until its last byte is sent.
             let busy = Busy::begin(in_flight);
-            let response = proxy::handle(gateway, &upstreams, connection, request).await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody { inner: body, _busy: busy }.boxed_unsync()))
+            let response = handler(request).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody::new(body, busy).boxed_unsync()))
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let mut tick = tokio::time::interval(Duration::from_millis(500).min(limits.idle_timeout));
+    let period = Duration::from_millis(500).min(limits.idle_timeout).min(limits.send_timeout / 2);
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
     let mut closing = false;
     // An idle connection closed gracefully gets this long to go; a peer that ignores the
     // GOAWAY (or never acknowledges its PING) is then dropped.
@@ -322,6 +346,24 @@ async fn serve_http<S>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tick.tick() => {
+                // No request head within `header_read_timeout` of the connection's start: a
+                // silent peer (the protocol sniffing before hyper's own header timer does not
+                // time out on its own).
+                if activity.calls_begun.load(Ordering::Relaxed) == 0
+                    && activity.epoch.elapsed() >= limits.header_read_timeout
+                {
+                    metrics::counter!("flowgate_connections_closed_total", "reason" => "no_request").increment(1);
+                    tracing::debug!("no request within the header timeout; dropping the connection");
+                    return;
+                }
+                // A response the caller has not taken more of for `send_timeout`: the caller
+                // stopped reading (or holds a zero window). Dropping the connection drops its
+                // response bodies and, with them, their upstream connections.
+                if activity.longest_send_wait() >= limits.send_timeout {
+                    metrics::counter!("flowgate_connections_closed_total", "reason" => "send_timeout").increment(1);
+                    tracing::debug!(send_timeout = ?limits.send_timeout, "a response was not taken in time; dropping the connection");
+                    return;
+                }
                 if let Some(deadline) = idle_deadline {
                     if tokio::time::Instant::now() >= deadline && activity.idle_for() > Duration::ZERO {
                         tracing::debug!("idle connection did not close gracefully; dropping it");
@@ -378,10 +420,25 @@ impl Drop for AddressSlot {
     }
 }
 
-/// A response body that keeps its call marked in flight until it is sent (or dropped).
+/// A response body that keeps its call marked in flight until it is sent (or dropped),
+/// and tells its connection's watchdog whether it waits for the caller.
+///
+/// The protocol layers stop polling a body while the caller does not take bytes (h1: the
+/// socket is full; h2: the stream or connection window is zero), so no timer inside the
+/// body could fire: the body only stamps when it last handed out a frame, and the
+/// connection's watchdog ([`Activity::longest_send_wait`]) judges the stamps.
 struct BusyBody {
-    inner: proxy::ResponseBody,
-    _busy: Busy,
+    inner: ResponseBody,
+    progress: Arc<SendProgress>,
+    busy: Busy,
+}
+
+impl BusyBody {
+    fn new(inner: ResponseBody, busy: Busy) -> Self {
+        // The head is ready: from now on the caller is to take it.
+        let progress = busy.0.sending(http_body::Body::is_end_stream(&inner));
+        Self { inner, progress, busy }
+    }
 }
 
 impl http_body::Body for BusyBody {
@@ -392,7 +449,17 @@ impl http_body::Body for BusyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let waiting_since = match &polled {
+            // A frame handed out: the protocol layer polls again (or, after the last frame,
+            // drops the body) once the caller took it. h2 keeps a body whose last frame
+            // still waits for window, so that wait counts too.
+            Poll::Ready(Some(Ok(_))) => self.busy.0.now_ms(),
+            // Waiting for the upstream (bounded by the upstream's own timeouts), or done.
+            _ => NOT_WAITING,
+        };
+        self.progress.waiting_since_ms.store(waiting_since, Ordering::Relaxed);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -402,6 +469,16 @@ impl http_body::Body for BusyBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// `SendProgress::waiting_since_ms` of a body that is not waiting for the caller.
+const NOT_WAITING: u64 = u64::MAX;
+
+/// Since when one response body has waited for the caller to take more of it
+/// ([`NOT_WAITING`] when it waits for its upstream or is done), in milliseconds since
+/// its connection's [`Activity::epoch`].
+struct SendProgress {
+    waiting_since_ms: AtomicU64,
 }
 
 /// When a connection was last active, and how many calls are being handled on it.
@@ -415,16 +492,53 @@ struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicU64,
+    /// Calls begun on this connection so far.
+    calls_begun: AtomicU64,
+    /// The response bodies handed to the protocol layer and not yet dropped (at most one
+    /// per call in flight: `max_streams_per_connection`).
+    sending: std::sync::Mutex<Vec<Arc<SendProgress>>>,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { epoch: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicU64::new(0) }
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            calls_begun: AtomicU64::new(0),
+            sending: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NOT_WAITING - 1)
     }
     fn touch(&self) {
-        self.last_ms.store(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    /// Registers a response body about to be sent; it waits for the caller from now
+    /// unless it is already complete.
+    fn sending(&self, ended: bool) -> Arc<SendProgress> {
+        let since = if ended { NOT_WAITING } else { self.now_ms() };
+        let progress = Arc::new(SendProgress { waiting_since_ms: AtomicU64::new(since) });
+        let mut sending = self.sending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bodies already dropped leave here (the list holds the only other reference).
+        sending.retain(|p| Arc::strong_count(p) > 1);
+        sending.push(progress.clone());
+        progress
+    }
+    /// The longest time any response body of this connection has waited for the caller
+    /// to take more of it (zero when none waits).
+    fn longest_send_wait(&self) -> Duration {
+        let mut sending = self.sending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sending.retain(|p| Arc::strong_count(p) > 1);
+        let oldest = sending.iter().map(|p| p.waiting_since_ms.load(Ordering::Relaxed)).min().unwrap_or(NOT_WAITING);
+        if oldest == NOT_WAITING {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.now_ms().saturating_sub(oldest))
     }
     fn begin(&self) {
+        self.calls_begun.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
     }
@@ -437,8 +551,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
