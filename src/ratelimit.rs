@@ -399,6 +399,74 @@ mod tests {
         assert_ne!(first.connection_key(7), first.connection_key(8));
     }
 
+    /// One connection's life as the server sees it.
+    #[derive(Debug, Clone)]
+    enum Event {
+        Call(u8),
+        Close(u8),
+    }
+
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![(0u8..12).prop_map(Event::Call), (0u8..12).prop_map(Event::Close)]
+    }
+
+    /// Drives generated calls and closes through the limiter; the local table must hold
+    /// exactly the keys of open connections that called (the model), and a closed
+    /// connection's id is never reused (as in the server).
+    fn run_events(events: &[Event], max_keys: usize) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prelude::*;
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let limiters = limiters(clock.clone(), max_keys);
+        let rules = [
+            RateLimitRule::new("a", 1000, Duration::from_secs(600), LimitKey::TcpConnection, false),
+            RateLimitRule::new("b", 1000, Duration::from_secs(600), LimitKey::TcpConnection, false),
+        ];
+        // Slot → the connection id open there (a close opens a fresh id in its slot).
+        let mut ids: Vec<u64> = (1..=12).collect();
+        let mut next = 13;
+        let mut model: std::collections::BTreeSet<(u64, usize)> = std::collections::BTreeSet::new();
+        for (step, event) in events.iter().enumerate() {
+            match *event {
+                Event::Call(slot) => {
+                    let id = ids[usize::from(slot)];
+                    let which = step % 2;
+                    let decided = runtime.block_on(limiters.check_connection(&rules[which], id));
+                    prop_assert!(decided.is_ok(), "a call was refused: {decided:?}");
+                    model.insert((id, which));
+                }
+                Event::Close(slot) => {
+                    let id = ids[usize::from(slot)];
+                    limiters.forget_connection(id);
+                    model.retain(|(held, _)| *held != id);
+                    ids[usize::from(slot)] = next;
+                    next += 1;
+                }
+            }
+            clock.advance(Duration::from_millis(1));
+            prop_assert_eq!(limiters.local_keys(), model.len());
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn connection_keys_follow_open_connections(events in proptest::collection::vec(event(), 0..300)) {
+            // Twelve open connections at most, two rules: never more than 24 live keys, so
+            // no shard of a table (a sixteenth of `max_keys`) fills.
+            run_events(&events, 16 * 24)?;
+        }
+    }
+
+    /// The seed: one address opening connections one after another (a call each, then
+    /// closed) filled a rule's table of 16 keys and others got `limiter_full`.
+    #[test]
+    fn connections_opened_one_after_another_never_fill_the_table() {
+        let events: Vec<Event> = (0..200).flat_map(|_| [Event::Call(0), Event::Close(0)]).collect();
+        run_events(&events, 16).unwrap();
+    }
+
     #[test]
     fn rule_id_is_stable_and_distinguishes_changes() {
         let a = RateLimitRule::new("t", 2000, Duration::from_secs(60), LimitKey::Principal, false);
