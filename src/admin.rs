@@ -188,7 +188,7 @@ async fn route<B>(
                 Err(response) => return response,
             };
             match path.as_str() {
-                "/runs" => runs(gateway, request.uri().query().unwrap_or("")),
+                "/runs" => reading(gateway, |gateway| runs(gateway, request.uri().query().unwrap_or(""))),
                 "/policy" => policy(gateway, role),
                 _ => reload(gateway, role).await,
             }
@@ -197,10 +197,10 @@ async fn route<B>(
             if let Err(response) = role_of(gateway, peer, &request).await {
                 return response;
             }
-            match gateway.audit.get_json(&p["/runs/".len()..]) {
+            reading(gateway, |gateway| match gateway.audit.get_json(&p["/runs/".len()..]) {
                 Some(record) => json_text(StatusCode::OK, record),
                 None => error(StatusCode::NOT_FOUND, "no such run"),
-            }
+            })
         }
         // The console: its assets hold no data; its pages need the same role as `/runs`.
         (&Method::GET, p) if crate::console::is_console_path(p) => {
@@ -208,12 +208,35 @@ async fn route<B>(
                 return asset;
             }
             match role_of(gateway, peer, &request).await {
-                Ok(role) => crate::console::page(gateway, role, p, request.uri().query().unwrap_or("")),
+                Ok(role) => {
+                    let query = request.uri().query().unwrap_or("");
+                    reading(gateway, |gateway| crate::console::page(gateway, role, p, query))
+                }
                 Err(response) => response,
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// The answer of `answer`, assembled and sent under one of the run history's reader
+/// permits ([`crate::audit::AuditLog::reader`]); 503 with `Retry-After: 1` when all are
+/// taken. The permit lives in the response body, so it is held until the answer is sent
+/// (or the connection is dropped by its send timeout).
+fn reading(gateway: &Gateway, answer: impl FnOnce(&Gateway) -> Response<ResponseBody>) -> Response<ResponseBody> {
+    let Some(permit) = gateway.audit.reader() else {
+        metrics::counter!("flowgate_admin_busy_total").increment(1);
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy: too many run-history answers at once");
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    answer(gateway).map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &permit;
+            frame
+        })
+        .boxed_unsync()
+    })
 }
 
 /// The caller's admin role, or the response refusing it.

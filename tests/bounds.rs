@@ -240,3 +240,31 @@ async fn tcp_connection_keys_leave_with_their_connection() {
     );
     gw.shutdown().await;
 }
+
+/// Seed: `/ui/runs?limit=1000` parsed every listed record's capture tree (RSS 167 → 788 MB).
+/// The page lists summaries, at most 200 of them, whatever `limit` asks.
+#[tokio::test]
+async fn the_runs_page_lists_at_most_its_cap_from_summaries() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let gw = start_gateway_for(&fx, &fx.write_policy(&fx.policy_text(&echo_trigger("open", "/open", echo, "")))).await;
+    for i in 0..260 {
+        let mut record = flowgate::audit::RunRecord::new(format!("r{i}"), std::time::SystemTime::now(), "POST", "/open");
+        let json = serde_json::json!({ "payload": "x".repeat(4096) });
+        record.capture = Some(flowgate::audit::Captured {
+            request: Some(flowgate::audit::CapturedMessage::Captured {
+                headers: std::collections::BTreeMap::new(),
+                body: Some(flowgate::audit::CapturedBody::Json { json }),
+            }),
+            response: None,
+        });
+        gw.gateway.audit.write(record);
+    }
+    let page = reqwest::get(gw.admin_url("/ui/runs?limit=1000")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert_eq!(html.matches("<tr class=\"run\"").count(), 200, "rows listed");
+    assert!(html.contains("at most 200"), "the page says its cap");
+    assert!(!html.contains("xxxxxxxx"), "a list shows no capture");
+    gw.shutdown().await;
+}
