@@ -167,6 +167,9 @@ impl Gateway {
         if old.limits.max_connections != new.limits.max_connections {
             tracing::warn!("[limits] max_connections changes take effect at the next restart");
         }
+        if old.admin.max_connections != new.admin.max_connections {
+            tracing::warn!("[admin] max_connections changes take effect at the next restart");
+        }
         if old.audit != new.audit {
             self.audit.reconfigure(&new.audit);
         }

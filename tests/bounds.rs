@@ -212,7 +212,11 @@ async fn silent_admin_connections_are_closed_and_capped() {
     }
     let served = tokio::time::timeout(Duration::from_secs(10), fourth.read(&mut answer)).await;
     let n = served.expect("the waiting admin connection was never served").unwrap();
-    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
     gw.shutdown().await;
 }
 
@@ -222,7 +226,8 @@ async fn silent_admin_connections_are_closed_and_capped() {
 async fn tcp_connection_keys_leave_with_their_connection() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let trigger = echo_trigger("conn", "/conn", echo, "rate_limit = { calls = 5, period = \"600s\", key = \"tcp_connection\" }");
+    let trigger =
+        echo_trigger("conn", "/conn", echo, "rate_limit = { calls = 5, period = \"600s\", key = \"tcp_connection\" }");
     let text = fx.policy_text(&format!("[cluster]\nlocal_max_keys = 16\n\n{trigger}"));
     let gw = start_gateway_for(&fx, &fx.write_policy(&text)).await;
 
@@ -249,7 +254,8 @@ async fn the_runs_page_lists_at_most_its_cap_from_summaries() {
     let echo = start_echo().await;
     let gw = start_gateway_for(&fx, &fx.write_policy(&fx.policy_text(&echo_trigger("open", "/open", echo, "")))).await;
     for i in 0..260 {
-        let mut record = flowgate::audit::RunRecord::new(format!("r{i}"), std::time::SystemTime::now(), "POST", "/open");
+        let mut record =
+            flowgate::audit::RunRecord::new(format!("r{i}"), std::time::SystemTime::now(), "POST", "/open");
         let json = serde_json::json!({ "payload": "x".repeat(4096) });
         record.capture = Some(flowgate::audit::Captured {
             request: Some(flowgate::audit::CapturedMessage::Captured {

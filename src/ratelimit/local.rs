@@ -162,8 +162,7 @@ impl LocalStore {
     /// Removes `key` from `rule`'s table (a key that can never be used again); true when it
     /// was held.
     pub fn remove(&self, rule: RuleId, key: &RateKey) -> bool {
-        let Some(table) =
-            self.tables.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&rule).cloned()
+        let Some(table) = self.tables.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&rule).cloned()
         else {
             return false;
         };

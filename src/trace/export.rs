@@ -481,8 +481,7 @@ mod tests {
             }
         });
         let max = 64 * 1024;
-        let settings =
-            ExportSettings { endpoint, service_name: "t".into(), queue: 4096, queue_max_bytes: max };
+        let settings = ExportSettings { endpoint, service_name: "t".into(), queue: 4096, queue_max_bytes: max };
         let export = SpanExport::start(&settings).unwrap();
         let trace = TraceContext::from_headers(&http::HeaderMap::new(), true);
         for i in 0..1990 {
