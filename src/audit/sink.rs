@@ -237,7 +237,7 @@ enum Entry {
     /// A record without a capture, as written: serialised only when read or streamed.
     Record(Box<RunRecord>),
     /// A captured record as JSON text, with the fields filters read.
-    Json(JsonEntry),
+    Json(Box<JsonEntry>),
 }
 
 /// A captured record kept as JSON text, with the fields filters and lists read.
@@ -255,12 +255,12 @@ impl Entry {
             return Ok(Self::Record(Box::new(record)));
         }
         let json = serde_json::to_string(&record)?;
-        Ok(Self::Json(JsonEntry {
+        Ok(Self::Json(Box::new(JsonEntry {
             summary: RunSummary::of(&record),
             trace_id: record.trace_id.as_deref().map(Into::into),
             at: record.at(),
             json: json.into_boxed_str(),
-        }))
+        })))
     }
 
     /// The record's summary, never touching its capture.
@@ -311,7 +311,7 @@ impl Entry {
                 let summary = &entry.summary;
                 let optional = |text: &Option<String>| text.as_ref().map_or(0, String::capacity);
                 ENTRY_OVERHEAD
-                    + std::mem::size_of::<RunSummary>()
+                    + std::mem::size_of::<JsonEntry>()
                     + summary.id.capacity()
                     + summary.time.capacity()
                     + summary.method.capacity()
