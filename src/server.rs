@@ -23,10 +23,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 /// The sockets one gateway serves on, bound before `run` so callers learn the ports.
@@ -481,7 +482,8 @@ struct SendProgress {
     waiting_since_ms: AtomicU64,
 }
 
-/// When a connection was last active, and how many calls are being handled on it.
+/// When a connection was last active, and how many calls are being handled on it
+/// (on tokio's clock, so tests can pause it).
 ///
 /// A call counts from its request head to its response's last byte. Between calls, an
 /// HTTP/1.1 connection's bytes count too (a request head on its way). An HTTP/2
@@ -650,6 +652,122 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    /// A response body whose next poll answers what the test queued: a frame, the end, or
+    /// (nothing queued) `Pending`, as a body waiting for its upstream would.
+    struct Scripted(Arc<std::sync::Mutex<VecDeque<Option<bytes::Bytes>>>>);
+
+    impl http_body::Body for Scripted {
+        type Data = bytes::Bytes;
+        type Error = proxy::BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            match self.0.lock().unwrap().pop_front() {
+                None => Poll::Pending,
+                Some(Some(data)) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+                Some(None) => Poll::Ready(None),
+            }
+        }
+    }
+
+    /// What the protocol layer and the clock do to a connection's response bodies.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A call's response is handed over (its head is ready to send).
+        Respond,
+        /// The protocol layer polls body `n`, which hands out a frame.
+        Frame(usize),
+        /// The protocol layer polls body `n`, which waits for its upstream.
+        Upstream(usize),
+        /// The protocol layer polls body `n`, which ends.
+        End(usize),
+        /// Body `n` is dropped (sent, or its stream reset).
+        Drop(usize),
+        /// Time passes without any poll (the caller takes no bytes).
+        Wait(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            Just(Step::Respond),
+            (0usize..6).prop_map(Step::Frame),
+            (0usize..6).prop_map(Step::Upstream),
+            (0usize..6).prop_map(Step::End),
+            (0usize..6).prop_map(Step::Drop),
+            (1u64..5_000).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest! {
+        /// The watchdog's view (`longest_send_wait`) equals a model written from the rule
+        /// alone: a live body waits for the caller from its hand-over or its last frame,
+        /// and not while it waits for its upstream or after its end; the answer is the
+        /// longest wait among live bodies. Seeds: a body never polled (h2 zero window) and
+        /// a body polled once then never again (h1 full socket).
+        #[test]
+        fn the_watchdog_sees_the_longest_wait_for_the_caller(steps in proptest::collection::vec(step(), 0..60)) {
+            check_steps(&steps)?;
+        }
+    }
+
+    #[test]
+    fn seeds_a_zero_window_and_a_full_socket_are_waits() {
+        check_steps(&[Step::Respond, Step::Wait(30_000)]).unwrap();
+        check_steps(&[Step::Respond, Step::Frame(0), Step::Wait(30_000)]).unwrap();
+        check_steps(&[Step::Respond, Step::Upstream(0), Step::Wait(30_000)]).unwrap();
+    }
+
+    fn check_steps(steps: &[Step]) -> Result<(), TestCaseError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        runtime.block_on(async {
+            let activity = Arc::new(Activity::new());
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            // Live bodies with their scripts, and the model: since when each waits (ms).
+            let mut bodies: Vec<(BusyBody, Arc<std::sync::Mutex<VecDeque<Option<bytes::Bytes>>>>, Option<u64>)> =
+                Vec::new();
+            let mut now = 0u64;
+            for step in steps {
+                match step {
+                    Step::Respond => {
+                        let script = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+                        let body = http_body_util::BodyExt::boxed_unsync(Scripted(script.clone()));
+                        bodies.push((BusyBody::new(body, Busy::begin(activity.clone())), script, Some(now)));
+                    }
+                    Step::Frame(n) | Step::Upstream(n) | Step::End(n) => {
+                        let Some((body, script, since)) = bodies.get_mut(*n) else { continue };
+                        let (queued, model) = match step {
+                            Step::Frame(_) => (Some(Some(bytes::Bytes::from_static(b"x"))), Some(now)),
+                            Step::End(_) => (Some(None), None),
+                            _ => (None, None),
+                        };
+                        if let Some(queued) = queued {
+                            script.lock().unwrap().push_back(queued);
+                        }
+                        let _ = http_body::Body::poll_frame(Pin::new(body), &mut cx);
+                        *since = model;
+                    }
+                    Step::Drop(n) => {
+                        if *n < bodies.len() {
+                            bodies.remove(*n);
+                        }
+                    }
+                    Step::Wait(ms) => {
+                        tokio::time::advance(Duration::from_millis(*ms)).await;
+                        now += ms;
+                    }
+                }
+                let longest = bodies.iter().filter_map(|(_, _, since)| since.map(|s| now - s)).max().unwrap_or(0);
+                prop_assert_eq!(activity.longest_send_wait(), Duration::from_millis(longest));
+                prop_assert_eq!(activity.in_flight.load(Ordering::Relaxed), bodies.len() as u64);
+            }
+            Ok(())
+        })
+    }
 
     #[test]
     fn an_address_holds_at_most_its_cap_and_gets_slots_back() {
