@@ -655,9 +655,12 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
+    /// What a scripted body answers next: a frame (`Some`) or its end (`None`).
+    type Script = Arc<std::sync::Mutex<VecDeque<Option<bytes::Bytes>>>>;
+
     /// A response body whose next poll answers what the test queued: a frame, the end, or
     /// (nothing queued) `Pending`, as a body waiting for its upstream would.
-    struct Scripted(Arc<std::sync::Mutex<VecDeque<Option<bytes::Bytes>>>>);
+    struct Scripted(Script);
 
     impl http_body::Body for Scripted {
         type Data = bytes::Bytes;
@@ -728,8 +731,7 @@ mod tests {
             let waker = futures_util::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
             // Live bodies with their scripts, and the model: since when each waits (ms).
-            let mut bodies: Vec<(BusyBody, Arc<std::sync::Mutex<VecDeque<Option<bytes::Bytes>>>>, Option<u64>)> =
-                Vec::new();
+            let mut bodies: Vec<(BusyBody, Script, Option<u64>)> = Vec::new();
             let mut now = 0u64;
             for step in steps {
                 match step {
