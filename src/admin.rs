@@ -36,7 +36,7 @@ use tokio::sync::{Semaphore, watch};
 pub(crate) const ADMIN_HEADER: &str = "x-flowgate-admin";
 
 /// Serves the admin API until `stop` turns true. Connections are served by the main
-/// listener's code ([`crate::server::serve_connection`]): the same header, idle and send
+/// listener's code (`connection::serve_connection`): the same header, idle and send
 /// timeouts; past `[admin] max_connections` open ones, new connections wait in the
 /// kernel's accept queue.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
@@ -72,7 +72,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
                 let gateway = gateway.clone();
                 async move { route(&gateway, peer, local, request).await }
             };
-            crate::server::serve_connection(stream, None, peer, &limits, stop, handler).await;
+            crate::connection::serve_connection(stream, None, peer, &limits, stop, handler).await;
             metrics::gauge!("flowgate_admin_open_connections").decrement(1.0);
             drop(permit);
         });
