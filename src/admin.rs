@@ -26,25 +26,33 @@ use crate::policy::Policy;
 use crate::proxy::{ResponseBody, full_body};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// The custom header that makes `POST /reload` a request a cross-site page cannot send.
 pub(crate) const ADMIN_HEADER: &str = "x-flowgate-admin";
 
-/// Serves the admin API until `stop` turns true.
+/// Serves the admin API until `stop` turns true. Connections are served by the main
+/// listener's code (`connection::serve_connection`): the same header, idle and send
+/// timeouts; past `[admin] max_connections` open ones, new connections wait in the
+/// kernel's accept queue.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     if let Ok(bound) = listener.local_addr()
         && let Some(warning) = exposure_warning(&gateway.policy(), bound)
     {
         tracing::warn!("{warning}");
     }
+    // Sized once, at start: like `[limits] max_connections`, a reload does not resize it.
+    let slots = Arc::new(Semaphore::new(gateway.policy().admin.max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.changed() => return,
@@ -56,14 +64,17 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
         // The address the caller dialled: a Host naming it is no rebound name.
         let local = stream.local_addr().map_or(peer.ip(), |a| a.ip());
         let gateway = gateway.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            metrics::gauge!("flowgate_admin_open_connections").increment(1.0);
+            let limits = gateway.policy().limits.clone();
+            let handler = move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&gateway, peer, local, request).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                async move { route(&gateway, peer, local, request).await }
+            };
+            crate::connection::serve_connection(stream, None, peer, &limits, stop, handler).await;
+            metrics::gauge!("flowgate_admin_open_connections").decrement(1.0);
+            drop(permit);
         });
     }
 }
@@ -177,7 +188,7 @@ async fn route<B>(
                 Err(response) => return response,
             };
             match path.as_str() {
-                "/runs" => runs(gateway, request.uri().query().unwrap_or("")),
+                "/runs" => reading(gateway, |gateway| runs(gateway, request.uri().query().unwrap_or(""))),
                 "/policy" => policy(gateway, role),
                 _ => reload(gateway, role).await,
             }
@@ -186,10 +197,10 @@ async fn route<B>(
             if let Err(response) = role_of(gateway, peer, &request).await {
                 return response;
             }
-            match gateway.audit.get_json(&p["/runs/".len()..]) {
+            reading(gateway, |gateway| match gateway.audit.get_json(&p["/runs/".len()..]) {
                 Some(record) => json_text(StatusCode::OK, record),
                 None => error(StatusCode::NOT_FOUND, "no such run"),
-            }
+            })
         }
         // The console: its assets hold no data; its pages need the same role as `/runs`.
         (&Method::GET, p) if crate::console::is_console_path(p) => {
@@ -197,12 +208,35 @@ async fn route<B>(
                 return asset;
             }
             match role_of(gateway, peer, &request).await {
-                Ok(role) => crate::console::page(gateway, role, p, request.uri().query().unwrap_or("")),
+                Ok(role) => {
+                    let query = request.uri().query().unwrap_or("");
+                    reading(gateway, |gateway| crate::console::page(gateway, role, p, query))
+                }
                 Err(response) => response,
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// The answer of `answer`, assembled and sent under one of the run history's reader
+/// permits ([`crate::audit::AuditLog::reader`]); 503 with `Retry-After: 1` when all are
+/// taken. The permit lives in the response body, so it is held until the answer is sent
+/// (or the connection is dropped by its send timeout).
+fn reading(gateway: &Gateway, answer: impl FnOnce(&Gateway) -> Response<ResponseBody>) -> Response<ResponseBody> {
+    let Some(permit) = gateway.audit.reader() else {
+        metrics::counter!("flowgate_admin_busy_total").increment(1);
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy: too many run-history answers at once");
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    answer(gateway).map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &permit;
+            frame
+        })
+        .boxed_unsync()
+    })
 }
 
 /// The caller's admin role, or the response refusing it.

@@ -29,7 +29,7 @@ pub use capture::{
 };
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, RunFilter};
 pub use role::{AdminRole, UnknownRole};
-pub use sink::{AuditConfig, AuditLog, AuditStats, MAX_ANSWER_BYTES, RawAudit};
+pub use sink::{AuditConfig, AuditLog, AuditStats, MAX_ANSWER_BYTES, MAX_CONCURRENT_READS, RawAudit};
 pub use view::{is_secret_reference, policy_view, policy_view_table};
 pub(crate) use view::{policy_view_tagged, untag_literals};
 
@@ -141,6 +141,47 @@ impl RunRecord {
     /// When the call arrived, parsed back from [`RunRecord::time`].
     pub fn at(&self) -> Option<SystemTime> {
         humantime::parse_rfc3339_weak(&self.time).ok()
+    }
+}
+
+/// The fields of a run that lists show (the console's runs and triggers pages): a few
+/// short strings, read from the ring without parsing or copying any capture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// The request id.
+    pub id: String,
+    /// When the call arrived (RFC 3339).
+    pub time: String,
+    /// The matched trigger.
+    pub trigger: Option<String>,
+    /// The request method.
+    pub method: String,
+    /// The request path, without query.
+    pub path: String,
+    /// `allowed` or the rejection kind.
+    pub decision: String,
+    /// The status sent.
+    pub status: u16,
+    /// The caller's principal.
+    pub principal: Option<String>,
+    /// Arrival to end of response, in milliseconds.
+    pub latency_ms: f64,
+}
+
+impl RunSummary {
+    /// The summary of `record`.
+    pub fn of(record: &RunRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            time: record.time.clone(),
+            trigger: record.trigger.clone(),
+            method: record.method.clone(),
+            path: record.path.clone(),
+            decision: record.decision.clone(),
+            status: record.status,
+            principal: record.principal.clone(),
+            latency_ms: record.latency_ms,
+        }
     }
 }
 

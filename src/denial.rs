@@ -62,6 +62,11 @@ pub enum Denial {
         /// Which key and rule (private).
         reason: String,
     },
+    /// The caller already has `[limits] max_calls_per_principal` calls in flight.
+    TooManyInFlight {
+        /// The cap (private).
+        limit: usize,
+    },
     /// The pre-authentication shield refused a flood from one address.
     Shielded {
         /// Whole seconds until the shield admits again.
@@ -224,6 +229,13 @@ impl Rejection {
                 reason.clone(),
                 Extra::RetryAfter { secs: *retry_after_secs, policy: Some(policy), limit: Some(limit) },
             ),
+            Self::Denied(D::TooManyInFlight { limit }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_in_flight",
+                "too many requests",
+                format!("the caller already has {limit} calls in flight"),
+                Extra::RetryAfter { secs: 1, policy: None, limit: None },
+            ),
             Self::Denied(D::Shielded { retry_after_secs }) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "shielded",
@@ -382,6 +394,16 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "12");
         assert!(response.headers().get("ratelimit-policy").is_none(), "the caller's budget is not spent");
+    }
+
+    #[test]
+    fn too_many_in_flight_is_429_with_retry_after_and_no_rate_limit_policy() {
+        let rejection = Rejection::Denied(Denial::TooManyInFlight { limit: 64 });
+        assert_eq!(rejection.kind(), "too_many_in_flight");
+        let response = rejection.response("r");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(response.headers().get("ratelimit-policy").is_none(), "no rate budget was spent");
     }
 
     #[test]

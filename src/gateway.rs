@@ -34,6 +34,8 @@ pub struct Gateway {
     pub limiters: crate::ratelimit::Limiters,
     /// The pre-authentication flood shield.
     pub shield: crate::ratelimit::Shield,
+    /// Calls in flight per authenticated caller (`[limits] max_calls_per_principal`).
+    pub in_flight: Arc<crate::ratelimit::InFlight>,
     /// Cached secret values.
     pub secrets: crate::secrets::SecretStore,
     /// Span export, when `[traces]` asks for it (built at start).
@@ -101,6 +103,7 @@ impl Gateway {
             key_stores,
             limiters,
             shield,
+            in_flight: Arc::default(),
             secrets: crate::secrets::SecretStore::new(),
             spans,
             request_metrics: crate::telemetry::RequestMetrics::new(),
@@ -178,6 +181,9 @@ impl Gateway {
         }
         if old.limits.max_connections != new.limits.max_connections {
             tracing::warn!("[limits] max_connections changes take effect at the next restart");
+        }
+        if old.admin.max_connections != new.admin.max_connections {
+            tracing::warn!("[admin] max_connections changes take effect at the next restart");
         }
         if old.audit != new.audit {
             self.audit.reconfigure(&new.audit);

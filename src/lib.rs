@@ -11,6 +11,7 @@
 //! | [`policy`] | the policy document (`Raw*`), `compile()` → one immutable [`policy::Policy`] (routes, CIDR sets, rules), diff, schema |
 //! | [`gateway`] | the [`gateway::Gateway`] value: the policy behind an atomic pointer plus state that survives reloads |
 //! | [`server`] | listeners, TLS accept, connection cap, graceful shutdown |
+//! | [`connection`] | serving one connection (main and admin listener): TLS, hyper, idle and send-progress watchdog |
 //! | [`tls`] | rustls configuration, certificate reload, development certificates |
 //! | [`proxy`] | `handle` → `admit` → `forward`; header hygiene; the upstream client |
 //! | [`denial`] | the closed set of refusals and failures, each mapped to one HTTP response |
@@ -33,6 +34,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod console;
 pub mod demo;
 pub mod denial;

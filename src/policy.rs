@@ -125,6 +125,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Drain deadline on shutdown.
     pub shutdown_grace: Duration,
+    /// Longest wait for the caller to take more of a response.
+    pub send_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Calls in flight per authenticated caller.
+    pub max_calls_per_principal: usize,
 }
 
 /// The network edge's guards, from `[server]` (see [`RawServer`]).
@@ -341,6 +347,9 @@ fn compile_limits(raw: &RawLimits, path: &KeyPath, diags: &mut Diagnostics) -> L
         );
     }
     positive(diags, "idle_timeout", raw.idle_timeout.0.is_zero());
+    positive(diags, "send_timeout", raw.send_timeout.0.is_zero());
+    positive(diags, "max_streams_per_connection", raw.max_streams_per_connection == 0);
+    positive(diags, "max_calls_per_principal", raw.max_calls_per_principal == 0);
     if raw.max_header_bytes < 1024 {
         diags.error_with_hint(&path.key("max_header_bytes"), "is too small for real requests", "use 8192 or more");
     }
@@ -353,6 +362,9 @@ fn compile_limits(raw: &RawLimits, path: &KeyPath, diags: &mut Diagnostics) -> L
         max_connections: raw.max_connections.clamp(1, MAX_CONNECTIONS_CAP),
         idle_timeout: raw.idle_timeout.0,
         shutdown_grace: raw.shutdown_grace.0,
+        send_timeout: raw.send_timeout.0,
+        max_streams_per_connection: raw.max_streams_per_connection.max(1),
+        max_calls_per_principal: raw.max_calls_per_principal.max(1),
     }
 }
 
@@ -390,6 +402,8 @@ pub struct AdminAccess {
     /// Lower-case host names and addresses the admin listener answers to besides
     /// loopback and its own address.
     pub allowed_hosts: Vec<String>,
+    /// Open admin connections at most.
+    pub max_connections: usize,
 }
 
 fn compile_admin_access(
@@ -458,7 +472,17 @@ fn compile_admin_access(
             allowed_hosts.push(name);
         }
     }
-    AdminAccess { loopback_role, identity: raw.identity.clone(), rules, token_roles, allowed_hosts }
+    if raw.max_connections == 0 {
+        diags.error(&path.key("max_connections"), "must be greater than zero");
+    }
+    AdminAccess {
+        loopback_role,
+        identity: raw.identity.clone(),
+        rules,
+        token_roles,
+        allowed_hosts,
+        max_connections: raw.max_connections.max(1),
+    }
 }
 
 fn compile_server(

@@ -223,6 +223,12 @@ pub async fn admit(
         return Err(rejection);
     }
 
+    // Calls in flight per caller, before the rate limit so that a refused call spends no
+    // budget. The slot lives in the call, so it is held until the response's last byte.
+    let limit = policy.limits.max_calls_per_principal;
+    let slot = gateway.in_flight.try_begin(&caller.budget_key, limit).ok_or(Denial::TooManyInFlight { limit })?;
+    call.in_flight = Some(slot);
+
     // Rate limit last among the checks: only calls that would otherwise be admitted spend
     // budget, so refused junk cannot exhaust a real caller's allowance.
     // (`rate_limit = "off"` is the only way to have no rule: see `policy::compile`.)
@@ -231,13 +237,17 @@ pub async fn admit(
         Some(rule) => {
             let key = match rule.key {
                 // Immutable ids only: tenant + oid, else issuer + sub, or one signed URL.
-                LimitKey::Principal => RateKey::subject(&caller.budget_key),
-                LimitKey::Ip => RateKey::client(accounted),
-                LimitKey::Trigger => RateKey::trigger(),
-                LimitKey::TcpConnection => gateway.limiters.connection_key(connection.id),
+                LimitKey::Principal => Some(RateKey::subject(&caller.budget_key)),
+                LimitKey::Ip => Some(RateKey::client(accounted)),
+                LimitKey::Trigger => Some(RateKey::trigger()),
+                // The connection's key leaves with it (`Limiters::forget_connection`).
+                LimitKey::TcpConnection => None,
             };
             let started = call.steps.start();
-            let decision = gateway.limiters.check(rule, &key).await;
+            let decision = match &key {
+                Some(key) => gateway.limiters.check(rule, key).await,
+                None => gateway.limiters.check_connection(rule, connection.id).await,
+            };
             call.steps.done(crate::trace::Step::RateLimit, started);
             let decision = decision.map_err(|e| match e {
                 LimiterError::Unavailable(_) => Failure::LimiterUnavailable { reason: e.to_string() },

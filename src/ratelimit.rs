@@ -13,6 +13,7 @@
 //! period, key kind) did not change.
 
 mod clock;
+mod in_flight;
 mod local;
 mod redis;
 mod rule;
@@ -22,6 +23,7 @@ pub mod window;
 
 pub use self::redis::{RedisBackend, RedisLimiterError, RedisSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use in_flight::{InFlight, InFlightSlot};
 pub use local::LocalStore;
 use rule::sf_string;
 pub use rule::{LimitKey, LimitSource, RateLimitRule, RawOff, RawRateLimit, RawRateLimitSetting, RuleId};
@@ -142,6 +144,10 @@ pub struct Limiters {
     last_fallback_warn_us: AtomicU64,
     /// Random per process: makes `tcp_connection` keys unique across replicas and restarts.
     instance: u64,
+    /// The rules each open connection holds a local `tcp_connection` key in, so that
+    /// [`Limiters::forget_connection`] removes exactly those (at most one entry per open
+    /// connection that made a call under such a rule).
+    connection_rules: std::sync::Mutex<std::collections::HashMap<u64, Vec<RuleId>>>,
 }
 
 /// Fallback warnings are logged at most this often.
@@ -174,6 +180,7 @@ impl Limiters {
             clock,
             last_fallback_warn_us: AtomicU64::new(0),
             instance: rand::random(),
+            connection_rules: std::sync::Mutex::default(),
         })
     }
 
@@ -186,6 +193,7 @@ impl Limiters {
             clock: Arc::new(SystemClock::default()),
             last_fallback_warn_us: AtomicU64::new(0),
             instance: rand::random(),
+            connection_rules: std::sync::Mutex::default(),
         }
     }
 
@@ -196,6 +204,34 @@ impl Limiters {
     /// The `tcp_connection` key of connection `id` of this process.
     pub fn connection_key(&self, id: u64) -> RateKey {
         RateKey::connection(self.instance, id)
+    }
+
+    /// Spends one call of connection `id`'s budget under `rule` (a `tcp_connection` rule),
+    /// remembering the rule so that the key leaves with the connection.
+    ///
+    /// # Errors
+    /// As [`Limiters::check`].
+    pub async fn check_connection(&self, rule: &RateLimitRule, id: u64) -> Result<Decision, LimiterError> {
+        {
+            let mut rules = self.connection_rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = rules.entry(id).or_default();
+            if !held.contains(&rule.id) {
+                held.push(rule.id);
+            }
+        }
+        self.check(rule, &self.connection_key(id)).await
+    }
+
+    /// Removes connection `id`'s `tcp_connection` keys: call when the connection closes.
+    /// Its ids are never reused, so the keys could never be spent again; kept, they would
+    /// fill their rule's table (`local_max_keys`) and refuse other callers. Shared budgets
+    /// in Redis expire on their own after one period.
+    pub fn forget_connection(&self, id: u64) {
+        let held = self.connection_rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        let key = self.connection_key(id);
+        for rule in held.unwrap_or_default() {
+            self.local.remove(rule, &key);
+        }
     }
 
     /// Spends one call of `key`'s budget under `rule`.
@@ -361,6 +397,74 @@ mod tests {
         assert_eq!(first.connection_key(7), first.connection_key(7));
         assert_ne!(first.connection_key(7), second.connection_key(7), "connection 7 of two processes");
         assert_ne!(first.connection_key(7), first.connection_key(8));
+    }
+
+    /// One connection's life as the server sees it.
+    #[derive(Debug, Clone)]
+    enum Event {
+        Call(u8),
+        Close(u8),
+    }
+
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![(0u8..12).prop_map(Event::Call), (0u8..12).prop_map(Event::Close)]
+    }
+
+    /// Drives generated calls and closes through the limiter; the local table must hold
+    /// exactly the keys of open connections that called (the model), and a closed
+    /// connection's id is never reused (as in the server).
+    fn run_events(events: &[Event], max_keys: usize) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prelude::*;
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let limiters = limiters(clock.clone(), max_keys);
+        let rules = [
+            RateLimitRule::new("a", 1000, Duration::from_secs(600), LimitKey::TcpConnection, false),
+            RateLimitRule::new("b", 1000, Duration::from_secs(600), LimitKey::TcpConnection, false),
+        ];
+        // Slot → the connection id open there (a close opens a fresh id in its slot).
+        let mut ids: Vec<u64> = (1..=12).collect();
+        let mut next = 13;
+        let mut model: std::collections::BTreeSet<(u64, usize)> = std::collections::BTreeSet::new();
+        for (step, event) in events.iter().enumerate() {
+            match *event {
+                Event::Call(slot) => {
+                    let id = ids[usize::from(slot)];
+                    let which = step % 2;
+                    let decided = runtime.block_on(limiters.check_connection(&rules[which], id));
+                    prop_assert!(decided.is_ok(), "a call was refused: {decided:?}");
+                    model.insert((id, which));
+                }
+                Event::Close(slot) => {
+                    let id = ids[usize::from(slot)];
+                    limiters.forget_connection(id);
+                    model.retain(|(held, _)| *held != id);
+                    ids[usize::from(slot)] = next;
+                    next += 1;
+                }
+            }
+            clock.advance(Duration::from_millis(1));
+            prop_assert_eq!(limiters.local_keys(), model.len());
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn connection_keys_follow_open_connections(events in proptest::collection::vec(event(), 0..300)) {
+            // Twelve open connections at most, two rules: never more than 24 live keys, so
+            // no shard of a table (a sixteenth of `max_keys`) fills.
+            run_events(&events, 16 * 24)?;
+        }
+    }
+
+    /// The seed: one address opening connections one after another (a call each, then
+    /// closed) filled a rule's table of 16 keys and others got `limiter_full`.
+    #[test]
+    fn connections_opened_one_after_another_never_fill_the_table() {
+        let events: Vec<Event> = (0..200).flat_map(|_| [Event::Call(0), Event::Close(0)]).collect();
+        run_events(&events, 16).unwrap();
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Listeners: accept with a connection cap and a per-client-address cap, TLS handshake
-//! (rustls, ALPN h2/http1.1), HTTP/1.1 and HTTP/2 with header timeouts and size caps, idle
-//! timeout, and graceful shutdown that lets in-flight calls finish within a deadline.
+//! Listeners: accept with a connection cap and a per-client-address cap, then serve each
+//! connection through `connection` (TLS, HTTP/1.1 and HTTP/2 with their caps and timeouts,
+//! the idle and send-progress watchdog), and graceful shutdown that lets in-flight calls
+//! finish within a deadline.
 //!
 //! [`run`] takes its listeners and its shutdown signal as arguments, so tests start it
 //! on `127.0.0.1:0` and stop it at will.
@@ -10,22 +11,14 @@ use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::proxy::{self, Connection, Upstreams};
 use crate::tls::ServerTls;
-use http_body_util::BodyExt;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 
 /// The sockets one gateway serves on, bound before `run` so callers learn the ports.
 #[derive(Debug)]
@@ -226,7 +219,22 @@ impl AcceptLoop {
             let tls = tls.as_deref().map(ServerTls::acceptor);
             tokio::spawn(async move {
                 metrics::gauge!("flowgate_open_connections").increment(1.0);
-                serve_connection(gateway, upstreams, connection, stream, tls, stop).await;
+                let limits = gateway.policy().limits.clone();
+                let handler = {
+                    let (gateway, connection) = (gateway.clone(), connection.clone());
+                    move |request| {
+                        let (gateway, upstreams, connection) = (gateway.clone(), upstreams.clone(), connection.clone());
+                        async move {
+                            match proxy::handle(gateway, &upstreams, connection, request).await {
+                                Ok(response) => response,
+                                Err(never) => match never {},
+                            }
+                        }
+                    }
+                };
+                crate::connection::serve_connection(stream, tls, connection.peer, &limits, stop, handler).await;
+                // Its `tcp_connection` budgets can never be spent again: they leave with it.
+                gateway.limiters.forget_connection(connection.id);
                 metrics::gauge!("flowgate_open_connections").decrement(1.0);
                 drop(slot);
                 drop(permit);
@@ -234,114 +242,6 @@ impl AcceptLoop {
         }
     }
 }
-
-async fn serve_connection(
-    gateway: Arc<Gateway>,
-    upstreams: Arc<Upstreams>,
-    connection: Arc<Connection>,
-    stream: TcpStream,
-    tls: Option<TlsAcceptor>,
-    stop: watch::Receiver<bool>,
-) {
-    let limits = gateway.policy().limits.clone();
-    let activity = Arc::new(Activity::new());
-    if let Some(acceptor) = tls {
-        // The handshake gets the same budget as a request head: a silent client is dropped.
-        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => {
-                let stream = ActivityIo::new(tls_stream, activity.clone());
-                serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await;
-            }
-            Ok(Err(error)) => tracing::debug!(peer = %connection.peer, %error, "TLS handshake failed"),
-            Err(_) => tracing::debug!(peer = %connection.peer, "TLS handshake timed out"),
-        }
-    } else {
-        let stream = ActivityIo::new(stream, activity.clone());
-        serve_http(gateway, upstreams, connection, stream, activity, stop, &limits).await;
-    }
-}
-
-async fn serve_http<S>(
-    gateway: Arc<Gateway>,
-    upstreams: Arc<Upstreams>,
-    connection: Arc<Connection>,
-    stream: S,
-    activity: Arc<Activity>,
-    mut stop: watch::Receiver<bool>,
-    limits: &crate::policy::Limits,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // The protocol layers allow twice the policy's head size, so that the exact count in
-    // `admit` answers an oversized head with a proper 431 (JSON, request id, run record, a
-    // stream that ends cleanly). Only beyond that do hyper (h1: a bare 431, then close) and
-    // h2 (431, then RST_STREAM(PROTOCOL_ERROR)) refuse on their own, with memory bounded.
-    let protocol_head_bytes = limits.max_header_bytes.saturating_mul(2);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(protocol_head_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(protocol_head_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(limits.idle_timeout / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let in_flight = activity.clone();
-    let service = service_fn(move |request| {
-        let gateway = gateway.clone();
-        let upstreams = upstreams.clone();
-        let connection = connection.clone();
-        let in_flight = in_flight.clone();
-        async move {
-            // A guard, not a pair of calls: an h2 stream reset drops this future midway. It
-            // lives in the response body, so a call is in flight until its last byte is sent.
-            let busy = Busy::begin(in_flight);
-            let response = proxy::handle(gateway, &upstreams, connection, request).await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody { inner: body, _busy: busy }.boxed_unsync()))
-        }
-    });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let mut tick = tokio::time::interval(Duration::from_millis(500).min(limits.idle_timeout));
-    let mut closing = false;
-    // An idle connection closed gracefully gets this long to go; a peer that ignores the
-    // GOAWAY (or never acknowledges its PING) is then dropped.
-    let mut idle_deadline: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tick.tick() => {
-                if let Some(deadline) = idle_deadline {
-                    if tokio::time::Instant::now() >= deadline && activity.idle_for() > Duration::ZERO {
-                        tracing::debug!("idle connection did not close gracefully; dropping it");
-                        return;
-                    }
-                } else if !closing && activity.idle_for() >= limits.idle_timeout {
-                    closing = true;
-                    idle_deadline = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
-}
-
-/// How long an idle connection told to close gracefully may take before it is dropped.
-const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Open connections per client address, for `max_connections_per_ip`.
 #[derive(Default)]
@@ -378,162 +278,6 @@ impl Drop for AddressSlot {
                 entry.remove();
             }
         }
-    }
-}
-
-/// A response body that keeps its call marked in flight until it is sent (or dropped).
-struct BusyBody {
-    inner: proxy::ResponseBody,
-    _busy: Busy,
-}
-
-impl http_body::Body for BusyBody {
-    type Data = bytes::Bytes;
-    type Error = proxy::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// When a connection was last active, and how many calls are being handled on it.
-///
-/// A call counts from its request head to its response's last byte. Between calls, an
-/// HTTP/1.1 connection's bytes count too (a request head on its way). An HTTP/2
-/// connection's bytes do not: PINGs, SETTINGS and `WINDOW_UPDATEs` keep a connection alive at
-/// the transport level but are not use, and counting them would let an idle h2 connection
-/// (hyper answers PINGs, and sends its own) hold a slot of `max_connections` forever.
-struct Activity {
-    epoch: Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self { epoch: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicU64::new(0) }
-    }
-    fn touch(&self) {
-        self.last_ms.store(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-    fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-    }
-    fn end(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
-    }
-    /// Zero while a call is being handled; otherwise the time since bytes last moved.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// Marks a call in flight on its connection until dropped.
-struct Busy(Arc<Activity>);
-
-impl Busy {
-    fn begin(activity: Arc<Activity>) -> Self {
-        activity.begin();
-        Self(activity)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// The HTTP/2 connection preface starts with these bytes; no HTTP/1.1 request does.
-const H2_PREFACE_START: &[u8; 4] = b"PRI ";
-
-/// A (plaintext) stream that records activity on every read and write, for the idle
-/// timeout, until its first bytes show it speaks HTTP/2 (see [`Activity`]).
-struct ActivityIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-    /// The first bytes read, until there are enough to tell the protocol.
-    first: Vec<u8>,
-    /// Bytes count as activity (HTTP/1.1, or not known yet).
-    counts: bool,
-}
-
-impl<T> ActivityIo<T> {
-    fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity, first: Vec::with_capacity(H2_PREFACE_START.len()), counts: true }
-    }
-
-    fn touch(&self) {
-        if self.counts {
-            self.activity.touch();
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = &buf.filled()[before..];
-        if !read.is_empty() {
-            let want = H2_PREFACE_START.len();
-            if self.first.len() < want {
-                let take = (want - self.first.len()).min(read.len());
-                self.first.extend_from_slice(&read[..take]);
-                if self.first.len() == want && self.first == H2_PREFACE_START {
-                    self.counts = false;
-                }
-            }
-            self.touch();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        polled
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        polled
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

@@ -109,6 +109,16 @@ fn describe() {
         "flowgate_connections_refused_total",
         "Connections closed at accept, by reason (firewall, per_ip)."
     );
+    metrics::describe_counter!(
+        "flowgate_connections_closed_total",
+        "Connections dropped by the gateway, by reason (no_request, send_timeout)."
+    );
+    metrics::describe_gauge!("flowgate_admin_open_connections", "Admin listener connections currently open.");
+    metrics::describe_counter!("flowgate_admin_busy_total", "Run-history answers refused: too many at once.");
+    metrics::describe_counter!(
+        "flowgate_trace_spans_dropped_total",
+        "Calls whose spans were dropped: the export queue was full (count or bytes)."
+    );
     metrics::describe_counter!("flowgate_policy_reloads_total", "Policy reloads by result.");
     metrics::describe_gauge!("flowgate_policy_info", "The running policy version (label), value 1.");
 }

@@ -17,7 +17,7 @@
 )]
 mod export;
 
-pub use export::{ExportSettings, RawTraces, SpanExport, Step, Steps};
+pub use export::{EXPORT_TIMEOUT, ExportSettings, RawTraces, SpanExport, SpanFields, Step, Steps};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 

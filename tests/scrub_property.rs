@@ -1,4 +1,4 @@
-//! Every byte the caller receives passes the scrubber (issue 19 §3), as a property over
+//! Every byte the caller receives passes the scrubber, as a property over
 //! generated upstream answers. A raw TCP upstream writes exactly the bytes a generated
 //! [`Shape`] describes: the injected values echoed in every form the scrubber is meant to
 //! catch, in the status reason, a header, a redirect's `Location`, 1xx heads (103 Early
@@ -661,7 +661,7 @@ async fn check(bench: &Bench, shape: &Shape) -> Result<(), String> {
     Ok(())
 }
 
-/// The instances issue 19 names, checked first.
+/// The instances a review found, checked first.
 fn seeds() -> Vec<(&'static str, Shape)> {
     let base = Shape {
         status: 200,

@@ -378,7 +378,7 @@ async fn a_webhook_path_credential_comes_from_the_vault_and_is_never_shown() {
     assert!(policy.contains("{{secret://files/hooks#slack}}"), "the reference is shown: {policy}");
     places.push(("/policy".to_owned(), policy));
     // An upstream that cannot be reached: the failure's reason names the trigger, never the
-    // upstream URL (issue 19: it may be a private field), so neither reference nor value.
+    // upstream URL (it may be a private field), so neither reference nor value.
     let down = setup.fx.client(false).post(setup.gw.url("/down")).send().await.unwrap();
     assert_eq!(down.status(), 502);
     let down_id = down.headers()["x-request-id"].to_str().unwrap().to_owned();

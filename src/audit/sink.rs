@@ -17,7 +17,7 @@
 //! read-only directory) is counted in `flowgate_audit_write_errors_total` and logged at
 //! most once per `error_log_interval`.
 
-use super::{RunFilter, RunRecord};
+use super::{RunFilter, RunRecord, RunSummary};
 use crate::config::{Diagnostics, HumanDuration, KeyPath};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -227,22 +227,23 @@ const ENTRY_OVERHEAD: usize = 160;
 /// (always holding at least one record), whatever `limit` says.
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
+/// Answers assembled from the ring at the same time at most; more are refused (503) and
+/// retried by the caller.
+pub const MAX_CONCURRENT_READS: usize = 4;
+
 /// One record in the ring (and on its way to the file/stdout).
 #[derive(Debug)]
 enum Entry {
     /// A record without a capture, as written: serialised only when read or streamed.
     Record(Box<RunRecord>),
     /// A captured record as JSON text, with the fields filters read.
-    Json(JsonEntry),
+    Json(Box<JsonEntry>),
 }
 
-/// A captured record kept as JSON text.
+/// A captured record kept as JSON text, with the fields filters and lists read.
 #[derive(Debug)]
 struct JsonEntry {
-    id: Box<str>,
-    trigger: Option<Box<str>>,
-    decision: Box<str>,
-    principal: Option<Box<str>>,
+    summary: RunSummary,
     trace_id: Option<Box<str>>,
     at: Option<std::time::SystemTime>,
     json: Box<str>,
@@ -254,21 +255,26 @@ impl Entry {
             return Ok(Self::Record(Box::new(record)));
         }
         let json = serde_json::to_string(&record)?;
-        Ok(Self::Json(JsonEntry {
-            id: record.id.as_str().into(),
-            trigger: record.trigger.as_deref().map(Into::into),
-            decision: record.decision.as_str().into(),
-            principal: record.principal.as_deref().map(Into::into),
+        Ok(Self::Json(Box::new(JsonEntry {
+            summary: RunSummary::of(&record),
             trace_id: record.trace_id.as_deref().map(Into::into),
             at: record.at(),
             json: json.into_boxed_str(),
-        }))
+        })))
+    }
+
+    /// The record's summary, never touching its capture.
+    fn summary(&self) -> RunSummary {
+        match self {
+            Self::Record(record) => RunSummary::of(record),
+            Self::Json(entry) => entry.summary.clone(),
+        }
     }
 
     fn id(&self) -> &str {
         match self {
             Self::Record(record) => &record.id,
-            Self::Json(entry) => &entry.id,
+            Self::Json(entry) => &entry.summary.id,
         }
     }
 
@@ -302,11 +308,17 @@ impl Entry {
                     + optional(&record.trace_id)
             }
             Self::Json(entry) => {
+                let summary = &entry.summary;
+                let optional = |text: &Option<String>| text.as_ref().map_or(0, String::capacity);
                 ENTRY_OVERHEAD
-                    + entry.id.len()
-                    + entry.trigger.as_ref().map_or(0, |t| t.len())
-                    + entry.decision.len()
-                    + entry.principal.as_ref().map_or(0, |p| p.len())
+                    + std::mem::size_of::<JsonEntry>()
+                    + summary.id.capacity()
+                    + summary.time.capacity()
+                    + summary.method.capacity()
+                    + summary.path.capacity()
+                    + summary.decision.capacity()
+                    + optional(&summary.trigger)
+                    + optional(&summary.principal)
                     + entry.trace_id.as_ref().map_or(0, |t| t.len())
                     + entry.json.len()
             }
@@ -317,8 +329,13 @@ impl Entry {
         match self {
             Self::Record(record) => filter.matches(record),
             Self::Json(entry) => {
-                let fields =
-                    (entry.trigger.as_deref(), &*entry.decision, entry.principal.as_deref(), entry.trace_id.as_deref());
+                let summary = &entry.summary;
+                let fields = (
+                    summary.trigger.as_deref(),
+                    summary.decision.as_str(),
+                    summary.principal.as_deref(),
+                    entry.trace_id.as_deref(),
+                );
                 filter.matches_fields(fields, || entry.at)
             }
         }
@@ -357,6 +374,8 @@ pub struct AuditLog {
     counters: Arc<Counters>,
     /// `flowgate_audit_records_total`, resolved once (every call writes a record).
     records_total: metrics::Counter,
+    /// Answers being assembled from the ring at most ([`AuditLog::reader`]).
+    readers: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuditLog {
@@ -381,6 +400,7 @@ impl AuditLog {
             stream: AtomicBool::new(cfg.has_stream_sink()),
             counters,
             records_total: metrics::counter!("flowgate_audit_records_total"),
+            readers: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
         })
     }
 
@@ -479,6 +499,20 @@ impl AuditLog {
     /// Records in the ring matching `filter`, newest first, at most `filter.limit()`.
     pub fn query(&self, filter: &RunFilter) -> Vec<RunRecord> {
         self.matching(filter).iter().filter_map(|e| serde_json::from_str(&e.json()?).ok()).collect()
+    }
+
+    /// Summaries of the records matching `filter`, newest first, at most `filter.limit()`:
+    /// for lists, which must never parse or copy captures.
+    pub fn summaries(&self, filter: &RunFilter) -> Vec<RunSummary> {
+        self.matching(filter).iter().map(|e| e.summary()).collect()
+    }
+
+    /// A permit to assemble one answer from the ring (`/runs`, the console's run pages),
+    /// or `None` when [`MAX_CONCURRENT_READS`] are being assembled or sent: each can hold up
+    /// to [`MAX_ANSWER_BYTES`], and a page that refreshes itself must not multiply that.
+    /// Keep it until the answer is sent (its body holds it).
+    pub fn reader(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.readers.clone().try_acquire_owned().ok()
     }
 
     /// [`AuditLog::query`] as a JSON array, assembled after the ring's lock is released
@@ -716,6 +750,48 @@ mod tests {
         // Shrinking the bound on reload evicts at once.
         log.reconfigure(&AuditConfig { ring: 10_000, ring_max_bytes: 64 * 1024, ..AuditConfig::default() });
         assert!(log.ring_bytes() <= 64 * 1024);
+    }
+
+    proptest::proptest! {
+        /// Lists read summaries: for generated records, captured or not, the summaries
+        /// equal the model (`RunSummary::of` each record written, newest first, filtered),
+        /// and the capture is never parsed for them (a captured entry keeps its summary).
+        #[test]
+        fn summaries_are_the_records_fields_without_captures(
+            records in proptest::collection::vec((0u8..3, proptest::bool::ANY, 0usize..300, 100u16..600), 1..40),
+            want in proptest::option::of(0u8..3),
+            limit in 1usize..50,
+        ) {
+            let log = AuditLog::new(&config(1000)).expect("starts");
+            let mut model = Vec::new();
+            for (i, (trigger, captured, size, status)) in records.into_iter().enumerate() {
+                let mut record = if captured { adversarial(&format!("r{i}"), size) } else {
+                    RunRecord::new(format!("r{i}"), SystemTime::now(), "POST", "/t")
+                };
+                record.trigger = Some(format!("t{trigger}"));
+                record.status = status;
+                record.latency_ms = f64::from(status) / 7.0;
+                model.push(RunSummary::of(&record));
+                log.write(record);
+            }
+            let filter = RunFilter { trigger: want.map(|t| format!("t{t}")), limit: Some(limit), ..RunFilter::default() };
+            let expected: Vec<RunSummary> = model
+                .into_iter()
+                .rev()
+                .filter(|s| filter.trigger.is_none() || s.trigger == filter.trigger)
+                .take(limit)
+                .collect();
+            proptest::prop_assert_eq!(log.summaries(&filter), expected);
+        }
+    }
+
+    #[test]
+    fn at_most_max_concurrent_reads_answers_are_held() {
+        let log = AuditLog::new(&config(10)).expect("starts");
+        let held: Vec<_> = (0..MAX_CONCURRENT_READS).map(|_| log.reader().expect("a free reader")).collect();
+        assert!(log.reader().is_none(), "one more answer than the bound");
+        drop(held);
+        assert!(log.reader().is_some(), "permits come back when answers are sent");
     }
 
     #[test]

@@ -9,17 +9,21 @@ use crate::policy::Policy;
 use http::StatusCode;
 use std::fmt::Write;
 
+/// Runs one page lists at most, whatever `limit` asks (the page refreshes itself).
+pub(super) const PAGE_MAX_LIMIT: usize = 200;
+
 /// The filter keys the form offers, in `GET /runs`'s names.
 const KEYS: [&str; 6] = ["trigger", "decision", "principal", "since", "until", "limit"];
 
 /// Decisions offered by the form (any other value can be typed).
-const DECISIONS: [&str; 14] = [
+const DECISIONS: [&str; 15] = [
     ALLOWED,
     "unauthenticated",
     "forbidden",
     "insufficient_scope",
     "ip_forbidden",
     "rate_limited",
+    "too_many_in_flight",
     "shielded",
     "not_found",
     "method_not_allowed",
@@ -80,13 +84,14 @@ pub(super) fn list(gateway: &Gateway, query: &str) -> (StatusCode, String) {
     );
 
     let filter = match RunFilter::from_query(&api_query) {
-        Ok(filter) => filter,
+        Ok(filter) => RunFilter { limit: Some(filter.limit().min(PAGE_MAX_LIMIT)), ..filter },
         Err(message) => {
             let _ = write!(out, "<p class=\"error\" id=\"filter-error\">{}</p>", e(message));
             return (StatusCode::BAD_REQUEST, out);
         }
     };
-    let records = gateway.audit.query(&filter);
+    // Summaries only: a list never parses or copies a capture.
+    let records = gateway.audit.summaries(&filter);
     out.push_str(
         "<div id=\"runs\"><table class=\"stack\"><thead><tr><th>Time (UTC)</th><th>Trigger</th><th>Request</th>\
          <th>Decision</th><th>Status</th><th>Caller</th><th>Latency</th></tr></thead><tbody>",

@@ -85,9 +85,9 @@ fn today_in_history(gateway: &Gateway) -> (HashMap<String, (u64, u64)>, bool) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let midnight = UNIX_EPOCH + Duration::from_secs(now - now % 86_400);
     let filter = RunFilter { since: Some(midnight), limit: Some(usize::MAX), ..RunFilter::default() };
-    let records = gateway.audit.query(&filter);
+    let records = gateway.audit.summaries(&filter);
     let before = RunFilter { until: Some(midnight), limit: Some(1), ..RunFilter::default() };
-    let complete = records.len() < gateway.policy().audit.ring || !gateway.audit.query(&before).is_empty();
+    let complete = records.len() < gateway.policy().audit.ring || !gateway.audit.summaries(&before).is_empty();
     let mut today: HashMap<String, (u64, u64)> = HashMap::new();
     for record in records {
         let Some(trigger) = record.trigger else { continue };

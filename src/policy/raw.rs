@@ -203,6 +203,22 @@ pub struct RawLimits {
     /// On SIGTERM, in-flight calls get this long to finish.
     #[serde(default = "d30s")]
     pub shutdown_grace: HumanDuration,
+    /// Longest time a response may wait for the caller to take more of it (a caller that
+    /// stops reading, a zero HTTP/2 window); past it the connection is dropped, with its
+    /// calls and their upstream connections. Judged by the gateway, not the caller.
+    #[serde(default = "d30s")]
+    pub send_timeout: HumanDuration,
+    /// Calls in flight on one HTTP/2 connection at most (its `SETTINGS_MAX_CONCURRENT_STREAMS`);
+    /// an HTTP/1.1 connection carries one at a time.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    /// Calls in flight at once for one authenticated caller (its rate-limit budget key:
+    /// tenant and object id, issuer and subject, or one signed URL), over all connections;
+    /// more → 429 `too_many_in_flight` with `Retry-After: 1`. Default 1024: automation
+    /// callers are often one service principal calling with high concurrency (the default
+    /// rate limit of 2000 per 60 s with slow flows can keep about a thousand calls open).
+    #[serde(default = "default_max_calls_per_principal")]
+    pub max_calls_per_principal: usize,
 }
 
 impl Default for RawLimits {
@@ -216,6 +232,9 @@ impl Default for RawLimits {
             max_connections: default_max_connections(),
             idle_timeout: d60s(),
             shutdown_grace: d30s(),
+            send_timeout: d30s(),
+            max_streams_per_connection: default_max_streams_per_connection(),
+            max_calls_per_principal: default_max_calls_per_principal(),
         }
     }
 }
@@ -240,6 +259,15 @@ fn default_max_body_bytes() -> u64 {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_max_streams_per_connection() -> u32 {
+    100
+}
+fn default_max_calls_per_principal() -> usize {
+    1_024
+}
+fn default_admin_max_connections() -> usize {
+    64
 }
 
 /// `[admin]`
@@ -275,6 +303,10 @@ pub struct RawAdmin {
     /// web page whose name was rebound to this address (DNS rebinding) cannot read it.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Open admin connections at most; more wait in the accept queue. The admin listener
+    /// shares `[limits]`' header, idle and send timeouts with the main listener.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for RawAdmin {
@@ -287,6 +319,7 @@ impl Default for RawAdmin {
             tenants: Vec::new(),
             principals: Vec::new(),
             allowed_hosts: Vec::new(),
+            max_connections: default_admin_max_connections(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Call {
     pub(super) capture: Option<Capture>,
     /// The matched trigger's name as a metric label (see `Trigger::name_label`).
     pub(super) trigger_label: Option<Arc<str>>,
+    /// The caller's slot of `max_calls_per_principal`, held until the call ends.
+    pub(super) in_flight: Option<crate::ratelimit::InFlightSlot>,
     gateway: Arc<Gateway>,
 }
 
@@ -65,6 +67,7 @@ impl Call {
             request_body: Arc::new(BodyStats::default()),
             capture: None,
             trigger_label: None,
+            in_flight: None,
             gateway: gateway.clone(),
         }
     }

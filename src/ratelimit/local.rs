@@ -159,6 +159,26 @@ impl LocalStore {
         }
     }
 
+    /// Removes `key` from `rule`'s table (a key that can never be used again); true when it
+    /// was held.
+    pub fn remove(&self, rule: RuleId, key: &RateKey) -> bool {
+        let Some(table) = self.tables.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&rule).cloned()
+        else {
+            return false;
+        };
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        let mut shard = lock(&table.shards[index]);
+        let removed = shard.logs.remove(key).is_some();
+        // The idle order forgets removed keys lazily; rebuilt before it outgrows the keys.
+        if shard.idle_order.len() > 2 * shard.logs.len() + 16 {
+            let period_us = table.period_us;
+            let refiled: BinaryHeap<_> =
+                shard.logs.iter().map(|(k, w)| Reverse((w.idle_at(period_us).unwrap_or(0), k.clone()))).collect();
+            shard.idle_order = refiled;
+        }
+        removed
+    }
+
     /// Drops keys whose admissions no longer count, and tables left empty; returns how
     /// many keys were dropped.
     pub fn sweep(&self, now_us: u64) -> usize {

@@ -2,10 +2,13 @@
 //! expensive step: authentication, rate limit, secret resolution and the upstream call.
 //! Off unless `[traces] otlp_endpoint` is set; needs a restart to change.
 //!
-//! Spans are built from the finished run record, so they carry what the record carries
-//! and nothing more: method, path without its query, trigger, decision, statuses, request
-//! id. Never a token, a query string, an upstream URL or a secret value. Calls are queued
-//! to one task that batches them to the `opentelemetry-otlp` exporter; a full queue drops
+//! Spans are built from the few fields of the finished run record they show ([`SpanFields`]:
+//! method, path without its query, trigger, decision, statuses, request id, client
+//! address), copied when the call ends: never its capture, never a token, a query string,
+//! an upstream URL or a secret value. Calls are queued to one task that batches them to the
+//! `opentelemetry-otlp` exporter. The queue is bounded in calls (`queue`) and in bytes
+//! (`queue_max_bytes`), and every export request in time ([`EXPORT_TIMEOUT`]), so a
+//! collector that never answers holds at most that much; a full queue drops the call's
 //! spans (counted in `flowgate_trace_spans_dropped_total`) rather than slow a call.
 
 use super::TraceContext;
@@ -17,6 +20,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -33,11 +37,20 @@ pub struct RawTraces {
     /// Calls waiting for export at most; beyond, spans are dropped and counted (default 4096).
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Bytes of span fields waiting for export at most (method, path, ids, trigger...; never
+    /// captures); beyond, spans are dropped and counted (default 4 MiB).
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: usize,
 }
 
 impl Default for RawTraces {
     fn default() -> Self {
-        Self { otlp_endpoint: None, service_name: default_service_name(), queue: default_queue() }
+        Self {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+            queue: default_queue(),
+            queue_max_bytes: default_queue_max_bytes(),
+        }
     }
 }
 
@@ -47,6 +60,13 @@ fn default_service_name() -> String {
 fn default_queue() -> usize {
     4096
 }
+fn default_queue_max_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+/// Longest time one export request may take (connect, send, answer); a collector that
+/// never answers costs at most this per batch, and the queue behind it stays bounded.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Compiled `[traces]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +75,10 @@ pub struct ExportSettings {
     pub endpoint: String,
     /// `service.name`.
     pub service_name: String,
-    /// Queue bound.
+    /// Queue bound in calls.
     pub queue: usize,
+    /// Queue bound in bytes of span fields.
+    pub queue_max_bytes: usize,
 }
 
 impl ExportSettings {
@@ -74,7 +96,15 @@ impl ExportSettings {
         if raw.queue == 0 {
             diags.error(&path.key("queue"), "queue must be at least 1");
         }
-        Some(Self { endpoint: endpoint.clone(), service_name: raw.service_name.clone(), queue: raw.queue.max(1) })
+        if raw.queue_max_bytes < 4096 {
+            diags.error(&path.key("queue_max_bytes"), "queue_max_bytes must be at least 4096");
+        }
+        Some(Self {
+            endpoint: endpoint.clone(),
+            service_name: raw.service_name.clone(),
+            queue: raw.queue.max(1),
+            queue_max_bytes: raw.queue_max_bytes.max(4096),
+        })
     }
 }
 
@@ -132,17 +162,75 @@ impl Steps {
     }
 }
 
+/// What a call's spans show, copied from its run record when it ends: a few short
+/// strings, never the record's capture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanFields {
+    id: String,
+    method: String,
+    path: String,
+    status: u16,
+    upstream_status: Option<u16>,
+    decision: String,
+    policy_version: String,
+    trigger: Option<String>,
+    client: Option<std::net::IpAddr>,
+    start: SystemTime,
+    latency_ms: f64,
+}
+
+impl SpanFields {
+    /// The fields of `record` that spans show.
+    pub fn of(record: &RunRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            method: record.method.clone(),
+            path: record.path.clone(),
+            status: record.status,
+            upstream_status: record.upstream_status,
+            decision: record.decision.clone(),
+            policy_version: record.policy_version.clone(),
+            trigger: record.trigger.clone(),
+            client: record.client_ip,
+            start: record.at().unwrap_or_else(SystemTime::now),
+            latency_ms: record.latency_ms,
+        }
+    }
+
+    /// Bytes these fields keep alive while queued (strings plus the queue slot).
+    pub fn cost(&self) -> usize {
+        std::mem::size_of::<Finished>()
+            + self.id.capacity()
+            + self.method.capacity()
+            + self.path.capacity()
+            + self.decision.capacity()
+            + self.policy_version.capacity()
+            + self.trigger.as_ref().map_or(0, String::capacity)
+    }
+}
+
 /// One finished call on its way to the exporter.
 struct Finished {
-    record: RunRecord,
+    fields: SpanFields,
     trace: TraceContext,
     steps: Steps,
+    /// Its [`SpanFields::cost`], given back when it leaves the queue.
+    cost: usize,
 }
 
 /// The export queue; lives in the `Gateway`.
 #[derive(Debug)]
 pub struct SpanExport {
     queue: mpsc::Sender<Finished>,
+    bytes: std::sync::Arc<QueueBytes>,
+}
+
+/// Bytes queued now, and the bound.
+#[derive(Debug)]
+struct QueueBytes {
+    queued: AtomicUsize,
+    max: usize,
+    dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for Finished {
@@ -162,15 +250,20 @@ impl SpanExport {
             .with_http_client(ReqwestClient::new()?)
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(settings.endpoint.clone())
-            .with_timeout(Duration::from_secs(10))
+            .with_timeout(EXPORT_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
         let resource =
             opentelemetry_sdk::Resource::builder_empty().with_service_name(settings.service_name.clone()).build();
         exporter.set_resource(&resource);
         let (queue, received) = mpsc::channel(settings.queue);
-        tokio::spawn(run(exporter, received));
-        Ok(Self { queue })
+        let bytes = std::sync::Arc::new(QueueBytes {
+            queued: AtomicUsize::new(0),
+            max: settings.queue_max_bytes,
+            dropped: AtomicU64::new(0),
+        });
+        tokio::spawn(run(exporter, received, bytes.clone()));
+        Ok(Self { queue, bytes })
     }
 
     /// Queues a finished call's spans, when its trace is sampled; never waits.
@@ -178,42 +271,78 @@ impl SpanExport {
         if !trace.sampled() {
             return;
         }
-        let finished = Finished { record: record.clone(), trace: trace.clone(), steps };
-        if self.queue.try_send(finished).is_err() {
+        let fields = SpanFields::of(record);
+        let cost = fields.cost();
+        let bytes = &self.bytes;
+        let queued = bytes.queued.fetch_add(cost, Ordering::Relaxed) + cost;
+        let refused = if queued > bytes.max {
+            true
+        } else {
+            self.queue.try_send(Finished { fields, trace: trace.clone(), steps, cost }).is_err()
+        };
+        if refused {
+            bytes.queued.fetch_sub(cost, Ordering::Relaxed);
+            bytes.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("flowgate_trace_spans_dropped_total").increment(1);
         }
+    }
+
+    /// Bytes of span fields waiting for export now (never more than `queue_max_bytes`).
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.queued.load(Ordering::Relaxed)
+    }
+
+    /// Calls whose spans were dropped since start (full queue).
+    pub fn dropped(&self) -> u64 {
+        self.bytes.dropped.load(Ordering::Relaxed)
     }
 }
 
 /// Calls per export request at most.
 const BATCH: usize = 128;
 
-async fn run(exporter: opentelemetry_otlp::SpanExporter, mut received: mpsc::Receiver<Finished>) {
+async fn run(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut received: mpsc::Receiver<Finished>,
+    bytes: std::sync::Arc<QueueBytes>,
+) {
     let mut batch = Vec::new();
+    let take = |finished: &Finished, batch: &mut Vec<SpanData>| {
+        bytes.queued.fetch_sub(finished.cost, Ordering::Relaxed);
+        batch.extend(spans_of(finished));
+    };
     while let Some(first) = received.recv().await {
-        batch.extend(spans_of(&first));
+        take(&first, &mut batch);
         // Whatever else is already waiting goes in the same request.
         while batch.len() < BATCH * 5 {
             match received.try_recv() {
-                Ok(next) => batch.extend(spans_of(&next)),
+                Ok(next) => take(&next, &mut batch),
                 Err(_) => break,
             }
         }
-        if let Err(error) = exporter.export(std::mem::take(&mut batch)).await {
-            metrics::counter!("flowgate_trace_export_errors_total").increment(1);
-            tracing::warn!(%error, "span export failed");
+        // The client's own timeouts should fire first; this one holds whatever they miss.
+        match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(std::mem::take(&mut batch))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                metrics::counter!("flowgate_trace_export_errors_total").increment(1);
+                tracing::warn!(%error, "span export failed");
+            }
+            Err(_) => {
+                metrics::counter!("flowgate_trace_export_errors_total").increment(1);
+                tracing::warn!(timeout = ?EXPORT_TIMEOUT, "span export timed out");
+            }
         }
     }
 }
 
 /// The call's span and its children, from what the run record holds.
 fn spans_of(finished: &Finished) -> Vec<SpanData> {
-    let Finished { record, trace, steps } = finished;
+    let Finished { fields: record, trace, steps, .. } = finished;
     let trace_id = TraceId::from_bytes(trace.trace_id);
     let call_span = SpanId::from_bytes(trace.span_id);
     let context = |span: SpanId| SpanContext::new(trace_id, span, TraceFlags::SAMPLED, false, TraceState::default());
     let scope = InstrumentationScope::builder("flowgate").with_version(env!("CARGO_PKG_VERSION")).build();
-    let start = record.at().unwrap_or_else(SystemTime::now);
+    let start = record.start;
     let end = start + Duration::from_secs_f64(record.latency_ms.max(0.0) / 1000.0);
     let mut attributes = vec![
         KeyValue::new("http.request.method", record.method.clone()),
@@ -226,7 +355,7 @@ fn spans_of(finished: &Finished) -> Vec<SpanData> {
     if let Some(trigger) = &record.trigger {
         attributes.push(KeyValue::new("flowgate.trigger", trigger.clone()));
     }
-    if let Some(client) = record.client_ip {
+    if let Some(client) = record.client {
         attributes.push(KeyValue::new("client.address", client.to_string()));
     }
     let status = if record.status >= 500 { Status::error(record.decision.clone()) } else { Status::Unset };
@@ -289,7 +418,7 @@ struct ReqwestClient(reqwest::Client);
 impl ReqwestClient {
     fn new() -> Result<Self, String> {
         reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(EXPORT_TIMEOUT)
             .build()
             .map(Self)
             .map_err(|e| format!("cannot build the OTLP HTTP client: {e}"))
@@ -311,5 +440,58 @@ impl opentelemetry_http::HttpClient for ReqwestClient {
         }
         let body = response.bytes().await?;
         Ok(out.body(body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Captured, CapturedBody, CapturedMessage};
+
+    /// A record of a captured call with a 64 KiB JSON body (the seed).
+    fn captured_record(i: usize) -> RunRecord {
+        let mut record = RunRecord::new(format!("id-{i}"), SystemTime::now(), "POST", &format!("/flows/{i}"));
+        let json = serde_json::json!({ "payload": "x".repeat(64 * 1024) });
+        record.capture = Some(Captured {
+            request: Some(CapturedMessage::Captured {
+                headers: std::collections::BTreeMap::new(),
+                body: Some(CapturedBody::Json { json }),
+            }),
+            response: None,
+        });
+        record
+    }
+
+    #[test]
+    fn span_fields_never_carry_the_capture() {
+        let fields = SpanFields::of(&captured_record(1));
+        assert!(fields.cost() < 1024, "{} bytes queued for one call", fields.cost());
+    }
+
+    /// Seed: 1,990 captured 64 KiB calls with a collector that never answers grew the
+    /// process to 2.25 GB. The queue stays under its byte bound and counts what it drops.
+    #[tokio::test]
+    async fn the_queue_stays_within_its_byte_bound_when_the_collector_never_answers() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/v1/traces", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                open.push(stream);
+            }
+        });
+        let max = 64 * 1024;
+        let settings = ExportSettings { endpoint, service_name: "t".into(), queue: 4096, queue_max_bytes: max };
+        let export = SpanExport::start(&settings).unwrap();
+        let trace = TraceContext::from_headers(&http::HeaderMap::new(), true);
+        for i in 0..1990 {
+            export.call_finished(&captured_record(i), &trace, Steps::new(false));
+            assert!(export.queued_bytes() <= max, "{} bytes queued", export.queued_bytes());
+            if i % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(export.dropped() > 0, "nothing was dropped although the collector never answers");
+        held.abort();
     }
 }
