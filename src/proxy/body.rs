@@ -286,16 +286,22 @@ pub(super) struct BodyStalled(pub std::time::Duration);
 
 /// An upstream response body that fails when no frame arrives for `limit`: a stalled
 /// upstream must not hold the caller's connection (and its slot) forever.
+///
+/// Only time spent waiting for the upstream counts: the clock starts when a poll finds no
+/// frame, not when the last frame was handed on, so a caller that reads slowly (within
+/// `send_timeout`, which bounds that side) never makes the upstream look stalled.
 pub struct StallGuard<B> {
     inner: B,
     limit: std::time::Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// A poll found no frame and none has arrived since.
+    waiting: bool,
 }
 
 impl<B> StallGuard<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, limit: std::time::Duration) -> Self {
-        Self { inner, limit, timer: Box::pin(tokio::time::sleep(limit)) }
+        Self { inner, limit, timer: Box::pin(tokio::time::sleep(limit)), waiting: false }
     }
 }
 
@@ -310,14 +316,17 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    this.timer.as_mut().reset(tokio::time::Instant::now() + this.limit);
+                }
                 if this.timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(Box::new(BodyStalled(this.limit)))));
                 }
                 Poll::Pending
             }
             ready @ Poll::Ready(_) => {
-                let deadline = tokio::time::Instant::now() + this.limit;
-                this.timer.as_mut().reset(deadline);
+                this.waiting = false;
                 ready
             }
         }
@@ -406,6 +415,37 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};
     use std::sync::Mutex;
+
+    /// A body fed by a channel: pending until the test sends a frame.
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0.poll_recv(cx).map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// The stall clock counts only time spent waiting for the upstream: a caller that reads
+    /// the next frame late does not make the upstream look stalled.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_reader_does_not_make_the_upstream_look_stalled() {
+        let limit = std::time::Duration::from_secs(10);
+        let (feed, fed) = tokio::sync::mpsc::unbounded_channel();
+        let mut guard = StallGuard::new(Fed(fed), limit);
+        feed.send(Bytes::from_static(b"one")).unwrap();
+        assert!(guard.frame().await.unwrap().is_ok());
+        // The caller takes 25 s to come back for more (no poll meanwhile).
+        tokio::time::sleep(std::time::Duration::from_secs(25)).await;
+        let next = tokio::time::timeout(std::time::Duration::from_secs(9), guard.frame()).await;
+        assert!(next.is_err(), "the upstream has been waited on for 9 s only: still pending");
+        feed.send(Bytes::from_static(b"two")).unwrap();
+        assert!(guard.frame().await.unwrap().is_ok());
+        // A real stall: nothing for the whole limit while being waited on.
+        let stalled = tokio::time::timeout(std::time::Duration::from_secs(11), guard.frame()).await;
+        assert!(matches!(stalled, Ok(Some(Err(_)))), "a stall of the whole limit fails the body");
+    }
 
     #[tokio::test]
     async fn cap_fails_past_the_limit() {
