@@ -204,21 +204,28 @@ async fn a_pinned_principal_is_accepted_only_from_its_ranges() {
     gw.shutdown().await;
 }
 
-/// A caller's `POST` with its own `Forwarded` header next to the load balancer's
-/// `X-Forwarded-For`, from the trusted proxy at 127.0.0.1.
-async fn via_lb(client: &reqwest::Client, gw: &Running, forwarded: &str, xff: &str) -> (u16, serde_json::Value) {
-    let response = client
-        .post(gw.url("/behind-lb"))
-        .header("forwarded", forwarded)
-        .header("x-forwarded-for", xff)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+/// A `POST` with `headers`: status, and the run record of the call.
+async fn post_with(
+    client: &reqwest::Client,
+    gw: &Running,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut request = client.post(gw.url(path)).body("{}");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     response.bytes().await.unwrap();
     (status, common::run_record(gw, &id).await)
+}
+
+/// A caller's `POST` with its own `Forwarded` header next to the load balancer's
+/// `X-Forwarded-For`, from the trusted proxy at 127.0.0.1.
+async fn via_lb(client: &reqwest::Client, gw: &Running, forwarded: &str, xff: &str) -> (u16, serde_json::Value) {
+    post_with(client, gw, "/behind-lb", &[("forwarded", forwarded), ("x-forwarded-for", xff)]).await
 }
 
 #[tokio::test]
@@ -317,11 +324,7 @@ async fn via_forwarded(
     path: &str,
     forwarded: &str,
 ) -> (u16, serde_json::Value) {
-    let response = client.post(gw.url(path)).header("forwarded", forwarded).body("{}").send().await.unwrap();
-    let status = response.status().as_u16();
-    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
-    response.bytes().await.unwrap();
-    (status, common::run_record(gw, &id).await)
+    post_with(client, gw, path, &[("forwarded", forwarded)]).await
 }
 
 /// `ipv6_prefix`: addresses of one /64 share the `ip` rate-limit budget; another /64 has
