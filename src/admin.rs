@@ -23,7 +23,7 @@ use crate::audit::{AdminRole, RunFilter};
 use crate::denial::{Denial, Rejection};
 use crate::gateway::{Gateway, ReloadOutcome};
 use crate::policy::Policy;
-use crate::proxy::{ResponseBody, full_body};
+use crate::web::{REQUEST_ID, ResponseBody, full_body, new_request_id};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
@@ -121,12 +121,12 @@ fn host_allowed(host: &str, local: IpAddr, allowed: &[String]) -> bool {
 /// A refusal from the admin listener: the shared JSON body with a fresh request id, and
 /// the private reason logged under that id.
 fn refuse(denial: Denial) -> Response<ResponseBody> {
-    let id = crate::proxy::new_request_id();
+    let id = new_request_id();
     let rejection = Rejection::Denied(denial);
     tracing::info!(request_id = %id, kind = rejection.kind(), reason = %rejection.reason(), "admin API call refused");
     let mut response = rejection.response(&id).map(|b| b.map_err(|never| match never {}).boxed_unsync());
     if let Ok(id) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(crate::proxy::REQUEST_ID, id);
+        response.headers_mut().insert(REQUEST_ID, id);
     }
     response
 }

@@ -5,7 +5,7 @@
 //! for a caller that takes none of it (see `docs/ARCHITECTURE.md`, "Resource bounds").
 
 use crate::policy::Limits;
-use crate::proxy::{self, ResponseBody};
+use crate::web::{self, ResponseBody};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -182,7 +182,7 @@ impl BusyBody {
 
 impl http_body::Body for BusyBody {
     type Data = bytes::Bytes;
-    type Error = proxy::BoxError;
+    type Error = web::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -402,7 +402,7 @@ mod tests {
 
     impl http_body::Body for Scripted {
         type Data = bytes::Bytes;
-        type Error = proxy::BoxError;
+        type Error = web::BoxError;
         fn poll_frame(
             self: Pin<&mut Self>,
             _: &mut Context<'_>,

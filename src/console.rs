@@ -29,7 +29,7 @@ mod triggers;
 
 use crate::audit::AdminRole;
 use crate::gateway::Gateway;
-use crate::proxy::{ResponseBody, full_body};
+use crate::web::{ResponseBody, full_body};
 use html::e;
 use http::{HeaderValue, Response, StatusCode, header};
 use std::fmt::Write;

@@ -2,7 +2,7 @@
 //! shows what arrived (header names and value lengths, never header values), so a
 //! newcomer can see injection and header hygiene at work.
 
-use crate::proxy::{ResponseBody, full_body};
+use crate::web::{ResponseBody, full_body};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;

@@ -1,8 +1,6 @@
 //! The [`Gateway`] value: the running policy behind one atomic pointer, plus the state
-//! that must outlive a policy swap (TLS certificate and the per-feature stores). No
-//! globals: everything a request needs hangs off this value, except the upstream
-//! connection pools, which belong to the request path (`proxy::Upstreams`, held by the
-//! server) so that this module need not name `proxy`'s types.
+//! that must outlive a policy swap (TLS certificate, the per-feature stores, the upstream
+//! connection pools). No globals: everything a request needs hangs off this value.
 
 use crate::config::ConfigError;
 use crate::policy::{self, Policy};
@@ -42,6 +40,8 @@ pub struct Gateway {
     pub spans: Option<crate::trace::SpanExport>,
     /// The per-call request metrics' handles.
     pub request_metrics: crate::telemetry::RequestMetrics,
+    /// The upstream connection pools; the shared one takes the first policy's limits.
+    pub upstreams: crate::web::Upstreams,
 }
 
 /// What a reload did.
@@ -71,6 +71,9 @@ pub enum StartError {
     /// The span exporter cannot start (its reason, as the exporter words it).
     #[error("{0}")]
     Traces(String),
+    /// The upstream client cannot be built.
+    #[error("cannot build the upstream client: {0}")]
+    Upstream(String),
 }
 
 impl Gateway {
@@ -78,9 +81,10 @@ impl Gateway {
     /// the tokio runtime: it starts the key refresh and housekeeping tasks.
     ///
     /// # Errors
-    /// The run history cannot be opened, the Redis settings are unusable, or the span
-    /// exporter cannot start.
+    /// The run history cannot be opened, the Redis settings are unusable, the span
+    /// exporter cannot start, or the upstream client cannot be built.
     pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Result<Arc<Self>, StartError> {
+        let upstreams = crate::web::Upstreams::new(&policy).map_err(StartError::Upstream)?;
         let metrics = crate::telemetry::metrics_handle();
         let audit = crate::audit::AuditLog::new(&policy.audit).map_err(StartError::RunHistory)?;
         publish_version(None, &policy.version);
@@ -107,6 +111,7 @@ impl Gateway {
             secrets: crate::secrets::SecretStore::new(),
             spans,
             request_metrics: crate::telemetry::RequestMetrics::new(),
+            upstreams,
         });
         start_housekeeping(&gateway);
         Ok(gateway)

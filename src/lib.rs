@@ -13,7 +13,8 @@
 //! | [`server`] | listeners, TLS accept, connection cap, graceful shutdown |
 //! | [`connection`] | serving one connection (main and admin listener): TLS, hyper, idle and send-progress watchdog |
 //! | [`tls`] | rustls configuration, certificate reload, development certificates |
-//! | [`proxy`] | `handle` → `admit` → `forward`; header hygiene; the upstream client |
+//! | [`proxy`] | `handle` → `admit` → `forward`; header hygiene; refused-body settling |
+//! | [`web`] | plain HTTP pieces: body types, local answers, the request id, the upstream client and pools |
 //! | [`denial`] | the closed set of refusals and failures, each mapped to one HTTP response |
 //! | [`firewall`] | CIDR allow/deny tables, client address resolution |
 //! | [`auth`] | bearer JWT validation, JWKS, tenant/principal rules, signed URLs |
@@ -53,3 +54,4 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod web;

@@ -9,7 +9,7 @@
 use crate::firewall::ClientIp;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
-use crate::proxy::{self, Connection, Upstreams};
+use crate::proxy::{self, Connection};
 use crate::tls::ServerTls;
 use std::future::Future;
 use std::io;
@@ -77,9 +77,6 @@ pub enum ServerError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    /// The upstream client could not be built.
-    #[error("cannot build the upstream client: {0}")]
-    Upstream(String),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish
@@ -96,9 +93,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let policy = gateway.policy();
-    // The upstream pools live as long as the server; the shared one takes the first
-    // policy's limits.
-    let upstreams = Arc::new(Upstreams::new(&policy).map_err(ServerError::Upstream)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(policy.limits.max_connections));
     let per_address = Arc::new(PerAddress::default());
@@ -112,7 +106,6 @@ pub async fn run(
         gateway.attach_tls(serving.clone());
         let accept = AcceptLoop {
             gateway: gateway.clone(),
-            upstreams: upstreams.clone(),
             connections: connections.clone(),
             per_address: per_address.clone(),
             ids: ids.clone(),
@@ -123,7 +116,6 @@ pub async fn run(
     if let Some(listener) = listeners.plain {
         let accept = AcceptLoop {
             gateway: gateway.clone(),
-            upstreams: upstreams.clone(),
             connections: connections.clone(),
             per_address: per_address.clone(),
             ids: ids.clone(),
@@ -159,7 +151,6 @@ pub async fn run(
 
 struct AcceptLoop {
     gateway: Arc<Gateway>,
-    upstreams: Arc<Upstreams>,
     connections: Arc<Semaphore>,
     per_address: Arc<PerAddress>,
     ids: Arc<AtomicU64>,
@@ -213,7 +204,6 @@ impl AcceptLoop {
             let connection =
                 Arc::new(Connection { peer, tls: tls.is_some(), id: self.ids.fetch_add(1, Ordering::Relaxed) });
             let gateway = self.gateway.clone();
-            let upstreams = self.upstreams.clone();
             let stop = self.stop.clone();
             // The TLS settings current now (a reload swaps them for later connections).
             let tls = tls.as_deref().map(ServerTls::acceptor);
@@ -223,9 +213,9 @@ impl AcceptLoop {
                 let handler = {
                     let (gateway, connection) = (gateway.clone(), connection.clone());
                     move |request| {
-                        let (gateway, upstreams, connection) = (gateway.clone(), upstreams.clone(), connection.clone());
+                        let (gateway, connection) = (gateway.clone(), connection.clone());
                         async move {
-                            match proxy::handle(gateway, &upstreams, connection, request).await {
+                            match proxy::handle(gateway, connection, request).await {
                                 Ok(response) => response,
                                 Err(never) => match never {},
                             }

@@ -61,7 +61,7 @@ pub struct Upstream {
     pub path_template: Option<crate::secrets::Template>,
     /// The TLS client configuration trusting this upstream's own CA (`upstream_ca`) besides
     /// the system roots, when it has one; otherwise the gateway's shared pool is used
-    /// (`proxy::Upstreams`).
+    /// (`web::Upstreams`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 

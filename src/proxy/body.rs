@@ -4,7 +4,7 @@
 //! body that reports its size when it ends so the access log and run record are written
 //! exactly once, after the last byte.
 
-use super::client::BoxError;
+use crate::web::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;

@@ -3,11 +3,12 @@
 //! response body ended, was dropped, or the caller went away before the response.
 
 use super::body::{self, BodyStats, ObservedBody};
-use super::{Connection, ResponseBody, new_request_id};
+use super::inbound::Connection;
 use crate::audit::RunRecord;
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
 use crate::secrets::Scrubber;
+use crate::web::{ResponseBody, new_request_id};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;

@@ -19,7 +19,7 @@
 //! transfer codings are undone here before anything else reads the body, and any other
 //! (`compress`, unknown names, `chunked` anywhere but last) is a 502, never passed on.
 
-use super::client::{BoxError, UpstreamBody};
+use crate::web::{BoxError, UpstreamBody};
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder};
 use bytes::Bytes;
 use futures_util::TryStreamExt;

@@ -3,20 +3,36 @@
 //! headers built, request body read (paced, capped, perhaps buffered or JSON-injected),
 //! the request sent, upstream errors mapped to a [`Failure`], the response shaped.
 
+use super::admit::Admitted;
 use super::body::{self, BodyStats, CappedBody, Pace, PacedBody, Prefixed, StallGuard};
-use super::call::Capture;
-use super::{Admitted, Call, Connection, ResponseBody, coding, full_body, headers, request_host_of};
-use super::{BoxError, RequestBody, UpstreamError, Upstreams, strip_hop_by_hop};
+use super::call::{Call, Capture};
+use super::coding;
+use super::headers::{self, strip_hop_by_hop};
+use super::inbound::Connection;
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
 use crate::secrets::{Rendered, Scrubber};
+use crate::web::{BoxError, RequestBody, ResponseBody, UpstreamError, full_body, request_host_of};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+/// What a call is forwarded within: the gateway (secrets, upstream pools), the policy
+/// snapshot of the call, the connection it came in on, and the call in progress.
+pub struct Forwarding<'a> {
+    /// The running gateway.
+    pub gateway: &'a Gateway,
+    /// The call's policy snapshot.
+    pub policy: &'a Arc<Policy>,
+    /// The client connection.
+    pub connection: &'a Connection,
+    /// The call in progress, and its record.
+    pub call: &'a mut Call,
+}
 
 /// Sends an admitted call upstream and streams the answer back.
 ///
@@ -25,17 +41,13 @@ use std::sync::atomic::Ordering;
 /// arrives too slowly; 400 when it is malformed or cut short; 502 when the upstream cannot
 /// be reached; 504 when it does not answer in time. The body is taken out of `body` only
 /// when it starts being read, so a refusal before that leaves it to the caller.
-#[allow(clippy::too_many_arguments)]
 pub async fn forward<B: RequestBody>(
-    gateway: &Gateway,
-    upstreams: &Upstreams,
-    policy: &Arc<Policy>,
-    connection: &Connection,
+    context: Forwarding<'_>,
     admitted: Admitted,
     parts: http::request::Parts,
     body: &mut Option<B>,
-    call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
+    let Forwarding { gateway, policy, connection, call } = context;
     let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
     let host = request_host_of(&parts).map(str::to_owned);
     start_capture(&trigger, &parts.headers, call);
@@ -73,7 +85,9 @@ pub async fn forward<B: RequestBody>(
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 
     let started = call.steps.start();
-    let sent = response_head(upstreams.send(policy, &trigger, request), trigger.response_timeout, &request_stats).await;
+    let sent =
+        response_head(gateway.upstreams.send(policy, &trigger, request), trigger.response_timeout, &request_stats)
+            .await;
     call.steps.done(crate::trace::Step::Upstream, started);
     let response = match sent {
         None => return Err(upstream_timeout(&trigger)),

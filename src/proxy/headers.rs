@@ -49,9 +49,6 @@ const PROXY_SET_HEADERS: &[&str] = &[
 const OTHER_MANAGED_HEADERS: &[&str] =
     &["keep-alive", "host", "authorization", "cookie", "x-request-id", "traceparent", "tracestate"];
 
-/// The request id header, in both directions.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// Removes hop-by-hop headers: the fixed list, `Keep-Alive`, any `Proxy-*`, and every
 /// header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -2,10 +2,15 @@
 
 use super::*;
 use crate::config::SourceFile;
+use crate::gateway::Gateway;
+use crate::web::ResponseBody;
+use bytes::Bytes;
+use http::{Request, Response, header};
 use http_body_util::Empty;
+use std::sync::Arc;
 
 /// A gateway running `triggers` (with a signed-URL key, so `who = "anyone"` compiles).
-fn gateway(dir: &std::path::Path, triggers: &str) -> (Arc<Gateway>, Upstreams) {
+fn gateway(dir: &std::path::Path, triggers: &str) -> Arc<Gateway> {
     std::fs::write(dir.join("url.key"), "k".repeat(48)).unwrap();
     let text = format!(
         "[server]\nplain_http_listen = \"127.0.0.1:0\"\n\n[signed_urls]\nkeys = {{ k1 = \"file:url.key\" }}\nprimary = \"k1\"\n\n{triggers}"
@@ -13,26 +18,25 @@ fn gateway(dir: &std::path::Path, triggers: &str) -> (Arc<Gateway>, Upstreams) {
     let source = SourceFile { name: "p.toml".into(), base_dir: dir.to_path_buf(), text };
     let (raw, source) = crate::policy::load_str(source).unwrap();
     let policy = crate::policy::compile(&raw, &source).unwrap();
-    let upstreams = Upstreams::new(&policy).unwrap();
-    (Gateway::new(policy, None).unwrap(), upstreams)
+    Gateway::new(policy, None).unwrap()
 }
 
 /// One `who = "anyone"` trigger at `/t` whose upstream is never reached.
 const ANYONE_AT_T: &str =
     "[[trigger]]\nname = \"t\"\npath = \"/t\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n";
 
-async fn call(gateway: &Arc<Gateway>, upstreams: &Upstreams, path: &str) -> Response<ResponseBody> {
+async fn call(gateway: &Arc<Gateway>, path: &str) -> Response<ResponseBody> {
     let connection = Arc::new(Connection { peer: "127.0.0.1:40000".parse().unwrap(), tls: true, id: 1 });
     let request = Request::post(path).header(header::HOST, "gw.example").body(Empty::<Bytes>::new()).unwrap();
-    let Ok(response) = handle(gateway.clone(), upstreams, connection, request).await;
+    let Ok(response) = handle(gateway.clone(), connection, request).await;
     response
 }
 
 #[tokio::test]
 async fn an_unknown_path_is_a_404_with_a_request_id() {
     let dir = tempfile::tempdir().unwrap();
-    let (gateway, upstreams) = gateway(dir.path(), ANYONE_AT_T);
-    let response = call(&gateway, &upstreams, "/nope").await;
+    let gateway = gateway(dir.path(), ANYONE_AT_T);
+    let response = call(&gateway, "/nope").await;
     assert_eq!(response.status(), 404);
     assert!(response.headers().contains_key(REQUEST_ID));
 }
@@ -40,8 +44,8 @@ async fn an_unknown_path_is_a_404_with_a_request_id() {
 #[tokio::test]
 async fn a_trigger_called_without_credentials_is_a_401() {
     let dir = tempfile::tempdir().unwrap();
-    let (gateway, upstreams) = gateway(dir.path(), ANYONE_AT_T);
-    let response = call(&gateway, &upstreams, "/t").await;
+    let gateway = gateway(dir.path(), ANYONE_AT_T);
+    let response = call(&gateway, "/t").await;
     assert_eq!(response.status(), 401);
     assert!(response.headers().contains_key(REQUEST_ID));
 }

@@ -3,10 +3,9 @@
 //!
 //! The settings of an upstream (URL, timeouts, TLS roots as a compiled rustls
 //! configuration) are compiled with the policy (`policy/upstream.rs`); the pools live here,
-//! because they are state of the request path, not of the policy, and neither `policy` nor
-//! `gateway` may name `proxy`'s types. `Upstreams` is built by the server from the first
-//! policy and handed to every call: the shared pool (upstreams without their own CA)
-//! lasts for the process; a trigger with its own CA gets its pool the first time the
+//! because they are running state, not part of the policy. The `Gateway` owns one
+//! `Upstreams`, built from its first policy: the shared pool (upstreams without their own
+//! CA) lasts for the process; a trigger with its own CA gets its pool the first time the
 //! policy it belongs to sends a call there, so each policy generation has its own, as when
 //! the policy itself owned them.
 
@@ -125,7 +124,7 @@ mod tests {
     }
 
     fn request() -> Request<UpstreamBody> {
-        Request::new(crate::proxy::full_body(Bytes::new()))
+        Request::new(crate::web::full_body(Bytes::new()))
     }
 
     #[tokio::test]

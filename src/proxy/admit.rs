@@ -1,0 +1,190 @@
+//! [`admit`]: every check a call must pass, cheapest first, each refusal a [`Denial`] or
+//! [`Failure`]; a call that passes every one leaves as [`Admitted`], with the [`Permit`]
+//! that secret resolution and forwarding require.
+
+use super::call::Call;
+use super::inbound::Connection;
+use super::permit::Permit;
+use crate::auth::Caller;
+use crate::denial::{Denial, Failure, Rejection};
+use crate::firewall::{ClientIp, client_address};
+use crate::gateway::Gateway;
+use crate::policy::{Policy, Trigger};
+use crate::ratelimit::{LimitKey, LimiterError, RateKey};
+use crate::web::{declared_length, request_host_of};
+use http::HeaderValue;
+use std::sync::Arc;
+
+/// A call that passed `admit`: where it goes, who is calling, and the proof that it may.
+pub struct Admitted {
+    /// The matched trigger.
+    pub trigger: Arc<Trigger>,
+    /// The rest of the path after a prefix match.
+    pub rest: String,
+    /// The client address we settled on.
+    pub client: ClientIp,
+    /// The authenticated caller.
+    pub caller: Arc<Caller>,
+    /// The `RateLimit` header for the response, when the trigger has a limit.
+    pub rate_limit_header: Option<HeaderValue>,
+    /// Proof of admission.
+    pub permit: Permit,
+}
+
+/// Every check a call must pass, cheapest first, so that a flood of bad calls never
+/// reaches signature verification, the rate-limit store or the vault.
+///
+/// # Errors
+/// The first check that refuses the call.
+pub async fn admit(
+    gateway: &Gateway,
+    policy: &Policy,
+    connection: &Connection,
+    parts: &http::request::Parts,
+    call: &mut Call,
+) -> Result<Admitted, Rejection> {
+    // hyper caps the head at its buffer size (at least 8 KiB); the policy's own, possibly
+    // smaller, limit is enforced before any header is interpreted.
+    let head_bytes: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if head_bytes > policy.limits.max_header_bytes {
+        return Err(Denial::HeadersTooLarge { limit: policy.limits.max_header_bytes }.into());
+    }
+
+    // Client address: the trusted forwarding header is believed only from trusted proxies.
+    // Every later rule and the run record use it.
+    // An unreadable hop where the client should be is refused, never judged as the
+    // proxy's own address (which trusted-proxy exemptions and allow lists may favour).
+    let address =
+        client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header)
+            .map_err(|unreadable| Denial::BadRequest { reason: format!("client address unknown: {unreadable}") })?;
+    call.record().client_ip = Some(address.client.ip());
+    call.record().client_ip_note = address.note.map(str::to_owned);
+    // Per-address budgets (shield, `ip` rate-limit key) count an IPv6 network, not a host.
+    let accounted = address.client.accounting_unit(policy.edge.ipv6_prefix);
+
+    // Path hygiene before routing: dot segments, empty segments, encoded separators, `;`
+    // path parameters and segment ends a server would trim would let a prefix route reach
+    // an upstream path the policy never named. Routing then compares the path's route key
+    // (case, escapes and a trailing `/` do not count), so a narrower route cannot be
+    // bypassed by another spelling of its path (`policy/path.rs`).
+    let path = crate::policy::normalize_path(parts.uri.path())
+        .map_err(|problem| Denial::BadRequest { reason: format!("path refused: {problem}") })?;
+
+    // Global firewall: the cheapest refusal, before anything else is revealed.
+    policy.firewall.check(address.client, address.peer).map_err(|refusal| ip_denial(&refusal))?;
+
+    // Route: a miss is a bare 404 that says nothing about what exists.
+    let found = policy.routes.find(request_host_of(parts), &path, &parts.method)?;
+    let trigger = found.trigger.clone();
+    call.record().trigger = Some(trigger.name.clone());
+    call.trigger_label = Some(trigger.name_label.clone());
+
+    // The trigger's own IP rules.
+    trigger.ip_rules.check(address.client, address.peer).map_err(|refusal| ip_denial(&refusal))?;
+
+    // A declared body over the limit is refused before any expensive check.
+    if declared_length(&parts.headers).is_some_and(|len| len > trigger.max_body_bytes) {
+        return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
+    }
+
+    // Pre-authentication shield: an address that has spent its budget of refused
+    // credentials stops here, before a flood of junk can burn CPU on signature checks.
+    // Calls whose credentials pass never spend it (see `shield_charge` below).
+    gateway.shield.check_client(accounted).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
+
+    // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
+    let started = call.steps.start();
+    let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts).await;
+    call.steps.done(crate::trace::Step::Authenticate, started);
+    let caller = match authenticated {
+        Ok(caller) => caller,
+        Err((error, identified)) => {
+            // A valid token refused by a rule still names its caller in the run record.
+            if let Some(caller) = identified {
+                call.record().identify(&caller);
+            }
+            let rejection = error.into_rejection(trigger.access.realm());
+            shield_charge(gateway, accounted, &rejection);
+            return Err(rejection);
+        }
+    };
+    call.record().identify(&caller);
+
+    // Per-principal pinning needs the caller, so it runs right after authentication.
+    if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client.ip()) {
+        let rejection = ip_denial(&refusal);
+        shield_charge(gateway, accounted, &rejection);
+        return Err(rejection);
+    }
+
+    // Calls in flight per caller, before the rate limit so that a refused call spends no
+    // budget. The slot lives in the call, so it is held until the response's last byte.
+    let limit = policy.limits.max_calls_per_principal;
+    let slot = gateway.in_flight.try_begin(&caller.budget_key, limit).ok_or(Denial::TooManyInFlight { limit })?;
+    call.in_flight = Some(slot);
+
+    // Rate limit last among the checks: only calls that would otherwise be admitted spend
+    // budget, so refused junk cannot exhaust a real caller's allowance.
+    // (`rate_limit = "off"` is the only way to have no rule: see `policy::compile`.)
+    let rate_limit_header = match &trigger.rate_limit {
+        None => None,
+        Some(rule) => {
+            let key = match rule.key {
+                // Immutable ids only: tenant + oid, else issuer + sub, or one signed URL.
+                LimitKey::Principal => Some(RateKey::subject(&caller.budget_key)),
+                LimitKey::Ip => Some(RateKey::client(accounted)),
+                LimitKey::Trigger => Some(RateKey::trigger()),
+                // The connection's key leaves with it (`Limiters::forget_connection`).
+                LimitKey::TcpConnection => None,
+            };
+            let started = call.steps.start();
+            let decision = match &key {
+                Some(key) => gateway.limiters.check(rule, key).await,
+                None => gateway.limiters.check_connection(rule, connection.id).await,
+            };
+            call.steps.done(crate::trace::Step::RateLimit, started);
+            let decision = decision.map_err(|e| match e {
+                LimiterError::Unavailable(_) => Failure::LimiterUnavailable { reason: e.to_string() },
+                LimiterError::Full { retry_after_secs, .. } => {
+                    Failure::LimiterFull { retry_after_secs, reason: e.to_string() }
+                }
+            })?;
+            let which = || format!("{:?} key of rule {}", rule.key, rule.name);
+            if !decision.admitted {
+                return Err(Denial::RateLimited {
+                    retry_after_secs: decision.retry_after_secs.unwrap_or(1),
+                    policy: decision.policy_header(rule),
+                    limit: decision.limit_header(rule),
+                    reason: which(),
+                }
+                .into());
+            }
+            if decision.shadowed {
+                // Shadow mode admits, but the run history says what would have been refused.
+                call.record().reason = Some(format!("shadow: would be rate limited ({})", which()));
+            }
+            HeaderValue::from_str(&decision.limit_header(rule)).ok()
+        }
+    };
+
+    Ok(Admitted {
+        trigger,
+        rest: found.rest.to_owned(),
+        client: address.client,
+        caller,
+        rate_limit_header,
+        permit: Permit::issue(),
+    })
+}
+
+/// The shield counts calls refused by authentication or authorization (401/403), never
+/// calls whose credentials pass, nor our own failures (no signing keys: 503).
+fn shield_charge(gateway: &Gateway, client: ClientIp, rejection: &Rejection) {
+    if let Rejection::Denied(_) = rejection {
+        gateway.shield.charge_client(client);
+    }
+}
+
+fn ip_denial(refusal: &crate::firewall::IpRefusal) -> Rejection {
+    Denial::IpForbidden { rule: refusal.to_string() }.into()
+}
