@@ -182,12 +182,3 @@ fn respond(status: StatusCode, body: String, content_type: &'static str) -> Resp
     }
     response
 }
-
-/// Seconds as a short age: `42s`, `5m 3s`, `2h 1m`.
-fn age(seconds: u64) -> String {
-    match seconds {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
-        s => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-    }
-}

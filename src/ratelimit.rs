@@ -14,6 +14,7 @@
 
 mod clock;
 mod in_flight;
+mod key;
 mod local;
 mod redis;
 mod rule;
@@ -24,62 +25,15 @@ pub mod window;
 pub use self::redis::{RedisBackend, RedisLimiterError, RedisSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use in_flight::{InFlight, InFlightSlot};
+pub use key::RateKey;
 pub use local::LocalStore;
 use rule::sf_string;
 pub use rule::{LimitKey, LimitSource, RateLimitRule, RawOff, RawRateLimit, RawRateLimitSetting, RuleId};
 pub use settings::{ClusterSettings, OnRedisError, RawCluster, RawShield};
 pub use shield::{Shield, ShieldSettings};
 
-use crate::firewall::ClientIp;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// The budget a call spends, within a rule. Build it with the constructor that matches the
-/// rule's [`LimitKey`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RateKey(Arc<str>);
-
-impl RateKey {
-    /// `principal`: a scope (tenant or issuer) and an immutable id within it.
-    pub fn principal(scope: &str, id: &str) -> Self {
-        Self(format!("p:{scope}/{id}").into())
-    }
-
-    /// `principal` for an authenticated caller: its budget key (`TENANT/oid:…`,
-    /// `ISSUER/sub:…`, or one signed URL), see [`crate::auth::Caller::budget_key`].
-    pub fn subject(budget_key: &str) -> Self {
-        Self(format!("p:{budget_key}").into())
-    }
-
-    /// `ip`: the client address (IPv4-mapped addresses normalised).
-    pub fn ip(ip: IpAddr) -> Self {
-        Self::client(ClientIp::new(ip))
-    }
-
-    /// `ip` for the client address the request path resolved (already normalised).
-    pub fn client(ip: ClientIp) -> Self {
-        Self(format!("i:{ip}").into())
-    }
-
-    /// `trigger`: everyone together.
-    pub fn trigger() -> Self {
-        Self("t".into())
-    }
-
-    /// `tcp_connection`: one connection of one gateway process. Build it with
-    /// [`Limiters::connection_key`], which adds the process's random instance id: connection
-    /// ids count from 1 in every process, and replicas sharing Redis (or a restarted
-    /// process) must never share a connection's budget.
-    fn connection(instance: u64, id: u64) -> Self {
-        Self(format!("c:{instance:016x}-{id}").into())
-    }
-
-    /// The key text (used in Redis key names and audit reasons).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// The limiter's answer for one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +275,7 @@ impl Limiters {
 mod tests {
     use super::*;
     use crate::config::{Diagnostics, KeyPath};
+    use std::net::IpAddr;
     use std::time::Duration;
 
     fn limiters(clock: Arc<ManualClock>, max_keys: usize) -> Limiters {

@@ -108,7 +108,16 @@ fn describe(state: CacheState, now: SystemTime) -> (String, String) {
             if let Some(kind) = failing {
                 words.push_str(&format!(", last fetch failed: {kind}"));
             }
-            (format!("{at} ({} ago)", super::age(age.as_secs())), words)
+            (format!("{at} ({} ago)", short_age(age.as_secs())), words)
         }
+    }
+}
+
+/// Seconds as a short age: `42s`, `5m 3s`, `2h 1m`.
+fn short_age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
 }
