@@ -1,0 +1,196 @@
+//! [`RunRecord`]: one call as kept in the run history, its summary for listings, and what
+//! was captured of it.
+
+use super::capture::CapturedMessage;
+use crate::denial::Rejection;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+/// The decision value of an admitted call.
+pub(crate) const ALLOWED: &str = "allowed";
+
+/// One call through the gateway, as kept in the run history.
+///
+/// Written exactly once per call, whatever the outcome. It never holds a token, a
+/// signature, a query string or a secret value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The request id (also sent as `X-Request-Id`).
+    pub id: String,
+    /// When the call arrived: RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// The matched trigger, if any route matched.
+    pub trigger: Option<String>,
+    /// The request method.
+    pub method: String,
+    /// The request path WITHOUT the query string (signed URLs carry signatures there).
+    pub path: String,
+    /// `allowed`, or the rejection kind from [`Rejection::kind`].
+    pub decision: String,
+    /// The private reason of a rejection.
+    pub reason: Option<String>,
+    /// The status sent to the caller.
+    pub status: u16,
+    /// The resolved client address (forwarded-for from trusted proxies, else the peer).
+    pub client_ip: Option<IpAddr>,
+    /// The TCP peer's address.
+    pub peer_ip: Option<IpAddr>,
+    /// How the client address was derived, when it is not simply the peer.
+    pub client_ip_note: Option<String>,
+    /// The caller's tenant.
+    pub tenant: Option<String>,
+    /// The caller's principal (`oid:…`, `app:…`, …).
+    pub principal: Option<String>,
+    /// The caller's app (client) id.
+    pub app_id: Option<String>,
+    /// The upstream's status, when the call was forwarded.
+    pub upstream_status: Option<u16>,
+    /// Time from arrival to the end of the response, in milliseconds.
+    pub latency_ms: f64,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// The version of the policy that judged the call.
+    pub policy_version: String,
+    /// The W3C trace id (32 hex digits): the caller's, when it sent a valid `traceparent`,
+    /// else a fresh one; the upstream got the same trace id.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// Captured request and response, for triggers with `capture = true`.
+    pub capture: Option<Captured>,
+}
+
+impl RunRecord {
+    /// A record for a call that arrived at `at`, decided `allowed` with status 200 until
+    /// told otherwise. Any query string in `path` is cut off here, so a signed URL's
+    /// signature can never reach the run history.
+    pub fn new(id: impl Into<String>, at: SystemTime, method: &str, path: &str) -> Self {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        Self {
+            id: id.into(),
+            time: format_time(at),
+            trigger: None,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            decision: ALLOWED.to_owned(),
+            reason: None,
+            status: 200,
+            client_ip: None,
+            peer_ip: None,
+            client_ip_note: None,
+            tenant: None,
+            principal: None,
+            app_id: None,
+            upstream_status: None,
+            latency_ms: 0.0,
+            bytes_in: 0,
+            bytes_out: 0,
+            policy_version: String::new(),
+            trace_id: None,
+            capture: None,
+        }
+    }
+
+    /// Records a rejection: its kind as the decision, its private reason and status.
+    pub fn reject(&mut self, rejection: &Rejection) {
+        rejection.kind().clone_into(&mut self.decision);
+        self.reason = Some(rejection.reason());
+        self.status = rejection.status().as_u16();
+    }
+
+    /// Names the authenticated caller.
+    pub fn identify(&mut self, caller: &crate::auth::Caller) {
+        self.tenant.clone_from(&caller.tenant);
+        self.principal = Some(caller.principal.clone());
+        self.app_id.clone_from(&caller.app_id);
+    }
+
+    /// When the call arrived, parsed back from [`RunRecord::time`].
+    pub fn at(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339_weak(&self.time).ok()
+    }
+}
+
+/// The fields of a run that lists show (the console's runs and triggers pages): a few
+/// short strings, read from the ring without parsing or copying any capture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// The request id.
+    pub id: String,
+    /// When the call arrived (RFC 3339).
+    pub time: String,
+    /// The matched trigger.
+    pub trigger: Option<String>,
+    /// The request method.
+    pub method: String,
+    /// The request path, without query.
+    pub path: String,
+    /// `allowed` or the rejection kind.
+    pub decision: String,
+    /// The status sent.
+    pub status: u16,
+    /// The caller's principal.
+    pub principal: Option<String>,
+    /// Arrival to end of response, in milliseconds.
+    pub latency_ms: f64,
+}
+
+impl RunSummary {
+    /// The summary of `record`.
+    pub fn of(record: &RunRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            time: record.time.clone(),
+            trigger: record.trigger.clone(),
+            method: record.method.clone(),
+            path: record.path.clone(),
+            decision: record.decision.clone(),
+            status: record.status,
+            principal: record.principal.clone(),
+            latency_ms: record.latency_ms,
+        }
+    }
+}
+
+/// What was captured of one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Captured {
+    /// The request as received (after every protection was applied).
+    pub request: Option<CapturedMessage>,
+    /// The response as sent (after every protection was applied).
+    pub response: Option<CapturedMessage>,
+}
+
+/// RFC 3339 in UTC with milliseconds, as used in [`RunRecord::time`].
+pub(crate) fn format_time(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::denial::Denial;
+    use std::time::Duration;
+
+    #[test]
+    fn new_record_strips_query_and_formats_time() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let record = RunRecord::new("r1", at, "POST", "/t/invoice?sig=abc&se=1");
+        assert_eq!(record.path, "/t/invoice");
+        assert_eq!(record.time, "2023-11-14T22:13:20.123Z");
+        assert_eq!(record.at(), Some(at));
+        let json = serde_json::to_string(&record).expect("serializes");
+        assert!(!json.contains("sig="), "{json}");
+    }
+
+    #[test]
+    fn reject_sets_kind_reason_and_status() {
+        let mut record = RunRecord::new("r2", SystemTime::UNIX_EPOCH, "GET", "/x");
+        record.reject(&Rejection::Denied(Denial::Forbidden { reason: "tenant not listed".into() }));
+        assert_ne!(record.decision, ALLOWED);
+        assert_eq!(record.status, 403);
+        assert_eq!(record.reason.as_deref(), Some("tenant not listed"));
+    }
+}
