@@ -1,6 +1,6 @@
 //! A trigger's upstream settings: its URL taken apart once at compile time, and the TLS
 //! client configuration (system roots plus an optional CA) that reaches it. The pooled
-//! client that uses them is the request path's (`proxy/client.rs`).
+//! client that uses them lives in `web/client.rs`.
 
 use super::RawTrigger;
 use crate::config::{Diagnostics, KeyPath, SourceFile};

@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering;
 
 /// At most this much of an unread request body is read (and discarded) before a refusal
 /// is sent: the size of most flow payloads, and a bounded cost for a refused caller.
-pub(crate) const DRAIN_MAX_BYTES: u64 = 64 * 1024;
+const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 /// At most this long is spent reading an unread body before a refusal is sent (less when
 /// `body_read_timeout` is shorter).
-pub(crate) const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What is left of a refused call's request body.
 pub(super) struct Unread<B> {
@@ -57,7 +57,7 @@ pub(super) async fn settle_unread_body<B: RequestBody>(
 }
 
 /// At most this much more of a refused h2 call's body is read after the answer was sent.
-pub(crate) const LINGER_MAX_BYTES: u64 = 1024 * 1024;
+const LINGER_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Keeps reading (and discarding) a refused h2 call's body for a moment after the answer
 /// was sent, within [`LINGER_MAX_BYTES`] and [`DRAIN_MAX_TIME`]. A client still uploading
