@@ -254,6 +254,7 @@ async fn the_runs_page_lists_at_most_its_cap_from_summaries() {
     let echo = start_echo().await;
     let gw = start_gateway_for(&fx, &fx.write_policy(&fx.policy_text(&echo_trigger("open", "/open", echo, "")))).await;
     for i in 0..260 {
+        #[expect(clippy::disallowed_methods, reason = "records stamped as a running gateway stamps them")]
         let mut record =
             flowgate::audit::RunRecord::new(format!("r{i}"), std::time::SystemTime::now(), "POST", "/open");
         let json = serde_json::json!({ "payload": "x".repeat(4096) });
