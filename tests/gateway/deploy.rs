@@ -4,7 +4,7 @@
 //! works against a running gateway, and a ConfigMap-style atomic swap of the policy
 //! directory reloads the policy.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, closed_port, echo_trigger, start_echo, start_gateway_for};
 use std::path::Path;

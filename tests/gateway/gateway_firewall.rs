@@ -3,7 +3,7 @@
 //! the client address behind trusted proxies (and spoofing from untrusted peers), and
 //! per-principal pinning.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, Running, echo_trigger, start_echo, start_gateway_for};
 use flowgate::auth::dev_issuer::DEMO_OID;

@@ -1,7 +1,7 @@
 //! The admin API over real sockets: run records for every outcome, capture protections
 //! applied to what the real gateway recorded (ring, file, admin API), and roles.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, echo_trigger, start_echo, start_gateway_for};
 use std::time::Duration;

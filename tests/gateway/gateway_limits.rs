@@ -4,7 +4,7 @@
 //! the pre-authentication shield (refused credentials only).
 #![allow(clippy::disallowed_methods, reason = "signed URLs are checked by a gateway that runs on the real clock")]
 
-mod common;
+use crate::common;
 
 use common::{Fixture, echo_trigger, metrics_text, runs_at_least, start_echo, start_gateway_for};
 use std::collections::BTreeSet;

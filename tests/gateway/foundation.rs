@@ -1,7 +1,7 @@
 //! The foundation over real sockets and real TLS: h1 and h2 proxying, streaming,
 //! header hygiene, each error status, slow clients, reload, and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, echo_trigger, raw_tls, start_echo, start_gateway_for};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! A 1 GiB body streams through the gateway (client → TLS h2 → gateway → h1 upstream)
 //! with bounded memory. Its own test binary, so no other test shares the process's RSS.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, start_gateway_for};
 use http_body_util::BodyExt;

@@ -4,7 +4,7 @@
 //! would trim are refused, the longest matching route answers 405 rather than a shorter
 //! prefix, and `;` in caller query values cannot smuggle parameters upstream.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, Running, echo_trigger, raw_tls, start_echo, start_gateway_for, trigger_to};
 use std::time::Duration;

@@ -16,7 +16,7 @@
 //! Beside it: a run record's reason, as a viewer reads it on `/runs`, names the trigger
 //! and never the private upstream URL, host or port (connect error, timeout, coding).
 
-mod common;
+use crate::common;
 
 use async_compression::tokio::bufread::{
     BrotliDecoder, BrotliEncoder, GzipDecoder, GzipEncoder, ZlibDecoder, ZlibEncoder,
