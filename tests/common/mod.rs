@@ -165,6 +165,15 @@ impl Running {
     }
 }
 
+impl Fixture {
+    /// Writes `text` as `policy.toml` and starts the gateway on it (serving the issuer):
+    /// the setup most tests share, usually with `text` from [`Fixture::policy_text`].
+    pub(crate) async fn serve_policy(&self, text: &str) -> Running {
+        let policy = self.write_policy(text);
+        start_gateway_for(self, &policy).await
+    }
+}
+
 /// Serves the fixture's issuer, compiles the policy file at `path` and serves it on the
 /// ports it names (0 = any).
 pub(crate) async fn start_gateway_for(fx: &Fixture, path: &Path) -> Running {
