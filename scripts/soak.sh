@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 export SOAK_SECONDS="${SOAK_SECONDS:-600}"
 export SOAK_RATE="${SOAK_RATE:-40}"
 echo "== soak: building, then ${SOAK_SECONDS} s at ${SOAK_RATE} calls/s"
-cargo test -q --test soak -- --ignored --nocapture --test-threads=1 soak
+cargo test -q --test gateway -- --ignored --nocapture --test-threads=1 soak::

@@ -11,8 +11,7 @@
 //! (`SERIAL`) even when the harness runs tests in parallel.
 
 mod common;
-#[path = "faults/load.rs"]
-mod load;
+use common::load;
 
 use common::bao::{Bao, openbao_vault_toml};
 use common::ports::free_port;

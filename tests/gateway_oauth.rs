@@ -6,9 +6,7 @@
 
 mod common;
 
-use common::{
-    Fixture, Running, closed_port, echo_trigger, runs_at_least, start_echo, start_gateway, start_gateway_for,
-};
+use common::{Fixture, Running, closed_port, echo_trigger, runs_at_least, start_echo, start_gateway};
 use flowgate::auth::dev_issuer::{DEMO_APP_ID, DEMO_AUDIENCE, DEMO_OID, DEMO_TENANT, DevIssuer};
 use flowgate::auth::{SignedUrlParams, sign_url};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,8 +46,7 @@ fn request_id(response: &reqwest::Response) -> String {
 async fn missing_and_invalid_tokens_get_rfc6750_challenges() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, ""))).await;
 
     // No token: a bare challenge, no error code.
     let none = post(&fx.anonymous_client(false), gw.url("/t")).await;
@@ -111,8 +108,7 @@ async fn tenant_principal_and_role_rules_refuse_with_403() {
         echo_trigger("admins", "/admins", echo, "roles = { any_of = [\"Flows.Admin\"] }"),
     ]
     .concat();
-    let policy = fx.write_policy(&fx.policy_text(&triggers));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&triggers)).await;
     let client = fx.client(true);
     let other = fx.token_with(|o| o.oid = OTHER_OID.into());
     let admin = fx.token_with(|o| o.roles = vec!["Flows.Admin".into()]);
@@ -198,12 +194,13 @@ async fn a_token_in_the_query_is_refused_and_never_recorded_or_logged() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let audit_file = fx.path().join("runs.jsonl");
-    let policy = fx.write_policy(&fx.policy_text(&format!(
-        "[audit]\nfile = \"{}\"\n\n{}",
-        audit_file.display(),
-        echo_trigger("query-token", "/qt", echo, "")
-    )));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(&fx.policy_text(&format!(
+            "[audit]\nfile = \"{}\"\n\n{}",
+            audit_file.display(),
+            echo_trigger("query-token", "/qt", echo, "")
+        )))
+        .await;
     let token = fx.token_with(|o| o.subject = Some("query-token-subject".into()));
     let anonymous = fx.anonymous_client(false);
     let mut ids = Vec::new();
@@ -252,10 +249,13 @@ async fn signed_urls_are_checked_and_their_parameters_stay_here() {
         "[[trigger]]\nname = \"hook\"\npath = \"/hook\"\nmethods = [\"POST\"]\n\
          upstream = \"http://{echo}/flows/hook/invoke?api-version=1\"\nwho = \"anyone\"\n"
     );
-    let policy = fx.write_policy(
-        &fx.policy_text(&format!("[signed_urls]\nkeys = {{ k1 = \"file:url.key\" }}\nprimary = \"k1\"\n\n{trigger}")),
-    );
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(
+            &fx.policy_text(&format!(
+                "[signed_urls]\nkeys = {{ k1 = \"file:url.key\" }}\nprimary = \"k1\"\n\n{trigger}"
+            )),
+        )
+        .await;
     let client = fx.anonymous_client(true);
     let params = SignedUrlParams::default();
     let sign =
@@ -327,8 +327,7 @@ async fn forwarded_identity_is_the_verified_one_and_cannot_be_forged() {
         echo_trigger("with-identity", "/with", echo, "forward_identity = true"),
         echo_trigger("without-identity", "/without", echo, "")
     );
-    let policy = fx.write_policy(&fx.policy_text(&triggers));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&triggers)).await;
     let client = fx.client(true);
     let forged = |path: &str| {
         client

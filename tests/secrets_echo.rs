@@ -14,7 +14,7 @@ use async_compression::tokio::bufread::{
 use bytes::Bytes;
 use common::bao::write_private;
 use common::leak::{forms, lower_escapes};
-use common::{Fixture, metrics_text, run_record, start_gateway_for, trigger_to};
+use common::{Fixture, metrics_text, run_record, trigger_to};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -190,12 +190,13 @@ async fn setup(triggers: impl FnOnce(SocketAddr) -> String) -> Setup {
     write_private(&fx.path().join("secrets.toml"), &text);
     let up = start_echo_upstream().await;
     let audit_file = fx.path().join("runs.jsonl");
-    let policy = fx.write_policy(&fx.policy_text(&format!(
-        "[vault.files]\nkind = \"file\"\npath = \"secrets.toml\"\n\n[audit]\nfile = \"{}\"\n\n{}",
-        audit_file.display(),
-        triggers(up)
-    )));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(&fx.policy_text(&format!(
+            "[vault.files]\nkind = \"file\"\npath = \"secrets.toml\"\n\n[audit]\nfile = \"{}\"\n\n{}",
+            audit_file.display(),
+            triggers(up)
+        )))
+        .await;
     Setup { fx, gw, audit_file }
 }
 

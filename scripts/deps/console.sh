@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the console's browser test (tests/console.rs) needs: Debian's headless
+# Installs what the console's browser test (tests/gateway/console.rs) needs: Debian's headless
 # Chromium and Playwright for Python (the library only: `playwright install` is never run,
 # the test drives /usr/bin/chromium). Idempotent: does nothing when both are in place.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs HAProxy (used by tests/scaleout.rs: two replicas behind a TCP balancer) when missing.
+# Installs HAProxy (used by tests/gateway/scaleout.rs: two replicas behind a TCP balancer) when missing.
 set -euo pipefail
 if command -v haproxy >/dev/null 2>&1; then
   exit 0

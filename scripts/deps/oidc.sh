@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what flowgate's OIDC integration tests (tests/auth_oidc.rs) need: Node.js with
+# Installs what flowgate's OIDC integration tests (tests/gateway/auth_oidc.rs) need: Node.js with
 # npm, and the npm OIDC provider (oauth2-mock-server) pinned by scripts/oidc/package-lock.json.
 # Idempotent: does nothing when everything is already in place.
 set -euo pipefail

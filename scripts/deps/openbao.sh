@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs OpenBao's `bao` binary (for tests/secrets_openbao.rs) when it is missing.
+# Installs OpenBao's `bao` binary (for tests/gateway/secrets_openbao.rs) when it is missing.
 # Idempotent: does nothing when `bao` is already on PATH.
 set -euo pipefail
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs redis-server (used by tests/ratelimit_redis.rs and benches/ratelimit.rs) when missing.
+# Installs redis-server (used by tests/gateway/ratelimit_redis.rs and benches/ratelimit.rs) when missing.
 set -euo pipefail
 if command -v redis-server >/dev/null 2>&1; then
   exit 0

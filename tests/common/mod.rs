@@ -2,8 +2,10 @@
 //! loopback, and the real gateway started in-process on 127.0.0.1:0 over real TLS.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub(crate) mod auth;
 pub(crate) mod bao;
 pub(crate) mod leak;
+pub(crate) mod load;
 pub(crate) mod ports;
 pub(crate) mod redis;
 pub(crate) mod upstream;
@@ -160,6 +162,15 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.done).await;
+    }
+}
+
+impl Fixture {
+    /// Writes `text` as `policy.toml` and starts the gateway on it (serving the issuer):
+    /// the setup most tests share, usually with `text` from [`Fixture::policy_text`].
+    pub(crate) async fn serve_policy(&self, text: &str) -> Running {
+        let policy = self.write_policy(text);
+        start_gateway_for(self, &policy).await
     }
 }
 

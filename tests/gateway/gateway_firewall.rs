@@ -3,9 +3,9 @@
 //! the client address behind trusted proxies (and spoofing from untrusted peers), and
 //! per-principal pinning.
 
-mod common;
+use crate::common;
 
-use common::{Fixture, Running, echo_trigger, start_echo, start_gateway_for};
+use common::{Fixture, Running, echo_trigger, start_echo};
 use flowgate::auth::dev_issuer::DEMO_OID;
 use std::net::IpAddr;
 
@@ -45,12 +45,13 @@ async fn trigger_allow_list_and_global_deny() {
         echo_trigger("only-2", "/only-2", echo, "allow_ips = [\"127.0.0.2\"]"),
         echo_trigger("allow-3", "/allow-3", echo, "allow_ips = [\"127.0.0.3/32\"]"),
     );
-    let policy = fx.write_policy(&with_trusted(
-        &fx,
-        "[\"127.0.0.1/32\"]",
-        &format!("[firewall]\ndeny_ips = [\"127.0.0.3\"]\n\n{triggers}"),
-    ));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(&with_trusted(
+            &fx,
+            "[\"127.0.0.1/32\"]",
+            &format!("[firewall]\ndeny_ips = [\"127.0.0.3\"]\n\n{triggers}"),
+        ))
+        .await;
     let token = fx.token();
     let from = |addr: &str| fx.client_at(false, Some(&token), Some(ip(addr)), gw.https);
 
@@ -93,8 +94,7 @@ async fn ipv6_loopback_allow_and_deny() {
     );
     let text = fx.policy_text(&triggers).replacen("listen = \"127.0.0.1:0\"\ntls", "listen = \"[::1]:0\"\ntls", 1);
     assert!(text.contains("[::1]:0"), "the policy variant did not take");
-    let policy = fx.write_policy(&text);
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&text).await;
     assert_eq!(gw.https.ip(), ip("::1"));
     let client = fx.client_at(true, Some(&fx.token()), None, gw.https);
 
@@ -114,8 +114,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let trigger = echo_trigger("behind-lb", "/behind-lb", echo, "allow_ips = [\"198.51.100.2\"]");
-    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger)).await;
     let token = fx.token();
     let forwarded = "203.0.113.7, 198.51.100.2";
     let xff = Some(forwarded);
@@ -152,8 +151,7 @@ async fn two_trusted_hops_are_walked_right_to_left() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let trigger = echo_trigger("two-hops", "/two-hops", echo, "allow_ips = [\"198.51.100.2\"]");
-    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1/32\", \"10.0.0.0/8\"]", &trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&with_trusted(&fx, "[\"127.0.0.1/32\", \"10.0.0.0/8\"]", &trigger)).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
 
     // peer 127.0.0.1 (trusted) → 10.1.2.3 (trusted) → 198.51.100.2 is the client.
@@ -183,8 +181,7 @@ async fn a_pinned_principal_is_accepted_only_from_its_ranges() {
     let echo = start_echo().await;
     let trigger =
         echo_trigger("pinned", "/pinned", echo, &format!("principal_ips = {{ \"oid:{DEMO_OID}\" = [\"127.0.0.2\"] }}"));
-    let policy = fx.write_policy(&fx.policy_text(&trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&trigger)).await;
     let pinned = fx.token();
     let other = fx.token_with(|o| o.oid = OTHER_OID.into());
 
@@ -235,8 +232,7 @@ async fn only_the_trusted_header_names_the_client() {
     let trigger = echo_trigger("behind-lb", "/behind-lb", echo, "allow_ips = [\"198.51.100.2\"]");
     // Default: the load balancer appends to X-Forwarded-For and passes the caller's own
     // `Forwarded` through untouched. The caller must not pick its address with it.
-    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger)).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
     let (status, record) = via_lb(&proxy, &gw, "for=198.51.100.2", "203.0.113.7").await;
     assert_eq!(record["client_ip"], "203.0.113.7", "{record}");
@@ -264,8 +260,7 @@ async fn only_the_trusted_header_names_the_client() {
         "trusted_header = \"forwarded\"\ntrusted_proxies =",
         1,
     );
-    let policy = fx.write_policy(&text);
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&text).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
     let (status, record) = via_lb(&proxy, &gw, "for=203.0.113.7", "198.51.100.2").await;
     assert_eq!((status, record["client_ip"].as_str()), (403, Some("203.0.113.7")), "{record}");
@@ -286,8 +281,7 @@ async fn junk_left_of_the_appended_hop_is_never_the_proxys_address() {
         echo_trigger("denied", "/denied", echo, "deny_ips = [\"198.51.100.7\"]"),
         echo_trigger("allowed", "/allowed", echo, "allow_ips = [\"127.0.0.1\"]"),
     );
-    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1\"]", &triggers));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&with_trusted(&fx, "[\"127.0.0.1\"]", &triggers)).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
 
     let (status, record) = call(&proxy, &gw, "/denied", Some("x, 198.51.100.7")).await;
@@ -309,7 +303,7 @@ async fn junk_left_of_the_appended_hop_is_never_the_proxys_address() {
         "trusted_header = \"forwarded\"\ntrusted_proxies =",
         1,
     );
-    let gw = start_gateway_for(&fx, &fx.write_policy(&text)).await;
+    let gw = fx.serve_policy(&text).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
     let (status, record) = via_forwarded(&proxy, &gw, "/denied", "for=junk, for=198.51.100.7").await;
     assert_eq!((status, record["client_ip"].as_str()), (403, Some("198.51.100.7")), "{record}");
@@ -334,8 +328,7 @@ async fn ipv6_clients_of_one_network_share_a_per_address_budget() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let trigger = echo_trigger("per-ip", "/per-ip", echo, "rate_limit = { calls = 2, period = \"60s\", key = \"ip\" }");
-    let policy = fx.write_policy(&with_trusted(&fx, "[\"127.0.0.1\"]", &trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&with_trusted(&fx, "[\"127.0.0.1\"]", &trigger)).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
     let statuses = |hosts: &'static [&'static str]| {
         let proxy = proxy.clone();

@@ -4,7 +4,7 @@
 //! would trim are refused, the longest matching route answers 405 rather than a shorter
 //! prefix, and `;` in caller query values cannot smuggle parameters upstream.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, Running, echo_trigger, raw_tls, start_echo, start_gateway_for, trigger_to};
 use std::time::Duration;
@@ -93,8 +93,7 @@ async fn semicolons_in_query_values_cannot_smuggle_parameters() {
     let fx = Fixture::new();
     let reporter = common::upstream::start_reporter().await;
     let trigger = trigger_to("q", "/q", &format!("http://{reporter}/echo?sig=UPSTREAMSIG"), "");
-    let policy = fx.write_policy(&fx.policy_text(&trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&trigger)).await;
     let answer = raw(&fx, &gw, "GET", "/q?x=1;sig=evil&y=a;b;c&z=%3B").await;
     assert_eq!(status(&answer), 200, "{answer}");
     let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
@@ -144,8 +143,7 @@ async fn spellings_of_an_exact_route_never_reach_a_broader_prefix() {
         echo_trigger("api", "/api", echo, "path_match = \"prefix\""),
         echo_trigger("admin", "/api/admin", echo, "").replace("who = \"tenant_users\"", only_someone_else),
     );
-    let policy = fx.write_policy(&fx.policy_text(&triggers));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&triggers)).await;
     // The tenant user may use the prefix, not the exact route.
     assert_eq!(status(&raw(&fx, &gw, "POST", "/api/other").await), 200);
     assert_eq!(status(&raw(&fx, &gw, "POST", "/api/admin").await), 403);

@@ -16,14 +16,14 @@
 //! Beside it: a run record's reason, as a viewer reads it on `/runs`, names the trigger
 //! and never the private upstream URL, host or port (connect error, timeout, coding).
 
-mod common;
+use crate::common;
 
 use async_compression::tokio::bufread::{
     BrotliDecoder, BrotliEncoder, GzipDecoder, GzipEncoder, ZlibDecoder, ZlibEncoder,
 };
 use bytes::Bytes;
 use common::bao::write_private;
-use common::{Fixture, Running, start_gateway_for, trigger_to};
+use common::{Fixture, Running, trigger_to};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proptest::prelude::*;
@@ -598,12 +598,13 @@ async fn bench() -> Bench {
     write_private(&fx.path().join("secrets.toml"), &secrets);
     let cases = Cases::default();
     let up = start_upstream(cases.clone()).await;
-    let policy = fx.write_policy(&fx.policy_text(&format!(
-        "[vault.files]\nkind = \"file\"\npath = \"secrets.toml\"\n\n{}{}",
-        trigger_to("on", "/on", &format!("http://{up}/r"), INJECT),
-        trigger_to("off", "/off", &format!("http://{up}/r"), &format!("{INJECT}scrub_responses = false\n")),
-    )));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(&fx.policy_text(&format!(
+            "[vault.files]\nkind = \"file\"\npath = \"secrets.toml\"\n\n{}{}",
+            trigger_to("on", "/on", &format!("http://{up}/r"), INJECT),
+            trigger_to("off", "/off", &format!("http://{up}/r"), &format!("{INJECT}scrub_responses = false\n")),
+        )))
+        .await;
     Bench { fx, gw, cases, next: std::sync::atomic::AtomicU64::new(0) }
 }
 
@@ -794,7 +795,7 @@ async fn run_record_reasons_never_name_a_private_upstream() {
     let policy = fx
         .policy_text(&format!("[vault.files]\nkind = \"file\"\npath = \"secrets.toml\"\n\n{text}"))
         .replacen("[admin]\n", "[admin]\nloopback_role = \"viewer\"\n", 1);
-    let gw = start_gateway_for(&fx, &fx.write_policy(&policy)).await;
+    let gw = fx.serve_policy(&policy).await;
     let client = fx.client(false);
     for ((name, url), status) in triggers.iter().zip([502, 504, 502]) {
         let response = client.get(gw.url(&format!("/{name}"))).header("x-case", "0").send().await.unwrap();

@@ -4,7 +4,7 @@
 //! take every connection; a trickling body is closed within its bound; a malformed body
 //! never reaches the upstream as a complete request.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, Running, echo_trigger, metrics_text, raw_tls, start_echo, start_gateway_for, trigger_to};
 use std::net::{IpAddr, SocketAddr};

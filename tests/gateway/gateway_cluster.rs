@@ -3,7 +3,7 @@
 //! closed (503); with Redis back the shared budget resumes; `tcp_connection` budgets of
 //! two replicas never meet in Redis.
 
-mod common;
+use crate::common;
 
 use common::redis::Redis;
 use common::{Fixture, Running, echo_trigger, start_echo, start_gateway_for};

@@ -4,7 +4,7 @@
 //! the pre-authentication shield (refused credentials only).
 #![allow(clippy::disallowed_methods, reason = "signed URLs are checked by a gateway that runs on the real clock")]
 
-mod common;
+use crate::common;
 
 use common::{Fixture, echo_trigger, metrics_text, runs_at_least, start_echo, start_gateway_for};
 use std::collections::BTreeSet;
@@ -63,8 +63,7 @@ async fn five_thousand_concurrent_calls_admit_exactly_two_thousand() {
         echo_trigger("warm", "/warm", echo, "rate_limit = \"off\""),
     );
     let policy = fx.policy_text(&triggers);
-    let policy = fx.write_policy(&policy.replacen("[server]\n", "[server]\nmax_connections_per_ip = 10000\n", 1));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&policy.replacen("[server]\n", "[server]\nmax_connections_per_ip = 10000\n", 1)).await;
     let token = fx.token();
     let url = gw.url("/limited");
 
@@ -122,8 +121,7 @@ async fn each_principal_has_its_own_budget() {
     let echo = start_echo().await;
     let trigger =
         echo_trigger("pair", "/pair", echo, "rate_limit = { calls = 5, period = \"60s\", key = \"principal\" }");
-    let policy = fx.write_policy(&fx.policy_text(&trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&trigger)).await;
     let alice = fx.client(true);
     let bob = fx.client_at(true, Some(&fx.token_with(|o| o.oid = OTHER_OID.into())), None, gw.https);
     let expected = vec![200, 200, 200, 200, 200, 429, 429];
@@ -151,8 +149,7 @@ async fn ip_and_tcp_connection_keys() {
             "rate_limit = { calls = 2, period = \"60s\", key = \"tcp_connection\" }"
         ),
     );
-    let policy = fx.write_policy(&fx.policy_text(&triggers));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&triggers)).await;
     let token = fx.token();
 
     // Same principal, two client addresses: each address has its own budget.
@@ -178,8 +175,7 @@ async fn shadow_mode_admits_and_records_what_it_would_refuse() {
     let echo = start_echo().await;
     let trigger =
         echo_trigger("shadowed", "/shadowed", echo, "rate_limit = { calls = 1, period = \"60s\", shadow = true }");
-    let policy = fx.write_policy(&fx.policy_text(&trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&trigger)).await;
     assert_eq!(statuses(&fx.client(true), &gw.url("/shadowed"), 3).await, vec![200, 200, 200]);
 
     let metrics = metrics_text(&gw).await;
@@ -244,8 +240,7 @@ async fn without_any_rate_limit_the_2001st_call_is_refused_unless_off() {
     );
     let text = fx.policy_text(&triggers);
     assert!(!text.contains("calls"), "the policy must not set a limit: {text}");
-    let policy = fx.write_policy(&text);
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&text).await;
 
     let results = flood(&fx, &gw, &gw.url("/plain"), 20, 2001).await;
     let admitted = results.iter().filter(|r| r.0 == 200).count();
@@ -275,8 +270,7 @@ async fn the_shield_counts_refused_credentials_not_good_callers() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let trigger = echo_trigger("shielded", "/shielded", echo, "rate_limit = { calls = 100, period = \"60s\" }");
-    let policy = fx.write_policy(&fx.policy_text(&format!("[shield]\nper_second = 1\nburst = 2\n\n{trigger}")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&format!("[shield]\nper_second = 1\nburst = 2\n\n{trigger}"))).await;
     let token = fx.token();
 
     // 100 valid calls from one address: all admitted (the shield's burst is 2).
@@ -325,8 +319,7 @@ async fn a_token_without_oid_or_sub_is_refused_and_sub_alone_has_a_budget() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let trigger = echo_trigger("subjects", "/subjects", echo, "rate_limit = { calls = 2, period = \"60s\" }");
-    let policy = fx.write_policy(&fx.policy_text(&trigger));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&trigger)).await;
 
     let nobody = fx.token_with(|o| {
         o.oid = String::new();
@@ -401,8 +394,7 @@ async fn churning_keys_never_resets_a_spent_budget() {
         ),
         echo_trigger("victim", "/victim", echo, "rate_limit = { calls = 2, period = \"60s\" }"),
     );
-    let policy = fx.write_policy(&fx.policy_text(&format!("[cluster]\nlocal_max_keys = 16\n\n{triggers}")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&format!("[cluster]\nlocal_max_keys = 16\n\n{triggers}"))).await;
     let token = fx.token();
     let home = fx.client_at(false, Some(&token), Some(ip("127.0.0.1")), gw.https);
     assert_eq!(statuses(&home, &gw.url("/victim"), 3).await, vec![200, 200, 429]);

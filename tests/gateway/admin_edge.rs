@@ -2,7 +2,7 @@
 //! reload for new connections, the admin listener refuses a `Host` it does not answer
 //! to (DNS rebinding), and `POST /reload` refuses what a cross-site form can send.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, Running, echo_trigger, start_echo, start_gateway_for};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};

@@ -1,7 +1,7 @@
 //! The admin API over real sockets: run records for every outcome, capture protections
 //! applied to what the real gateway recorded (ring, file, admin API), and roles.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, echo_trigger, start_echo, start_gateway_for};
 use std::time::Duration;
@@ -17,12 +17,13 @@ async fn every_call_leaves_one_record_that_the_admin_api_finds() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let audit_file = fx.path().join("runs.jsonl");
-    let policy = fx.write_policy(&fx.policy_text(&format!(
-        "[audit]\nfile = \"{}\"\n\n{}",
-        audit_file.display(),
-        echo_trigger("t", "/t", echo, "")
-    )));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(&fx.policy_text(&format!(
+            "[audit]\nfile = \"{}\"\n\n{}",
+            audit_file.display(),
+            echo_trigger("t", "/t", echo, "")
+        )))
+        .await;
     let client = fx.client(false);
     let ok = client.post(gw.url("/t?sig=CALLERSIG")).body("{}").send().await.unwrap();
     let id = ok.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -62,9 +63,8 @@ async fn captured_calls_keep_no_protected_field_anywhere() {
         echo_trigger("open", "/open", echo, "capture = true\nprivate_parameters = [\"password\"]"),
         echo_trigger("secure", "/secure", echo, "capture = true\nsecure_inputs = true\nsecure_outputs = true"),
     );
-    let policy =
-        fx.write_policy(&fx.policy_text(&format!("[audit]\nfile = \"{}\"\n\n{triggers}", audit_file.display())));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw =
+        fx.serve_policy(&fx.policy_text(&format!("[audit]\nfile = \"{}\"\n\n{triggers}", audit_file.display()))).await;
     let client = fx.client(true);
     let body = r#"{"a":[{"b":{"_private_deep":"PRIVATE-DEEP"}}],"password":"PASSWORD-VALUE","keep":"visible"}"#;
     let token = fx.token();
@@ -107,11 +107,12 @@ async fn roles_decide_private_fields_and_reload() {
     for (role, sees_private, reload_status) in
         [("viewer", false, 403), ("owner", true, 200), ("administrator", true, 200)]
     {
-        let policy = fx.write_policy(&fx.policy_text(&format!("{trigger}\n")).replace(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n",
-            &format!("[admin]\nlisten = \"127.0.0.1:0\"\nloopback_role = \"{role}\"\n"),
-        ));
-        let gw = start_gateway_for(&fx, &policy).await;
+        let gw = fx
+            .serve_policy(&fx.policy_text(&format!("{trigger}\n")).replace(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n",
+                &format!("[admin]\nlisten = \"127.0.0.1:0\"\nloopback_role = \"{role}\"\n"),
+            ))
+            .await;
         let view: serde_json::Value = reqwest::get(gw.admin_url("/policy")).await.unwrap().json().await.unwrap();
         assert_eq!(view["role"], role);
         let shown = view["policy"].to_string().contains("private_parameters");
@@ -153,12 +154,13 @@ async fn admin_tokens_map_roles_claims_to_admin_roles() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let trigger = echo_trigger("t", "/t", echo, "private_parameters = [\"password\"]");
-    let policy = fx.write_policy(&fx.policy_text(&trigger).replace(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n",
-        "[admin]\nlisten = \"127.0.0.1:0\"\nidentity = \"test\"\n\
+    let gw = fx
+        .serve_policy(&fx.policy_text(&trigger).replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\nidentity = \"test\"\n\
          token_roles = { viewer = [\"Flowgate.Viewer\"], owner = [\"Flowgate.Owner\"] }\n",
-    ));
-    let gw = start_gateway_for(&fx, &policy).await;
+        ))
+        .await;
     let admin = reqwest::Client::new();
     let with_roles = |roles: &[&str]| {
         let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
@@ -206,8 +208,7 @@ async fn admin_tokens_map_roles_claims_to_admin_roles() {
 async fn a_caller_that_goes_away_still_leaves_a_record() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("slow", "/slow", echo, "")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("slow", "/slow", echo, ""))).await;
     // HTTP/2: giving up resets the stream, and the gateway drops the call mid-forward.
     let impatient = fx.client(true);
     let gave_up =

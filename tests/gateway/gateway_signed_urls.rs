@@ -5,7 +5,7 @@
 //! the URL routes to.
 #![allow(clippy::disallowed_methods, reason = "signed URLs are checked by a gateway that runs on the real clock")]
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -4,10 +4,10 @@
 //! is in the run record (and findable with `/runs?trace_id=`) and in the access-log line of
 //! the real binary.
 
-mod common;
+use crate::common;
 
 use common::upstream::start_reporter;
-use common::{Fixture, run_record, runs_at_least, start_echo, start_gateway_for, trigger_to};
+use common::{Fixture, run_record, runs_at_least, start_echo, trigger_to};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ async fn the_callers_trace_is_continued_upstream_and_recorded() {
     let fx = Fixture::new();
     let upstream = start_reporter().await;
     let text = fx.policy_text(&trigger_to("traced", "/traced", &format!("http://{upstream}/echo"), ""));
-    let gw = start_gateway_for(&fx, &fx.write_policy(&text)).await;
+    let gw = fx.serve_policy(&text).await;
     let client = fx.client(false);
     let url = gw.url("/traced");
 
@@ -100,7 +100,7 @@ async fn invalid_traceparents_are_replaced_never_forwarded() {
     let fx = Fixture::new();
     let upstream = start_reporter().await;
     let text = fx.policy_text(&trigger_to("traced", "/traced", &format!("http://{upstream}/echo"), ""));
-    let gw = start_gateway_for(&fx, &fx.write_policy(&text)).await;
+    let gw = fx.serve_policy(&text).await;
     let client = fx.client(false);
     let url = gw.url("/traced");
     let invalid = [

@@ -12,7 +12,7 @@
     reason = "the browser check finds Chromium and its screenshot folder in the environment"
 )]
 
-mod common;
+use crate::common;
 
 use common::bao::write_private;
 use common::{Fixture, echo_trigger, start_echo, start_gateway_for};

@@ -4,7 +4,7 @@
 //! works against a running gateway, and a ConfigMap-style atomic swap of the policy
 //! directory reloads the policy.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, closed_port, echo_trigger, start_echo, start_gateway_for};
 use std::path::Path;
@@ -171,7 +171,7 @@ async fn the_dockerfile_healthcheck_probes_the_admin_listener() {
     // The same command against a running gateway's admin listener, and against nothing.
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let gw = start_gateway_for(&fx, &fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")))).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, ""))).await;
     let probe = |url: String| async move {
         tokio::task::spawn_blocking(move || Command::new(BIN).arg("probe").arg(url).status().unwrap()).await.unwrap()
     };

@@ -7,7 +7,7 @@
 //!
 //! Bounds are small and configured; the only time assertions are generous upper bounds.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, Running, echo_trigger, raw_tls, start_echo, start_gateway_for, trigger_to};
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! the upstream's parent is the call's span; unsampled callers' traces are not exported;
 //! and nothing exported carries the token, a query string or the injected secret.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::bao::write_private;

@@ -2,8 +2,7 @@
 //! over a real socket on 127.0.0.1:0; plus Entra v1/v2 accepts, the verified-token cache,
 //! key rotation and the IdP being down (with a manual clock, no timing assertions).
 
-#[path = "auth_fixtures.rs"]
-mod fixtures;
+use crate::common::auth as fixtures;
 
 use fixtures::{JwksServer, ManualClock, TestKey, b64, jwks, request, unix_now};
 use flowgate::auth::{

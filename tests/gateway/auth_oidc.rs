@@ -2,8 +2,7 @@
 //! the test on loopback: discovery, JWKS, client-credentials tokens with custom claims,
 //! key rotation while the key stores run, and the IdP down at start and during operation.
 
-#[path = "auth_fixtures.rs"]
-mod fixtures;
+use crate::common::auth as fixtures;
 
 use fixtures::{ManualClock, request, unix_now};
 use flowgate::auth::{AuthError, Identity, KeyStores, TokenError, TriggerAccess, compile_access, compile_identities};

@@ -1,6 +1,6 @@
 //! Shared fixtures of the auth integration tests: keys generated at test time, raw token
 //! signing (so tests can sign deliberately broken headers and payloads), a JWKS server on
-//! 127.0.0.1:0 that can be taken down, and a manual clock. Included with `#[path]`.
+//! 127.0.0.1:0 that can be taken down, and a manual clock.
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods, reason = "tokens are checked by a gateway that runs on the real clock")]
 

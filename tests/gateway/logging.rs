@@ -3,7 +3,7 @@
 //! the fix, the file watcher's dependency traced every inotify event, including the ones
 //! caused by writing its own trace lines: a feedback loop of gigabytes per minute.
 
-mod common;
+use crate::common;
 
 use common::ports::free_port;
 use common::{Fixture, closed_port, echo_trigger, start_echo};

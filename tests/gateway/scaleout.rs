@@ -4,7 +4,7 @@
 //! resets no budget and callers reconnect through the other; the replica restarted rejoins
 //! with the shared budget (it admits nothing more in the same window).
 
-mod common;
+use crate::common;
 
 use common::ports::free_port;
 use common::redis::Redis;

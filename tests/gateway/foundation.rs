@@ -1,7 +1,7 @@
 //! The foundation over real sockets and real TLS: h1 and h2 proxying, streaming,
 //! header hygiene, each error status, slow clients, reload, and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, echo_trigger, raw_tls, start_echo, start_gateway_for};
 use std::time::Duration;
@@ -11,8 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn h1_and_h2_both_proxy_and_carry_a_request_id() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, ""))).await;
     for (http2, version) in [(false, reqwest::Version::HTTP_11), (true, reqwest::Version::HTTP_2)] {
         let response = fx.client(http2).post(gw.url("/t?x=1&sig=caller")).body("{}").send().await.unwrap();
         assert_eq!(response.version(), version);
@@ -33,8 +32,7 @@ async fn h1_and_h2_both_proxy_and_carry_a_request_id() {
 async fn hop_by_hop_and_forged_headers_are_not_forwarded() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, ""))).await;
     let response = fx
         .client(false)
         .post(gw.url("/t"))
@@ -76,8 +74,7 @@ async fn each_error_status_happens_when_it_should() {
         ),
         "",
     );
-    let policy = fx.write_policy(&fx.policy_text(&format!("[limits]\nmax_header_bytes = 4096\n\n{triggers}")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&format!("[limits]\nmax_header_bytes = 4096\n\n{triggers}"))).await;
     let client = fx.client(false);
     let status = |r: reqwest::Response| r.status().as_u16();
 
@@ -104,8 +101,7 @@ async fn each_error_status_happens_when_it_should() {
 async fn malformed_http_gets_400() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, ""))).await;
     let mut tls = raw_tls(&fx, &gw).await;
     tls.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
@@ -119,10 +115,14 @@ async fn malformed_http_gets_400() {
 async fn a_slow_header_client_is_dropped_while_others_are_served() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(
-        &fx.policy_text(&format!("[limits]\nheader_read_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
-    );
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(
+            &fx.policy_text(&format!(
+                "[limits]\nheader_read_timeout = \"1s\"\n\n{}",
+                echo_trigger("t", "/t", echo, "")
+            )),
+        )
+        .await;
     let mut slow = raw_tls(&fx, &gw).await;
     slow.write_all(b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
     // Meanwhile a normal client is served.
@@ -184,8 +184,7 @@ async fn reload_swaps_good_policies_and_refuses_broken_ones() {
 async fn admin_reports_health_readiness_and_metrics() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, ""))).await;
     // Ready once listeners are bound; poll briefly for the server task to start.
     let mut ready = 0;
     for _ in 0..50 {
@@ -209,10 +208,14 @@ async fn admin_reports_health_readiness_and_metrics() {
 async fn a_globally_denied_peer_is_dropped_before_the_tls_handshake() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(
-        &fx.policy_text(&format!("[firewall]\ndeny_ips = [\"127.0.0.2\"]\n\n{}", echo_trigger("t", "/t", echo, ""))),
-    );
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(
+            &fx.policy_text(&format!(
+                "[firewall]\ndeny_ips = [\"127.0.0.2\"]\n\n{}",
+                echo_trigger("t", "/t", echo, "")
+            )),
+        )
+        .await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let tcp = socket.connect(gw.https).await.unwrap();
@@ -269,10 +272,11 @@ async fn certificates_reload_without_dropping_open_connections() {
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(
-        &fx.policy_text(&format!("[limits]\nmax_connections = 1\n\n{}", echo_trigger("t", "/t", echo, ""))),
-    );
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(
+            &fx.policy_text(&format!("[limits]\nmax_connections = 1\n\n{}", echo_trigger("t", "/t", echo, ""))),
+        )
+        .await;
     // The first connection is held open by a slow call.
     let first = fx.client(false);
     let url = gw.url("/t?delay_ms=1500");
@@ -295,10 +299,11 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
 async fn idle_keep_alive_connections_are_closed() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(
-        &fx.policy_text(&format!("[limits]\nidle_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
-    );
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx
+        .serve_policy(
+            &fx.policy_text(&format!("[limits]\nidle_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
+        )
+        .await;
     let mut tls = raw_tls(&fx, &gw).await;
     let request = format!(
         "POST /t HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
@@ -326,8 +331,7 @@ async fn idle_keep_alive_connections_are_closed() {
 async fn paths_that_could_escape_a_prefix_route_are_refused() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("api", "/api/a", echo, "path_match = \"prefix\"")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("api", "/api/a", echo, "path_match = \"prefix\""))).await;
     let client = fx.client(false);
     let ok = client.post(gw.url("/api/a/x/y")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
@@ -355,8 +359,7 @@ async fn paths_that_could_escape_a_prefix_route_are_refused() {
 async fn callers_cannot_shadow_fixed_parameters_or_set_proxy_headers() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let policy = fx.write_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, "")));
-    let gw = start_gateway_for(&fx, &policy).await;
+    let gw = fx.serve_policy(&fx.policy_text(&echo_trigger("t", "/t", echo, ""))).await;
     let response = fx
         .client(false)
         .post(gw.url("/t?SIG=evil&Api-Version=0&a%3Bsig=x&kept=1"))

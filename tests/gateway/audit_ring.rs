@@ -4,7 +4,7 @@
 //! the ring never holds more than `[audit] ring_max_bytes`, evictions are counted in the
 //! metrics, `/runs` answers at most `MAX_LIMIT` records and keeps answering meanwhile.
 
-mod common;
+use crate::common;
 
 use common::{Fixture, echo_trigger, metrics_text, start_echo, start_gateway_for};
 use futures_util::StreamExt;

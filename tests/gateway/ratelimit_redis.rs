@@ -1,7 +1,7 @@
 //! The shared limiter against a real `redis-server` started by the test on a free
 //! loopback port: exact totals across two instances, both failure modes, and recovery.
 
-mod common;
+use crate::common;
 
 use common::redis::Redis;
 
