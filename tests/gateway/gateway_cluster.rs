@@ -9,6 +9,10 @@ use common::redis::Redis;
 use common::{Fixture, Running, echo_trigger, start_echo, start_gateway_for};
 
 const CALLS: usize = 50;
+/// Redis's answer may take longer than the default 100 ms when other tests load the
+/// machine; a late answer would be a 503 (fail closed) and a budget spent without a 200.
+/// This test is about sharing, not latency.
+const REDIS_TIMEOUT: &str = "timeout = \"2s\"\n";
 
 async fn fire(fx: &Fixture, gateways: [&Running; 2], total: usize) -> Vec<u16> {
     let clients = [fx.client(true), fx.client(true)];
@@ -35,7 +39,7 @@ async fn two_gateways_share_one_exact_budget_through_redis() {
     let fx = Fixture::new();
     let echo = start_echo().await;
     let policy_text = fx.policy_text(&format!(
-        "[cluster]\nredis = \"redis://127.0.0.1:{}/0\"\non_redis_error = \"fail_closed\"\n\n{}",
+        "[cluster]\nredis = \"redis://127.0.0.1:{}/0\"\non_redis_error = \"fail_closed\"\n{REDIS_TIMEOUT}\n{}",
         redis.port,
         echo_trigger("shared", "/shared", echo, &format!("rate_limit = {{ calls = {CALLS}, period = \"60s\" }}"))
     ));

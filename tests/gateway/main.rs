@@ -6,12 +6,13 @@
 //!
 //! Tests that need the process to themselves stay separate binaries in `tests/`:
 //! `faults.rs` compares values of the process-wide Prometheus recorder (open connections,
-//! failed reloads, Redis fallbacks) that any other test would move, and `gateway_oauth.rs`,
+//! failed reloads, Redis fallbacks) that any other test would move, `streaming.rs` bounds
+//! the process's RSS while a 1 GiB body streams through, and `gateway_oauth.rs`,
 //! `secrets_echo.rs` and `secrets_leak.rs` each install the process's global tracing
-//! subscriber and scan every log line for secrets. So nothing here installs a global
-//! subscriber (a scoped `set_default` on the test's own thread is fine) or sets an
-//! environment variable, and a metric is asserted exactly only under a label no other
-//! test uses.
+//! subscriber and scan every log line for secrets. So no test here installs a global
+//! subscriber (a scoped `set_default` on the test's own thread is fine), sets an
+//! environment variable or measures the process's memory, and a metric is asserted
+//! exactly only under a label no other test uses.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -48,6 +49,5 @@ mod secrets_akv_double;
 mod secrets_gateway;
 mod secrets_openbao;
 mod soak;
-mod streaming;
 mod trace_context;
 mod trace_export;

@@ -1,7 +1,7 @@
 //! A 1 GiB body streams through the gateway (client → TLS h2 → gateway → h1 upstream)
 //! with bounded memory. Its own test binary, so no other test shares the process's RSS.
 
-use crate::common;
+mod common;
 
 use common::Fixture;
 use http_body_util::BodyExt;
@@ -13,10 +13,12 @@ async fn a_one_gib_body_streams_through_with_bounded_memory() {
     let fx = Fixture::new();
     let sink = start_sink().await;
     let total: u64 = 1024 * 1024 * 1024;
-    let gw = fx.serve_policy(&fx.policy_text(&format!(
-        "[[trigger]]\nname = \"big\"\npath = \"/big\"\nupstream = \"http://{sink}/sink\"\nwho = \"tenant_users\"\nidentity = \"test\"\nmax_body_bytes = {}\n",
-        2 * total
-    ))).await;
+    let gw = fx
+        .serve_policy(&fx.policy_text(&format!(
+            "[[trigger]]\nname = \"big\"\npath = \"/big\"\nupstream = \"http://{sink}/sink\"\nwho = \"tenant_users\"\nidentity = \"test\"\nmax_body_bytes = {}\n",
+            2 * total
+        )))
+        .await;
     let rss_before = rss_bytes();
     // Sample the peak while the body streams: the end value alone could hide a spike.
     let peak = Arc::new(AtomicU64::new(rss_before));
