@@ -1,6 +1,6 @@
 """Drives flowgate's console (/ui on the admin listener) in headless Chromium.
 
-Started by tests/console.rs after it made real calls through a real gateway; everything
+Started by tests/gateway/console.rs after it made real calls through a real gateway; everything
 comes in through CONSOLE_* environment variables. Prints "CHECK <name> ok" for each check
 that passed (the Rust test requires every one) and exits non-zero at the first failure.
 With CONSOLE_SCREENSHOTS set to a directory, also saves a PNG of each page there.
