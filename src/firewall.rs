@@ -8,7 +8,7 @@
 mod client;
 mod ipset;
 
-pub use client::{ClientAddress, ClientIp, TrustedHeader, TrustedProxies, client_address};
+pub use client::{ClientAddress, ClientIp, HopProblem, TrustedHeader, TrustedProxies, UnreadableHop, client_address};
 pub use ipset::{BadEntry, IpSet, IpSetBuilder, normalize};
 
 use crate::auth::canonical_principal as canonical;

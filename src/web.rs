@@ -1,7 +1,7 @@
 //! Plain HTTP pieces every part of flowgate speaks, whichever listener it serves: the
-//! body types ([`ResponseBody`], [`BoxError`], [`RequestBody`]), local answers
-//! ([`full_body`]), the request id ([`new_request_id`], [`REQUEST_ID`]), what a request's
-//! head says about itself ([`request_host_of`], [`declared_length`]), and the upstream
+//! body types (`ResponseBody`, [`BoxError`], [`RequestBody`]), local answers
+//! (`full_body`), the request id (`new_request_id`, [`REQUEST_ID`]), what a request's
+//! head says about itself (`request_host_of`, `declared_length`), and the upstream
 //! client with its pools (`web/client.rs`, [`Upstreams`]).
 //!
 //! Nothing here judges a call: the data plane (`proxy`) and the control plane (`admin`,
