@@ -31,6 +31,11 @@ async fn call(client: &reqwest::Client, gw: &Running, path: &str, xff: Option<&s
     (status, common::run_record(gw, &id).await)
 }
 
+/// `policy` with `[server] trusted_header = "forwarded"` beside its `trusted_proxies`.
+fn trusting_forwarded(policy: &str) -> String {
+    policy.replacen("trusted_proxies =", "trusted_header = \"forwarded\"\ntrusted_proxies =", 1)
+}
+
 /// The fixture's policy with `[server] trusted_proxies` set.
 fn with_trusted(fx: &Fixture, trusted: &str, rest: &str) -> String {
     fx.policy_text(rest).replacen("\n\n[admin]", &format!("\ntrusted_proxies = {trusted}\n\n[admin]"), 1)
@@ -255,11 +260,7 @@ async fn only_the_trusted_header_names_the_client() {
     gw.shutdown().await;
 
     // `trusted_header = "forwarded"`: the other way round.
-    let text = with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger).replacen(
-        "trusted_proxies =",
-        "trusted_header = \"forwarded\"\ntrusted_proxies =",
-        1,
-    );
+    let text = trusting_forwarded(&with_trusted(&fx, "[\"127.0.0.1/32\"]", &trigger));
     let gw = fx.serve_policy(&text).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
     let (status, record) = via_lb(&proxy, &gw, "for=203.0.113.7", "198.51.100.2").await;
@@ -298,11 +299,7 @@ async fn junk_left_of_the_appended_hop_is_never_the_proxys_address() {
     gw.shutdown().await;
 
     // The same with `Forwarded`.
-    let text = with_trusted(&fx, "[\"127.0.0.1\"]", &triggers).replacen(
-        "trusted_proxies =",
-        "trusted_header = \"forwarded\"\ntrusted_proxies =",
-        1,
-    );
+    let text = trusting_forwarded(&with_trusted(&fx, "[\"127.0.0.1\"]", &triggers));
     let gw = fx.serve_policy(&text).await;
     let proxy = fx.client_at(false, Some(&fx.token()), Some(ip("127.0.0.1")), gw.https);
     let (status, record) = via_forwarded(&proxy, &gw, "/denied", "for=junk, for=198.51.100.7").await;
