@@ -1,6 +1,6 @@
 //! The crate's structure stays as documented: the module map at the top of `src/lib.rs`
 //! and in `docs/ARCHITECTURE.md` names exactly the modules that exist, and no two
-//! modules import each other (`scripts/module-deps.py`, which also lists the arrows).
+//! modules import each other (`scripts/checks/module-deps.py`, which also lists the arrows).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -57,10 +57,10 @@ fn architecture_module_map_names_every_module() {
 #[test]
 fn no_two_modules_import_each_other() {
     let output = Command::new("python3")
-        .arg(Path::new(ROOT).join("scripts/module-deps.py"))
+        .arg(Path::new(ROOT).join("scripts/checks/module-deps.py"))
         .arg("--inner")
         .output()
-        .expect("python3 runs scripts/module-deps.py (install python3: apt-get install python3)");
+        .expect("python3 runs scripts/checks/module-deps.py (install python3: apt-get install python3)");
     let arrows = String::from_utf8_lossy(&output.stdout);
     let cycles = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "import cycles:\n{cycles}\narrows:\n{arrows}");

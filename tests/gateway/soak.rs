@@ -1,4 +1,4 @@
-//! The soak behind `scripts/soak.sh` (ignored by `cargo test`: it runs for minutes). The
+//! The soak behind `scripts/checks/soak.sh` (ignored by `cargo test`: it runs for minutes). The
 //! real binary serves a steady rate of calls on loopback for `SOAK_SECONDS` (default 600):
 //! valid calls carrying a secret from a `file` vault that is rotated every 10 s, and
 //! refusals (no token: 401; unknown path: 404; a small budget: 429); the policy file is
@@ -90,7 +90,7 @@ struct Sample {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runs for minutes: scripts/soak.sh"]
+#[ignore = "runs for minutes: scripts/checks/soak.sh"]
 async fn soak() {
     let seconds = env_u64("SOAK_SECONDS", 600);
     let rate = env_u64("SOAK_RATE", 40).max(1);

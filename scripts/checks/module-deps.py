@@ -14,14 +14,14 @@ itself (`proxy`) when X is defined in the parent's own file. A parent holds its 
 (`mod call;`), so it counts as importing each of them: a child naming an item defined in
 its parent is an arrow back up and closes a cycle, which fails like any other. Usage:
 
-    scripts/module-deps.py            # top-level arrows, then cycles (exit 1 if any)
-    scripts/module-deps.py --inner    # also arrows between the files of one module
+    scripts/checks/module-deps.py            # top-level arrows, then cycles (exit 1 if any)
+    scripts/checks/module-deps.py --inner    # also arrows between the files of one module
 """
 import re
 import sys
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 # Upward arrows made on purpose, with the reason; left out of the cycle check.
 DELIBERATE = {
     ("secrets", "proxy"): "the Permit seal: only the proxy issues a Permit, so only admitted calls reach a vault",

@@ -2,13 +2,13 @@
 """Idle TLS connections' memory and time to ready, for docs/PERFORMANCE.md.
 
 Starts the release binary on the peer benchmark's policy (../shared/bench-peers, set up by
-scripts/profile-perf.sh or bench.sh in $BENCH_DIR), measures the time from start until the
+scripts/perf/profile-perf.sh or bench.sh in $BENCH_DIR), measures the time from start until the
 HTTPS port accepts a connection and how long the first TLS handshake then takes (it pays
 aws-lc's one-time entropy seeding), then opens N idle TLS connections (spread over
 several loopback source addresses, below the per-address cap) and reports the growth of
 the process's RSS per connection. Loopback only.
 
-Usage: scripts/idle-conns.py [N (default 2000)]   (extra env: FLOWGATE_THREADS, TASKSET=1)
+Usage: scripts/perf/idle-conns.py [N (default 2000)]   (extra env: FLOWGATE_THREADS, TASKSET=1)
 """
 import os
 import socket
@@ -18,7 +18,7 @@ import sys
 import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS = os.environ.get("BENCH_DIR", "/tmp/flowgate-peers")
 PORT = 18446
 
@@ -39,7 +39,7 @@ def handshake(context, source):
 def main():
     config = os.path.join(PEERS, "conf", "flowgate.toml")
     if not os.path.exists(config):
-        sys.exit(f"{config} is missing: run scripts/profile-perf.sh (or bench.sh) once to set it up")
+        sys.exit(f"{config} is missing: run scripts/perf/profile-perf.sh (or bench.sh) once to set it up")
     binary = os.path.join(PROJECT, "target", "release", "flowgate")
     command = [binary, "serve", "--config", config]
     if os.environ.get("TASKSET"):

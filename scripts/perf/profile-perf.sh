@@ -2,17 +2,17 @@
 # Where the CPU goes at load: perf samples of the release binary doing the peer benchmark's
 # job (../shared/bench-peers: TLS, IP allow list, RS256 JWT, rate limit, injected x-api-key,
 # nginx upstream), pinned to CPU 1 with wrk on CPU 0, as bench.sh does. Prints the top
-# symbols (self time) and the kernel share. Complements scripts/profile-calls.sh
+# symbols (self time) and the kernel share. Complements scripts/perf/profile-calls.sh
 # (instructions per call, repeatable) with wall-clock reality (syscalls, wakeups).
-# Usage: scripts/profile-perf.sh [SECONDS (default 6)]
+# Usage: scripts/perf/profile-perf.sh [SECONDS (default 6)]
 # Needs: perf, nginx, wrk (apt-get install -y linux-perf nginx wrk).
 set -euo pipefail
-project=$(cd "$(dirname "$0")/.." && pwd)
+project=$(cd "$(dirname "$0")/../.." && pwd)
 seconds=${1:-6}
 peers=${BENCH_DIR:-/tmp/flowgate-peers}
 TOOLS="perf nginx wrk|linux-perf nginx wrk"
-# shellcheck source=scripts/peers-setup.sh
-source "$project/scripts/peers-setup.sh"
+# shellcheck source=scripts/perf/peers-setup.sh
+source "$project/scripts/perf/peers-setup.sh"
 out=$(mktemp -d)
 taskset -c 0 nginx -c "$peers/conf/upstream-nginx.conf" -g 'daemon off;' &
 upstream=$!

@@ -4,16 +4,16 @@
 # (../shared/bench-peers: TLS, IP allow list, RS256 JWT, rate limit, injected x-api-key,
 # nginx upstream) with the release binary. Prints instructions per call and the top
 # functions (inclusive) for the measured calls only (warm-up excluded).
-# Usage: scripts/profile-calls.sh [CALLS (default 2000)] [h1|h2 (default h1)]
+# Usage: scripts/perf/profile-calls.sh [CALLS (default 2000)] [h1|h2 (default h1)]
 # Needs: valgrind, nginx, h2load (apt-get install -y valgrind nginx nghttp2-client).
 set -euo pipefail
-project=$(cd "$(dirname "$0")/.." && pwd)
+project=$(cd "$(dirname "$0")/../.." && pwd)
 calls=${1:-2000}
 proto=${2:-h1}
 peers=${BENCH_DIR:-/tmp/flowgate-peers}
 TOOLS="valgrind callgrind_control nginx h2load|valgrind nginx nghttp2-client"
-# shellcheck source=scripts/peers-setup.sh
-source "$project/scripts/peers-setup.sh"
+# shellcheck source=scripts/perf/peers-setup.sh
+source "$project/scripts/perf/peers-setup.sh"
 out=$(mktemp -d)
 nginx -c "$peers/conf/upstream-nginx.conf" -g 'daemon off;' &
 upstream=$!

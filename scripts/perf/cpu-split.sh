@@ -6,16 +6,16 @@
 # /proc/PID/stat (utime, stime) around a fixed-length load: the kernel part is loopback TCP
 # and system calls, the user part is the proxy's own work. It shows where a gap between two
 # proxies lies, which rps figures alone cannot (this machine has no hardware counters).
-# Usage: scripts/cpu-split.sh [SECONDS (default 8)] [wrk-h1|h2load-h2 (default both)]
+# Usage: scripts/perf/cpu-split.sh [SECONDS (default 8)] [wrk-h1|h2load-h2 (default both)]
 # Needs: haproxy, nginx, wrk, h2load (apt-get install -y haproxy nginx wrk nghttp2-client).
 set -euo pipefail
-project=$(cd "$(dirname "$0")/.." && pwd)
+project=$(cd "$(dirname "$0")/../.." && pwd)
 seconds=${1:-8}
 tests=${2:-"wrk-h1 h2load-h2"}
 peers=${BENCH_DIR:-/tmp/flowgate-peers}
 TOOLS="haproxy nginx wrk h2load|haproxy nginx wrk nghttp2-client"
-# shellcheck source=scripts/peers-setup.sh
-source "$project/scripts/peers-setup.sh"
+# shellcheck source=scripts/perf/peers-setup.sh
+source "$project/scripts/perf/peers-setup.sh"
 # shellcheck source=/dev/null
 source "$peers/lib.sh"
 trap stop_all EXIT

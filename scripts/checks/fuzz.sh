@@ -2,11 +2,11 @@
 # Runs every fuzz target in fuzz/ for a bounded time and fails on the first crash.
 # Not part of .ci/run (time). Needs the nightly toolchain and cargo-fuzz:
 #   rustup toolchain install nightly && cargo +nightly install cargo-fuzz
-# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET (default 60)] [TARGET ...]
+# Usage: scripts/checks/fuzz.sh [SECONDS_PER_TARGET (default 60)] [TARGET ...]
 # Seeds: fuzz/seeds/TARGET (committed); the growing corpus: fuzz/corpus/TARGET (ignored).
 # A crash leaves its input in fuzz/artifacts/TARGET/: turn it into a regression test.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 shift || true
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
