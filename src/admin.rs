@@ -264,7 +264,7 @@ fn runs(gateway: &Gateway, query: &str) -> Response<ResponseBody> {
         // The ring hands out its records' JSON text; the answer is assembled after its lock
         // is released (calls writing their records never wait for it).
         Ok(filter) => json_text(StatusCode::OK, gateway.audit.query_json(&filter)),
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+        Err(message) => error(StatusCode::BAD_REQUEST, &message.to_string()),
     }
 }
 
@@ -353,7 +353,7 @@ async fn token_role(
     let claims = gateway.key_stores.authorize_bearer(rules, headers).await.map_err(|error| {
         // The reason names the failed check, never the token.
         tracing::info!(reason = %error, "admin API call refused");
-        error.into_rejection(rules.realm()).status()
+        crate::refusal::auth(error, rules.realm()).status()
     })?;
     token_roles
         .iter()

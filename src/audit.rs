@@ -28,7 +28,7 @@ pub use capture::{
     CaptureParts, CaptureRules, CapturedBody, CapturedMessage, REDACTED, capture_request, capture_response,
     private_values,
 };
-pub use query::{DEFAULT_LIMIT, MAX_LIMIT, RunFilter};
+pub use query::{DEFAULT_LIMIT, FilterError, MAX_LIMIT, RunFilter};
 pub(crate) use record::{ALLOWED, format_time};
 pub use record::{Captured, RunRecord, RunSummary};
 pub use role::{AdminRole, UnknownRole};

@@ -9,7 +9,7 @@
 //! - `bearer`: the request path's entry, [`KeyStores::authenticate_identified`]
 //!   ([`KeyStores::authenticate`] without the refused caller), and
 //!   [`KeyStores::authorize_bearer`] for the admin API;
-//! - `error`: [`AuthError`] and its mapping to a `Denial` or `Failure`;
+//! - `error`: [`AuthError`] (its status is decided by the refusal table, `refusal.rs`);
 //! - `caller`: the [`Caller`] an admitted call carries;
 //! - [`token`]: header judgement, signature check and strict claim decoding, pure (keys
 //!   in, verdict out); [`key_set`]: the parsed signing keys it checks against;

@@ -70,10 +70,10 @@ pub enum StartError {
     RateLimiter(#[source] crate::ratelimit::RedisLimiterError),
     /// The span exporter cannot start (its reason, as the exporter words it).
     #[error("{0}")]
-    Traces(String),
+    Traces(#[source] crate::trace::ExportStartError),
     /// The upstream client cannot be built.
     #[error("cannot build the upstream client: {0}")]
-    Upstream(String),
+    Upstream(#[source] crate::policy::UpstreamTlsError),
 }
 
 impl Gateway {

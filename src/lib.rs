@@ -16,6 +16,7 @@
 //! | [`proxy`] | `handle` → `admit` → `forward`; header hygiene; refused-body settling |
 //! | [`web`] | plain HTTP pieces: body types, local answers, the request id, the upstream client and pools |
 //! | [`denial`] | the closed set of refusals and failures, each mapped to one HTTP response |
+//! | [`refusal`] | the refusal table: each domain's typed error → its one `Denial` or `Failure` |
 //! | [`firewall`] | CIDR allow/deny tables, client address resolution |
 //! | [`auth`] | bearer JWT validation, JWKS, tenant/principal rules, signed URLs |
 //! | [`ratelimit`] | exact sliding-window limiter (local and Redis), pre-auth shield |
@@ -48,6 +49,7 @@ pub mod policy;
 )]
 pub mod proxy;
 pub mod ratelimit;
+pub mod refusal;
 pub mod reload;
 pub mod secrets;
 pub mod server;

@@ -20,9 +20,9 @@ pub use path::{NormalPath, PathRefusal, normalize as normalize_path};
 pub use raw::{
     ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
 };
-pub use routes::{RouteMatch, Routes};
+pub use routes::{RouteMatch, RouteMiss, Routes};
 pub use trigger::Trigger;
-pub use upstream::{Upstream, upstream_tls};
+pub use upstream::{Upstream, UpstreamTlsError, UpstreamUriError, upstream_tls};
 
 use crate::config::{ConfigError, Diagnostics, KeyPath, SourceFile};
 use crate::ratelimit::{LimitSource, RateLimitRule, RawRateLimitSetting};

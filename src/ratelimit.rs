@@ -30,7 +30,7 @@ pub use local::LocalStore;
 use rule::sf_string;
 pub use rule::{LimitKey, LimitSource, RateLimitRule, RawOff, RawRateLimit, RawRateLimitSetting, RuleId};
 pub use settings::{ClusterSettings, OnRedisError, RawCluster, RawShield};
-pub use shield::{Shield, ShieldSettings};
+pub use shield::{Shield, ShieldSettings, Shielded};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +63,32 @@ impl Decision {
     pub fn policy_header(&self, rule: &RateLimitRule) -> String {
         rule.policy_header()
     }
+
+    /// The refusal when `rule` refuses the call; `None` when it is admitted (a shadowed
+    /// refusal included).
+    pub fn refusal(&self, rule: &RateLimitRule) -> Option<BudgetSpent> {
+        (!self.admitted).then(|| BudgetSpent {
+            retry_after_secs: self.retry_after_secs.unwrap_or(1),
+            policy: self.policy_header(rule),
+            limit: self.limit_header(rule),
+            which: rule.key_description(),
+        })
+    }
+}
+
+/// A call over its rate-limit budget (the refusal table, `refusal.rs`, answers 429 with
+/// `Retry-After` and the RateLimit headers).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{which}")]
+pub struct BudgetSpent {
+    /// Whole seconds until a retry succeeds if nobody else spends the budget.
+    pub retry_after_secs: u64,
+    /// The `RateLimit-Policy` header value.
+    pub policy: String,
+    /// The `RateLimit` header value.
+    pub limit: String,
+    /// Which key of which rule (private).
+    pub which: String,
 }
 
 fn ceil_secs(us: u64) -> u64 {

@@ -19,6 +19,6 @@ mod context;
 mod export;
 
 pub use context::TraceContext;
-pub use export::{EXPORT_TIMEOUT, ExportSettings, RawTraces, SpanExport, SpanFields, Step, Steps};
+pub use export::{EXPORT_TIMEOUT, ExportSettings, ExportStartError, RawTraces, SpanExport, SpanFields, Step, Steps};
 
 use context::new_span_id;

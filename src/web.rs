@@ -2,14 +2,17 @@
 //! body types (`ResponseBody`, [`BoxError`], [`RequestBody`]), local answers
 //! (`full_body`), the request id (`new_request_id`, [`REQUEST_ID`]), what a request's
 //! head says about itself (`request_host_of`, `declared_length`), and the upstream
-//! client with its pools (`web/client.rs`, [`Upstreams`]).
+//! client with its pools (`web/client.rs`, [`Upstreams`]), and what can go wrong on the
+//! wire after admission (`web/fault.rs`: [`BodyRefusal`], [`UpstreamFailure`]).
 //!
 //! Nothing here judges a call: the data plane (`proxy`) and the control plane (`admin`,
 //! `console`) both build on this module, so neither needs to import the other for these.
 
 mod client;
+mod fault;
 
 pub use client::{BoxError, UpstreamBody, UpstreamClient, UpstreamError, Upstreams, build_client};
+pub use fault::{BodyRefusal, UpstreamFailure};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, header};

@@ -28,6 +28,20 @@ pub struct RunFilter {
     pub limit: Option<usize>,
 }
 
+/// Why a run-history query cannot be read; the message names the key or value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// A key that filters nothing.
+    #[error("unknown filter {0:?} (expected trigger, decision, principal, trace_id, since, until or limit)")]
+    UnknownKey(String),
+    /// `limit` is not a whole number.
+    #[error("limit: {0:?} is not a whole number")]
+    Limit(String),
+    /// `since`/`until` is neither a time nor an age.
+    #[error("{0:?} is neither an RFC 3339 time nor an age such as \"15m\"")]
+    Time(String),
+}
+
 impl RunFilter {
     /// Parses `trigger=..&decision=..&principal=..&trace_id=..&since=..&until=..&limit=..`.
     /// `since`/`until` take RFC 3339 (`2026-01-02T03:04:05Z`) or an age such as `15m`
@@ -35,7 +49,7 @@ impl RunFilter {
     ///
     /// # Errors
     /// A message naming the unknown key or the unparsable value.
-    pub fn from_query(query: &str) -> Result<Self, String> {
+    pub fn from_query(query: &str) -> Result<Self, FilterError> {
         Self::from_query_at(query, SystemTime::now())
     }
 
@@ -43,7 +57,7 @@ impl RunFilter {
     ///
     /// # Errors
     /// A message naming the unknown key or the unparsable value.
-    pub fn from_query_at(query: &str, now: SystemTime) -> Result<Self, String> {
+    pub fn from_query_at(query: &str, now: SystemTime) -> Result<Self, FilterError> {
         let mut filter = Self::default();
         let query = query.strip_prefix('?').unwrap_or(query);
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -56,12 +70,10 @@ impl RunFilter {
                 "since" => filter.since = Some(parse_time(&value, now)?),
                 "until" => filter.until = Some(parse_time(&value, now)?),
                 "limit" => {
-                    filter.limit = Some(value.parse().map_err(|_| format!("limit: {value:?} is not a whole number"))?);
+                    filter.limit = Some(value.parse().map_err(|_| FilterError::Limit(value))?);
                 }
                 other => {
-                    return Err(format!(
-                        "unknown filter {other:?} (expected trigger, decision, principal, trace_id, since, until or limit)"
-                    ));
+                    return Err(FilterError::UnknownKey(other.to_owned()));
                 }
             }
         }
@@ -109,12 +121,11 @@ impl RunFilter {
     }
 }
 
-fn parse_time(value: &str, now: SystemTime) -> Result<SystemTime, String> {
+fn parse_time(value: &str, now: SystemTime) -> Result<SystemTime, FilterError> {
     if let Ok(at) = humantime::parse_rfc3339_weak(value) {
         return Ok(at);
     }
-    let age: Duration = humantime::parse_duration(value)
-        .map_err(|_| format!("{value:?} is neither an RFC 3339 time nor an age such as \"15m\""))?;
+    let age: Duration = humantime::parse_duration(value).map_err(|_| FilterError::Time(value.to_owned()))?;
     Ok(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
@@ -136,7 +147,7 @@ mod tests {
         assert_eq!(filter.until, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(7_200)));
         assert_eq!(filter.limit(), 5);
         assert_eq!(RunFilter::from_query("limit=100000000").unwrap().limit(), MAX_LIMIT);
-        assert!(RunFilter::from_query("tenant=x").unwrap_err().contains("tenant"));
+        assert!(RunFilter::from_query("tenant=x").unwrap_err().to_string().contains("tenant"));
         assert!(RunFilter::from_query("limit=many").is_err());
         assert!(RunFilter::from_query("since=yesterday").is_err());
     }

@@ -50,7 +50,7 @@ impl KeyStores {
     /// [`query_has_token`] is true (this function refuses such requests).
     ///
     /// # Errors
-    /// [`AuthError`]; turn it into the response with [`AuthError::into_rejection`].
+    /// [`AuthError`]; the refusal table (`refusal::auth`) turns it into the response.
     pub async fn authenticate(
         &self,
         access: &TriggerAccess,

@@ -1,10 +1,9 @@
-//! [`AuthError`]: why a call was not authenticated or authorized, and its one mapping to
-//! a [`Denial`] (the caller's fault) or a [`Failure`] (ours).
+//! [`AuthError`]: why a call was not authenticated or authorized. Which status each one
+//! is (401, 403, 503) is decided in the refusal table (`refusal.rs`).
 
 use super::keys::{KeyError, VerifyError};
 use super::signed::SignedUrlError;
 use super::token::TokenError;
-use crate::denial::{Denial, Failure, Rejection};
 
 /// Why a call was not authenticated or authorized. Names the failed check, never a token,
 /// signature or key.
@@ -57,28 +56,6 @@ impl From<VerifyError> for AuthError {
         match err {
             VerifyError::Token(e) => Self::InvalidToken(e),
             VerifyError::Keys(e) => Self::KeysUnavailable(e),
-        }
-    }
-}
-
-impl AuthError {
-    /// The one rejection for this error: 401 with an RFC 6750 challenge for credential
-    /// problems, 403 for rules, 403 `insufficient_scope` for roles and scopes, 503 when
-    /// keys are unavailable.
-    pub fn into_rejection(self, realm: &str) -> Rejection {
-        let reason = self.to_string();
-        let unauthenticated =
-            |presented: bool| Denial::Unauthenticated { realm: realm.to_owned(), presented, reason: reason.clone() };
-        match self {
-            Self::MissingToken | Self::SignedUrl(SignedUrlError::Missing) => unauthenticated(false).into(),
-            Self::TokenInQuery | Self::BadAuthorization(_) | Self::InvalidToken(_) | Self::NoSubject => {
-                unauthenticated(true).into()
-            }
-            Self::SignedUrl(_) => unauthenticated(true).into(),
-            Self::KeysUnavailable(_) => Failure::KeysUnavailable { reason }.into(),
-            Self::Tenant | Self::Principal | Self::Claim(_) => Denial::Forbidden { reason }.into(),
-            Self::Role | Self::Scope => Denial::InsufficientScope { realm: realm.to_owned(), reason }.into(),
-            Self::Misconfigured => Failure::Internal { reason }.into(),
         }
     }
 }

@@ -16,10 +16,23 @@ use super::PathMatch;
 use super::Trigger;
 use super::path::NormalPath;
 use crate::config::{Diagnostics, KeyPath};
-use crate::denial::Denial;
 use http::Method;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Why no trigger takes a request (the refusal table, `refusal.rs`, answers 404 / 405).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteMiss {
+    /// No route matches host and path.
+    #[error("no trigger matches")]
+    NotFound,
+    /// The most specific route matching the path does not accept the method.
+    #[error("method not in {allow}")]
+    MethodNotAllowed {
+        /// Methods that route accepts, for the `Allow` header.
+        allow: String,
+    },
+}
 
 /// What routing reads of a trigger (a trait, so that the table is tested on its own).
 pub trait Route {
@@ -150,18 +163,18 @@ impl<T: Route> Routes<T> {
     /// Finds the trigger for a request.
     ///
     /// # Errors
-    /// [`Denial::RouteNotFound`] or [`Denial::MethodNotAllowed`] (from the most specific
+    /// [`RouteMiss::NotFound`] or [`RouteMiss::MethodNotAllowed`] (from the most specific
     /// route matching the path).
     pub fn find<'a>(
         &'a self,
         host: Option<&str>,
         path: &'a NormalPath,
         method: &Method,
-    ) -> Result<RouteMatch<'a, T>, Denial> {
+    ) -> Result<RouteMatch<'a, T>, RouteMiss> {
         let key = path.route_key();
         // `*` (OPTIONS) and other non-paths match no route.
         if !key.starts_with('/') {
-            return Err(Denial::RouteNotFound);
+            return Err(RouteMiss::NotFound);
         }
         // Only host-specific triggers need the caller's host, normalised.
         let host = if self.any_host { host.map(normalize_host) } else { None };
@@ -186,9 +199,9 @@ impl<T: Route> Routes<T> {
                 here.iter().flat_map(|&i| self.triggers[i].methods().iter().map(Method::as_str)).collect();
             allow.sort_unstable();
             allow.dedup();
-            return Err(Denial::MethodNotAllowed { allow: allow.join(", ") });
+            return Err(RouteMiss::MethodNotAllowed { allow: allow.join(", ") });
         }
-        Err(Denial::RouteNotFound)
+        Err(RouteMiss::NotFound)
     }
 }
 
@@ -292,9 +305,8 @@ mod tests {
                 };
                 Outcome::Trigger(found.trigger.id, rest)
             }
-            Err(Denial::RouteNotFound) => Outcome::NotFound,
-            Err(Denial::MethodNotAllowed { allow }) => Outcome::MethodNotAllowed(allow),
-            Err(other) => panic!("routing denied with {other:?}"),
+            Err(RouteMiss::NotFound) => Outcome::NotFound,
+            Err(RouteMiss::MethodNotAllowed { allow }) => Outcome::MethodNotAllowed(allow),
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 ///
 /// # Errors
 /// The TLS versions cannot be configured.
-pub fn upstream_tls(extra_roots: Option<&RootCertStore>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn upstream_tls(extra_roots: Option<&RootCertStore>) -> Result<Arc<rustls::ClientConfig>, UpstreamTlsError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -30,11 +30,21 @@ pub fn upstream_tls(extra_roots: Option<&RootCertStore>) -> Result<Arc<rustls::C
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .map_err(UpstreamTlsError)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(tls))
 }
+
+/// The TLS client configuration for upstreams could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UpstreamTlsError(#[source] rustls::Error);
+
+/// The upstream URI of a call cannot be built (an unparsable caller path).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the upstream URI: {0}")]
+pub struct UpstreamUriError(#[from] http::Error);
 
 /// An upstream URL, taken apart.
 pub struct Upstream {
@@ -167,7 +177,7 @@ impl Upstream {
             match upstream_tls(Some(&roots)) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
-                    diags.error(&path.key("upstream_ca"), e);
+                    diags.error(&path.key("upstream_ca"), e.to_string());
                     None
                 }
             }
@@ -200,12 +210,12 @@ impl Upstream {
         caller_query: Option<&str>,
         reserved: &HashSet<String>,
         appended: &[(&str, &str)],
-    ) -> Result<Uri, http::Error> {
+    ) -> Result<Uri, UpstreamUriError> {
         let base = base_path.map(|p| match p.trim_end_matches('/') {
             "" => "/",
             trimmed => trimmed,
         });
-        self.build_uri(base.unwrap_or(&self.base_path), rest, caller_query, reserved, appended)
+        Ok(self.build_uri(base.unwrap_or(&self.base_path), rest, caller_query, reserved, appended)?)
     }
 
     /// The upstream URI for a call: the base path plus the rest of a prefix match, and the

@@ -1,16 +1,18 @@
-//! [`admit`]: every check a call must pass, cheapest first, each refusal a [`Denial`] or
-//! [`Failure`]; a call that passes every one leaves as [`Admitted`], with the [`Permit`]
-//! that secret resolution and forwarding require.
+//! [`admit`]: every check a call must pass, cheapest first; each check's own typed error
+//! becomes a [`Rejection`] through the refusal table (`refusal.rs`, by `?`). A call that
+//! passes every one leaves as [`Admitted`], with the [`Permit`] that secret resolution
+//! and forwarding require.
 
 use super::call::Call;
 use super::inbound::Connection;
 use super::permit::Permit;
 use crate::auth::Caller;
-use crate::denial::{Denial, Failure, Rejection};
+use crate::denial::{Denial, Rejection};
 use crate::firewall::{ClientIp, client_address};
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
-use crate::ratelimit::{LimitKey, LimiterError, RateKey};
+use crate::ratelimit::{LimitKey, RateKey};
+use crate::web::BodyRefusal;
 use crate::web::{declared_length, request_host_of};
 use http::HeaderValue;
 use std::sync::Arc;
@@ -55,8 +57,7 @@ pub async fn admit(
     // An unreadable hop where the client should be is refused, never judged as the
     // proxy's own address (which trusted-proxy exemptions and allow lists may favour).
     let address =
-        client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header)
-            .map_err(|unreadable| Denial::BadRequest { reason: format!("client address unknown: {unreadable}") })?;
+        client_address(connection.peer.ip(), &parts.headers, &policy.trusted_proxies, policy.server.trusted_header)?;
     call.record().client_ip = Some(address.client.ip());
     call.record().client_ip_note = address.note.map(str::to_owned);
     // Per-address budgets (shield, `ip` rate-limit key) count an IPv6 network, not a host.
@@ -67,11 +68,10 @@ pub async fn admit(
     // an upstream path the policy never named. Routing then compares the path's route key
     // (case, escapes and a trailing `/` do not count), so a narrower route cannot be
     // bypassed by another spelling of its path (`policy/path.rs`).
-    let path = crate::policy::normalize_path(parts.uri.path())
-        .map_err(|problem| Denial::BadRequest { reason: format!("path refused: {problem}") })?;
+    let path = crate::policy::normalize_path(parts.uri.path())?;
 
     // Global firewall: the cheapest refusal, before anything else is revealed.
-    policy.firewall.check(address.client, address.peer).map_err(|refusal| ip_denial(&refusal))?;
+    policy.firewall.check(address.client, address.peer)?;
 
     // Route: a miss is a bare 404 that says nothing about what exists.
     let found = policy.routes.find(request_host_of(parts), &path, &parts.method)?;
@@ -80,17 +80,17 @@ pub async fn admit(
     call.trigger_label = Some(trigger.name_label.clone());
 
     // The trigger's own IP rules.
-    trigger.ip_rules.check(address.client, address.peer).map_err(|refusal| ip_denial(&refusal))?;
+    trigger.ip_rules.check(address.client, address.peer)?;
 
     // A declared body over the limit is refused before any expensive check.
     if declared_length(&parts.headers).is_some_and(|len| len > trigger.max_body_bytes) {
-        return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
+        return Err(BodyRefusal::TooLarge { limit: trigger.max_body_bytes }.into());
     }
 
     // Pre-authentication shield: an address that has spent its budget of refused
     // credentials stops here, before a flood of junk can burn CPU on signature checks.
     // Calls whose credentials pass never spend it (see `shield_charge` below).
-    gateway.shield.check_client(accounted).map_err(|retry_after_secs| Denial::Shielded { retry_after_secs })?;
+    gateway.shield.check_client(accounted)?;
 
     // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
     let started = call.steps.start();
@@ -103,7 +103,7 @@ pub async fn admit(
             if let Some(caller) = identified {
                 call.record().identify(&caller);
             }
-            let rejection = error.into_rejection(trigger.access.realm());
+            let rejection = crate::refusal::auth(error, trigger.access.realm());
             shield_charge(gateway, accounted, &rejection);
             return Err(rejection);
         }
@@ -112,7 +112,7 @@ pub async fn admit(
 
     // Per-principal pinning needs the caller, so it runs right after authentication.
     if let Err(refusal) = trigger.pins.check(&caller.principal_ids, address.client.ip()) {
-        let rejection = ip_denial(&refusal);
+        let rejection = Rejection::from(refusal);
         shield_charge(gateway, accounted, &rejection);
         return Err(rejection);
     }
@@ -143,25 +143,13 @@ pub async fn admit(
                 None => gateway.limiters.check_connection(rule, connection.id).await,
             };
             call.steps.done(crate::trace::Step::RateLimit, started);
-            let decision = decision.map_err(|e| match e {
-                LimiterError::Unavailable(_) => Failure::LimiterUnavailable { reason: e.to_string() },
-                LimiterError::Full { retry_after_secs, .. } => {
-                    Failure::LimiterFull { retry_after_secs, reason: e.to_string() }
-                }
-            })?;
-            let which = || format!("{:?} key of rule {}", rule.key, rule.name);
-            if !decision.admitted {
-                return Err(Denial::RateLimited {
-                    retry_after_secs: decision.retry_after_secs.unwrap_or(1),
-                    policy: decision.policy_header(rule),
-                    limit: decision.limit_header(rule),
-                    reason: which(),
-                }
-                .into());
+            let decision = decision?;
+            if let Some(spent) = decision.refusal(rule) {
+                return Err(spent.into());
             }
             if decision.shadowed {
                 // Shadow mode admits, but the run history says what would have been refused.
-                call.record().reason = Some(format!("shadow: would be rate limited ({})", which()));
+                call.record().reason = Some(format!("shadow: would be rate limited ({})", rule.key_description()));
             }
             HeaderValue::from_str(&decision.limit_header(rule)).ok()
         }
@@ -183,8 +171,4 @@ fn shield_charge(gateway: &Gateway, client: ClientIp, rejection: &Rejection) {
     if let Rejection::Denied(_) = rejection {
         gateway.shield.charge_client(client);
     }
-}
-
-fn ip_denial(refusal: &crate::firewall::IpRefusal) -> Rejection {
-    Denial::IpForbidden { rule: refusal.to_string() }.into()
 }

@@ -1,7 +1,9 @@
 //! [`forward`]: an admitted call sent upstream and its answer streamed back, one function
 //! per step in the order they run: capture set up, secrets rendered, upstream URI and
 //! headers built, request body read (paced, capped, perhaps buffered or JSON-injected),
-//! the request sent, upstream errors mapped to a [`Failure`], the response shaped.
+//! the request sent, the response shaped. Failures are typed (`web::BodyRefusal`,
+//! `web::UpstreamFailure`, `secrets::SecretError`); the refusal table (`refusal.rs`)
+//! decides their status.
 
 use super::admit::Admitted;
 use super::body::{self, BodyStats, CappedBody, Pace, PacedBody, Prefixed, StallGuard};
@@ -10,11 +12,13 @@ use super::coding;
 use super::headers::{self, strip_hop_by_hop};
 use super::inbound::Connection;
 use crate::auth::Caller;
-use crate::denial::{Denial, Failure, Rejection};
+use crate::denial::{Failure, Rejection};
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
 use crate::secrets::{Rendered, Scrubber};
-use crate::web::{BoxError, RequestBody, ResponseBody, UpstreamError, full_body, request_host_of};
+use crate::web::{
+    BodyRefusal, BoxError, RequestBody, ResponseBody, UpstreamError, UpstreamFailure, full_body, request_host_of,
+};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
@@ -56,7 +60,7 @@ pub async fn forward<B: RequestBody>(
     let started = call.steps.start();
     let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
     call.steps.done(crate::trace::Step::Secrets, started);
-    let rendered = rendered.map_err(|e| Failure::SecretUnavailable { reason: e.to_string() })?;
+    let rendered = rendered?;
     if let Some(capture) = &mut call.capture {
         capture.secrets = rendered.secret_values();
     }
@@ -124,7 +128,7 @@ fn upstream_uri(trigger: &Trigger, rendered: &Rendered, rest: &str, query: Optio
     trigger
         .upstream
         .uri_for_path(vault_path, rest, query, &trigger.reserved_query, &injected_query)
-        .map_err(|e| Denial::BadRequest { reason: format!("cannot build the upstream URI: {e}") }.into())
+        .map_err(Rejection::from)
 }
 
 /// The caller's headers made fit for the upstream: hygiene and forwarding headers, the
@@ -179,23 +183,17 @@ async fn request_body<B: RequestBody>(
         let capped = CappedBody::new(body, limit, request_stats.clone());
         let collected = match tokio::time::timeout(trigger.response_timeout, capped.collect()).await {
             Err(_elapsed) => {
-                return Err(Denial::RequestTimeout {
-                    reason: "the JSON body to inject into arrived too slowly".into(),
-                }
-                .into());
+                return Err(
+                    BodyRefusal::TooSlow { reason: "the JSON body to inject into arrived too slowly".into() }.into()
+                );
             }
             Ok(Err(_)) if request_stats.exceeded.load(Ordering::Relaxed) => {
-                return Err(Denial::BodyTooLarge { limit }.into());
+                return Err(BodyRefusal::TooLarge { limit }.into());
             }
-            Ok(Err(error)) => return Err(body_denial(request_stats, &*error)),
+            Ok(Err(error)) => return Err(body_refusal(request_stats, &*error).into()),
             Ok(Ok(collected)) => collected,
         };
-        let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
-            crate::secrets::SecretError::JsonBody { .. } => {
-                Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
-            }
-            other => Failure::SecretUnavailable { reason: other.to_string() }.into(),
-        })?;
+        let injected = rendered.apply_json(collected.to_bytes())?;
         headers.remove(header::CONTENT_LENGTH);
         return Ok(full_body(injected));
     }
@@ -211,9 +209,9 @@ async fn request_body<B: RequestBody>(
         }
         Buffered::Streaming(prefix, rest) => Ok(Prefixed::new(prefix, rest).boxed_unsync()),
         Buffered::Failed(_) if request_stats.exceeded.load(Ordering::Relaxed) => {
-            Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into())
+            Err(BodyRefusal::TooLarge { limit: trigger.max_body_bytes }.into())
         }
-        Buffered::Failed(error) => Err(body_denial(request_stats, &*error)),
+        Buffered::Failed(error) => Err(body_refusal(request_stats, &*error).into()),
     }
 }
 
@@ -270,84 +268,28 @@ async fn response_head<F: std::future::Future>(
 /// No response head within the trigger's `upstream_response_timeout`: 504. The reason
 /// names the trigger, never the upstream (its URL may be a private field).
 fn upstream_timeout(trigger: &Trigger) -> Rejection {
-    metrics::counter!("flowgate_upstream_errors_total", "kind" => "timeout").increment(1);
-    Failure::UpstreamTimeout {
-        reason: format!(
-            "trigger {}: no response head from the upstream within {:?}",
-            trigger.name, trigger.response_timeout
-        ),
-    }
-    .into()
+    let failure = UpstreamFailure::Timeout { trigger: trigger.name.clone(), after: trigger.response_timeout };
+    metrics::counter!("flowgate_upstream_errors_total", "kind" => failure.kind()).increment(1);
+    failure.into()
 }
 
 /// A failed exchange, by who is at fault: the caller's body (413/408/400), else the
 /// upstream (502).
 fn upstream_failure(trigger: &Trigger, request_stats: &BodyStats, error: &UpstreamError) -> Rejection {
     if request_stats.exceeded.load(Ordering::Relaxed) {
-        return Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into();
+        return BodyRefusal::TooLarge { limit: trigger.max_body_bytes }.into();
     }
     if request_stats.errored.load(Ordering::Relaxed) {
         // The caller's upload broke off, was malformed or too slow: their side, not
         // the upstream's. hyper's client closes that upstream connection (never
         // pooled again), so the upstream sees an incomplete message.
-        return body_denial(request_stats, error);
+        return body_refusal(request_stats, error).into();
     }
-    let kind = if error.is_connect() { "connect" } else { "exchange" };
-    metrics::counter!("flowgate_upstream_errors_total", "kind" => kind).increment(1);
+    let failure = UpstreamFailure::exchange(&trigger.name, error);
+    metrics::counter!("flowgate_upstream_errors_total", "kind" => failure.kind()).increment(1);
     // The reason is shown to every viewer of the run history: it names the trigger and a
-    // fixed kind of error, never the upstream URL, host or address (the URL may be a
-    // private field; a TLS or resolver message would repeat the host).
-    Failure::UpstreamUnreachable {
-        reason: format!("trigger {}: upstream {kind} error ({})", trigger.name, error_cause(error)),
-    }
-    .into()
-}
-
-/// What went wrong in an upstream exchange, as a fixed phrase: the first cause in the
-/// chain that names a kind (TLS, an I/O kind, an HTTP framing fault), never the text of
-/// an error, which may name the host or address.
-fn error_cause(error: &UpstreamError) -> String {
-    use std::error::Error as _;
-    let tls = |e: &(dyn std::error::Error + 'static)| {
-        e.downcast_ref::<rustls::Error>().map(|tls| match tls {
-            rustls::Error::InvalidCertificate(_) => "TLS: certificate refused",
-            rustls::Error::AlertReceived(_) => "TLS: alert from the upstream",
-            _ => "TLS handshake failed",
-        })
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        if let Some(phrase) = tls(cause) {
-            return phrase.to_owned();
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            // A TLS error travels inside an I/O error (whose `source` skips it).
-            if let Some(phrase) = io.get_ref().and_then(|inner| tls(inner)) {
-                return phrase.to_owned();
-            }
-            return io.kind().to_string();
-        }
-        if let Some(http) = cause.downcast_ref::<hyper::Error>() {
-            let phrase = if http.is_incomplete_message() {
-                "closed before a complete response"
-            } else if http.is_parse() || http.is_parse_status() {
-                "malformed response"
-            } else if http.is_timeout() {
-                "timed out"
-            } else if http.is_closed() || http.is_canceled() {
-                "connection closed"
-            } else if http.is_body_write_aborted() {
-                "request body aborted"
-            } else {
-                "HTTP error"
-            };
-            if http.source().is_none() || !matches!(phrase, "HTTP error") {
-                return phrase.to_owned();
-            }
-        }
-        source = cause.source();
-    }
-    "unknown cause".to_owned()
+    // fixed kind of error, never the upstream URL, host or address (`web/fault.rs`).
+    failure.into()
 }
 
 /// The upstream's response made fit for the caller: transfer codings undone, hop-by-hop
@@ -369,8 +311,7 @@ fn shape_response(
     let (mut parts, body) = response.into_parts();
     // hyper undid only a final `chunked`; any other transfer coding is still in the body and
     // its header goes with the hop-by-hop ones: read it now, undo it below (or refuse).
-    let transfer = coding::transfer_codings(&parts.headers)
-        .map_err(|e| Failure::UpstreamUnreachable { reason: format!("trigger {}: {e}", trigger.name) })?;
+    let transfer = coding::transfer_codings(&parts.headers).map_err(|e| unreadable(trigger, &e))?;
     strip_hop_by_hop(&mut parts.headers);
     // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
     // it may repeat what the upstream received: the standard phrase is sent instead.
@@ -386,8 +327,7 @@ fn shape_response(
     let body = if scrub_body {
         // An upstream that echoes an injected value must not hand it to the caller, even
         // compressed: the body is decoded first, or refused when it cannot be.
-        let codings = coding::codings(&parts.headers)
-            .map_err(|e| Failure::UpstreamUnreachable { reason: format!("trigger {}: {e}", trigger.name) })?;
+        let codings = coding::codings(&parts.headers).map_err(|e| unreadable(trigger, &e))?;
         let body = coding::decode(body, &codings, &mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         scrubber.wrap(body).boxed_unsync()
@@ -401,6 +341,11 @@ fn shape_response(
         capture.response_headers = parts.headers.clone();
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// An upstream answer in a coding flowgate cannot undo: 502.
+fn unreadable(trigger: &Trigger, problem: &coding::UnsupportedCoding) -> Rejection {
+    UpstreamFailure::Unreadable { trigger: trigger.name.clone(), problem: problem.to_string() }.into()
 }
 
 /// A request body after [`buffer_body`].
@@ -447,13 +392,12 @@ where
     }
 }
 
-/// The refusal for a request body that could not be read: too slow (408) or malformed,
-/// reset or cut short (400).
-fn body_denial(stats: &BodyStats, error: &(dyn std::error::Error + 'static)) -> Rejection {
+/// Why a request body could not be read: too slow, or malformed, reset or cut short.
+fn body_refusal(stats: &BodyStats, error: &(dyn std::error::Error + 'static)) -> BodyRefusal {
     if stats.timed_out.load(Ordering::Relaxed) {
-        return Denial::RequestTimeout { reason: error_chain(error) }.into();
+        return BodyRefusal::TooSlow { reason: error_chain(error) };
     }
-    Denial::BadRequest { reason: format!("the request body could not be read: {}", error_chain(error)) }.into()
+    BodyRefusal::Unreadable { reason: error_chain(error) }
 }
 
 /// An error and its causes on one line (for private reasons only).

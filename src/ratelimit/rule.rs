@@ -201,6 +201,11 @@ impl RateLimitRule {
     pub fn policy_header(&self) -> String {
         format!("{};q={};w={}", sf_string(&self.name), self.calls, self.period.as_secs())
     }
+
+    /// Which key of which rule, for the run history: `Principal key of rule NAME`.
+    pub fn key_description(&self) -> String {
+        format!("{:?} key of rule {}", self.key, self.name)
+    }
 }
 
 /// An RFC 8941 string item: quoted, with `"` and `\` escaped, non-printable ASCII dropped.

@@ -22,6 +22,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
 
+/// An address that has spent its budget of refused credentials (the refusal table,
+/// `refusal.rs`, answers 429 with `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("pre-authentication shield")]
+pub struct Shielded {
+    /// Whole seconds (at least 1) until the address may fail once more.
+    pub retry_after_secs: u64,
+}
+
 /// Compiled `[shield]` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShieldSettings {
@@ -83,8 +92,8 @@ impl Shield {
     /// [`Shield::check_client`] for a plain address (normalised here).
     ///
     /// # Errors
-    /// Whole seconds (at least 1) until the address may fail once more.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+    /// [`Shielded`] until the address may fail once more.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Shielded> {
         self.check_client(ClientIp::new(ip))
     }
 
@@ -92,8 +101,8 @@ impl Shield {
     /// spent its budget of failed calls. Spends nothing.
     ///
     /// # Errors
-    /// Whole seconds (at least 1) until the address may fail once more.
-    pub fn check_client(&self, ip: ClientIp) -> Result<(), u64> {
+    /// [`Shielded`] until the address may fail once more.
+    pub fn check_client(&self, ip: ClientIp) -> Result<(), Shielded> {
         if !self.settings.enabled {
             return Ok(());
         }
@@ -105,7 +114,7 @@ impl Shield {
         }
         metrics::counter!("flowgate_shield_refused_total").increment(1);
         let wait_us = next - now - self.tolerance_us;
-        Err(wait_us.div_ceil(1_000_000).max(1))
+        Err(Shielded { retry_after_secs: wait_us.div_ceil(1_000_000).max(1) })
     }
 
     /// [`Shield::charge_client`] for a plain address (normalised here).
@@ -181,7 +190,7 @@ mod tests {
             assert!(shield.check(a).is_ok());
             shield.charge(a);
         }
-        assert_eq!(shield.check(a), Err(1));
+        assert_eq!(shield.check(a), Err(Shielded { retry_after_secs: 1 }));
         assert!(shield.check("::1".parse().unwrap()).is_ok(), "addresses are independent");
         assert!(shield.check("::ffff:127.0.0.2".parse().unwrap()).is_err(), "the mapped form is the same address");
         // One failure refills per second.

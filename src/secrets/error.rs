@@ -2,8 +2,9 @@
 
 use thiserror::Error;
 
-/// A secret could not be resolved (the lead maps every variant to 503 with
-/// `Failure::SecretUnavailable`, the `Display` text as the private audit reason).
+/// A secret could not be resolved. The refusal table (`refusal.rs`) answers 503
+/// (`Failure::SecretUnavailable`) for every variant but [`SecretError::JsonBody`], the
+/// caller's body (400); the `Display` text is the private audit reason.
 ///
 /// Every variant names the reference (`secret://vault/path...`) or the vault; none carries a
 /// value, a token or a credential.

@@ -239,12 +239,23 @@ impl std::fmt::Debug for Finished {
     }
 }
 
+/// Why the span exporter cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportStartError {
+    /// The project's HTTP client cannot be built for it.
+    #[error("cannot build the OTLP HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The OTLP exporter rejects the settings.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+}
+
 impl SpanExport {
     /// Builds the exporter and starts its task. Must run inside the tokio runtime.
     ///
     /// # Errors
     /// The exporter cannot be built from the settings.
-    pub fn start(settings: &ExportSettings) -> Result<Self, String> {
+    pub fn start(settings: &ExportSettings) -> Result<Self, ExportStartError> {
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(ReqwestClient::new()?)
@@ -252,7 +263,7 @@ impl SpanExport {
             .with_endpoint(settings.endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
             .build()
-            .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+            .map_err(ExportStartError::Exporter)?;
         let resource =
             opentelemetry_sdk::Resource::builder_empty().with_service_name(settings.service_name.clone()).build();
         exporter.set_resource(&resource);
@@ -416,12 +427,8 @@ fn spans_of(finished: &Finished) -> Vec<SpanData> {
 struct ReqwestClient(reqwest::Client);
 
 impl ReqwestClient {
-    fn new() -> Result<Self, String> {
-        reqwest::Client::builder()
-            .timeout(EXPORT_TIMEOUT)
-            .build()
-            .map(Self)
-            .map_err(|e| format!("cannot build the OTLP HTTP client: {e}"))
+    fn new() -> Result<Self, ExportStartError> {
+        reqwest::Client::builder().timeout(EXPORT_TIMEOUT).build().map(Self).map_err(ExportStartError::Client)
     }
 }
 

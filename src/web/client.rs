@@ -72,7 +72,7 @@ impl Upstreams {
     ///
     /// # Errors
     /// The TLS client configuration cannot be built.
-    pub fn new(policy: &Policy) -> Result<Self, String> {
+    pub fn new(policy: &Policy) -> Result<Self, crate::policy::UpstreamTlsError> {
         let tls = crate::policy::upstream_tls(None)?;
         Ok(Self { shared: build_client(&policy.limits, &tls), own: ArcSwap::default() })
     }

@@ -139,7 +139,7 @@ async fn discovery_jwks_and_client_credentials_with_custom_claims() {
     assert_eq!(caller.roles, vec!["Flows.Invoke".to_owned(), "Flows.Read".to_owned()]);
     let admin_only = access(&env, "who = \"tenant_users\"\nroles = { any_of = [\"Flows.Admin\"] }\n");
     let err = env.stores.authenticate(&admin_only, &request("/t", Some(&token))).await.unwrap_err();
-    assert_eq!(err.into_rejection("flowgate").kind(), "insufficient_scope");
+    assert_eq!(flowgate::refusal::auth(err, "flowgate").kind(), "insufficient_scope");
     // Background refresh tasks start per key source and stop when no identity uses them.
     env.stores.start_refresh(env.ids.values());
     assert_eq!(env.stores.store_count(), 1);
@@ -181,7 +181,7 @@ async fn idp_down_at_start_then_during_operation() {
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
-    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(flowgate::refusal::auth(err, "flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
     // The IdP comes up: after the refetch interval the keys are fetched on demand.
     let provider = Provider::start(env.port, env.state.path(), "k1").await;
     let token = client_token(env.port).await;
@@ -196,5 +196,5 @@ async fn idp_down_at_start_then_during_operation() {
     env.clock.advance(3601);
     let err = env.stores.authenticate(&tenant_users, &request("/t", Some(&token))).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
-    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(flowgate::refusal::auth(err, "flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
 }

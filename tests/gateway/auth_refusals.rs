@@ -103,7 +103,7 @@ async fn expect_invalid(env: &Env, token: &str, want: TokenError) {
     let access = access(env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
     let err = judge(env, &access, token).await.unwrap_err();
     assert_eq!(err, AuthError::InvalidToken(want));
-    let rejection = err.into_rejection(access.realm());
+    let rejection = flowgate::refusal::auth(err, access.realm());
     assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
     let response = rejection.response("req");
     let challenge = response.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap();
@@ -290,7 +290,7 @@ async fn refuses_tenant_not_allowed_with_403() {
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
     let err = judge(&env, &access, &env.rsa.token(&claims)).await.unwrap_err();
     assert_eq!(err, AuthError::Tenant);
-    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::FORBIDDEN);
+    assert_eq!(flowgate::refusal::auth(err, "flowgate").status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -355,7 +355,7 @@ async fn refuses_token_in_query_string() {
     assert!(flowgate::auth::query_has_token(&uri.parse().unwrap()));
     let err = env.stores.authenticate(&access, &request(&uri, Some(&token))).await.unwrap_err();
     assert_eq!(err, AuthError::TokenInQuery);
-    let rejection = err.into_rejection(access.realm());
+    let rejection = flowgate::refusal::auth(err, access.realm());
     assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
     assert!(!rejection.reason().contains(&token));
 }
@@ -366,7 +366,7 @@ async fn refuses_everyone_when_principal_list_is_empty() {
     let access = access(&env, "who = \"specific_users\"\nidentity = \"entra\"\nprincipals = []\n");
     let err = judge(&env, &access, &env.rsa.token(&v2_claims(&env))).await.unwrap_err();
     assert_eq!(err, AuthError::Principal);
-    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::FORBIDDEN);
+    assert_eq!(flowgate::refusal::auth(err, "flowgate").status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -374,7 +374,7 @@ async fn missing_token_is_401_without_error_code() {
     let env = env().await;
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
     let err = env.stores.authenticate(&access, &request("/t", None)).await.unwrap_err();
-    let response = err.into_rejection(access.realm()).response("r");
+    let response = flowgate::refusal::auth(err, access.realm()).response("r");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()[http::header::WWW_AUTHENTICATE], "Bearer realm=\"flowgate\"");
 }
@@ -419,7 +419,7 @@ async fn idp_down_at_start_is_503() {
     let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
     let err = judge(&env, &access, &env.rsa.token(&v2_claims(&env))).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
-    let rejection = err.into_rejection(access.realm());
+    let rejection = flowgate::refusal::auth(err, access.realm());
     assert_eq!(rejection.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(rejection.reason().contains("status 500"), "{}", rejection.reason());
 }
@@ -445,7 +445,7 @@ async fn idp_down_later_serves_last_good_keys_until_max_key_age() {
     env.clock.advance(120);
     let err = judge(&env, &access, &later(&env)).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable(_)), "{err:?}");
-    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(flowgate::refusal::auth(err, "flowgate").status(), StatusCode::SERVICE_UNAVAILABLE);
     // The IdP comes back: the next allowed refetch restores service.
     env.server.set_up(true);
     env.clock.advance(31);
@@ -464,7 +464,7 @@ async fn signed_urls_through_authenticate() {
     assert_eq!(caller.principal, "signed-url:k1");
     let tampered = url.replace("/t?", "/u?");
     let err = env.stores.authenticate(&access, &request(&tampered, None)).await.unwrap_err();
-    assert_eq!(err.into_rejection("flowgate").status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(flowgate::refusal::auth(err, "flowgate").status(), StatusCode::UNAUTHORIZED);
     env.clock.advance(61);
     let err = env.stores.authenticate(&access, &request(&url, None)).await.unwrap_err();
     assert_eq!(err, AuthError::SignedUrl(flowgate::auth::SignedUrlError::Expired));
