@@ -19,10 +19,13 @@
 //! preflight (which this API never grants): `Content-Type: application/json` or an
 //! `X-Flowgate-Admin` header, and no other site's `Origin` (403).
 
-use crate::audit::{AdminRole, RunFilter};
+use crate::audit::RunFilter;
 use crate::denial::{Denial, Rejection};
 use crate::gateway::{Gateway, ReloadOutcome};
 use crate::policy::Policy;
+/// Who is looking: defined beside the `[admin]` section it is compiled from (`policy` compiles
+/// it, and `admin` imports `policy`), named here where it is applied.
+pub use crate::policy::{AdminRole, UnknownRole};
 use crate::web::{REQUEST_ID, ResponseBody, full_body, new_request_id};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -270,7 +273,7 @@ fn runs(gateway: &Gateway, query: &str) -> Response<ResponseBody> {
 
 fn policy(gateway: &Gateway, role: AdminRole) -> Response<ResponseBody> {
     let policy = gateway.policy();
-    match crate::audit::policy_view(&policy.text, role.can_see_private()) {
+    match crate::policy::policy_view(&policy.text, role.can_see_private()) {
         Ok(view) => {
             // The effective rules (defaults included, `rate_limit = "off"` named), beside
             // the text as written.

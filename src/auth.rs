@@ -78,6 +78,7 @@ mod strict_json;
 pub use strict_json::parse_object;
 pub mod token;
 
+pub use bearer::bearer_credential;
 pub use caller::Caller;
 pub use error::AuthError;
 pub use forward::{ALWAYS_STRIPPED_HEADERS, identity_headers, query_has_token};

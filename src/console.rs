@@ -27,8 +27,8 @@ mod secrets;
 )]
 mod triggers;
 
-use crate::audit::AdminRole;
 use crate::gateway::Gateway;
+use crate::policy::AdminRole;
 use crate::web::{ResponseBody, full_body};
 use html::e;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -151,7 +151,7 @@ fn policy_page(gateway: &Gateway, role: AdminRole) -> String {
         out.push_str("<p class=\"muted\" id=\"no-reload\">Reloading needs the owner or administrator role.</p>");
     }
     out.push_str("</section>");
-    match crate::audit::policy_view(&policy.text, role.can_see_private()) {
+    match crate::policy::policy_view(&policy.text, role.can_see_private()) {
         Ok(view) => {
             let text = serde_json::to_string_pretty(&view).unwrap_or_default();
             let _ = write!(

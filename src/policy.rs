@@ -11,18 +11,22 @@
 pub mod diff;
 mod path;
 mod raw;
+mod role;
 mod routes;
 pub mod summary;
 mod trigger;
 mod upstream;
+mod view;
 
 pub use path::{NormalPath, PathRefusal, normalize as normalize_path};
 pub use raw::{
     ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
 };
+pub use role::{AdminRole, UnknownRole};
 pub use routes::{RouteMatch, RouteMiss, Routes};
 pub use trigger::Trigger;
 pub use upstream::{Upstream, UpstreamTlsError, UpstreamUriError, upstream_tls};
+pub use view::{is_secret_reference, policy_view, policy_view_table};
 
 use crate::config::{ConfigError, Diagnostics, KeyPath, SourceFile};
 use crate::ratelimit::{LimitSource, RateLimitRule, RawRateLimitSetting};
@@ -340,13 +344,13 @@ fn compile_admin(listen: &str, path: &KeyPath, diags: &mut Diagnostics) -> Optio
 #[derive(Debug, Clone)]
 pub struct AdminAccess {
     /// The role of loopback callers when no identity is configured.
-    pub loopback_role: crate::audit::AdminRole,
+    pub loopback_role: AdminRole,
     /// The identity whose tokens admin callers present.
     pub identity: Option<String>,
     /// The tenant and principal rules those tokens must pass (with `identity`).
     pub rules: Option<crate::auth::TriggerAccess>,
     /// Token role value → admin role, strongest role wins.
-    pub token_roles: Vec<(String, crate::audit::AdminRole)>,
+    pub token_roles: Vec<(String, AdminRole)>,
     /// Lower-case host names and addresses the admin listener answers to besides
     /// loopback and its own address.
     pub allowed_hosts: Vec<String>,
@@ -362,15 +366,14 @@ fn compile_admin_access(
     diags: &mut Diagnostics,
 ) -> AdminAccess {
     let parse_role = |diags: &mut Diagnostics, at: &KeyPath, name: &str| {
-        if let Ok(role) = name.parse::<crate::audit::AdminRole>() {
+        if let Ok(role) = name.parse::<AdminRole>() {
             Some(role)
         } else {
             diags.error_with_hint(at, format!("unknown admin role {name:?}"), "use viewer, owner or administrator");
             None
         }
     };
-    let loopback_role =
-        parse_role(diags, &path.key("loopback_role"), &raw.loopback_role).unwrap_or(crate::audit::AdminRole::Viewer);
+    let loopback_role = parse_role(diags, &path.key("loopback_role"), &raw.loopback_role).unwrap_or(AdminRole::Viewer);
     if let Some(identity) = &raw.identity
         && !policy.identity.contains_key(identity)
     {

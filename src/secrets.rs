@@ -1,5 +1,6 @@
 //! Secret references, vault backends, the rotating cache, injection templates and
-//! response scrubbing.
+//! response scrubbing, and the one per-call [`Redactor`] that response shaping and the
+//! run record's capture share.
 //!
 //! The policy holds references (`secret://<vault>/<path>[#field][@version]`), never
 //! values. Compile time builds the vault clients ([`compile_vaults`]) and the per-trigger
@@ -21,11 +22,13 @@
 //! | `secrets/store.rs` | [`SecretStore`]: TTL, refresh ahead, single flight, stale serving; [`Vaults`] |
 //! | `secrets/inject.rs` | [`RawInject`], [`compile_injection`], [`Injection`], [`Rendered`] |
 //! | `secrets/scrub.rs` | [`Scrubber`], [`ScrubBody`] |
+//! | `secrets/redact.rs` | [`Redactor`]: one call's containment, for the caller's response and the run record alike |
 //! | `secrets/report.rs` | [`usage_report`] for `flowgate secrets` |
 
 mod backend;
 mod error;
 mod inject;
+mod redact;
 mod reference;
 mod report;
 mod scrub;
@@ -36,6 +39,7 @@ mod vault;
 pub use backend::{AuthMethod, RawVault, RawVaultAuth, VaultKind};
 pub use error::SecretError;
 pub use inject::{Injection, NamesToStrip, RawBasicAuth, RawInject, Rendered, compile_injection, is_credential_like};
+pub use redact::{Redactor, redact_url};
 pub use reference::{Part, RefParseError, SecretRef, Template};
 pub use report::usage_report;
 pub use scrub::{REDACTED_MARKER, ScrubBody, Scrubber};

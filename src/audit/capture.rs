@@ -237,7 +237,7 @@ fn capture_headers(headers: &HeaderMap, secrets: &[&[u8]]) -> BTreeMap<String, V
             continue;
         }
         // URL-valued headers (a 202's Location) may carry signatures in their query.
-        let text = super::view::redact_url(&String::from_utf8_lossy(bytes));
+        let text = crate::secrets::redact_url(&String::from_utf8_lossy(bytes));
         kept.entry(name.as_str().to_owned()).or_default().push(text);
     }
     kept

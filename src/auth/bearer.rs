@@ -30,6 +30,12 @@ pub(super) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError>
     Ok(token)
 }
 
+/// The request's bearer token, when it carries one well-formed: what the caller
+/// authenticated with, which the run record must not hold even if an upstream echoes it.
+pub fn bearer_credential(headers: &http::HeaderMap) -> Option<&[u8]> {
+    bearer_token(headers).ok().map(str::as_bytes)
+}
+
 /// True when every byte may appear in a bearer token (token68 plus `.`, as JWTs use).
 /// Checked on every call over a kilobyte or more, so it is written to be vectorised:
 /// comparisons without branches, folded over the whole token with no early exit.

@@ -3,8 +3,9 @@
 //! messages and dropped fields shown as hidden, never recovered).
 
 use super::html::{e, query_value};
-use crate::audit::{ALLOWED, AdminRole, CapturedBody, CapturedMessage, RunFilter, RunRecord};
+use crate::audit::{ALLOWED, CapturedBody, CapturedMessage, RunFilter, RunRecord};
 use crate::gateway::Gateway;
+use crate::policy::AdminRole;
 use crate::policy::Policy;
 use http::StatusCode;
 use std::fmt::Write;

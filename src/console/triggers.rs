@@ -3,8 +3,9 @@
 //! started, and today's calls in the run history.
 
 use super::html::{e, query_value};
-use crate::audit::{ALLOWED, AdminRole, RunFilter};
+use crate::audit::{ALLOWED, RunFilter};
 use crate::gateway::Gateway;
+use crate::policy::AdminRole;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -2,12 +2,12 @@
 //! (`flowgate check --diff OLD NEW`) and the JSON Schema of the policy file
 //! (`flowgate schema`).
 //!
-//! The diff works on the policy TEXT (through [`crate::audit::policy_view_table`]), so it
+//! The diff works on the policy TEXT (through [`crate::policy::policy_view_table`]), so it
 //! follows the file as written while the typed structs evolve, and it can only ever print
 //! what the admin view shows: secret references, never values; literal credentials and
 //! literal inject values as `[literal]`; URL signatures as `[redacted]`.
 
-use crate::audit::{policy_view_tagged, untag_literals};
+use super::view::{policy_view_tagged, untag_literals};
 use crate::policy::RawPolicy;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;

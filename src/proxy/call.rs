@@ -7,7 +7,7 @@ use super::inbound::Connection;
 use crate::audit::RunRecord;
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
-use crate::secrets::Scrubber;
+use crate::secrets::Redactor;
 use crate::web::{ResponseBody, new_request_id};
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -41,8 +41,8 @@ pub(super) struct Capture {
     pub(super) request_headers: http::HeaderMap,
     pub(super) response_headers: http::HeaderMap,
     pub(super) response_body: Arc<body::Tap>,
-    /// Injected secret values: redacted wherever they appear in the record.
-    pub(super) secrets: Vec<crate::secrets::SecretValue>,
+    /// The call's redactor (see `secrets/redact.rs`), set once the secrets are rendered.
+    pub(super) redactor: Redactor,
 }
 
 impl Call {
@@ -144,14 +144,10 @@ impl Capture {
         let request_prefix = request_body.tap.as_ref().map(body::Tap::bytes).unwrap_or_default();
         // Values of dropped request fields are redacted wherever they reappear
         // (an upstream echoing its input), like injected secrets.
-        let private = crate::audit::private_values(rules, &request_prefix);
-        let hidden: Vec<&[u8]> = private
-            .iter()
-            .map(Vec::as_slice)
-            .chain(self.secrets.iter().map(|s| s.expose_secret().as_bytes()))
-            .chain(self.trigger.upstream.credential_values.iter().map(std::string::String::as_bytes))
-            .collect();
-        let (response_body, response_len) = redacted_for_capture(&self.secrets, self.response_body.bytes(), bytes_out);
+        let mut redactor = self.redactor;
+        redactor.add_private_values(crate::audit::private_values(rules, &request_prefix));
+        let hidden = redactor.record_values();
+        let (response_body, response_len) = redactor.scrub_captured(self.response_body.bytes(), bytes_out);
         crate::audit::Captured {
             request: Some(crate::audit::capture_request(
                 rules,
@@ -190,16 +186,4 @@ pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) ->
     let observed =
         ObservedBody::new(body, tap, Box::new(move |bytes_out, completed| call.finish(record, bytes_out, completed)));
     Response::from_parts(parts, observed.boxed_unsync())
-}
-
-/// The captured response with injected values redacted in every escaped form the
-/// scrubber knows (the caller may have had them unscrubbed), and the length to record.
-fn redacted_for_capture(secrets: &[crate::secrets::SecretValue], tapped: Vec<u8>, sent: u64) -> (Vec<u8>, u64) {
-    if secrets.is_empty() {
-        return (tapped, sent);
-    }
-    let whole = tapped.len() as u64 == sent;
-    let redacted = Scrubber::new(secrets.iter().cloned()).scrub_bytes(&tapped);
-    let len = if whole { redacted.len() as u64 } else { sent };
-    (redacted, len)
 }

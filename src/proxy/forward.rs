@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::denial::{Failure, Rejection};
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
-use crate::secrets::{Rendered, Scrubber};
+use crate::secrets::{Redactor, Rendered};
 use crate::web::{
     BodyRefusal, BoxError, RequestBody, ResponseBody, UpstreamError, UpstreamFailure, full_body, request_host_of,
 };
@@ -61,8 +61,12 @@ pub async fn forward<B: RequestBody>(
     let rendered = trigger.injection.render(&permit, &gateway.secrets, &policy.vaults).await;
     call.steps.done(crate::trace::Step::Secrets, started);
     let rendered = rendered?;
+    // One redactor for the call: what the caller receives and what the record keeps are
+    // cleaned from the same values.
+    let caller_credential = crate::auth::bearer_credential(&parts.headers);
+    let redactor = Redactor::new(&rendered, caller_credential, &trigger.upstream.credential_values);
     if let Some(capture) = &mut call.capture {
-        capture.secrets = rendered.secret_values();
+        capture.redactor = redactor.clone();
     }
 
     let uri = upstream_uri(&trigger, &rendered, &rest, parts.uri.query())?;
@@ -74,8 +78,7 @@ pub async fn forward<B: RequestBody>(
         request_id: call.request_id(),
     };
     upstream_headers(&mut headers, &trigger, &rendered, &caller, &forwarded_for, &call.trace);
-    let scrubber = rendered.scrubber();
-    let scrub_body = trigger.scrub_responses && !scrubber.is_empty();
+    let scrub_body = trigger.scrub_responses && !redactor.scrubber().is_empty();
     if scrub_body {
         // The scrubber reads the body as sent: no compression, no byte ranges.
         coding::ask_for_scrubbable(&mut headers);
@@ -99,7 +102,7 @@ pub async fn forward<B: RequestBody>(
         Some(Ok(response)) => response,
     };
     call.record().upstream_status = Some(response.status().as_u16());
-    shape_response(&trigger, response, rate_limit_header, &scrubber, scrub_body, call)
+    shape_response(&trigger, response, rate_limit_header, &redactor, scrub_body, call)
 }
 
 /// A capturing trigger keeps the request's headers and a prefix of both bodies.
@@ -114,7 +117,7 @@ fn start_capture(trigger: &Arc<Trigger>, request_headers: &HeaderMap, call: &mut
         request_headers: request_headers.clone(),
         response_headers: HeaderMap::new(),
         response_body: Arc::new(body::Tap::new(trigger.capture.max_bytes)),
-        secrets: Vec::new(),
+        redactor: Redactor::default(),
     });
 }
 
@@ -304,10 +307,11 @@ fn shape_response(
     trigger: &Trigger,
     response: Response<hyper::body::Incoming>,
     rate_limit_header: Option<HeaderValue>,
-    scrubber: &Scrubber,
+    redactor: &Redactor,
     scrub_body: bool,
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Rejection> {
+    let scrubber = redactor.scrubber();
     let (mut parts, body) = response.into_parts();
     // hyper undid only a final `chunked`; any other transfer coding is still in the body and
     // its header goes with the hop-by-hop ones: read it now, undo it below (or refuse).

@@ -1,8 +1,9 @@
 //! Admin tooling over the policy: `check --diff` output for loosened and tightened
 //! rules (never printing a secret), and the `/policy` view by admin role.
 
-use flowgate::audit::{AdminRole, policy_view};
+use flowgate::admin::AdminRole;
 use flowgate::policy::diff::{Effect, diff_texts, render};
+use flowgate::policy::policy_view;
 
 const OLD: &str = r#"
 [firewall]

@@ -13,6 +13,7 @@
 //! - unless `include_private`: each trigger's `private_parameters` and the options named
 //!   in its `private_fields` (dotted paths inside the trigger).
 
+use crate::secrets::redact_url;
 use serde_json::{Map, Value};
 
 /// Shown instead of a literal credential value.
@@ -151,64 +152,6 @@ pub(crate) fn untag_literals(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// A URL with its user name, password and credential-like query values replaced by `[redacted]`;
-/// any other text unchanged.
-pub(crate) fn redact_url(text: &str) -> String {
-    if !text.contains("://") {
-        return text.to_owned();
-    }
-    // `{{secret://…}}` parts (an upstream path taken from the vault) are references, shown
-    // as written: they are set aside while the URL is parsed (their `#field` is no fragment).
-    if text.contains("{{") {
-        let mut parts = Vec::new();
-        let mut cut = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(start) = rest.find("{{") {
-            let Some(end) = rest[start..].find("}}") else { break };
-            cut.push_str(&rest[..start]);
-            cut.push_str(&format!("flowgate-reference-{}", parts.len()));
-            parts.push(&rest[start..start + end + 2]);
-            rest = &rest[start + end + 2..];
-        }
-        cut.push_str(rest);
-        let shown = redact_url(&cut);
-        return parts
-            .iter()
-            .enumerate()
-            .rev()
-            .fold(shown, |shown, (i, part)| shown.replace(&format!("flowgate-reference-{i}"), part));
-    }
-    let Ok(mut url) = url::Url::parse(text) else { return text.to_owned() };
-    let mut changed = false;
-    if url.password().is_some() {
-        changed = url.set_password(Some("redacted")).is_ok();
-    }
-    // A token is sometimes given as the user name (`https://TOKEN@host`).
-    if !url.username().is_empty() {
-        changed |= url.set_username("redacted").is_ok();
-    }
-    if let Some(query) = url.query().map(str::to_owned) {
-        let mut hidden = false;
-        let parts: Vec<String> = query
-            .split('&')
-            .map(|pair| {
-                let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-                if crate::secrets::is_credential_like(name) {
-                    hidden = true;
-                    format!("{name}=[redacted]")
-                } else {
-                    pair.to_owned()
-                }
-            })
-            .collect();
-        if hidden {
-            url.set_query(Some(&parts.join("&")));
-            changed = true;
-        }
-    }
-    if changed { url.to_string() } else { text.to_owned() }
 }
 
 #[cfg(test)]
