@@ -83,7 +83,7 @@ pub use caller::Caller;
 pub use error::AuthError;
 pub use forward::{ALWAYS_STRIPPED_HEADERS, identity_headers, query_has_token};
 pub use identity::{Identity, RawIdentity, compile_identities};
-pub use keys::{Clock, KeySourceId, KeyStores, SystemClock};
+pub use keys::{KeySourceId, KeyStores};
 pub use rules::{RawRequirement, TriggerAccess, TriggerAccessInput, Who, compile_access};
 pub(crate) use rules::{canonical_principal, compile_admin_access};
 pub(crate) use signed::compile_signed_urls;

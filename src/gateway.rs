@@ -24,6 +24,8 @@ pub struct Gateway {
     ready: AtomicBool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The one clock: the limiters, the shield, token checks and run records read it.
+    pub clock: Arc<dyn crate::clock::Clock>,
     /// The run history.
     pub audit: crate::audit::AuditLog,
     /// Signing keys of every identity, and the verified-token cache.
@@ -88,11 +90,11 @@ impl Gateway {
         let metrics = crate::telemetry::metrics_handle();
         let audit = crate::audit::AuditLog::new(&policy.audit).map_err(StartError::RunHistory)?;
         publish_version(None, &policy.version);
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock::default());
         let limiters =
-            crate::ratelimit::Limiters::new(&policy.cluster, Arc::new(crate::ratelimit::SystemClock::default()))
-                .map_err(StartError::RateLimiter)?;
-        let shield = crate::ratelimit::Shield::new(policy.shield);
-        let key_stores = crate::auth::KeyStores::new();
+            crate::ratelimit::Limiters::new(&policy.cluster, clock.clone()).map_err(StartError::RateLimiter)?;
+        let shield = crate::ratelimit::Shield::with_clock(policy.shield, clock.clone());
+        let key_stores = crate::auth::KeyStores::with_clock(clock.clone());
         key_stores.start_refresh(policy.identities.values());
         let spans =
             policy.traces.as_ref().map(crate::trace::SpanExport::start).transpose().map_err(StartError::Traces)?;
@@ -103,6 +105,7 @@ impl Gateway {
             reload_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
             metrics,
+            clock,
             audit,
             key_stores,
             limiters,

@@ -26,6 +26,10 @@ use crate::web::{BodyRefusal, UpstreamFailure};
 /// a missing or bad credential is 401 with an RFC 6750 challenge (`invalid_token` once
 /// one was presented), a rule is 403, a role or scope 403 `insufficient_scope`, no
 /// usable signing keys 503, a trigger that cannot be judged 500.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "an error is consumed where it is answered, like the conversions below"
+)]
 pub fn auth(error: AuthError, realm: &str) -> Rejection {
     use AuthError as E;
     let reason = error.to_string();
@@ -83,7 +87,7 @@ impl From<Shielded> for Rejection {
     }
 }
 
-/// A caller over its rate-limit budget: 429 with `Retry-After` and the RateLimit headers.
+/// A caller over its rate-limit budget: 429 with `Retry-After` and the `RateLimit` headers.
 impl From<BudgetSpent> for Rejection {
     fn from(spent: BudgetSpent) -> Self {
         let BudgetSpent { retry_after_secs, policy, limit, which } = spent;

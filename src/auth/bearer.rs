@@ -80,7 +80,7 @@ impl KeyStores {
         }
         if access.who() == Who::Anyone {
             let keys = access.signed.as_ref().ok_or((AuthError::Misconfigured, None))?;
-            let now = self.clock().now_millis() / 1000;
+            let now = self.clock().unix_millis() / 1000;
             let kid = keys
                 .verify(&access.name, parts.method.as_str(), parts.uri.path(), parts.uri.query(), now)
                 .map_err(|e| (AuthError::SignedUrl(e), None))?;

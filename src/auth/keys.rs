@@ -10,35 +10,19 @@
 use super::caller::Caller;
 use super::key_set::{KeySet, VerifyKey};
 use super::token::{Claims, TokenError, TokenRules, inspect, verify};
+use crate::clock::{Clock, SystemClock};
 use jsonwebtoken::jwk::JwkSet;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Largest JWKS or discovery document read from an identity provider.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Verified tokens remembered at most.
 const DEFAULT_CACHE_ENTRIES: usize = 10_000;
-
-/// Wall-clock time as seen by the auth module; tests substitute a manual clock.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Milliseconds since the Unix epoch.
-    fn now_millis(&self) -> u64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    #[expect(clippy::disallowed_methods, reason = "the clock abstraction itself")]
-    fn now_millis(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-}
 
 /// Where an identity's keys come from; equal sources share one store across reloads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -251,12 +235,12 @@ impl KeyStore {
     /// Fetches now (single flight) and installs the keys on success.
     async fn refresh(&self, clock: &dyn Clock) -> Result<usize, KeyError> {
         let _guard = self.fetch_lock.lock().await;
-        let started = clock.now_millis();
+        let started = clock.unix_millis();
         if let Ok(mut state) = self.state.write() {
             state.last_attempt_ms = Some(started);
         }
         let result = self.fetch_jwks().await;
-        let now = clock.now_millis();
+        let now = clock.unix_millis();
         let mut state = self
             .state
             .write()
@@ -472,7 +456,7 @@ impl Default for KeyStores {
 impl KeyStores {
     /// Empty stores on the system clock.
     pub fn new() -> Self {
-        Self::with_clock(Arc::new(SystemClock))
+        Self::with_clock(Arc::new(SystemClock::default()))
     }
 
     /// Empty stores on the given clock (tests).
@@ -525,7 +509,7 @@ impl KeyStores {
             loop {
                 let Some(store) = weak.upgrade() else { return };
                 let _ = store.refresh(clock.as_ref()).await;
-                if let Some(age) = store.key_age_secs(clock.now_millis()) {
+                if let Some(age) = store.key_age_secs(clock.unix_millis()) {
                     metrics::gauge!("flowgate_jwks_key_age_seconds", "identity" => store.label.clone()).set(age);
                 }
                 let delay = store.next_delay();
@@ -564,7 +548,7 @@ impl KeyStores {
     /// usable.
     pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Verified, VerifyError> {
         let store = self.store(spec.name, spec.source, spec.refresh);
-        let now_ms = self.clock.now_millis();
+        let now_ms = self.clock.unix_millis();
         let now_s = now_ms / 1000;
         let cache_key = TokenCache::key(spec.fingerprint, token);
         // A repeat caller: these exact bytes passed every check under these exact rules (the
@@ -588,7 +572,7 @@ impl KeyStores {
                 // wait for it rather than fail while it is about to succeed.
                 drop(store.fetch_lock.lock().await);
             }
-            store.current(self.clock.now_millis())?
+            store.current(self.clock.unix_millis())?
         };
         let (claims, key, keys) = match verify(token, spec.rules, &keys, now_s) {
             Ok((claims, key)) => (claims, key, keys),
@@ -600,7 +584,7 @@ impl KeyStores {
                     // callers at once): judge against its result rather than refuse now.
                     drop(store.fetch_lock.lock().await);
                 }
-                let keys = store.current(self.clock.now_millis())?;
+                let keys = store.current(self.clock.unix_millis())?;
                 match verify(token, spec.rules, &keys, now_s) {
                     Ok((claims, key)) => (claims, key, keys),
                     // The key may exist at an IdP we cannot reach: our fault (503), not the

@@ -12,7 +12,7 @@
 //! check when the budget runs out still finish: the overshoot is bounded by the calls in
 //! flight from that address.)
 
-use super::Clock;
+use crate::clock::Clock;
 use crate::firewall::ClientIp;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -59,7 +59,7 @@ pub struct Shield {
 impl Shield {
     /// A shield with the given settings, on the system clock.
     pub fn new(settings: ShieldSettings) -> Self {
-        Self::with_clock(settings, Arc::new(super::SystemClock::default()))
+        Self::with_clock(settings, Arc::new(crate::clock::SystemClock::default()))
     }
 
     /// A shield on the given clock (tests move a manual clock by hand).

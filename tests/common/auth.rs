@@ -7,13 +7,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use flowgate::auth::Clock;
+use flowgate::clock::Clock;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,25 +78,29 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// A clock the test moves by hand.
+/// The library's manual clock (`flowgate::clock::ManualClock`), read and moved in whole
+/// seconds as token claims are.
 #[derive(Debug)]
-pub(crate) struct ManualClock(AtomicU64);
+pub(crate) struct ManualClock(flowgate::clock::ManualClock);
 
 impl ManualClock {
     pub(crate) fn at(secs: u64) -> Arc<Self> {
-        Arc::new(Self(AtomicU64::new(secs * 1000)))
+        Arc::new(Self(flowgate::clock::ManualClock::starting_at(std::time::Duration::from_secs(secs))))
     }
     pub(crate) fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+        self.0.advance(std::time::Duration::from_secs(secs));
     }
     pub(crate) fn secs(&self) -> u64 {
-        self.0.load(Ordering::SeqCst) / 1000
+        self.0.unix_time().as_secs()
     }
 }
 
 impl Clock for ManualClock {
-    fn now_millis(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+    fn now(&self) -> std::time::Duration {
+        self.0.now()
+    }
+    fn unix_time(&self) -> std::time::Duration {
+        self.0.unix_time()
     }
 }
 
