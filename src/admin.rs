@@ -263,7 +263,7 @@ async fn role_of<B>(
 }
 
 fn runs(gateway: &Gateway, query: &str) -> Response<ResponseBody> {
-    match RunFilter::from_query(query) {
+    match RunFilter::from_query_at(query, gateway.clock.system_time()) {
         // The ring hands out its records' JSON text; the answer is assembled after its lock
         // is released (calls writing their records never wait for it).
         Ok(filter) => json_text(StatusCode::OK, gateway.audit.query_json(&filter)),

@@ -10,16 +10,8 @@
 //! ([`CaptureRules::compile`]) so that nothing is parsed per request.
 
 mod capture;
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a query's relative times count from now; narrow this to the call once the file is free to edit"
-)]
 mod query;
 mod record;
-#[allow(
-    clippy::disallowed_methods,
-    reason = "its tests stamp records with the real time; narrow this to them once the file is free to edit"
-)]
 mod sink;
 
 pub use capture::{

@@ -16,15 +16,7 @@
 
 mod html;
 mod runs;
-#[allow(
-    clippy::disallowed_methods,
-    reason = "pages show ages against the real time; narrow this to the calls once the file is free to edit"
-)]
 mod secrets;
-#[allow(
-    clippy::disallowed_methods,
-    reason = "pages show expiries against the real time; narrow this to the call once the file is free to edit"
-)]
 mod triggers;
 
 use crate::gateway::Gateway;

@@ -12,10 +12,6 @@
 //! a higher version is read for its first four fields when the rest is separated by `-`.
 
 mod context;
-#[allow(
-    clippy::disallowed_methods,
-    reason = "span times are wall-clock by OTLP's definition; the file is being reworked in parallel, narrow this to its calls then"
-)]
 mod export;
 
 pub use context::TraceContext;

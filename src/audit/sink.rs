@@ -694,6 +694,7 @@ pub(crate) fn numbered(path: &Path, n: usize) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "test records are stamped with the real time")]
 mod tests {
     use super::*;
     use crate::audit::MAX_LIMIT;

@@ -84,7 +84,7 @@ pub(super) fn list(gateway: &Gateway, query: &str) -> (StatusCode, String) {
         e(&api_query)
     );
 
-    let filter = match RunFilter::from_query(&api_query) {
+    let filter = match RunFilter::from_query_at(&api_query, gateway.clock.system_time()) {
         Ok(filter) => RunFilter { limit: Some(filter.limit().min(PAGE_MAX_LIMIT)), ..filter },
         Err(message) => {
             let _ = write!(out, "<p class=\"error\" id=\"filter-error\">{}</p>", e(message));

@@ -45,7 +45,7 @@ pub(super) fn page(gateway: &Gateway, role: AdminRole) -> String {
         "<table class=\"stack\" id=\"secrets\"><thead><tr><th>Reference</th><th>Vault</th><th>Used by</th>\
          <th>Last fetch (UTC)</th><th>Cache</th></tr></thead><tbody>",
     );
-    let now = SystemTime::now();
+    let now = gateway.clock.system_time();
     for (text, (reference, users)) in &by_reference {
         let vault = policy.vaults.get(&reference.vault).map_or("not configured", |v| v.kind().as_str());
         let state = gateway.secrets.state(reference, &policy.vaults);

@@ -8,7 +8,7 @@ use crate::gateway::Gateway;
 use crate::policy::AdminRole;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Calls of one trigger as the metrics count them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub(super) fn page(gateway: &Gateway, role: AdminRole) -> String {
 /// whether those are all of today's calls: a full ring holding nothing older than midnight
 /// may have dropped some.
 fn today_in_history(gateway: &Gateway) -> (HashMap<String, (u64, u64)>, bool) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = gateway.clock.unix_time().as_secs();
     let midnight = UNIX_EPOCH + Duration::from_secs(now - now % 86_400);
     let filter = RunFilter { since: Some(midnight), limit: Some(usize::MAX), ..RunFilter::default() };
     let records = gateway.audit.summaries(&filter);

@@ -13,7 +13,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// One call in progress: its run record, filled in step by step, and what capture needs.
 pub struct Call {
@@ -52,8 +52,12 @@ impl Call {
         connection: &Connection,
         request: &Request<B>,
     ) -> Self {
-        let mut record =
-            RunRecord::new(new_request_id(), SystemTime::now(), request.method().as_str(), request.uri().path());
+        let mut record = RunRecord::new(
+            new_request_id(),
+            gateway.clock.system_time(),
+            request.method().as_str(),
+            request.uri().path(),
+        );
         record.peer_ip = Some(connection.peer.ip());
         record.policy_version.clone_from(&policy.version);
         // The caller's trace (or a fresh one) is known before any check, so refused calls

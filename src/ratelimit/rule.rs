@@ -157,20 +157,17 @@ impl RateLimitRule {
     /// Compiles a trigger's (or the global default) `rate_limit` for trigger `trigger`.
     /// `path` is the `rate_limit` key. `None` when invalid (reported in `diags`).
     pub fn compile(raw: &RawRateLimit, trigger: &str, path: &KeyPath, diags: &mut Diagnostics) -> Option<Self> {
-        let mut ok = true;
+        let mark = diags.mark();
         if raw.calls == 0 {
             diags.error_with_hint(&path.key("calls"), "calls must be at least 1", "to refuse every call, use deny_ips");
-            ok = false;
         }
         if raw.period.0 < Duration::from_secs(1) {
             diags.error_with_hint(&path.key("period"), "period must be at least 1s", "write it like \"60s\"");
-            ok = false;
         }
         if raw.period.0 > Duration::from_secs(31 * 24 * 3600) {
             diags.error_with_hint(&path.key("period"), "period must be at most 31 days", "write it like \"60s\"");
-            ok = false;
         }
-        ok.then(|| Self::new(trigger, raw.calls, raw.period.0, raw.key, raw.shadow))
+        diags.ok_since(mark).then(|| Self::new(trigger, raw.calls, raw.period.0, raw.key, raw.shadow))
     }
 
     /// The rule of a trigger when the policy writes no `rate_limit` anywhere: 2000 calls

@@ -150,11 +150,16 @@ impl Steps {
     }
 
     /// The start of a step, when steps are timed.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "span times are wall-clock by OTLP's definition, read only when spans are exported; a call's steps carry no clock"
+    )]
     pub fn start(&self) -> Option<SystemTime> {
         self.timed.then(SystemTime::now)
     }
 
     /// Records that `step` ran from `started` (from [`Steps::start`]) until now.
+    #[expect(clippy::disallowed_methods, reason = "as `Steps::start`: the end of a step's span, wall-clock by OTLP")]
     pub fn done(&mut self, step: Step, started: Option<SystemTime>) {
         if let Some(started) = started {
             self.times[step as usize] = Some((started, SystemTime::now()));
@@ -181,6 +186,10 @@ pub struct SpanFields {
 
 impl SpanFields {
     /// The fields of `record` that spans show.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a record always carries its time; the real time stands in only if it could not be read"
+    )]
     pub fn of(record: &RunRecord) -> Self {
         Self {
             id: record.id.clone(),
@@ -451,6 +460,7 @@ impl opentelemetry_http::HttpClient for ReqwestClient {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "test records are stamped with the real time")]
 mod tests {
     use super::*;
     use crate::audit::{Captured, CapturedBody, CapturedMessage};
