@@ -19,6 +19,7 @@ mod common;
 
 mod admin;
 mod admin_edge;
+mod admission;
 mod audit_capture;
 mod audit_policy;
 mod audit_ring;
