@@ -50,7 +50,7 @@ pub enum UpstreamFailure {
         trigger: String,
         /// `connect` or `exchange`.
         kind: &'static str,
-        /// A fixed phrase for the cause ([`error_cause`]).
+        /// A fixed phrase for the cause, read from the error chain's kinds.
         cause: String,
     },
     /// The answer is in a coding flowgate cannot undo, so it cannot be scrubbed.
