@@ -434,6 +434,14 @@ pub struct Rendered {
     upstream_path: Option<SecretValue>,
 }
 
+#[cfg(test)]
+impl Rendered {
+    /// A rendering that injected `values`, for tests of what reads them.
+    pub(crate) fn injecting(values: impl IntoIterator<Item = SecretValue>) -> Self {
+        Self { secrets: values.into_iter().collect(), ..Self::default() }
+    }
+}
+
 impl Rendered {
     /// Header pairs (including basic auth's `authorization`), values marked sensitive.
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {

@@ -140,3 +140,49 @@ pub fn redact_url(text: &str) -> String {
     }
     if changed { url.to_string() } else { text.to_owned() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretValue;
+
+    fn redactor() -> Redactor {
+        let rendered = Rendered::injecting([SecretValue::new("inj value+1".to_owned())]);
+        let mut redactor = Redactor::new(&rendered, Some(b"CALLERTOKEN".as_slice()), &["UPSIG".to_owned()]);
+        redactor.add_private_values(vec![b"pw-private".to_vec(), Vec::new()]);
+        redactor
+    }
+
+    #[test]
+    fn the_caller_gets_injected_values_scrubbed_and_its_own_token_back() {
+        let redactor = redactor();
+        let scrubbed = redactor.scrubber().scrub_bytes(b"a inj%20value%2B1 b CALLERTOKEN");
+        let text = String::from_utf8(scrubbed).unwrap();
+        assert!(!text.contains("inj") && text.contains(crate::secrets::REDACTED_MARKER), "{text}");
+        assert!(text.contains("CALLERTOKEN"), "the caller's own token is the caller's to see: {text}");
+    }
+
+    #[test]
+    fn the_record_drops_every_value_the_call_must_not_let_out() {
+        let redactor = redactor();
+        let values: Vec<String> =
+            redactor.record_values().iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        for expected in ["inj value+1", "inj+value%2B1", "CALLERTOKEN", "UPSIG", "pw-private"] {
+            assert!(values.iter().any(|v| v == expected), "{expected} missing from {values:?}");
+        }
+        assert!(values.iter().all(|v| !v.is_empty()));
+        assert!(!format!("{redactor:?}").contains("inj"), "Debug shows no value");
+    }
+
+    #[test]
+    fn a_captured_response_passes_the_same_scrubber_and_keeps_its_length_rule() {
+        let redactor = redactor();
+        let echoed = br#"{"v":"inj value\u002b1"}"#.to_vec();
+        let sent = echoed.len() as u64;
+        let (whole, len) = redactor.scrub_captured(echoed.clone(), sent);
+        assert!(!String::from_utf8_lossy(&whole).contains("inj"), "{}", String::from_utf8_lossy(&whole));
+        assert_eq!(len, whole.len() as u64, "a whole capture records its redacted length");
+        let (_, len) = redactor.scrub_captured(echoed, sent + 100);
+        assert_eq!(len, sent + 100, "a truncated capture records what was sent");
+    }
+}
