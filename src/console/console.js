@@ -36,9 +36,13 @@
       button.disabled = true;
       result.textContent = 'Reloading…';
       try {
+        // Signed in with a browser: the session's CSRF token goes back as a header.
+        const csrf = document.querySelector('meta[name="flowgate-csrf"]');
+        const headers = { 'Content-Type': 'application/json' };
+        if (csrf) headers['X-Flowgate-Csrf'] = csrf.content;
         const response = await fetch('/reload', {
           method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
+          headers: headers,
           body: '{}',
           credentials: 'same-origin',
         });
