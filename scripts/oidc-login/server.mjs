@@ -5,6 +5,8 @@
 // Usage: node server.mjs --port N --client-id ID --client-secret SECRET --redirect URL
 //                        --post-logout URL --tenant GUID --foreign-tenant GUID
 //
+// --redirect and --post-logout take comma-separated lists (one client, several gateways).
+//
 // Accounts (the login name is the account id): `admin` (roles Flowgate.Admin), `viewer`
 // (Flowgate.Viewer), `norole` (no role), all of --tenant; `foreign` (Flowgate.Admin) of
 // --foreign-tenant. ID tokens carry tid, oid and roles (conformIdTokenClaims off) and are
@@ -42,8 +44,8 @@ const provider = new Provider(issuer, {
     {
       client_id: arg('client-id'),
       client_secret: arg('client-secret'),
-      redirect_uris: [arg('redirect')],
-      post_logout_redirect_uris: [arg('post-logout')],
+      redirect_uris: arg('redirect').split(','),
+      post_logout_redirect_uris: arg('post-logout').split(','),
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',

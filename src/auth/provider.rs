@@ -117,7 +117,7 @@ impl KeyStores {
             .body(body.as_bytes().to_vec())
             .send()
             .await
-            .map_err(|e| fetch_error(e.without_url().to_string()))?;
+            .map_err(|e| fetch_error(transport_reason(e)))?;
         let status = response.status();
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| fetch_error(e.without_url().to_string()))? {
@@ -183,6 +183,19 @@ impl KeyStores {
         access.admits(&claims)?;
         Ok(claims)
     }
+}
+
+/// A transport failure in words: reqwest's message without the URL, and its causes
+/// (connect, TLS, protocol), none of which repeat the request.
+fn transport_reason(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        reason.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    reason
 }
 
 /// The token request's form body and, for `client_secret_basic`, its `Authorization`
