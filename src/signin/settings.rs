@@ -66,6 +66,8 @@ fn default_max_sessions() -> usize {
 pub struct SignIn {
     /// The client id.
     pub client_id: String,
+    /// The provider's discovery document (the admin identity's), for `check`.
+    pub discovery: String,
     /// The client secret's reference (never its value), for a confidential client.
     pub client_secret: Option<SecretRef>,
     /// The redirect URL, exactly as registered.
@@ -105,7 +107,8 @@ impl SignIn {
     /// only by whether it is set.
     pub fn line(&self, identity: &str) -> String {
         format!(
-            "console sign-in: identity {identity}, client_id {}, {} client, redirect {}, scopes \"{}\", idle {}, absolute {}, max {} sessions",
+            "console sign-in: identity {identity} (discovery {}), client_id {}, {} client, redirect {}, scopes \"{}\", idle {}, absolute {}, max {} sessions",
+            self.discovery,
             self.client_id,
             if self.client_secret.is_some() { "confidential (secret from the vault)" } else { "public (PKCE only)" },
             self.redirect_url,
@@ -149,8 +152,12 @@ pub fn compile_sign_in(
             "set identity = \"NAME\" in [admin]",
         );
     }
+    let discovery = context.identity.and_then(|identity| match &identity.key_source().source {
+        crate::auth::keys::KeySource::Discovery(url) => Some(url.clone()),
+        _ => None,
+    });
     if let Some(identity) = context.identity
-        && !matches!(identity.key_source().source, crate::auth::keys::KeySource::Discovery(_))
+        && discovery.is_none()
     {
         diags.error_with_hint(
             path,
@@ -224,6 +231,7 @@ pub fn compile_sign_in(
     hasher.update(format!("\n{raw:?}").as_bytes());
     Some(SignIn {
         client_id: raw.client_id.clone(),
+        discovery: discovery.unwrap_or_default(),
         client_secret,
         redirect_url: raw.redirect_url.clone(),
         origin,

@@ -65,9 +65,8 @@ impl Provider {
     }
 }
 
-/// A policy whose admin listener on `admin_port` signs people in at `provider`.
-fn sign_in_policy(fx: &Fixture, provider: &Provider, admin_port: u16, timeouts: &str) -> String {
-    let issuer = provider.issuer();
+/// A policy whose admin listener on `admin_port` signs people in at the provider `issuer`.
+fn sign_in_policy(fx: &Fixture, issuer: &str, admin_port: u16, timeouts: &str) -> String {
     let echo_placeholder = "127.0.0.1:9";
     let text = fx.policy_text(&format!(
         "[vault.files]\nkind = \"file\"\npath = \"secrets.toml\"\n\n\
@@ -107,7 +106,7 @@ async fn a_signed_out_browser_is_sent_to_the_provider_with_pkce_state_and_nonce(
     let admin_port = free_port();
     let provider = Provider::start(&[admin_port]).await;
     let _echo = start_echo().await;
-    let policy = fx.write_policy(&sign_in_policy(&fx, &provider, admin_port, "idle_timeout = \"60s\""));
+    let policy = fx.write_policy(&sign_in_policy(&fx, &provider.issuer(), admin_port, "idle_timeout = \"60s\""));
     let gw = start_gateway_for(&fx, &policy).await;
     let client = no_redirects();
 
@@ -179,13 +178,13 @@ async fn admins_sign_in_with_a_browser_and_out_again() {
     let main_policy = write_policy_as(
         &fx,
         "policy.toml",
-        &sign_in_policy(&fx, &provider, main_port, "idle_timeout = \"60s\", absolute_timeout = \"1h\""),
+        &sign_in_policy(&fx, &provider.issuer(), main_port, "idle_timeout = \"60s\", absolute_timeout = \"1h\""),
     );
     // Sessions that expire while the test waits.
     let short_policy = write_policy_as(
         &fx,
         "short.toml",
-        &sign_in_policy(&fx, &provider, short_port, "idle_timeout = \"2s\", absolute_timeout = \"2s\""),
+        &sign_in_policy(&fx, &provider.issuer(), short_port, "idle_timeout = \"2s\", absolute_timeout = \"2s\""),
     );
     let gw = start_gateway_for(&fx, &main_policy).await;
     let short = start_gateway_for(&fx, &short_policy).await;
@@ -232,4 +231,55 @@ async fn admins_sign_in_with_a_browser_and_out_again() {
     }
     gw.shutdown().await;
     short.shutdown().await;
+}
+
+/// `flowgate check` prints the sign-in settings (client id, discovery, never the secret)
+/// and refuses settings that would hand out a session cookie unsafely, without echoing a
+/// literal secret.
+#[test]
+fn check_prints_sign_in_and_refuses_unsafe_settings() {
+    const BIN: &str = env!("CARGO_BIN_EXE_flowgate");
+    let fx = Fixture::new();
+    write_vault(&fx);
+    let provider_port = free_port();
+    // Compiling fetches nothing: no provider needs to run.
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let check = |text: &str| {
+        let path = write_policy_as(&fx, "check.toml", text);
+        let out = std::process::Command::new(BIN).arg("check").arg(&path).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let good = sign_in_policy(&fx, &issuer, 9901, "idle_timeout = \"10m\"");
+    let (ok, out) = check(&good);
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with("console sign-in:")).unwrap_or_else(|| panic!("{out}"));
+    for part in [
+        "identity login",
+        &format!("discovery http://127.0.0.1:{provider_port}/.well-known/openid-configuration"),
+        "client_id flowgate-console",
+        "confidential",
+        "redirect http://127.0.0.1:9901/ui/callback",
+        "idle 10m",
+        "absolute 8h",
+    ] {
+        assert!(line.contains(part), "{line} lacks {part}");
+    }
+    assert!(!out.contains(CLIENT_SECRET) && !out.contains("secret://files"), "{out}");
+
+    let literal = good.replace("secret://files/console#client_secret", "hunter2-literal");
+    let (ok, out) = check(&literal);
+    assert!(!ok && out.contains("must be a secret reference"), "{out}");
+    assert!(!out.contains("hunter2-literal"), "the literal secret was echoed: {out}");
+    let off_box = good.replace("http://127.0.0.1:9901/ui/callback", "http://admin.internal:9901/ui/callback");
+    let (ok, out) = check(&off_box);
+    assert!(!ok && out.contains("secure context"), "{out}");
+    let no_identity = good.replace("identity = \"login\"\n", "");
+    let (ok, out) = check(&no_identity);
+    assert!(!ok && out.contains("sign_in needs an admin identity"), "{out}");
+    let short = good.replace("idle_timeout = \"10m\"", "idle_timeout = \"10m\", absolute_timeout = \"1m\"");
+    let (ok, out) = check(&short);
+    assert!(!ok && out.contains("shorter than idle_timeout"), "{out}");
 }
