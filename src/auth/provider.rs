@@ -82,10 +82,11 @@ impl KeyStores {
                 },
             ),
         };
-        for endpoint in [Some(&endpoints.authorization), Some(&endpoints.token), endpoints.end_session.as_ref()] {
-            if let Some(endpoint) = endpoint {
-                store.check_url(endpoint)?;
-            }
+        for endpoint in [Some(&endpoints.authorization), Some(&endpoints.token), endpoints.end_session.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            store.check_url(endpoint)?;
         }
         Ok(endpoints)
     }

@@ -344,6 +344,10 @@ fn sign_in_change(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>
                 detail: detail.into(),
             });
         }
+        // Asked of the provider, not required of a caller (unlike a trigger's `scopes`).
+        "sign_in.scopes" => {
+            return Some(changed(scope, Some(field.to_owned()), a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null)));
+        }
         "sign_in.idle_timeout" => "15m",
         "sign_in.absolute_timeout" => "8h",
         "sign_in.max_sessions" => {

@@ -170,21 +170,19 @@ pub fn compile_sign_in(
     }
     let client_secret = raw.client_secret.as_ref().and_then(|text| {
         let at = path.key("client_secret");
-        match SecretRef::parse(text) {
-            Ok(reference) => match context.vaults.check_ref(&reference) {
-                Ok(()) => Some(reference),
-                Err((message, hint)) => {
-                    diags.error_with_hint(&at, message, hint);
-                    None
-                }
-            },
-            // Never echo the text: it may be the secret itself.
-            Err(_) => {
-                diags.error_with_hint(
-                    &at,
-                    "must be a secret reference, never the secret itself",
-                    "write client_secret = \"secret://VAULT/PATH#FIELD\" and keep the value in the vault",
-                );
+        // Never echo the text when it does not parse: it may be the secret itself.
+        let Ok(reference) = SecretRef::parse(text) else {
+            diags.error_with_hint(
+                &at,
+                "must be a secret reference, never the secret itself",
+                "write client_secret = \"secret://VAULT/PATH#FIELD\" and keep the value in the vault",
+            );
+            return None;
+        };
+        match context.vaults.check_ref(&reference) {
+            Ok(()) => Some(reference),
+            Err((message, hint)) => {
+                diags.error_with_hint(&at, message, hint);
                 None
             }
         }
