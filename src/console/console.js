@@ -12,7 +12,12 @@
     setInterval(async function () {
       if (!auto.checked) return;
       try {
-        const response = await fetch(location.href, { cache: 'no-store', credentials: 'same-origin' });
+        // Marked as the page's own request: it keeps no sign-in session from timing out.
+        const response = await fetch(location.href, {
+          cache: 'no-store',
+          credentials: 'same-origin',
+          headers: { 'X-Flowgate-Background': '1' },
+        });
         if (!response.ok) return;
         const fresh = new DOMParser().parseFromString(await response.text(), 'text/html').getElementById('runs');
         const current = document.getElementById('runs');

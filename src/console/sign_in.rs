@@ -31,10 +31,17 @@ const ENDPOINTS_MAX_AGE: Duration = Duration::from_secs(3600);
 const MAX_RETURN_PATH: usize = 2048;
 const CSP: &str = "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// The header the console's script sends on requests it makes by itself (auto-refresh).
+const BACKGROUND_HEADER: &str = "x-flowgate-background";
+
 /// The session the request's cookie names, if it is live under the running sign-in
-/// settings (idle deadline renewed).
+/// settings; its idle deadline is renewed unless the page's script made the request by
+/// itself (auto-refresh), so an open tab nobody looks at still times out.
 pub(crate) fn session_of(gateway: &Gateway, sign_in: &SignIn, headers: &HeaderMap) -> Option<SessionView> {
     match find_id(headers, SESSION_COOKIE) {
+        CookieLookup::Id(id) if headers.contains_key(BACKGROUND_HEADER) => {
+            gateway.sessions.peek(&sign_in.generation, &id)
+        }
         CookieLookup::Id(id) => gateway.sessions.lookup(&sign_in.generation, &id),
         CookieLookup::Absent | CookieLookup::Unusable => None,
     }

@@ -259,6 +259,16 @@ impl Sessions {
 
     /// The live session `id` names, its idle deadline renewed; an expired one is removed.
     pub fn lookup(&self, generation: &[u8; 32], id: &OpaqueId) -> Option<SessionView> {
+        self.find(generation, id, true)
+    }
+
+    /// [`Sessions::lookup`] without renewing the idle deadline: for requests a page makes on
+    /// its own (the runs page's auto-refresh), which are no sign that someone is there.
+    pub fn peek(&self, generation: &[u8; 32], id: &OpaqueId) -> Option<SessionView> {
+        self.find(generation, id, false)
+    }
+
+    fn find(&self, generation: &[u8; 32], id: &OpaqueId, renew: bool) -> Option<SessionView> {
         let now = Instant::now();
         let key = digest(&id.0);
         let mut state = self.lock();
@@ -268,7 +278,9 @@ impl Sessions {
             state.sessions.remove(&key);
             return None;
         }
-        session.last_used = now;
+        if renew {
+            session.last_used = now;
+        }
         Some(session.view.clone())
     }
 
@@ -314,6 +326,14 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(50)).await;
         assert_eq!(sessions.lookup(&GEN, &id), None, "past the absolute expiry");
+        let (id, _) = sessions.create(&GEN, LIMITS, AdminRole::Viewer, "alice").unwrap();
+        // A page refreshing itself is nobody using the session.
+        for _ in 0..11 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            assert!(sessions.peek(&GEN, &id).is_some());
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(sessions.peek(&GEN, &id), None, "past the idle expiry, however often peeked");
         let (id, _) = sessions.create(&GEN, LIMITS, AdminRole::Viewer, "alice").unwrap();
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(sessions.lookup(&GEN, &id), None, "past the idle expiry");
