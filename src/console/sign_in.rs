@@ -257,8 +257,9 @@ pub(crate) async fn sign_out(
     headers: &HeaderMap,
     form: &[u8],
 ) -> Response<ResponseBody> {
-    if let CookieLookup::Id(id) = find_id(headers, SESSION_COOKIE)
-        && let Some(session) = gateway.sessions.lookup(&sign_in.generation, &id)
+    let cookie = find_id(headers, SESSION_COOKIE);
+    if let CookieLookup::Id(id) = &cookie
+        && let Some(session) = gateway.sessions.lookup(&sign_in.generation, id)
     {
         if !csrf_ok(&session, headers, Some(form)) {
             return refused(
@@ -267,8 +268,14 @@ pub(crate) async fn sign_out(
                 "Sign-out needs the page's token.",
             );
         }
-        gateway.sessions.end(&id);
+        gateway.sessions.end(id);
         tracing::info!("console sign-out");
+    }
+    // No session cookie came along: a page of another site posted here (a Lax cookie is
+    // not sent with a cross-site POST), or nobody was signed in. Nothing to end, and no
+    // reason to send the browser to sign out at the provider.
+    if cookie == CookieLookup::Absent {
+        return signed_out();
     }
     let provider = endpoints(gateway, policy, sign_in).await.ok().and_then(|endpoints| endpoints.end_session.clone());
     let mut response = match provider.and_then(|end| url::Url::parse(&end).ok()) {

@@ -153,6 +153,19 @@ async fn a_signed_out_browser_is_sent_to_the_provider_with_pkce_state_and_nonce(
     let wrong = client.get(gw.admin_url("/ui/callback?code=abc&state=nope")).send().await.unwrap();
     assert_eq!(wrong.status(), 400);
     assert!(wrong.headers().get("set-cookie").is_none());
+    // A sign-out posted without the session cookie (what a page of another site can send:
+    // a Lax cookie stays home) ends nothing and sends nobody to the provider.
+    let cross_site = client
+        .post(gw.admin_url("/ui/sign-out"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 200);
+    assert!(cross_site.headers().get("set-cookie").is_none());
+    let page = cross_site.text().await.unwrap();
+    assert!(page.contains("id=\"sign-in-again\"") && !page.contains(&provider.issuer()), "{page}");
     gw.shutdown().await;
 }
 
