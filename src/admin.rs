@@ -8,7 +8,10 @@
 //! from that identity that passes the same tenant rule as a trigger's callers (`[admin]
 //! tenants`, else the identity's) and, when listed, `[admin] principals`; its `roles` claim
 //! then maps to viewer / owner / administrator. A token of another tenant is refused (403)
-//! whatever roles it carries: that tenant's admins choose its roles.
+//! whatever roles it carries: that tenant's admins choose its roles. With `[admin.sign_in]`,
+//! a browser without a bearer header may instead carry a console session cookie
+//! ([`crate::signin`]): its role was mapped the same way at sign-in, and a `POST` also
+//! needs the session's CSRF token (`X-Flowgate-Csrf`), so the cookie alone changes nothing.
 //! Nobody, whatever the role, can read a secret value here: the policy view shows
 //! references only.
 //!
