@@ -238,17 +238,23 @@ async fn route<B: crate::web::RequestBody>(
             if let Some(asset) = crate::console::asset(p) {
                 return asset;
             }
-            // Signed out with sign-in on: a page request goes to the provider's sign-in.
+            let query = request.uri().query().unwrap_or("");
+            // With sign-in on, a browser (no bearer header) is its session; without one, a
+            // page request goes to the provider's sign-in.
             if let Some(sign_in) = &running.admin.sign_in
+                && running.admin.identity.is_some()
                 && !request.headers().contains_key(header::AUTHORIZATION)
-                && crate::console::sign_in::session_of(gateway, sign_in, request.headers()).is_none()
             {
-                let target = request.uri().path_and_query().map_or(p, http::uri::PathAndQuery::as_str);
-                return crate::console::sign_in::start(gateway, &running, sign_in, target).await;
+                let Some(session) = crate::console::sign_in::session_of(gateway, sign_in, request.headers()) else {
+                    let target = request.uri().path_and_query().map_or(p, http::uri::PathAndQuery::as_str);
+                    return crate::console::sign_in::start(gateway, &running, sign_in, target).await;
+                };
+                return reading(gateway, |gateway| {
+                    crate::console::page(gateway, session.role, Some(&session), p, query)
+                });
             }
             match access_of(gateway, peer, &request).await {
                 Ok((role, session)) => {
-                    let query = request.uri().query().unwrap_or("");
                     reading(gateway, |gateway| crate::console::page(gateway, role, session.as_ref(), p, query))
                 }
                 Err(response) => response,
