@@ -8,7 +8,10 @@
 //! from that identity that passes the same tenant rule as a trigger's callers (`[admin]
 //! tenants`, else the identity's) and, when listed, `[admin] principals`; its `roles` claim
 //! then maps to viewer / owner / administrator. A token of another tenant is refused (403)
-//! whatever roles it carries: that tenant's admins choose its roles.
+//! whatever roles it carries: that tenant's admins choose its roles. With `[admin.sign_in]`,
+//! a browser without a bearer header may instead carry a console session cookie
+//! ([`crate::signin`]): its role was mapped the same way at sign-in, and a `POST` also
+//! needs the session's CSRF token (`X-Flowgate-Csrf`), so the cookie alone changes nothing.
 //! Nobody, whatever the role, can read a secret value here: the policy view shows
 //! references only.
 //!
@@ -147,7 +150,7 @@ pub(crate) fn exposure_warning(policy: &Policy, listen: SocketAddr) -> Option<St
     })
 }
 
-async fn route<B>(
+async fn route<B: crate::web::RequestBody>(
     gateway: &Arc<Gateway>,
     peer: SocketAddr,
     local: IpAddr,
@@ -171,6 +174,26 @@ async fn route<B>(
     {
         return refuse(Denial::CrossSiteRequest { reason: reason.to_owned() });
     }
+    // Browser sign-in's own endpoints, which no role guards (the callback makes the role).
+    if let Some(sign_in) = running.admin.sign_in.clone() {
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/ui/callback") => {
+                let query = request.uri().query().unwrap_or("");
+                return crate::console::sign_in::callback(gateway, &running, &sign_in, query, request.headers()).await;
+            }
+            (&Method::GET, "/ui/signed-out") => return crate::console::sign_in::signed_out(),
+            (&Method::POST, "/ui/sign-out") => {
+                let (parts, body) = request.into_parts();
+                // A sign-out form holds one token: a few hundred bytes.
+                let form = match http_body_util::Limited::new(body, 4096).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "sign-out form too large"),
+                };
+                return crate::console::sign_in::sign_out(gateway, &running, &sign_in, &parts.headers, &form).await;
+            }
+            _ => {}
+        }
+    }
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -186,10 +209,18 @@ async fn route<B>(
             response
         }
         (&Method::GET, "/runs" | "/policy") | (&Method::POST, "/reload") => {
-            let role = match role_of(gateway, peer, &request).await {
-                Ok(role) => role,
+            let (role, session) = match access_of(gateway, peer, &request).await {
+                Ok(access) => access,
                 Err(response) => return response,
             };
+            // A browser session's cookie rides along with any request its browser sends:
+            // a state change also needs the token only the session's own pages hold.
+            if request.method() == Method::POST
+                && let Some(session) = &session
+                && !crate::console::sign_in::csrf_ok(session, request.headers(), None)
+            {
+                return refuse(Denial::CrossSiteRequest { reason: "no CSRF token of the session".to_owned() });
+            }
             match path.as_str() {
                 "/runs" => reading(gateway, |gateway| runs(gateway, request.uri().query().unwrap_or(""))),
                 "/policy" => policy(gateway, role),
@@ -210,10 +241,24 @@ async fn route<B>(
             if let Some(asset) = crate::console::asset(p) {
                 return asset;
             }
-            match role_of(gateway, peer, &request).await {
-                Ok(role) => {
-                    let query = request.uri().query().unwrap_or("");
-                    reading(gateway, |gateway| crate::console::page(gateway, role, p, query))
+            let query = request.uri().query().unwrap_or("");
+            // With sign-in on, a browser (no bearer header) is its session; without one, a
+            // page request goes to the provider's sign-in.
+            if let Some(sign_in) = &running.admin.sign_in
+                && running.admin.identity.is_some()
+                && !request.headers().contains_key(header::AUTHORIZATION)
+            {
+                let Some(session) = crate::console::sign_in::session_of(gateway, sign_in, request.headers()) else {
+                    let target = request.uri().path_and_query().map_or(p, http::uri::PathAndQuery::as_str);
+                    return crate::console::sign_in::start(gateway, &running, sign_in, target).await;
+                };
+                return reading(gateway, |gateway| {
+                    crate::console::page(gateway, session.role, Some(&session), p, query)
+                });
+            }
+            match access_of(gateway, peer, &request).await {
+                Ok((role, session)) => {
+                    reading(gateway, |gateway| crate::console::page(gateway, role, session.as_ref(), p, query))
                 }
                 Err(response) => response,
             }
@@ -248,15 +293,36 @@ async fn role_of<B>(
     peer: SocketAddr,
     request: &Request<B>,
 ) -> Result<AdminRole, Response<ResponseBody>> {
+    access_of(gateway, peer, request).await.map(|(role, _)| role)
+}
+
+/// The caller's admin role and, for a browser signed in to the console (no bearer token,
+/// a live session cookie), its session; or the response refusing it.
+async fn access_of<B>(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    request: &Request<B>,
+) -> Result<(AdminRole, Option<crate::signin::SessionView>), Response<ResponseBody>> {
     let policy = gateway.policy();
     let access = &policy.admin;
+    // A bearer token wins: API clients are judged as they always were.
+    if let Some(sign_in) = &access.sign_in
+        && access.identity.is_some()
+        && !request.headers().contains_key(header::AUTHORIZATION)
+    {
+        return match crate::console::sign_in::session_of(gateway, sign_in, request.headers()) {
+            Some(session) => Ok((session.role, Some(session))),
+            None => Err(error(StatusCode::UNAUTHORIZED, "a valid bearer token or console session is required")),
+        };
+    }
     if access.identity.is_some() {
         return token_role(gateway, access.rules.as_ref(), &access.token_roles, request.headers())
             .await
+            .map(|role| (role, None))
             .map_err(|status| error(status, "a valid bearer token with an admin role is required"));
     }
     if peer.ip().is_loopback() {
-        Ok(access.loopback_role)
+        Ok((access.loopback_role, None))
     } else {
         Err(error(StatusCode::FORBIDDEN, "the admin API answers loopback callers only"))
     }

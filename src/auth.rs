@@ -14,6 +14,7 @@
 //! - [`token`]: header judgement, signature check and strict claim decoding, pure (keys
 //!   in, verdict out); [`key_set`]: the parsed signing keys it checks against;
 //! - [`keys`]: JWKS fetching, refresh, the verified-token cache ([`KeyStores`]);
+//! - `provider`: a browser sign-in's discovery, code exchange and ID token check;
 //! - [`signed`]: signed URLs; [`forward`]: identity headers and query-token detection;
 //! - [`dev_issuer`]: the demo's development issuer.
 //!
@@ -71,6 +72,7 @@ pub mod forward;
 mod identity;
 pub mod key_set;
 pub mod keys;
+mod provider;
 mod rules;
 pub mod signed;
 mod strict_json;
@@ -84,6 +86,7 @@ pub use error::AuthError;
 pub use forward::{ALWAYS_STRIPPED_HEADERS, identity_headers, query_has_token};
 pub use identity::{Identity, RawIdentity, compile_identities};
 pub use keys::{KeySourceId, KeyStores};
+pub use provider::{CodeExchange, ProviderEndpoints, ProviderError};
 pub use rules::{RawRequirement, TriggerAccess, TriggerAccessInput, Who, compile_access};
 pub(crate) use rules::{canonical_principal, compile_admin_access};
 pub(crate) use signed::compile_signed_urls;

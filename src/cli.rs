@@ -241,6 +241,9 @@ fn check(file: &Path) -> ExitCode {
             {
                 eprintln!("{}: warning: {warning}", file.display());
             }
+            if let (Some(sign_in), Some(identity)) = (&policy.admin.sign_in, &policy.admin.identity) {
+                println!("{}", sign_in.line(identity));
+            }
             // What the gateway will do, defaults included: one line per trigger.
             let triggers = policy.routes.triggers();
             for trigger in triggers {

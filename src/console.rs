@@ -13,10 +13,15 @@
 //! embedded in the binary and served from `/ui/`, and every page carries a
 //! `Content-Security-Policy` that allows only those (no inline script or style, nothing
 //! from another origin). The reload button posts to the API's own `POST /reload`.
+//!
+//! With `[admin.sign_in]`, people sign in with their browser (`sign_in`): a page then
+//! names who is signed in, offers a sign-out form, and carries the session's CSRF token
+//! (a `<meta>` the script sends back as `X-Flowgate-Csrf`).
 
 mod html;
 mod runs;
 mod secrets;
+pub(crate) mod sign_in;
 mod triggers;
 
 use crate::gateway::Gateway;
@@ -52,8 +57,15 @@ pub(crate) fn asset(path: &str) -> Option<Response<ResponseBody>> {
     Some(response)
 }
 
-/// The page at `path` for a caller holding `role` (already checked by the admin listener).
-pub fn page(gateway: &Gateway, role: AdminRole, path: &str, query: &str) -> Response<ResponseBody> {
+/// The page at `path` for a caller holding `role` (already checked by the admin listener),
+/// signed in through `session` when the caller came with a session cookie.
+pub fn page(
+    gateway: &Gateway,
+    role: AdminRole,
+    session: Option<&crate::signin::SessionView>,
+    path: &str,
+    query: &str,
+) -> Response<ResponseBody> {
     let (status, tab, title, body) = match path {
         "/ui" | "/ui/" | "/ui/runs" => {
             let (status, body) = runs::list(gateway, query);
@@ -83,7 +95,7 @@ pub fn page(gateway: &Gateway, role: AdminRole, path: &str, query: &str) -> Resp
         _ => (StatusCode::NOT_FOUND, Tab::None, "Not found".to_owned(), "<h1>Not found</h1>".to_owned()),
     };
     let version = gateway.policy().version.clone();
-    respond(status, layout(&title, tab, role, &version, &body), "text/html; charset=utf-8")
+    respond(status, layout(&title, tab, role, session, &version, &body), "text/html; charset=utf-8")
 }
 
 /// Which navigation entry a page belongs to.
@@ -97,7 +109,14 @@ enum Tab {
 }
 
 /// The page frame: head (stylesheet, deferred script), navigation, role and version.
-fn layout(title: &str, tab: Tab, role: AdminRole, version: &str, body: &str) -> String {
+fn layout(
+    title: &str,
+    tab: Tab,
+    role: AdminRole,
+    session: Option<&crate::signin::SessionView>,
+    version: &str,
+    body: &str,
+) -> String {
     let mut nav = String::new();
     for (entry, href, label) in [
         (Tab::Runs, "/ui/runs", "Runs"),
@@ -108,14 +127,26 @@ fn layout(title: &str, tab: Tab, role: AdminRole, version: &str, body: &str) -> 
         let current = if entry == tab { " aria-current=\"page\"" } else { "" };
         let _ = write!(nav, "<a href=\"{href}\"{current}>{label}</a>");
     }
+    // Signed in with a browser: who, a sign-out form, and the CSRF token for the script.
+    let (csrf, signed_in) = session.map_or((String::new(), String::new()), |session| {
+        (
+            format!("<meta name=\"flowgate-csrf\" content=\"{}\">", e(&session.csrf)),
+            format!(
+                " · <span id=\"signed-in\">{}</span> <form class=\"sign-out\" method=\"post\" action=\"/ui/sign-out\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"sign-out\" type=\"submit\">Sign out</button></form>",
+                e(&session.who),
+                e(&session.csrf)
+            ),
+        )
+    });
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{csrf}\
          <title>{} · flowgate</title>\
          <link rel=\"stylesheet\" href=\"/ui/console.css\">\
          <script src=\"/ui/console.js\" defer></script></head>\n<body>\
          <header><span class=\"brand\">flowgate</span><nav>{nav}</nav>\
-         <span class=\"who\">role <strong id=\"role\">{}</strong> · policy <code>{}</code></span></header>\n\
+         <span class=\"who\">role <strong id=\"role\">{}</strong> · policy <code>{}</code>{signed_in}</span></header>\n\
          <main>{body}</main></body></html>\n",
         e(title),
         e(role.as_str()),

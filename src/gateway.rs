@@ -44,6 +44,8 @@ pub struct Gateway {
     pub request_metrics: crate::telemetry::RequestMetrics,
     /// The upstream connection pools; the shared one takes the first policy's limits.
     pub upstreams: crate::web::Upstreams,
+    /// The console's sign-ins in progress and signed-in sessions.
+    pub sessions: crate::signin::Sessions,
 }
 
 /// What a reload did.
@@ -115,6 +117,7 @@ impl Gateway {
             spans,
             request_metrics: crate::telemetry::RequestMetrics::new(),
             upstreams,
+            sessions: crate::signin::Sessions::default(),
         });
         start_housekeeping(&gateway);
         Ok(gateway)

@@ -26,6 +26,7 @@
 //! | [`trace`] | W3C trace context: continue or start a trace, pass it upstream |
 //! | [`admin`] | the admin listener: health, readiness, metrics, policy, runs |
 //! | [`console`] | the admin listener's HTML console under `/ui`: runs, triggers, secrets, policy |
+//! | [`signin`] | browser sign-in to the console: OIDC settings, session cookies, server-side sessions |
 //! | [`telemetry`] | logging and metrics setup |
 //! | [`reload`] | policy file watch and SIGHUP |
 //! | [`demo`] | the `flowgate demo` echo upstream and development issuer |
@@ -51,6 +52,7 @@ pub mod refusal;
 pub mod reload;
 pub mod secrets;
 pub mod server;
+pub mod signin;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;

@@ -203,13 +203,14 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
     let cluster = crate::ratelimit::ClusterSettings::compile(&raw.cluster, &root.key("cluster"), &mut diags);
     let traces = crate::trace::ExportSettings::compile(&raw.traces, &root.key("traces"), &mut diags);
     let identities = crate::auth::compile_identities(&raw.identity, &root.key("identity"), source, &mut diags);
-    let admin = compile_admin_access(&raw.admin, raw, &identities, &root.key("admin"), &mut diags);
+    let mut admin = compile_admin_access(&raw.admin, raw, &identities, &root.key("admin"), &mut diags);
     let signed_urls = raw
         .signed_urls
         .as_ref()
         .and_then(|s| crate::auth::compile_signed_urls(s, &root.key("signed_urls"), source, &mut diags));
     let cache = crate::secrets::compile_cache(&raw.secrets, &root.key("secrets"), &mut diags);
     let vaults = crate::secrets::compile_vaults(&raw.vault, &root.key("vault"), source, &mut diags).with_cache(cache);
+    admin.sign_in = compile_admin_sign_in(&raw.admin, &admin, &identities, &vaults, &root.key("admin"), &mut diags);
     let shared = Shared {
         limits: &limits,
         audit: &audit,
@@ -356,6 +357,30 @@ pub struct AdminAccess {
     pub allowed_hosts: Vec<String>,
     /// Open admin connections at most.
     pub max_connections: usize,
+    /// Browser sign-in to the console (`[admin.sign_in]`), with `identity`.
+    pub sign_in: Option<Arc<crate::signin::SignIn>>,
+}
+
+/// Compiles `[admin.sign_in]` against the admin access already compiled.
+fn compile_admin_sign_in(
+    raw: &RawAdmin,
+    admin: &AdminAccess,
+    identities: &BTreeMap<String, Arc<crate::auth::Identity>>,
+    vaults: &crate::secrets::Vaults,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> Option<Arc<crate::signin::SignIn>> {
+    let sign_in = raw.sign_in.as_ref()?;
+    // Who may sign in with which role: a change to any of it ends every session.
+    let rules_text = format!("{:?}\n{:?}\n{:?}\n{:?}", raw.identity, raw.tenants, raw.principals, admin.token_roles);
+    let context = crate::signin::SignInContext {
+        identity: raw.identity.as_ref().and_then(|name| identities.get(name)).map(AsRef::as_ref),
+        identity_set: raw.identity.is_some(),
+        allowed_hosts: &admin.allowed_hosts,
+        vaults,
+        rules_text: &rules_text,
+    };
+    crate::signin::compile_sign_in(sign_in, context, &path.key("sign_in"), diags).map(Arc::new)
 }
 
 fn compile_admin_access(
@@ -433,6 +458,7 @@ fn compile_admin_access(
         token_roles,
         allowed_hosts,
         max_connections: raw.max_connections.max(1),
+        sign_in: None,
     }
 }
 

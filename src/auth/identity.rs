@@ -161,6 +161,11 @@ impl Identity {
         }
     }
 
+    /// A hash of everything that decides which tokens of this identity are valid.
+    pub(crate) fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
     /// What [`KeyStores::verify_token`] needs to know about this identity.
     pub(super) fn spec(&self) -> VerifySpec<'_> {
         VerifySpec {

@@ -165,7 +165,7 @@ impl KeyStore {
         }
     }
 
-    async fn get_document(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeyError> {
+    pub(super) async fn get_document(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeyError> {
         let fetch_err = |reason: String| KeyError::Fetch { url: shown_url(url), reason };
         let client = self.client.as_ref().map_err(|e| fetch_err(e.to_string()))?;
         // `without_url`: reqwest's message would repeat the URL, query included.
@@ -185,7 +185,13 @@ impl KeyStore {
         Ok((body, max_age))
     }
 
-    fn check_url(&self, url: &str) -> Result<(), KeyError> {
+    /// The HTTP client that reaches this identity provider (its CA file trusted), for the
+    /// console sign-in's token exchange.
+    pub(super) fn client(&self) -> Result<&reqwest::Client, KeyError> {
+        self.client.as_ref().map_err(|e| KeyError::Fetch { url: self.label.clone(), reason: e.to_string() })
+    }
+
+    pub(super) fn check_url(&self, url: &str) -> Result<(), KeyError> {
         let parsed = url::Url::parse(url)
             .map_err(|e| KeyError::Document { source_name: shown_url(url), reason: e.to_string() })?;
         let loopback = is_loopback_url(&parsed);
@@ -621,7 +627,7 @@ pub(crate) fn is_loopback_url(url: &url::Url) -> bool {
 }
 
 /// A key URL as errors show it: `scheme://host[:port]/path`, never its query or user info.
-fn shown_url(url: &str) -> String {
+pub(super) fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(u) => {
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();

@@ -12,7 +12,12 @@
     setInterval(async function () {
       if (!auto.checked) return;
       try {
-        const response = await fetch(location.href, { cache: 'no-store', credentials: 'same-origin' });
+        // Marked as the page's own request: it keeps no sign-in session from timing out.
+        const response = await fetch(location.href, {
+          cache: 'no-store',
+          credentials: 'same-origin',
+          headers: { 'X-Flowgate-Background': '1' },
+        });
         if (!response.ok) return;
         const fresh = new DOMParser().parseFromString(await response.text(), 'text/html').getElementById('runs');
         const current = document.getElementById('runs');
@@ -36,9 +41,13 @@
       button.disabled = true;
       result.textContent = 'Reloading…';
       try {
+        // Signed in with a browser: the session's CSRF token goes back as a header.
+        const csrf = document.querySelector('meta[name="flowgate-csrf"]');
+        const headers = { 'Content-Type': 'application/json' };
+        if (csrf) headers['X-Flowgate-Csrf'] = csrf.content;
         const response = await fetch('/reload', {
           method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
+          headers: headers,
           body: '{}',
           credentials: 'same-origin',
         });

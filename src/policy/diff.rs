@@ -307,6 +307,8 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
                     detail: format!("{was} -> {is}"),
                 });
             }
+        } else if let Some(change) = sign_in_change(scope, &field, a, b) {
+            out.push(change);
         } else {
             match key.as_str() {
                 "who" => who(scope, field, a, b, out),
@@ -320,6 +322,55 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
             }
         }
     }
+}
+
+/// `[admin.sign_in]`: turning browser sign-in on opens a way in (sessions that live up to
+/// `absolute_timeout`), so it loosens and removing it tightens; longer expiries and more
+/// sessions loosen. Other fields (client, redirect, scopes) fall through to the generic
+/// comparison.
+fn sign_in_change(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>) -> Option<Change> {
+    let expiry_default = match field {
+        "sign_in" => {
+            let effect = match (a, b) {
+                (None, Some(_)) => Effect::Loosened,
+                (Some(_), None) => Effect::Tightened,
+                _ => return None,
+            };
+            let detail = if b.is_some() { "browser sign-in turned on" } else { "browser sign-in removed" };
+            return Some(Change {
+                scope: scope.to_owned(),
+                field: Some(field.to_owned()),
+                effect,
+                detail: detail.into(),
+            });
+        }
+        // Asked of the provider, not required of a caller (unlike a trigger's `scopes`).
+        "sign_in.scopes" => {
+            return Some(changed(scope, Some(field.to_owned()), a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null)));
+        }
+        "sign_in.idle_timeout" => "15m",
+        "sign_in.absolute_timeout" => "8h",
+        "sign_in.max_sessions" => {
+            let count = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(1000);
+            let (x, y) = (count(a), count(b));
+            let effect = if y > x { Effect::Loosened } else { Effect::Tightened };
+            return Some(Change {
+                scope: scope.to_owned(),
+                field: Some(field.to_owned()),
+                effect,
+                detail: format!("{x} -> {y}"),
+            });
+        }
+        _ => return None,
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or(expiry_default).to_owned();
+    let (x, y) = (text(a), text(b));
+    let effect = match (humantime::parse_duration(&x), humantime::parse_duration(&y)) {
+        (Ok(x), Ok(y)) if y > x => Effect::Loosened,
+        (Ok(x), Ok(y)) if y < x => Effect::Tightened,
+        _ => Effect::Changed,
+    };
+    Some(Change { scope: scope.to_owned(), field: Some(field.to_owned()), effect, detail: format!("{x} -> {y}") })
 }
 
 /// Whether a trigger table injects anything (its `scrub_responses` then defaults to on).
@@ -586,6 +637,24 @@ mod tests {
         let on = format!("{BASE}        scrub_responses = true\n");
         assert!(diff(BASE, &on).iter().all(|c| c.field.as_deref() != Some("scrub_responses")));
         assert_eq!(find(&diff(&off, BASE), "scrub_responses").effect, Effect::Tightened);
+    }
+
+    #[test]
+    fn browser_sign_in_on_and_longer_sessions_loosen() {
+        let base = "[admin]\nidentity = \"c\"\n";
+        let with = |extra: &str| {
+            format!(
+                "{base}sign_in = {{ client_id = \"x\", redirect_url = \"http://127.0.0.1:9901/ui/callback\"{extra} }}\n"
+            )
+        };
+        assert_eq!(find(&diff(base, &with("")), "sign_in").effect, Effect::Loosened);
+        assert_eq!(find(&diff(&with(""), base), "sign_in").effect, Effect::Tightened);
+        let longer = diff(&with(""), &with(", idle_timeout = \"1h\", absolute_timeout = \"1h\", max_sessions = 5"));
+        assert_eq!(find(&longer, "sign_in.idle_timeout").effect, Effect::Loosened);
+        assert_eq!(find(&longer, "sign_in.absolute_timeout").effect, Effect::Tightened);
+        assert_eq!(find(&longer, "sign_in.max_sessions").effect, Effect::Tightened);
+        let scopes = diff(&with(""), &with(", scopes = [\"openid\"]"));
+        assert_eq!(find(&scopes, "sign_in.scopes").effect, Effect::Changed);
     }
 
     #[test]

@@ -307,6 +307,10 @@ pub struct RawAdmin {
     /// shares `[limits]`' header, idle and send timeouts with the main listener.
     #[serde(default = "default_admin_max_connections")]
     pub max_connections: usize,
+    /// Browser sign-in to the console through the admin identity's provider (OIDC
+    /// authorization code flow with PKCE) and a short-lived session cookie. Needs
+    /// `identity`.
+    pub sign_in: Option<crate::signin::RawSignIn>,
 }
 
 impl Default for RawAdmin {
@@ -320,6 +324,7 @@ impl Default for RawAdmin {
             principals: Vec::new(),
             allowed_hosts: Vec::new(),
             max_connections: default_admin_max_connections(),
+            sign_in: None,
         }
     }
 }

@@ -31,6 +31,7 @@ mod auth_refusals;
 mod bounds;
 mod cli;
 mod console;
+mod console_sign_in;
 mod deploy;
 mod firewall_rules;
 mod foundation;
