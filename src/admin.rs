@@ -23,12 +23,12 @@
 //! `X-Flowgate-Admin` header, and no other site's `Origin` (403).
 
 use crate::audit::RunFilter;
+/// Who is looking: defined beside the `[admin]` section it is compiled from (`policy` compiles
+/// it, and `admin` imports `policy`), named here where it is applied.
+pub use crate::auth::{AdminRole, UnknownRole};
 use crate::denial::{Denial, Rejection};
 use crate::gateway::{Gateway, ReloadOutcome};
 use crate::policy::Policy;
-/// Who is looking: defined beside the `[admin]` section it is compiled from (`policy` compiles
-/// it, and `admin` imports `policy`), named here where it is applied.
-pub use crate::policy::{AdminRole, UnknownRole};
 use crate::web::{REQUEST_ID, ResponseBody, full_body, new_request_id};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;

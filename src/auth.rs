@@ -64,6 +64,7 @@
 //! claims = { idtyp = "user" }
 //! ```
 
+mod admin_role;
 mod bearer;
 mod caller;
 pub mod dev_issuer;
@@ -80,6 +81,7 @@ mod strict_json;
 pub use strict_json::parse_object;
 pub mod token;
 
+pub use admin_role::{AdminRole, UnknownRole};
 pub use bearer::bearer_credential;
 pub use caller::Caller;
 pub use error::AuthError;

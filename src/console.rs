@@ -24,8 +24,8 @@ mod secrets;
 pub(crate) mod sign_in;
 mod triggers;
 
+use crate::auth::AdminRole;
 use crate::gateway::Gateway;
-use crate::policy::AdminRole;
 use crate::web::{ResponseBody, full_body};
 use html::e;
 use http::{HeaderValue, Response, StatusCode, header};

@@ -11,18 +11,17 @@
 pub mod diff;
 mod path;
 mod raw;
-mod role;
 mod routes;
 pub mod summary;
 mod trigger;
 mod upstream;
 mod view;
 
+use crate::auth::AdminRole;
 pub use path::{NormalPath, PathRefusal, normalize as normalize_path};
 pub use raw::{
     ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
 };
-pub use role::{AdminRole, UnknownRole};
 pub use routes::{RouteMatch, RouteMiss, Routes};
 pub use trigger::Trigger;
 pub use upstream::{Upstream, UpstreamTlsError, UpstreamUriError, upstream_tls};

@@ -4,8 +4,8 @@
 
 use super::html::{e, query_value};
 use crate::audit::{ALLOWED, CapturedBody, CapturedMessage, RunFilter, RunRecord};
+use crate::auth::AdminRole;
 use crate::gateway::Gateway;
-use crate::policy::AdminRole;
 use crate::policy::Policy;
 use http::StatusCode;
 use std::fmt::Write;

@@ -4,8 +4,8 @@
 //! leaves it out.
 
 use super::html::e;
+use crate::auth::AdminRole;
 use crate::gateway::Gateway;
-use crate::policy::AdminRole;
 use crate::secrets::{CachePhase, CacheState};
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -4,8 +4,8 @@
 
 use super::html::{e, query_value};
 use crate::audit::{ALLOWED, RunFilter};
+use crate::auth::AdminRole;
 use crate::gateway::Gateway;
-use crate::policy::AdminRole;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};

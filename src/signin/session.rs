@@ -16,7 +16,7 @@
 //! tables, so a reload that changes who may sign in, or how, ends every session.
 
 use super::cookie::OpaqueId;
-use crate::policy::AdminRole;
+use crate::auth::AdminRole;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
