@@ -72,8 +72,9 @@ impl Calls {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(b"{\"hello\":\"flowgate\"}")))
             .expect("request");
-        let response =
-            flowgate::proxy::handle(subject.gateway.clone(), self.connection.clone(), request).await.expect("infallible");
+        let response = flowgate::proxy::handle(subject.gateway.clone(), self.connection.clone(), request)
+            .await
+            .expect("infallible");
         let status = response.status().as_u16();
         let _ = response.into_body().collect().await;
         assert_eq!(status, shape.status, "{} on the {} policy", shape.row, subject.name);

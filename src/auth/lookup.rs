@@ -71,9 +71,10 @@ impl PrincipalSet {
     pub(super) fn matches(&self, claims: &Claims) -> bool {
         let app = || claims.app_id.as_deref().map(lower);
         claims.oid.as_deref().is_some_and(|oid| self.oids.contains(lower(oid).as_ref()))
-            || claims.sub.as_deref().is_some_and(|sub| {
-                self.subs.get(claims.iss.as_str()).is_some_and(|subs| subs.contains(sub))
-            })
+            || claims
+                .sub
+                .as_deref()
+                .is_some_and(|sub| self.subs.get(claims.iss.as_str()).is_some_and(|subs| subs.contains(sub)))
             || claims.upn.as_deref().is_some_and(|upn| self.upns.contains(lower(upn).as_ref()))
             || (claims.app_only && app().is_some_and(|app| self.apps.contains(app.as_ref())))
             || (claims.delegated && app().is_some_and(|app| self.app_users.contains(app.as_ref())))

@@ -59,8 +59,7 @@ fn token() -> impl Strategy<Value = Claims> {
             map.insert("iss".into(), json!(iss));
             map.insert("aud".into(), json!("x"));
             map.insert("exp".into(), json!(10));
-            let optional =
-                [("oid", oid), ("sub", sub.map(str::to_owned)), ("upn", upn), ("azp", app), ("tid", tid)];
+            let optional = [("oid", oid), ("sub", sub.map(str::to_owned)), ("upn", upn), ("azp", app), ("tid", tid)];
             for (name, value) in optional {
                 if let Some(value) = value {
                     map.insert(name.into(), json!(value));
