@@ -4,6 +4,8 @@
 //! # Layout
 //! - `identity`: the `[identity.NAME]` settings, their compile step into [`Identity`], and
 //!   [`KeyStores::start_refresh`], which keeps the compiled identities' keys fresh;
+//! - `lookup`: the hash sets the rules' long lists (principals, tenants, roles, scopes)
+//!   compile into, so a check does not grow with a list;
 //! - `rules`: `who` and the trigger rules, compiled into [`TriggerAccess`] (from a
 //!   [`TriggerAccessInput`] the policy builds) and evaluated against verified claims;
 //! - `bearer`: the request path's entry, [`KeyStores::authenticate_identified`]
@@ -73,6 +75,7 @@ pub mod forward;
 mod identity;
 pub mod key_set;
 pub mod keys;
+mod lookup;
 mod provider;
 mod rules;
 pub mod signed;

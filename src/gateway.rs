@@ -2,6 +2,8 @@
 //! that must outlive a policy swap (TLS certificate, the per-feature stores, the upstream
 //! connection pools). No globals: everything a request needs hangs off this value.
 
+mod retired;
+
 use crate::config::ConfigError;
 use crate::policy::{self, Policy};
 use crate::tls::ServerTls;
@@ -21,6 +23,8 @@ pub struct Gateway {
     tls: OnceLock<Arc<ServerTls>>,
     /// Serializes reloads (file watch, SIGHUP and the admin API may race).
     reload_lock: Mutex<()>,
+    /// Replaced policies, freed off the serving threads once no call holds them.
+    retired: retired::Retired<Policy>,
     ready: AtomicBool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
@@ -105,6 +109,7 @@ impl Gateway {
             policy_path,
             tls: OnceLock::new(),
             reload_lock: Mutex::new(()),
+            retired: retired::Retired::default(),
             ready: AtomicBool::new(false),
             metrics,
             clock,
@@ -211,6 +216,10 @@ impl Gateway {
         let version = new.version.clone();
         publish_version(Some(&old.version), &version);
         self.policy.store(Arc::new(new));
+        // Calls in flight keep the old policy; whichever ends last must not free it on a
+        // serving thread (a large policy takes milliseconds to free).
+        self.retired.hold(old);
+        self.retired.release_unused();
         metrics::counter!("flowgate_policy_reloads_total", "result" => "ok").increment(1);
         tracing::info!(version = %version, "policy reloaded");
         ReloadOutcome::Swapped { version }
@@ -232,7 +241,8 @@ impl Gateway {
 }
 
 /// Periodic upkeep that keeps per-key state bounded: idle rate-limit keys and shield
-/// entries are dropped. Stops when the gateway is dropped.
+/// entries are dropped, and replaced policies no call uses are freed (on a blocking
+/// thread). Stops when the gateway is dropped.
 fn start_housekeeping(gateway: &Arc<Gateway>) {
     let weak = Arc::downgrade(gateway);
     tokio::spawn(async move {
@@ -242,6 +252,10 @@ fn start_housekeeping(gateway: &Arc<Gateway>) {
             let Some(gateway) = weak.upgrade() else { return };
             gateway.limiters.sweep();
             gateway.shield.retain_recent();
+            if !gateway.retired.is_empty() {
+                let gateway = gateway.clone();
+                drop(tokio::task::spawn_blocking(move || gateway.retired.release_unused()));
+            }
         }
     });
 }

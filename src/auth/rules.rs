@@ -5,6 +5,7 @@
 use super::caller::Caller;
 use super::error::AuthError;
 use super::identity::Identity;
+use super::lookup::{NameRule, PrincipalSet, TenantSet};
 use super::signed::{SignedUrlKeys, SignedUrlParams};
 use super::token::{Claims, is_guid};
 use crate::config::{Diagnostics, KeyPath, did_you_mean};
@@ -37,12 +38,9 @@ pub struct RawRequirement {
     pub all_of: Vec<String>,
 }
 
-/// A compiled role or scope requirement.
+/// A compiled role or scope requirement (a hash set: long lists cost nothing per call).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Requirement {
-    any_of: Vec<String>,
-    all_of: Vec<String>,
-}
+pub(crate) struct Requirement(NameRule);
 
 impl Requirement {
     fn compile(raw: &RawRequirement, path: &KeyPath, diags: &mut Diagnostics) -> Option<Self> {
@@ -50,13 +48,12 @@ impl Requirement {
             diags.error_with_hint(path, "an empty requirement", "set any_of or all_of, or remove the key");
             return None;
         }
-        Some(Self { any_of: raw.any_of.clone(), all_of: raw.all_of.clone() })
+        Some(Self(NameRule::new(&raw.any_of, &raw.all_of)))
     }
 
     /// True when `held` satisfies the requirement (exact, case-sensitive names).
     pub(crate) fn is_met(&self, held: &[String]) -> bool {
-        let has = |want: &String| held.iter().any(|h| h == want);
-        self.all_of.iter().all(has) && (self.any_of.is_empty() || self.any_of.iter().any(has))
+        self.0.is_met(held)
     }
 }
 
@@ -75,44 +72,12 @@ pub(crate) fn canonical_principal(id: &str) -> String {
     }
 }
 
-/// Principals accepted by `who = "specific_users"`, normalized for matching.
-///
-/// Each form matches a claim that neither a foreign tenant nor the user can choose:
-/// `oid` (assigned by the directory), `sub` together with the `iss` it is unique in, the
-/// application id of an app-only token, or of a delegated token for `users_of_app:`. The
-/// one name form, `upn:`, matches only the `upn` claim and compiles only where a tenant
-/// rule already keeps other tenants out; `email`, `preferred_username` and `unique_name`
-/// are never matched (mutable, and not verified: the "nOAuth" pattern).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct PrincipalSet {
-    oids: Vec<String>,
-    /// `(iss, sub)` pairs.
-    subs: Vec<(String, String)>,
-    upns: Vec<String>,
-    /// Applications calling as themselves.
-    apps: Vec<String>,
-    /// Applications whose signed-in users are accepted.
-    app_users: Vec<String>,
-}
-
-impl PrincipalSet {
-    fn matches(&self, claims: &Claims) -> bool {
-        let lower = |s: &String| s.to_lowercase();
-        let app = claims.app_id.as_ref().map(lower);
-        claims.oid.as_ref().is_some_and(|oid| self.oids.contains(&lower(oid)))
-            || claims.sub.as_ref().is_some_and(|sub| self.subs.iter().any(|(iss, s)| *iss == claims.iss && s == sub))
-            || claims.upn.as_ref().is_some_and(|upn| self.upns.contains(&lower(upn)))
-            || (claims.app_only && app.as_ref().is_some_and(|app| self.apps.contains(app)))
-            || (claims.delegated && app.as_ref().is_some_and(|app| self.app_users.contains(app)))
-    }
-}
-
 /// What a trigger requires of its callers; compiled from the trigger's auth fields.
 #[derive(Debug, Clone)]
 pub struct TriggerAccess {
     who: Who,
     identity: Option<Arc<Identity>>,
-    tenants: Vec<String>,
+    tenants: TenantSet,
     principals: PrincipalSet,
     roles: Option<Requirement>,
     scopes: Option<Requirement>,
@@ -163,9 +128,7 @@ impl TriggerAccess {
     /// # Errors
     /// The first failed rule.
     pub fn admits(&self, claims: &Claims) -> Result<(), AuthError> {
-        // Tenant ids are kept lower case; no copy of the claim is needed to compare.
-        let listed = |tid: &String| self.tenants.iter().any(|tenant| tenant.eq_ignore_ascii_case(tid));
-        if !self.tenants.is_empty() && !claims.tid.as_ref().is_some_and(listed) {
+        if !self.tenants.is_empty() && !claims.tid.as_deref().is_some_and(|tid| self.tenants.contains(tid)) {
             return Err(AuthError::Tenant);
         }
         if self.who == Who::SpecificUsers && !self.principals.matches(claims) {
@@ -221,15 +184,15 @@ fn compile_principals(
             continue;
         }
         match kind {
-            "oid" if is_guid(value) => set.oids.push(value.to_ascii_lowercase()),
+            "oid" if is_guid(value) => set.add_oid(value),
             "oid" => diags.error(&at, "oid: must be followed by a GUID"),
             "sub" => {
                 let Some(identity) = identity else { continue };
                 // OIDC issuers carry no fragment, so the first `#` ends a named issuer.
                 let named = value.split_once('#').filter(|(iss, _)| identity.accepts_issuer(iss));
                 match (named, identity.single_issuer()) {
-                    (Some((iss, sub)), _) if !sub.is_empty() => set.subs.push((iss.to_owned(), sub.to_owned())),
-                    (None, Some(iss)) => set.subs.push((iss.to_owned(), value.to_owned())),
+                    (Some((iss, sub)), _) if !sub.is_empty() => set.add_sub(iss, sub),
+                    (None, Some(iss)) => set.add_sub(iss, value),
                     _ => diags.error_with_hint(
                         &at,
                         format!(
@@ -247,15 +210,15 @@ fn compile_principals(
                  can carry the same name",
                 "set tenants on the trigger (or [admin]) or on the identity, or use oid:GUID",
             ),
-            "upn" => set.upns.push(value.to_lowercase()),
+            "upn" => set.add_upn(value),
             "email" => diags.error_with_hint(
                 &at,
                 "email: is not accepted: the email claim is mutable and not verified, so a user \
                  of another tenant can carry anyone's address",
                 "use oid:GUID, or upn:NAME with tenants set (it matches only the upn claim)",
             ),
-            "app" => set.apps.push(value.to_lowercase()),
-            "users_of_app" => set.app_users.push(value.to_lowercase()),
+            "app" => set.add_app(value),
+            "users_of_app" => set.add_app_users(value),
             _ => diags.error_with_hint(&at, format!("{entry:?} is not a principal"), PRINCIPAL_FORMS),
         }
     }
@@ -309,7 +272,7 @@ pub(crate) fn compile_admin_access(
         who,
         realm: identity.realm().to_owned(),
         identity: Some(identity),
-        tenants,
+        tenants: TenantSet::new(tenants),
         principals,
         roles: None,
         scopes: None,
@@ -362,7 +325,7 @@ pub fn compile_access<'a>(
     let mut access = TriggerAccess {
         who: trigger.who,
         identity: None,
-        tenants: Vec::new(),
+        tenants: TenantSet::default(),
         principals: PrincipalSet::default(),
         roles: None,
         scopes: None,
@@ -378,14 +341,15 @@ pub fn compile_access<'a>(
         return access;
     }
     let identity = find_identity(trigger.identity, path, identities, diags);
-    access.tenants = compile_tenants(trigger.tenants, &path.key("tenants"), diags);
+    let mut tenants = compile_tenants(trigger.tenants, &path.key("tenants"), diags);
     if let Some(identity) = &identity {
-        if access.tenants.is_empty() {
-            access.tenants = identity.tenants().to_vec();
+        if tenants.is_empty() {
+            tenants = identity.tenants().to_vec();
         }
         identity.realm().clone_into(&mut access.realm);
     }
-    access.principals = compile_who(&trigger, identity.as_deref(), &access.tenants, path, diags);
+    access.principals = compile_who(&trigger, identity.as_deref(), &tenants, path, diags);
+    access.tenants = TenantSet::new(tenants);
     check_claim_rules(trigger.claims, &path.key("claims"), diags);
     access.roles = trigger.roles.and_then(|r| Requirement::compile(r, &path.key("roles"), diags));
     access.scopes = trigger.scopes.and_then(|r| Requirement::compile(r, &path.key("scopes"), diags));

@@ -49,7 +49,7 @@ impl TriggerSummary {
             who: who(raw),
             ips: ips(raw),
             rate_limit: rate_limit_text(rate_limit, source, matches!(raw.who, Who::Anyone)),
-            secrets: if references.is_empty() { "none".to_owned() } else { references.join(", ") },
+            secrets: if references.is_empty() { "none".to_owned() } else { list(&references) },
             private_fields: raw.private_fields.clone(),
         }
     }
@@ -86,8 +86,16 @@ impl TriggerSummary {
     }
 }
 
+/// Lists longer than this are summarised as their count and first few entries: an admin
+/// with 10,000 principals needs to see that they are there, not one line of 400 KB.
+const LIST_SHOWN: usize = 5;
+
 fn list(items: &[String]) -> String {
-    items.join(", ")
+    if items.len() <= LIST_SHOWN {
+        return items.join(", ");
+    }
+    let shown = LIST_SHOWN - 2;
+    format!("{}, … and {} more ({} in all)", items[..shown].join(", "), items.len() - shown, items.len())
 }
 
 fn who(raw: &RawTrigger) -> String {
@@ -133,8 +141,11 @@ fn ips(raw: &RawTrigger) -> String {
     add("deny from files", &raw.deny_ip_files);
     add("peer allow", &raw.peer_allow_ips);
     add("peer deny", &raw.peer_deny_ips);
-    for (principal, ranges) in &raw.principal_ips {
+    for (principal, ranges) in raw.principal_ips.iter().take(LIST_SHOWN) {
         parts.push(format!("pin {principal} to {}", list(ranges)));
+    }
+    if raw.principal_ips.len() > LIST_SHOWN {
+        parts.push(format!("… and {} more pins", raw.principal_ips.len() - LIST_SHOWN));
     }
     if parts.is_empty() { "any address".to_owned() } else { parts.join("; ") }
 }
@@ -188,5 +199,29 @@ mod tests {
         );
         let off = TriggerSummary::new(&raw, None, LimitSource::Trigger, &Injection::default());
         assert!(off.line().contains("| rate limit: OFF (trigger) |"), "{}", off.line());
+    }
+
+    #[test]
+    fn long_lists_show_their_count_and_first_entries() {
+        let principals: Vec<String> = (0..10_000).map(|i| format!("\"oid:0d2d3b0e-0000-4000-8000-{i:012}\"")).collect();
+        let pins: Vec<String> = (0..8).map(|i| format!("\"upn:u{i}@x\" = [\"10.0.0.{i}\"]")).collect();
+        let raw = raw(&format!(
+            "principals = [{}]\ndeny_ips = [\"192.0.2.1\", \"192.0.2.2\"]\n[principal_ips]\n{}",
+            principals.join(", "),
+            pins.join("\n")
+        ));
+        let line = TriggerSummary::new(&raw, None, LimitSource::Trigger, &Injection::default()).line();
+        assert!(
+            line.contains(
+                "specific_users of identity id: oid:0d2d3b0e-0000-4000-8000-000000000000, \
+                 oid:0d2d3b0e-0000-4000-8000-000000000001, oid:0d2d3b0e-0000-4000-8000-000000000002, \
+                 … and 9997 more (10000 in all) |"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("000000009999"), "{line}");
+        assert!(line.contains("deny 192.0.2.1, 192.0.2.2;"), "short lists are shown whole: {line}");
+        assert!(line.contains("pin upn:u4@x to 10.0.0.4; … and 3 more pins"), "{line}");
+        assert!(line.len() < 1_000, "{line}");
     }
 }

@@ -45,6 +45,7 @@ mod logging;
 mod module_map;
 mod ratelimit_local;
 mod ratelimit_redis;
+mod reload_scale;
 mod scaleout;
 mod scrub_property;
 mod secrets_akv_double;
