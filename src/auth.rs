@@ -65,6 +65,7 @@
 
 mod bearer;
 mod caller;
+pub mod certificate;
 pub mod dev_issuer;
 mod error;
 pub mod forward;

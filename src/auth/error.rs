@@ -47,6 +47,23 @@ pub enum AuthError {
     /// to judge or budget it by.
     #[error("token has neither oid nor sub: no principal to key its rate limit by")]
     NoSubject,
+    /// The trigger needs a client certificate and the call presented none.
+    #[error("no client certificate")]
+    CertificateMissing,
+    /// The call's certificate cannot name a caller (not for client authentication, or
+    /// unreadable).
+    #[error("client certificate unusable: {0}")]
+    CertificateUnusable(crate::tls::peer::PeerCertError),
+    /// The certificate is not one of the trigger's `cert:` principals.
+    #[error("client certificate not listed")]
+    CertificateNotListed,
+    /// The trigger requires certificate-bound tokens and the token has no `cnf.x5t#S256`.
+    #[error("token not bound to a certificate (no cnf.x5t#S256)")]
+    TokenNotBound,
+    /// The token's `cnf.x5t#S256` names another certificate than the one presented (or
+    /// none was presented).
+    #[error("token bound to another certificate (cnf.x5t#S256 does not match)")]
+    TokenBoundElsewhere,
     /// The trigger cannot be judged (compile let through a trigger without identity).
     #[error("trigger has no usable identity or signed-URL keys")]
     Misconfigured,
@@ -71,13 +88,23 @@ impl AuthError {
             |presented: bool| Denial::Unauthenticated { realm: realm.to_owned(), presented, reason: reason.clone() };
         match self {
             Self::MissingToken | Self::SignedUrl(SignedUrlError::Missing) => unauthenticated(false).into(),
-            Self::TokenInQuery | Self::BadAuthorization(_) | Self::InvalidToken(_) | Self::NoSubject => {
+            // RFC 8705 §6: a token used without its certificate is an invalid token.
+            Self::TokenInQuery
+            | Self::BadAuthorization(_)
+            | Self::InvalidToken(_)
+            | Self::NoSubject
+            | Self::TokenNotBound
+            | Self::TokenBoundElsewhere => {
                 unauthenticated(true).into()
             }
             Self::SignedUrl(_) => unauthenticated(true).into(),
             Self::KeysUnavailable(_) => Failure::KeysUnavailable { reason }.into(),
             Self::Tenant | Self::Principal | Self::Claim(_) => Denial::Forbidden { reason }.into(),
             Self::Role | Self::Scope => Denial::InsufficientScope { realm: realm.to_owned(), reason }.into(),
+            // No HTTP authentication scheme challenges for a TLS client certificate, so a
+            // missing one is a 403 like an unlisted one (a 401 would need a challenge).
+            Self::CertificateMissing | Self::CertificateUnusable(_) => Denial::CertificateRequired { reason }.into(),
+            Self::CertificateNotListed => Denial::CertificateForbidden { reason }.into(),
             Self::Misconfigured => Failure::Internal { reason }.into(),
         }
     }

@@ -70,6 +70,7 @@ pub async fn forward<B: RequestBody>(
         request_id: call.request_id(),
     };
     upstream_headers(&mut headers, &trigger, &rendered, &caller, &forwarded_for, &call.trace);
+    super::certificate::strip_forwarded_cert(&mut headers, policy);
     let scrubber = rendered.scrubber();
     let scrub_body = trigger.scrub_responses && !scrubber.is_empty();
     if scrub_body {
