@@ -29,6 +29,7 @@ mod auth_oidc;
 mod auth_refusals;
 mod bounds;
 mod cli;
+mod client_certs;
 mod console;
 mod deploy;
 mod firewall_rules;
