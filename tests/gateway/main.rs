@@ -32,6 +32,7 @@ mod cli;
 mod client_certs;
 mod console;
 mod deploy;
+mod dev_certs;
 mod firewall_rules;
 mod foundation;
 mod gateway_cluster;
