@@ -47,6 +47,7 @@ mod ratelimit_local;
 mod ratelimit_redis;
 mod scaleout;
 mod scrub_property;
+mod tls_options;
 mod secrets_akv_double;
 mod secrets_gateway;
 mod secrets_openbao;
