@@ -102,7 +102,8 @@ pub async fn run(
 
     if let Some(listener) = listeners.https {
         let tls = policy.server.tls.as_ref().expect("an https listener is bound only when TLS is configured");
-        let serving = Arc::new(ServerTls::new((*tls.certified_key).clone(), tls.client_certs.as_ref(), tls.tls13_only)?);
+        let serving =
+            Arc::new(ServerTls::new((*tls.certified_key).clone(), tls.client_certs.as_ref(), tls.tls13_only)?);
         gateway.attach_tls(serving.clone());
         let accept = AcceptLoop {
             gateway: gateway.clone(),
@@ -201,8 +202,7 @@ impl AcceptLoop {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection =
-                Arc::new(Connection::new(peer, tls.is_some(), self.ids.fetch_add(1, Ordering::Relaxed)));
+            let connection = Arc::new(Connection::new(peer, tls.is_some(), self.ids.fetch_add(1, Ordering::Relaxed)));
             let gateway = self.gateway.clone();
             // Shutdown, or a reload that tightens the TLS rules this connection was
             // admitted under, closes it gracefully.

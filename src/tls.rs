@@ -80,8 +80,7 @@ pub(crate) fn load_certified_key(files: &CertFiles) -> Result<CertifiedKey, TlsE
         cause: e.to_string(),
     })?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let mut certified =
-        CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Rustls(e.to_string()))?;
     if let Some(path) = &files.ocsp {
         let response = std::fs::read(path).map_err(|e| TlsError::Pem {
             what: "OCSP response",
@@ -242,7 +241,12 @@ impl ServerTls {
         let cert = Arc::new(ReloadableCert::new(key));
         let config = ArcSwap::from_pointee(server_config(cert.clone(), client_certs, tls13_only)?);
         let (tightened, _) = tokio::sync::watch::channel(0);
-        Ok(Self { cert, config, strictness: std::sync::Mutex::new(Strictness::of(client_certs, tls13_only)), tightened })
+        Ok(Self {
+            cert,
+            config,
+            strictness: std::sync::Mutex::new(Strictness::of(client_certs, tls13_only)),
+            tightened,
+        })
     }
 
     /// The certificate, for rotation without a policy change.

@@ -113,10 +113,9 @@ impl CertificateRule {
     pub fn check<'a>(&self, presented: Presented<'a>) -> Result<Option<&'a Arc<ClientCertificate>>, AuthError> {
         match presented {
             None if self.required => Err(AuthError::CertificateMissing),
-            None => Ok(None),
             Some(Err(problem)) if self.required => Err(AuthError::CertificateUnusable(problem.clone())),
             // An unusable certificate where none is needed is no identity, and no refusal.
-            Some(Err(_)) => Ok(None),
+            None | Some(Err(_)) => Ok(None),
             Some(Ok(cert)) if !self.principals.is_empty() && !self.principals.matches(cert) => {
                 Err(AuthError::CertificateNotListed)
             }
@@ -174,15 +173,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A trigger's `require_certificate` and `require_bound_token`, as written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CertificateFlags {
+    /// `require_certificate`.
+    pub require_certificate: bool,
+    /// `require_bound_token`.
+    pub require_bound_token: bool,
+}
+
 /// The certificate fields of a trigger, as written.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CertificateInput<'a> {
     /// `who = "certificate"`.
     pub certificate_only: bool,
-    /// `require_certificate`.
-    pub require_certificate: bool,
-    /// `require_bound_token`.
-    pub require_bound_token: bool,
+    /// The flags.
+    pub flags: CertificateFlags,
     /// The `cert:` entries of `principals`, with their index in the list.
     pub principals: &'a [(usize, &'a str)],
 }
@@ -200,7 +206,7 @@ pub(crate) fn compile_certificate_rule(
             diags.error_with_hint(&path.key("principals").index(*index), message, CERT_PRINCIPAL_FORMS);
         }
     }
-    if input.certificate_only && input.require_bound_token {
+    if input.certificate_only && input.flags.require_bound_token {
         diags.error_with_hint(
             &path.key("require_bound_token"),
             "who = \"certificate\" reads no token, so none can be bound",
@@ -215,11 +221,11 @@ pub(crate) fn compile_certificate_rule(
     }
     CertificateRule {
         required: input.certificate_only
-            || input.require_certificate
-            || input.require_bound_token
+            || input.flags.require_certificate
+            || input.flags.require_bound_token
             || !principals.is_empty(),
         principals,
-        bound_token: input.require_bound_token,
+        bound_token: input.flags.require_bound_token,
     }
 }
 
@@ -228,7 +234,8 @@ impl Caller {
     /// principal and the rate-limit budget; its subject and names are pinnable ids.
     pub(crate) fn certificate(cert: &ClientCertificate) -> Self {
         let thumbprint = cert.sha256_hex();
-        let mut ids = vec![format!("cert:sha256:{thumbprint}"), format!("cert:subject:{}", cert.subject.to_lowercase())];
+        let mut ids =
+            vec![format!("cert:sha256:{thumbprint}"), format!("cert:subject:{}", cert.subject.to_lowercase())];
         ids.extend(cert.san_uris.iter().map(|u| format!("cert:san-uri:{}", u.to_lowercase())));
         ids.extend(cert.san_dns.iter().map(|d| format!("cert:san-dns:{d}")));
         Self {

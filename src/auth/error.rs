@@ -94,10 +94,8 @@ impl AuthError {
             | Self::InvalidToken(_)
             | Self::NoSubject
             | Self::TokenNotBound
-            | Self::TokenBoundElsewhere => {
-                unauthenticated(true).into()
-            }
-            Self::SignedUrl(_) => unauthenticated(true).into(),
+            | Self::TokenBoundElsewhere
+            | Self::SignedUrl(_) => unauthenticated(true).into(),
             Self::KeysUnavailable(_) => Failure::KeysUnavailable { reason }.into(),
             Self::Tenant | Self::Principal | Self::Claim(_) => Denial::Forbidden { reason }.into(),
             Self::Role | Self::Scope => Denial::InsufficientScope { realm: realm.to_owned(), reason }.into(),

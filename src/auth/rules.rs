@@ -354,10 +354,8 @@ pub struct TriggerAccessInput<'a> {
     pub forward_authorization: bool,
     /// `forward_identity`.
     pub forward_identity: bool,
-    /// `require_certificate`.
-    pub require_certificate: bool,
-    /// `require_bound_token`.
-    pub require_bound_token: bool,
+    /// `require_certificate` and `require_bound_token`.
+    pub certificate: super::certificate::CertificateFlags,
 }
 
 /// Compiles a trigger's auth fields (`who`, `identity`, `tenants`, `principals`, `roles`,
@@ -404,8 +402,7 @@ pub fn compile_access<'a>(
     access.certificate = compile_certificate_rule(
         CertificateInput {
             certificate_only: trigger.who == Who::Certificate,
-            require_certificate: trigger.require_certificate,
-            require_bound_token: trigger.require_bound_token,
+            flags: trigger.certificate,
             principals: &cert_principals,
         },
         path,

@@ -272,8 +272,12 @@ fn list_kind(key: &str) -> Option<ListKind> {
 fn flag_on_loosens(key: &str) -> Option<bool> {
     match key {
         "forward_authorization" | "accept_v1" => Some(true),
-        "require_certificate" | "require_bound_token" => Some(false),
-        "capture" | "secure_inputs" | "secure_outputs" | "scrub_responses" => Some(false),
+        "capture"
+        | "secure_inputs"
+        | "secure_outputs"
+        | "scrub_responses"
+        | "require_certificate"
+        | "require_bound_token" => Some(false),
         _ => None,
     }
 }
@@ -403,7 +407,9 @@ fn principals(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, ou
         let items: Vec<Value> = value?
             .as_array()?
             .iter()
-            .filter(|v| v.as_str().is_some_and(|s| s.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("cert:"))) == certs)
+            .filter(|v| {
+                v.as_str().is_some_and(|s| s.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("cert:"))) == certs
+            })
             .cloned()
             .collect();
         (!items.is_empty()).then_some(Value::Array(items))
@@ -671,7 +677,8 @@ mod tests {
         assert_eq!(find(&diff(&with_cert, &two), "principals").effect, Effect::Loosened);
         let required = BASE.replace("secure_inputs = true", "secure_inputs = true\nrequire_bound_token = true");
         assert_eq!(find(&diff(BASE, &required), "require_bound_token").effect, Effect::Tightened);
-        let server = |auth: &str| format!("[server]\ntls = {{ client_auth = \"{auth}\", min_version = \"1.3\" }}\n{BASE}");
+        let server =
+            |auth: &str| format!("[server]\ntls = {{ client_auth = \"{auth}\", min_version = \"1.3\" }}\n{BASE}");
         let changes = diff(&server("required"), &server("optional").replace("\"1.3\"", "\"1.2\""));
         assert_eq!(find(&changes, "tls.client_auth").effect, Effect::Loosened, "{changes:#?}");
         assert_eq!(find(&changes, "tls.min_version").effect, Effect::Loosened);

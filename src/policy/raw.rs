@@ -527,8 +527,10 @@ impl<'a> From<&'a RawTrigger> for crate::auth::TriggerAccessInput<'a> {
             claims: &trigger.claims,
             forward_authorization: trigger.forward_authorization,
             forward_identity: trigger.forward_identity,
-            require_certificate: trigger.require_certificate,
-            require_bound_token: trigger.require_bound_token,
+            certificate: crate::auth::certificate::CertificateFlags {
+                require_certificate: trigger.require_certificate,
+                require_bound_token: trigger.require_bound_token,
+            },
         }
     }
 }

@@ -69,7 +69,11 @@ pub(super) fn compile_hsts(raw: &RawHsts, path: &KeyPath, diags: &mut Diagnostic
 
 /// `forwarded_client_cert`: a valid header name, believed from `trusted_proxies` only,
 /// so it needs some.
-pub(super) fn compile_forwarded_cert(raw: &RawPolicy, path: &KeyPath, diags: &mut Diagnostics) -> Option<ForwardedCert> {
+pub(super) fn compile_forwarded_cert(
+    raw: &RawPolicy,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> Option<ForwardedCert> {
     let forwarded = raw.server.forwarded_client_cert.as_ref()?;
     let at = path.key("forwarded_client_cert");
     if raw.server.trusted_proxies.is_empty() {

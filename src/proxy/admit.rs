@@ -102,8 +102,7 @@ pub async fn admit(
     // Authenticate and authorize: certificate, token (or signed URL), then tenant,
     // principal and role rules.
     let started = call.steps.start();
-    let authenticated =
-        gateway.key_stores.authenticate_identified(&trigger.access, parts, presented.as_ref()).await;
+    let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts, presented.as_ref()).await;
     call.steps.done(crate::trace::Step::Authenticate, started);
     let caller = match authenticated {
         Ok(caller) => caller,

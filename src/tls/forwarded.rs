@@ -320,9 +320,8 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let escaped: String =
             percent_encoding::utf8_percent_encode(&cert.pem(), percent_encoding::NON_ALPHANUMERIC).to_string();
-        let from_pem = parse_forwarded_cert(ForwardedCertFormat::Pem, std::iter::once(escaped.as_bytes()))
-            .unwrap()
-            .unwrap();
+        let from_pem =
+            parse_forwarded_cert(ForwardedCertFormat::Pem, std::iter::once(escaped.as_bytes())).unwrap().unwrap();
         assert_eq!(from_pem.subject, "CN=billing");
         let hash = from_pem.sha256_hex();
         let xfcc = format!(

@@ -152,16 +152,14 @@ async fn setup() -> Setup {
         trigger("token", echo, "who = \"tenant_users\"\nidentity = \"test\""),
     ]
     .concat();
-    let text = fx
-        .policy_text(&triggers)
-        .replacen(
-            "key = \"server.key\" }",
-            "key = \"server.key\", client_ca = \"clients.pem\", client_auth = \"optional\" }\n\
+    let text = fx.policy_text(&triggers).replacen(
+        "key = \"server.key\" }",
+        "key = \"server.key\", client_ca = \"clients.pem\", client_auth = \"optional\" }\n\
              trusted_proxies = [\"127.0.0.2/32\"]\n\
              forwarded_client_cert = { header = \"x-forwarded-client-cert\", format = \"xfcc\" }\n\
              hsts = { max_age = \"365days\", include_subdomains = true }",
-            1,
-        );
+        1,
+    );
     let gw = fx.serve_policy(&text).await;
     Setup { fx, gw, root, chain, billing }
 }

@@ -64,9 +64,11 @@ async fn the_development_certificate_satisfies_strict_clients_and_old_ones_are_r
     );
 
     let echo = start_echo().await;
-    let text = fx
-        .policy_text(&common::echo_trigger("t", "/t", echo, ""))
-        .replacen("cert = \"server.crt\", key = \"server.key\"", "cert = \"certs/dev-server.crt\", key = \"certs/dev-server.key\"", 1);
+    let text = fx.policy_text(&common::echo_trigger("t", "/t", echo, "")).replacen(
+        "cert = \"server.crt\", key = \"server.key\"",
+        "cert = \"certs/dev-server.crt\", key = \"certs/dev-server.key\"",
+        1,
+    );
     let gw = fx.serve_policy(&text).await;
     let port = gw.https.port().to_string();
     for host in ["localhost", "127.0.0.1"] {

@@ -22,7 +22,11 @@ fn client_ca_pem() -> String {
 fn check(fx: &Fixture, text: &str) -> (bool, String, String) {
     let path = fx.write_policy(text);
     let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -54,10 +58,13 @@ fn check_refuses_unstated_client_auth_and_prints_certificate_rules() {
 
     let (ok, stdout, stderr) = check(&fx, &with_ca(", client_auth = \"optional\""));
     assert!(ok, "{stderr}");
-    let line = |name: &str| stdout.lines().find(|l| l.starts_with(&format!("  {name}:"))).unwrap_or_default().to_owned();
+    let line =
+        |name: &str| stdout.lines().find(|l| l.starts_with(&format!("  {name}:"))).unwrap_or_default().to_owned();
     assert!(line("t").ends_with("| secrets: none"), "a trigger without a certificate rule prints none: {stdout}");
     assert!(
-        line("c").contains("who: a verified client certificate; certificate: required, one of cert:subject:CN=billing,O=Contoso"),
+        line("c").contains(
+            "who: a verified client certificate; certificate: required, one of cert:subject:CN=billing,O=Contoso"
+        ),
         "{stdout}"
     );
     assert!(line("b").contains("certificate: required, any the client CA signed, token bound to it"), "{stdout}");
@@ -72,9 +79,11 @@ fn check_refuses_unstated_client_auth_and_prints_certificate_rules() {
 async fn min_version_1_3_refuses_a_tls_1_2_client() {
     let fx = Fixture::new();
     let echo = start_echo().await;
-    let text = fx
-        .policy_text(&echo_trigger("t", "/t", echo, ""))
-        .replacen("key = \"server.key\" }", "key = \"server.key\", min_version = \"1.3\" }", 1);
+    let text = fx.policy_text(&echo_trigger("t", "/t", echo, "")).replacen(
+        "key = \"server.key\" }",
+        "key = \"server.key\", min_version = \"1.3\" }",
+        1,
+    );
     let gw = fx.serve_policy(&text).await;
     let connect = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
         let mut roots = rustls::RootCertStore::empty();
@@ -149,9 +158,11 @@ async fn the_ocsp_response_file_is_stapled_and_follows_reloads() {
     let echo = start_echo().await;
     // The server staples bytes as given: the operator's fetcher writes a real response.
     std::fs::write(fx.path().join("ocsp.der"), b"first OCSP response").unwrap();
-    let text = fx
-        .policy_text(&echo_trigger("t", "/t", echo, ""))
-        .replacen("key = \"server.key\" }", "key = \"server.key\", ocsp = \"ocsp.der\" }", 1);
+    let text = fx.policy_text(&echo_trigger("t", "/t", echo, "")).replacen(
+        "key = \"server.key\" }",
+        "key = \"server.key\", ocsp = \"ocsp.der\" }",
+        1,
+    );
     let gw = fx.serve_policy(&text).await;
     let stapled = |fx: &Fixture, addr: std::net::SocketAddr| {
         let mut roots = rustls::RootCertStore::empty();
@@ -176,8 +187,7 @@ async fn the_ocsp_response_file_is_stapled_and_follows_reloads() {
                 .connect("localhost".try_into().unwrap(), tcp)
                 .await
                 .expect("handshake");
-            let bytes = seen.lock().unwrap().clone();
-            bytes
+            seen.lock().unwrap().clone()
         }
     };
     assert_eq!(stapled(&fx, gw.https).await, b"first OCSP response");
