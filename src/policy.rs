@@ -19,7 +19,8 @@ mod upstream;
 
 pub use path::{NormalPath, PathRefusal, normalize as normalize_path};
 pub use raw::{
-    ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
+    ClientAuth, PathMatch, RawAdmin, RawHsts, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, TlsVersion,
+    load_file, load_str,
 };
 pub use routes::{RouteMatch, Routes};
 pub use trigger::Trigger;
@@ -235,7 +236,11 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
             diags.error(&path.key("name"), format!("{:?} is also the name of trigger[{first}]", raw_trigger.name));
         }
         if let Some(trigger) = compile_trigger(raw_trigger, &shared, &path, &mut diags) {
-            tls_options::check_certificate_source(&trigger.access.certificate, server.as_ref(), &path, &mut diags);
+            let can_receive = server.as_ref().is_none_or(|server| {
+                server.tls.as_ref().is_some_and(|tls| tls.client_certs.is_some())
+                    || server.forwarded_client_cert.is_some()
+            });
+            tls_options::check_certificate_source(&trigger.access.certificate, can_receive, &path, &mut diags);
             triggers.push(Arc::new(trigger));
         }
     }
@@ -485,7 +490,7 @@ fn compile_server(
                 }
             },
         };
-        let tls13_only = tls.min_version == Some(tls_options::TlsVersion::V1_3);
+        let tls13_only = tls.min_version == Some(TlsVersion::V1_3);
         certified_key.map(|certified_key| TlsSettings { files, certified_key, client_certs, tls13_only })
     });
     if raw.server.tls.is_none() && raw.server.plain_http_listen.is_none() {

@@ -123,7 +123,7 @@ pub struct RawServer {
     pub forwarded_client_cert: Option<crate::tls::forwarded::RawForwardedCert>,
     /// Send `Strict-Transport-Security` on every answer of the HTTPS listener, for example
     /// `{ max_age = "365days", include_subdomains = true }`. Off unless set.
-    pub hsts: Option<crate::policy::tls_options::RawHsts>,
+    pub hsts: Option<RawHsts>,
 }
 
 impl Default for RawServer {
@@ -177,11 +177,36 @@ pub struct RawTls {
     /// whenever `client_ca` is: an unstated choice admitted callers without certificates.
     pub client_auth: Option<ClientAuth>,
     /// Lowest TLS version: `"1.2"` (default) or `"1.3"` (Mozilla's "modern" profile).
-    pub min_version: Option<crate::policy::tls_options::TlsVersion>,
+    pub min_version: Option<TlsVersion>,
     /// A DER OCSP response for the certificate, stapled to handshakes. The operator
     /// refreshes the file (before the response's `nextUpdate`); it is re-read with the
     /// certificate (file change, SIGHUP, reload).
     pub ocsp: Option<String>,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// `[server] hsts`: the `Strict-Transport-Security` header.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHsts {
+    /// How long browsers keep to HTTPS, for example `"365days"`.
+    pub max_age: HumanDuration,
+    /// Also for every subdomain.
+    #[serde(default)]
+    pub include_subdomains: bool,
+    /// Ask to be preloaded into browsers (needs `include_subdomains` and a year or more).
+    #[serde(default)]
+    pub preload: bool,
 }
 
 /// Whether a client certificate is asked for or demanded.

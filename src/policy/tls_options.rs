@@ -3,38 +3,10 @@
 //! `client_ca` without an explicit `client_auth` (refused), and a trigger that needs a
 //! certificate on a listener that has no way to receive one (refused).
 
-use super::ServerSettings;
-use super::raw::RawPolicy;
+use super::raw::{RawHsts, RawPolicy};
 use crate::auth::certificate::CertificateRule;
-use crate::config::{Diagnostics, HumanDuration, KeyPath};
+use crate::config::{Diagnostics, KeyPath};
 use crate::tls::forwarded::ForwardedCert;
-use schemars::JsonSchema;
-use serde::Deserialize;
-
-/// A TLS protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-pub enum TlsVersion {
-    /// TLS 1.2 and 1.3.
-    #[serde(rename = "1.2")]
-    V1_2,
-    /// TLS 1.3 only.
-    #[serde(rename = "1.3")]
-    V1_3,
-}
-
-/// `[server] hsts`: the `Strict-Transport-Security` header.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawHsts {
-    /// How long browsers keep to HTTPS, for example `"365days"`.
-    pub max_age: HumanDuration,
-    /// Also for every subdomain.
-    #[serde(default)]
-    pub include_subdomains: bool,
-    /// Ask to be preloaded into browsers (needs `include_subdomains` and a year or more).
-    #[serde(default)]
-    pub preload: bool,
-}
 
 /// `client_ca` without `client_auth`: refused. The old default (`"optional"`) admitted
 /// callers without a certificate, which an admin adding a CA rarely means.
@@ -96,15 +68,14 @@ pub(super) fn compile_forwarded_cert(
 
 /// A trigger that needs a certificate needs a listener that can receive one: `client_ca`
 /// on the HTTPS listener, or a trusted proxy's header.
+/// `can_receive`: the listener has a client CA or a forwarded certificate header.
 pub(super) fn check_certificate_source(
     rule: &CertificateRule,
-    server: Option<&ServerSettings>,
+    can_receive: bool,
     path: &KeyPath,
     diags: &mut Diagnostics,
 ) {
-    let Some(server) = server else { return };
-    let has_ca = server.tls.as_ref().is_some_and(|tls| tls.client_certs.is_some());
-    if rule.required && !has_ca && server.forwarded_client_cert.is_none() {
+    if rule.required && !can_receive {
         diags.error_with_hint(
             &path.key("who"),
             "this trigger needs a client certificate, and no listener can receive one",
