@@ -1,6 +1,6 @@
 //! JWT verification cost: RS256 and ES256, cold (full signature check with keys parsed
 //! once per rotation) and cached (a repeat caller through `KeyStores::authenticate`), and
-//! rule evaluation. Keys are generated at bench start; the JWKS comes from a temp file.
+//! rule evaluation, and certificate principal matching. Keys are generated at bench start; the JWKS comes from a temp file.
 #![allow(clippy::disallowed_methods, reason = "benchmark tokens must be valid on the real clock")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -110,6 +110,25 @@ fn bench(c: &mut Criterion) {
     };
     let claims = Claims::from_map(map).unwrap();
     c.bench_function("auth/rules_evaluate", |b| b.iter(|| access.evaluate(black_box(&claims)).unwrap()));
+
+    // Certificate principals: hash lookups, so 10,000 listed cost what 1 does.
+    for listed in [1_usize, 10_000] {
+        let mut principals = flowgate::auth::certificate::CertPrincipals::default();
+        for i in 0..listed {
+            principals.add(&format!("sha256:{:064x}", i + 1)).unwrap();
+            principals.add(&format!("subject:CN=caller-{i},O=Contoso")).unwrap();
+            principals.add(&format!("san-uri:spiffe://contoso/caller-{i}")).unwrap();
+        }
+        let stranger = flowgate::tls::peer::ClientCertificate {
+            sha256: [0xee; 32],
+            subject: "CN=stranger,O=Contoso".into(),
+            san_uris: vec!["spiffe://contoso/stranger".into()],
+            san_dns: vec!["stranger.contoso.example".into()],
+        };
+        c.bench_function(&format!("auth/cert_principals_miss_{listed}"), |b| {
+            b.iter(|| assert!(!principals.matches(black_box(&stranger))));
+        });
+    }
 }
 
 criterion_group!(benches, bench);

@@ -153,7 +153,7 @@ fn main() {
             stranger,
             exact: format!("/scale/exact/{exact}"),
             prefix: format!("/scale/prefix/{prefix}/run"),
-            connection: Arc::new(Connection { peer: "127.0.0.1:40000".parse().expect("addr"), tls: true, id: 1 }),
+            connection: Arc::new(Connection::new("127.0.0.1:40000".parse().expect("addr"), true, 1)),
         };
         // The first call of each fetches the keys and fills the token and secret caches.
         for subject in &subjects {

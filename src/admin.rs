@@ -70,7 +70,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
         // The address the caller dialled: a Host naming it is no rebound name.
         let local = stream.local_addr().map_or(peer.ip(), |a| a.ip());
         let gateway = gateway.clone();
-        let stop = stop.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             metrics::gauge!("flowgate_admin_open_connections").increment(1.0);
             let limits = gateway.policy().limits.clone();
@@ -78,7 +78,10 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
                 let gateway = gateway.clone();
                 async move { route(&gateway, peer, local, request).await }
             };
-            crate::connection::serve_connection(stream, None, peer, &limits, stop, handler).await;
+            let stop = async move {
+                let _ = stop.changed().await;
+            };
+            crate::connection::serve_connection(stream, None, peer, &limits, stop, handler, |_| {}).await;
             metrics::gauge!("flowgate_admin_open_connections").decrement(1.0);
             drop(permit);
         });

@@ -69,6 +69,7 @@
 mod admin_role;
 mod bearer;
 mod caller;
+pub mod certificate;
 pub mod dev_issuer;
 mod error;
 pub mod forward;

@@ -22,7 +22,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -30,13 +29,16 @@ use tokio_rustls::TlsAcceptor;
 /// HTTP/2) until it ends, is idle for `idle_timeout`, holds a response the caller does not
 /// take for `send_timeout`, or `stop` turns true. The main and the admin listener both
 /// serve their connections here, so every bound on a connection holds for both.
+/// `on_handshake` sees the finished TLS session (its client certificate) before the first
+/// request is read.
 pub(crate) async fn serve_connection<H, F>(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     limits: &Limits,
-    stop: watch::Receiver<bool>,
+    stop: impl Future<Output = ()>,
     handler: H,
+    on_handshake: impl FnOnce(&rustls::ServerConnection),
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
@@ -45,6 +47,7 @@ pub(crate) async fn serve_connection<H, F>(
         // The handshake gets the same budget as a request head: a silent client is dropped.
         match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls_stream)) => {
+                on_handshake(tls_stream.get_ref().1);
                 let activity = Arc::new(Activity::new());
                 let stream = ActivityIo::new(tls_stream, activity.clone());
                 serve_http(stream, activity, stop, limits, handler).await;
@@ -62,7 +65,7 @@ pub(crate) async fn serve_connection<H, F>(
 async fn serve_http<S, H, F>(
     stream: S,
     activity: Arc<Activity>,
-    mut stop: watch::Receiver<bool>,
+    stop: impl Future<Output = ()>,
     limits: &Limits,
     handler: H,
 ) where
@@ -104,6 +107,7 @@ async fn serve_http<S, H, F>(
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    tokio::pin!(stop);
     let period = Duration::from_millis(500).min(limits.idle_timeout).min(limits.send_timeout / 2);
     let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
     let mut closing = false;
@@ -118,7 +122,7 @@ async fn serve_http<S, H, F>(
                 }
                 return;
             }
-            _ = stop.changed(), if !closing => {
+            () = &mut stop, if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -99,6 +99,17 @@ pub enum Denial {
         /// What made it one (private).
         reason: String,
     },
+    /// The trigger needs a client certificate that names a caller, and the call presented
+    /// none (or one not for client authentication). 403: no HTTP challenge exists for it.
+    CertificateRequired {
+        /// What was missing (private).
+        reason: String,
+    },
+    /// The client certificate is valid but not one the trigger admits.
+    CertificateForbidden {
+        /// Which rule refused it (private).
+        reason: String,
+    },
 }
 
 /// A call that passed admission but could not be completed, or that could not be judged
@@ -269,6 +280,12 @@ impl Rejection {
             ),
             Self::Denied(D::CrossSiteRequest { reason }) => {
                 (StatusCode::FORBIDDEN, "cross_site_request", "forbidden", reason.clone(), Extra::None)
+            }
+            Self::Denied(D::CertificateRequired { reason }) => {
+                (StatusCode::FORBIDDEN, "certificate_required", "forbidden", reason.clone(), Extra::None)
+            }
+            Self::Denied(D::CertificateForbidden { reason }) => {
+                (StatusCode::FORBIDDEN, "certificate_forbidden", "forbidden", reason.clone(), Extra::None)
             }
             Self::Failed(F::KeysUnavailable { reason }) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -183,8 +183,9 @@ impl Gateway {
         let old = self.policy();
         if let (Some(serving), Some(tls)) = (self.tls.get(), &new.server.tls) {
             // New handshakes get the new certificate and client-certificate settings; open
-            // connections keep what they negotiated.
-            if let Err(error) = serving.apply((*tls.certified_key).clone(), tls.client_certs.as_ref()) {
+            // connections keep what they negotiated, unless the new rules are stricter
+            // (`ServerTls::apply` closes them then).
+            if let Err(error) = serving.apply((*tls.certified_key).clone(), tls.client_certs.as_ref(), tls.tls13_only) {
                 tracing::error!(%error, "the TLS settings could not be applied; the old ones stay");
             }
         }

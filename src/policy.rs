@@ -13,6 +13,7 @@ mod path;
 mod raw;
 mod routes;
 pub mod summary;
+pub mod tls_options;
 mod trigger;
 mod upstream;
 mod view;
@@ -20,7 +21,8 @@ mod view;
 use crate::auth::AdminRole;
 pub use path::{NormalPath, PathRefusal, normalize as normalize_path};
 pub use raw::{
-    ClientAuth, PathMatch, RawAdmin, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, load_file, load_str,
+    ClientAuth, PathMatch, RawAdmin, RawHsts, RawLimits, RawPolicy, RawServer, RawTls, RawTrigger, TlsVersion,
+    load_file, load_str,
 };
 pub use routes::{RouteMatch, RouteMiss, Routes};
 pub use trigger::Trigger;
@@ -99,6 +101,10 @@ pub struct ServerSettings {
     pub plain_http_listen: Option<SocketAddr>,
     /// The forwarding header believed from trusted proxies.
     pub trusted_header: crate::firewall::TrustedHeader,
+    /// The header a trusted proxy names the caller's client certificate in.
+    pub forwarded_client_cert: Option<crate::tls::forwarded::ForwardedCert>,
+    /// The `Strict-Transport-Security` value sent on HTTPS answers, when asked for.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// The HTTPS listener's certificate and client-certificate policy.
@@ -109,6 +115,8 @@ pub struct TlsSettings {
     pub certified_key: Arc<CertifiedKey>,
     /// Client certificates, when mutual TLS is on.
     pub client_certs: Option<ClientCertPolicy>,
+    /// TLS 1.3 only (`min_version = "1.3"`).
+    pub tls13_only: bool,
 }
 
 /// Limits, with defaults from [`RawLimits`].
@@ -232,6 +240,11 @@ pub fn compile(raw: &RawPolicy, source: &SourceFile) -> Result<Policy, Vec<Confi
             diags.error(&path.key("name"), format!("{:?} is also the name of trigger[{first}]", raw_trigger.name));
         }
         if let Some(trigger) = compile_trigger(raw_trigger, &shared, &path, &mut diags) {
+            let can_receive = server.as_ref().is_none_or(|server| {
+                server.tls.as_ref().is_some_and(|tls| tls.client_certs.is_some())
+                    || server.forwarded_client_cert.is_some()
+            });
+            tls_options::check_certificate_source(&trigger.access.certificate, can_receive, &path, &mut diags);
             triggers.push(Arc::new(trigger));
         }
     }
@@ -472,7 +485,11 @@ fn compile_server(
         raw.server.plain_http_listen.as_deref().and_then(|a| parse_addr(a, &path.key("plain_http_listen"), diags));
     let tls = raw.server.tls.as_ref().and_then(|tls| {
         let tls_path = path.key("tls");
-        let files = CertFiles { cert: source.resolve(&tls.cert), key: source.resolve(&tls.key) };
+        let files = CertFiles {
+            cert: source.resolve(&tls.cert),
+            key: source.resolve(&tls.key),
+            ocsp: tls.ocsp.as_deref().map(|ocsp| source.resolve(ocsp)),
+        };
         let certified_key = match crate::tls::load_certified_key(&files) {
             Ok(key) => Some(Arc::new(key)),
             Err(e) => {
@@ -487,6 +504,10 @@ fn compile_server(
                 }
                 None
             }
+            Some(_) if tls.client_auth.is_none() => {
+                tls_options::refuse_unstated_client_auth(&tls_path, diags);
+                None
+            }
             Some(ca) => match crate::tls::read_roots(&source.resolve(ca))
                 .and_then(|roots| ClientCertPolicy::new(roots, tls.client_auth == Some(ClientAuth::Required)))
             {
@@ -497,7 +518,8 @@ fn compile_server(
                 }
             },
         };
-        certified_key.map(|certified_key| TlsSettings { files, certified_key, client_certs })
+        let tls13_only = tls.min_version == Some(TlsVersion::V1_3);
+        certified_key.map(|certified_key| TlsSettings { files, certified_key, client_certs, tls13_only })
     });
     if raw.server.tls.is_none() && raw.server.plain_http_listen.is_none() {
         diags.error_with_hint(
@@ -506,7 +528,16 @@ fn compile_server(
             "add tls = { cert = \"certs/server.crt\", key = \"certs/server.key\" }",
         );
     }
-    Some(ServerSettings { listen: listen?, tls, plain_http_listen, trusted_header: raw.server.trusted_header })
+    let forwarded_client_cert = tls_options::compile_forwarded_cert(raw, path, diags);
+    let hsts = raw.server.hsts.as_ref().and_then(|h| tls_options::compile_hsts(h, &path.key("hsts"), diags));
+    Some(ServerSettings {
+        listen: listen?,
+        tls,
+        plain_http_listen,
+        trusted_header: raw.server.trusted_header,
+        forwarded_client_cert,
+        hsts,
+    })
 }
 
 /// Query names the gateway owns on a trigger's upstream request, lower-cased.

@@ -18,6 +18,7 @@
 mod admit;
 mod body;
 mod call;
+mod certificate;
 pub mod coding;
 mod forward;
 mod handle;

@@ -38,12 +38,21 @@ pub fn auth(error: AuthError, realm: &str) -> Rejection {
         E::MissingToken | E::SignedUrl(SignedUrlError::Missing) => {
             Denial::Unauthenticated { realm, presented: false, reason }.into()
         }
-        E::TokenInQuery | E::BadAuthorization(_) | E::InvalidToken(_) | E::NoSubject | E::SignedUrl(_) => {
-            Denial::Unauthenticated { realm, presented: true, reason }.into()
-        }
+        // RFC 8705 §6: a token used without the certificate it is bound to is an invalid token.
+        E::TokenInQuery
+        | E::BadAuthorization(_)
+        | E::InvalidToken(_)
+        | E::NoSubject
+        | E::TokenNotBound
+        | E::TokenBoundElsewhere
+        | E::SignedUrl(_) => Denial::Unauthenticated { realm, presented: true, reason }.into(),
         E::KeysUnavailable(_) => Failure::KeysUnavailable { reason }.into(),
         E::Tenant | E::Principal | E::Claim(_) => Denial::Forbidden { reason }.into(),
         E::Role | E::Scope => Denial::InsufficientScope { realm, reason }.into(),
+        // No HTTP authentication scheme challenges for a TLS client certificate, so a
+        // missing one is a 403 like an unlisted one (a 401 would need a challenge).
+        E::CertificateMissing | E::CertificateUnusable(_) => Denial::CertificateRequired { reason }.into(),
+        E::CertificateNotListed => Denial::CertificateForbidden { reason }.into(),
         E::Misconfigured => Failure::Internal { reason }.into(),
     }
 }

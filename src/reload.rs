@@ -31,7 +31,12 @@ pub fn watch_files(gateway: Arc<Gateway>, policy_path: &Path) -> notify::Result<
         .server
         .tls
         .as_ref()
-        .map(|tls| vec![absolute(&tls.files.cert), absolute(&tls.files.key)])
+        .map(|tls| {
+            // The stapled OCSP response is refreshed like the certificate.
+            let mut files = vec![absolute(&tls.files.cert), absolute(&tls.files.key)];
+            files.extend(tls.files.ocsp.as_deref().map(absolute));
+            files
+        })
         .unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::iter::once(&policy_path)
         .chain(cert_paths.iter())

@@ -102,7 +102,8 @@ pub async fn run(
 
     if let Some(listener) = listeners.https {
         let tls = policy.server.tls.as_ref().expect("an https listener is bound only when TLS is configured");
-        let serving = Arc::new(ServerTls::new((*tls.certified_key).clone(), tls.client_certs.as_ref())?);
+        let serving =
+            Arc::new(ServerTls::new((*tls.certified_key).clone(), tls.client_certs.as_ref(), tls.tls13_only)?);
         gateway.attach_tls(serving.clone());
         let accept = AcceptLoop {
             gateway: gateway.clone(),
@@ -201,10 +202,24 @@ impl AcceptLoop {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection =
-                Arc::new(Connection { peer, tls: tls.is_some(), id: self.ids.fetch_add(1, Ordering::Relaxed) });
+            let connection = Arc::new(Connection::new(peer, tls.is_some(), self.ids.fetch_add(1, Ordering::Relaxed)));
             let gateway = self.gateway.clone();
-            let stop = self.stop.clone();
+            // Shutdown, or a reload that tightens the TLS rules this connection was
+            // admitted under, closes it gracefully.
+            let mut shutdown = self.stop.clone();
+            let tightened = tls.as_deref().map(ServerTls::tightened);
+            let stop = async move {
+                let tightened = async move {
+                    match tightened {
+                        Some(tightened) => tightened.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    () = tightened => {}
+                }
+            };
             // The TLS settings current now (a reload swaps them for later connections).
             let tls = tls.as_deref().map(ServerTls::acceptor);
             tokio::spawn(async move {
@@ -222,7 +237,9 @@ impl AcceptLoop {
                         }
                     }
                 };
-                crate::connection::serve_connection(stream, tls, connection.peer, &limits, stop, handler).await;
+                let on_handshake = |session: &rustls::ServerConnection| connection.take_handshake(session);
+                crate::connection::serve_connection(stream, tls, connection.peer, &limits, stop, handler, on_handshake)
+                    .await;
                 // Its `tcp_connection` budgets can never be spent again: they leave with it.
                 gateway.limiters.forget_connection(connection.id);
                 metrics::gauge!("flowgate_open_connections").decrement(1.0);

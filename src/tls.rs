@@ -4,6 +4,8 @@
 //! development certificates for the demo and tests.
 
 pub mod dev;
+pub mod forwarded;
+pub mod peer;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
@@ -48,6 +50,8 @@ pub struct CertFiles {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// A DER OCSP response to staple, refreshed by the operator.
+    pub ocsp: Option<PathBuf>,
 }
 
 /// Reads a PEM certificate chain.
@@ -76,7 +80,19 @@ pub(crate) fn load_certified_key(files: &CertFiles) -> Result<CertifiedKey, TlsE
         cause: e.to_string(),
     })?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Rustls(e.to_string()))
+    let mut certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    if let Some(path) = &files.ocsp {
+        let response = std::fs::read(path).map_err(|e| TlsError::Pem {
+            what: "OCSP response",
+            path: path.clone(),
+            cause: e.to_string(),
+        })?;
+        if response.is_empty() {
+            return Err(TlsError::Empty { what: "OCSP response", path: path.clone() });
+        }
+        certified.ocsp = Some(response);
+    }
+    Ok(certified)
 }
 
 /// Reads a PEM CA bundle into a root store.
@@ -149,10 +165,13 @@ impl ClientCertPolicy {
 pub fn server_config(
     cert: Arc<ReloadableCert>,
     client_certs: Option<&ClientCertPolicy>,
+    tls13_only: bool,
 ) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        if tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
     let builder = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let builder = match client_certs {
         None => builder.with_no_client_auth(),
@@ -171,6 +190,46 @@ pub fn server_config(
 pub struct ServerTls {
     cert: Arc<ReloadableCert>,
     config: ArcSwap<ServerConfig>,
+    strictness: std::sync::Mutex<Strictness>,
+    tightened: tokio::sync::watch::Sender<u64>,
+}
+
+/// What a handshake had to show under one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Strictness {
+    /// 0: no certificate asked for, 1: asked for, 2: required.
+    client_auth: u8,
+    /// The client CA bundle (SHA-256 of its subjects and keys), when one is set.
+    client_ca: Option<[u8; 32]>,
+    tls13_only: bool,
+}
+
+impl Strictness {
+    fn of(client_certs: Option<&ClientCertPolicy>, tls13_only: bool) -> Self {
+        use sha2::Digest;
+        let client_ca = client_certs.map(|policy| {
+            let mut digest = sha2::Sha256::new();
+            for anchor in &policy.roots.roots {
+                digest.update(anchor.subject.as_ref());
+                digest.update(anchor.subject_public_key_info.as_ref());
+            }
+            digest.finalize().into()
+        });
+        let client_auth = match client_certs {
+            None => 0,
+            Some(policy) if policy.required => 2,
+            Some(_) => 1,
+        };
+        Self { client_auth, client_ca, tls13_only }
+    }
+
+    /// True when a connection accepted under `old` might not be accepted under `self`.
+    /// A certificate asked for where none was counts: triggers may now judge it.
+    fn tightens(&self, old: &Self) -> bool {
+        self.client_auth > old.client_auth
+            || (self.client_ca.is_some() && old.client_ca.is_some() && self.client_ca != old.client_ca)
+            || (self.tls13_only && !old.tls13_only)
+    }
 }
 
 impl ServerTls {
@@ -178,10 +237,16 @@ impl ServerTls {
     ///
     /// # Errors
     /// See [`server_config`].
-    pub fn new(key: CertifiedKey, client_certs: Option<&ClientCertPolicy>) -> Result<Self, TlsError> {
+    pub fn new(key: CertifiedKey, client_certs: Option<&ClientCertPolicy>, tls13_only: bool) -> Result<Self, TlsError> {
         let cert = Arc::new(ReloadableCert::new(key));
-        let config = ArcSwap::from_pointee(server_config(cert.clone(), client_certs)?);
-        Ok(Self { cert, config })
+        let config = ArcSwap::from_pointee(server_config(cert.clone(), client_certs, tls13_only)?);
+        let (tightened, _) = tokio::sync::watch::channel(0);
+        Ok(Self {
+            cert,
+            config,
+            strictness: std::sync::Mutex::new(Strictness::of(client_certs, tls13_only)),
+            tightened,
+        })
     }
 
     /// The certificate, for rotation without a policy change.
@@ -194,11 +259,37 @@ impl ServerTls {
     ///
     /// # Errors
     /// See [`server_config`]; the running configuration then stays.
-    pub fn apply(&self, key: CertifiedKey, client_certs: Option<&ClientCertPolicy>) -> Result<(), TlsError> {
-        let config = server_config(self.cert.clone(), client_certs)?;
+    /// A reload that tightens what a connection must have shown (a client certificate
+    /// now required, another client CA, TLS 1.3 only) also closes, gracefully, every
+    /// connection accepted before it: they were admitted under the looser settings.
+    pub fn apply(
+        &self,
+        key: CertifiedKey,
+        client_certs: Option<&ClientCertPolicy>,
+        tls13_only: bool,
+    ) -> Result<(), TlsError> {
+        let config = server_config(self.cert.clone(), client_certs, tls13_only)?;
         self.cert.replace(key);
         self.config.store(Arc::new(config));
+        let new = Strictness::of(client_certs, tls13_only);
+        let mut old = self.strictness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if new.tightens(&old) {
+            tracing::info!("client-certificate or TLS version rules tightened: closing connections accepted before");
+            self.tightened.send_modify(|generation| *generation += 1);
+        }
+        *old = new;
         Ok(())
+    }
+
+    /// Resolves when a reload tightens the rules after this call: the connection accepted
+    /// now must then close.
+    pub fn tightened(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut changes = self.tightened.subscribe();
+        async move {
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// An acceptor for one new connection, with the configuration current now.

@@ -44,6 +44,10 @@ pub struct RunRecord {
     pub principal: Option<String>,
     /// The caller's app (client) id.
     pub app_id: Option<String>,
+    /// The caller's client certificate as `sha256:THUMBPRINT SUBJECT` (never the
+    /// certificate itself), when one was presented and could name a caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     /// The upstream's status, when the call was forwarded.
     pub upstream_status: Option<u16>,
     /// Time from arrival to the end of the response, in milliseconds.
@@ -83,6 +87,7 @@ impl RunRecord {
             tenant: None,
             principal: None,
             app_id: None,
+            certificate: None,
             upstream_status: None,
             latency_ms: 0.0,
             bytes_in: 0,

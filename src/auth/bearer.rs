@@ -3,6 +3,7 @@
 //! trigger's rules; [`KeyStores::authorize_bearer`] does the same for the admin API.
 
 use super::caller::Caller;
+use super::certificate::Presented;
 use super::error::AuthError;
 use super::forward::query_has_token;
 use super::keys::KeyStores;
@@ -62,11 +63,12 @@ impl KeyStores {
         access: &TriggerAccess,
         parts: &http::request::Parts,
     ) -> Result<Arc<Caller>, AuthError> {
-        self.authenticate_identified(access, parts).await.map_err(|(error, _)| error)
+        self.authenticate_identified(access, parts, None).await.map_err(|(error, _)| error)
     }
 
     /// [`KeyStores::authenticate`], also naming the caller when a verified token fails a
-    /// trigger rule, so the run record says who was refused.
+    /// trigger rule, so the run record says who was refused, and judging the client
+    /// certificate the call `presented` against the trigger's certificate rule.
     ///
     /// # Errors
     /// The [`AuthError`], with the verified caller when the token itself was valid.
@@ -74,9 +76,16 @@ impl KeyStores {
         &self,
         access: &TriggerAccess,
         parts: &http::request::Parts,
+        presented: Presented<'_>,
     ) -> Result<Arc<Caller>, (AuthError, Option<Arc<Caller>>)> {
         if query_has_token(&parts.uri) {
             return Err((AuthError::TokenInQuery, None));
+        }
+        // The certificate costs a hash lookup: judged before any signature.
+        let certificate = access.certificate.check(presented).map_err(|e| (e, None))?;
+        if access.who() == Who::Certificate {
+            let certificate = certificate.ok_or((AuthError::CertificateMissing, None))?;
+            return Ok(Arc::new(Caller::certificate(certificate)));
         }
         if access.who() == Who::Anyone {
             let keys = access.signed.as_ref().ok_or((AuthError::Misconfigured, None))?;
@@ -102,7 +111,10 @@ impl KeyStores {
         if verified.claims.oid.is_none() && verified.claims.sub.is_none() {
             return Err((AuthError::NoSubject, None));
         }
-        match access.admits(&verified.claims) {
+        let judged = access
+            .admits(&verified.claims)
+            .and_then(|()| access.certificate.check_binding(&verified.claims, certificate.map(|c| &**c)));
+        match judged {
             Ok(()) => Ok(verified.caller),
             Err(error) => Err((error, Some(verified.caller))),
         }

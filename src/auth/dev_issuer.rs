@@ -83,6 +83,10 @@ pub struct MintOptions {
     /// Lifetime in seconds; negative gives an already expired token.
     #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
     pub expires_in: i64,
+    /// Binds the token to a client certificate (RFC 8705 `cnf.x5t#S256`: the unpadded
+    /// base64url SHA-256 of the certificate's DER).
+    #[arg(long)]
+    pub cnf_x5t_s256: Option<String>,
 }
 
 impl Default for MintOptions {
@@ -96,6 +100,7 @@ impl Default for MintOptions {
             scopes: Vec::new(),
             audience: DEMO_AUDIENCE.into(),
             expires_in: 3600,
+            cnf_x5t_s256: None,
         }
     }
 }
@@ -237,6 +242,9 @@ impl DevIssuer {
         let scopes: Vec<&str> = opts.scopes.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
         if !scopes.is_empty() {
             claims["scp"] = serde_json::json!(scopes.join(" "));
+        }
+        if let Some(thumbprint) = &opts.cnf_x5t_s256 {
+            claims["cnf"] = serde_json::json!({ "x5t#S256": thumbprint });
         }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());

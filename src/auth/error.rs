@@ -46,6 +46,23 @@ pub enum AuthError {
     /// to judge or budget it by.
     #[error("token has neither oid nor sub: no principal to key its rate limit by")]
     NoSubject,
+    /// The trigger needs a client certificate and the call presented none.
+    #[error("no client certificate")]
+    CertificateMissing,
+    /// The call's certificate cannot name a caller (not for client authentication, or
+    /// unreadable).
+    #[error("client certificate unusable: {0}")]
+    CertificateUnusable(crate::tls::peer::PeerCertError),
+    /// The certificate is not one of the trigger's `cert:` principals.
+    #[error("client certificate not listed")]
+    CertificateNotListed,
+    /// The trigger requires certificate-bound tokens and the token has no `cnf.x5t#S256`.
+    #[error("token not bound to a certificate (no cnf.x5t#S256)")]
+    TokenNotBound,
+    /// The token's `cnf.x5t#S256` names another certificate than the one presented (or
+    /// none was presented).
+    #[error("token bound to another certificate (cnf.x5t#S256 does not match)")]
+    TokenBoundElsewhere,
     /// The trigger cannot be judged (compile let through a trigger without identity).
     #[error("trigger has no usable identity or signed-URL keys")]
     Misconfigured,

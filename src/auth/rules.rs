@@ -3,6 +3,7 @@
 //! `[admin]`), and its evaluation against verified claims.
 
 use super::caller::Caller;
+use super::certificate::{CertificateInput, CertificateRule, compile_certificate_rule};
 use super::error::AuthError;
 use super::identity::Identity;
 use super::lookup::{NameRule, PrincipalSet, TenantSet};
@@ -24,6 +25,10 @@ pub enum Who {
     TenantUsers,
     /// Only the listed principals.
     SpecificUsers,
+    /// No token: a verified client certificate (of `[server] tls.client_ca`, or from a
+    /// trusted proxy's `forwarded_client_cert` header), one of the `cert:` principals when
+    /// any are listed.
+    Certificate,
 }
 
 /// A role or scope requirement: every `all_of` and, when `any_of` is set, one of `any_of`.
@@ -86,6 +91,8 @@ pub struct TriggerAccess {
     /// The trigger's name, which a signed URL's signature covers.
     pub(super) name: String,
     realm: String,
+    /// What the caller's client certificate must be, if anything.
+    pub certificate: CertificateRule,
     /// Forward the caller's `Authorization` header upstream.
     pub forward_authorization: bool,
     /// Add the `X-Flowgate-*` identity headers upstream.
@@ -279,6 +286,7 @@ pub(crate) fn compile_admin_access(
         claims: Vec::new(),
         signed: None,
         name: "[admin]".into(),
+        certificate: CertificateRule::default(),
         forward_authorization: false,
         forward_identity: false,
     })
@@ -309,6 +317,8 @@ pub struct TriggerAccessInput<'a> {
     pub forward_authorization: bool,
     /// `forward_identity`.
     pub forward_identity: bool,
+    /// `require_certificate` and `require_bound_token`.
+    pub certificate: super::certificate::CertificateFlags,
 }
 
 /// Compiles a trigger's auth fields (`who`, `identity`, `tenants`, `principals`, `roles`,
@@ -333,9 +343,39 @@ pub fn compile_access<'a>(
         signed: None,
         name: trigger.name.to_owned(),
         realm: "flowgate".into(),
+        certificate: CertificateRule::default(),
         forward_authorization: trigger.forward_authorization,
         forward_identity: trigger.forward_identity,
     };
+    // `cert:` principals form the certificate rule, judged beside (never instead of) the
+    // token rules; the others are the token's.
+    let cert_principals: Vec<(usize, &str)> = trigger
+        .principals
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("cert:")))
+        .map(|(i, p)| (i, p.as_str()))
+        .collect();
+    let token_principals: Vec<String> = trigger
+        .principals
+        .iter()
+        .filter(|p| !p.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("cert:")))
+        .cloned()
+        .collect();
+    access.certificate = compile_certificate_rule(
+        CertificateInput {
+            certificate_only: trigger.who == Who::Certificate,
+            flags: trigger.certificate,
+            principals: &cert_principals,
+        },
+        path,
+        diags,
+    );
+    if trigger.who == Who::Certificate {
+        compile_certificate_only(&trigger, &token_principals, path, diags);
+        return access;
+    }
+    let trigger = TriggerAccessInput { principals: &token_principals, ..trigger };
     if trigger.who == Who::Anyone {
         access.signed = compile_signed_access(&trigger, path, signed, diags);
         return access;
@@ -396,6 +436,33 @@ fn compile_signed_access(
         diags.error(&path.key("name"), "a who = \"anyone\" trigger's name must not contain control characters");
     }
     signed.cloned()
+}
+
+/// `who = "certificate"`: every token rule is refused, since no token is read.
+fn compile_certificate_only(
+    trigger: &TriggerAccessInput<'_>,
+    token_principals: &[String],
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) {
+    let token_only = [
+        ("identity", trigger.identity.is_some()),
+        ("tenants", !trigger.tenants.is_empty()),
+        ("principals", !token_principals.is_empty()),
+        ("roles", trigger.roles.is_some()),
+        ("scopes", trigger.scopes.is_some()),
+        ("claims", !trigger.claims.is_empty()),
+        ("forward_authorization", trigger.forward_authorization),
+    ];
+    for (key, set) in token_only {
+        if set {
+            diags.error_with_hint(
+                &path.key(key),
+                format!("{key} is a token rule, and who = \"certificate\" reads no token"),
+                "use cert: principals, or a token trigger (who = \"specific_users\") with require_certificate = true",
+            );
+        }
+    }
 }
 
 /// The `[identity.NAME]` a token trigger names; `None` (reported) when it names none or an

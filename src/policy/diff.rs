@@ -272,7 +272,12 @@ fn list_kind(key: &str) -> Option<ListKind> {
 fn flag_on_loosens(key: &str) -> Option<bool> {
     match key {
         "forward_authorization" | "accept_v1" => Some(true),
-        "capture" | "secure_inputs" | "secure_outputs" | "scrub_responses" => Some(false),
+        "capture"
+        | "secure_inputs"
+        | "secure_outputs"
+        | "scrub_responses"
+        | "require_certificate"
+        | "require_bound_token" => Some(false),
         _ => None,
     }
 }
@@ -285,7 +290,9 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
             continue;
         }
         let field = dotted(prefix, &key);
-        if let Some(kind) = list_kind(&key) {
+        if key == "principals" {
+            principals(scope, &field, a, b, out);
+        } else if let Some(kind) = list_kind(&key) {
             list(scope, &field, kind, a, b, out);
         } else if let Some(on_loosens) = flag_on_loosens(&key) {
             let (was, is) = if key == "scrub_responses" {
@@ -312,6 +319,9 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
         } else {
             match key.as_str() {
                 "who" => who(scope, field, a, b, out),
+                // Ranked from loosest to strictest.
+                "client_auth" => ranked(scope, field, &["optional", "required"], a, b, out),
+                "min_version" => ranked(scope, field, &["1.2", "1.3"], a, b, out),
                 "roles" | "scopes" => requirement(scope, &field, a, b, out),
                 "claims" => claims(scope, &field, a, b, out),
                 "max_body_bytes" | "per_second" => larger_loosens(scope, field, a, b, out),
@@ -425,7 +435,7 @@ fn join(items: &BTreeSet<String>) -> String {
 fn who(scope: &str, field: String, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
     fn rank(value: Option<&Value>) -> Option<u8> {
         match value.and_then(Value::as_str)? {
-            "specific_users" => Some(0),
+            "specific_users" | "certificate" => Some(0),
             "tenant_users" => Some(1),
             "anyone" => Some(2),
             _ => None,
@@ -436,6 +446,43 @@ fn who(scope: &str, field: String, a: Option<&Value>, b: Option<&Value>, out: &m
     let effect = match (rank(a), rank(b)) {
         (Some(x), Some(y)) if y > x => Effect::Loosened,
         (Some(x), Some(y)) if y < x => Effect::Tightened,
+        _ => Effect::Changed,
+    };
+    out.push(Change { scope: scope.to_owned(), field: Some(field), effect, detail });
+}
+
+/// `principals`: token principals admit more as the list grows; `cert:` principals too,
+/// except that none at all admits any certificate (no certificate rule).
+fn principals(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    let part = |value: Option<&Value>, certs: bool| -> Option<Value> {
+        let items: Vec<Value> = value?
+            .as_array()?
+            .iter()
+            .filter(|v| {
+                v.as_str().is_some_and(|s| s.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("cert:"))) == certs
+            })
+            .cloned()
+            .collect();
+        (!items.is_empty()).then_some(Value::Array(items))
+    };
+    let (token_a, token_b) = (part(a, false), part(b, false));
+    if token_a != token_b {
+        list(scope, field, ListKind::Admits, token_a.as_ref(), token_b.as_ref(), out);
+    }
+    let (cert_a, cert_b) = (part(a, true), part(b, true));
+    if cert_a != cert_b {
+        list(scope, field, ListKind::AdmitsEmptyAny, cert_a.as_ref(), cert_b.as_ref(), out);
+    }
+}
+
+/// An option whose values are ranked from loosest to strictest; unset is the loosest.
+fn ranked(scope: &str, field: String, order: &[&str], a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    let rank = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|s| order.iter().position(|o| *o == s));
+    let detail =
+        format!("{} -> {}", a.map_or_else(|| "(unset)".into(), short), b.map_or_else(|| "(unset)".into(), short));
+    let effect = match (rank(a).unwrap_or(0), rank(b).unwrap_or(0)) {
+        (x, y) if y > x => Effect::Tightened,
+        (x, y) if y < x => Effect::Loosened,
         _ => Effect::Changed,
     };
     out.push(Change { scope: scope.to_owned(), field: Some(field), effect, detail });
@@ -687,6 +734,23 @@ mod tests {
         assert_eq!(find(&diff(BASE, &tighter), "rate_limit").effect, Effect::Tightened);
         let no_limit = BASE.replace("rate_limit = { calls = 10, period = \"60s\" }", "");
         assert_eq!(find(&diff(BASE, &no_limit), "rate_limit").effect, Effect::Loosened);
+    }
+
+    #[test]
+    fn certificate_rules_have_directions() {
+        let with_cert = BASE.replace("[\"oid:1\"]", "[\"oid:1\", \"cert:sha256:aa\"]");
+        let changes = diff(BASE, &with_cert);
+        assert_eq!(find(&changes, "principals").effect, Effect::Tightened, "{changes:#?}");
+        assert_eq!(find(&diff(&with_cert, BASE), "principals").effect, Effect::Loosened);
+        let two = with_cert.replace("\"cert:sha256:aa\"", "\"cert:sha256:aa\", \"cert:sha256:bb\"");
+        assert_eq!(find(&diff(&with_cert, &two), "principals").effect, Effect::Loosened);
+        let required = BASE.replace("secure_inputs = true", "secure_inputs = true\nrequire_bound_token = true");
+        assert_eq!(find(&diff(BASE, &required), "require_bound_token").effect, Effect::Tightened);
+        let server =
+            |auth: &str| format!("[server]\ntls = {{ client_auth = \"{auth}\", min_version = \"1.3\" }}\n{BASE}");
+        let changes = diff(&server("required"), &server("optional").replace("\"1.3\"", "\"1.2\""));
+        assert_eq!(find(&changes, "tls.client_auth").effect, Effect::Loosened, "{changes:#?}");
+        assert_eq!(find(&changes, "tls.min_version").effect, Effect::Loosened);
     }
 
     #[test]

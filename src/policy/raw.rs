@@ -115,6 +115,15 @@ pub struct RawServer {
     /// untouched) and, like every forwarding header, never reaches the upstream.
     #[serde(default)]
     pub trusted_header: TrustedHeader,
+    /// Behind a TLS-terminating proxy: the header in which a proxy of `trusted_proxies`
+    /// names the caller's client certificate, and its format, for example
+    /// `{ header = "x-forwarded-client-cert", format = "xfcc" }`. Believed only from
+    /// `trusted_proxies` (from anyone else it is ignored), and removed from every request
+    /// before forwarding. The proxy must verify the certificate; flowgate reads the identity.
+    pub forwarded_client_cert: Option<crate::tls::forwarded::RawForwardedCert>,
+    /// Send `Strict-Transport-Security` on every answer of the HTTPS listener, for example
+    /// `{ max_age = "365days", include_subdomains = true }`. Off unless set.
+    pub hsts: Option<RawHsts>,
 }
 
 impl Default for RawServer {
@@ -130,6 +139,8 @@ impl Default for RawServer {
             body_min_rate: default_body_min_rate(),
             buffer_request_body: default_buffer_request_body(),
             trusted_header: TrustedHeader::default(),
+            forwarded_client_cert: None,
+            hsts: None,
         }
     }
 }
@@ -161,8 +172,41 @@ pub struct RawTls {
     pub key: String,
     /// PEM CA bundle for client certificates; enables mutual TLS.
     pub client_ca: Option<String>,
-    /// `"optional"` (default when `client_ca` is set) or `"required"`.
+    /// `"optional"` (ask for a certificate; triggers with a certificate rule refuse calls
+    /// without one) or `"required"` (refuse the handshake without one). Must be given
+    /// whenever `client_ca` is: an unstated choice admitted callers without certificates.
     pub client_auth: Option<ClientAuth>,
+    /// Lowest TLS version: `"1.2"` (default) or `"1.3"` (Mozilla's "modern" profile).
+    pub min_version: Option<TlsVersion>,
+    /// A DER OCSP response for the certificate, stapled to handshakes. The operator
+    /// refreshes the file (before the response's `nextUpdate`); it is re-read with the
+    /// certificate (file change, SIGHUP, reload).
+    pub ocsp: Option<String>,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// `[server] hsts`: the `Strict-Transport-Security` header.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHsts {
+    /// How long browsers keep to HTTPS, for example `"365days"`.
+    pub max_age: HumanDuration,
+    /// Also for every subdomain.
+    #[serde(default)]
+    pub include_subdomains: bool,
+    /// Ask to be preloaded into browsers (needs `include_subdomains` and a year or more).
+    #[serde(default)]
+    pub preload: bool,
 }
 
 /// Whether a client certificate is asked for or demanded.
@@ -371,7 +415,8 @@ pub struct RawTrigger {
     /// Overrides `[limits] upstream_response_timeout` for this trigger.
     pub upstream_response_timeout: Option<HumanDuration>,
 
-    /// Who may call: `"anyone"` (signed URL), `"tenant_users"` or `"specific_users"`.
+    /// Who may call: `"anyone"` (signed URL), `"tenant_users"`, `"specific_users"` (bearer
+    /// tokens) or `"certificate"` (a verified client certificate alone; see `principals`).
     pub who: crate::auth::Who,
     /// The `[identity.NAME]` whose tokens are accepted.
     pub identity: Option<String>,
@@ -383,8 +428,24 @@ pub struct RawTrigger {
     /// (case-insensitive, matches only the `upn` claim, needs tenants); `app:CLIENT-ID` (the
     /// application calling as itself: an app-only token); `users_of_app:CLIENT-ID` (users
     /// signed in through that application). Empty means nobody.
+    ///
+    /// Certificate principals, with any `who`: `cert:sha256:HEX` (the SHA-256 thumbprint of
+    /// the certificate's DER), `cert:subject:CN=billing,O=Contoso` (the subject in RFC 4514
+    /// order), `cert:san-uri:spiffe://contoso/billing`, `cert:san-dns:NAME`. When any is
+    /// listed the caller's client certificate must match one of them, in addition to what
+    /// the token rules require (both, never either).
     #[serde(default)]
     pub principals: Vec<String>,
+    /// Require a verified client certificate (any the client CA signed, unless `cert:`
+    /// principals narrow it) in addition to the token. Implied by `who = "certificate"`,
+    /// `cert:` principals and `require_bound_token`.
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// Require certificate-bound access tokens (RFC 8705): the token must carry
+    /// `cnf.x5t#S256` naming the client certificate of the call. A token that carries one
+    /// must match the certificate whatever this says.
+    #[serde(default)]
+    pub require_bound_token: bool,
     /// Required app roles (`roles` claim).
     pub roles: Option<crate::auth::RawRequirement>,
     /// Required delegated scopes (`scp` claim, space-separated).
@@ -496,6 +557,10 @@ impl<'a> From<&'a RawTrigger> for crate::auth::TriggerAccessInput<'a> {
             claims: &trigger.claims,
             forward_authorization: trigger.forward_authorization,
             forward_identity: trigger.forward_identity,
+            certificate: crate::auth::certificate::CertificateFlags {
+                require_certificate: trigger.require_certificate,
+                require_bound_token: trigger.require_bound_token,
+            },
         }
     }
 }

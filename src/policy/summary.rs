@@ -106,7 +106,8 @@ fn who(raw: &RawTrigger) -> String {
         Who::SpecificUsers if raw.principals.is_empty() => {
             format!("specific_users of identity {identity}: NOBODY (principals is empty)")
         }
-        Who::SpecificUsers => format!("specific_users of identity {identity}: {}", list(&raw.principals)),
+        Who::SpecificUsers => format!("specific_users of identity {identity}: {}", list(&token_principals(raw))),
+        Who::Certificate => "a verified client certificate".to_owned(),
     };
     if !raw.tenants.is_empty() {
         text.push_str(&format!("; tenants {}", list(&raw.tenants)));
@@ -125,7 +126,37 @@ fn who(raw: &RawTrigger) -> String {
         let claims: Vec<String> = raw.claims.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
         text.push_str(&format!("; claims {}", list(&claims)));
     }
+    if let Some(rule) = certificate_rule(raw) {
+        text.push_str(&format!("; certificate: {rule}"));
+    }
     text
+}
+
+fn is_cert_principal(principal: &str) -> bool {
+    principal.get(..5).is_some_and(|kind| kind.eq_ignore_ascii_case("cert:"))
+}
+
+fn token_principals(raw: &RawTrigger) -> Vec<String> {
+    raw.principals.iter().filter(|p| !is_cert_principal(p)).cloned().collect()
+}
+
+/// The trigger's certificate rule, when it has one: what `check` prints for it.
+fn certificate_rule(raw: &RawTrigger) -> Option<String> {
+    let listed: Vec<String> = raw.principals.iter().filter(|p| is_cert_principal(p)).cloned().collect();
+    let required = raw.who == Who::Certificate || raw.require_certificate || raw.require_bound_token;
+    if !required && listed.is_empty() {
+        return None;
+    }
+    let mut parts = vec!["required".to_owned()];
+    if listed.is_empty() {
+        parts.push("any the client CA signed".to_owned());
+    } else {
+        parts.push(format!("one of {}", list(&listed)));
+    }
+    if raw.require_bound_token {
+        parts.push("token bound to it (RFC 8705 cnf.x5t#S256)".to_owned());
+    }
+    Some(parts.join(", "))
 }
 
 fn ips(raw: &RawTrigger) -> String {

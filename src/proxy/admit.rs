@@ -92,9 +92,17 @@ pub async fn admit(
     // Calls whose credentials pass never spend it (see `shield_charge` below).
     gateway.shield.check_client(accounted)?;
 
-    // Authenticate and authorize: token (or signed URL), then tenant/principal/role rules.
+    // The client certificate: verified by our TLS layer, or named by a trusted proxy's
+    // header (`proxy/certificate.rs`). Read before authentication, which judges it.
+    let presented = super::certificate::presented(policy, connection, address.peer, parts)?;
+    if let Some(Ok(cert)) = &presented {
+        call.record().certificate = Some(cert.summary());
+    }
+
+    // Authenticate and authorize: certificate, token (or signed URL), then tenant,
+    // principal and role rules.
     let started = call.steps.start();
-    let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts).await;
+    let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts, presented.as_ref()).await;
     call.steps.done(crate::trace::Step::Authenticate, started);
     let caller = match authenticated {
         Ok(caller) => caller,

@@ -119,6 +119,7 @@ impl Call {
             completed,
             decision = %record.decision,
             client = %record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            certificate = record.certificate.as_deref().unwrap_or("-"),
             "call"
         );
         if let Some(spans) = &self.gateway.spans {

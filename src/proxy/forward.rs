@@ -78,6 +78,7 @@ pub async fn forward<B: RequestBody>(
         request_id: call.request_id(),
     };
     upstream_headers(&mut headers, &trigger, &rendered, &caller, &forwarded_for, &call.trace);
+    super::certificate::strip_forwarded_cert(&mut headers, policy);
     let scrub_body = trigger.scrub_responses && !redactor.scrubber().is_empty();
     if scrub_body {
         // The scrubber reads the body as sent: no compression, no byte ranges.

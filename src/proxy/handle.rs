@@ -66,6 +66,10 @@ pub async fn handle<B: RequestBody>(
     if let Ok(id) = HeaderValue::from_str(call.request_id()) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
+    // HSTS means something only over TLS (RFC 6797 §7.2: never on plain HTTP).
+    if let Some(hsts) = policy.server.hsts.as_ref().filter(|_| connection.tls) {
+        response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     // A proxy answers in its own HTTP version (RFC 9110 §6.2), whatever the upstream spoke:
     // hyper writes an h1 response's version as given, so an HTTP/1.0 upstream would turn an
     // HTTP/1.1 caller's answer into `HTTP/1.0` and cost it keep-alive. (hyper still answers

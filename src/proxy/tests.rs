@@ -26,7 +26,7 @@ const ANYONE_AT_T: &str =
     "[[trigger]]\nname = \"t\"\npath = \"/t\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n";
 
 async fn call(gateway: &Arc<Gateway>, path: &str) -> Response<ResponseBody> {
-    let connection = Arc::new(Connection { peer: "127.0.0.1:40000".parse().unwrap(), tls: true, id: 1 });
+    let connection = Arc::new(Connection::new("127.0.0.1:40000".parse().unwrap(), true, 1));
     let request = Request::post(path).header(header::HOST, "gw.example").body(Empty::<Bytes>::new()).unwrap();
     let Ok(response) = handle(gateway.clone(), connection, request).await;
     response

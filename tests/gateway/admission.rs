@@ -31,7 +31,7 @@ async fn call(
     request: http::request::Builder,
     body: &'static [u8],
 ) -> (u16, http::HeaderMap, serde_json::Value) {
-    let connection = Arc::new(Connection { peer: format!("{peer}:40000").parse().unwrap(), tls: true, id: 1 });
+    let connection = Arc::new(Connection::new(format!("{peer}:40000").parse().unwrap(), true, 1));
     let request = request.header(header::HOST, "gw.example").body(Full::new(Bytes::from_static(body))).unwrap();
     let Ok(response) = handle(gateway.clone(), connection, request).await;
     let (parts, body) = response.into_parts();
