@@ -30,7 +30,7 @@ pub use capture::{
 };
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, RunFilter};
 pub(crate) use record::{ALLOWED, format_time};
-pub use record::{Captured, RunRecord, RunSummary};
+pub use record::{Captured, RunRecord, RunSummary, WebhookDelivery};
 pub use role::{AdminRole, UnknownRole};
 pub use sink::{AuditConfig, AuditLog, AuditStats, MAX_ANSWER_BYTES, MAX_CONCURRENT_READS, RawAudit};
 pub use view::{is_secret_reference, policy_view, policy_view_table};

@@ -42,6 +42,8 @@ pub struct Gateway {
     pub request_metrics: crate::telemetry::RequestMetrics,
     /// The upstream connection pools; the shared one takes the first policy's limits.
     pub upstreams: crate::web::Upstreams,
+    /// Webhook deliveries already forwarded (in memory, or shared through Redis).
+    pub replay_guard: crate::webhook::ReplayGuard,
 }
 
 /// What a reload did.
@@ -92,6 +94,9 @@ impl Gateway {
             crate::ratelimit::Limiters::new(&policy.cluster, Arc::new(crate::ratelimit::SystemClock::default()))
                 .map_err(StartError::RateLimiter)?;
         let shield = crate::ratelimit::Shield::new(policy.shield);
+        let replay_guard =
+            crate::webhook::ReplayGuard::new(&policy.cluster, crate::webhook::replay::DEFAULT_MEMORY_BYTES)
+                .map_err(|e| StartError::RateLimiter(e.into()))?;
         let key_stores = crate::auth::KeyStores::new();
         key_stores.start_refresh(policy.identities.values());
         let spans =
@@ -112,6 +117,7 @@ impl Gateway {
             spans,
             request_metrics: crate::telemetry::RequestMetrics::new(),
             upstreams,
+            replay_guard,
         });
         start_housekeeping(&gateway);
         Ok(gateway)

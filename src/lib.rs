@@ -55,3 +55,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod web;
+pub mod webhook;

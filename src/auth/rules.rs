@@ -23,6 +23,8 @@ pub enum Who {
     TenantUsers,
     /// Only the listed principals.
     SpecificUsers,
+    /// No token; each delivery must carry the sender's signature (`webhook = { … }`).
+    Webhook,
 }
 
 /// A role or scope requirement: every `all_of` and, when `any_of` is set, one of `any_of`.
@@ -377,6 +379,10 @@ pub fn compile_access<'a>(
         access.signed = compile_signed_access(&trigger, path, signed, diags);
         return access;
     }
+    if trigger.who == Who::Webhook {
+        refuse_token_rules(&trigger, path, "webhook", diags);
+        return access;
+    }
     let identity = find_identity(trigger.identity, path, identities, diags);
     access.tenants = compile_tenants(trigger.tenants, &path.key("tenants"), diags);
     if let Some(identity) = &identity {
@@ -432,6 +438,29 @@ fn compile_signed_access(
         diags.error(&path.key("name"), "a who = \"anyone\" trigger's name must not contain control characters");
     }
     signed.cloned()
+}
+
+/// Token rules on a trigger that reads no token (`who = "webhook"`) are refused.
+fn refuse_token_rules(trigger: &TriggerAccessInput<'_>, path: &KeyPath, who: &str, diags: &mut Diagnostics) {
+    let token_only = [
+        ("identity", trigger.identity.is_some()),
+        ("tenants", !trigger.tenants.is_empty()),
+        ("principals", !trigger.principals.is_empty()),
+        ("roles", trigger.roles.is_some()),
+        ("scopes", trigger.scopes.is_some()),
+        ("claims", !trigger.claims.is_empty()),
+        ("forward_identity", trigger.forward_identity),
+        ("forward_authorization", trigger.forward_authorization),
+    ];
+    for (key, set) in token_only {
+        if set {
+            diags.error_with_hint(
+                &path.key(key),
+                format!("{key} has no effect with who = \"{who}\""),
+                "remove it: the sender's signature is the credential",
+            );
+        }
+    }
 }
 
 /// The `[identity.NAME]` a token trigger names; `None` (reported) when it names none or an

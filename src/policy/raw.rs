@@ -366,7 +366,8 @@ pub struct RawTrigger {
     /// Overrides `[limits] upstream_response_timeout` for this trigger.
     pub upstream_response_timeout: Option<HumanDuration>,
 
-    /// Who may call: `"anyone"` (signed URL), `"tenant_users"` or `"specific_users"`.
+    /// Who may call: `"anyone"` (signed URL), `"tenant_users"`, `"specific_users"` or
+    /// `"webhook"` (deliveries signed by a SaaS sender, verified as `webhook` says).
     pub who: crate::auth::Who,
     /// The `[identity.NAME]` whose tokens are accepted.
     pub identity: Option<String>,
@@ -450,6 +451,12 @@ pub struct RawTrigger {
     /// administrators see them), for example `["upstream", "inject.headers"]`.
     #[serde(default)]
     pub private_fields: Vec<String>,
+
+    /// With `who = "webhook"`: how deliveries are verified, for example
+    /// `{ scheme = "github", secret = "secret://kv/github#hook" }`. A webhook trigger's
+    /// `max_body_bytes` defaults to 1 MiB: its body is read whole and verified before
+    /// anything is sent upstream.
+    pub webhook: Option<crate::webhook::RawWebhook>,
 }
 
 impl RawTrigger {

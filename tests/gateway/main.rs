@@ -51,3 +51,4 @@ mod secrets_openbao;
 mod soak;
 mod trace_context;
 mod trace_export;
+mod webhook;
