@@ -18,6 +18,7 @@
 //! | [`denial`] | the closed set of refusals and failures, each mapped to one HTTP response |
 //! | [`firewall`] | CIDR allow/deny tables, client address resolution |
 //! | [`auth`] | bearer JWT validation, JWKS, tenant/principal rules, signed URLs |
+//! | [`webhook`] | signed webhook deliveries: schemes, freshness, the replay guard, handshakes |
 //! | [`ratelimit`] | exact sliding-window limiter (local and Redis), pre-auth shield |
 //! | [`secrets`] | secret references, vault backends, rotating cache, templates |
 //! | [`audit`] | one run record per call, sinks |

@@ -1,5 +1,5 @@
 //! Signed webhook deliveries (`who = "webhook"`): the callers that cannot hold a token.
-//! A SaaS sender signs each delivery with a shared secret; the gateway verifies that
+//! A `SaaS` sender signs each delivery with a shared secret; the gateway verifies that
 //! signature over the body read whole, judges its timestamp, refuses a delivery seen
 //! before, and only then forwards the very bytes it verified.
 //!
@@ -7,7 +7,8 @@
 //! | file | concern |
 //! |---|---|
 //! | `webhook.rs` | [`RawWebhook`] (the policy's `webhook = { … }`), its compile step into a [`WebhookRule`], the replay key |
-//! | `webhook/verify.rs` | [`Delivery`], [`Verified`], [`Refusal`], [`Scheme`] and its dispatch |
+//! | `webhook/verify.rs` | [`Delivery`], [`Verified`], [`Refusal`]: what every scheme is given and gives back |
+//! | `webhook/scheme.rs` | [`Scheme`] and its dispatch to the scheme files |
 //! | `webhook/mac.rs` | HMAC, constant-time comparison, hex and base64 |
 //! | `webhook/{standard,github,stripe,slack,shopify,twilio,generic}.rs` | one file per scheme family |
 //! | `webhook/replay.rs` | [`ReplayGuard`]: in memory under a bound in bytes, or shared through Redis |
@@ -22,6 +23,7 @@ mod generic;
 pub mod handshake;
 mod mac;
 pub mod replay;
+mod scheme;
 mod verify;
 
 pub mod github;
@@ -35,7 +37,8 @@ pub use generic::{Encoding, GenericHmac, RawGenericHmac};
 pub use handshake::Handshake;
 pub use mac::Algorithm;
 pub use replay::{Claim, ReplayError, ReplayGuard};
-pub use verify::{Delivery, Refusal, Scheme, Verified};
+pub use scheme::Scheme;
+pub use verify::{Delivery, Refusal, Verified};
 
 use crate::config::{Diagnostics, HumanDuration, KeyPath};
 use crate::secrets::{SecretRef, SecretValue, Vaults};
@@ -327,9 +330,8 @@ fn compile_replay(text: Option<&str>, scheme: &Scheme, at: &KeyPath, diags: &mut
         _ => false,
     };
     match text.unwrap_or("auto") {
-        "auto" if signs_id => ReplayKey::Id,
+        "auto" | "id" if signs_id => ReplayKey::Id,
         "auto" | "signature" => ReplayKey::Signature,
-        "id" if signs_id => ReplayKey::Id,
         "id" => {
             diags.error_with_hint(
                 at,

@@ -367,7 +367,7 @@ pub struct RawTrigger {
     pub upstream_response_timeout: Option<HumanDuration>,
 
     /// Who may call: `"anyone"` (signed URL), `"tenant_users"`, `"specific_users"` or
-    /// `"webhook"` (deliveries signed by a SaaS sender, verified as `webhook` says).
+    /// `"webhook"` (deliveries signed by a `SaaS` sender, verified as `webhook` says).
     pub who: crate::auth::Who,
     /// The `[identity.NAME]` whose tokens are accepted.
     pub identity: Option<String>,

@@ -86,19 +86,16 @@ pub async fn forward<B: RequestBody>(
 
     let request_stats = call.request_body.clone();
     let replay_key = delivery.as_ref().and_then(|d| d.replay);
-    let body = match delivery {
-        // A webhook delivery's body was read and verified in `admit`: exactly those bytes
-        // go upstream (through the same injection, capture and accounting).
-        Some(verified) => {
-            let verified = http_body_util::Full::new(verified.body);
-            request_body(policy, &trigger, &rendered, verified, &mut headers, &request_stats).await?
-        }
-        None => {
-            let Some(body) = body.take() else {
-                return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
-            };
-            request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?
-        }
+    // A webhook delivery's body was read and verified in `admit`: exactly those bytes go
+    // upstream (through the same injection, capture and accounting).
+    let body = if let Some(verified) = delivery {
+        let verified = http_body_util::Full::new(verified.body);
+        request_body(policy, &trigger, &rendered, verified, &mut headers, &request_stats).await?
+    } else {
+        let Some(body) = body.take() else {
+            return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+        };
+        request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?
     };
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 

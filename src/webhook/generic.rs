@@ -97,12 +97,12 @@ fn parse_content(template: &str) -> Result<Vec<Piece>, String> {
 impl GenericHmac {
     /// Compiles `webhook.hmac` (`path`).
     pub fn compile(raw: &RawGenericHmac, path: &KeyPath, diags: &mut Diagnostics) -> Option<Self> {
-        let header_name = |name: &str, key: &str, diags: &mut Diagnostics| match HeaderName::try_from(name) {
-            Ok(name) => Some(name),
-            Err(_) => {
+        let header_name = |name: &str, key: &str, diags: &mut Diagnostics| {
+            let parsed = HeaderName::try_from(name).ok();
+            if parsed.is_none() {
                 diags.error(&path.key(key), format!("{name:?} is not a header name"));
-                None
             }
+            parsed
         };
         let header = header_name(&raw.header, "header", diags);
         let timestamp_header = raw.timestamp_header.as_deref().map(|n| header_name(n, "timestamp_header", diags));

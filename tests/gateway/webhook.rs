@@ -1,8 +1,8 @@
 //! Signed webhook deliveries (`who = "webhook"`) through the real gateway over TLS, each
 //! scheme signed by its sender's own library (scripts/webhooks/sign.py and sign.mjs:
-//! PyPI `standardwebhooks`, `stripe`, `slack-sdk`, `twilio`; npm
+//! `PyPI` `standardwebhooks`, `stripe`, `slack-sdk`, `twilio`; npm
 //! `@octokit/webhooks-methods`; Shopify publishes only its recipe, which sign.py follows
-//! with Python's `hmac`; Standard Webhooks `v1a` is signed with PyPI `cryptography` as the
+//! with Python's `hmac`; Standard Webhooks `v1a` is signed with `PyPI` `cryptography` as the
 //! specification describes, since the reference library signs `v1` only; the generic
 //! `hmac` scheme has no sender, so the test signs it with the `hmac` crate). For each
 //! scheme: a valid delivery reaches a recording upstream byte for byte; a tampered body,
@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bodies received by the recording upstream, in order.
 type Received = Arc<Mutex<Vec<Bytes>>>;
@@ -45,7 +44,12 @@ async fn start_recorder() -> (SocketAddr, Received) {
                     let keep = keep.clone();
                     async move {
                         use http_body_util::BodyExt;
-                        let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let body = request
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(http_body_util::Collected::to_bytes)
+                            .unwrap_or_default();
                         keep.lock().unwrap().push(body);
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
                             Bytes::from_static(b"taken"),
@@ -95,7 +99,8 @@ fn run_signer(program: &str, args: &[&str], input: &Value) -> Value {
 }
 
 fn now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    use flowgate::auth::Clock;
+    i64::try_from(flowgate::auth::SystemClock.now_millis() / 1000).unwrap()
 }
 
 /// Signing secrets of every scheme: `(current, previous, wrong)`.
