@@ -114,6 +114,50 @@ mod tests {
         assert!(parse_signatures("v1,***").is_err());
     }
 
+    use proptest::prelude::*;
+
+    /// One generated header entry: a version and the signature bytes.
+    fn entry() -> impl Strategy<Value = (String, Vec<u8>)> {
+        (prop::sample::select(vec!["v1", "v1a", "v2", "v1b", "V1"]), prop::collection::vec(any::<u8>(), 1..70))
+            .prop_map(|(v, bytes)| (v.to_owned(), bytes))
+    }
+
+    proptest! {
+        /// The model: entries are read left to right; `v1` and `v1a` are kept with their
+        /// decoded bytes, every other version is skipped; spacing does not matter.
+        #[test]
+        fn parsed_signatures_match_the_model(
+            entries in prop::collection::vec(entry(), 0..MAX_SIGNATURES),
+            gaps in prop::collection::vec(1usize..4, MAX_SIGNATURES + 1),
+        ) {
+            use base64::Engine as _;
+            let mut header = " ".repeat(gaps[0] - 1);
+            for (i, (version, bytes)) in entries.iter().enumerate() {
+                header.push_str(&format!("{version},{}", base64::engine::general_purpose::STANDARD.encode(bytes)));
+                header.push_str(&" ".repeat(gaps[i + 1]));
+            }
+            let model: Vec<Signature> = entries
+                .iter()
+                .filter_map(|(version, bytes)| match version.as_str() {
+                    "v1" => Some(Signature::V1(bytes.clone())),
+                    "v1a" => Some(Signature::V1a(bytes.clone())),
+                    _ => None,
+                })
+                .collect();
+            prop_assert_eq!(parse_signatures(&header).unwrap(), model);
+        }
+
+        /// Any text: no panic, and an accepted header holds only entries whose comma-split
+        /// parts are a known version and base64.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "[ -~]{0,120}") {
+            if let Ok(parsed) = parse_signatures(&text) {
+                let known = text.split(' ').filter(|e| e.starts_with("v1,") || e.starts_with("v1a,")).count();
+                prop_assert_eq!(parsed.len(), known);
+            }
+        }
+    }
+
     #[test]
     fn too_many_signatures_are_refused() {
         let header = vec!["v1,AA=="; MAX_SIGNATURES + 1].join(" ");

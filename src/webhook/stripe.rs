@@ -67,6 +67,44 @@ pub fn verify(delivery: &Delivery<'_>, secrets: &[SecretValue]) -> Result<Verifi
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The model: elements split on `,`; exactly one `t`; every `v1` decoded from hex in
+        /// order; other keys ignored; an element without `=` or a `v1` that is not hex, a
+        /// missing or repeated `t` refuse the header.
+        #[test]
+        fn parsed_headers_match_the_model(
+            elements in prop::collection::vec(
+                (prop::sample::select(vec!["t", "v1", "v0", "x", ""]), "[0-9a-fA-FxyZ=]{0,12}", any::<bool>()),
+                0..8,
+            ),
+        ) {
+            let header: Vec<String> = elements
+                .iter()
+                .map(|(key, value, has_eq)| if *has_eq { format!("{key}={value}") } else { (*key).to_owned() })
+                .collect();
+            let header = header.join(",");
+            let model = (|| {
+                let mut t = None;
+                let mut v1 = Vec::new();
+                for element in header.split(',') {
+                    let eq = element.find('=')?;
+                    let (key, value) = (&element[..eq], &element[eq + 1..]);
+                    if key == "t" {
+                        if t.is_some() { return None; }
+                        t = Some(value.to_owned());
+                    } else if key == "v1" {
+                        if value.len() % 2 != 0 || !value.bytes().all(|b| b.is_ascii_hexdigit()) { return None; }
+                        v1.push((0..value.len()).step_by(2).map(|i| u8::from_str_radix(&value[i..i + 2], 16).unwrap()).collect::<Vec<u8>>());
+                    }
+                }
+                Some(StripeHeader { timestamp: t?, v1 })
+            })();
+            prop_assert_eq!(parse_header(&header).ok(), model);
+        }
+    }
+
     #[test]
     fn header_elements_are_read_in_any_order() {
         let parsed = parse_header("v1=00ff,t=12,v0=zz,v1=01").unwrap();
