@@ -515,3 +515,66 @@ async fn two_gateways_sharing_redis_forward_a_delivery_sent_to_both_once() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn handshakes_are_answered_at_the_edge_only_on_triggers_that_expect_them() {
+    let fx = Fixture::new();
+    let s = secrets();
+    write_private(&fx.path().join("secrets.toml"), &vault_text(&s));
+    let (upstream, received) = start_recorder().await;
+    let handshakes = [
+        webhook_trigger("slack-handshake", upstream, "scheme = \"slack\", handshake = \"slack_url_verification\""),
+        webhook_trigger("standard-grid", upstream, "scheme = \"standard\", handshake = \"event_grid\""),
+        webhook_trigger("standard-graph", upstream, "scheme = \"standard\", handshake = \"graph_validation\""),
+    ]
+    .concat();
+    let gw = fx.serve_policy(&format!("{}{handshakes}", policy(&fx, upstream, ""))).await;
+    let client = fx.anonymous_client(false);
+
+    // Slack signs its url_verification: answered after verification, refused unsigned.
+    let challenge =
+        r#"{"token":"t","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let signed =
+        python_sign(&[json!({"scheme": "slack", "secret": s.slack[0], "body": challenge, "timestamp": now()})]);
+    let mut delivery = Signed::from_signer("/hooks/slack-handshake", challenge, &signed[0]);
+    let sent = send(&client, &gw, &delivery).await;
+    assert_eq!(sent.0, 200, "{sent:?}");
+    assert_eq!(sent.1, json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}));
+    assert_eq!(run_record(&gw, &sent.2).await["webhook"]["handshake"], "slack_url_verification");
+    delivery.path = "/hooks/slack".into();
+    let sent = send(&client, &gw, &delivery).await;
+    assert_eq!(sent.0, 200, "a trigger without the handshake forwards the signed request: {sent:?}");
+    let unsigned = delivery.clone().without("x-slack-signature");
+    let sent = send(&client, &gw, &Signed { path: "/hooks/slack-handshake".into(), ..unsigned }).await;
+    assert_refused(&sent, "signature_invalid", "unsigned Slack handshake");
+
+    // Event Grid's subscription validation is unsigned: answered on the trigger that asks.
+    let validation = r#"[{"id":"2d1781af","topic":"/subscriptions/x","subject":"","data":{"validationCode":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6","validationUrl":"https://rp-eastus2.eventgrid.azure.net/x"},"eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","eventTime":"2018-01-25T22:12:19.4556811Z","metadataVersion":"1","dataVersion":"1"}]"#;
+    let grid = |path: &str| Signed {
+        path: path.into(),
+        query: String::new(),
+        headers: vec![("aeg-event-type".into(), "SubscriptionValidation".into())],
+        body: validation.into(),
+    };
+    let sent = send(&client, &gw, &grid("/hooks/standard-grid")).await;
+    assert_eq!(sent.0, 200, "{sent:?}");
+    assert_eq!(sent.1, json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}));
+    assert_eq!(run_record(&gw, &sent.2).await["webhook"]["handshake"], "event_grid");
+    assert_refused(&send(&client, &gw, &grid("/hooks/standard")).await, "signature_invalid", "Event Grid elsewhere");
+
+    // Microsoft Graph's validationToken is echoed as text/plain.
+    let graph = |path: &str| Signed {
+        path: path.into(),
+        query: "validationToken=Validation%3A%20Testing%20client%20application".into(),
+        headers: vec![],
+        body: String::new(),
+    };
+    let sent = send(&client, &gw, &graph("/hooks/standard-graph")).await;
+    assert_eq!((sent.0, sent.1.clone()), (200, Value::String("Validation: Testing client application".into())));
+    assert_eq!(run_record(&gw, &sent.2).await["webhook"]["handshake"], "graph_validation");
+    assert_refused(&send(&client, &gw, &graph("/hooks/standard")).await, "signature_invalid", "Graph elsewhere");
+
+    // Only the one signed delivery to the trigger without a handshake went upstream.
+    assert_eq!(received.lock().unwrap().len(), 1);
+    gw.shutdown().await;
+}
