@@ -13,6 +13,7 @@
 //! | `webhook/{standard,github,stripe,slack,shopify,twilio,generic}.rs` | one file per scheme family |
 //! | `webhook/replay.rs` | [`ReplayGuard`]: in memory under a bound in bytes, or shared through Redis |
 //! | `webhook/handshake.rs` | subscription handshakes answered at the edge |
+//! | `webhook/sign.rs` | signing as a sender would, for `flowgate sign-webhook` and the bench |
 //!
 //! This module is pure: the request path (`proxy/delivery.rs`) reads the body, resolves
 //! the secrets from the vault cache and calls [`WebhookRule::verify`]. Secrets are held
@@ -24,6 +25,7 @@ pub mod handshake;
 mod mac;
 pub mod replay;
 mod scheme;
+pub mod sign;
 mod verify;
 
 pub mod github;
