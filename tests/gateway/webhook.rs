@@ -578,3 +578,25 @@ async fn handshakes_are_answered_at_the_edge_only_on_triggers_that_expect_them()
     assert_eq!(received.lock().unwrap().len(), 1);
     gw.shutdown().await;
 }
+
+#[test]
+fn check_prints_scheme_secret_references_and_replay_window_never_a_secret() {
+    let fx = Fixture::new();
+    let s = secrets();
+    write_private(&fx.path().join("secrets.toml"), &vault_text(&s));
+    let path = fx.write_policy(&policy(&fx, "127.0.0.1:9".parse().unwrap(), ""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowgate")).arg("check").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with("stripe:")).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(
+            "who: webhook stripe, secrets [secret://files/hooks#stripe_cur, secret://files/hooks#stripe_prev]; \
+             timestamps within 5m; replays refused by signature for 5m"
+        ),
+        "{line}"
+    );
+    let github = text.lines().find(|l| l.trim_start().starts_with("github:")).unwrap();
+    assert!(github.contains("no signed timestamp"), "{github}");
+    assert!(!text.contains("LEAKMARK"), "a signing secret reached check's output: {text}");
+}
