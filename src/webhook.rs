@@ -17,7 +17,7 @@
 //!
 //! This module is pure: the request path (`proxy/delivery.rs`) reads the body, resolves
 //! the secrets from the vault cache and calls [`WebhookRule::verify`]. Secrets are held
-//! as [`SecretValue`](crate::secrets::SecretValue)s and never leave a verification: no
+//! as [`SecretValue`]s and never leave a verification: no
 //! error, record or metric names more than a reference.
 
 mod generic;

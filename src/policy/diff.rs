@@ -546,7 +546,7 @@ fn webhook(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: 
             continue;
         }
         let at = format!("{field}.{key}");
-        let shown = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_owned(), |v| v.to_string());
+        let shown = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_owned(), ToString::to_string);
         let detail = format!("{} -> {}", shown(a), shown(b));
         let effect = match key.as_str() {
             "replay" => {
