@@ -600,3 +600,29 @@ fn check_prints_scheme_secret_references_and_replay_window_never_a_secret() {
     assert!(github.contains("no signed timestamp"), "{github}");
     assert!(!text.contains("LEAKMARK"), "a signing secret reached check's output: {text}");
 }
+
+#[tokio::test]
+async fn a_delivery_the_upstream_did_not_take_is_forgotten_so_the_retry_passes() {
+    let fx = Fixture::new();
+    let s = secrets();
+    write_private(&fx.path().join("secrets.toml"), &vault_text(&s));
+    let (upstream, received) = start_recorder().await;
+    let down = common::closed_port();
+    let flaky = webhook_trigger("github-down", down, "scheme = \"github\"");
+    let gw = fx.serve_policy(&format!("{}{flaky}", policy(&fx, upstream, ""))).await;
+    let client = fx.anonymous_client(false);
+    let body = "{\"retry\": true}";
+    let mut delivery = Signed::from_signer("/hooks/github-down", body, &github_sign(&s.github[0], body));
+    delivery.headers.push(("x-github-delivery".into(), "retry-1".into()));
+    // Twice 502, never `replayed`: the sender's retries must reach the upstream when it is back.
+    for attempt in 0..2 {
+        let sent = send(&client, &gw, &delivery).await;
+        assert_eq!(sent.0, 502, "attempt {attempt}: {sent:?}");
+    }
+    // Delivered once to an upstream that takes it, it is then a replay.
+    delivery.path = "/hooks/github".into();
+    assert_eq!(send(&client, &gw, &delivery).await.0, 200);
+    assert_refused(&send(&client, &gw, &delivery).await, "replayed", "after delivery");
+    assert_eq!(received.lock().unwrap().len(), 1);
+    gw.shutdown().await;
+}
