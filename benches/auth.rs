@@ -1,6 +1,9 @@
 //! JWT verification cost: RS256 and ES256, cold (full signature check with keys parsed
 //! once per rotation) and cached (a repeat caller through `KeyStores::authenticate`), and
-//! rule evaluation, and certificate principal matching. Keys are generated at bench start; the JWKS comes from a temp file.
+//! rule evaluation, and certificate principal matching. Keys are generated at bench start;
+//! the JWKS comes from a temp file. Beside them, the webhook path: a delivery's signature
+//! verified per KiB of body (`auth/webhook_<scheme>/<KiB>`, throughput in bytes), what a
+//! `who = "webhook"` call costs in place of a bearer token.
 #![allow(clippy::disallowed_methods, reason = "benchmark tokens must be valid on the real clock")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -131,5 +134,35 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Webhook signature verification over bodies of 1, 16 and 256 KiB, two secrets configured
+/// (a rotation) and the delivery signed with the second, so both are tried.
+fn webhook(c: &mut Criterion) {
+    use flowgate::secrets::SecretValue;
+    use flowgate::webhook::{Delivery, Scheme, sign::sign};
+    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap();
+    let mut group = c.benchmark_group("auth/webhook");
+    for (scheme, current, previous) in [
+        (Scheme::Github, "github-current-secret", "github-previous-secret"),
+        (Scheme::Standard, "whsec_Y3VycmVudC1zZWNyZXQtYnl0ZXM=", "whsec_cHJldmlvdXMtc2VjcmV0LWJ5dGVz"),
+        (Scheme::Stripe, "whsec_current", "whsec_previous"),
+    ] {
+        let secrets = [SecretValue::new(current.to_owned()), SecretValue::new(previous.to_owned())];
+        for kib in [1usize, 16, 256] {
+            let body = vec![b'a'; kib * 1024];
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in sign(&scheme, previous, &body, now, "msg_bench").unwrap() {
+                headers.insert(http::HeaderName::try_from(name).unwrap(), value.parse().unwrap());
+            }
+            let delivery = Delivery { headers: &headers, body: &body, query: None };
+            assert!(scheme.verify(&delivery, &secrets, now, 300).is_ok());
+            group.throughput(criterion::Throughput::Bytes(body.len() as u64));
+            group.bench_function(format!("{}/{kib}KiB", scheme.name()), |b| {
+                b.iter(|| scheme.verify(black_box(&delivery), &secrets, now, 300).unwrap());
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, webhook);
 criterion_main!(benches);

@@ -20,5 +20,6 @@ pub use capture::{
 };
 pub use query::{DEFAULT_LIMIT, FilterError, MAX_LIMIT, RunFilter};
 pub(crate) use record::{ALLOWED, format_time};
-pub use record::{Captured, RunRecord, RunSummary};
+pub use record::{Captured, RunRecord, RunSummary, WebhookDelivery};
+
 pub use sink::{AuditConfig, AuditLog, AuditStats, MAX_ANSWER_BYTES, MAX_CONCURRENT_READS, RawAudit};

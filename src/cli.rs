@@ -1,6 +1,8 @@
 //! The `flowgate` command line: `serve`, `check`, `demo`. Library errors are turned
 //! into messages and exit codes here, at the edge.
 
+mod sign_webhook;
+
 use crate::config::ConfigError;
 use crate::gateway::Gateway;
 use crate::server::{self, Listeners};
@@ -56,6 +58,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Print a signed URL for a `who = "anyone"` trigger, signed with the policy's primary key.
     SignUrl(SignUrlArgs),
+    /// Print a ready-to-paste signed curl for a `who = "webhook"` trigger, signed with its
+    /// current secret as its sender would (the timestamp is good for the trigger's tolerance).
+    SignWebhook(SignWebhookArgs),
     /// List which triggers use which secret references and vaults (never values).
     Secrets {
         /// The policy file.
@@ -163,6 +168,25 @@ pub struct SignUrlArgs {
     pub url: String,
 }
 
+/// `flowgate sign-webhook` options.
+#[derive(Debug, clap::Args)]
+pub struct SignWebhookArgs {
+    /// The policy naming the trigger and the vault of its secret.
+    #[arg(long, short, default_value = "config/demo.toml")]
+    pub config: PathBuf,
+    /// The trigger's scheme: standard, github, stripe, slack or shopify.
+    #[arg(long, default_value = "standard")]
+    pub scheme: String,
+    /// The body to sign and send.
+    #[arg(long, default_value = r#"{"type":"demo.event","hello":"flowgate"}"#)]
+    pub body: String,
+    /// The CA bundle curl should trust.
+    #[arg(long, default_value = "certs/dev-ca.crt")]
+    pub cacert: PathBuf,
+    /// The trigger's URL, for example <https://127.0.0.1:8443/demo/webhook>.
+    pub url: String,
+}
+
 /// The demo issuer's fixed address (named in config/demo.toml).
 pub(crate) const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9981";
 /// The demo issuer's URL.
@@ -205,6 +229,7 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => runs(args).await,
             Command::Token(args) => token(&args),
             Command::SignUrl(args) => sign_url(&args),
+            Command::SignWebhook(args) => sign_webhook::sign_webhook(&args).await,
             Command::Secrets { config } => secrets_report(&config),
             Command::Probe { url } => probe(&url).await,
             Command::Demo(args) => demo(args).await,
@@ -644,7 +669,12 @@ async fn prepare_demo(args: &DemoArgs) -> Result<(crate::policy::Policy, Vec<Str
     for trigger in policy.routes.triggers() {
         let method = trigger.methods.first().map_or("POST", |m| m.as_str());
         let url = format!("{base}{}", trigger.path);
-        let line = if trigger.access.who() == crate::auth::Who::Anyone {
+        let line = if trigger.access.who() == crate::auth::Who::Webhook {
+            let scheme = trigger.webhook.as_ref().map_or("standard", |rule| rule.scheme.name());
+            format!(
+                "eval \"$(cargo run -q -- sign-webhook --scheme {scheme} {url})\"   # a fresh signed delivery each time"
+            )
+        } else if trigger.access.who() == crate::auth::Who::Anyone {
             let signed = policy
                 .signed_urls
                 .as_ref()

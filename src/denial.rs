@@ -110,6 +110,21 @@ pub enum Denial {
         /// Which rule refused it (private).
         reason: String,
     },
+    /// A webhook delivery whose signature is missing, unreadable or matches no secret.
+    SignatureInvalid {
+        /// Scheme, delivery id and the check that failed (private; never a signature).
+        reason: String,
+    },
+    /// A webhook delivery correctly signed, but with a timestamp outside the tolerance.
+    TimestampStale {
+        /// Scheme, delivery id and the timestamp's age (private).
+        reason: String,
+    },
+    /// A webhook delivery already forwarded within its replay window.
+    Replayed {
+        /// Scheme and delivery id (private).
+        reason: String,
+    },
 }
 
 /// A call that passed admission but could not be completed, or that could not be judged
@@ -148,6 +163,14 @@ pub enum Failure {
     /// The upstream did not answer in time (504).
     UpstreamTimeout {
         /// Which timeout (private).
+        reason: String,
+    },
+    /// The webhook replay guard cannot judge a delivery: Redis is unreachable and the
+    /// policy says fail closed, or the in-memory guard holds its bound of live keys (503).
+    ReplayGuardUnavailable {
+        /// Whole seconds until a retry may pass, when known.
+        retry_after_secs: Option<u64>,
+        /// Why (private).
         reason: String,
     },
     /// A bug or impossible state on our side (500).
@@ -287,6 +310,22 @@ impl Rejection {
             Self::Denied(D::CertificateForbidden { reason }) => {
                 (StatusCode::FORBIDDEN, "certificate_forbidden", "forbidden", reason.clone(), Extra::None)
             }
+            Self::Denied(D::SignatureInvalid { reason }) => {
+                (StatusCode::UNAUTHORIZED, "signature_invalid", "unauthorized", reason.clone(), Extra::None)
+            }
+            Self::Denied(D::TimestampStale { reason }) => {
+                (StatusCode::UNAUTHORIZED, "timestamp_stale", "unauthorized", reason.clone(), Extra::None)
+            }
+            Self::Denied(D::Replayed { reason }) => {
+                (StatusCode::UNAUTHORIZED, "replayed", "unauthorized", reason.clone(), Extra::None)
+            }
+            Self::Failed(F::ReplayGuardUnavailable { retry_after_secs, reason }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay_guard_unavailable",
+                "service unavailable",
+                reason.clone(),
+                retry_after_secs.map_or(Extra::None, |secs| Extra::RetryAfter { secs, policy: None, limit: None }),
+            ),
             Self::Failed(F::KeysUnavailable { reason }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "keys_unavailable",

@@ -50,6 +50,8 @@ pub struct Gateway {
     pub upstreams: crate::web::Upstreams,
     /// The console's sign-ins in progress and signed-in sessions.
     pub sessions: crate::signin::Sessions,
+    /// Webhook deliveries already forwarded (in memory, or shared through Redis).
+    pub replay_guard: crate::webhook::ReplayGuard,
 }
 
 /// What a reload did.
@@ -100,6 +102,9 @@ impl Gateway {
         let limiters =
             crate::ratelimit::Limiters::new(&policy.cluster, clock.clone()).map_err(StartError::RateLimiter)?;
         let shield = crate::ratelimit::Shield::with_clock(policy.shield, clock.clone());
+        let replay_guard =
+            crate::webhook::ReplayGuard::new(&policy.cluster, crate::webhook::replay::DEFAULT_MEMORY_BYTES)
+                .map_err(|e| StartError::RateLimiter(e.into()))?;
         let key_stores = crate::auth::KeyStores::with_clock(clock.clone());
         key_stores.start_refresh(policy.identities.values());
         let spans =
@@ -123,6 +128,7 @@ impl Gateway {
             request_metrics: crate::telemetry::RequestMetrics::new(),
             upstreams,
             sessions: crate::signin::Sessions::default(),
+            replay_guard,
         });
         start_housekeeping(&gateway);
         Ok(gateway)

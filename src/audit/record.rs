@@ -64,6 +64,23 @@ pub struct RunRecord {
     pub trace_id: Option<String>,
     /// Captured request and response, for triggers with `capture = true`.
     pub capture: Option<Captured>,
+    /// A webhook trigger's delivery: its scheme and the sender's delivery id, or the
+    /// handshake answered (never a signature or a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookDelivery>,
+}
+
+/// What the run history keeps of a webhook delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// The scheme (`github`, `standard`, …).
+    pub scheme: String,
+    /// The sender's delivery id, when it sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// The handshake answered at the edge, when this call was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<String>,
 }
 
 impl RunRecord {
@@ -95,6 +112,7 @@ impl RunRecord {
             policy_version: String::new(),
             trace_id: None,
             capture: None,
+            webhook: None,
         }
     }
 

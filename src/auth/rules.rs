@@ -29,6 +29,8 @@ pub enum Who {
     /// trusted proxy's `forwarded_client_cert` header), one of the `cert:` principals when
     /// any are listed.
     Certificate,
+    /// No token; each delivery must carry the sender's signature (`webhook = { … }`).
+    Webhook,
 }
 
 /// A role or scope requirement: every `all_of` and, when `any_of` is set, one of `any_of`.
@@ -372,12 +374,28 @@ pub fn compile_access<'a>(
         diags,
     );
     if trigger.who == Who::Certificate {
-        compile_certificate_only(&trigger, &token_principals, path, diags);
+        refuse_token_rules(&trigger, &token_principals, path, Who::Certificate, diags);
         return access;
     }
     let trigger = TriggerAccessInput { principals: &token_principals, ..trigger };
     if trigger.who == Who::Anyone {
         access.signed = compile_signed_access(&trigger, path, signed, diags);
+        return access;
+    }
+    if trigger.who == Who::Webhook {
+        refuse_token_rules(&trigger, &trigger.principals, path, Who::Webhook, diags);
+        // A delivery is judged by its signature alone; a certificate rule here would be
+        // written and never checked.
+        if !cert_principals.is_empty()
+            || trigger.certificate.require_certificate
+            || trigger.certificate.require_bound_token
+        {
+            diags.error_with_hint(
+                &path.key("principals"),
+                "certificate rules are not checked on who = \"webhook\"",
+                "remove cert: principals and require_certificate / require_bound_token from this trigger",
+            );
+        }
         return access;
     }
     let identity = find_identity(trigger.identity, path, identities, diags);
@@ -438,13 +456,22 @@ fn compile_signed_access(
     signed.cloned()
 }
 
-/// `who = "certificate"`: every token rule is refused, since no token is read.
-fn compile_certificate_only(
+/// Token rules on a trigger that reads no token (`who = "certificate"` or `"webhook"`) are
+/// refused: they would look like protection and judge nothing.
+fn refuse_token_rules(
     trigger: &TriggerAccessInput<'_>,
     token_principals: &[String],
     path: &KeyPath,
+    who: Who,
     diags: &mut Diagnostics,
 ) {
+    let (name, hint) = match who {
+        Who::Webhook => ("webhook", "remove it: the sender's signature is the credential"),
+        _ => (
+            "certificate",
+            "use cert: principals, or a token trigger (who = \"specific_users\") with require_certificate = true",
+        ),
+    };
     let token_only = [
         ("identity", trigger.identity.is_some()),
         ("tenants", !trigger.tenants.is_empty()),
@@ -452,14 +479,16 @@ fn compile_certificate_only(
         ("roles", trigger.roles.is_some()),
         ("scopes", trigger.scopes.is_some()),
         ("claims", !trigger.claims.is_empty()),
+        // A certificate caller's identity headers are still forwarded; a webhook has none.
+        ("forward_identity", who == Who::Webhook && trigger.forward_identity),
         ("forward_authorization", trigger.forward_authorization),
     ];
     for (key, set) in token_only {
         if set {
             diags.error_with_hint(
                 &path.key(key),
-                format!("{key} is a token rule, and who = \"certificate\" reads no token"),
-                "use cert: principals, or a token trigger (who = \"specific_users\") with require_certificate = true",
+                format!("{key} is a token rule, and who = \"{name}\" reads no token"),
+                hint,
             );
         }
     }

@@ -325,6 +325,7 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
                 "roles" | "scopes" => requirement(scope, &field, a, b, out),
                 "claims" => claims(scope, &field, a, b, out),
                 "max_body_bytes" | "per_second" => larger_loosens(scope, field, a, b, out),
+                "webhook" => webhook(scope, &field, a, b, out),
                 _ => match (a, b) {
                     (Some(Value::Object(a)), Some(Value::Object(b))) => rules(scope, &field, a, b, out),
                     _ => out.push(changed(scope, Some(field), a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null))),
@@ -619,6 +620,77 @@ fn claims(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: &
     }
 }
 
+/// `webhook = { … }`: losing the signature or replay protection, a longer tolerance and an
+/// extra accepted secret loosen; their opposites tighten; a new scheme or handshake is a
+/// change (`field` is the option's dotted name).
+fn webhook(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    let push = |out: &mut Vec<Change>, field: String, effect, detail: String| {
+        out.push(Change { scope: scope.to_owned(), field: Some(field), effect, detail });
+    };
+    let (old, new) = match (a.and_then(Value::as_object), b.and_then(Value::as_object)) {
+        (None, None) => return,
+        (Some(_), None) => {
+            return push(out, field.to_owned(), Effect::Loosened, "signature verification removed".into());
+        }
+        (None, Some(_)) => {
+            return push(out, field.to_owned(), Effect::Tightened, "signature verification required".into());
+        }
+        (Some(old), Some(new)) => (old, new),
+    };
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let (a, b) = (old.get(key), new.get(key));
+        if a == b {
+            continue;
+        }
+        let at = format!("{field}.{key}");
+        let shown = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_owned(), ToString::to_string);
+        let detail = format!("{} -> {}", shown(a), shown(b));
+        let effect = match key.as_str() {
+            "replay" => {
+                let off = |v: Option<&Value>| v.and_then(Value::as_str) == Some("off");
+                match (off(a), off(b)) {
+                    (false, true) => Effect::Loosened,
+                    (true, false) => Effect::Tightened,
+                    _ => Effect::Changed,
+                }
+            }
+            "tolerance" => {
+                let seconds = |v: Option<&Value>| {
+                    v.and_then(Value::as_str)
+                        .and_then(|t| humantime::parse_duration(t).ok())
+                        .unwrap_or(crate::webhook::DEFAULT_TOLERANCE)
+                };
+                match seconds(b).cmp(&seconds(a)) {
+                    std::cmp::Ordering::Greater => Effect::Loosened,
+                    std::cmp::Ordering::Less => Effect::Tightened,
+                    std::cmp::Ordering::Equal => Effect::Changed,
+                }
+            }
+            "secret" | "secrets" => {
+                let all = |m: &Map<String, Value>| -> std::collections::BTreeSet<String> {
+                    let one = m.get("secret").and_then(Value::as_str).map(str::to_owned);
+                    let many = m.get("secrets").and_then(Value::as_array).into_iter().flatten();
+                    many.filter_map(Value::as_str).map(str::to_owned).chain(one).collect()
+                };
+                let (was, is) = (all(old), all(new));
+                if key == "secrets" && old.contains_key("secret") != new.contains_key("secret") && was == is {
+                    continue;
+                }
+                if is.is_superset(&was) && is != was {
+                    Effect::Loosened
+                } else if was.is_superset(&is) && is != was {
+                    Effect::Tightened
+                } else {
+                    Effect::Changed
+                }
+            }
+            _ => Effect::Changed,
+        };
+        push(out, at, effect, detail);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,6 +823,25 @@ mod tests {
         let changes = diff(&server("required"), &server("optional").replace("\"1.3\"", "\"1.2\""));
         assert_eq!(find(&changes, "tls.client_auth").effect, Effect::Loosened, "{changes:#?}");
         assert_eq!(find(&changes, "tls.min_version").effect, Effect::Loosened);
+    }
+
+    #[test]
+    fn losing_a_webhook_signature_or_replay_protection_loosens() {
+        let hook = "[vault.kv]\nkind = \"file\"\npath = \"s.toml\"\n[[trigger]]\nname = \"hook\"\npath = \"/h\"\n\
+                    upstream = \"http://x\"\nwho = \"webhook\"\nwebhook = { scheme = \"github\", secrets = [\"secret://kv/a#b\"] }\n";
+        let no_replay = hook.replace("scheme = \"github\"", "scheme = \"github\", replay = \"off\"");
+        assert_eq!(find(&diff(hook, &no_replay), "webhook.replay").effect, Effect::Loosened);
+        assert_eq!(find(&diff(&no_replay, hook), "webhook.replay").effect, Effect::Tightened);
+        let longer = hook.replace("scheme = \"github\"", "scheme = \"github\", tolerance = \"1h\"");
+        assert_eq!(find(&diff(hook, &longer), "webhook.tolerance").effect, Effect::Loosened);
+        let rotated = hook.replace("[\"secret://kv/a#b\"]", "[\"secret://kv/a#b\", \"secret://kv/a#c\"]");
+        assert_eq!(find(&diff(hook, &rotated), "webhook.secrets").effect, Effect::Loosened);
+        assert_eq!(find(&diff(&rotated, hook), "webhook.secrets").effect, Effect::Tightened);
+        let unsigned = hook
+            .replace("who = \"webhook\"", "who = \"anyone\"")
+            .replace("webhook = { scheme = \"github\", secrets = [\"secret://kv/a#b\"] }\n", "");
+        let changes = diff(hook, &unsigned);
+        assert_eq!(find(&changes, "webhook").effect, Effect::Loosened, "{changes:?}");
     }
 
     #[test]

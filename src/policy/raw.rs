@@ -416,7 +416,8 @@ pub struct RawTrigger {
     pub upstream_response_timeout: Option<HumanDuration>,
 
     /// Who may call: `"anyone"` (signed URL), `"tenant_users"`, `"specific_users"` (bearer
-    /// tokens) or `"certificate"` (a verified client certificate alone; see `principals`).
+    /// tokens), `"certificate"` (a verified client certificate alone; see `principals`) or
+    /// `"webhook"` (deliveries signed by a `SaaS` sender, verified as `webhook` says).
     pub who: crate::auth::Who,
     /// The `[identity.NAME]` whose tokens are accepted.
     pub identity: Option<String>,
@@ -516,6 +517,12 @@ pub struct RawTrigger {
     /// administrators see them), for example `["upstream", "inject.headers"]`.
     #[serde(default)]
     pub private_fields: Vec<String>,
+
+    /// With `who = "webhook"`: how deliveries are verified, for example
+    /// `{ scheme = "github", secret = "secret://kv/github#hook" }`. A webhook trigger's
+    /// `max_body_bytes` defaults to 1 MiB: its body is read whole and verified before
+    /// anything is sent upstream.
+    pub webhook: Option<crate::webhook::RawWebhook>,
 }
 
 impl RawTrigger {

@@ -54,6 +54,15 @@ impl TriggerSummary {
         }
     }
 
+    /// A webhook trigger's `who`: its scheme, secret references and replay window.
+    #[must_use]
+    pub fn with_webhook(mut self, description: Option<String>) -> Self {
+        if let Some(description) = description {
+            self.who = description;
+        }
+        self
+    }
+
     /// The one-line form printed by `flowgate check`.
     pub fn line(&self) -> String {
         format!(
@@ -102,6 +111,8 @@ fn who(raw: &RawTrigger) -> String {
     let identity = raw.identity.as_deref().unwrap_or("?");
     let mut text = match raw.who {
         Who::Anyone => return "anyone holding a valid signed URL".to_owned(),
+        // Replaced by the compiled rule's description (`with_webhook`).
+        Who::Webhook => return "webhook".to_owned(),
         Who::TenantUsers => format!("tenant_users of identity {identity}"),
         Who::SpecificUsers if raw.principals.is_empty() => {
             format!("specific_users of identity {identity}: NOBODY (principals is empty)")

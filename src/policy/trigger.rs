@@ -54,6 +54,8 @@ pub struct Trigger {
     /// Replace injected values echoed by the upstream in the response body (headers are
     /// always scrubbed). On by default when the trigger injects.
     pub scrub_responses: bool,
+    /// How a `who = "webhook"` trigger verifies its deliveries.
+    pub webhook: Option<crate::webhook::WebhookRule>,
 }
 
 impl std::fmt::Debug for Trigger {

@@ -31,6 +31,9 @@ pub struct Admitted {
     pub rate_limit_header: Option<HeaderValue>,
     /// Proof of admission.
     pub permit: Permit,
+    /// A webhook trigger's verified delivery: the body to forward, or the handshake to
+    /// answer.
+    pub delivery: Option<super::delivery::VerifiedDelivery>,
 }
 
 /// Every check a call must pass, cheapest first, so that a flood of bad calls never
@@ -38,11 +41,12 @@ pub struct Admitted {
 ///
 /// # Errors
 /// The first check that refuses the call.
-pub async fn admit(
+pub async fn admit<B: crate::web::RequestBody>(
     gateway: &Gateway,
     policy: &Policy,
     connection: &Connection,
     parts: &http::request::Parts,
+    body: &mut Option<B>,
     call: &mut Call,
 ) -> Result<Admitted, Rejection> {
     // hyper caps the head at its buffer size (at least 8 KiB); the policy's own, possibly
@@ -99,10 +103,29 @@ pub async fn admit(
         call.record().certificate = Some(cert.summary());
     }
 
-    // Authenticate and authorize: certificate, token (or signed URL), then tenant,
-    // principal and role rules.
+    // A webhook delivery authenticates by its signature over the body, read whole here,
+    // after the cheap checks and the shield and before any budget is spent.
+    let mut delivery = None;
+    if let Some(rule) = &trigger.webhook {
+        let started = call.steps.start();
+        let checked = super::delivery::check_delivery(gateway, policy, &trigger, rule, parts, body, call).await;
+        call.steps.done(crate::trace::Step::Authenticate, started);
+        match checked {
+            Ok(verified) => delivery = Some(verified),
+            Err(rejection) => {
+                shield_charge(gateway, accounted, &rejection);
+                return Err(rejection);
+            }
+        }
+    }
+
+    // Authenticate and authorize: a webhook's verified signature, or certificate, token
+    // (or signed URL), then tenant, principal and role rules.
     let started = call.steps.start();
-    let authenticated = gateway.key_stores.authenticate_identified(&trigger.access, parts, presented.as_ref()).await;
+    let authenticated = match &trigger.webhook {
+        Some(rule) => Ok(Arc::new(super::delivery::webhook_caller(&trigger, rule))),
+        None => gateway.key_stores.authenticate_identified(&trigger.access, parts, presented.as_ref()).await,
+    };
     call.steps.done(crate::trace::Step::Authenticate, started);
     let caller = match authenticated {
         Ok(caller) => caller,
@@ -163,7 +186,14 @@ pub async fn admit(
         }
     };
 
+    // A delivery's replay key is claimed last: a delivery refused by any other check
+    // (a spent budget, say) is not remembered, so the sender's retry can pass.
+    if let (Some(rule), Some(key)) = (&trigger.webhook, delivery.as_ref().and_then(|d| d.replay)) {
+        super::delivery::claim_replay(gateway, rule, call, key).await?;
+    }
+
     Ok(Admitted {
+        delivery,
         trigger,
         rest: found.rest.to_owned(),
         client: address.client,

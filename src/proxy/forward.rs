@@ -52,7 +52,14 @@ pub async fn forward<B: RequestBody>(
     body: &mut Option<B>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let Forwarding { gateway, policy, connection, call } = context;
-    let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
+    let Admitted { trigger, rest, client, caller, rate_limit_header, permit, delivery } = admitted;
+    // A handshake the webhook trigger expects is answered here and never goes upstream.
+    if let Some(answer) = delivery.as_ref().and_then(|d| d.answer.clone()) {
+        let mut response = Response::new(full_body(answer.body));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+        response.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        return Ok(response);
+    }
     let host = request_host_of(&parts).map(str::to_owned);
     start_capture(&trigger, &parts.headers, call);
 
@@ -86,10 +93,18 @@ pub async fn forward<B: RequestBody>(
     }
 
     let request_stats = call.request_body.clone();
-    let Some(body) = body.take() else {
-        return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+    let replay_key = delivery.as_ref().and_then(|d| d.replay);
+    // A webhook delivery's body was read and verified in `admit`: exactly those bytes go
+    // upstream (through the same injection, capture and accounting).
+    let body = if let Some(verified) = delivery {
+        let verified = http_body_util::Full::new(verified.body);
+        request_body(policy, &trigger, &rendered, verified, &mut headers, &request_stats).await?
+    } else {
+        let Some(body) = body.take() else {
+            return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+        };
+        request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?
     };
-    let body = request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?;
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 
     let started = call.steps.start();
@@ -97,6 +112,13 @@ pub async fn forward<B: RequestBody>(
         response_head(gateway.upstreams.send(policy, &trigger, request), trigger.response_timeout, &request_stats)
             .await;
     call.steps.done(crate::trace::Step::Upstream, started);
+    // A delivery the upstream did not take (no answer, or a 5xx) is forgotten by the
+    // replay guard: the sender will retry it, and that retry must pass.
+    if let Some(key) = replay_key
+        && !matches!(&sent, Some(Ok(response)) if !response.status().is_server_error())
+    {
+        gateway.replay_guard.release(key).await;
+    }
     let response = match sent {
         None => return Err(upstream_timeout(&trigger)),
         Some(Err(error)) => return Err(upstream_failure(&trigger, &request_stats, &error)),

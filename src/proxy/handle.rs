@@ -35,7 +35,7 @@ pub async fn handle<B: RequestBody>(
     // still settle it (below).
     let mut body = Some(body);
 
-    let outcome = match admit(&gateway, &policy, &connection, &parts, &mut call).await {
+    let outcome = match admit(&gateway, &policy, &connection, &parts, &mut body, &mut call).await {
         Ok(admitted) => {
             let context = Forwarding { gateway: &gateway, policy: &policy, connection: &connection, call: &mut call };
             forward(context, admitted, parts, &mut body).await

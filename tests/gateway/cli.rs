@@ -233,7 +233,7 @@ fn the_demo_policy_checks_clean_once_its_material_exists() {
     std::fs::write(dir.path().join("certs/demo-url.key"), "k".repeat(64)).unwrap();
     let out = Command::new(BIN).args(["check", "config/demo.toml"]).current_dir(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("5 trigger"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 trigger"));
 }
 
 #[test]

@@ -57,3 +57,4 @@ mod soak;
 mod tls_options;
 mod trace_context;
 mod trace_export;
+mod webhook;
