@@ -15,6 +15,7 @@
 //! | [`tls`] | rustls configuration, certificate reload, development certificates |
 //! | [`proxy`] | `handle` → `admit` → `forward`; header hygiene; refused-body settling |
 //! | [`web`] | plain HTTP pieces: body types, local answers, the request id, the upstream client and pools |
+//! | [`contract`] | payload contracts per trigger: JSON Schema, strict JSON, media types, body size, query and header rules |
 //! | [`denial`] | the closed set of refusals and failures, each mapped to one HTTP response |
 //! | [`firewall`] | CIDR allow/deny tables, client address resolution |
 //! | [`auth`] | bearer JWT validation, JWKS, tenant/principal rules, signed URLs |
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod console;
+pub mod contract;
 pub mod demo;
 pub mod denial;
 pub mod firewall;

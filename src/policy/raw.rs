@@ -450,6 +450,12 @@ pub struct RawTrigger {
     /// administrators see them), for example `["upstream", "inject.headers"]`.
     #[serde(default)]
     pub private_fields: Vec<String>,
+
+    /// What the trigger accepts from a caller beyond who it is: a JSON Schema for the
+    /// body, media types, a body size, query and header rules (README, "Payload
+    /// contracts"). Checked after authentication and the rate limit, before any secret is
+    /// fetched or the upstream contacted.
+    pub contract: Option<crate::contract::RawContract>,
 }
 
 impl RawTrigger {

@@ -54,6 +54,8 @@ pub struct Trigger {
     /// Replace injected values echoed by the upstream in the response body (headers are
     /// always scrubbed). On by default when the trigger injects.
     pub scrub_responses: bool,
+    /// What the trigger accepts from a caller (body schema, media types, size, names).
+    pub contract: Option<crate::contract::Contract>,
 }
 
 impl std::fmt::Debug for Trigger {

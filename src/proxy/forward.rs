@@ -9,6 +9,7 @@ use super::call::{Call, Capture};
 use super::coding;
 use super::headers::{self, strip_hop_by_hop};
 use super::inbound::Connection;
+use super::payload::{Checked, check_contract};
 use crate::auth::Caller;
 use crate::denial::{Denial, Failure, Rejection};
 use crate::gateway::Gateway;
@@ -44,13 +45,18 @@ pub struct Forwarding<'a> {
 pub async fn forward<B: RequestBody>(
     context: Forwarding<'_>,
     admitted: Admitted,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: &mut Option<B>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let Forwarding { gateway, policy, connection, call } = context;
     let Admitted { trigger, rest, client, caller, rate_limit_header, permit } = admitted;
     let host = request_host_of(&parts).map(str::to_owned);
     start_capture(&trigger, &parts.headers, call);
+
+    // The payload contract after every admission check and before the permit's first use:
+    // a refused payload never fetches a secret nor reaches the upstream, and an anonymous
+    // caller never makes the gateway read a body. What it read is what is forwarded.
+    let checked = check_contract(policy, &trigger, &mut parts, body, &call.request_body, &permit).await?;
 
     // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
     let started = call.steps.start();
@@ -78,10 +84,15 @@ pub async fn forward<B: RequestBody>(
     }
 
     let request_stats = call.request_body.clone();
-    let Some(body) = body.take() else {
-        return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+    let body = match checked {
+        Some(checked) => checked_body(&trigger, &rendered, checked, &mut headers)?,
+        None => {
+            let Some(body) = body.take() else {
+                return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+            };
+            request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?
+        }
     };
-    let body = request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?;
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 
     let started = call.steps.start();
@@ -190,14 +201,7 @@ async fn request_body<B: RequestBody>(
             Ok(Err(error)) => return Err(body_denial(request_stats, &*error)),
             Ok(Ok(collected)) => collected,
         };
-        let injected = rendered.apply_json(collected.to_bytes()).map_err(|e| match e {
-            crate::secrets::SecretError::JsonBody { .. } => {
-                Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
-            }
-            other => Failure::SecretUnavailable { reason: other.to_string() }.into(),
-        })?;
-        headers.remove(header::CONTENT_LENGTH);
-        return Ok(full_body(injected));
+        return inject_json(rendered, collected.to_bytes(), headers);
     }
     let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
     // Small bodies are read whole first, so a body that turns out malformed, too slow
@@ -215,6 +219,40 @@ async fn request_body<B: RequestBody>(
         }
         Buffered::Failed(error) => Err(body_denial(request_stats, &*error)),
     }
+}
+
+/// A body the contract read whole and judged, as the upstream gets it: the same bytes,
+/// with their length (or with injected JSON fields, the one change the policy makes).
+///
+/// # Errors
+/// 400 when JSON injection is impossible, 503 when an injected value is unavailable.
+fn checked_body(
+    trigger: &Trigger,
+    rendered: &Rendered,
+    checked: Checked,
+    headers: &mut HeaderMap,
+) -> Result<ResponseBody, Rejection> {
+    let bytes = checked.into_bytes();
+    if trigger.injection.has_json() {
+        return inject_json(rendered, bytes, headers);
+    }
+    if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+    Ok(full_body(bytes))
+}
+
+/// Writes the trigger's injected JSON fields into a whole body.
+fn inject_json(rendered: &Rendered, bytes: Bytes, headers: &mut HeaderMap) -> Result<ResponseBody, Rejection> {
+    let injected = rendered.apply_json(bytes).map_err(|e| match e {
+        crate::secrets::SecretError::JsonBody { .. } => {
+            Rejection::from(Denial::BadRequest { reason: format!("JSON injection: {e}") })
+        }
+        other => Failure::SecretUnavailable { reason: other.to_string() }.into(),
+    })?;
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(full_body(injected))
 }
 
 /// The request the upstream gets.
