@@ -37,37 +37,41 @@ pub fn compare(old: Option<&Value>, new: Option<&Value>) -> Vec<ContractChange> 
     let mut push = |field: &str, direction, detail: String| {
         out.push(ContractChange { field: field.to_owned(), direction, detail });
     };
-    match (a, b) {
+    let (a, b) = match (a, b) {
         (None, None) => return out,
-        (Some(_), None) => push("", Direction::Looser, "contract removed".into()),
-        (None, Some(_)) => push("", Direction::Tighter, "contract added".into()),
-        (Some(_), Some(_)) => {}
+        // A whole contract gone or new is one change; its parts are in the policy text.
+        (Some(_), None) => {
+            push("", Direction::Looser, "contract removed".into());
+            return out;
+        }
+        (None, Some(_)) => {
+            push("", Direction::Tighter, "contract added".into());
+            return out;
+        }
+        (Some(a), Some(b)) => (a, b),
+    };
+    let text = |m: &Map<String, Value>| m.get("schema").and_then(Value::as_str).map(str::to_owned);
+    match (text(a), text(b)) {
+        (Some(x), None) => push("schema", Direction::Looser, format!("{x} removed")),
+        (None, Some(y)) => push("schema", Direction::Tighter, format!("{y} added")),
+        (Some(x), Some(y)) if x != y => push("schema", Direction::Other, format!("{x} -> {y}")),
+        _ => {}
     }
-    let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
-    if old.is_some() && new.is_some() {
-        let text = |m: &Map<String, Value>| m.get("schema").and_then(Value::as_str).map(str::to_owned);
-        match (text(a), text(b)) {
-            (Some(x), None) => push("schema", Direction::Looser, format!("{x} removed")),
-            (None, Some(y)) => push("schema", Direction::Tighter, format!("{y} added")),
-            (Some(x), Some(y)) if x != y => push("schema", Direction::Other, format!("{x} -> {y}")),
-            _ => {}
-        }
-        if a.get("draft") != b.get("draft") {
-            push("draft", Direction::Other, format!("{} -> {}", show(a.get("draft")), show(b.get("draft"))));
-        }
-        match (media(a), media(b)) {
-            (Some(_), None) => push("content_types", Direction::Looser, "-> any type".into()),
-            (None, Some(y)) => push("content_types", Direction::Tighter, format!("any type -> {}", join(&y))),
-            (Some(x), Some(y)) => sets(&mut push, "content_types", &x, &y, true),
-            (None, None) => {}
-        }
-        match (max_body(a), max_body(b)) {
-            (Some(_), None) => push("max_body", Direction::Looser, "-> the trigger's limit".into()),
-            (None, Some(y)) => push("max_body", Direction::Tighter, format!("-> {y} bytes")),
-            (Some(x), Some(y)) if y > x => push("max_body", Direction::Looser, format!("{x} -> {y} bytes")),
-            (Some(x), Some(y)) if y < x => push("max_body", Direction::Tighter, format!("{x} -> {y} bytes")),
-            _ => {}
-        }
+    if a.get("draft") != b.get("draft") {
+        push("draft", Direction::Other, format!("{} -> {}", show(a.get("draft")), show(b.get("draft"))));
+    }
+    match (media(a), media(b)) {
+        (Some(_), None) => push("content_types", Direction::Looser, "-> any type".into()),
+        (None, Some(y)) => push("content_types", Direction::Tighter, format!("any type -> {}", join(&y))),
+        (Some(x), Some(y)) => sets(&mut push, "content_types", &x, &y, true),
+        (None, None) => {}
+    }
+    match (max_body(a), max_body(b)) {
+        (Some(_), None) => push("max_body", Direction::Looser, "-> the trigger's limit".into()),
+        (None, Some(y)) => push("max_body", Direction::Tighter, format!("-> {y} bytes")),
+        (Some(x), Some(y)) if y > x => push("max_body", Direction::Looser, format!("{x} -> {y} bytes")),
+        (Some(x), Some(y)) if y < x => push("max_body", Direction::Tighter, format!("{x} -> {y} bytes")),
+        _ => {}
     }
     for part in ["query", "headers"] {
         let (x, y) = (a.get(part).and_then(Value::as_object).unwrap_or(&empty), b.get(part).and_then(Value::as_object).unwrap_or(&empty));

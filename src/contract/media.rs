@@ -42,7 +42,8 @@ pub struct MediaType {
 impl MediaType {
     /// `application/json` or `application/*+json`.
     pub fn is_json(&self) -> bool {
-        self.kind == "application" && (self.subtype == "json" || self.subtype.ends_with("+json"))
+        self.kind == "application"
+            && (self.subtype == "json" || self.subtype.len() > "+json".len() && self.subtype.ends_with("+json"))
     }
 }
 
@@ -125,7 +126,9 @@ impl MediaTypes {
                 && match &r.subtype {
                     Subtype::Any => true,
                     Subtype::Exact(s) => *s == media.subtype,
-                    Subtype::Suffix(s) => media.subtype.strip_suffix(s.as_str()).is_some_and(|p| p.ends_with('+')),
+                    Subtype::Suffix(s) => {
+                        media.subtype.strip_suffix(s.as_str()).is_some_and(|p| p.len() > 1 && p.ends_with('+'))
+                    }
                 }
         });
         if listed { Ok(media) } else { Err(()) }

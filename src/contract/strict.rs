@@ -75,9 +75,14 @@ pub fn read(bytes: &[u8]) -> Result<Value, StrictRefusal> {
     });
     parsed.map_err(|error| {
         let rule = context.broken.get().unwrap_or_else(|| {
-            // serde_json's own refusal of an unpaired surrogate is the only one with a rule
-            // of its own; its text is fixed, never the caller's.
-            if error.to_string().contains("surrogate") { StrictRule::LoneSurrogate } else { StrictRule::Malformed }
+            // serde_json refuses an unpaired surrogate in one of two fixed texts (never the
+            // caller's): a high one followed by something else than a low escape.
+            let text = error.to_string();
+            if text.contains("surrogate") || text.contains("end of hex escape") {
+                StrictRule::LoneSurrogate
+            } else {
+                StrictRule::Malformed
+            }
         });
         let position = (rule == StrictRule::Malformed || rule == StrictRule::LoneSurrogate)
             .then(|| (error.line(), error.column()));

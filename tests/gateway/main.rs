@@ -30,6 +30,8 @@ mod auth_refusals;
 mod bounds;
 mod cli;
 mod console;
+mod contract;
+mod contract_suite;
 mod deploy;
 mod firewall_rules;
 mod foundation;
