@@ -38,9 +38,7 @@ const SCHEMA: &str = r#"{
 
 /// An invoice body of about `kib` KiB.
 fn payload(kib: usize) -> Vec<u8> {
-    let line = |i: usize| {
-        json!({ "sku": format!("SKU-{i:05}"), "description": "Standard widget, blue", "qty": i % 7 + 1, "price": 12.5 })
-    };
+    let line = |i: usize| json!({ "sku": format!("SKU-{i:05}"), "description": "Standard widget, blue", "qty": i % 7 + 1, "price": 12.5 });
     let mut lines = Vec::new();
     loop {
         lines.push(line(lines.len()));

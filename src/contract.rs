@@ -20,6 +20,6 @@ pub mod strict;
 
 pub use compiled::{Contract, DEFAULT_MAX_BODY};
 pub use media::{MediaType, MediaTypes};
-pub use names::{NameRules, Others, PROTOCOL_HEADERS};
+pub use names::{NameRules, PROTOCOL_HEADERS, UnlistedNames};
 pub use raw::{ByteSize, RawContract, RawNameRules};
 pub use schema::{PayloadSchema, SchemaDraft};

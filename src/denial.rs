@@ -358,10 +358,9 @@ impl Rejection {
         let (status, kind, message, _, extra) = self.parts();
         let (body, content_type) = match &extra {
             Extra::Problem(refusal) => (refusal.problem(status.as_u16(), request_id), "application/problem+json"),
-            _ => (
-                serde_json::json!({ "error": kind, "message": message, "request_id": request_id }),
-                "application/json",
-            ),
+            _ => {
+                (serde_json::json!({ "error": kind, "message": message, "request_id": request_id }), "application/json")
+            }
         };
         let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = status;

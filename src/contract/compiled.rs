@@ -116,8 +116,11 @@ impl Contract {
     /// 415 for a media type not accepted, 400 for a broken query or header rule.
     pub fn check_head(&self, headers: &mut HeaderMap, query: Option<&str>) -> Result<Option<String>, PayloadRefusal> {
         if let Some(media) = &self.media {
-            media.accept(headers).map_err(|()| {
-                PayloadRefusal::one(PayloadStatus::UnsupportedMediaType, PayloadFailure::named(PayloadPart::Header, "content-type", "content_type"))
+            media.accept(headers).ok_or_else(|| {
+                PayloadRefusal::one(
+                    PayloadStatus::UnsupportedMediaType,
+                    PayloadFailure::named(PayloadPart::Header, "content-type", "content_type"),
+                )
             })?;
         }
         let mut failures = Vec::new();
@@ -212,7 +215,9 @@ fn load_schema(source: &SourceFile, file: &str, draft: super::schema::SchemaDraf
     let full = source.resolve(file);
     let bytes = std::fs::read(&full).map_err(|e| format!("cannot read schema file {}: {e}", full.display()))?;
     let document = strict::read(&bytes).map_err(|refusal| match refusal.position {
-        Some((line, column)) => format!("schema file {}:{line}:{column}: not JSON ({})", full.display(), refusal.rule.keyword()),
+        Some((line, column)) => {
+            format!("schema file {}:{line}:{column}: not JSON ({})", full.display(), refusal.rule.keyword())
+        }
         None => format!(
             "schema file {}: {} at {:?}",
             full.display(),
@@ -220,5 +225,6 @@ fn load_schema(source: &SourceFile, file: &str, draft: super::schema::SchemaDraf
             if refusal.pointer.is_empty() { "/" } else { &refusal.pointer }
         ),
     })?;
-    PayloadSchema::compile(&document, draft).map_err(|e| format!("schema file {} is not a valid schema: {e}", full.display()))
+    PayloadSchema::compile(&document, draft)
+        .map_err(|e| format!("schema file {} is not a valid schema: {e}", full.display()))
 }

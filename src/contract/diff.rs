@@ -31,13 +31,11 @@ pub struct ContractChange {
 
 /// The changes between two `contract` values (`None`: no contract).
 pub fn compare(old: Option<&Value>, new: Option<&Value>) -> Vec<ContractChange> {
-    let empty = Map::new();
-    let (a, b) = (old.and_then(Value::as_object), new.and_then(Value::as_object));
     let mut out = Vec::new();
     let mut push = |field: &str, direction, detail: String| {
         out.push(ContractChange { field: field.to_owned(), direction, detail });
     };
-    let (a, b) = match (a, b) {
+    let (was, now) = match (old.and_then(Value::as_object), new.and_then(Value::as_object)) {
         (None, None) => return out,
         // A whole contract gone or new is one change; its parts are in the policy text.
         (Some(_), None) => {
@@ -48,61 +46,78 @@ pub fn compare(old: Option<&Value>, new: Option<&Value>) -> Vec<ContractChange> 
             push("", Direction::Tighter, "contract added".into());
             return out;
         }
-        (Some(a), Some(b)) => (a, b),
+        (Some(was), Some(now)) => (was, now),
     };
-    let text = |m: &Map<String, Value>| m.get("schema").and_then(Value::as_str).map(str::to_owned);
-    match (text(a), text(b)) {
-        (Some(x), None) => push("schema", Direction::Looser, format!("{x} removed")),
-        (None, Some(y)) => push("schema", Direction::Tighter, format!("{y} added")),
-        (Some(x), Some(y)) if x != y => push("schema", Direction::Other, format!("{x} -> {y}")),
+    let schema = |m: &Map<String, Value>| m.get("schema").and_then(Value::as_str).map(str::to_owned);
+    match (schema(was), schema(now)) {
+        (Some(before), None) => push("schema", Direction::Looser, format!("{before} removed")),
+        (None, Some(after)) => push("schema", Direction::Tighter, format!("{after} added")),
+        (Some(before), Some(after)) if before != after => {
+            push("schema", Direction::Other, format!("{before} -> {after}"));
+        }
         _ => {}
     }
-    if a.get("draft") != b.get("draft") {
-        push("draft", Direction::Other, format!("{} -> {}", show(a.get("draft")), show(b.get("draft"))));
+    if was.get("draft") != now.get("draft") {
+        push("draft", Direction::Other, format!("{} -> {}", show(was.get("draft")), show(now.get("draft"))));
     }
-    match (media(a), media(b)) {
+    match (media(was), media(now)) {
         (Some(_), None) => push("content_types", Direction::Looser, "-> any type".into()),
-        (None, Some(y)) => push("content_types", Direction::Tighter, format!("any type -> {}", join(&y))),
-        (Some(x), Some(y)) => sets(&mut push, "content_types", &x, &y, true),
+        (None, Some(after)) => push("content_types", Direction::Tighter, format!("any type -> {}", join(&after))),
+        (Some(before), Some(after)) => sets(&mut push, "content_types", &before, &after, true),
         (None, None) => {}
     }
-    match (max_body(a), max_body(b)) {
+    match (max_body(was), max_body(now)) {
         (Some(_), None) => push("max_body", Direction::Looser, "-> the trigger's limit".into()),
-        (None, Some(y)) => push("max_body", Direction::Tighter, format!("-> {y} bytes")),
-        (Some(x), Some(y)) if y > x => push("max_body", Direction::Looser, format!("{x} -> {y} bytes")),
-        (Some(x), Some(y)) if y < x => push("max_body", Direction::Tighter, format!("{x} -> {y} bytes")),
+        (None, Some(after)) => push("max_body", Direction::Tighter, format!("-> {after} bytes")),
+        (Some(before), Some(after)) if after > before => {
+            push("max_body", Direction::Looser, format!("{before} -> {after} bytes"));
+        }
+        (Some(before), Some(after)) if after < before => {
+            push("max_body", Direction::Tighter, format!("{before} -> {after} bytes"));
+        }
         _ => {}
     }
     for part in ["query", "headers"] {
-        let (x, y) = (a.get(part).and_then(Value::as_object).unwrap_or(&empty), b.get(part).and_then(Value::as_object).unwrap_or(&empty));
-        let field = |name: &str| format!("{part}.{name}");
-        sets(&mut push, &field("required"), &names(x.get("required")), &names(y.get("required")), false);
-        match (x.get("allowed"), y.get("allowed")) {
-            (Some(_), None) => push(&field("allowed"), Direction::Looser, "-> any name".into()),
-            (None, Some(list)) => {
-                push(&field("allowed"), Direction::Tighter, format!("any name -> {}", join(&names(Some(list)))));
-            }
-            (Some(p), Some(q)) => sets(&mut push, &field("allowed"), &names(Some(p)), &names(Some(q)), true),
-            (None, None) => {}
-        }
-        let others = |m: &Map<String, Value>| m.get("others").and_then(Value::as_str).unwrap_or("refuse").to_owned();
-        if others(x) != others(y) {
-            let direction = if others(y) == "drop" { Direction::Looser } else { Direction::Tighter };
-            push(&field("others"), direction, format!("{} -> {}", others(x), others(y)));
-        }
-        let patterns = |m: &Map<String, Value>| m.get("patterns").and_then(Value::as_object).cloned().unwrap_or_default();
-        let (p, q) = (patterns(x), patterns(y));
-        for name in p.keys().chain(q.keys()).collect::<BTreeSet<_>>() {
-            let at = field(&format!("patterns.{name}"));
-            match (p.get(name), q.get(name)) {
-                (Some(_), None) => push(&at, Direction::Looser, "removed".into()),
-                (None, Some(v)) => push(&at, Direction::Tighter, format!("added {}", show(Some(v)))),
-                (Some(v), Some(w)) if v != w => push(&at, Direction::Other, format!("{} -> {}", show(Some(v)), show(Some(w)))),
-                _ => {}
-            }
-        }
+        name_rules(&mut push, part, was.get(part), now.get(part));
     }
     out
+}
+
+/// The changes of one part's name rules (`query` or `headers`).
+fn name_rules(push: &mut impl FnMut(&str, Direction, String), part: &str, was: Option<&Value>, now: Option<&Value>) {
+    let empty = Map::new();
+    let was = was.and_then(Value::as_object).unwrap_or(&empty);
+    let now = now.and_then(Value::as_object).unwrap_or(&empty);
+    let field = |name: &str| format!("{part}.{name}");
+    sets(push, &field("required"), &names(was.get("required")), &names(now.get("required")), false);
+    match (was.get("allowed"), now.get("allowed")) {
+        (Some(_), None) => push(&field("allowed"), Direction::Looser, "-> any name".into()),
+        (None, Some(list)) => {
+            push(&field("allowed"), Direction::Tighter, format!("any name -> {}", join(&names(Some(list)))));
+        }
+        (Some(before), Some(after)) => {
+            sets(push, &field("allowed"), &names(Some(before)), &names(Some(after)), true);
+        }
+        (None, None) => {}
+    }
+    let others = |m: &Map<String, Value>| m.get("others").and_then(Value::as_str).unwrap_or("refuse").to_owned();
+    if others(was) != others(now) {
+        let direction = if others(now) == "drop" { Direction::Looser } else { Direction::Tighter };
+        push(&field("others"), direction, format!("{} -> {}", others(was), others(now)));
+    }
+    let patterns = |m: &Map<String, Value>| m.get("patterns").and_then(Value::as_object).cloned().unwrap_or_default();
+    let (before, after) = (patterns(was), patterns(now));
+    for name in before.keys().chain(after.keys()).collect::<BTreeSet<_>>() {
+        let at = field(&format!("patterns.{name}"));
+        match (before.get(name), after.get(name)) {
+            (Some(_), None) => push(&at, Direction::Looser, "removed".into()),
+            (None, Some(added)) => push(&at, Direction::Tighter, format!("added {}", show(Some(added)))),
+            (Some(old), Some(new)) if old != new => {
+                push(&at, Direction::Other, format!("{} -> {}", show(Some(old)), show(Some(new))));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Added entries move callers one way, removed ones the other (`more_admits`: whether an
@@ -143,7 +158,9 @@ fn media(contract: &Map<String, Value>) -> Option<BTreeSet<String>> {
 fn max_body(contract: &Map<String, Value>) -> Option<u64> {
     match contract.get("max_body") {
         Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(text)) => serde_json::from_value::<super::raw::ByteSize>(Value::String(text.clone())).ok().map(|s| s.0),
+        Some(Value::String(text)) => {
+            serde_json::from_value::<super::raw::ByteSize>(Value::String(text.clone())).ok().map(|s| s.0)
+        }
         _ if contract.contains_key("schema") => Some(super::compiled::DEFAULT_MAX_BODY),
         _ => None,
     }
@@ -173,23 +190,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn directions(old: Option<Value>, new: Option<Value>) -> Vec<(String, Direction)> {
-        compare(old.as_ref(), new.as_ref()).into_iter().map(|c| (c.field, c.direction)).collect()
+    fn directions(old: Option<&Value>, new: Option<&Value>) -> Vec<(String, Direction)> {
+        compare(old, new).into_iter().map(|c| (c.field, c.direction)).collect()
     }
 
     #[test]
     fn widening_loosens_and_narrowing_tightens() {
         let base = json!({ "schema": "s.json", "max_body": "64KiB", "query": { "allowed": ["a"] } });
-        assert_eq!(directions(Some(base.clone()), None), [(String::new(), Direction::Looser)]);
-        assert_eq!(directions(None, Some(base.clone())), [(String::new(), Direction::Tighter)]);
+        assert_eq!(directions(Some(&base), None), [(String::new(), Direction::Looser)]);
+        assert_eq!(directions(None, Some(&base)), [(String::new(), Direction::Tighter)]);
         let wider = json!({ "max_body": "1MiB", "content_types": ["application/json", "text/plain"], "query": { "allowed": ["a", "b"] } });
-        let found = directions(Some(base.clone()), Some(wider));
+        let found = directions(Some(&base), Some(&wider));
         assert!(found.contains(&("schema".into(), Direction::Looser)), "{found:?}");
         assert!(found.contains(&("content_types".into(), Direction::Looser)), "{found:?}");
         assert!(found.contains(&("max_body".into(), Direction::Looser)), "{found:?}");
         assert!(found.contains(&("query.allowed".into(), Direction::Looser)), "{found:?}");
-        let narrower = json!({ "schema": "s.json", "max_body": 1024, "query": { "allowed": ["a"], "required": ["a"] } });
-        let found = directions(Some(base), Some(narrower));
+        let narrower =
+            json!({ "schema": "s.json", "max_body": 1024, "query": { "allowed": ["a"], "required": ["a"] } });
+        let found = directions(Some(&base), Some(&narrower));
         assert_eq!(found, [("max_body".into(), Direction::Tighter), ("query.required".into(), Direction::Tighter)]);
     }
 }

@@ -107,19 +107,17 @@ impl MediaTypes {
             .join(", ")
     }
 
-    /// The caller's media type when this list accepts it.
-    ///
-    /// # Errors
-    /// When there is no `Content-Type`, more than one, one that does not parse, a type
-    /// not listed, or a JSON type in another charset than UTF-8.
-    pub fn accept(&self, headers: &HeaderMap) -> Result<MediaType, ()> {
+    /// The caller's media type when this list accepts it; `None` when there is no
+    /// `Content-Type`, more than one, one that does not parse, a type not listed, or a
+    /// JSON type in another charset than UTF-8.
+    pub fn accept(&self, headers: &HeaderMap) -> Option<MediaType> {
         let mut values = headers.get_all(http::header::CONTENT_TYPE).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(());
+            return None;
         };
-        let (media, charset) = parse_content_type(value.to_str().map_err(|_| ())?).ok_or(())?;
+        let (media, charset) = parse_content_type(value.to_str().ok()?)?;
         if media.is_json() && charset.is_some_and(|c| c != "utf-8" && c != "utf8") {
-            return Err(());
+            return None;
         }
         let listed = self.ranges.iter().any(|r| {
             (r.kind == "*" || r.kind == media.kind)
@@ -131,7 +129,7 @@ impl MediaTypes {
                     }
                 }
         });
-        if listed { Ok(media) } else { Err(()) }
+        listed.then_some(media)
     }
 }
 
@@ -184,26 +182,26 @@ mod tests {
     #[test]
     fn json_types_and_parameters() {
         let json = MediaTypes::json();
-        assert!(json.accept(&with(&["application/json"])).is_ok());
-        assert!(json.accept(&with(&["Application/JSON; charset=UTF-8"])).is_ok());
-        assert!(json.accept(&with(&["application/cloudevents+json"])).is_ok());
-        assert!(json.accept(&with(&["application/json; charset=\"utf-8\""])).is_ok());
-        assert!(json.accept(&with(&["application/json; charset=iso-8859-1"])).is_err());
-        assert!(json.accept(&with(&["application/json; charset=utf-8; charset=utf-16"])).is_err());
-        assert!(json.accept(&with(&["text/plain"])).is_err());
-        assert!(json.accept(&with(&["application/jsonx"])).is_err());
-        assert!(json.accept(&with(&["application/+json"])).is_err(), "a suffix needs a subtype before it");
-        assert!(json.accept(&with(&[])).is_err());
-        assert!(json.accept(&with(&["application/json", "application/json"])).is_err());
-        assert!(json.accept(&with(&["application/json x"])).is_err());
+        assert!(json.accept(&with(&["application/json"])).is_some());
+        assert!(json.accept(&with(&["Application/JSON; charset=UTF-8"])).is_some());
+        assert!(json.accept(&with(&["application/cloudevents+json"])).is_some());
+        assert!(json.accept(&with(&["application/json; charset=\"utf-8\""])).is_some());
+        assert!(json.accept(&with(&["application/json; charset=iso-8859-1"])).is_none());
+        assert!(json.accept(&with(&["application/json; charset=utf-8; charset=utf-16"])).is_none());
+        assert!(json.accept(&with(&["text/plain"])).is_none());
+        assert!(json.accept(&with(&["application/jsonx"])).is_none());
+        assert!(json.accept(&with(&["application/+json"])).is_none(), "a suffix needs a subtype before it");
+        assert!(json.accept(&with(&[])).is_none());
+        assert!(json.accept(&with(&["application/json", "application/json"])).is_none());
+        assert!(json.accept(&with(&["application/json x"])).is_none());
         assert!(json.only_json());
     }
 
     #[test]
     fn admin_lists() {
         let list = MediaTypes::parse(&["text/*".into(), "application/x-www-form-urlencoded".into()]).unwrap();
-        assert!(list.accept(&with(&["text/csv"])).is_ok());
-        assert!(list.accept(&with(&["application/json"])).is_err());
+        assert!(list.accept(&with(&["text/csv"])).is_some());
+        assert!(list.accept(&with(&["application/json"])).is_none());
         assert!(!list.only_json());
         assert_eq!(list.describe(), "text/*, application/x-www-form-urlencoded");
         assert!(MediaTypes::parse(&["application/json; charset=utf-8".into()]).is_err());

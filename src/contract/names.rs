@@ -54,7 +54,7 @@ pub const PROTOCOL_HEADERS: &[&str] = &[
 /// What happens to a name not in `allowed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Others {
+pub enum UnlistedNames {
     /// The call is refused (400).
     #[default]
     Refuse,
@@ -70,7 +70,7 @@ pub struct NameRules {
     required: Vec<String>,
     /// Lower-case names accepted, when the list is closed.
     allowed: Option<HashSet<String>>,
-    others: Others,
+    others: UnlistedNames,
     /// Lower-case name → anchored pattern, and the pattern as written (for summaries).
     patterns: HashMap<String, (Regex, String)>,
 }
@@ -87,7 +87,7 @@ pub enum Fate {
 impl NameRules {
     /// No rules: everything passes.
     pub fn open(part: PayloadPart) -> Self {
-        Self { part, required: Vec::new(), allowed: None, others: Others::Refuse, patterns: HashMap::new() }
+        Self { part, required: Vec::new(), allowed: None, others: UnlistedNames::Refuse, patterns: HashMap::new() }
     }
 
     /// Builds the rules, or says which entry is wrong (`(field, index or name, message)`).
@@ -98,7 +98,7 @@ impl NameRules {
         part: PayloadPart,
         required: &[String],
         allowed: Option<&[String]>,
-        others: Others,
+        others: UnlistedNames,
         patterns: &std::collections::BTreeMap<String, String>,
     ) -> Result<Self, Vec<(String, String)>> {
         let mut problems = Vec::new();
@@ -163,8 +163,8 @@ impl NameRules {
             let allowed = self.allowed.as_ref().is_none_or(|names| names.contains(&lower));
             if !allowed {
                 match self.others {
-                    Others::Drop => fates.push(Fate::Drop),
-                    Others::Refuse => {
+                    UnlistedNames::Drop => fates.push(Fate::Drop),
+                    UnlistedNames::Refuse => {
                         failures.push(PayloadFailure::named(self.part, name, "not_allowed"));
                         fates.push(Fate::Drop);
                     }
@@ -198,8 +198,8 @@ impl NameRules {
             let mut names: Vec<&str> = allowed.iter().map(String::as_str).collect();
             names.sort_unstable();
             let others = match self.others {
-                Others::Refuse => "others refused",
-                Others::Drop => "others dropped",
+                UnlistedNames::Refuse => "others refused",
+                UnlistedNames::Drop => "others dropped",
             };
             parts.push(format!("allowed {} ({others})", names.join(", ")));
         }
@@ -218,7 +218,7 @@ mod tests {
     use std::borrow::Cow;
     use std::collections::BTreeMap;
 
-    fn rules(others: Others) -> NameRules {
+    fn rules(others: UnlistedNames) -> NameRules {
         let patterns = BTreeMap::from([("orderId".to_owned(), "[0-9]{1,8}".to_owned())]);
         NameRules::compile(PayloadPart::Query, &["orderId".into()], Some(&["lang".into()]), others, &patterns).unwrap()
     }
@@ -231,24 +231,28 @@ mod tests {
 
     #[test]
     fn required_allowed_and_patterns() {
-        let refuse = rules(Others::Refuse);
+        let refuse = rules(UnlistedNames::Refuse);
         assert_eq!(check(&refuse, &[("OrderId", "42"), ("lang", "en")]), Ok(vec![Fate::Keep, Fate::Keep]));
         assert_eq!(check(&refuse, &[("lang", "en")]), Err(vec!["orderid missing".into()]));
         assert_eq!(check(&refuse, &[("orderId", "42x")]), Err(vec!["orderId pattern".into()]), "matched whole");
         assert_eq!(check(&refuse, &[("orderId", "1"), ("orderid", "2")]), Err(vec!["orderid repeated".into()]));
         assert_eq!(check(&refuse, &[("orderId", "1"), ("debug", "1")]), Err(vec!["debug not_allowed".into()]));
-        let drop = rules(Others::Drop);
+        let drop = rules(UnlistedNames::Drop);
         assert_eq!(check(&drop, &[("orderId", "1"), ("debug", "1")]), Ok(vec![Fate::Keep, Fate::Drop]));
     }
 
     #[test]
     fn protocol_headers_are_never_judged_nor_ruled() {
-        let rules = NameRules::compile(PayloadPart::Header, &[], Some(&[]), Others::Refuse, &BTreeMap::new()).unwrap();
+        let rules =
+            NameRules::compile(PayloadPart::Header, &[], Some(&[]), UnlistedNames::Refuse, &BTreeMap::new()).unwrap();
         let entries = [("content-type", "application/json"), ("x-debug", "1")];
         let verdict = rules.check(entries.iter().map(|(n, v)| (*n, Some(Cow::Borrowed(*v)))));
         assert_eq!(verdict.unwrap_err().len(), 1);
-        assert!(NameRules::compile(PayloadPart::Header, &["Host".into()], None, Others::Refuse, &BTreeMap::new()).is_err());
+        assert!(
+            NameRules::compile(PayloadPart::Header, &["Host".into()], None, UnlistedNames::Refuse, &BTreeMap::new())
+                .is_err()
+        );
         let bad = BTreeMap::from([("x".to_owned(), "(".to_owned())]);
-        assert!(NameRules::compile(PayloadPart::Query, &[], None, Others::Refuse, &bad).is_err());
+        assert!(NameRules::compile(PayloadPart::Query, &[], None, UnlistedNames::Refuse, &bad).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! The contract as written in a trigger: `contract = { schema = "...", ... }`. Each field
 //! is documented here (these comments become the policy's JSON Schema and reference).
 
-use super::names::Others;
+use super::names::UnlistedNames;
 use super::schema::SchemaDraft;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
@@ -51,7 +51,7 @@ pub struct RawNameRules {
     /// What happens to a name not in `allowed`: `"refuse"` (default, 400) or `"drop"`
     /// (removed before the call goes upstream).
     #[serde(default)]
-    pub others: Others,
+    pub others: UnlistedNames,
     /// Regular expressions (Rust `regex` syntax) the whole value must match, by name, for
     /// example `{ orderId = "[0-9]{1,10}" }`. A name with a pattern may appear only once.
     #[serde(default)]

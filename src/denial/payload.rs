@@ -83,7 +83,11 @@ impl PayloadFailure {
     }
 
     fn short(&self) -> String {
-        let at = if self.part == PayloadPart::Body { self.at.clone() } else { format!("{} {}", self.part.as_str(), self.at) };
+        let at = if self.part == PayloadPart::Body {
+            self.at.clone()
+        } else {
+            format!("{} {}", self.part.as_str(), self.at)
+        };
         let at = if at.is_empty() { "(root)".to_owned() } else { at };
         format!("{at} {}", self.keyword)
     }
@@ -220,7 +224,10 @@ mod tests {
         assert_eq!(problem["errors"][0]["pointer"], "/amount");
         assert_eq!(problem["errors"][0]["keyword"], "minimum");
         assert_eq!(problem["detail"], "12 failures; the first 2 are listed");
-        assert_eq!(refusal.reason(), "contract: body breaks the contract's schema: /amount minimum; (root) required (+10 more)");
+        assert_eq!(
+            refusal.reason(),
+            "contract: body breaks the contract's schema: /amount minimum; (root) required (+10 more)"
+        );
         assert_eq!(refusal.keywords(), ["minimum", "required"]);
     }
 }

@@ -84,14 +84,13 @@ pub async fn forward<B: RequestBody>(
     }
 
     let request_stats = call.request_body.clone();
-    let body = match checked {
-        Some(checked) => checked_body(&trigger, &rendered, checked, &mut headers)?,
-        None => {
-            let Some(body) = body.take() else {
-                return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
-            };
-            request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?
-        }
+    let body = if let Some(checked) = checked {
+        checked_body(&trigger, &rendered, checked, &mut headers)?
+    } else {
+        let Some(body) = body.take() else {
+            return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
+        };
+        request_body(policy, &trigger, &rendered, body, &mut headers, &request_stats).await?
     };
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 

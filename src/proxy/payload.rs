@@ -87,8 +87,10 @@ pub(super) async fn check_contract<B: RequestBody>(
             return Err(Denial::RequestTimeout { reason: "contract: the body arrived too slowly".into() }.into());
         }
         Err(error) => {
-            return Err(Denial::BadRequest { reason: format!("contract: the request body could not be read: {error}") }
-                .into());
+            return Err(Denial::BadRequest {
+                reason: format!("contract: the request body could not be read: {error}"),
+            }
+            .into());
         }
     };
     contract.check_body(&bytes).map_err(refuse)?;

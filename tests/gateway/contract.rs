@@ -120,7 +120,8 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-const VALID: &str = "{\"invoiceId\" : \"INV-\\u00e9\",\n \"amount\": 12.50, \"lines\": [ {\"sku\":\"A-1\",\"qty\":2} ] }";
+const VALID: &str =
+    "{\"invoiceId\" : \"INV-\\u00e9\",\n \"amount\": 12.50, \"lines\": [ {\"sku\":\"A-1\",\"qty\":2} ] }";
 
 #[tokio::test]
 async fn a_valid_body_reaches_the_upstream_byte_for_byte() {
@@ -197,14 +198,13 @@ async fn each_refusal_answers_its_status_without_values_and_never_reaches_the_up
         client.post(url).header("content-type", "application/json").body(body)
     };
     let big_line = format!("{{\"sku\":\"{MARK}\",\"qty\":1}}");
-    let too_large = format!(
-        "{{\"invoiceId\":\"{MARK}\",\"amount\":1,\"lines\":[{}]}}",
-        vec![big_line.as_str(); 40].join(",")
-    );
-    // (request, status, decision, expected errors)
-    let cases: Vec<(reqwest::RequestBuilder, u16, &str, Vec<(&str, &str)>)> = vec![
+    let too_large =
+        format!("{{\"invoiceId\":\"{MARK}\",\"amount\":1,\"lines\":[{}]}}", vec![big_line.as_str(); 40].join(","));
+    // (request, status, decision, expected errors as (pointer or name, keyword))
+    type Case = (reqwest::RequestBuilder, u16, &'static str, Vec<(&'static str, &'static str)>);
+    let cases: Vec<Case> = vec![
         (
-            fx.client(false).post(&url).header("content-type", "text/plain").body(format!("{MARK}")),
+            fx.client(false).post(&url).header("content-type", "text/plain").body(MARK),
             415,
             "unsupported_media_type",
             vec![("content-type", "content_type")],
@@ -232,7 +232,9 @@ async fn each_refusal_answers_its_status_without_values_and_never_reaches_the_up
             json(
                 &fx.client(true),
                 &url,
-                format!("{{\"invoiceId\":\"{MARK}\",\"amount\":1,\"lines\":[{{\"sku\":\"a\",\"qty\":9007199254740993}}]}}"),
+                format!(
+                    "{{\"invoiceId\":\"{MARK}\",\"amount\":1,\"lines\":[{{\"sku\":\"a\",\"qty\":9007199254740993}}]}}"
+                ),
             ),
             400,
             "invalid_payload",
@@ -248,12 +250,7 @@ async fn each_refusal_answers_its_status_without_values_and_never_reaches_the_up
             "invalid_payload",
             vec![("", "required"), ("/amount", "type"), ("/lines/0/qty", "type")],
         ),
-        (
-            json(&fx.client(true), &gw.url("/in"), VALID.into()),
-            400,
-            "invalid_payload",
-            vec![("source", "missing")],
-        ),
+        (json(&fx.client(true), &gw.url("/in"), VALID.into()), 400, "invalid_payload", vec![("source", "missing")]),
         (
             json(&fx.client(false), &gw.url(&format!("/in?source={MARK}")), VALID.into()),
             400,
@@ -283,13 +280,18 @@ async fn each_refusal_answers_its_status_without_values_and_never_reaches_the_up
         }
         let metrics = metrics_text(&gw).await;
         for (_, keyword) in &expected {
-            let count = metric(&metrics, "flowgate_contract_refusals_total", &[("trigger", trigger), ("keyword", keyword)]);
+            let count =
+                metric(&metrics, "flowgate_contract_refusals_total", &[("trigger", trigger), ("keyword", keyword)]);
             assert!(count.is_some_and(|c| c >= 1.0), "no refusal counted for {keyword}");
         }
     }
     assert!(seen.lock().unwrap().is_empty(), "a refused call reached the upstream");
     let metrics = metrics_text(&gw).await;
-    assert_eq!(metric(&metrics, "flowgate_vault_calls_total", &[("vault", "crefuse")]), None, "a refused call fetched a secret");
+    assert_eq!(
+        metric(&metrics, "flowgate_vault_calls_total", &[("vault", "crefuse")]),
+        None,
+        "a refused call fetched a secret"
+    );
 
     // The same trigger admits a valid call: the secret is fetched and the upstream reached.
     let ok = json(&fx.client(true), &url, VALID.into()).header("x-correlation-id", "c-1").send().await.unwrap();
@@ -357,9 +359,8 @@ async fn a_reload_swaps_the_contract_and_a_broken_schema_keeps_the_old_one() {
     let post = |body: &'static str| {
         fx.client(false).post(gw.url("/in")).header("content-type", "application/json").body(body).send()
     };
-    let reload = || {
-        reqwest::Client::new().post(gw.admin_url("/reload")).header("content-type", "application/json").send()
-    };
+    let reload =
+        || reqwest::Client::new().post(gw.admin_url("/reload")).header("content-type", "application/json").send();
     assert_eq!(post(r#"{"invoiceId":"a"}"#).await.unwrap().status(), 422);
 
     // A schema that is not one: the reload is refused, located, and the old contract stays.
@@ -369,7 +370,10 @@ async fn a_reload_swaps_the_contract_and_a_broken_schema_keeps_the_old_one() {
     assert_eq!(answer.status(), 422);
     let body: Value = answer.json().await.unwrap();
     let first = body["errors"][0].as_str().unwrap();
-    assert!(first.contains("policy.toml:") && first.contains("contract.schema") && first.contains("loose.json"), "{first}");
+    assert!(
+        first.contains("policy.toml:") && first.contains("contract.schema") && first.contains("loose.json"),
+        "{first}"
+    );
     assert_eq!(post(r#"{"invoiceId":"a"}"#).await.unwrap().status(), 422);
 
     // A valid looser schema: swapped in with the rest of the policy.
@@ -384,7 +388,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_flowgate");
 #[test]
 fn check_locates_a_broken_schema_and_summarises_a_good_one() {
     let fx = Fixture::new();
-    let (up, _) = ("127.0.0.1:9".parse::<SocketAddr>().unwrap(), ());
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let text = setup(&fx, "contract-check", "ccheck", up, "{ schema = \"invoice.json\", max_body = \"64KiB\" }");
     let path = fx.write_policy(&text);
     let line = text.lines().position(|l| l.starts_with("contract =")).unwrap() + 1;
@@ -398,7 +402,10 @@ fn check_locates_a_broken_schema_and_summarises_a_good_one() {
     );
 
     for (schema, says) in [
-        ("{\n  \"type\": \"object\",\n  \"properties\": {\n    \"a\": { \"type\": \"string\" },\n  }\n}", "invoice.json:5:"),
+        (
+            "{\n  \"type\": \"object\",\n  \"properties\": {\n    \"a\": { \"type\": \"string\" },\n  }\n}",
+            "invoice.json:5:",
+        ),
         ("{\"type\": \"objekt\"}", "not a valid schema"),
         ("{\"type\": \"object\", \"type\": \"array\"}", "duplicate_key"),
     ] {
@@ -418,17 +425,32 @@ fn check_locates_a_broken_schema_and_summarises_a_good_one() {
 fn check_diff_reports_a_removed_or_widened_contract_as_loosened() {
     let fx = Fixture::new();
     let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let old = setup(&fx, "contract-diff", "cdiff", up, "{ schema = \"invoice.json\", max_body = \"64KiB\", query = { allowed = [\"a\"] } }");
-    let wider = setup(&fx, "contract-diff", "cdiff", up, "{ max_body = \"1MiB\", query = { allowed = [\"a\", \"b\"] } }");
+    let old = setup(
+        &fx,
+        "contract-diff",
+        "cdiff",
+        up,
+        "{ schema = \"invoice.json\", max_body = \"64KiB\", query = { allowed = [\"a\"] } }",
+    );
+    let wider =
+        setup(&fx, "contract-diff", "cdiff", up, "{ max_body = \"1MiB\", query = { allowed = [\"a\", \"b\"] } }");
     let none = setup(&fx, "contract-diff", "cdiff", up, "{}").replace("contract = {}\n", "");
     let old_path = fx.path().join("old.toml");
     std::fs::write(&old_path, &old).unwrap();
     for (new, expect) in [
-        (&wider, vec!["contract.schema: invoice.json removed", "contract.max_body: 65536 -> 1048576 bytes", "contract.query.allowed: added b"]),
+        (
+            &wider,
+            vec![
+                "contract.schema: invoice.json removed",
+                "contract.max_body: 65536 -> 1048576 bytes",
+                "contract.query.allowed: added b",
+            ],
+        ),
         (&none, vec!["contract: contract removed"]),
     ] {
         let new_path = fx.write_policy(new);
-        let out = std::process::Command::new(BIN).arg("check").arg(&new_path).arg("--diff").arg(&old_path).output().unwrap();
+        let out =
+            std::process::Command::new(BIN).arg("check").arg(&new_path).arg("--diff").arg(&old_path).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         for line in expect {

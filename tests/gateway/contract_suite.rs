@@ -4,7 +4,8 @@
 //! (the schema written to a file, as a policy names it) and `Contract::check_body` (the
 //! case's data as JSON text). A case's data holding a whole number beyond ±(2^53−1) must be
 //! refused as not strict JSON whatever the suite expects; every other case must get the
-//! suite's verdict. Beside them, schemas Power Automate generates from sample payloads.
+//! suite's verdict; a schema holding such a number must be refused at load. Beside them,
+//! schemas Power Automate generates from sample payloads.
 
 use flowgate::config::{Diagnostics, KeyPath, SourceFile};
 use flowgate::contract::{Contract, RawContract, SchemaDraft};
@@ -46,6 +47,9 @@ fn run_draft(directory: &str, draft: SchemaDraft) -> (usize, Vec<String>) {
             let description = group["description"].as_str().unwrap_or("");
             let compiled = match contract(dir.path(), &format!("{keyword}-{g}.json"), &group["schema"], draft) {
                 Ok(compiled) => compiled,
+                // A schema holding a whole number no reader holds exactly is refused at
+                // load, like a body holding one: every body it would compare is refused.
+                Err(e) if has_unsafe_number(&group["schema"]) && e.contains("unsafe_integer") => continue,
                 Err(e) => {
                     wrong.push(format!("{directory}/{keyword}: {description}: schema refused: {e}"));
                     continue;
@@ -129,10 +133,12 @@ fn power_automate_generated_schemas_work_pasted_unchanged() {
         let sample = br#"{"id": 7, "name": "Ada", "active": true, "score": 9.5, "tags": ["a"],
             "address": {"city": "Oslo", "zip": "0150"}, "orders": [{"orderId": "O-1", "total": 12.5}]}"#;
         assert!(compiled.check_body(sample).is_ok(), "the sample it was generated from");
-        assert!(compiled.check_body(br#"{"id": 7.0}"#).is_ok(), "7.0 is an integer from draft 4 on (jsonschema)");
+        // Draft 4, like Newtonsoft (a `Float` token) in Logic Apps: 7.0 is not an integer.
+        assert_eq!(compiled.check_body(br#"{"id": 7.0}"#).unwrap_err().status, PayloadStatus::BreaksSchema);
         let broken = compiled.check_body(br#"{"id": "7", "orders": [{"orderId": "O-1"}], "tags": [1]}"#).unwrap_err();
         assert_eq!(broken.status, PayloadStatus::BreaksSchema);
-        let mut found: Vec<(String, String)> = broken.failures.iter().map(|f| (f.at.clone(), f.keyword.clone())).collect();
+        let mut found: Vec<(String, String)> =
+            broken.failures.iter().map(|f| (f.at.clone(), f.keyword.clone())).collect();
         found.sort();
         assert_eq!(
             found,

@@ -178,7 +178,9 @@ fn first_broken(doc: &Doc, at: &str) -> Option<(StrictRule, String)> {
     let safe = 9_007_199_254_740_991_f64;
     match doc {
         Doc::Null | Doc::Bool(_) => None,
-        Doc::Int(n) => (n.unsigned_abs() > u128::from(MAX_SAFE_INTEGER)).then(|| (StrictRule::UnsafeInteger, at.into())),
+        Doc::Int(n) => {
+            (n.unsigned_abs() > u128::from(MAX_SAFE_INTEGER)).then(|| (StrictRule::UnsafeInteger, at.into()))
+        }
         Doc::Decimal(m, f, e) => {
             let value: f64 = format!("{m}.{f}e{e}").parse().unwrap();
             (value.fract() == 0.0 && value.abs() > safe).then(|| (StrictRule::UnsafeInteger, at.into()))
