@@ -358,11 +358,12 @@ impl Rejection {
         let (status, kind, message, _, extra) = self.parts();
         let (body, content_type) = match &extra {
             Extra::Problem(refusal) => (refusal.problem(status.as_u16(), request_id), "application/problem+json"),
-            _ => {
-                (serde_json::json!({ "error": kind, "message": message, "request_id": request_id }), "application/json")
-            }
+            _ => (
+                serde_json::json!({ "error": kind, "message": message, "request_id": request_id }).to_string(),
+                "application/json",
+            ),
         };
-        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -5,7 +5,7 @@
 //! the rule (`keyword`), with a fixed text per rule: never the caller's values, which a
 //! validator's own messages would repeat (`"abc" is not of type "integer"`).
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// At most this many failures are listed in an answer and a run record.
 pub const MAX_LISTED: usize = 10;
@@ -71,15 +71,17 @@ impl PayloadFailure {
         Self { part, at: name.into(), keyword: keyword.into(), position: None }
     }
 
-    fn view(&self) -> Value {
-        let mut entry = json!({ "in": self.part.as_str(), "keyword": self.keyword, "detail": detail(&self.keyword) });
-        let key = if self.part == PayloadPart::Body { "pointer" } else { "name" };
-        entry[key] = Value::String(self.at.clone());
-        if let Some((line, column)) = self.position {
-            entry["line"] = json!(line);
-            entry["column"] = json!(column);
+    fn view(&self) -> ProblemEntry<'_> {
+        let body = self.part == PayloadPart::Body;
+        ProblemEntry {
+            part: self.part.as_str(),
+            pointer: body.then_some(self.at.as_str()),
+            name: (!body).then_some(self.at.as_str()),
+            keyword: &self.keyword,
+            detail: detail(&self.keyword),
+            line: self.position.map(|(line, _)| line),
+            column: self.position.map(|(_, column)| column),
         }
-        entry
     }
 
     fn short(&self) -> String {
@@ -125,8 +127,9 @@ impl PayloadRefusal {
         format!("contract: {what}: {}{more}", listed.join("; "))
     }
 
-    /// The problem document (RFC 9457) sent to the caller.
-    pub fn problem(&self, status: u16, request_id: &str) -> Value {
+    /// The problem document (RFC 9457) sent to the caller, as JSON text (members in the
+    /// RFC's order).
+    pub fn problem(&self, status: u16, request_id: &str) -> String {
         let (kind, title) = match self.status {
             PayloadStatus::Malformed if self.failures.iter().all(|f| f.part == PayloadPart::Body) => {
                 ("malformed-body", "The request body is not strict JSON")
@@ -146,14 +149,15 @@ impl PayloadRefusal {
         } else {
             format!("{} failures", self.total)
         };
-        json!({
-            "type": format!("urn:flowgate:problem:{kind}"),
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "request_id": request_id,
-            "errors": self.failures.iter().map(PayloadFailure::view).collect::<Vec<_>>(),
-        })
+        let problem = Problem {
+            kind: format!("urn:flowgate:problem:{kind}"),
+            title,
+            status,
+            detail,
+            request_id,
+            errors: self.failures.iter().map(PayloadFailure::view).collect(),
+        };
+        serde_json::to_string(&problem).unwrap_or_default()
     }
 
     /// The distinct rules broken, for the refusal metric.
@@ -163,6 +167,35 @@ impl PayloadRefusal {
         keywords.dedup();
         keywords
     }
+}
+
+/// The problem document's members, in the order RFC 9457 lists them.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    request_id: &'a str,
+    errors: Vec<ProblemEntry<'a>>,
+}
+
+/// One failure as the caller sees it.
+#[derive(Serialize)]
+struct ProblemEntry<'a> {
+    #[serde(rename = "in")]
+    part: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pointer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    keyword: &'a str,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<usize>,
 }
 
 /// A fixed sentence per rule. Built from the rule alone: the schema's own message would
@@ -218,7 +251,9 @@ mod tests {
             failures: vec![PayloadFailure::body("/amount", "minimum"), PayloadFailure::body("", "required")],
             total: 12,
         };
-        let problem = refusal.problem(422, "req-1");
+        let text = refusal.problem(422, "req-1");
+        assert!(text.starts_with(r#"{"type":"urn:flowgate:problem:invalid-payload","title":"#), "{text}");
+        let problem: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(problem["status"], 422);
         assert_eq!(problem["request_id"], "req-1");
         assert_eq!(problem["errors"][0]["pointer"], "/amount");
