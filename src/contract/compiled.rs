@@ -110,11 +110,18 @@ impl Contract {
 
     /// The request head against the contract: media type, headers, query. Headers the
     /// contract drops are removed from `headers`; the query to forward is returned when
-    /// names were dropped from it.
+    /// names were dropped from it. Query names in `reserved` (lower-case: signed-URL
+    /// parameters, injected names) are flowgate's, never judged: they never reach the
+    /// upstream from the caller anyway.
     ///
     /// # Errors
     /// 415 for a media type not accepted, 400 for a broken query or header rule.
-    pub fn check_head(&self, headers: &mut HeaderMap, query: Option<&str>) -> Result<Option<String>, PayloadRefusal> {
+    pub fn check_head(
+        &self,
+        headers: &mut HeaderMap,
+        query: Option<&str>,
+        reserved: &std::collections::HashSet<String>,
+    ) -> Result<Option<String>, PayloadRefusal> {
         if let Some(media) = &self.media {
             media.accept(headers).ok_or_else(|| {
                 PayloadRefusal::one(
@@ -143,14 +150,21 @@ impl Contract {
         }
         let mut kept_query = None;
         if !self.query.is_open() {
-            let pieces: Vec<&str> = query.unwrap_or("").split('&').filter(|p| !p.is_empty()).collect();
-            let decoded: Vec<(Cow<'_, str>, Cow<'_, str>)> =
-                pieces.iter().map(|p| url::form_urlencoded::parse(p.as_bytes()).next().unwrap_or_default()).collect();
+            let (pieces, decoded): (Vec<&str>, Vec<QueryPair<'_>>) = query
+                .unwrap_or("")
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| (p, url::form_urlencoded::parse(p.as_bytes()).next().unwrap_or_default()))
+                .filter(|(_, (name, _))| !reserved.contains(&name.to_ascii_lowercase()))
+                .unzip();
             let entries = decoded.iter().map(|(n, v)| (n.as_ref(), Some(Cow::Borrowed(v.as_ref()))));
             match self.query.check(entries) {
                 Ok(fates) if fates.contains(&Fate::Drop) => {
+                    // Reserved pieces are kept here: the upstream URI drops them later.
+                    let dropped: Vec<&str> =
+                        pieces.iter().zip(fates).filter(|(_, f)| *f == Fate::Drop).map(|(p, _)| *p).collect();
                     let kept: Vec<&str> =
-                        pieces.iter().zip(fates).filter(|(_, f)| *f == Fate::Keep).map(|(p, _)| *p).collect();
+                        query.unwrap_or("").split('&').filter(|p| !p.is_empty() && !dropped.contains(p)).collect();
                     kept_query = Some(kept.join("&"));
                 }
                 Ok(_) => {}
@@ -203,6 +217,9 @@ impl Contract {
     }
 }
 
+/// A query parameter's name and value, decoded.
+type QueryPair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// A refusal listing at most [`MAX_LISTED`] of `failures`.
 fn listed(status: PayloadStatus, mut failures: Vec<PayloadFailure>) -> PayloadRefusal {
     let total = failures.len();
@@ -227,4 +244,34 @@ fn load_schema(source: &SourceFile, file: &str, draft: super::schema::SchemaDraf
     })?;
     PayloadSchema::compile(&document, draft)
         .map_err(|e| format!("schema file {} is not a valid schema: {e}", full.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{RawNameRules, UnlistedNames};
+    use std::collections::HashSet;
+
+    fn contract(others: UnlistedNames) -> Contract {
+        let raw = RawContract {
+            query: RawNameRules { allowed: Some(vec!["source".into()]), others, ..RawNameRules::default() },
+            ..RawContract::default()
+        };
+        let source = SourceFile { name: "p.toml".into(), base_dir: ".".into(), text: String::new() };
+        let mut diags = Diagnostics::default();
+        Contract::compile(&raw, 1 << 20, &source, &KeyPath::root(), &mut diags).unwrap()
+    }
+
+    #[test]
+    fn reserved_query_names_are_never_judged_and_dropped_ones_leave() {
+        let reserved: HashSet<String> = ["sig".to_owned(), "exp".to_owned()].into();
+        let mut headers = HeaderMap::new();
+        let refuse = contract(UnlistedNames::Refuse);
+        assert_eq!(refuse.check_head(&mut headers, Some("source=a&SIG=x&exp=1"), &reserved), Ok(None));
+        let refused = refuse.check_head(&mut headers, Some("source=a&debug=1"), &reserved).unwrap_err();
+        assert_eq!((refused.failures[0].at.as_str(), refused.failures[0].keyword.as_str()), ("debug", "not_allowed"));
+        let drop = contract(UnlistedNames::Drop);
+        let kept = drop.check_head(&mut headers, Some("debug=1&source=a&sig=x&debug=2&&x%3Dy=3"), &reserved);
+        assert_eq!(kept, Ok(Some("source=a&sig=x".to_owned())));
+    }
 }

@@ -202,12 +202,16 @@ impl<'de> Visitor<'de> for Node<'_> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             let duplicate = map.contains_key(&key);
-            self.context.path.borrow_mut().push(Step::Key(key.clone()));
+            // The key waits on the path while its value is read (no copy per key), and
+            // comes back for the map.
+            self.context.path.borrow_mut().push(Step::Key(key));
             if duplicate {
                 return Err(self.context.refuse(StrictRule::DuplicateKey));
             }
             let value = access.next_value_seed(self)?;
-            self.context.path.borrow_mut().pop();
+            let Some(Step::Key(key)) = self.context.path.borrow_mut().pop() else {
+                return Err(self.context.refuse(StrictRule::Malformed));
+            };
             map.insert(key, value);
         }
         Ok(Value::Object(map))

@@ -60,7 +60,8 @@ pub(super) async fn check_contract<B: RequestBody>(
     };
 
     // The head: nothing of the body is read yet.
-    let kept_query = contract.check_head(&mut parts.headers, parts.uri.query()).map_err(refuse)?;
+    let kept_query =
+        contract.check_head(&mut parts.headers, parts.uri.query(), &trigger.reserved_query).map_err(refuse)?;
     if let Some(query) = kept_query {
         parts.uri = with_query(&parts.uri, &query)
             .map_err(|e| Denial::BadRequest { reason: format!("contract: cannot rebuild the query: {e}") })?;
