@@ -273,6 +273,9 @@ fn check(file: &Path) -> ExitCode {
             let triggers = policy.routes.triggers();
             for trigger in triggers {
                 println!("{}", trigger.summary.line());
+                if let Some(contract) = &trigger.contract {
+                    println!("    contract: {}", contract.describe());
+                }
             }
             let unlimited: Vec<&str> =
                 triggers.iter().filter(|t| t.rate_limit.is_none()).map(|t| t.name.as_str()).collect();

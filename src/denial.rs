@@ -6,6 +6,10 @@
 //! ever sees a fixed public message and the request id. This module sits low so that
 //! both `proxy` and `audit` use it without importing each other.
 
+mod payload;
+
+pub use payload::{MAX_LISTED, PayloadFailure, PayloadPart, PayloadRefusal, PayloadStatus};
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -125,6 +129,9 @@ pub enum Denial {
         /// Scheme and delivery id (private).
         reason: String,
     },
+    /// The call breaks its trigger's contract (`contract`): media type, size, query or
+    /// header rules, or the JSON body. Answered as `application/problem+json`.
+    InvalidPayload(Box<PayloadRefusal>),
 }
 
 /// A call that passed admission but could not be completed, or that could not be judged
@@ -207,6 +214,7 @@ enum Extra<'a> {
     Allow(&'a str),
     Challenge(String),
     RetryAfter { secs: u64, policy: Option<&'a str>, limit: Option<&'a str> },
+    Problem(&'a PayloadRefusal),
 }
 
 impl Rejection {
@@ -326,6 +334,25 @@ impl Rejection {
                 reason.clone(),
                 retry_after_secs.map_or(Extra::None, |secs| Extra::RetryAfter { secs, policy: None, limit: None }),
             ),
+            // 422 for well-formed JSON that breaks the schema (the request was understood,
+            // its content is wrong, RFC 9110 §15.5.21); 400 when the body is not strict JSON
+            // or a query/header rule is broken: a caller can tell "fix the data" from "fix
+            // the encoding".
+            Self::Denied(D::InvalidPayload(refusal)) => {
+                let (status, kind, message) = match refusal.status {
+                    PayloadStatus::Malformed => (StatusCode::BAD_REQUEST, "invalid_payload", "bad request"),
+                    PayloadStatus::BreaksSchema => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", "unprocessable content")
+                    }
+                    PayloadStatus::TooLarge => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body too large")
+                    }
+                    PayloadStatus::UnsupportedMediaType => {
+                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "unsupported media type")
+                    }
+                };
+                (status, kind, message, refusal.reason(), Extra::Problem(refusal))
+            }
             Self::Failed(F::KeysUnavailable { reason }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "keys_unavailable",
@@ -385,11 +412,17 @@ impl Rejection {
     /// the request id, never internals.
     pub fn response(&self, request_id: &str) -> Response<Full<Bytes>> {
         let (status, kind, message, _, extra) = self.parts();
-        let body = serde_json::json!({ "error": kind, "message": message, "request_id": request_id });
-        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        let (body, content_type) = match &extra {
+            Extra::Problem(refusal) => (refusal.problem(status.as_u16(), request_id), "application/problem+json"),
+            _ => (
+                serde_json::json!({ "error": kind, "message": message, "request_id": request_id }).to_string(),
+                "application/json",
+            ),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let mut set = |name: header::HeaderName, value: &str| {
             if let Ok(value) = HeaderValue::from_str(value) {
@@ -397,7 +430,7 @@ impl Rejection {
             }
         };
         match extra {
-            Extra::None => {}
+            Extra::None | Extra::Problem(_) => {}
             Extra::Allow(allow) => set(header::ALLOW, allow),
             Extra::Challenge(challenge) => set(header::WWW_AUTHENTICATE, &challenge),
             Extra::RetryAfter { secs, policy, limit } => {

@@ -16,6 +16,7 @@
 //! | [`proxy`] | `handle` → `admit` → `forward`; header hygiene; refused-body settling |
 //! | [`web`] | plain HTTP pieces: body types, local answers, the request id, the upstream client and pools |
 //! | [`clock`] | the one injectable clock (monotonic and wall-clock readings) and its manual test clock |
+//! | [`contract`] | payload contracts per trigger: JSON Schema, strict JSON, media types, body size, query and header rules |
 //! | [`denial`] | the closed set of refusals and failures, each mapped to one HTTP response |
 //! | [`refusal`] | the refusal table: each domain's typed error → its one `Denial` or `Failure` |
 //! | [`firewall`] | CIDR allow/deny tables, client address resolution |
@@ -42,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod console;
+pub mod contract;
 pub mod demo;
 pub mod denial;
 pub mod firewall;

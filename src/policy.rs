@@ -654,6 +654,13 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
     let reserved_query = reserved_query(&injection, &access);
     let injected_names = injection.names_to_strip();
     let scrub_responses = raw.scrub_responses.unwrap_or_else(|| injection.injects());
+    let contract = raw
+        .contract
+        .as_ref()
+        .and_then(|c| crate::contract::Contract::compile(c, max_body_bytes, source, &path.key("contract"), diags));
+    if raw.contract.is_some() && contract.is_none() {
+        return None;
+    }
     Some(Trigger {
         name: raw.name.clone(),
         name_label: Arc::from(raw.name.as_str()),
@@ -678,5 +685,6 @@ fn compile_trigger(raw: &RawTrigger, shared: &Shared<'_>, path: &KeyPath, diags:
         injection,
         scrub_responses,
         webhook,
+        contract,
     })
 }

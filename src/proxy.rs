@@ -12,7 +12,8 @@
 //!
 //! Beside these: `inbound` ([`Connection`]), `body` (read pace, size cap, buffered prefix,
 //! response observer), `headers` (hygiene), `coding` (decoding for the scrubber), `permit`
-//! ([`Permit`]). Plain HTTP pieces (body types, the request id, the upstream client and
+//! ([`Permit`]), `payload` (the trigger's contract, judged inside `forward` before the
+//! permit is first used). Plain HTTP pieces (body types, the request id, the upstream client and
 //! its pools) live below, in `web`. This file only declares and re-exports.
 
 mod admit;
@@ -25,6 +26,7 @@ mod forward;
 mod handle;
 mod headers;
 mod inbound;
+mod payload;
 mod permit;
 mod unread;
 

@@ -63,5 +63,8 @@ for name in sorted(defs):
         out += table(name.removeprefix("Raw"), node)
     else:
         out += enum_doc(name, node)
+# Hand-written sections with examples (docs/reference/*.md), after the generated tables.
+for extra in sorted((root / "docs/reference").glob("*.md")):
+    out += [extra.read_text().rstrip(), ""]
 (root / "docs/policy-reference.md").write_text("\n".join(out))
 print("wrote docs/policy-reference.md")

@@ -326,6 +326,7 @@ fn rules(scope: &str, prefix: &str, old: &Map<String, Value>, new: &Map<String, 
                 "claims" => claims(scope, &field, a, b, out),
                 "max_body_bytes" | "per_second" => larger_loosens(scope, field, a, b, out),
                 "webhook" => webhook(scope, &field, a, b, out),
+                "contract" => contract(scope, &field, a, b, out),
                 _ => match (a, b) {
                     (Some(Value::Object(a)), Some(Value::Object(b))) => rules(scope, &field, a, b, out),
                     _ => out.push(changed(scope, Some(field), a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null))),
@@ -382,6 +383,20 @@ fn sign_in_change(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>
         _ => Effect::Changed,
     };
     Some(Change { scope: scope.to_owned(), field: Some(field.to_owned()), effect, detail: format!("{x} -> {y}") })
+}
+
+/// A trigger's payload contract, compared as it takes effect (`contract::diff`).
+fn contract(scope: &str, field: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    use crate::contract::diff::Direction;
+    for change in crate::contract::diff::compare(a, b) {
+        let effect = match change.direction {
+            Direction::Looser => Effect::Loosened,
+            Direction::Tighter => Effect::Tightened,
+            Direction::Other => Effect::Changed,
+        };
+        let field = if change.field.is_empty() { field.to_owned() } else { format!("{field}.{}", change.field) };
+        out.push(Change { scope: scope.to_owned(), field: Some(field), effect, detail: change.detail });
+    }
 }
 
 /// Whether a trigger table injects anything (its `scrub_responses` then defaults to on).

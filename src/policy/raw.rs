@@ -523,6 +523,11 @@ pub struct RawTrigger {
     /// `max_body_bytes` defaults to 1 MiB: its body is read whole and verified before
     /// anything is sent upstream.
     pub webhook: Option<crate::webhook::RawWebhook>,
+    /// What the trigger accepts from a caller beyond who it is: a JSON Schema for the
+    /// body, media types, a body size, query and header rules (README, "Payload
+    /// contracts"). Checked after authentication and the rate limit, before any secret is
+    /// fetched or the upstream contacted.
+    pub contract: Option<crate::contract::RawContract>,
 }
 
 impl RawTrigger {

@@ -56,6 +56,8 @@ pub struct Trigger {
     pub scrub_responses: bool,
     /// How a `who = "webhook"` trigger verifies its deliveries.
     pub webhook: Option<crate::webhook::WebhookRule>,
+    /// What the trigger accepts from a caller (body schema, media types, size, names).
+    pub contract: Option<crate::contract::Contract>,
 }
 
 impl std::fmt::Debug for Trigger {

@@ -11,6 +11,7 @@ use super::call::{Call, Capture};
 use super::coding;
 use super::headers::{self, strip_hop_by_hop};
 use super::inbound::Connection;
+use super::payload::{Checked, check_contract};
 use crate::auth::Caller;
 use crate::denial::{Failure, Rejection};
 use crate::gateway::Gateway;
@@ -48,7 +49,7 @@ pub struct Forwarding<'a> {
 pub async fn forward<B: RequestBody>(
     context: Forwarding<'_>,
     admitted: Admitted,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: &mut Option<B>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let Forwarding { gateway, policy, connection, call } = context;
@@ -62,6 +63,14 @@ pub async fn forward<B: RequestBody>(
     }
     let host = request_host_of(&parts).map(str::to_owned);
     start_capture(&trigger, &parts.headers, call);
+
+    // The payload contract after every admission check and before the permit's first use:
+    // a refused payload never fetches a secret nor reaches the upstream, and an anonymous
+    // caller never makes the gateway read a body. What it read is what is forwarded.
+    let replay_key = delivery.as_ref().and_then(|d| d.replay);
+    let mut verified = delivery.map(|d| d.body);
+    let checked =
+        check_contract(policy, &trigger, &mut parts, body, &mut verified, &call.request_body, &permit).await?;
 
     // Secrets are resolved only now, with the permit: unadmitted calls never reach a vault.
     let started = call.steps.start();
@@ -93,12 +102,13 @@ pub async fn forward<B: RequestBody>(
     }
 
     let request_stats = call.request_body.clone();
-    let replay_key = delivery.as_ref().and_then(|d| d.replay);
-    // A webhook delivery's body was read and verified in `admit`: exactly those bytes go
-    // upstream (through the same injection, capture and accounting).
-    let body = if let Some(verified) = delivery {
-        let verified = http_body_util::Full::new(verified.body);
-        request_body(policy, &trigger, &rendered, verified, &mut headers, &request_stats).await?
+    let body = if let Some(checked) = checked {
+        checked_body(&trigger, &rendered, checked, &mut headers)?
+    } else if let Some(verified) = verified {
+        // A webhook delivery's body was read and verified in `admit`: exactly those bytes
+        // go upstream (through the same injection, capture and accounting).
+        request_body(policy, &trigger, &rendered, http_body_util::Full::new(verified), &mut headers, &request_stats)
+            .await?
     } else {
         let Some(body) = body.take() else {
             return Err(Failure::Internal { reason: "the request body was taken twice".into() }.into());
@@ -219,9 +229,7 @@ async fn request_body<B: RequestBody>(
             Ok(Err(error)) => return Err(body_refusal(request_stats, &*error).into()),
             Ok(Ok(collected)) => collected,
         };
-        let injected = rendered.apply_json(collected.to_bytes())?;
-        headers.remove(header::CONTENT_LENGTH);
-        return Ok(full_body(injected));
+        return inject_json(rendered, collected.to_bytes(), headers);
     }
     let capped = CappedBody::new(body, trigger.max_body_bytes, request_stats.clone());
     // Small bodies are read whole first, so a body that turns out malformed, too slow
@@ -239,6 +247,35 @@ async fn request_body<B: RequestBody>(
         }
         Buffered::Failed(error) => Err(body_refusal(request_stats, &*error).into()),
     }
+}
+
+/// A body the contract read whole and judged, as the upstream gets it: the same bytes,
+/// with their length (or with injected JSON fields, the one change the policy makes).
+///
+/// # Errors
+/// 400 when JSON injection is impossible, 503 when an injected value is unavailable.
+fn checked_body(
+    trigger: &Trigger,
+    rendered: &Rendered,
+    checked: Checked,
+    headers: &mut HeaderMap,
+) -> Result<ResponseBody, Rejection> {
+    let bytes = checked.into_bytes();
+    if trigger.injection.has_json() {
+        return inject_json(rendered, bytes, headers);
+    }
+    if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+    Ok(full_body(bytes))
+}
+
+/// Writes the trigger's injected JSON fields into a whole body.
+fn inject_json(rendered: &Rendered, bytes: Bytes, headers: &mut HeaderMap) -> Result<ResponseBody, Rejection> {
+    let injected = rendered.apply_json(bytes)?;
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(full_body(injected))
 }
 
 /// The request the upstream gets.

@@ -226,6 +226,7 @@ fn the_demo_policy_checks_clean_once_its_material_exists() {
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::copy("config/demo.toml", dir.path().join("config/demo.toml")).unwrap();
     std::fs::copy("config/demo-secrets.toml", dir.path().join("config/demo-secrets.toml")).unwrap();
+    copy_demo_schemas(dir.path());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path().join("config/demo-secrets.toml"), std::fs::Permissions::from_mode(0o600))
         .unwrap();
@@ -313,6 +314,7 @@ async fn demo_lines_appear_only_once_the_gateway_answers() {
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::copy("config/demo.toml", dir.path().join("config/demo.toml")).unwrap();
     std::fs::copy("config/demo-secrets.toml", dir.path().join("config/demo-secrets.toml")).unwrap();
+    copy_demo_schemas(dir.path());
     let (port, admin) = (free_port(), free_port());
     let mut child = Command::new(BIN)
         .args(["demo", "--config", "config/demo.toml", "--certs", "certs"])
@@ -348,8 +350,20 @@ async fn demo_lines_appear_only_once_the_gateway_answers() {
         .unwrap();
     let url = format!("https://127.0.0.1:{port}/demo/invoice");
     assert!(line.contains(&url), "the first line is the main trigger's: {line}");
-    let response = client.post(&url).bearer_auth(&token).body("{}").send().await;
+    // The body the line prints: the main trigger's payload contract accepts it.
+    let body = line.split("-d '").nth(1).and_then(|rest| rest.split('\'').next()).expect("a body").to_owned();
+    let response =
+        client.post(&url).bearer_auth(&token).header("content-type", "application/json").body(body).send().await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(response.expect("the pasted call reached the gateway").status(), 200);
+}
+
+/// The demo policy's schema files, beside its copy in `dir/config`.
+fn copy_demo_schemas(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("config/schemas")).unwrap();
+    for entry in std::fs::read_dir("config/schemas").unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join("config/schemas").join(entry.file_name())).unwrap();
+    }
 }

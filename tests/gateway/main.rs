@@ -33,6 +33,8 @@ mod cli;
 mod client_certs;
 mod console;
 mod console_sign_in;
+mod contract;
+mod contract_suite;
 mod deploy;
 mod dev_certs;
 mod firewall_rules;
