@@ -60,7 +60,7 @@ pub enum Command {
     SignUrl(SignUrlArgs),
     /// Print a ready-to-paste signed curl for a `who = "webhook"` trigger, signed with its
     /// current secret as its sender would (the timestamp is good for the trigger's tolerance).
-    SignWebhook(SignWebhookArgs),
+    SignWebhook(sign_webhook::SignWebhookArgs),
     /// List which triggers use which secret references and vaults (never values).
     Secrets {
         /// The policy file.
@@ -168,25 +168,6 @@ pub struct SignUrlArgs {
     pub url: String,
 }
 
-/// `flowgate sign-webhook` options.
-#[derive(Debug, clap::Args)]
-pub struct SignWebhookArgs {
-    /// The policy naming the trigger and the vault of its secret.
-    #[arg(long, short, default_value = "config/demo.toml")]
-    pub config: PathBuf,
-    /// The trigger's scheme: standard, github, stripe, slack or shopify.
-    #[arg(long, default_value = "standard")]
-    pub scheme: String,
-    /// The body to sign and send.
-    #[arg(long, default_value = r#"{"type":"demo.event","hello":"flowgate"}"#)]
-    pub body: String,
-    /// The CA bundle curl should trust.
-    #[arg(long, default_value = "certs/dev-ca.crt")]
-    pub cacert: PathBuf,
-    /// The trigger's URL, for example <https://127.0.0.1:8443/demo/webhook>.
-    pub url: String,
-}
-
 /// The demo issuer's fixed address (named in config/demo.toml).
 pub(crate) const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9981";
 /// The demo issuer's URL.
@@ -229,7 +210,10 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => runs(args).await,
             Command::Token(args) => token(&args),
             Command::SignUrl(args) => sign_url(&args),
-            Command::SignWebhook(args) => sign_webhook::sign_webhook(&args).await,
+            Command::SignWebhook(args) => match load_policy(&args.config) {
+                Ok(policy) => sign_webhook::sign_webhook(&args, &policy, unix_now()).await,
+                Err(code) => code,
+            },
             Command::Secrets { config } => secrets_report(&config),
             Command::Probe { url } => probe(&url).await,
             Command::Demo(args) => demo(args).await,

@@ -2,15 +2,31 @@
 //! trigger, signed with the trigger's current secret from its vault as its sender would.
 //! The secret itself is never printed.
 
-use super::{SignWebhookArgs, load_policy, unix_now};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub(super) async fn sign_webhook(args: &SignWebhookArgs) -> ExitCode {
-    let policy = match load_policy(&args.config) {
-        Ok(policy) => policy,
-        Err(code) => return code,
-    };
-    match signed_curl(args, &policy).await {
+/// `flowgate sign-webhook` options.
+#[derive(Debug, clap::Args)]
+pub struct SignWebhookArgs {
+    /// The policy naming the trigger and the vault of its secret.
+    #[arg(long, short, default_value = "config/demo.toml")]
+    pub config: PathBuf,
+    /// The trigger's scheme: standard, github, stripe, slack or shopify.
+    #[arg(long, default_value = "standard")]
+    pub scheme: String,
+    /// The body to sign and send.
+    #[arg(long, default_value = r#"{"type":"demo.event","hello":"flowgate"}"#)]
+    pub body: String,
+    /// The CA bundle curl should trust.
+    #[arg(long, default_value = "certs/dev-ca.crt")]
+    pub cacert: PathBuf,
+    /// The trigger's URL, for example <https://127.0.0.1:8443/demo/webhook>.
+    pub url: String,
+}
+
+/// Prints the signed `curl` for `args.url` under `policy`, stamped `now` (Unix seconds).
+pub(super) async fn sign_webhook(args: &SignWebhookArgs, policy: &crate::policy::Policy, now: u64) -> ExitCode {
+    match signed_curl(args, policy, now).await {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -22,7 +38,7 @@ pub(super) async fn sign_webhook(args: &SignWebhookArgs) -> ExitCode {
     }
 }
 
-async fn signed_curl(args: &SignWebhookArgs, policy: &crate::policy::Policy) -> Result<String, String> {
+async fn signed_curl(args: &SignWebhookArgs, policy: &crate::policy::Policy, now: u64) -> Result<String, String> {
     let url = url::Url::parse(&args.url).map_err(|e| format!("{}: {e}", args.url))?;
     let path = crate::policy::normalize_path(url.path()).map_err(|e| format!("{}: {e}", url.path()))?;
     let found = policy
@@ -39,7 +55,7 @@ async fn signed_curl(args: &SignWebhookArgs, policy: &crate::policy::Policy) -> 
     let store = crate::secrets::SecretStore::new();
     let secret = store.lookup(reference, &policy.vaults).await.map_err(|e| e.to_string())?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
     let headers = crate::webhook::sign::sign(&rule.scheme, secret.expose_secret(), args.body.as_bytes(), now, &id)
         .map_err(|e| e.to_string())?;
     let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
