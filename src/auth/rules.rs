@@ -383,7 +383,7 @@ pub fn compile_access<'a>(
         return access;
     }
     if trigger.who == Who::Webhook {
-        refuse_token_rules(&trigger, &trigger.principals, path, Who::Webhook, diags);
+        refuse_token_rules(&trigger, trigger.principals, path, Who::Webhook, diags);
         // A delivery is judged by its signature alone; a certificate rule here would be
         // written and never checked.
         if !cert_principals.is_empty()
