@@ -20,6 +20,6 @@ pub mod strict;
 
 pub use compiled::{Contract, DEFAULT_MAX_BODY};
 pub use media::{MediaType, MediaTypes};
-pub use names::{NameRules, PROTOCOL_HEADERS, UnlistedNames};
+pub use names::{NameRules, PROTOCOL_HEADERS, QueryUnbuildable, UnlistedNames};
 pub use raw::{ByteSize, RawContract, RawNameRules};
 pub use schema::{PayloadSchema, SchemaDraft};

@@ -11,6 +11,7 @@
 //! | `webhook/scheme.rs` | [`Scheme`] and its dispatch to the scheme files |
 //! | `webhook/mac.rs` | HMAC, constant-time comparison, hex and base64 |
 //! | `webhook/{standard,github,stripe,slack,shopify,twilio,generic}.rs` | one file per scheme family |
+//! | `webhook/error.rs` | [`DeliveryError`]: why the request path refuses a delivery (its statuses are in `refusal.rs`) |
 //! | `webhook/replay.rs` | [`ReplayGuard`]: in memory under a bound in bytes, or shared through Redis |
 //! | `webhook/handshake.rs` | subscription handshakes answered at the edge |
 //! | `webhook/sign.rs` | signing as a sender would, for `flowgate sign-webhook` and the bench |
@@ -20,6 +21,7 @@
 //! as [`SecretValue`]s and never leave a verification: no
 //! error, record or metric names more than a reference.
 
+mod error;
 mod generic;
 pub mod handshake;
 mod mac;
@@ -35,6 +37,7 @@ pub mod standard;
 pub mod stripe;
 pub mod twilio;
 
+pub use error::DeliveryError;
 pub use generic::{Encoding, GenericHmac, RawGenericHmac};
 pub use handshake::Handshake;
 pub use mac::Algorithm;

@@ -212,6 +212,11 @@ impl NameRules {
     }
 }
 
+/// The query parameters a contract kept could not be put back into the request's URI.
+#[derive(Debug, thiserror::Error)]
+#[error("contract: cannot rebuild the query: {0}")]
+pub struct QueryUnbuildable(#[from] pub http::Error);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,32 +6,32 @@
 //! removed before forwarding either way).
 
 use super::inbound::Connection;
-use crate::denial::Denial;
 use crate::firewall::ClientIp;
 use crate::policy::Policy;
-use crate::tls::forwarded::parse_forwarded_cert;
+use crate::tls::forwarded::{ForwardedCertError, UnreadableForwardedCert, parse_forwarded_cert};
 use crate::tls::peer::{ClientCertificate, PeerCertError};
 use std::sync::Arc;
 
 /// The call's client certificate: `None` when it presented none.
 ///
 /// # Errors
-/// 400 when a trusted proxy's header is there but unreadable: the proxy said the caller
-/// has a certificate, and guessing which would be worse than refusing.
+/// [`UnreadableForwardedCert`] (400) when a trusted proxy's header is there but
+/// unreadable: the proxy said the caller has a certificate, and guessing which would be
+/// worse than refusing.
 pub(super) fn presented(
     policy: &Policy,
     connection: &Connection,
     peer: ClientIp,
     parts: &http::request::Parts,
-) -> Result<Option<Result<Arc<ClientCertificate>, PeerCertError>>, Denial> {
+) -> Result<Option<Result<Arc<ClientCertificate>, PeerCertError>>, UnreadableForwardedCert> {
     if let Some(forwarded) = &policy.server.forwarded_client_cert
         && policy.trusted_proxies.contains(peer.ip())
     {
         let values = parts.headers.get_all(&forwarded.header).iter().map(http::HeaderValue::as_bytes);
         return match parse_forwarded_cert(forwarded.format, values) {
             Ok(cert) => Ok(cert.map(Ok)),
-            Err(crate::tls::forwarded::ForwardedCertError::Unusable(problem)) => Ok(Some(Err(problem))),
-            Err(error) => Err(Denial::BadRequest { reason: format!("{}: {error}", forwarded.header) }),
+            Err(ForwardedCertError::Unusable(problem)) => Ok(Some(Err(problem))),
+            Err(problem) => Err(UnreadableForwardedCert { header: forwarded.header.clone(), problem }),
         };
     }
     Ok(connection.client_cert.get().cloned())

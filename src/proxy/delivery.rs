@@ -13,11 +13,11 @@
 use super::body::{BodyStats, CappedBody, Pace, PacedBody};
 use super::call::Call;
 use crate::auth::Caller;
-use crate::denial::{Denial, Failure, Rejection};
+use crate::denial::{Failure, Rejection};
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
-use crate::web::RequestBody;
-use crate::webhook::{Delivery, Refusal, WebhookRule, handshake::Answer, replay::Digest};
+use crate::web::{BodyRefusal, RequestBody};
+use crate::webhook::{Delivery, DeliveryError, WebhookRule, handshake::Answer, replay::Digest};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -85,11 +85,11 @@ pub(super) async fn check_delivery<B: RequestBody>(
         Err(refusal) => {
             // A secret that could not be resolved may be the one the delivery is signed
             // with: that is our failure, not the sender's.
-            if let Some(unavailable) = secrets.unavailable {
-                count(scheme, "secret_unavailable");
-                return Err(Failure::SecretUnavailable { reason: unavailable }.into());
-            }
-            return Err(refusal_denial(scheme, call, &refusal));
+            let error = match secrets.unavailable {
+                Some(unavailable) => DeliveryError::SecretUnavailable(unavailable),
+                None => DeliveryError::Unverified { scheme, delivery_id: delivery_id(call), refusal },
+            };
+            return Err(refused(scheme, error));
         }
     };
     if let Some(handshake) = rule.handshake.filter(|h| h.is_signed())
@@ -99,7 +99,7 @@ pub(super) async fn check_delivery<B: RequestBody>(
     }
     let replay = rule
         .replay_key(&verified, &bytes)
-        .map_err(|problem| Denial::BadRequest { reason: format!("webhook {scheme}: {problem}") })?
+        .map_err(|problem| refused(scheme, DeliveryError::NoReplayKey { scheme, problem }))?
         .map(|key| crate::webhook::replay::digest(&trigger.name, &key));
     Ok(VerifiedDelivery { body: bytes, replay, answer: None })
 }
@@ -116,22 +116,12 @@ pub(super) async fn claim_replay(
     key: Digest,
 ) -> Result<(), Rejection> {
     let scheme = rule.scheme.name();
-    let id = call.record().webhook.as_ref().and_then(|w| w.delivery_id.clone()).unwrap_or_else(|| "-".into());
-    match gateway.replay_guard.claim(key, rule.tolerance).await {
-        Ok(crate::webhook::Claim::Fresh) => Ok(()),
-        Ok(crate::webhook::Claim::Replayed) => {
-            count(scheme, "replayed");
-            Err(Denial::Replayed { reason: format!("webhook {scheme} delivery {id}: already forwarded") }.into())
-        }
-        Err(error) => {
-            count(scheme, "replay_guard_unavailable");
-            let retry_after_secs = match error {
-                crate::webhook::ReplayError::Full { retry_after_secs, .. } => Some(retry_after_secs),
-                crate::webhook::ReplayError::Unavailable(_) => None,
-            };
-            Err(Failure::ReplayGuardUnavailable { retry_after_secs, reason: error.to_string() }.into())
-        }
-    }
+    let error = match gateway.replay_guard.claim(key, rule.tolerance).await {
+        Ok(crate::webhook::Claim::Fresh) => return Ok(()),
+        Ok(crate::webhook::Claim::Replayed) => DeliveryError::Replayed { scheme, delivery_id: delivery_id(call) },
+        Err(error) => error.into(),
+    };
+    Err(refused(scheme, error))
 }
 
 fn handshake_answered(call: &mut Call, name: &str, body: Bytes, answer: Answer) -> VerifiedDelivery {
@@ -146,24 +136,24 @@ fn count(scheme: &'static str, reason: &'static str) {
     metrics::counter!("flowgate_webhook_refusals_total", "scheme" => scheme, "reason" => reason).increment(1);
 }
 
-fn refusal_denial(scheme: &'static str, call: &mut Call, refusal: &Refusal) -> Rejection {
-    count(scheme, refusal.kind());
-    let id = call.record().webhook.as_ref().and_then(|w| w.delivery_id.clone());
-    let reason = format!("webhook {scheme}{}: {refusal}", id.map(|id| format!(" delivery {id}")).unwrap_or_default());
-    match refusal {
-        Refusal::TimestampStale { .. } => Denial::TimestampStale { reason },
-        Refusal::MissingHeader(_) | Refusal::Malformed(_) | Refusal::SignatureInvalid => {
-            Denial::SignatureInvalid { reason }
-        }
+/// Counts a refused delivery, then answers it through the refusal table.
+fn refused(scheme: &'static str, error: DeliveryError) -> Rejection {
+    if let Some(reason) = error.counted_as() {
+        count(scheme, reason);
     }
-    .into()
+    error.into()
+}
+
+/// The delivery id the sender's header names, as recorded.
+fn delivery_id(call: &mut Call) -> Option<String> {
+    call.record().webhook.as_ref().and_then(|w| w.delivery_id.clone())
 }
 
 /// The secrets resolved, and what could not be.
 struct Resolved {
     values: Vec<crate::secrets::SecretValue>,
     /// Why a secret is missing (naming its reference only).
-    unavailable: Option<String>,
+    unavailable: Option<crate::secrets::SecretError>,
 }
 
 async fn resolve_secrets(gateway: &Gateway, policy: &Policy, rule: &WebhookRule) -> Resolved {
@@ -171,7 +161,7 @@ async fn resolve_secrets(gateway: &Gateway, policy: &Policy, rule: &WebhookRule)
     for reference in &rule.secrets {
         match gateway.secrets.lookup(reference, &policy.vaults).await {
             Ok(value) => resolved.values.push(value),
-            Err(error) => resolved.unavailable = Some(error.to_string()),
+            Err(error) => resolved.unavailable = Some(error),
         }
     }
     resolved
@@ -192,18 +182,15 @@ async fn read_whole<B: RequestBody>(
     let stats = Arc::new(BodyStats::default());
     let pace = Pace { timeout: policy.edge.body_read_timeout, min_rate: policy.edge.body_min_rate };
     let capped = CappedBody::new(PacedBody::new(body, pace, stats.clone()), trigger.max_body_bytes, stats.clone());
+    let too_slow = || BodyRefusal::TooSlow { reason: "the webhook body arrived too slowly".into() };
     let collected = match tokio::time::timeout(trigger.response_timeout, capped.collect()).await {
-        Err(_elapsed) => {
-            return Err(Denial::RequestTimeout { reason: "the webhook body arrived too slowly".into() }.into());
-        }
+        Err(_elapsed) => return Err(too_slow().into()),
         Ok(Err(_)) if stats.exceeded.load(Ordering::Relaxed) => {
-            return Err(Denial::BodyTooLarge { limit: trigger.max_body_bytes }.into());
+            return Err(BodyRefusal::TooLarge { limit: trigger.max_body_bytes }.into());
         }
-        Ok(Err(_)) if stats.timed_out.load(Ordering::Relaxed) => {
-            return Err(Denial::RequestTimeout { reason: "the webhook body arrived too slowly".into() }.into());
-        }
+        Ok(Err(_)) if stats.timed_out.load(Ordering::Relaxed) => return Err(too_slow().into()),
         Ok(Err(error)) => {
-            return Err(Denial::BadRequest { reason: format!("the webhook body could not be read: {error}") }.into());
+            return Err(BodyRefusal::Unreadable { body: "the webhook body", reason: error.to_string() }.into());
         }
         Ok(Ok(collected)) => collected,
     };

@@ -461,7 +461,7 @@ fn body_refusal(stats: &BodyStats, error: &(dyn std::error::Error + 'static)) ->
     if stats.timed_out.load(Ordering::Relaxed) {
         return BodyRefusal::TooSlow { reason: error_chain(error) };
     }
-    BodyRefusal::Unreadable { reason: error_chain(error) }
+    BodyRefusal::Unreadable { body: BodyRefusal::REQUEST_BODY, reason: error_chain(error) }
 }
 
 /// An error and its causes on one line (for private reasons only).

@@ -10,9 +10,10 @@
 
 use super::body::{BodyStats, CappedBody, Pace, PacedBody};
 use super::permit::Permit;
-use crate::denial::{Denial, PayloadFailure, PayloadRefusal, PayloadStatus, Rejection};
+use crate::contract::QueryUnbuildable;
+use crate::denial::{PayloadFailure, PayloadRefusal, PayloadStatus, Rejection};
 use crate::policy::{Policy, Trigger};
-use crate::web::{RequestBody, declared_length};
+use crate::web::{BodyRefusal, RequestBody, declared_length};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -57,15 +58,14 @@ pub(super) async fn check_contract<B: RequestBody>(
             )
             .increment(1);
         }
-        Denial::InvalidPayload(Box::new(refusal)).into()
+        refusal.into()
     };
 
     // The head: nothing of the body is read yet.
     let kept_query =
         contract.check_head(&mut parts.headers, parts.uri.query(), &trigger.reserved_query).map_err(refuse)?;
     if let Some(query) = kept_query {
-        parts.uri = with_query(&parts.uri, &query)
-            .map_err(|e| Denial::BadRequest { reason: format!("contract: cannot rebuild the query: {e}") })?;
+        parts.uri = with_query(&parts.uri, &query).map_err(QueryUnbuildable)?;
     }
 
     let Some(limit) = contract.body_limit() else {
@@ -96,13 +96,11 @@ pub(super) async fn check_contract<B: RequestBody>(
         Ok(collected) => collected.to_bytes(),
         Err(_) if stats.exceeded.load(Ordering::Relaxed) => return Err(refuse(too_large())),
         Err(_) if stats.timed_out.load(Ordering::Relaxed) => {
-            return Err(Denial::RequestTimeout { reason: "contract: the body arrived too slowly".into() }.into());
+            return Err(BodyRefusal::TooSlow { reason: "contract: the body arrived too slowly".into() }.into());
         }
         Err(error) => {
-            return Err(Denial::BadRequest {
-                reason: format!("contract: the request body could not be read: {error}"),
-            }
-            .into());
+            let reason = error.to_string();
+            return Err(BodyRefusal::Unreadable { body: "contract: the request body", reason }.into());
         }
     };
     contract.check_body(&bytes).map_err(refuse)?;

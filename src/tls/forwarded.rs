@@ -60,6 +60,17 @@ pub enum ForwardedCertError {
     Unusable(#[from] PeerCertError),
 }
 
+/// A trusted proxy's certificate header that is there but names no certificate: the
+/// proxy said the caller has one, and which cannot be told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{header}: {problem}")]
+pub struct UnreadableForwardedCert {
+    /// The header (`[server] forwarded_client_cert`'s, never the caller's value).
+    pub header: http::HeaderName,
+    /// Why it cannot be read.
+    pub problem: ForwardedCertError,
+}
+
 /// Reads the certificate from the proxy's header values (in the order received).
 /// `Ok(None)`: the header is absent or empty (the proxy saw no certificate).
 ///

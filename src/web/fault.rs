@@ -25,11 +25,19 @@ pub enum BodyRefusal {
         reason: String,
     },
     /// Malformed, reset or cut short.
-    #[error("the request body could not be read: {reason}")]
+    #[error("{body} could not be read: {reason}")]
     Unreadable {
-        /// The error chain, on one line.
+        /// Which body, as the reason names it: [`BodyRefusal::REQUEST_BODY`] when the
+        /// call forwards it, or the step that read it whole (a webhook, a contract).
+        body: &'static str,
+        /// The error, on one line.
         reason: String,
     },
+}
+
+impl BodyRefusal {
+    /// The body a call forwards as it streams, as an unreadable one's reason names it.
+    pub const REQUEST_BODY: &'static str = "the request body";
 }
 
 /// Why the upstream gave no answer flowgate can pass on.
