@@ -4,6 +4,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod bao;
+pub(crate) mod browser;
 pub(crate) mod leak;
 pub(crate) mod load;
 pub(crate) mod ports;

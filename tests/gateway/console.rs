@@ -230,23 +230,9 @@ async fn the_console_asks_for_the_admin_api_role() {
     gw.shutdown().await;
 }
 
-/// Where Chromium is: `FLOWGATE_CHROMIUM`, else Debian's `/usr/bin/chromium`.
-fn chromium() -> PathBuf {
-    std::env::var_os("FLOWGATE_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-/// Fails (never skips) when the browser or Playwright is missing, saying how to install them.
-fn require_browser() {
-    const HOW: &str = "the console's browser test needs Debian's chromium and Playwright for Python: \
-        run `bash scripts/deps/console.sh` (apt-get install -y chromium; pip install playwright)";
-    assert!(chromium().exists(), "{} not found; {HOW}", chromium().display());
-    let playwright = std::process::Command::new("python3").args(["-c", "import playwright.sync_api"]).output();
-    assert!(playwright.is_ok_and(|o| o.status.success()), "python3 cannot import playwright; {HOW}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_headless_chromium() {
-    require_browser();
+    let _browser = common::browser::take_turn().await;
     let fx = Fixture::new();
     let echo = start_echo().await;
     write_vault(&fx);
@@ -297,7 +283,7 @@ async fn the_console_works_in_headless_chromium() {
         .env("CONSOLE_INVOICE_RUN", &invoice_id)
         .env("CONSOLE_SECURE_RUN", &secure_id)
         .env("CONSOLE_NEVER_SHOWN", &never)
-        .env("CONSOLE_CHROMIUM", chromium())
+        .env("CONSOLE_CHROMIUM", common::browser::chromium())
         .kill_on_drop(true);
     if let Some(dir) = &screenshots {
         command.env("CONSOLE_SCREENSHOTS", dir);

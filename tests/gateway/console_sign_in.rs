@@ -169,21 +169,9 @@ async fn a_signed_out_browser_is_sent_to_the_provider_with_pkce_state_and_nonce(
     gw.shutdown().await;
 }
 
-fn chromium() -> PathBuf {
-    std::env::var_os("FLOWGATE_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-fn require_browser() {
-    const HOW: &str = "the console's browser test needs Debian's chromium and Playwright for Python: \
-        run `bash scripts/deps/console.sh` (apt-get install -y chromium; pip install playwright)";
-    assert!(chromium().exists(), "{} not found; {HOW}", chromium().display());
-    let playwright = std::process::Command::new("python3").args(["-c", "import playwright.sync_api"]).output();
-    assert!(playwright.is_ok_and(|o| o.status.success()), "python3 cannot import playwright; {HOW}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_sign_in_with_a_browser_and_out_again() {
-    require_browser();
+    let _browser = common::browser::take_turn().await;
     let fx = Fixture::new();
     write_vault(&fx);
     let (main_port, short_port) = (free_port(), free_port());
@@ -211,7 +199,7 @@ async fn admins_sign_in_with_a_browser_and_out_again() {
         .env("SIGN_IN_PROVIDER", provider.issuer())
         .env("SIGN_IN_POLICY_FILE", &main_policy)
         .env("SIGN_IN_CLIENT_SECRET", CLIENT_SECRET)
-        .env("CONSOLE_CHROMIUM", chromium())
+        .env("CONSOLE_CHROMIUM", common::browser::chromium())
         .kill_on_drop(true);
     // A guard against a hung browser, not a timing assertion: the checks take seconds.
     let output = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
