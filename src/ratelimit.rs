@@ -16,6 +16,7 @@ mod in_flight;
 mod key;
 mod local;
 mod redis;
+pub(crate) use redis::connection as redis_connection;
 mod rule;
 mod settings;
 mod shield;

@@ -168,20 +168,30 @@ pub enum RedisLimiterError {
     BadReply,
 }
 
+/// A lazily connecting Redis connection with `[cluster]`'s timeouts and one quick retry:
+/// the one way flowgate talks to Redis (the rate limiter and the webhook replay guard).
+/// Must be called inside a Tokio runtime.
+///
+/// # Errors
+/// An invalid URL.
+pub(crate) fn connection(settings: &RedisSettings) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(settings.url.as_str())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(20))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
 impl RedisBackend {
     /// Prepares a backend; connects on first use (must run inside a Tokio runtime).
     ///
     /// # Errors
     /// An invalid URL.
     pub fn new(settings: RedisSettings) -> Result<Self, RedisLimiterError> {
-        let client = redis::Client::open(settings.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = connection(&settings)?;
         Ok(Self {
             conn,
             exact: redis::Script::new(EXACT_SCRIPT),

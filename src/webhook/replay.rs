@@ -15,7 +15,7 @@
 //! nor Redis holds a signature or a delivery's content.
 
 use crate::ratelimit::{ClusterSettings, OnRedisError, RedisSettings};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -148,15 +148,7 @@ impl ReplayGuard {
         let shared = match &cluster.redis {
             None => None,
             Some(settings) => {
-                let client = redis::Client::open(settings.url.as_str())?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(settings.connect_timeout))
-                    .set_response_timeout(Some(settings.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(20))
-                    .set_max_delay(Duration::from_millis(500));
-                let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-                Some(Shared { conn, settings: settings.clone() })
+                Some(Shared { conn: crate::ratelimit::redis_connection(settings)?, settings: settings.clone() })
             }
         };
         Ok(Self { held: Mutex::new(Held::new(max_bytes)), shared, on_redis_error: cluster.on_redis_error })
