@@ -22,12 +22,12 @@ token=$(cd "$peers" && ./mint_token.py)
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" \
   "$project/target/release/flowgate" serve --config "$peers/conf/flowgate.toml" >"$out/gw.log" 2>&1 &
 gw=$!
-for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:18446/ && break; sleep 0.2; done
+for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:$PORT/ && break; sleep 0.2; done
 flag=--h1; [ "$proto" = h2 ] && flag=""
 # Warm-up: connections, token cache, secret cache, upstream pool.
-h2load $flag -n 200 -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:18446/ >/dev/null
+h2load $flag -n 200 -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:$PORT/ >/dev/null
 callgrind_control --zero "$gw" >/dev/null
-h2load $flag -n "$calls" -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:18446/ >"$out/load.txt"
+h2load $flag -n "$calls" -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:$PORT/ >"$out/load.txt"
 callgrind_control --dump "$gw" >/dev/null
 sleep 1
 dump=$(ls -t "$out"/cg.* | head -1)

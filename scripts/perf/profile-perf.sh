@@ -20,8 +20,8 @@ trap 'kill $upstream ${gw:-} 2>/dev/null || true; rm -rf "$out"' EXIT
 token=$(cd "$peers" && ./mint_token.py)
 RUST_LOG=warn taskset -c 1 "$project/target/release/flowgate" serve --config "$peers/conf/flowgate.toml" >"$out/gw.log" 2>&1 &
 gw=$!
-for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:18446/ && break; sleep 0.2; done
-taskset -c 0 wrk -t1 -c64 -d"$((seconds + 3))"s -H "Authorization: Bearer $token" https://127.0.0.1:18446/ >"$out/wrk.txt" &
+for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:$PORT/ && break; sleep 0.2; done
+taskset -c 0 wrk -t1 -c64 -d"$((seconds + 3))"s -H "Authorization: Bearer $token" https://127.0.0.1:$PORT/ >"$out/wrk.txt" &
 load=$!
 sleep 2
 perf record -F 1999 -g -p "$gw" -o "$out/perf.data" -- sleep "$seconds" 2>/dev/null >/dev/null
