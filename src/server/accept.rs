@@ -219,4 +219,76 @@ mod tests {
         assert!(table.try_open(one, 2).is_some(), "a closed connection gives its slot back");
         assert_eq!(table.open.lock().unwrap().len(), 1, "addresses without connections are forgotten");
     }
+
+    /// One step of a generated run: a worker opens a connection from one of four
+    /// addresses, or a connection closes.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Open { worker: usize, address: u8 },
+        Close { pick: usize },
+    }
+
+    fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+        use proptest::prelude::*;
+        let step = prop_oneof![
+            (0usize..2, 0u8..4).prop_map(|(worker, address)| Step::Open { worker, address }),
+            (0usize..64).prop_map(|pick| Step::Close { pick }),
+        ];
+        proptest::collection::vec(step, 1..120)
+    }
+
+    proptest::proptest! {
+        /// Two workers' loops share one table, one connection cap and one id counter: against
+        /// a model of the counts, no address exceeds its cap, the total never exceeds the
+        /// connection cap, ids never repeat, and every close gives its slots back.
+        #[test]
+        fn shared_admission_matches_the_model_across_two_workers(run in steps(), per_address in 1usize..4, cap in 1usize..6) {
+            let table = Arc::new(PerAddress::default());
+            let connections = Arc::new(Semaphore::new(cap));
+            let ids = Arc::new(AtomicU64::new(1));
+            // Each worker holds its own clones, as each worker's accept loop does.
+            let workers: Vec<_> = (0..2).map(|_| (table.clone(), connections.clone(), ids.clone())).collect();
+            let mut open = Vec::new();
+            let mut model = std::collections::HashMap::<u8, usize>::new();
+            let mut seen = std::collections::HashSet::new();
+            for step in run {
+                match step {
+                    Step::Open { worker, address } => {
+                        let (table, connections, ids) = &workers[worker];
+                        let ip = std::net::IpAddr::from([192, 0, 2, address]);
+                        let expected = model.get(&address).copied().unwrap_or(0) < per_address;
+                        let Some(slot) = table.try_open(ip, per_address) else {
+                            proptest::prop_assert!(!expected, "refused below the per-address cap");
+                            continue;
+                        };
+                        proptest::prop_assert!(expected, "admitted past the per-address cap");
+                        let Ok(permit) = connections.clone().try_acquire_owned() else {
+                            proptest::prop_assert_eq!(open.len(), cap, "refused below the connection cap");
+                            continue;
+                        };
+                        proptest::prop_assert!(open.len() < cap);
+                        proptest::prop_assert!(seen.insert(ids.fetch_add(1, Ordering::Relaxed)), "an id repeated");
+                        *model.entry(address).or_insert(0) += 1;
+                        open.push((address, slot, permit));
+                    }
+                    Step::Close { pick } => {
+                        if open.is_empty() {
+                            continue;
+                        }
+                        let (address, slot, permit) = open.swap_remove(pick % open.len());
+                        drop((slot, permit));
+                        *model.get_mut(&address).expect("modelled") -= 1;
+                    }
+                }
+                let counts = table.open.lock().unwrap().clone();
+                let modelled: std::collections::HashMap<_, _> = model
+                    .iter()
+                    .filter(|&(_, &n)| n > 0)
+                    .map(|(&a, &n)| (std::net::IpAddr::from([192, 0, 2, a]), n))
+                    .collect();
+                proptest::prop_assert_eq!(counts, modelled);
+                proptest::prop_assert_eq!(connections.available_permits(), cap - open.len());
+            }
+        }
+    }
 }
