@@ -122,11 +122,6 @@ impl Listeners {
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
-
-    /// Worker threads that will serve: 0 when the accept loops run on the caller's runtime.
-    pub fn worker_threads(&self) -> usize {
-        self.workers.as_ref().map_or(0, |more| more.len() + 1)
-    }
 }
 
 /// Errors that stop the server.
