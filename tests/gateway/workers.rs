@@ -1,6 +1,7 @@
 //! Thread-per-core serving with two worker threads: connections are spread over both
 //! workers, and what must be exact stays exact across them (rate-limit budgets, the
-//! connection cap), graceful shutdown drains calls on both, and a reload reaches both.
+//! connection cap), graceful shutdown drains calls on both, a reload reaches both, and a
+//! reload that tightens the TLS rules closes old connections on both.
 //! Which worker took a connection is read from `flowgate_worker_connections_total{worker}`;
 //! only these tests run two workers, and they take turns, so the `worker="1"` count moves
 //! only by their connections.
@@ -242,5 +243,45 @@ async fn a_reload_reaches_every_worker() {
     let statuses = one_call_per_connection(&fx, &gw, "/new", 64).await;
     assert!(statuses.iter().all(|&s| s == 200), "every worker serves the reloaded policy: {statuses:?}");
     both_workers_served(&gw, before, 64).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tightening_tls_reload_closes_old_connections_on_every_worker() {
+    let _turn = TURN.lock().await;
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    // Any CA will do: the point is that a certificate becomes required.
+    std::fs::write(fx.path().join("clients.pem"), &fx.ca_pem).unwrap();
+    let plain = fx.policy_text(&echo_trigger("t", "/t", echo, ""));
+    let mutual = plain.replacen(
+        "key = \"server.key\" }",
+        "key = \"server.key\", client_ca = \"clients.pem\", client_auth = \"required\" }",
+        1,
+    );
+    assert_ne!(plain, mutual, "the policy variant did not take");
+    let gw = serve_on_two_workers(&fx, &plain).await;
+    let before = taken_by_worker_one(&gw).await;
+    // Each client keeps its one connection open between calls.
+    let clients: Vec<_> = (0..16).map(|_| fx.client(false)).collect();
+    for client in &clients {
+        assert_eq!(client.post(gw.url("/t")).send().await.unwrap().status(), 200);
+    }
+    both_workers_served(&gw, before, 16).await;
+    fx.write_policy(&mutual);
+    gw.gateway.reload().expect("the mutual-TLS policy reloads");
+    // Every connection admitted under the looser rule is closed, whichever worker holds it:
+    // the next call needs a new handshake, which this client cannot pass.
+    for (n, client) in clients.iter().enumerate() {
+        let mut closed = false;
+        for _ in 0..50 {
+            if client.post(gw.url("/t")).send().await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(closed, "connection {n}, accepted before client certificates were required, was still served");
+    }
     gw.shutdown().await;
 }
