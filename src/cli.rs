@@ -25,6 +25,12 @@ pub(crate) struct Cli {
     /// which skips the work-stealing scheduler's cross-thread bookkeeping.
     #[arg(long, global = true, env = "FLOWGATE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// How more than one thread runs calls: `thread-per-core` (the default) gives each
+    /// thread its own single-threaded runtime and its own `SO_REUSEPORT` listener, with
+    /// the admin API and reloads on the main thread; `work-stealing` runs everything on
+    /// one tokio multi-threaded runtime. Ignored with one thread.
+    #[arg(long, global = true, env = "FLOWGATE_RUNTIME", value_enum)]
+    pub runtime: Option<RuntimeKind>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -173,14 +179,55 @@ pub(crate) const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9981";
 /// The demo issuer's URL.
 pub(crate) const DEMO_ISSUER_URL: &str = "http://127.0.0.1:9981";
 
-/// The async runtime: single-threaded for one thread, work-stealing otherwise.
-fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = threads
-        .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from);
-    if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+/// How calls are run on more than one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// One single-threaded runtime and one `SO_REUSEPORT` listener per thread.
+    ThreadPerCore,
+    /// One tokio multi-threaded (work-stealing) runtime for everything.
+    WorkStealing,
+}
+
+/// Where calls run, from `--threads` and `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// One single-threaded runtime runs everything.
+    OneThread,
+    /// A work-stealing runtime with this many threads runs everything.
+    WorkStealing(usize),
+    /// This many worker threads serve calls; the main thread's single-threaded runtime
+    /// keeps the control plane.
+    ThreadPerCore(usize),
+}
+
+impl Serving {
+    fn of(threads: Option<u16>, runtime: Option<RuntimeKind>) -> Self {
+        let threads = threads
+            .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from);
+        match (threads, runtime) {
+            (1, _) => Self::OneThread,
+            (n, Some(RuntimeKind::WorkStealing)) => Self::WorkStealing(n),
+            (n, Some(RuntimeKind::ThreadPerCore) | None) => Self::ThreadPerCore(n),
+        }
+    }
+
+    /// The main thread's runtime: the worker threads of thread-per-core make their own.
+    fn runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Self::OneThread | Self::ThreadPerCore(_) => {
+                tokio::runtime::Builder::new_current_thread().enable_all().build()
+            }
+            Self::WorkStealing(threads) => {
+                tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+            }
+        }
+    }
+
+    async fn bind(self, policy: &crate::policy::Policy) -> std::io::Result<Listeners> {
+        match self {
+            Self::ThreadPerCore(workers) => Listeners::bind_workers(policy, workers).await,
+            Self::OneThread | Self::WorkStealing(_) => Listeners::bind(policy).await,
+        }
     }
 }
 
@@ -189,7 +236,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Held to the end of `main`: dropping it writes out the queued log lines.
     let _log_lines = telemetry::init_logging(cli.log_format);
-    let runtime = match runtime(cli.threads) {
+    let serving = Serving::of(cli.threads, cli.runtime);
+    let runtime = match serving.runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("flowgate: cannot start the async runtime: {error}");
@@ -198,7 +246,7 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config } => serve(&config).await,
+            Command::Serve { config } => serve(&config, serving).await,
             Command::Check { file, diff } => match diff {
                 None => check(&file),
                 Some(old) => check_diff(&old, &file),
@@ -216,7 +264,7 @@ pub fn main() -> ExitCode {
             },
             Command::Secrets { config } => secrets_report(&config),
             Command::Probe { url } => probe(&url).await,
-            Command::Demo(args) => demo(args).await,
+            Command::Demo(args) => demo(args, serving).await,
         }
     })
 }
@@ -495,17 +543,22 @@ async fn probe(url: &str) -> ExitCode {
     }
 }
 
-async fn serve(config: &Path) -> ExitCode {
+async fn serve(config: &Path, serving: Serving) -> ExitCode {
     match load_policy(config) {
-        Ok(policy) => run_gateway(policy, config, Vec::new()).await,
+        Ok(policy) => run_gateway(policy, config, Vec::new(), serving).await,
         Err(code) => code,
     }
 }
 
 /// Binds, starts reload watchers, and serves until SIGTERM or SIGINT. `ready_lines` are
 /// printed once the listeners accept connections (the demo's ready-to-paste commands).
-async fn run_gateway(policy: crate::policy::Policy, config: &Path, ready_lines: Vec<String>) -> ExitCode {
-    let listeners = match Listeners::bind(&policy).await {
+async fn run_gateway(
+    policy: crate::policy::Policy,
+    config: &Path,
+    ready_lines: Vec<String>,
+    serving: Serving,
+) -> ExitCode {
+    let listeners = match serving.bind(&policy).await {
         Ok(listeners) => listeners,
         Err(error) => {
             eprintln!("flowgate: {error}");
@@ -527,6 +580,11 @@ async fn run_gateway(policy: crate::policy::Policy, config: &Path, ready_lines: 
     }
     if let Some(addr) = listeners.admin_addr() {
         tracing::info!(%addr, "admin listener");
+    }
+    match serving {
+        Serving::OneThread => tracing::info!("serving on one thread"),
+        Serving::WorkStealing(threads) => tracing::info!(threads, "serving on a work-stealing runtime"),
+        Serving::ThreadPerCore(workers) => tracing::info!(workers, "serving thread-per-core"),
     }
     let _watcher = match crate::reload::watch_files(gateway.clone(), config) {
         Ok(watcher) => Some(watcher),
@@ -584,9 +642,9 @@ async fn print_when_ready(gateway: Arc<Gateway>, https: Option<SocketAddr>, line
 /// The echo upstream's fixed demo address (named in config/demo.toml).
 pub(crate) const DEMO_ECHO_ADDR: &str = "127.0.0.1:9980";
 
-async fn demo(args: DemoArgs) -> ExitCode {
+async fn demo(args: DemoArgs, serving: Serving) -> ExitCode {
     match prepare_demo(&args).await {
-        Ok((policy, lines)) => run_gateway(policy, &args.config, lines).await,
+        Ok((policy, lines)) => run_gateway(policy, &args.config, lines, serving).await,
         Err(message) => {
             eprintln!("flowgate demo: {message}");
             ExitCode::FAILURE

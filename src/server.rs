@@ -3,22 +3,29 @@
 //! the idle and send-progress watchdog), and graceful shutdown that lets in-flight calls
 //! finish within a deadline.
 //!
+//! Two ways to run the accept loops: on the caller's runtime ([`Listeners::bind`]), or
+//! thread-per-core ([`Listeners::bind_workers`]): one thread per worker, each with its
+//! own single-threaded runtime and `SO_REUSEPORT` sockets, while the caller's runtime
+//! keeps the control plane (admin listener, reloads, background refreshes).
+//!
 //! [`run`] takes its listeners and its shutdown signal as arguments, so tests start it
 //! on `127.0.0.1:0` and stop it at will.
 
-use crate::firewall::ClientIp;
+mod accept;
+mod workers;
+
 use crate::gateway::Gateway;
 use crate::policy::Policy;
-use crate::proxy::{self, Connection};
 use crate::tls::ServerTls;
+use accept::{AcceptLoop, Admission};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
+use workers::WorkerSockets;
 
 /// The sockets one gateway serves on, bound before `run` so callers learn the ports.
 #[derive(Debug)]
@@ -29,10 +36,13 @@ pub struct Listeners {
     pub plain: Option<TcpListener>,
     /// The admin listener.
     pub admin: Option<TcpListener>,
+    /// Thread-per-core: the sockets of the workers after the first (whose sockets are
+    /// `https` and `plain`). `None`: the accept loops run on the caller's runtime.
+    workers: Option<Vec<WorkerSockets>>,
 }
 
 impl Listeners {
-    /// Binds the addresses the policy names.
+    /// Binds the addresses the policy names, for serving on the caller's runtime.
     ///
     /// # Errors
     /// An address is in use or not ours.
@@ -52,7 +62,50 @@ impl Listeners {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        Ok(Self { https, plain, admin })
+        Ok(Self { https, plain, admin, workers: None })
+    }
+
+    /// Binds for thread-per-core serving with `workers` worker threads (at least 1): the
+    /// HTTPS and plain-HTTP addresses once per worker with `SO_REUSEPORT`, all on the
+    /// same port (the first socket's, when the policy says port 0); the admin address
+    /// once, for the caller's runtime.
+    ///
+    /// # Errors
+    /// An address is in use or not ours.
+    pub async fn bind_workers(policy: &Policy, workers: usize) -> io::Result<Self> {
+        let workers = workers.max(1);
+        let group = |addr: SocketAddr| {
+            workers::bind_group(addr, workers)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+                .map(|group| group.into_iter().map(Some).collect::<Vec<_>>())
+        };
+        let none = || std::iter::repeat_with(|| None).take(workers).collect::<Vec<_>>();
+        let https = match &policy.server.tls {
+            Some(_) => group(policy.server.listen)?,
+            None => none(),
+        };
+        let plain = match policy.server.plain_http_listen {
+            Some(addr) => group(addr)?,
+            None => none(),
+        };
+        let admin = match policy.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut sockets = https.into_iter().zip(plain).map(|(https, plain)| WorkerSockets { https, plain });
+        // The first worker's sockets stand in `https` and `plain`, so callers read the
+        // bound addresses as with `bind`.
+        let first = sockets.next().unwrap_or(WorkerSockets { https: None, plain: None });
+        Ok(Self {
+            https: first.https.map(TcpListener::from_std).transpose()?,
+            plain: first.plain.map(TcpListener::from_std).transpose()?,
+            admin,
+            workers: Some(sockets.collect()),
+        })
     }
 
     /// The bound HTTPS address.
@@ -77,13 +130,18 @@ pub enum ServerError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// A worker thread, its runtime, or its sockets' registration failed.
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[from] io::Error),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish
-/// within the policy's `shutdown_grace`, and returns.
+/// within the policy's `shutdown_grace`, and returns. With listeners from
+/// [`Listeners::bind_workers`] the calls are served on worker threads, which have ended
+/// when this returns; otherwise on the caller's runtime.
 ///
 /// # Errors
-/// The TLS configuration or the upstream client cannot be built.
+/// The TLS configuration cannot be built, or a worker thread cannot start.
 ///
 /// # Panics
 /// Never: an HTTPS listener is bound only when the policy configures TLS.
@@ -94,36 +152,42 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let policy = gateway.policy();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let connections = Arc::new(Semaphore::new(policy.limits.max_connections));
-    let per_address = Arc::new(PerAddress::default());
     let max_connections = policy.limits.max_connections;
-    let ids = Arc::new(AtomicU64::new(1));
+    let admission = Admission::new(gateway.clone(), max_connections, stop_rx.clone());
     let mut tasks = tokio::task::JoinSet::new();
 
-    if let Some(listener) = listeners.https {
-        let tls = policy.server.tls.as_ref().expect("an https listener is bound only when TLS is configured");
-        let serving =
-            Arc::new(ServerTls::new((*tls.certified_key).clone(), tls.client_certs.as_ref(), tls.tls13_only)?);
-        gateway.attach_tls(serving.clone());
-        let accept = AcceptLoop {
-            gateway: gateway.clone(),
-            connections: connections.clone(),
-            per_address: per_address.clone(),
-            ids: ids.clone(),
-            stop: stop_rx.clone(),
-        };
-        tasks.spawn(accept.run(listener, Some(serving)));
-    }
-    if let Some(listener) = listeners.plain {
-        let accept = AcceptLoop {
-            gateway: gateway.clone(),
-            connections: connections.clone(),
-            per_address: per_address.clone(),
-            ids: ids.clone(),
-            stop: stop_rx.clone(),
-        };
-        tasks.spawn(accept.run(listener, None));
-    }
+    // One TLS configuration for every worker: a reload or a certificate rotation reaches
+    // them all, and a tightening closes old connections on each.
+    let serving = match (&listeners.https, &policy.server.tls) {
+        (Some(_), Some(tls)) => {
+            let serving =
+                Arc::new(ServerTls::new((*tls.certified_key).clone(), tls.client_certs.as_ref(), tls.tls13_only)?);
+            gateway.attach_tls(serving.clone());
+            Some(serving)
+        }
+        (Some(_), None) => unreachable!("an https listener is bound only when TLS is configured"),
+        (None, _) => None,
+    };
+    let workers = match listeners.workers {
+        None => {
+            if let Some(listener) = listeners.https {
+                tasks.spawn(AcceptLoop::new(admission.clone(), 0).run(listener, serving.clone()));
+            }
+            if let Some(listener) = listeners.plain {
+                tasks.spawn(AcceptLoop::new(admission.clone(), 0).run(listener, None));
+            }
+            None
+        }
+        Some(more) => {
+            // Back to plain sockets: each worker registers its own with its own runtime.
+            let first = WorkerSockets {
+                https: listeners.https.map(TcpListener::into_std).transpose()?,
+                plain: listeners.plain.map(TcpListener::into_std).transpose()?,
+            };
+            let sockets = std::iter::once(first).chain(more).collect();
+            Some(workers::start(&admission, serving.as_ref(), sockets)?)
+        }
+    };
     if let Some(listener) = listeners.admin {
         tasks.spawn(crate::admin::serve(gateway.clone(), listener, stop_rx.clone()));
     }
@@ -138,9 +202,12 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let grace = gateway.policy().limits.shutdown_grace;
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(grace, connections.acquire_many(all)).await;
+    let drained = tokio::time::timeout(grace, admission.connections.acquire_many(all)).await;
     if drained.is_err() {
         tracing::warn!(?grace, "in-flight calls did not finish within the shutdown grace; closing them");
+    }
+    if let Some(workers) = workers {
+        workers.finish().await;
     }
     tasks.abort_all();
     // Records of drained calls must reach the file before the process exits.
@@ -148,162 +215,4 @@ pub async fn run(
         tracing::warn!("the run history could not be flushed completely before shutdown");
     }
     Ok(())
-}
-
-struct AcceptLoop {
-    gateway: Arc<Gateway>,
-    connections: Arc<Semaphore>,
-    per_address: Arc<PerAddress>,
-    ids: Arc<AtomicU64>,
-    stop: watch::Receiver<bool>,
-}
-
-impl AcceptLoop {
-    async fn run(mut self, listener: TcpListener, tls: Option<Arc<ServerTls>>) {
-        loop {
-            // Past the cap, connections wait in the kernel's accept queue.
-            let permit = tokio::select! {
-                permit = self.connections.clone().acquire_owned() => permit,
-                _ = self.stop.changed() => return,
-            };
-            let Ok(permit) = permit else { return };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = self.stop.changed() => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // Global IP rules that certainly refuse this peer close the socket before the
-            // TLS handshake costs anything.
-            let policy = self.gateway.policy();
-            if !policy.firewall.check_peer_at_accept(peer.ip(), &policy.trusted_proxies) {
-                metrics::counter!("flowgate_connections_refused_total", "reason" => "firewall").increment(1);
-                tracing::debug!(%peer, "connection refused by the global firewall");
-                continue;
-            }
-            // One address may not take every slot. A trusted proxy speaks for many clients.
-            let slot = if policy.trusted_proxies.contains(peer.ip()) {
-                None
-            } else if let Some(slot) = self.per_address.try_open(
-                ClientIp::new(peer.ip()).accounting_unit(policy.edge.ipv6_prefix),
-                policy.edge.max_connections_per_ip,
-            ) {
-                Some(slot)
-            } else {
-                metrics::counter!("flowgate_connections_refused_total", "reason" => "per_ip").increment(1);
-                tracing::debug!(%peer, "connection refused: too many open from this address");
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let connection = Arc::new(Connection::new(peer, tls.is_some(), self.ids.fetch_add(1, Ordering::Relaxed)));
-            let gateway = self.gateway.clone();
-            // Shutdown, or a reload that tightens the TLS rules this connection was
-            // admitted under, closes it gracefully.
-            let mut shutdown = self.stop.clone();
-            let tightened = tls.as_deref().map(ServerTls::tightened);
-            let stop = async move {
-                let tightened = async move {
-                    match tightened {
-                        Some(tightened) => tightened.await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = shutdown.changed() => {}
-                    () = tightened => {}
-                }
-            };
-            // The TLS settings current now (a reload swaps them for later connections).
-            let tls = tls.as_deref().map(ServerTls::acceptor);
-            tokio::spawn(async move {
-                metrics::gauge!("flowgate_open_connections").increment(1.0);
-                let limits = gateway.policy().limits.clone();
-                let handler = {
-                    let (gateway, connection) = (gateway.clone(), connection.clone());
-                    move |request| {
-                        let (gateway, connection) = (gateway.clone(), connection.clone());
-                        async move {
-                            match proxy::handle(gateway, connection, request).await {
-                                Ok(response) => response,
-                                Err(never) => match never {},
-                            }
-                        }
-                    }
-                };
-                let on_handshake = |session: &rustls::ServerConnection| connection.take_handshake(session);
-                crate::connection::serve_connection(stream, tls, connection.peer, &limits, stop, handler, on_handshake)
-                    .await;
-                // Its `tcp_connection` budgets can never be spent again: they leave with it.
-                gateway.limiters.forget_connection(connection.id);
-                metrics::gauge!("flowgate_open_connections").decrement(1.0);
-                drop(slot);
-                drop(permit);
-            });
-        }
-    }
-}
-
-/// Open connections per client address, for `max_connections_per_ip`.
-#[derive(Default)]
-struct PerAddress {
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-impl PerAddress {
-    /// Takes a slot for `ip` unless it already holds `max`.
-    fn try_open(self: &Arc<Self>, ip: impl Into<ClientIp>, max: usize) -> Option<AddressSlot> {
-        let ip = ip.into().ip();
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = open.entry(ip).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressSlot { table: self.clone(), ip })
-    }
-}
-
-/// One open connection of an address; gives its slot back when dropped.
-struct AddressSlot {
-    table: Arc<PerAddress>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let std::collections::hash_map::Entry::Occupied(mut entry) = open.entry(self.ip) {
-            *entry.get_mut() -= 1;
-            if *entry.get() == 0 {
-                entry.remove();
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_address_holds_at_most_its_cap_and_gets_slots_back() {
-        let table = Arc::new(PerAddress::default());
-        let one: std::net::IpAddr = "192.0.2.1".parse().unwrap();
-        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        let other: std::net::IpAddr = "192.0.2.2".parse().unwrap();
-        let first = table.try_open(one, 2).expect("first");
-        let _second = table.try_open(mapped, 2).expect("an IPv4-mapped address is the same address");
-        assert!(table.try_open(one, 2).is_none());
-        assert!(table.try_open(other, 2).is_some(), "another address has its own count");
-        drop(first);
-        assert!(table.try_open(one, 2).is_some(), "a closed connection gives its slot back");
-        assert_eq!(table.open.lock().unwrap().len(), 1, "addresses without connections are forgotten");
-    }
 }

@@ -106,6 +106,10 @@ fn describe() {
     metrics::describe_counter!("flowgate_upstream_errors_total", "Upstream failures by kind.");
     metrics::describe_gauge!("flowgate_open_connections", "Client connections currently open.");
     metrics::describe_counter!(
+        "flowgate_worker_connections_total",
+        "Connections served, by the worker thread that accepted them (0 when one runtime serves)."
+    );
+    metrics::describe_counter!(
         "flowgate_connections_refused_total",
         "Connections closed at accept, by reason (firewall, per_ip)."
     );

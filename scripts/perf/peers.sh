@@ -2,8 +2,16 @@
 # The peer benchmark (../shared/bench-peers/bench.sh's steps), with one change in its scratch
 # copy: the harness mints ten-year tokens, which flowgate's max_token_lifetime (24 h by default)
 # refuses, so the copy's [identity.bench] accepts them. The shared harness is never written.
-# Knobs as run_peers.sh's: ROUNDS DUR WARM CONNS H2_STREAMS TARGETS TESTS.
+# Knobs as run_peers.sh's: ROUNDS DUR WARM CONNS H2_STREAMS TARGETS TESTS, plus:
+#   THREADS=2  the two-thread comparison (issue 23, goal 3): the copy's HAProxy configs get
+#              `nbthread 2`, flowgate runs with `--threads 2` (FLOWGATE_RUNTIME, when set, picks
+#              thread-per-core or work-stealing), and nothing is pinned (PIN=0): load generator,
+#              upstream and proxy share both cores. summarize.py's rps/core divides by the proxy
+#              process's own CPU time (every thread of it), so it stays right unpinned; its
+#              sutCo/auxCo columns are then just cpu1/cpu0, not the proxy's and the load's.
+#   THREADS=1  (the default) the pinned one-core comparison, as before.
 # Usage (from anywhere): scripts/perf/peers.sh
+#   THREADS=2 ROUNDS=1 DUR=3 TESTS=wrk-h1 TARGETS="haproxy gateway" scripts/perf/peers.sh
 set -euo pipefail
 project=$(cd "$(dirname "$0")/../.." && pwd)
 here=$(cd "$project/../shared/bench-peers" && pwd)
@@ -14,8 +22,20 @@ done
 rm -rf "$dir"; mkdir -p "$dir"; cp -r "$here"/. "$dir"/; chmod u+w -R "$dir"; chmod 600 "$dir/conf/bench-secrets.toml"
 sed -i 's/^algorithms = \["RS256"\]$/algorithms = ["RS256"]\nmax_token_lifetime = "3650days"/' "$dir/conf/flowgate.toml"
 grep -q max_token_lifetime "$dir/conf/flowgate.toml" || { echo "peers.sh: could not set max_token_lifetime in the copy" >&2; exit 2; }
+threads=${THREADS:-1}
+case $threads in
+  1) ;;
+  2)
+    for cfg in haproxy.cfg haproxy-partial.cfg; do
+      sed -i 's/^\( *\)nbthread 1$/\1nbthread 2/' "$dir/conf/$cfg"
+      grep -q '^ *nbthread 2$' "$dir/conf/$cfg" || { echo "peers.sh: could not set nbthread 2 in the copy's $cfg" >&2; exit 2; }
+    done
+    export PIN=0 ;;
+  *) echo "peers.sh: THREADS must be 1 or 2" >&2; exit 2 ;;
+esac
 (cd "$dir" && ./gen_keys.sh >/dev/null)
 cd "$project" && cargo build --release --quiet
-export GATEWAY_CMD="$project/target/release/flowgate serve --config $dir/conf/flowgate.toml"
+# FLOWGATE_RUNTIME passes through the environment to flowgate as it is.
+export GATEWAY_CMD="$project/target/release/flowgate --threads $threads serve --config $dir/conf/flowgate.toml"
 export GATEWAY_PORT=18446 GATEWAY_NAME=flowgate RUST_LOG=${RUST_LOG:-warn}
 exec "$dir/run_peers.sh"

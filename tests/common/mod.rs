@@ -184,11 +184,21 @@ pub(crate) async fn start_gateway_for(fx: &Fixture, path: &Path) -> Running {
 
 /// Compiles the policy file at `path` and serves it on the ports it names (0 = any).
 pub(crate) async fn start_gateway(path: &Path) -> Running {
+    start_gateway_on(path, 0).await
+}
+
+/// As [`start_gateway`], served thread-per-core by `workers` worker threads (0: on the
+/// test's runtime).
+pub(crate) async fn start_gateway_on(path: &Path, workers: usize) -> Running {
     let policy = match flowgate::policy::load(path) {
         Ok(policy) => policy,
         Err(errors) => panic!("test policy refused: {errors:#?}"),
     };
-    let listeners = Listeners::bind(&policy).await.unwrap();
+    let listeners = if workers == 0 {
+        Listeners::bind(&policy).await.unwrap()
+    } else {
+        Listeners::bind_workers(&policy, workers).await.unwrap()
+    };
     let https = listeners.https_addr().unwrap();
     let admin = listeners.admin_addr().unwrap();
     let gateway = Gateway::new(policy, Some(path.to_path_buf())).unwrap();

@@ -124,6 +124,27 @@ async fn single_threaded_runtime_serves_drains_and_exits_0() {
     sigterm_drains_then_exits_0(&["--threads", "1"]).await;
 }
 
+/// Two threads, thread-per-core (the default for more than one thread): worker threads
+/// with their own runtimes and `SO_REUSEPORT` listeners serve, drain and exit 0.
+#[tokio::test]
+async fn thread_per_core_serves_drains_and_exits_0() {
+    sigterm_drains_then_exits_0(&["--threads", "2", "--runtime", "thread-per-core"]).await;
+}
+
+/// The work-stealing runtime stays available for comparison.
+#[tokio::test]
+async fn work_stealing_runtime_serves_drains_and_exits_0() {
+    sigterm_drains_then_exits_0(&["--threads", "2", "--runtime", "work-stealing"]).await;
+}
+
+#[test]
+fn an_unknown_runtime_is_refused() {
+    let out = Command::new(BIN).args(["--runtime", "fibers", "schema"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("thread-per-core") && stderr.contains("work-stealing"), "{stderr}");
+}
+
 #[test]
 fn zero_threads_is_refused() {
     let out = Command::new(BIN).args(["--threads", "0", "schema"]).output().unwrap();

@@ -60,3 +60,4 @@ mod tls_options;
 mod trace_context;
 mod trace_export;
 mod webhook;
+mod workers;
