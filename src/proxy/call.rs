@@ -175,7 +175,7 @@ impl Capture {
 }
 
 /// The response body a call hands to its connection: the response, observed so that the
-/// call is finished ([`Call::finish`]) exactly once, when the body ends or is dropped. The
+/// call is finished (`Call::finish`) exactly once, when the body ends or is dropped. The
 /// call travels inside the body, so ending it needs no allocation of its own.
 pub struct CallBody(ObservedBody<ResponseBody, Finish>);
 
