@@ -5,9 +5,8 @@
 //! for a caller that takes none of it (see `docs/ARCHITECTURE.md`, "Resource bounds").
 
 use crate::policy::Limits;
-use crate::web::{self, ResponseBody};
+use crate::web;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 /// serve their connections here, so every bound on a connection holds for both.
 /// `on_handshake` sees the finished TLS session (its client certificate) before the first
 /// request is read.
-pub(crate) async fn serve_connection<H, F>(
+pub(crate) async fn serve_connection<H, F, B>(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     peer: SocketAddr,
@@ -41,7 +40,9 @@ pub(crate) async fn serve_connection<H, F>(
     on_handshake: impl FnOnce(&rustls::ServerConnection),
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<web::BoxError>,
 {
     if let Some(acceptor) = tls {
         // The handshake gets the same budget as a request head: a silent client is dropped.
@@ -62,7 +63,7 @@ pub(crate) async fn serve_connection<H, F>(
     }
 }
 
-async fn serve_http<S, H, F>(
+async fn serve_http<S, H, F, B>(
     stream: S,
     activity: Arc<Activity>,
     stop: impl Future<Output = ()>,
@@ -71,7 +72,9 @@ async fn serve_http<S, H, F>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<web::BoxError>,
 {
     // The protocol layers allow twice the policy's head size, so that the exact count in
     // `admit` answers an oversized head with a proper 431 (JSON, request id, run record, a
@@ -102,7 +105,8 @@ async fn serve_http<S, H, F>(
             // lives in the response body, so a call is in flight until its last byte is sent.
             let busy = Busy::begin(in_flight);
             let response = handler(request).await;
-            Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody::new(body, busy).boxed_unsync()))
+            // Not boxed again: the protocol layer polls the guard and the body directly.
+            Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody::new(body, busy)))
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -170,23 +174,23 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// socket is full; h2: the stream or connection window is zero), so no timer inside the
 /// body could fire: the body only stamps when it last handed out a frame, and the
 /// connection's watchdog ([`Activity::longest_send_wait`]) judges the stamps.
-struct BusyBody {
-    inner: ResponseBody,
+struct BusyBody<B> {
+    inner: B,
     progress: Arc<SendProgress>,
     busy: Busy,
 }
 
-impl BusyBody {
-    fn new(inner: ResponseBody, busy: Busy) -> Self {
+impl<B: http_body::Body> BusyBody<B> {
+    fn new(inner: B, busy: Busy) -> Self {
         // The head is ready: from now on the caller is to take it.
         let progress = busy.0.sending(http_body::Body::is_end_stream(&inner));
         Self { inner, progress, busy }
     }
 }
 
-impl http_body::Body for BusyBody {
-    type Data = bytes::Bytes;
-    type Error = web::BoxError;
+impl<B: http_body::Body + Unpin> http_body::Body for BusyBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -473,7 +477,7 @@ mod tests {
             let waker = futures_util::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
             // Live bodies with their scripts, and the model: since when each waits (ms).
-            let mut bodies: Vec<(BusyBody, Script, Option<u64>)> = Vec::new();
+            let mut bodies: Vec<(BusyBody<web::ResponseBody>, Script, Option<u64>)> = Vec::new();
             let mut now = 0u64;
             for step in steps {
                 match step {

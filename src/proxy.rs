@@ -33,8 +33,8 @@ mod unread;
 /// Kept at their old paths for the benches and tests that name them here.
 pub use crate::web::{BoxError, REQUEST_ID, RequestBody};
 pub use admit::{Admitted, admit};
-pub use body::{BodyStats, BodyTooSlow, CappedBody, ObservedBody, Pace, PacedBody, Prefixed, StallGuard};
-pub use call::Call;
+pub use body::{BodyStats, BodyTooSlow, CappedBody, ObservedBody, OnEnd, Pace, PacedBody, Prefixed, StallGuard};
+pub use call::{Call, CallBody};
 pub use delivery::{VerifiedDelivery, webhook_caller};
 pub use forward::{Forwarding, forward};
 pub use handle::handle;

@@ -12,7 +12,6 @@ use super::key_set::{KeySet, VerifyKey};
 use super::token::{Claims, TokenError, TokenRules, inspect, verify};
 use crate::clock::{Clock, SystemClock};
 use jsonwebtoken::jwk::JwkSet;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -366,54 +365,100 @@ pub(crate) struct Verified {
     pub caller: Arc<Caller>,
 }
 
-#[derive(Debug)]
 struct CacheEntry {
     verified: Verified,
     exp: u64,
     key: Arc<VerifyKey>,
     store: std::sync::Weak<KeyStore>,
+    /// The identity fingerprint and the token this entry was verified for: a hit needs
+    /// both byte for byte, whatever the tag.
+    fingerprint: [u8; 32],
+    token: Box<str>,
 }
 
-/// Verified tokens by SHA-256 of (identity fingerprint, token). An entry is used only
-/// before its `exp` and while the key that verified it is still in its store's key set.
+impl std::fmt::Debug for CacheEntry {
+    // A cached token is a live credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheEntry")
+            .field("exp", &self.exp)
+            .field("token_bytes", &self.token.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verified tokens by a keyed tag (`SipHash` with a per-process random key) of the identity
+/// fingerprint and the token's signature. The tag only finds the entry: a hit requires the
+/// fingerprint and the whole token to be equal byte for byte, so a tag collision is a
+/// miss, never another caller's claims. An entry is used only before its `exp` and while
+/// the key that verified it is still in its store's key set. (A SHA-256 of the whole token
+/// cost more than the rest of a cached call's checks together.)
 #[derive(Debug)]
 struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    entries: Mutex<CachedTokens>,
     capacity: usize,
+    tagger: std::hash::RandomState,
 }
 
+/// The cache's entries and the token bytes they hold.
+#[derive(Debug, Default)]
+struct CachedTokens {
+    by_tag: HashMap<u64, CacheEntry>,
+    token_bytes: usize,
+}
+
+/// Token bytes the cache holds at most (tokens are at most a request head long).
+const MAX_CACHED_TOKEN_BYTES: usize = 16 * 1024 * 1024;
+
 impl TokenCache {
-    fn key(fingerprint: &[u8; 32], token: &str) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(fingerprint);
-        hasher.update(token.as_bytes());
-        hasher.finalize().into()
+    fn new(capacity: usize) -> Self {
+        Self { entries: Mutex::new(CachedTokens::default()), capacity, tagger: std::hash::RandomState::new() }
     }
 
-    fn get(&self, key: &[u8; 32], now_s: u64, keys: &KeySet) -> Option<Verified> {
+    /// The tag of a token under an identity: its signature (the last segment) is what
+    /// tells one genuine token from another, and is far shorter than the token.
+    fn tag(&self, fingerprint: &[u8; 32], token: &str) -> u64 {
+        use std::hash::BuildHasher;
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        self.tagger.hash_one((fingerprint, signature))
+    }
+
+    fn get(&self, tag: u64, fingerprint: &[u8; 32], token: &str, now_s: u64, keys: &KeySet) -> Option<Verified> {
         let mut entries = self.entries.lock().ok()?;
-        let entry = entries.get(key)?;
+        let entry = entries.by_tag.get(&tag)?;
+        if entry.fingerprint != *fingerprint || *entry.token != *token {
+            return None;
+        }
         if entry.exp > now_s && keys.contains(&entry.key) && entry.store.strong_count() > 0 {
             return Some(entry.verified.clone());
         }
-        entries.remove(key);
+        if let Some(gone) = entries.by_tag.remove(&tag) {
+            entries.token_bytes -= gone.token.len();
+        }
         None
     }
 
-    fn insert(&self, key: [u8; 32], entry: CacheEntry, now_s: u64) {
+    fn insert(&self, tag: u64, entry: CacheEntry, now_s: u64) {
         let Ok(mut entries) = self.entries.lock() else { return };
-        if entries.len() >= self.capacity {
-            entries.retain(|_, e| e.exp > now_s && e.store.strong_count() > 0);
-            if entries.len() >= self.capacity {
+        let full = |e: &CachedTokens| {
+            e.by_tag.len() >= self.capacity || e.token_bytes + entry.token.len() > MAX_CACHED_TOKEN_BYTES
+        };
+        if full(&entries) {
+            entries.by_tag.retain(|_, e| e.exp > now_s && e.store.strong_count() > 0);
+            entries.token_bytes = entries.by_tag.values().map(|e| e.token.len()).sum();
+            if full(&entries) {
                 // Still full of live entries: start over rather than grow without bound.
-                entries.clear();
+                entries.by_tag.clear();
+                entries.token_bytes = 0;
             }
         }
-        entries.insert(key, entry);
+        entries.token_bytes += entry.token.len();
+        if let Some(replaced) = entries.by_tag.insert(tag, entry) {
+            entries.token_bytes -= replaced.token.len();
+        }
     }
 
     fn len(&self) -> usize {
-        self.entries.lock().map_or(0, |e| e.len())
+        self.entries.lock().map_or(0, |e| e.by_tag.len())
     }
 }
 
@@ -467,11 +512,7 @@ impl KeyStores {
 
     /// Empty stores on the given clock (tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            stores: RwLock::new(HashMap::new()),
-            cache: TokenCache { entries: Mutex::new(HashMap::new()), capacity: DEFAULT_CACHE_ENTRIES },
-            clock,
-        }
+        Self { stores: RwLock::new(HashMap::new()), cache: TokenCache::new(DEFAULT_CACHE_ENTRIES), clock }
     }
 
     /// The clock in use.
@@ -556,13 +597,13 @@ impl KeyStores {
         let store = self.store(spec.name, spec.source, spec.refresh);
         let now_ms = self.clock.unix_millis();
         let now_s = now_ms / 1000;
-        let cache_key = TokenCache::key(spec.fingerprint, token);
+        let tag = self.cache.tag(spec.fingerprint, token);
         // A repeat caller: these exact bytes passed every check under these exact rules (the
         // fingerprint covers them) and their key is still served, so the header is not
         // judged again.
         let current = store.current(now_ms);
         if let Ok(keys) = &current
-            && let Some(verified) = self.cache.get(&cache_key, now_s, keys)
+            && let Some(verified) = self.cache.get(tag, spec.fingerprint, token, now_s, keys)
         {
             return Ok(verified);
         }
@@ -609,9 +650,15 @@ impl KeyStores {
         let _ = keys;
         let caller = Arc::new(Caller::from_claims(&claims));
         let verified = Verified { claims: Arc::new(claims), caller };
-        let entry =
-            CacheEntry { exp: verified.claims.exp, verified: verified.clone(), key, store: Arc::downgrade(&store) };
-        self.cache.insert(cache_key, entry, now_s);
+        let entry = CacheEntry {
+            exp: verified.claims.exp,
+            verified: verified.clone(),
+            key,
+            store: Arc::downgrade(&store),
+            fingerprint: *spec.fingerprint,
+            token: token.into(),
+        };
+        self.cache.insert(tag, entry, now_s);
         Ok(verified)
     }
 }

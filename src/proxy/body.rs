@@ -341,40 +341,51 @@ where
     }
 }
 
-/// Called once when a response body ends, fails or is dropped, with the bytes sent and
-/// whether the stream completed.
-pub(super) type OnEnd = Box<dyn FnOnce(u64, bool) + Send>;
+/// What runs once when a response body ends, fails or is dropped, with the bytes sent and
+/// whether the stream completed. A trait rather than a boxed closure, so that the call's
+/// end (`call.rs`) lives inside the body itself: no allocation per call.
+pub trait OnEnd: Send {
+    /// The body ended (`completed`), failed or was dropped after `bytes_out` bytes.
+    fn ended(self, bytes_out: u64, completed: bool);
+}
 
-/// A response body that counts bytes and calls `OnEnd` exactly once.
-pub struct ObservedBody<B> {
+impl<F: FnOnce(u64, bool) + Send> OnEnd for F {
+    fn ended(self, bytes_out: u64, completed: bool) {
+        self(bytes_out, completed);
+    }
+}
+
+/// A response body that counts bytes and calls its [`OnEnd`] exactly once.
+pub struct ObservedBody<B, E: OnEnd> {
     inner: B,
     bytes: u64,
     tap: Option<Arc<Tap>>,
-    on_end: Option<OnEnd>,
+    on_end: Option<E>,
 }
 
-impl<B> ObservedBody<B> {
+impl<B, E: OnEnd> ObservedBody<B, E> {
     /// Wraps `inner`; `tap` keeps the first bytes for capture.
-    pub fn new(inner: B, tap: Option<Arc<Tap>>, on_end: OnEnd) -> Self {
+    pub fn new(inner: B, tap: Option<Arc<Tap>>, on_end: E) -> Self {
         Self { inner, bytes: 0, tap, on_end: Some(on_end) }
     }
 
     fn finish(&mut self, completed: bool) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(self.bytes, completed);
+            on_end.ended(self.bytes, completed);
         }
     }
 }
 
-impl<B> Drop for ObservedBody<B> {
+impl<B, E: OnEnd> Drop for ObservedBody<B, E> {
     fn drop(&mut self) {
         self.finish(false);
     }
 }
 
-impl<B> Body for ObservedBody<B>
+impl<B, E> Body for ObservedBody<B, E>
 where
     B: Body<Data = Bytes> + Unpin,
+    E: OnEnd + Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;

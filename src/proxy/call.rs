@@ -8,11 +8,13 @@ use crate::audit::RunRecord;
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
 use crate::secrets::Redactor;
-use crate::web::{ResponseBody, new_request_id};
+use crate::web::{BoxError, ResponseBody, new_request_id};
+use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// One call in progress: its run record, filled in step by step, and what capture needs.
@@ -172,13 +174,51 @@ impl Capture {
     }
 }
 
+/// The response body a call hands to its connection: the response, observed so that the
+/// call is finished (`Call::finish`) exactly once, when the body ends or is dropped. The
+/// call travels inside the body, so ending it needs no allocation of its own.
+pub struct CallBody(ObservedBody<ResponseBody, Finish>);
+
+/// The end of an answered call: its run record, written by [`Call::finish`].
+pub(super) struct Finish {
+    call: Call,
+    record: RunRecord,
+}
+
+impl body::OnEnd for Finish {
+    fn ended(mut self, bytes_out: u64, completed: bool) {
+        self.call.finish(self.record, bytes_out, completed);
+    }
+}
+
+impl http_body::Body for CallBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
 /// Wraps the response body so that the call is finished ([`Call::finish`]) exactly once,
 /// when the body ends or is dropped, with real byte counts. The request metrics are counted
 /// now, at the response head (`flowgate_request_duration_seconds` is head to head).
-pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) -> Response<ResponseBody> {
-    let Some(mut record) = call.record.take() else {
-        return response;
-    };
+///
+/// # Panics
+/// When the call's record was already handed over (a bug in the request path).
+pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) -> Response<CallBody> {
+    let mut record = call.record.take().expect("a call's response is handed over once");
     record.status = response.status().as_u16();
     call.gateway.request_metrics.answered(
         call.trigger_label.as_ref(),
@@ -187,8 +227,5 @@ pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) ->
         call.started.elapsed().as_secs_f64(),
     );
     let tap = call.capture.as_ref().map(|c| c.response_body.clone());
-    let (parts, body) = response.into_parts();
-    let observed =
-        ObservedBody::new(body, tap, Box::new(move |bytes_out, completed| call.finish(record, bytes_out, completed)));
-    Response::from_parts(parts, observed.boxed_unsync())
+    response.map(|body| CallBody(ObservedBody::new(body, tap, Finish { call, record })))
 }

@@ -4,12 +4,12 @@
 //! written when the response ends (`call.rs`).
 
 use super::admit::admit;
-use super::call::{self, Call};
+use super::call::{self, Call, CallBody};
 use super::forward::{Forwarding, forward};
 use super::inbound::Connection;
 use super::unread::{Unread, linger, settle_unread_body};
 use crate::gateway::Gateway;
-use crate::web::{REQUEST_ID, RequestBody, ResponseBody, declared_length};
+use crate::web::{REQUEST_ID, RequestBody, declared_length};
 use http::{HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub async fn handle<B: RequestBody>(
     gateway: Arc<Gateway>,
     connection: Arc<Connection>,
     request: Request<B>,
-) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+) -> Result<Response<CallBody>, std::convert::Infallible> {
     // One policy snapshot for the whole call: a reload never changes the rules under it.
     let policy = gateway.policy();
     let mut call = Call::begin(&gateway, &policy, &connection, &request);

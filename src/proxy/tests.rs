@@ -3,7 +3,6 @@
 use super::*;
 use crate::config::SourceFile;
 use crate::gateway::Gateway;
-use crate::web::ResponseBody;
 use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::Empty;
@@ -25,7 +24,7 @@ fn gateway(dir: &std::path::Path, triggers: &str) -> Arc<Gateway> {
 const ANYONE_AT_T: &str =
     "[[trigger]]\nname = \"t\"\npath = \"/t\"\nupstream = \"http://127.0.0.1:1\"\nwho = \"anyone\"\n";
 
-async fn call(gateway: &Arc<Gateway>, path: &str) -> Response<ResponseBody> {
+async fn call(gateway: &Arc<Gateway>, path: &str) -> Response<CallBody> {
     let connection = Arc::new(Connection::new("127.0.0.1:40000".parse().unwrap(), true, 1));
     let request = Request::post(path).header(header::HOST, "gw.example").body(Empty::<Bytes>::new()).unwrap();
     let Ok(response) = handle(gateway.clone(), connection, request).await;

@@ -412,6 +412,26 @@ async fn cached_token_does_not_outlive_exp() {
     assert_eq!(judge(&env, &access, &token).await.unwrap_err(), AuthError::InvalidToken(TokenError::Expired));
 }
 
+/// The cache finds an entry by the token's signature, but a hit needs the whole token:
+/// a cached token's signature on another payload (another caller, a later `exp`) is judged
+/// afresh and refused, never answered with the cached caller.
+#[tokio::test]
+async fn a_cached_signature_on_another_payload_is_refused() {
+    let env = env().await;
+    let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
+    let token = env.rsa.token(&v2_claims(&env));
+    let cached = judge(&env, &access, &token).await.unwrap();
+    assert_eq!(env.stores.cached_tokens(), 1);
+    let (head, rest) = token.split_once('.').unwrap();
+    let signature = rest.rsplit_once('.').unwrap().1;
+    let other = with(v2_claims(&env), "oid", json!("00000000-0000-0000-0000-00000000beef"));
+    let forged = format!("{head}.{}.{signature}", b64(serde_json::to_vec(&other).unwrap()));
+    assert_eq!(judge(&env, &access, &forged).await.unwrap_err(), AuthError::InvalidToken(TokenError::Signature));
+    // The genuine token still hits its entry.
+    assert_eq!(judge(&env, &access, &token).await.unwrap(), cached);
+    assert_eq!(env.stores.cached_tokens(), 1);
+}
+
 #[tokio::test]
 async fn idp_down_at_start_is_503() {
     let env = env().await;
