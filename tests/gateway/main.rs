@@ -59,4 +59,5 @@ mod soak;
 mod tls_options;
 mod trace_context;
 mod trace_export;
+mod upstream_pool;
 mod webhook;
