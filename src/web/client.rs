@@ -12,7 +12,7 @@
 //! a call drives its connection in its own task (`web/dial.rs`): no connection task, no
 //! lock, no wakeup crossing tasks between the caller and the upstream socket.
 
-use super::dial::{self, Conn, Target};
+use super::dial::{self, DialError, Target};
 use super::pool::IdlePool;
 use crate::policy::{Policy, Trigger};
 use arc_swap::ArcSwap;
@@ -79,6 +79,9 @@ thread_local! {
     static IDLE: RefCell<IdlePool<Origin, Box<Conn>>> = RefCell::new(IdlePool::new(IDLE_PER_ORIGIN));
 }
 
+/// An upstream connection sending flowgate's request bodies.
+type Conn = dial::Conn<UpstreamBody>;
+
 /// Ids of dialers: never reused, so connections made under one set of trusted roots are
 /// never handed to calls that trust others.
 static NEXT_DIALER: AtomicU64 = AtomicU64::new(1);
@@ -135,7 +138,10 @@ impl Dialer {
             tls: &self.tls,
             connect_timeout: self.connect_timeout,
         };
-        dial::dial(&target).await
+        dial::dial(&target).await.map_err(|error| match error {
+            DialError::Connect(io) => UpstreamError::Connect(io),
+            DialError::Handshake(http) => UpstreamError::Exchange(http),
+        })
     }
 
     /// The response, its body driving `conn` until it ends and then returning it idle.

@@ -3,7 +3,7 @@
 //! HTTP/1.1 handshake. The connection is not spawned: whoever sends on it drives it
 //! ([`Conn::drive`]), so an exchange runs in the caller's task.
 
-use super::client::{UpstreamBody, UpstreamError};
+use hyper::body::Body;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
@@ -18,18 +18,34 @@ pub(super) enum Stream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// The HTTP/1.1 state machine of one upstream connection.
-type Driver = http1::Connection<TokioIo<Stream>, UpstreamBody>;
-
-/// One upstream connection: the handle requests are sent through and the state machine
-/// that reads and writes the socket, polled by whoever waits on the connection.
-pub(super) struct Conn {
-    pub(super) sender: http1::SendRequest<UpstreamBody>,
-    /// `None` once the connection has ended (closed by either side, or failed).
-    driver: Option<Driver>,
+/// Bounds hyper puts on a request body type.
+pub(super) trait SendBody:
+    Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin + 'static
+{
 }
 
-impl Conn {
+impl<B> SendBody for B where B: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin + 'static
+{}
+
+/// One upstream connection sending bodies of type `B`: the handle requests are sent
+/// through and the state machine that reads and writes the socket, polled by whoever waits
+/// on the connection.
+pub(super) struct Conn<B: SendBody> {
+    pub(super) sender: http1::SendRequest<B>,
+    /// `None` once the connection has ended (closed by either side, or failed).
+    driver: Option<http1::Connection<TokioIo<Stream>, B>>,
+}
+
+/// Why no connection was made.
+pub(super) enum DialError {
+    /// Unresolvable, refused, unreachable, timed out (`TimedOut`), or the TLS handshake
+    /// failed (a `rustls::Error` inside).
+    Connect(std::io::Error),
+    /// hyper refused the connection.
+    Handshake(hyper::Error),
+}
+
+impl<B: SendBody> Conn<B> {
     /// Lets the connection make progress (write the request, read the answer, notice a
     /// close) and asks `cx` to be woken when it can make more.
     pub(super) fn drive(&mut self, cx: &mut Context<'_>) {
@@ -66,26 +82,25 @@ pub(super) struct Target<'a> {
 /// Opens a connection to `target`.
 ///
 /// # Errors
-/// [`UpstreamError::Connect`]: unresolvable, refused, unreachable, not connected within
-/// the connect timeout, or the TLS handshake failed.
-pub(super) async fn dial(target: &Target<'_>) -> Result<Box<Conn>, UpstreamError> {
+/// Unresolvable, refused, unreachable, not connected within the connect timeout, or the
+/// TLS handshake failed.
+pub(super) async fn dial<B: SendBody>(target: &Target<'_>) -> Result<Box<Conn<B>>, DialError> {
     let tcp = tokio::time::timeout(target.connect_timeout, tcp(target.host, target.port))
         .await
-        .map_err(|_elapsed| UpstreamError::Connect(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(UpstreamError::Connect)?;
+        .map_err(|_elapsed| DialError::Connect(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(DialError::Connect)?;
     let stream = if target.https {
         // An IP host is verified against the certificate's IP names; rustls sends no SNI.
         let name = rustls_pki_types::ServerName::try_from(target.host.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|e| UpstreamError::Connect(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?
+            .map_err(|e| DialError::Connect(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?
             .to_owned();
         // The handshake is bounded by the trigger's response timeout, as the exchange is.
-        let tls = target.tls.connect(name, tcp).await.map_err(UpstreamError::Connect)?;
+        let tls = target.tls.connect(name, tcp).await.map_err(DialError::Connect)?;
         Stream::Tls(Box::new(tls))
     } else {
         Stream::Plain(tcp)
     };
-    let (sender, driver) =
-        http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Exchange)?;
+    let (sender, driver) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(DialError::Handshake)?;
     // Boxed: hyper's connection state is large, and a call moves its connection from
     // the pool to the exchange, the response body and back.
     Ok(Box::new(Conn { sender, driver: Some(driver) }))
