@@ -113,19 +113,22 @@ impl Dialer {
     /// idle connection turned out unable to take (the upstream had closed it) is sent once
     /// more on a new connection; one whose bytes may have gone out never is.
     async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponse>, UpstreamError> {
-        let (origin, request) = origin_form(self.id, request)?;
-        let idle = std::future::poll_fn(|cx| Poll::Ready(checkout(&origin, cx))).await;
-        let (conn, request) = match idle {
-            Some(conn) => match exchange(conn, request).await {
+        let (origin, mut request) = origin_form(self.id, request)?;
+        let mut idle = std::future::poll_fn(|cx| Poll::Ready(checkout(&origin, cx))).await;
+        // At most twice: the second time on a new connection, never again after that.
+        loop {
+            let reused = idle.is_some();
+            let conn = match idle.take() {
+                Some(conn) => conn,
+                // Boxed: a connection being opened (TLS state and all) is large and rare;
+                // inline, every call's future would carry its size, and be moved with it.
+                None => Box::pin(self.dial(&origin)).await?,
+            };
+            match exchange(conn, request).await {
                 Ok((response, conn)) => return Ok(self.lease(response, conn, origin)),
-                Err((error, None)) => return Err(UpstreamError::Exchange(error)),
-                Err((_, Some(request))) => (self.dial(&origin).await?, request),
-            },
-            None => (self.dial(&origin).await?, request),
-        };
-        match exchange(conn, request).await {
-            Ok((response, conn)) => Ok(self.lease(response, conn, origin)),
-            Err((error, _)) => Err(UpstreamError::Exchange(error)),
+                Err((_, Some(unsent))) if reused => request = unsent,
+                Err((error, _)) => return Err(UpstreamError::Exchange(error)),
+            }
         }
     }
 
@@ -316,10 +319,14 @@ impl Upstreams {
         trigger: &Trigger,
         request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponse>, UpstreamError> {
-        if trigger.upstream.tls.is_none() {
-            return self.shared.send(request).await;
-        }
-        self.own_dialer(policy, trigger).send(request).await
+        let own;
+        let dialer = if trigger.upstream.tls.is_none() {
+            &self.shared
+        } else {
+            own = self.own_dialer(policy, trigger);
+            &own
+        };
+        dialer.send(request).await
     }
 
     /// The dialer of a trigger with its own CA under `policy`, made on its first call
