@@ -2,16 +2,18 @@
 //! body types (`ResponseBody`, [`BoxError`], [`RequestBody`]), local answers
 //! (`full_body`), the request id (`new_request_id`, [`REQUEST_ID`]), what a request's
 //! head says about itself (`request_host_of`, `declared_length`), and the upstream
-//! client with its pools (`web/client.rs`, [`Upstreams`]), and what can go wrong on the
+//! client with its pools (`web/client.rs`, [`Upstreams`]; `web/pool.rs`, `web/dial.rs`), and what can go wrong on the
 //! wire after admission (`web/fault.rs`: [`BodyRefusal`], [`UpstreamFailure`]).
 //!
 //! Nothing here judges a call: the data plane (`proxy`) and the control plane (`admin`,
 //! `console`) both build on this module, so neither needs to import the other for these.
 
 mod client;
+mod dial;
 mod fault;
+mod pool;
 
-pub use client::{BoxError, UpstreamBody, UpstreamClient, UpstreamError, Upstreams, build_client};
+pub use client::{BoxError, UpstreamBody, UpstreamError, UpstreamResponse, Upstreams};
 pub use fault::{BodyRefusal, UpstreamFailure};
 
 use bytes::Bytes;

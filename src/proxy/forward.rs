@@ -18,7 +18,8 @@ use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
 use crate::secrets::{Redactor, Rendered};
 use crate::web::{
-    BodyRefusal, BoxError, RequestBody, ResponseBody, UpstreamError, UpstreamFailure, full_body, request_host_of,
+    BodyRefusal, BoxError, RequestBody, ResponseBody, UpstreamError, UpstreamFailure, UpstreamResponse, full_body,
+    request_host_of,
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
@@ -365,7 +366,7 @@ fn upstream_failure(trigger: &Trigger, request_stats: &BodyStats, error: &Upstre
 /// a content coding that cannot be decoded.
 fn shape_response(
     trigger: &Trigger,
-    response: Response<hyper::body::Incoming>,
+    response: Response<UpstreamResponse>,
     rate_limit_header: Option<HeaderValue>,
     redactor: &Redactor,
     scrub_body: bool,

@@ -59,5 +59,6 @@ mod soak;
 mod tls_options;
 mod trace_context;
 mod trace_export;
+mod upstream_pool;
 mod webhook;
 mod workers;
