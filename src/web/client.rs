@@ -64,7 +64,7 @@ const IDLE_PER_ORIGIN: usize = 64;
 
 /// Where a pooled connection leads: the TLS settings that reached it (a [`Dialer`]'s id)
 /// and the origin.
-#[derive(PartialEq)]
+#[derive(PartialEq, Eq, Hash)]
 struct Origin {
     dialer: u64,
     https: bool,

@@ -2,22 +2,19 @@
 //! a cap per origin, each until its expiry. Plain data with time passed in, so
 //! a property test can hold it against a model; `web/client.rs` keeps one per thread.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::time::Instant;
 
 /// Idle connections by key (an origin and the TLS settings that reach it).
 pub(super) struct IdlePool<K, C> {
-    slots: Vec<Slot<K, C>>,
+    /// Hashed, not scanned: a policy may give many triggers their own CA, and each is a
+    /// key of its own, so a scan would make a call's cost grow with the policy.
+    slots: HashMap<K, VecDeque<Idle<C>>>,
     cap: usize,
     /// When expired connections of every key are next dropped (a key nobody calls again,
     /// such as one of a replaced policy, would otherwise keep its sockets).
     next_sweep: Option<Instant>,
-}
-
-struct Slot<K, C> {
-    key: K,
-    /// Oldest first: checkout takes from the back, the cap drops from the front.
-    idle: VecDeque<Idle<C>>,
 }
 
 struct Idle<C> {
@@ -28,18 +25,18 @@ struct Idle<C> {
 /// How often a pool drops the expired connections of every key.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-impl<K: PartialEq, C> IdlePool<K, C> {
+impl<K: Hash + Eq, C> IdlePool<K, C> {
     /// An empty pool keeping at most `cap` idle connections per key.
     pub(super) fn new(cap: usize) -> Self {
-        Self { slots: Vec::new(), cap, next_sweep: None }
+        Self { slots: HashMap::new(), cap, next_sweep: None }
     }
 
     /// The newest idle connection of `key` that has not expired and that `usable` accepts;
     /// the ones passed over on the way are dropped (closed).
     pub(super) fn checkout(&mut self, key: &K, now: Instant, mut usable: impl FnMut(&mut C) -> bool) -> Option<C> {
-        // A handful of origins per thread: a scan beats hashing the key on every call.
-        let slot = self.slots.iter_mut().find(|slot| slot.key == *key)?;
-        while let Some(mut idle) = slot.idle.pop_back() {
+        // Oldest first in each list: checkout takes from the back, the cap drops from the front.
+        let idle_list = self.slots.get_mut(key)?;
+        while let Some(mut idle) = idle_list.pop_back() {
             if idle.expires > now && usable(&mut idle.conn) {
                 return Some(idle.conn);
             }
@@ -53,33 +50,33 @@ impl<K: PartialEq, C> IdlePool<K, C> {
         if self.next_sweep.is_none_or(|at| now >= at) {
             self.sweep(now);
         }
-        let idle = Idle { conn, expires };
-        if let Some(slot) = self.slots.iter_mut().find(|slot| slot.key == key) {
-            slot.idle.retain(|idle| idle.expires > now);
-            if slot.idle.len() >= self.cap {
-                slot.idle.pop_front();
-            }
-            if self.cap > 0 {
-                slot.idle.push_back(idle);
-            }
-        } else if self.cap > 0 {
-            self.slots.push(Slot { key, idle: VecDeque::from([idle]) });
+        if self.cap == 0 {
+            return;
         }
+        let idle_list = self.slots.entry(key).or_default();
+        // A key's connections share one idle timeout, so expiries rise from the front.
+        while idle_list.front().is_some_and(|idle| idle.expires <= now) {
+            idle_list.pop_front();
+        }
+        if idle_list.len() >= self.cap {
+            idle_list.pop_front();
+        }
+        idle_list.push_back(Idle { conn, expires });
     }
 
     /// Drops expired connections of every key, and keys left without any.
     fn sweep(&mut self, now: Instant) {
-        for slot in &mut self.slots {
-            slot.idle.retain(|idle| idle.expires > now);
-        }
-        self.slots.retain(|slot| !slot.idle.is_empty());
+        self.slots.retain(|_, idle_list| {
+            idle_list.retain(|idle| idle.expires > now);
+            !idle_list.is_empty()
+        });
         self.next_sweep = Some(now + SWEEP_EVERY);
     }
 
     /// The idle connections kept for `key`, expired or not.
     #[cfg(test)]
     pub(super) fn idle(&self, key: &K) -> usize {
-        self.slots.iter().find(|slot| slot.key == *key).map_or(0, |slot| slot.idle.len())
+        self.slots.get(key).map_or(0, VecDeque::len)
     }
 }
 
