@@ -425,7 +425,12 @@ impl TokenCache {
     fn get(&self, tag: u64, fingerprint: &[u8; 32], token: &str, now_s: u64, keys: &KeySet) -> Option<Verified> {
         let mut entries = self.entries.lock().ok()?;
         let entry = entries.by_tag.get(&tag)?;
-        if entry.fingerprint != *fingerprint || *entry.token != *token {
+        // No early exit on the token: how long a wrong one takes must not tell how much of a
+        // cached credential it matched. An OR of XORs, which the compiler vectorises: this
+        // runs on every cached call.
+        let same_token = entry.token.len() == token.len()
+            && entry.token.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if entry.fingerprint != *fingerprint || !same_token {
             return None;
         }
         if entry.exp > now_s && keys.contains(&entry.key) && entry.store.strong_count() > 0 {
