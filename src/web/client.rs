@@ -58,9 +58,12 @@ impl UpstreamError {
     }
 }
 
-/// Idle connections kept per origin and per thread: enough for the concurrency one core
-/// sustains to one upstream; past it, a finished call closes its connection.
-const IDLE_PER_ORIGIN: usize = 64;
+/// Idle connections kept per origin and per thread: above the calls one thread has in
+/// flight to one upstream, or every call past the cap pays a new upstream connection.
+/// HTTP/2 callers make that many: 64 connections of 10 streams are 640 calls at once (a
+/// cap of 64 made h2 calls in the peer benchmark open upstream connections over and over).
+/// Idle ones still go after `idle_timeout`.
+const IDLE_PER_ORIGIN: usize = 1024;
 
 /// Where a pooled connection leads: the TLS settings that reached it (a [`Dialer`]'s id)
 /// and the origin.
