@@ -2,6 +2,7 @@
 //! that must outlive a policy swap (TLS certificate, the per-feature stores, the upstream
 //! connection pools). No globals: everything a request needs hangs off this value.
 
+mod backstage;
 mod retired;
 
 use crate::config::ConfigError;
@@ -23,6 +24,10 @@ pub struct Gateway {
     tls: OnceLock<Arc<ServerTls>>,
     /// Serializes reloads (file watch, SIGHUP and the admin API may race).
     reload_lock: Mutex<()>,
+    /// Reload requests waiting for the next backstage compile (they share its result).
+    reload_waiters: Mutex<Vec<tokio::sync::oneshot::Sender<ReloadResult>>>,
+    /// The low-priority thread that compiles reloads and frees replaced policies.
+    backstage: backstage::Backstage,
     /// Replaced policies, freed off the serving threads once no call holds them.
     retired: retired::Retired<Policy>,
     ready: AtomicBool,
@@ -69,6 +74,9 @@ pub enum ReloadOutcome {
     },
 }
 
+/// What a reload answers: what it did, or every problem of the new file.
+pub type ReloadResult = Result<ReloadOutcome, Vec<ConfigError>>;
+
 /// Why a gateway could not start on a compiled policy.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -114,6 +122,8 @@ impl Gateway {
             policy_path,
             tls: OnceLock::new(),
             reload_lock: Mutex::new(()),
+            reload_waiters: Mutex::default(),
+            backstage: backstage::Backstage::default(),
             retired: retired::Retired::default(),
             ready: AtomicBool::new(false),
             metrics,
@@ -157,13 +167,14 @@ impl Gateway {
     }
 
     /// Re-reads and compiles the policy file (and every file it names); swaps it in only on
-    /// complete success. Blocking (file reads): async callers use `spawn_blocking`. On
+    /// complete success. Blocking (file reads, compiling): async callers use
+    /// [`Gateway::reload_backstage`]. On
     /// failure the running policy stays, the errors are returned (and logged by callers),
     /// and `flowgate_policy_reloads_total{result="failed"}` counts it.
     ///
     /// # Errors
     /// Every problem of the new file, located.
-    pub fn reload(&self) -> Result<ReloadOutcome, Vec<ConfigError>> {
+    pub fn reload(&self) -> ReloadResult {
         let _guard = self.reload_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(path) = &self.policy_path else {
             return Ok(ReloadOutcome::Unchanged { version: self.policy().version.clone() });
@@ -180,6 +191,39 @@ impl Gateway {
             }
         };
         Ok(self.swap(new))
+    }
+
+    /// Reloads on the backstage thread, below the serving threads' CPU priority, so a large
+    /// policy's compile does not take their time. Requests that arrive while a reload waits
+    /// to start join it and share its answer: a burst of file events or signals costs one
+    /// compile more, not one each, and every request is answered by a compile that began
+    /// after it was made.
+    ///
+    /// # Errors
+    /// Every problem of the new file, located; the running policy stays.
+    pub async fn reload_backstage(self: &Arc<Self>) -> ReloadResult {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let first_waiter = {
+            let mut waiters = self.reload_waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            waiters.push(answer);
+            waiters.len() == 1
+        };
+        if first_waiter {
+            let gateway = self.clone();
+            self.backstage.run(move || {
+                let waiters = std::mem::take(
+                    &mut *gateway.reload_waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                let result = gateway.reload();
+                for waiter in waiters {
+                    let _ = waiter.send(result.clone());
+                }
+            });
+        }
+        answered.await.unwrap_or_else(|_| {
+            tracing::error!("the reload stopped before answering; the running policy stays");
+            Ok(ReloadOutcome::Unchanged { version: self.policy().version.clone() })
+        })
     }
 
     /// Swaps in a compiled policy (and its certificate). An identical policy text is swapped
@@ -248,7 +292,7 @@ impl Gateway {
 }
 
 /// Periodic upkeep that keeps per-key state bounded: idle rate-limit keys and shield
-/// entries are dropped, and replaced policies no call uses are freed (on a blocking
+/// entries are dropped, and replaced policies no call uses are freed (on the backstage
 /// thread). Stops when the gateway is dropped.
 fn start_housekeeping(gateway: &Arc<Gateway>) {
     let weak = Arc::downgrade(gateway);
@@ -260,8 +304,10 @@ fn start_housekeeping(gateway: &Arc<Gateway>) {
             gateway.limiters.sweep();
             gateway.shield.retain_recent();
             if !gateway.retired.is_empty() {
-                let gateway = gateway.clone();
-                drop(tokio::task::spawn_blocking(move || gateway.retired.release_unused()));
+                let backstage_gateway = gateway.clone();
+                gateway.backstage.run(move || {
+                    backstage_gateway.retired.release_unused();
+                });
             }
         }
     });

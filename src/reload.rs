@@ -121,18 +121,13 @@ pub(crate) fn reload_on_sighup(gateway: Arc<Gateway>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs a reload off the async workers (it reads files and may wait on the run history).
+/// Runs a reload off the async workers, on the gateway's low-priority backstage thread
+/// ([`Gateway::reload_backstage`]).
 ///
 /// # Errors
 /// The new policy's problems, each located; the running policy stays in place.
-pub async fn reload_blocking(
-    gateway: &Arc<Gateway>,
-) -> Result<crate::gateway::ReloadOutcome, Vec<crate::config::ConfigError>> {
-    let gateway = gateway.clone();
-    tokio::task::spawn_blocking(move || gateway.reload()).await.unwrap_or_else(|join| {
-        tracing::error!(error = %join, "the reload task failed; the running policy stays");
-        Ok(crate::gateway::ReloadOutcome::Unchanged { version: String::new() })
-    })
+pub async fn reload_blocking(gateway: &Arc<Gateway>) -> crate::gateway::ReloadResult {
+    gateway.reload_backstage().await
 }
 
 /// The link Kubernetes' atomic writer (`ConfigMap`, Secret and projected volumes) renames

@@ -174,6 +174,62 @@ async fn reload_swaps_good_policies_and_refuses_broken_ones() {
     gw.shutdown().await;
 }
 
+/// Reloads asked for in a burst share compiles, and each request is answered by a compile
+/// that read the file as it was when the request was made or later: never an older file.
+/// Files are written and reloads requested in generated bursts; some files are broken.
+#[tokio::test]
+async fn concurrent_reloads_are_answered_by_a_compile_no_older_than_the_request() {
+    use sha2::Digest;
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let text_of = |n: usize| {
+        let text = fx.policy_text(&echo_trigger("t", &format!("/t{n}"), echo, ""));
+        // Every fifth file does not compile (a path without '/').
+        if n % 5 == 3 { text.replace(&format!("\"/t{n}\""), &format!("\"t{n}\"")) } else { text }
+    };
+    let version_of = |text: &str| hex::encode(&sha2::Sha256::digest(text.as_bytes())[..6]);
+    let path = fx.write_policy(&text_of(0));
+    let gw = start_gateway_for(&fx, &path).await;
+
+    let files = 40;
+    let mut written_version = std::collections::HashMap::new();
+    let mut answers = Vec::new();
+    for n in 1..=files {
+        let text = text_of(n);
+        written_version.insert(version_of(&text), n);
+        // Replaced whole, as editors do: a compile never reads a half-written file.
+        let next = path.with_extension("next");
+        std::fs::write(&next, &text).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let gateway = gw.gateway.clone();
+        answers.push((n, tokio::spawn(async move { gateway.reload_backstage().await })));
+        // Bursts of one to four requests, then a pause that lets a compile start.
+        if n % 4 == (n / 4) % 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for (asked_at, answer) in answers {
+        match answer.await.unwrap() {
+            Ok(flowgate::gateway::ReloadOutcome::Swapped { version }) => {
+                let read = written_version[&version];
+                assert!(read >= asked_at, "request {asked_at} was answered by file {read}, an older one");
+            }
+            Ok(other) => panic!("request {asked_at}: {other:?}"),
+            Err(errors) => {
+                let line = errors[0].to_string();
+                let read: usize = line.split("\"t").nth(1).and_then(|rest| rest.split('"').next()).map_or_else(
+                    || panic!("request {asked_at}: an error naming no file: {line}"),
+                    |n| n.parse().unwrap_or_else(|_| panic!("request {asked_at}: {line}")),
+                );
+                assert!(read >= asked_at && read % 5 == 3, "request {asked_at} refused for file {read}: {line}");
+            }
+        }
+    }
+    // All answered: the last file is the one running.
+    assert_eq!(gw.gateway.policy().version, version_of(&text_of(files)));
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn admin_reports_health_readiness_and_metrics() {
     let fx = Fixture::new();
