@@ -117,6 +117,14 @@ impl Dialer {
     /// more on a new connection; one whose bytes may have gone out never is.
     async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponse>, UpstreamError> {
         let (origin, mut request) = origin_form(self.id, request)?;
+        // Let every other call this thread has ready reach this point first, so their
+        // requests leave in one burst: an upstream woken for one request then finds the
+        // next ones waiting. Written one by one between other calls' work (TLS, token,
+        // rules), each request woke a sleeping upstream again: 0.9 upstream wakeups per
+        // call instead of 0.08 under load, each paid for by this thread's core, and the
+        // responses came back just as spread out. `yield_now` wakes the call after the
+        // runtime's next poll of its sockets (docs/PERFORMANCE.md, "Requests leave in bursts").
+        tokio::task::yield_now().await;
         let mut idle = std::future::poll_fn(|cx| Poll::Ready(checkout(&origin, cx))).await;
         // At most twice: the second time on a new connection, never again after that.
         loop {
@@ -128,7 +136,12 @@ impl Dialer {
                 None => Box::pin(self.dial(&origin)).await?,
             };
             match exchange(conn, request).await {
-                Ok((response, conn)) => return Ok(self.lease(response, conn, origin)),
+                Ok((response, conn)) => {
+                    // The same for the answers: the responses that arrived together are
+                    // written to their callers together.
+                    tokio::task::yield_now().await;
+                    return Ok(self.lease(response, conn, origin));
+                }
                 Err((_, Some(unsent))) if reused => request = unsent,
                 Err((error, _)) => return Err(UpstreamError::Exchange(error)),
             }
