@@ -104,7 +104,12 @@ async fn serve_http<S, H, F, B>(
             // A guard, not a pair of calls: an h2 stream reset drops this future midway. It
             // lives in the response body, so a call is in flight until its last byte is sent.
             let busy = Busy::begin(in_flight);
-            let response = handler(request).await;
+            // Boxed: a call's future is several KiB, and h2 spawns each stream as a task
+            // that tokio moves whole several times (spawn, each stage write); a box moves
+            // as a pointer. Bound in its own statement, so the unboxed value is not kept
+            // in this future too (docs/PERFORMANCE.md, "Requests leave in bursts").
+            let call = Box::pin(handler(request));
+            let response = call.await;
             // Not boxed again: the protocol layer polls the guard and the body directly.
             Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody::new(body, busy)))
         }

@@ -127,7 +127,7 @@ impl Dialer {
         tokio::task::yield_now().await;
         let mut idle = std::future::poll_fn(|cx| Poll::Ready(checkout(&origin, cx))).await;
         // At most twice: the second time on a new connection, never again after that.
-        loop {
+        let (response, conn) = loop {
             let reused = idle.is_some();
             let conn = match idle.take() {
                 Some(conn) => conn,
@@ -136,16 +136,17 @@ impl Dialer {
                 None => Box::pin(self.dial(&origin)).await?,
             };
             match exchange(conn, request).await {
-                Ok((response, conn)) => {
-                    // The same for the answers: the responses that arrived together are
-                    // written to their callers together.
-                    tokio::task::yield_now().await;
-                    return Ok(self.lease(response, conn, origin));
-                }
+                Ok(answered) => break answered,
                 Err((_, Some(unsent))) if reused => request = unsent,
                 Err((error, _)) => return Err(UpstreamError::Exchange(error)),
             }
-        }
+        };
+        // The same for the answers: the responses that arrived together are written to their
+        // callers together. Outside the loop: a yield inside the `match` would keep the
+        // exchange's future (the match's scrutinee) stored across it, 512 bytes more in every
+        // call's future (docs/PERFORMANCE.md, "Requests leave in bursts").
+        tokio::task::yield_now().await;
+        Ok(self.lease(response, conn, origin))
     }
 
     async fn dial(&self, origin: &Origin) -> Result<Box<Conn>, UpstreamError> {
