@@ -498,7 +498,8 @@ pub(crate) enum VerifyError {
 /// key source did not change keeps its keys.
 #[derive(Debug)]
 pub struct KeyStores {
-    stores: RwLock<HashMap<KeySourceId, Arc<KeyStore>>>,
+    /// foldhash: key sources come from the policy, never from a caller.
+    stores: RwLock<foldhash::HashMap<KeySourceId, Arc<KeyStore>>>,
     cache: TokenCache,
     clock: Arc<dyn Clock>,
 }
@@ -517,7 +518,7 @@ impl KeyStores {
 
     /// Empty stores on the given clock (tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { stores: RwLock::new(HashMap::new()), cache: TokenCache::new(DEFAULT_CACHE_ENTRIES), clock }
+        Self { stores: RwLock::default(), cache: TokenCache::new(DEFAULT_CACHE_ENTRIES), clock }
     }
 
     /// The clock in use.

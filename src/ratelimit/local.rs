@@ -101,7 +101,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Admission logs by rule and key.
 #[derive(Debug)]
 pub struct LocalStore {
-    tables: RwLock<HashMap<RuleId, Arc<Table>>>,
+    /// foldhash: rules come from the policy. The keys within a rule (callers) stay on
+    /// the standard keyed hash (`RandomState`), which a caller cannot steer into collisions.
+    tables: RwLock<foldhash::HashMap<RuleId, Arc<Table>>>,
     per_shard: usize,
     max_keys: usize,
     hasher: RandomState,
@@ -111,7 +113,7 @@ impl LocalStore {
     /// A store holding at most about `max_keys` keys per rule.
     pub fn new(max_keys: usize) -> Self {
         Self {
-            tables: RwLock::new(HashMap::new()),
+            tables: RwLock::default(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
             max_keys,
             hasher: RandomState::new(),

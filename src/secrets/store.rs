@@ -21,7 +21,7 @@ use super::vault::{self, Vault};
 use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -191,8 +191,8 @@ pub enum CachePhase {
 }
 
 /// Entries by reference, then by the vault's config fingerprint: a call finds its entry by
-/// borrowed keys, without building a key string.
-type Entries = HashMap<SecretRef, HashMap<String, Arc<Entry>>>;
+/// borrowed keys, without building a key string. foldhash: both keys come from the policy.
+type Entries = foldhash::HashMap<SecretRef, foldhash::HashMap<String, Arc<Entry>>>;
 
 #[derive(Default)]
 struct State {
@@ -247,7 +247,7 @@ impl SecretStore {
 
     /// Cached entries (for `/readyz` and tests).
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).values().map(HashMap::len).sum()
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).values().map(std::collections::HashMap::len).sum()
     }
 
     /// True when nothing is cached.

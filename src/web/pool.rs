@@ -2,15 +2,17 @@
 //! a cap per origin, each until its expiry. Plain data with time passed in, so
 //! a property test can hold it against a model; `web/client.rs` keeps one per thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::time::Instant;
 
 /// Idle connections by key (an origin and the TLS settings that reach it).
 pub(super) struct IdlePool<K, C> {
     /// Hashed, not scanned: a policy may give many triggers their own CA, and each is a
-    /// key of its own, so a scan would make a call's cost grow with the policy.
-    slots: HashMap<K, VecDeque<Idle<C>>>,
+    /// key of its own, so a scan would make a call's cost grow with the policy. foldhash,
+    /// not the standard keyed hash: the keys come from the policy, never from a caller
+    /// (ARCHITECTURE.md, "Hash maps").
+    slots: foldhash::HashMap<K, VecDeque<Idle<C>>>,
     cap: usize,
     /// When expired connections of every key are next dropped (a key nobody calls again,
     /// such as one of a replaced policy, would otherwise keep its sockets).
@@ -28,7 +30,7 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 impl<K: Hash + Eq, C> IdlePool<K, C> {
     /// An empty pool keeping at most `cap` idle connections per key.
     pub(super) fn new(cap: usize) -> Self {
-        Self { slots: HashMap::new(), cap, next_sweep: None }
+        Self { slots: foldhash::HashMap::default(), cap, next_sweep: None }
     }
 
     /// The newest idle connection of `key` that has not expired and that `usable` accepts;
