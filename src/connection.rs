@@ -107,7 +107,7 @@ async fn serve_http<S, H, F, B>(
             // Boxed: a call's future is several KiB, and h2 spawns each stream as a task
             // that tokio moves whole several times (spawn, each stage write); a box moves
             // as a pointer. Bound in its own statement, so the unboxed value is not kept
-            // in this future too (docs/PERFORMANCE.md, "Requests leave in bursts").
+            // in this future too (docs/PERFORMANCE.md, "The size of a call's future").
             let call = Box::pin(handler(request));
             let response = call.await;
             // Not boxed again: the protocol layer polls the guard and the body directly.
