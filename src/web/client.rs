@@ -119,7 +119,7 @@ impl Dialer {
         let (origin, mut request) = origin_form(self.id, request)?;
         // No `yield_now` before the checkout or after the answer, though it batches upstream
         // writes (six times fewer upstream wakeups): measured beside the same code without
-        // it, it bought no h1 throughput and cost h2 about a sixth (docs/PERFORMANCE.md,
+        // it, it bought no h1 throughput and cost h2 3–16 % (docs/PERFORMANCE.md,
         // "Yielding to batch upstream writes: tried, removed").
         let mut idle = std::future::poll_fn(|cx| Poll::Ready(checkout(&origin, cx))).await;
         // At most twice: the second time on a new connection, never again after that.
