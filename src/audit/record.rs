@@ -116,6 +116,61 @@ impl RunRecord {
         }
     }
 
+    /// Makes this record a copy of `from`, reusing this record's string buffers where they
+    /// are large enough (the ring recycles its oldest record this way, so that it allocates
+    /// nothing per call once full: docs/PERFORMANCE.md, "The run history's ring").
+    pub(crate) fn overwrite_with(&mut self, from: &RunRecord) {
+        // Destructured, so that a field added to the record cannot be forgotten here.
+        let RunRecord {
+            id,
+            time,
+            trigger,
+            method,
+            path,
+            decision,
+            reason,
+            status,
+            client_ip,
+            peer_ip,
+            client_ip_note,
+            tenant,
+            principal,
+            app_id,
+            certificate,
+            upstream_status,
+            latency_ms,
+            bytes_in,
+            bytes_out,
+            policy_version,
+            trace_id,
+            capture,
+            webhook,
+        } = from;
+        self.id.clone_from(id);
+        self.time.clone_from(time);
+        self.trigger.clone_from(trigger);
+        self.method.clone_from(method);
+        self.path.clone_from(path);
+        self.decision.clone_from(decision);
+        self.reason.clone_from(reason);
+        self.status = *status;
+        self.client_ip = *client_ip;
+        self.peer_ip = *peer_ip;
+        self.client_ip_note.clone_from(client_ip_note);
+        self.tenant.clone_from(tenant);
+        self.principal.clone_from(principal);
+        self.app_id.clone_from(app_id);
+        self.certificate.clone_from(certificate);
+        self.upstream_status = *upstream_status;
+        self.latency_ms = *latency_ms;
+        self.bytes_in = *bytes_in;
+        self.bytes_out = *bytes_out;
+        self.policy_version.clone_from(policy_version);
+        self.trace_id.clone_from(trace_id);
+        self.capture.clone_from(capture);
+        self.webhook.clone_from(webhook);
+    }
+
     /// Records a rejection: its kind as the decision, its private reason and status.
     pub fn reject(&mut self, rejection: &Rejection) {
         rejection.kind().clone_into(&mut self.decision);

@@ -409,6 +409,9 @@ impl AuditLog {
     pub fn write(&self, record: RunRecord) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         self.records_total.increment(1);
+        if record.capture.is_none() && !self.stream.load(Ordering::Relaxed) && self.write_in_oldest(&record) {
+            return;
+        }
         // Before any lock: a captured record is serialised here, once, for both sinks.
         let Ok(entry) = Entry::new(record) else {
             self.counters.write_error();
@@ -442,6 +445,40 @@ impl AuditLog {
             }
         };
         self.evicted(evicted);
+    }
+
+    /// Writes `record` over the ring's oldest record when the ring is full by count and no
+    /// reader holds that record; false when it could not. Why: the ring keeps thousands of
+    /// records, and a fresh record per call meant freeing a dozen blocks last touched
+    /// thousands of calls before, which the allocator then handed to the next calls' own
+    /// values, each a read of cold memory (docs/PERFORMANCE.md, "The run history's ring").
+    /// Recycled, the ring's memory stays its own and a full ring allocates nothing.
+    fn write_in_oldest(&self, record: &RunRecord) -> bool {
+        let mut ring = lock(&self.ring);
+        if ring.capacity == 0 || ring.records.len() < ring.capacity {
+            return false;
+        }
+        let Some(mut oldest) = ring.records.pop_front() else { return false };
+        let old_cost = oldest.cost();
+        let Some(Entry::Record(slot)) = Arc::get_mut(&mut oldest) else {
+            ring.records.push_front(oldest);
+            return false;
+        };
+        slot.overwrite_with(record);
+        let cost = oldest.cost();
+        ring.bytes -= old_cost;
+        if cost > ring.max_bytes {
+            // Larger than the whole ring (as in `write`): not kept, and the oldest is gone.
+            drop(ring);
+            self.evicted(2);
+            return true;
+        }
+        let evicted = 1 + ring.make_room(cost, 1);
+        ring.bytes += cost;
+        ring.records.push_back(oldest);
+        drop(ring);
+        self.evicted(evicted);
+        true
     }
 
     fn evicted(&self, count: u64) {
@@ -784,6 +821,51 @@ mod tests {
                 .collect();
             proptest::prop_assert_eq!(log.summaries(&filter), expected);
         }
+    }
+
+    proptest::proptest! {
+        /// A full ring writes each new record over its oldest one: what it answers is
+        /// still exactly the last `ring` records written, field for field, whatever the
+        /// fields held before (present, absent, longer or shorter).
+        #[test]
+        fn a_full_ring_reusing_its_oldest_record_keeps_the_last_records(
+            ring in 1usize..5,
+            records in proptest::collection::vec(
+                (proptest::option::of("[a-z]{0,12}"), proptest::option::of("[a-z:]{0,40}"), "[a-z/]{1,30}", 100u16..600),
+                1..30,
+            ),
+        ) {
+            let log = AuditLog::new(&config(ring)).expect("starts");
+            let mut written = Vec::new();
+            for (i, (trigger, principal, path, status)) in records.into_iter().enumerate() {
+                let mut record = RunRecord::new(format!("r{i}"), SystemTime::UNIX_EPOCH, "POST", &path);
+                record.trigger = trigger;
+                record.principal = principal;
+                record.status = status;
+                written.push(record.clone());
+                log.write(record);
+            }
+            let expected: Vec<RunRecord> = written.iter().rev().take(ring).cloned().collect();
+            let all = RunFilter { limit: Some(MAX_LIMIT), ..RunFilter::default() };
+            proptest::prop_assert_eq!(log.query(&all), expected);
+            proptest::prop_assert_eq!(log.stats().ring_evictions, written.len().saturating_sub(ring) as u64);
+        }
+    }
+
+    #[test]
+    fn a_record_a_reader_holds_is_never_written_over() {
+        let log = AuditLog::new(&config(2)).expect("starts");
+        for id in ["a", "b"] {
+            log.write(RunRecord::new(id, SystemTime::UNIX_EPOCH, "POST", "/t"));
+        }
+        let held = log.matching(&RunFilter::default());
+        let before = render_array(&held);
+        for id in ["c", "d", "e"] {
+            log.write(RunRecord::new(id, SystemTime::UNIX_EPOCH, "POST", "/other"));
+        }
+        assert_eq!(render_array(&held), before, "an answer being assembled keeps what it read");
+        let ids: Vec<String> = log.query(&RunFilter::default()).into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["e", "d"]);
     }
 
     #[test]
