@@ -362,6 +362,20 @@ impl Ring {
         }
         evicted
     }
+
+    /// Adds `entry` as the newest record, dropping the oldest as the bounds require; returns
+    /// how many records that cost. An entry larger than the whole ring is not kept (it is
+    /// kept in the file/stdout only) and counts as one.
+    fn push(&mut self, entry: Arc<Entry>) -> u64 {
+        let cost = entry.cost();
+        if cost > self.max_bytes {
+            return 1;
+        }
+        let evicted = self.make_room(cost, 1);
+        self.bytes += cost;
+        self.records.push_back(entry);
+        evicted
+    }
 }
 
 /// The run history's sinks. Lives in the `Gateway` and survives policy reloads;
@@ -428,21 +442,12 @@ impl AuditLog {
                 Err(TrySendError::Disconnected(_)) => self.counters.write_error(),
             }
         }
-        let cost = entry.cost();
         let evicted = {
             let mut ring = lock(&self.ring);
             if ring.capacity == 0 {
                 return;
             }
-            if cost > ring.max_bytes {
-                // Larger than the whole ring: kept in the file/stdout only.
-                1
-            } else {
-                let evicted = ring.make_room(cost, 1);
-                ring.bytes += cost;
-                ring.records.push_back(entry);
-                evicted
-            }
+            ring.push(entry)
         };
         self.evicted(evicted);
     }
@@ -465,17 +470,9 @@ impl AuditLog {
             return false;
         };
         slot.overwrite_with(record);
-        let cost = oldest.cost();
         ring.bytes -= old_cost;
-        if cost > ring.max_bytes {
-            // Larger than the whole ring (as in `write`): not kept, and the oldest is gone.
-            drop(ring);
-            self.evicted(2);
-            return true;
-        }
-        let evicted = 1 + ring.make_room(cost, 1);
-        ring.bytes += cost;
-        ring.records.push_back(oldest);
+        // The oldest record is gone either way; the new one is pushed as `write` would.
+        let evicted = 1 + ring.push(oldest);
         drop(ring);
         self.evicted(evicted);
         true
