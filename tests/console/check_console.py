@@ -10,6 +10,7 @@ Uses Debian's Chromium (CONSOLE_CHROMIUM); `playwright install` is never needed.
 
 import json
 import os
+import re
 import ssl
 import sys
 import urllib.request
@@ -200,7 +201,9 @@ def admin_checks(browser):
     page.click("#reload")
     # A hang guard, not a timing check: a reload compiles the policy on a blocking thread,
     # the slowest step of this script on a loaded machine.
-    page.locator("#reload-result", has_text="Policy ").or_(page.locator("#reload-result", has_text="Reload ")).wait_for(
+    # An outcome, not the "Reloading…" shown while waiting: Playwright trims a plain
+    # `has_text` string, so "Reload " would match that too.
+    page.locator("#reload-result", has_text=re.compile(r"^(Policy |Reload (refused|failed))")).wait_for(
         timeout=3 * WAIT_MS
     )
     result = page.inner_text("#reload-result")
