@@ -56,9 +56,11 @@ impl PartialEq for SecretValue {
 impl Eq for SecretValue {}
 
 /// A header value marked sensitive (HTTP/2 never indexes it, and `Debug` hides it), for
-/// every header that carries a secret or a vault credential.
+/// every header that carries a secret or a vault credential. A secret's bytes go as they
+/// are, UTF-8 beyond ASCII included (opaque `obs-text` to HTTP/1.1; http 1.6's `from_str`
+/// takes ASCII only); control characters are still refused.
 pub(crate) fn sensitive_header(value: &str) -> Option<http::HeaderValue> {
-    let mut header = http::HeaderValue::from_str(value).ok()?;
+    let mut header = http::HeaderValue::from_bytes(value.as_bytes()).ok()?;
     header.set_sensitive(true);
     Some(header)
 }
