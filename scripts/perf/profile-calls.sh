@@ -5,6 +5,7 @@
 # nginx upstream) with the release binary. Prints instructions per call and the top
 # functions (inclusive) for the measured calls only (warm-up excluded).
 # Usage: scripts/perf/profile-calls.sh [CALLS (default 2000)] [h1|h2 (default h1)]
+#   BINARY (default target/release/flowgate) profiles another build.
 # Needs: valgrind, nginx, h2load (apt-get install -y valgrind nginx nghttp2-client).
 set -euo pipefail
 project=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,7 +21,7 @@ upstream=$!
 trap 'kill $upstream ${gw:-} 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$out/measured" "$KEEP"; rm -rf "$out"' EXIT
 token=$(cd "$peers" && ./mint_token.py)
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" \
-  "$project/target/release/flowgate" serve --config "$peers/conf/flowgate.toml" >"$out/gw.log" 2>&1 &
+  "${BINARY:-$project/target/release/flowgate}" serve --config "$peers/conf/flowgate.toml" >"$out/gw.log" 2>&1 &
 gw=$!
 for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:$PORT/ && break; sleep 0.2; done
 flag=--h1; [ "$proto" = h2 ] && flag=""
