@@ -10,6 +10,9 @@
 #              process's own CPU time (every thread of it), so it stays right unpinned; its
 #              sutCo/auxCo columns are then just cpu1/cpu0, not the proxy's and the load's.
 #   THREADS=1  (the default) the pinned one-core comparison, as before.
+#   GATEWAY=floor  runs examples/stack_floor.rs (the stack's floor: the same TLS, HTTP and
+#              runtime crates forwarding with no check at all) in flowgate's place, to tell
+#              the stack's cost from flowgate's (issue 23, goal 5). One thread only.
 # Usage (from anywhere): scripts/perf/peers.sh
 #   THREADS=2 ROUNDS=1 DUR=3 TESTS=wrk-h1 TARGETS="haproxy gateway" scripts/perf/peers.sh
 set -euo pipefail
@@ -34,8 +37,22 @@ case $threads in
   *) echo "peers.sh: THREADS must be 1 or 2" >&2; exit 2 ;;
 esac
 (cd "$dir" && ./gen_keys.sh >/dev/null)
-cd "$project" && cargo build --release --quiet
-# FLOWGATE_RUNTIME passes through the environment to flowgate as it is.
-export GATEWAY_CMD="$project/target/release/flowgate --threads $threads serve --config $dir/conf/flowgate.toml"
-export GATEWAY_PORT=18446 GATEWAY_NAME=flowgate RUST_LOG=${RUST_LOG:-warn}
+export GATEWAY_PORT=18446 RUST_LOG=${RUST_LOG:-warn}
+case ${GATEWAY:-flowgate} in
+  flowgate)
+    cd "$project" && cargo build --release --quiet
+    # FLOWGATE_RUNTIME passes through the environment to flowgate as it is.
+    export GATEWAY_CMD="$project/target/release/flowgate --threads $threads serve --config $dir/conf/flowgate.toml"
+    export GATEWAY_NAME=flowgate ;;
+  floor)
+    [ "$threads" = 1 ] || { echo "peers.sh: the stack floor runs on one thread only" >&2; exit 2; }
+    cd "$project" && cargo build --release --quiet --example stack_floor
+    # shellcheck source=/dev/null
+    source "$dir/params.env"
+    export GATEWAY_CMD="$project/target/release/examples/stack_floor --listen 127.0.0.1:$GATEWAY_PORT \
+      --cert $dir/keys/tls.crt --key $dir/keys/tls.key --upstream 127.0.0.1:$UPSTREAM_PORT \
+      --header x-api-key=$UPSTREAM_API_KEY"
+    export GATEWAY_NAME=stack-floor ;;
+  *) echo "peers.sh: GATEWAY must be flowgate or floor" >&2; exit 2 ;;
+esac
 exec "$dir/run_peers.sh"
