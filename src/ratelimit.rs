@@ -28,7 +28,6 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use in_flight::{InFlight, InFlightSlot};
 pub use key::RateKey;
 pub use local::LocalStore;
-use rule::sf_string;
 pub use rule::{LimitKey, LimitSource, RateLimitRule, RawOff, RawRateLimit, RawRateLimitSetting, RuleId};
 pub use settings::{ClusterSettings, OnRedisError, RawCluster, RawShield};
 pub use shield::{Shield, ShieldSettings, Shielded};
@@ -57,7 +56,15 @@ pub struct Decision {
 impl Decision {
     /// The `RateLimit` header value: `"name";r=REMAINING;t=RESET`.
     pub fn limit_header(&self, rule: &RateLimitRule) -> String {
-        format!("{};r={};t={}", sf_string(&rule.name), self.remaining, self.reset_secs)
+        // Written on every admitted call: pieces pushed, not formatted.
+        let mut numbers = itoa::Buffer::new();
+        let mut value = String::with_capacity(rule.sf_name().len() + 26);
+        value.push_str(rule.sf_name());
+        value.push_str(";r=");
+        value.push_str(numbers.format(self.remaining));
+        value.push_str(";t=");
+        value.push_str(numbers.format(self.reset_secs));
+        value
     }
 
     /// The `RateLimit-Policy` header value: `"name";q=CALLS;w=PERIOD_SECS`.

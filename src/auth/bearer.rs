@@ -19,16 +19,19 @@ pub(super) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError>
     if values.next().is_some() {
         return Err(AuthError::BadAuthorization("repeated"));
     }
-    let value = value.to_str().map_err(|_| AuthError::BadAuthorization("not ASCII"))?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::BadAuthorization("no scheme"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    // Read as bytes: `is_token` admits ASCII only, so a text check of the whole value first
+    // (`to_str`) would only repeat it over a kilobyte on every call.
+    let value = value.as_bytes();
+    let space = value.iter().position(|&b| b == b' ').ok_or(AuthError::BadAuthorization("no scheme"))?;
+    let (scheme, token) = (&value[..space], &value[space + 1..]);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(AuthError::BadAuthorization("not Bearer"));
     }
-    let token = token.trim_start_matches(' ');
-    if token.is_empty() || !is_token(token.as_bytes()) {
+    let token = &token[token.iter().take_while(|&&b| b == b' ').count()..];
+    if token.is_empty() || !is_token(token) {
         return Err(AuthError::BadAuthorization("not a token"));
     }
-    Ok(token)
+    std::str::from_utf8(token).map_err(|_| AuthError::BadAuthorization("not a token"))
 }
 
 /// The request's bearer token, when it carries one well-formed: what the caller

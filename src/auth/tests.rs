@@ -339,6 +339,40 @@ fn bearer_header_parsing() {
     assert!(matches!(bearer_token(&headers), Err(AuthError::BadAuthorization(_))));
 }
 
+proptest::proptest! {
+    /// `bearer_token` against a model written the plain way (the value as text, split at the
+    /// first space, the scheme compared, leading spaces trimmed, every byte checked), on
+    /// generated values (non-ASCII and control bytes, tabs, missing and repeated spaces):
+    /// the same token or a refusal for every input. The every-byte test below is its seed.
+    #[test]
+    fn bearer_token_matches_the_plain_reading(
+        scheme in proptest::prop_oneof![
+            proptest::strategy::Just("Bearer".to_owned()),
+            proptest::strategy::Just("bEaReR".to_owned()),
+            "[A-Za-z\\xe9]{0,7}",
+        ],
+        separator in "[ \t]{0,3}",
+        token in proptest::collection::vec(proptest::prop_oneof![
+            8 => proptest::sample::select(b"abcXYZ019-._~+/=".to_vec()),
+            1 => proptest::num::u8::ANY,
+        ], 0..40),
+    ) {
+        let mut value = [scheme.as_bytes(), separator.as_bytes()].concat();
+        value.extend_from_slice(&token);
+        let Ok(value) = http::HeaderValue::from_bytes(&value) else { return Ok(()) };
+        let model = value.to_str().ok().and_then(|text| {
+            let (scheme, rest) = text.split_once(' ')?;
+            let token = rest.trim_start_matches(' ');
+            let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+            (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.bytes().all(allowed))
+                .then(|| token.to_owned())
+        });
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value);
+        proptest::prop_assert_eq!(bearer_token(&headers).ok().map(str::to_owned), model);
+    }
+}
+
 #[test]
 fn bearer_tokens_hold_only_token68_bytes_and_dots() {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);

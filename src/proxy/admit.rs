@@ -182,7 +182,7 @@ pub async fn admit<B: crate::web::RequestBody>(
                 // Shadow mode admits, but the run history says what would have been refused.
                 call.record().reason = Some(format!("shadow: would be rate limited ({})", rule.key_description()));
             }
-            HeaderValue::from_str(&decision.limit_header(rule)).ok()
+            HeaderValue::try_from(decision.limit_header(rule)).ok()
         }
     };
 

@@ -79,17 +79,19 @@ pub async fn forward<B: RequestBody>(
     call.steps.done(crate::trace::Step::Secrets, started);
     let rendered = rendered?;
     // One redactor for the call: what the caller receives and what the record keeps are
-    // cleaned from the same values.
-    let caller_credential = crate::auth::bearer_credential(&parts.headers);
-    let redactor = Redactor::new(&rendered, caller_credential, &trigger.upstream.credential_values);
+    // cleaned from the same values. Only a capture holds headers and bodies, so only a
+    // capturing call gathers the values its record must not hold.
+    let redactor = Redactor::new(&rendered);
     if let Some(capture) = &mut call.capture {
-        capture.redactor = redactor.clone();
+        let caller_credential = crate::auth::bearer_credential(&parts.headers);
+        capture.redactor =
+            redactor.clone().recording(&rendered, caller_credential, &trigger.upstream.credential_values);
     }
 
     let uri = upstream_uri(&trigger, &rendered, &rest, parts.uri.query())?;
     let mut headers = parts.headers;
     let forwarded_for = headers::ForwardedFor {
-        client: client.ip(),
+        client: connection.ip_header(client.ip()),
         proto: if connection.tls { "https" } else { "http" },
         host: host.as_deref(),
         request_id: call.request_id(),

@@ -8,7 +8,6 @@
 //! injects: the exact spelling alone would let `x_flowgate_tenant` pose as identity.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::net::IpAddr;
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), beside
 /// whatever `Connection` names.
@@ -131,8 +130,8 @@ fn drop_folded_aliases(headers: &mut HeaderMap, injected: &[HeaderName]) {
 
 /// What the upstream is told about the original call.
 pub(super) struct ForwardedFor<'a> {
-    /// The client address we settled on.
-    pub client: IpAddr,
+    /// The client address we settled on, as the header value.
+    pub client: HeaderValue,
     /// `https` or `http`, as the caller reached us.
     pub proto: &'static str,
     /// The host the caller asked for.
@@ -181,7 +180,7 @@ pub(super) fn upstream_request_headers(
             headers.insert(HeaderName::from_static(name), value);
         }
     };
-    set(headers, "x-forwarded-for", &info.client.to_string());
+    headers.insert(HeaderName::from_static("x-forwarded-for"), info.client.clone());
     set(headers, "x-forwarded-proto", info.proto);
     if let Some(host) = info.host {
         set(headers, "x-forwarded-host", host);

@@ -151,6 +151,9 @@ pub struct RateLimitRule {
     pub shadow: bool,
     /// Stable identity of the budgets.
     pub id: RuleId,
+    /// `name` as a structured-field string, the first item of the `RateLimit` header that
+    /// every admitted call carries: written once here rather than on every call.
+    sf_name: String,
 }
 
 impl RateLimitRule {
@@ -187,7 +190,8 @@ impl RateLimitRule {
         let digest = hash.finalize();
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
-        Self { name: trigger.to_owned(), calls, period, key, shadow, id: RuleId(u64::from_be_bytes(id)) }
+        let sf_name = sf_string(trigger);
+        Self { name: trigger.to_owned(), calls, period, key, shadow, id: RuleId(u64::from_be_bytes(id)), sf_name }
     }
 
     pub(super) fn period_us(&self) -> u64 {
@@ -196,7 +200,12 @@ impl RateLimitRule {
 
     /// The `RateLimit-Policy` header value: `"name";q=2000;w=60`.
     pub fn policy_header(&self) -> String {
-        format!("{};q={};w={}", sf_string(&self.name), self.calls, self.period.as_secs())
+        format!("{};q={};w={}", self.sf_name, self.calls, self.period.as_secs())
+    }
+
+    /// `name` as a structured-field string (`sf_string`).
+    pub(super) fn sf_name(&self) -> &str {
+        &self.sf_name
     }
 
     /// Which key of which rule, for the run history: `Principal key of rule NAME`.

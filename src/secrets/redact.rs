@@ -37,20 +37,35 @@ impl std::fmt::Debug for Redactor {
 }
 
 impl Redactor {
-    /// The redactor of a call whose injection rendered `rendered`. `caller_credential` is
-    /// what the caller authenticated with (a bearer token), `upstream_credentials` the
-    /// credential-like query values of the trigger's upstream URL.
-    pub fn new(rendered: &Rendered, caller_credential: Option<&[u8]>, upstream_credentials: &[String]) -> Self {
+    /// The redactor of a call whose injection rendered `rendered`: its scrubber, for what
+    /// the caller receives. The record values are added by [`Redactor::recording`], only
+    /// for a call whose record captures headers or bodies (nothing else in a record can
+    /// hold a value), so that other calls never copy them.
+    pub fn new(rendered: &Rendered) -> Self {
+        Self { scrubber: rendered.scrubber(), record: Vec::new() }
+    }
+
+    /// This redactor, also holding every value the record must not hold: `rendered`'s
+    /// injected values in every form an upstream echoes them in, `caller_credential` (what
+    /// the caller authenticated with: a bearer token), `upstream_credentials` (the
+    /// credential-like query values of the trigger's upstream URL).
+    #[must_use]
+    pub fn recording(
+        mut self,
+        rendered: &Rendered,
+        caller_credential: Option<&[u8]>,
+        upstream_credentials: &[String],
+    ) -> Self {
         let injected = rendered.secret_values();
-        let record = injected
+        let values = injected
             .iter()
             .map(|value| value.expose_secret().as_bytes())
             .chain(caller_credential)
             .chain(upstream_credentials.iter().map(String::as_bytes))
             .filter(|value| !value.is_empty())
-            .map(|value| Zeroizing::new(value.to_vec()))
-            .collect();
-        Self { scrubber: rendered.scrubber(), record }
+            .map(|value| Zeroizing::new(value.to_vec()));
+        self.record.extend(values);
+        self
     }
 
     /// The scrubber of the injected values, for everything the caller receives.
@@ -148,7 +163,8 @@ mod tests {
 
     fn redactor() -> Redactor {
         let rendered = Rendered::injecting([SecretValue::new("inj value+1".to_owned())]);
-        let mut redactor = Redactor::new(&rendered, Some(b"CALLERTOKEN".as_slice()), &["UPSIG".to_owned()]);
+        let mut redactor =
+            Redactor::new(&rendered).recording(&rendered, Some(b"CALLERTOKEN".as_slice()), &["UPSIG".to_owned()]);
         redactor.add_private_values(vec![b"pw-private".to_vec(), Vec::new()]);
         redactor
     }
