@@ -18,7 +18,11 @@ impl RateKey {
     /// `principal` for an authenticated caller: its budget key (`TENANT/oid:…`,
     /// `ISSUER/sub:…`, or one signed URL), see [`crate::auth::Caller::budget_key`].
     pub fn subject(budget_key: &str) -> Self {
-        Self(format!("p:{budget_key}").into())
+        // Built on every call: pushed, not formatted.
+        let mut key = String::with_capacity(budget_key.len() + 2);
+        key.push_str("p:");
+        key.push_str(budget_key);
+        Self(key.into())
     }
 
     /// `ip`: the client address (IPv4-mapped addresses normalised).

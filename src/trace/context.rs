@@ -93,8 +93,13 @@ impl TraceContext {
     /// # Panics
     /// Never: the value is hex digits and dashes, always a valid header value.
     pub fn upstream_traceparent(&self) -> HeaderValue {
-        let text = format!("00-{}-{}-{:02x}", self.trace_id(), self.span_id(), self.flags);
-        HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
+        // Written on every forwarded call: hex into place, no formatting or allocation.
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let hex_ok = hex::encode_to_slice(self.trace_id, &mut text[3..35]).is_ok()
+            && hex::encode_to_slice(self.span_id, &mut text[36..52]).is_ok()
+            && hex::encode_to_slice([self.flags], &mut text[53..55]).is_ok();
+        debug_assert!(hex_ok, "the slices fit the ids");
+        HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value")
     }
 
     /// Replaces whatever the caller sent under `traceparent`/`tracestate` with this
@@ -216,6 +221,18 @@ mod tests {
             map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    proptest::proptest! {
+        /// The `traceparent` written in place equals the W3C format spelled out, for any ids
+        /// and flags. Seed: `a_valid_traceparent_is_continued_with_a_new_span`.
+        #[test]
+        fn the_upstream_traceparent_is_the_w3c_text(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) {
+            let trace = TraceContext { trace_id, parent_id: None, span_id, flags, tracestate: None };
+            let model = format!("00-{}-{}-{flags:02x}", hex::encode(trace_id), hex::encode(span_id));
+            let sent = trace.upstream_traceparent();
+            proptest::prop_assert_eq!(sent.to_str().unwrap(), model);
+        }
     }
 
     #[test]
