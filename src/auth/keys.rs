@@ -409,17 +409,24 @@ struct CachedTokens {
 /// Token bytes the cache holds at most (tokens are at most a request head long).
 const MAX_CACHED_TOKEN_BYTES: usize = 16 * 1024 * 1024;
 
+/// The token's last bytes that make its cache tag (`TokenCache::tag`).
+const TAG_BYTES: usize = 64;
+
 impl TokenCache {
     fn new(capacity: usize) -> Self {
         Self { entries: Mutex::new(CachedTokens::default()), capacity, tagger: std::hash::RandomState::new() }
     }
 
-    /// The tag of a token under an identity: its signature (the last segment) is what
-    /// tells one genuine token from another, and is far shorter than the token.
+    /// The tag of a token under an identity: the token's last bytes, which are its
+    /// signature's (the last segment) and tell one genuine token from another. A tag only
+    /// finds the entry; `get` compares the whole token, and only a verified token is ever
+    /// inserted, so a token made to share a tag neither passes nor evicts anything. 64
+    /// bytes (384 bits of a signature) are plenty to tell tokens apart, and hashing them
+    /// costs a fraction of hashing a 342-byte RS256 signature found by a backward scan.
     fn tag(&self, fingerprint: &[u8; 32], token: &str) -> u64 {
         use std::hash::BuildHasher;
-        let signature = token.rsplit('.').next().unwrap_or(token);
-        self.tagger.hash_one((fingerprint, signature))
+        let tail = &token.as_bytes()[token.len().saturating_sub(TAG_BYTES)..];
+        self.tagger.hash_one((fingerprint, tail))
     }
 
     fn get(&self, tag: u64, fingerprint: &[u8; 32], token: &str, now_s: u64, keys: &KeySet) -> Option<Verified> {

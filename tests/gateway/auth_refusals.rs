@@ -412,9 +412,9 @@ async fn cached_token_does_not_outlive_exp() {
     assert_eq!(judge(&env, &access, &token).await.unwrap_err(), AuthError::InvalidToken(TokenError::Expired));
 }
 
-/// The cache finds an entry by the token's signature, but a hit needs the whole token:
-/// a cached token's signature on another payload (another caller, a later `exp`) is judged
-/// afresh and refused, never answered with the cached caller.
+/// The cache finds an entry by the token's last bytes (its signature's), but a hit needs
+/// the whole token: a cached token's signature on another payload (another caller, a later
+/// `exp`) is judged afresh and refused, never answered with the cached caller.
 #[tokio::test]
 async fn a_cached_signature_on_another_payload_is_refused() {
     let env = env().await;
