@@ -6,6 +6,8 @@
 # functions (inclusive) for the measured calls only (warm-up excluded).
 # Usage: scripts/perf/profile-calls.sh [CALLS (default 2000)] [h1|h2 (default h1)]
 #   BINARY (default target/release/flowgate) profiles another build.
+#   GATEWAY=floor profiles examples/stack_floor.rs instead (built by
+#   `cargo build --release --example stack_floor`), the stack with no check at all.
 # Needs: valgrind, nginx, h2load (apt-get install -y valgrind nginx nghttp2-client).
 set -euo pipefail
 project=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,8 +22,14 @@ nginx -c "$peers/conf/upstream-nginx.conf" -g 'daemon off;' &
 upstream=$!
 trap 'kill $upstream ${gw:-} 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$out/measured" "$KEEP"; rm -rf "$out"' EXIT
 token=$(cd "$peers" && ./mint_token.py)
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" \
-  "${BINARY:-$project/target/release/flowgate}" serve --config "$peers/conf/flowgate.toml" >"$out/gw.log" 2>&1 &
+if [ "${GATEWAY:-flowgate}" = floor ]; then
+  key=$(sed -n 's/^UPSTREAM_API_KEY=//p' "$peers/params.env")
+  command=("$project/target/release/examples/stack_floor" --listen "127.0.0.1:$PORT" --cert "$peers/keys/tls.crt"
+    --key "$peers/keys/tls.key" --upstream "127.0.0.1:$UPSTREAM_PORT" --header "x-api-key=$key")
+else
+  command=("${BINARY:-$project/target/release/flowgate}" serve --config "$peers/conf/flowgate.toml")
+fi
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "${command[@]}" >"$out/gw.log" 2>&1 &
 gw=$!
 for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:$PORT/ && break; sleep 0.2; done
 flag=--h1; [ "$proto" = h2 ] && flag=""
