@@ -217,6 +217,42 @@ async fn records(setup: &Setup, ids: &[String]) -> Vec<(String, String)> {
     places
 }
 
+/// The caller's own token never lands in a captured record, even where the caller repeats
+/// it (another header) and the upstream echoes it back in the body: a capturing call's
+/// redactor holds the token (`Redactor::recording`, gathered only for such calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_never_records_the_callers_token() {
+    let setup = setup(|up| {
+        trigger_to(
+            "echo",
+            "/echo",
+            &format!("http://{up}/echo"),
+            &format!("{INJECT}scrub_responses = false\ncapture = true"),
+        )
+    })
+    .await;
+    let token = setup.fx.token();
+    let response = setup
+        .fx
+        .anonymous_client(false)
+        .get(setup.gw.url("/echo"))
+        .bearer_auth(&token)
+        .header("x-caller-copy", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = response.text().await.unwrap();
+    assert!(body.contains(&token), "the upstream echoes the caller's copy, so a record could hold it: {body}");
+    let record = run_record(&setup.gw, &id).await;
+    assert!(record["capture"]["response"].is_object(), "the response was captured: {record}");
+    for (place, text) in records(&setup, &[id]).await {
+        assert!(!text.contains(&token), "the caller's token is in the {place}");
+    }
+    setup.gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_echoes_are_decoded_and_scrubbed() {
     let setup =
