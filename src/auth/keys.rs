@@ -423,20 +423,20 @@ impl TokenCache {
     /// inserted, so a token made to share a tag neither passes nor evicts anything. 64
     /// bytes (384 bits of a signature) are plenty to tell tokens apart, and hashing them
     /// costs a fraction of hashing a 342-byte RS256 signature found by a backward scan.
-    fn tag(&self, fingerprint: &[u8; 32], token: &str) -> u64 {
+    fn tag(&self, fingerprint: &[u8; 32], token: &[u8]) -> u64 {
         use std::hash::BuildHasher;
-        let tail = &token.as_bytes()[token.len().saturating_sub(TAG_BYTES)..];
+        let tail = &token[token.len().saturating_sub(TAG_BYTES)..];
         self.tagger.hash_one((fingerprint, tail))
     }
 
-    fn get(&self, tag: u64, fingerprint: &[u8; 32], token: &str, now_s: u64, keys: &KeySet) -> Option<Verified> {
+    fn get(&self, tag: u64, fingerprint: &[u8; 32], token: &[u8], now_s: u64, keys: &KeySet) -> Option<Verified> {
         let mut entries = self.entries.lock().ok()?;
         let entry = entries.by_tag.get(&tag)?;
         // No early exit on the token: how long a wrong one takes must not tell how much of a
         // cached credential it matched. An OR of XORs, which the compiler vectorises: this
         // runs on every cached call.
         let same_token = entry.token.len() == token.len()
-            && entry.token.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            && entry.token.bytes().zip(token.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
         if entry.fingerprint != *fingerprint || !same_token {
             return None;
         }
@@ -606,7 +606,7 @@ impl KeyStores {
     /// # Errors
     /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
     /// usable.
-    pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &str) -> Result<Verified, VerifyError> {
+    pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &[u8]) -> Result<Verified, VerifyError> {
         let store = self.store(spec.name, spec.source, spec.refresh);
         let now_ms = self.clock.unix_millis();
         let now_s = now_ms / 1000;
@@ -620,6 +620,9 @@ impl KeyStores {
         {
             return Ok(verified);
         }
+        // Read as text only now: a repeat caller's bytes were compared above, and the
+        // request path hands over token68 bytes, ASCII, so this never refuses one of them.
+        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
         // Header checks before keys: a token with a refused header never touches the IdP.
         inspect(token, spec.rules)?;
         let keys = if let Ok(keys) = current {

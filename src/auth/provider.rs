@@ -169,7 +169,7 @@ impl KeyStores {
         hasher.update(client_id.as_bytes());
         let fingerprint: [u8; 32] = hasher.finalize().into();
         let spec = VerifySpec { rules: &rules, fingerprint: &fingerprint, ..base };
-        let verified = self.verify_token(&spec, token).await?;
+        let verified = self.verify_token(&spec, token.as_bytes()).await?;
         let claims = verified.claims;
         let sent = claims.all.get("nonce").and_then(serde_json::Value::as_str);
         if !sent.is_some_and(|sent| constant_time_eq(sent.as_bytes(), nonce.as_bytes())) {

@@ -176,8 +176,10 @@ impl Capture {
 
 /// The response body a call hands to its connection: the response, observed so that the
 /// call is finished (`Call::finish`) exactly once, when the body ends or is dropped. The
-/// call travels inside the body, so ending it needs no allocation of its own.
-pub struct CallBody(ObservedBody<ResponseBody, Finish>);
+/// call travels inside the body, boxed: a call and its record are over 1.6 KiB, and the
+/// response is moved whole a dozen times on its way out (the service future, hyper's
+/// dispatch, h2's stream task); a box moves as a pointer.
+pub struct CallBody(ObservedBody<ResponseBody, Box<Finish>>);
 
 /// The end of an answered call: its run record, written by [`Call::finish`].
 pub(super) struct Finish {
@@ -185,9 +187,10 @@ pub(super) struct Finish {
     record: RunRecord,
 }
 
-impl body::OnEnd for Finish {
-    fn ended(mut self, bytes_out: u64, completed: bool) {
-        self.call.finish(self.record, bytes_out, completed);
+impl body::OnEnd for Box<Finish> {
+    fn ended(self, bytes_out: u64, completed: bool) {
+        let Finish { mut call, record } = *self;
+        call.finish(record, bytes_out, completed);
     }
 }
 
@@ -227,5 +230,6 @@ pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) ->
         call.started.elapsed().as_secs_f64(),
     );
     let tap = call.capture.as_ref().map(|c| c.response_body.clone());
-    response.map(|body| CallBody(ObservedBody::new(body, tap, Finish { call, record })))
+    let finish = Box::new(Finish { call, record });
+    response.map(|body| CallBody(ObservedBody::new(body, tap, finish)))
 }

@@ -64,7 +64,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|name| headers.contains_key(*name))
+        // `keep-alive`, what upstreams and h1 callers name, goes with the fixed ones below:
+        // no hashed lookup for it.
+        .filter(|name| !name.eq_ignore_ascii_case("keep-alive") && headers.contains_key(*name))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
@@ -155,25 +157,20 @@ pub(super) fn upstream_request_headers(
     // be taken for the real one by any step below.
     drop_folded_aliases(headers, injected);
     strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
-    if !forward_authorization {
-        headers.remove(header::AUTHORIZATION);
-    }
-    headers.remove(header::COOKIE);
-    // Headers that upstreams trust from a proxy, and identity headers (forwarded only from
-    // a verified caller): only flowgate may set them. One pass finds whether a caller sent
-    // any before names are hashed to remove them.
-    if headers.keys().any(is_ours) {
-        for name in PROXY_SET_HEADERS {
-            headers.remove(*name);
-        }
-        let own: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with(OWN_PREFIX)).cloned().collect();
-        for name in own {
-            headers.remove(name);
-        }
-    }
-    for name in injected {
-        headers.remove(name);
+    // What goes: `Host` (the client sets it from the upstream URI), the caller's
+    // credentials, headers that upstreams trust from a proxy and identity headers (only
+    // flowgate may set them), and headers of injected names. Judged by comparing names in
+    // one pass, then removed in one more only if any is there: no hashed removal per name
+    // that might be present.
+    let goes = |name: &HeaderName| {
+        name == header::HOST
+            || name == header::COOKIE
+            || (name == header::AUTHORIZATION && !forward_authorization)
+            || is_ours(name)
+            || injected.contains(name)
+    };
+    if headers.keys().any(goes) {
+        headers.retain(|name, _| !goes(name));
     }
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {

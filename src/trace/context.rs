@@ -65,7 +65,11 @@ impl TraceContext {
 
     /// The trace id, 32 lower-case hex digits (as in the run record and the access log).
     pub fn trace_id(&self) -> String {
-        hex::encode(self.trace_id)
+        // Every call's record holds it: hex into place, not a `char` at a time.
+        let mut text = [0u8; 32];
+        let hex_ok = hex::encode_to_slice(self.trace_id, &mut text).is_ok();
+        debug_assert!(hex_ok, "32 digits for 16 bytes");
+        String::from_utf8_lossy(&text).into_owned()
     }
 
     /// flowgate's span id for this call, 16 lower-case hex digits.
@@ -105,11 +109,13 @@ impl TraceContext {
     /// Replaces whatever the caller sent under `traceparent`/`tracestate` with this
     /// trace's headers for the upstream.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.remove(TRACEPARENT);
-        headers.remove(TRACESTATE);
+        // `insert` replaces every value of its name; a caller's `tracestate` is looked for
+        // by comparing names, and removed (hashed) only when it is there.
         headers.insert(TRACEPARENT, self.upstream_traceparent());
         if let Some(state) = &self.tracestate {
             headers.insert(TRACESTATE, state.clone());
+        } else if headers.keys().any(|name| name == TRACESTATE) {
+            headers.remove(TRACESTATE);
         }
     }
 }
@@ -224,14 +230,53 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The `traceparent` written in place equals the W3C format spelled out, for any ids
-        /// and flags. Seed: `a_valid_traceparent_is_continued_with_a_new_span`.
+        /// The `traceparent` and the trace id written in place equal the W3C format spelled
+        /// out, for any ids and flags. Seed: `a_valid_traceparent_is_continued_with_a_new_span`.
         #[test]
         fn the_upstream_traceparent_is_the_w3c_text(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) {
             let trace = TraceContext { trace_id, parent_id: None, span_id, flags, tracestate: None };
             let model = format!("00-{}-{}-{flags:02x}", hex::encode(trace_id), hex::encode(span_id));
             let sent = trace.upstream_traceparent();
             proptest::prop_assert_eq!(sent.to_str().unwrap(), model);
+            // The record's trace id is the same digits.
+            proptest::prop_assert_eq!(trace.trace_id(), hex::encode(trace_id));
+        }
+
+        /// What the upstream gets, for any caller headers (any number of `traceparent` and
+        /// `tracestate`, valid or not, among others): exactly one `traceparent`, this trace's;
+        /// `tracestate` only as the context kept it; every other header as sent, in order.
+        /// Seed: `a_valid_traceparent_is_continued_with_a_new_span`.
+        #[test]
+        fn the_upstream_gets_exactly_this_traces_headers(
+            sent in proptest::collection::vec(
+                (
+                    proptest::sample::select(&["traceparent", "tracestate", "x-other", "accept"][..]),
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(VALID.to_owned()),
+                        proptest::strategy::Just("congo=t61rcWkgMzE".to_owned()),
+                        "[a-z0-9=,-]{0,20}",
+                    ],
+                ),
+                0..8,
+            ),
+        ) {
+            let pairs: Vec<(&str, &str)> = sent.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let before = headers(&pairs);
+            let trace = TraceContext::from_headers_off(&before);
+            let mut out = before.clone();
+            trace.apply(&mut out);
+            let parents: Vec<&HeaderValue> = out.get_all(TRACEPARENT).iter().collect();
+            let ours = trace.upstream_traceparent();
+            proptest::prop_assert_eq!(parents, vec![&ours]);
+            let states: Vec<&HeaderValue> = out.get_all(TRACESTATE).iter().collect();
+            proptest::prop_assert_eq!(states, trace.tracestate.iter().collect::<Vec<_>>());
+            for name in ["x-other", "accept"] {
+                let kept: Vec<&HeaderValue> = out.get_all(name).iter().collect();
+                let given: Vec<&HeaderValue> = before.get_all(name).iter().collect();
+                proptest::prop_assert_eq!(kept, given, "{}", name);
+            }
+            proptest::prop_assert_eq!(out.keys_len(), before.keys().filter(|n| *n != TRACEPARENT && *n != TRACESTATE).count()
+                + 1 + usize::from(trace.tracestate.is_some()));
         }
     }
 
