@@ -2,7 +2,7 @@
 //! compile step into an [`Identity`] (token rules built once, where its keys come from,
 //! how they refresh), and the key refresh of the compiled identities.
 
-use super::keys::{KeyError, KeySource, KeySourceId, KeyStores, RefreshPolicy, VerifySpec, is_loopback_url};
+use super::keys::{KeyError, KeySource, KeySourceId, KeyStores, RefreshPolicy, StoreHint, VerifySpec, is_loopback_url};
 use super::token::{IssuerPattern, TokenRules, is_guid};
 use crate::config::{Diagnostics, HumanDuration, KeyPath, SourceFile};
 use jsonwebtoken::Algorithm;
@@ -119,6 +119,7 @@ pub struct Identity {
     tenants: Vec<String>,
     realm: String,
     fingerprint: [u8; 32],
+    store_hint: StoreHint,
 }
 
 impl Identity {
@@ -174,6 +175,7 @@ impl Identity {
             refresh: self.refresh,
             rules: &self.rules,
             fingerprint: &self.fingerprint,
+            hint: &self.store_hint,
         }
     }
 }
@@ -254,7 +256,16 @@ fn compile_identity(
         max_token_bytes: raw.max_token_bytes,
     };
     let fingerprint: [u8; 32] = Sha256::digest(format!("{name}\n{source:?}\n{rules:?}").as_bytes()).into();
-    Some(Identity { name: name.to_owned(), source, refresh, rules, tenants, realm, fingerprint })
+    Some(Identity {
+        name: name.to_owned(),
+        source,
+        refresh,
+        rules,
+        tenants,
+        realm,
+        fingerprint,
+        store_hint: StoreHint::default(),
+    })
 }
 
 /// Where the keys come from: exactly one of `discovery` (with its `discovery_tenant`),

@@ -14,7 +14,8 @@ use crate::clock::{Clock, SystemClock};
 use jsonwebtoken::jwk::JwkSet;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -487,7 +488,17 @@ pub(crate) struct VerifySpec<'a> {
     pub rules: &'a TokenRules,
     /// Hash of everything that changes what "valid" means for this identity.
     pub fingerprint: &'a [u8; 32],
+    /// Where the identity's store was found the first time.
+    pub hint: &'a StoreHint,
 }
+
+/// An identity's key store as first found, and in which [`KeyStores`]: a cached call finds
+/// it without hashing and comparing the key source (URLs, file paths) in the stores' map.
+/// Compiled with the identity, so a reload starts it afresh. A store the map let go (its
+/// source left the policy) serves an older policy's calls only while one of them holds it;
+/// after that the map finds, or makes, the store again, as it did before hints.
+#[derive(Debug, Default)]
+pub(crate) struct StoreHint(OnceLock<(u64, Weak<KeyStore>)>);
 
 /// Why a token could not be verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -509,7 +520,12 @@ pub struct KeyStores {
     stores: RwLock<foldhash::HashMap<KeySourceId, Arc<KeyStore>>>,
     cache: TokenCache,
     clock: Arc<dyn Clock>,
+    /// Tells these stores from others (tests run several) in a [`StoreHint`].
+    id: u64,
 }
+
+/// Ids of [`KeyStores`] made in this process.
+static NEXT_STORES_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Default for KeyStores {
     fn default() -> Self {
@@ -525,7 +541,12 @@ impl KeyStores {
 
     /// Empty stores on the given clock (tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { stores: RwLock::default(), cache: TokenCache::new(DEFAULT_CACHE_ENTRIES), clock }
+        Self {
+            stores: RwLock::default(),
+            cache: TokenCache::new(DEFAULT_CACHE_ENTRIES),
+            clock,
+            id: NEXT_STORES_ID.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// The clock in use.
@@ -600,20 +621,43 @@ impl KeyStores {
         store.refresh(self.clock.as_ref()).await
     }
 
-    /// Verifies a token: cache, then keys (fetching them if none yet, and refetching once
+    /// The store of `spec`'s identity: by its hint when that names a live store of these
+    /// stores, else from the map (which then becomes the hint, if none was set).
+    fn hinted_store(&self, spec: &VerifySpec<'_>) -> Arc<KeyStore> {
+        if let Some((owner, store)) = spec.hint.0.get()
+            && *owner == self.id
+            && let Some(store) = store.upgrade()
+        {
+            return store;
+        }
+        let store = self.store(spec.name, spec.source, spec.refresh);
+        let _ = spec.hint.0.set((self.id, Arc::downgrade(&store)));
+        store
+    }
+
+    /// A repeat caller's token: these exact bytes passed every check under these exact rules
+    /// (the fingerprint covers them) and their key is still served, so the token is not
+    /// judged again. Byte checks of the credential's shape need not run on a hit either:
+    /// a verified token is base64url and dots, which every such check admits.
+    pub(crate) fn cached_token(&self, spec: &VerifySpec<'_>, token: &[u8]) -> Option<Verified> {
+        let store = self.hinted_store(spec);
+        let now_ms = self.clock.unix_millis();
+        let keys = store.current(now_ms).ok()?;
+        let tag = self.cache.tag(spec.fingerprint, token);
+        self.cache.get(tag, spec.fingerprint, token, now_ms / 1000, &keys)
+    }
+
+    /// Verifies a token: cache (as [`KeyStores::cached_token`]), then keys (fetching them if none yet, and refetching once
     /// per interval for an unknown `kid`).
     ///
     /// # Errors
     /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
     /// usable.
     pub(crate) async fn verify_token(&self, spec: &VerifySpec<'_>, token: &[u8]) -> Result<Verified, VerifyError> {
-        let store = self.store(spec.name, spec.source, spec.refresh);
+        let store = self.hinted_store(spec);
         let now_ms = self.clock.unix_millis();
         let now_s = now_ms / 1000;
         let tag = self.cache.tag(spec.fingerprint, token);
-        // A repeat caller: these exact bytes passed every check under these exact rules (the
-        // fingerprint covers them) and their key is still served, so the header is not
-        // judged again.
         let current = store.current(now_ms);
         if let Ok(keys) = &current
             && let Some(verified) = self.cache.get(tag, spec.fingerprint, token, now_s, keys)

@@ -7,7 +7,7 @@
 //! request path ties to the end of the response body. Keys without open calls are removed
 //! at once, so the table never holds more entries than there are calls in flight.
 
-use std::collections::HashMap;
+use hashbrown::HashTable;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -16,15 +16,17 @@ const SHARDS: usize = 16;
 /// Open calls per caller; lives in the `Gateway`.
 #[derive(Debug)]
 pub struct InFlight {
-    shards: Vec<Mutex<HashMap<Arc<str>, Open>>>,
+    shards: Vec<Mutex<HashTable<Open>>>,
+    /// Keyed (`SipHash`, per-process random key): the keys are callers'.
     hasher: RandomState,
 }
 
-/// One caller's open calls, and its key as its slots hold it: a caller with calls open
-/// takes another slot with one lookup, without hashing its key again to find the held copy.
+/// One caller's open calls, its key as its slots hold it, and the key's hash: a call hashes
+/// its caller's key once, and that picks the shard, finds the entry, and gives the slot back.
 #[derive(Debug)]
 struct Open {
     key: Arc<str>,
+    hash: u64,
     count: usize,
 }
 
@@ -39,32 +41,36 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl InFlight {
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Arc<str>, Open>> {
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+    fn shard(&self, hash: u64) -> &Mutex<HashTable<Open>> {
+        // Bits a shard's table does not probe with (it takes the lowest bits for the bucket
+        // and the top seven as a tag), so one shard's keys still spread over its buckets.
+        let index = usize::try_from((hash >> 32) % SHARDS as u64).unwrap_or(0);
         &self.shards[index]
     }
 
     /// Takes a slot for `key` unless it already holds `max` open calls.
     pub fn try_begin(self: &Arc<Self>, key: &str, max: usize) -> Option<InFlightSlot> {
-        let mut shard = lock(self.shard(key));
-        if let Some(open) = shard.get_mut(key) {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = lock(self.shard(hash));
+        if let Some(open) = shard.find_mut(hash, |open| *open.key == *key) {
             if open.count >= max {
                 return None;
             }
             open.count += 1;
-            return Some(InFlightSlot { table: self.clone(), key: open.key.clone() });
+            return Some(InFlightSlot { table: self.clone(), key: open.key.clone(), hash });
         }
         if max == 0 {
             return None;
         }
         let key: Arc<str> = key.into();
-        shard.insert(key.clone(), Open { key: key.clone(), count: 1 });
-        Some(InFlightSlot { table: self.clone(), key })
+        shard.insert_unique(hash, Open { key: key.clone(), hash, count: 1 }, |open| open.hash);
+        Some(InFlightSlot { table: self.clone(), key, hash })
     }
 
     /// Open calls of `key` now.
     pub fn open(&self, key: &str) -> usize {
-        lock(self.shard(key)).get(key).map_or(0, |open| open.count)
+        let hash = self.hasher.hash_one(key);
+        lock(self.shard(hash)).find(hash, |open| *open.key == *key).map_or(0, |open| open.count)
     }
 
     /// Callers with open calls now (the table's entries).
@@ -78,15 +84,18 @@ impl InFlight {
 pub struct InFlightSlot {
     table: Arc<InFlight>,
     key: Arc<str>,
+    /// The key's hash, taken when the slot was: giving it back hashes nothing.
+    hash: u64,
 }
 
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
-        let mut shard = lock(self.table.shard(&self.key));
-        if let Some(open) = shard.get_mut(&self.key) {
+        let mut shard = lock(self.table.shard(self.hash));
+        if let Ok(mut entry) = shard.find_entry(self.hash, |open| *open.key == *self.key) {
+            let open = entry.get_mut();
             open.count -= 1;
             if open.count == 0 {
-                shard.remove(&self.key);
+                entry.remove();
             }
         }
     }
@@ -121,6 +130,33 @@ mod tests {
                 prop_assert_eq!(table.open(&name), model[k]);
                 prop_assert_eq!(table.callers(), model.iter().filter(|&&n| n > 0).count());
             }
+        }
+
+        /// Many callers at once (tables grow and shards fill): each holds its own count,
+        /// and every slot given back, in any order, leaves the table empty.
+        #[test]
+        fn many_callers_come_and_go(keys in 1usize..300, per_key in 1usize..4, seed: u64) {
+            let table = Arc::new(InFlight::default());
+            let mut slots = Vec::new();
+            let name = |k: usize| format!("tenant/oid:{k}");
+            for k in 0..keys {
+                for _ in 0..per_key {
+                    slots.push(table.try_begin(&name(k), per_key).unwrap());
+                }
+                prop_assert!(table.try_begin(&name(k), per_key).is_none());
+            }
+            prop_assert_eq!(table.callers(), keys);
+            prop_assert!((0..keys).all(|k| table.open(&name(k)) == per_key));
+            // A fixed shuffle from the seed: slots end in an order unrelated to their start.
+            let mut state = seed | 1;
+            while !slots.is_empty() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = usize::try_from(state % slots.len() as u64).unwrap();
+                drop(slots.swap_remove(at));
+            }
+            prop_assert_eq!(table.callers(), 0);
         }
     }
 }

@@ -16,9 +16,9 @@ impl RateKey {
     }
 
     /// `principal` for an authenticated caller: its budget key (`TENANT/oid:…`,
-    /// `ISSUER/sub:…`, or one signed URL), see [`crate::auth::Caller::budget_key`].
+    /// `ISSUER/sub:…`, or one signed URL), see [`crate::auth::Caller::budget_key`], which
+    /// holds the result.
     pub fn subject(budget_key: &str) -> Self {
-        // Built on every call: pushed, not formatted.
         let mut key = String::with_capacity(budget_key.len() + 2);
         key.push_str("p:");
         key.push_str(budget_key);

@@ -432,6 +432,25 @@ async fn a_cached_signature_on_another_payload_is_refused() {
     assert_eq!(env.stores.cached_tokens(), 1);
 }
 
+/// Only a cached token's exact bytes skip the byte check of the credential's shape: the
+/// same token with a byte added anywhere, or cut short, is a new credential, judged and
+/// refused as any other.
+#[tokio::test]
+async fn a_cached_token_changed_by_a_byte_is_judged_afresh() {
+    let env = env().await;
+    let access = access(&env, "who = \"tenant_users\"\nidentity = \"entra\"\n");
+    let token = env.rsa.token(&v2_claims(&env));
+    let cached = judge(&env, &access, &token).await.unwrap();
+    for changed in [format!("{token}!"), format!("{token} x"), format!("*{token}"), format!("{token},{token}")] {
+        let refused = judge(&env, &access, &changed).await.unwrap_err();
+        assert_eq!(refused, AuthError::BadAuthorization("not a token"), "{changed:?}");
+    }
+    let cut = &token[..token.len() - 1];
+    assert!(matches!(judge(&env, &access, cut).await, Err(AuthError::InvalidToken(_))));
+    assert_eq!(judge(&env, &access, &token).await.unwrap(), cached);
+    assert_eq!(env.stores.cached_tokens(), 1);
+}
+
 #[tokio::test]
 async fn idp_down_at_start_is_503() {
     let env = env().await;
