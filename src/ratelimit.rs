@@ -232,7 +232,7 @@ impl Limiters {
         let outcome = match &self.redis {
             None => self.check_local(rule, key)?,
             Some(redis) => {
-                let redis_key = format!("{}:{}", rule.id, key.as_str());
+                let redis_key = format!("{}:{key}", rule.id);
                 match redis.check(&redis_key, rule.calls, rule.period_us()).await {
                     Ok(outcome) => outcome,
                     Err(cause) => match self.on_redis_error {

@@ -2,7 +2,7 @@
 //! (run records, rate-limit budgets, forwarded identity headers, principal IP pins).
 
 use super::token::Claims;
-use crate::ratelimit::RateKey;
+use std::sync::Arc;
 
 /// The authenticated caller of an admitted call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +26,9 @@ pub struct Caller {
     /// `TENANT/oid:OID` (the issuer instead of the tenant when there is no `tid`), else
     /// `ISSUER/sub:SUB` (`sub` is unique only per issuer); for a signed URL, its key id
     /// and a hash of its signature (each URL its own budget). A token with neither `oid`
-    /// nor `sub` is refused (401). Built once per caller as the rate key it is (a cached
-    /// token's caller is shared by its calls): a call clones it, never formats it.
-    pub budget_key: RateKey,
+    /// nor `sub` is refused (401). Shared: a cached token's caller serves all its calls,
+    /// and each call's rate key holds this text without copying it.
+    pub budget_key: Arc<str>,
 }
 
 impl Caller {
@@ -79,7 +79,7 @@ impl Caller {
             roles: claims.roles.clone(),
             scopes: claims.scopes.clone(),
             principal_ids: ids,
-            budget_key: RateKey::subject(&budget_key),
+            budget_key: budget_key.into(),
         }
     }
 
@@ -95,7 +95,7 @@ impl Caller {
             roles: Vec::new(),
             scopes: Vec::new(),
             principal_ids: Vec::new(),
-            budget_key: RateKey::subject(&format!("signed-url/{kid}:{}", hex::encode(&digest[..16]))),
+            budget_key: format!("signed-url/{kid}:{}", hex::encode(&digest[..16])).into(),
         }
     }
 }

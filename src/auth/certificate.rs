@@ -245,7 +245,7 @@ impl Caller {
             roles: Vec::new(),
             scopes: Vec::new(),
             principal_ids: ids,
-            budget_key: crate::ratelimit::RateKey::subject(&format!("cert/sha256:{thumbprint}")),
+            budget_key: format!("cert/sha256:{thumbprint}").into(),
         }
     }
 }

@@ -82,7 +82,7 @@ mod tests {
             roles: vec!["R1".into(), "R2".into()],
             scopes: vec![],
             principal_ids: vec![],
-            budget_key: crate::ratelimit::RateKey::subject("t/oid:o"),
+            budget_key: "t/oid:o".into(),
         };
         let headers = identity_headers(&caller);
         assert_eq!(headers.len(), 4);

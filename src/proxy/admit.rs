@@ -151,8 +151,7 @@ pub async fn admit<B: crate::web::RequestBody>(
     // Calls in flight per caller, before the rate limit so that a refused call spends no
     // budget. The slot lives in the call, so it is held until the response's last byte.
     let limit = policy.limits.max_calls_per_principal;
-    let slot =
-        gateway.in_flight.try_begin(caller.budget_key.as_str(), limit).ok_or(Denial::TooManyInFlight { limit })?;
+    let slot = gateway.in_flight.try_begin(&caller.budget_key, limit).ok_or(Denial::TooManyInFlight { limit })?;
     call.in_flight = Some(slot);
 
     // Rate limit last among the checks: only calls that would otherwise be admitted spend
@@ -163,7 +162,7 @@ pub async fn admit<B: crate::web::RequestBody>(
         Some(rule) => {
             let key = match rule.key {
                 // Immutable ids only: tenant + oid, else issuer + sub, or one signed URL.
-                LimitKey::Principal => Some(caller.budget_key.clone()),
+                LimitKey::Principal => Some(RateKey::subject(&caller.budget_key)),
                 LimitKey::Ip => Some(RateKey::client(accounted)),
                 LimitKey::Trigger => Some(RateKey::trigger()),
                 // The connection's key leaves with it (`Limiters::forget_connection`).

@@ -44,7 +44,7 @@ pub fn webhook_caller(trigger: &Trigger, rule: &WebhookRule) -> Caller {
         roles: Vec::new(),
         scopes: Vec::new(),
         principal_ids: vec![rule.principal()],
-        budget_key: crate::ratelimit::RateKey::subject(&format!("webhook/{}", trigger.name)),
+        budget_key: format!("webhook/{}", trigger.name).into(),
     }
 }
 

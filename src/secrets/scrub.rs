@@ -92,7 +92,12 @@ impl Scrubber {
     /// True when `input` holds a value (in any form), so that scrubbing it would change it:
     /// found without copying, for the usual header that holds none.
     fn holds_a_value(&self, input: &[u8]) -> bool {
-        input
+        // Every form of a value is at least as long as the value (an escape stands for no
+        // more bytes than it is made of): no value starts nearer the end than the shortest
+        // one's length. Most header names and values are shorter than any value.
+        let Some(shortest) = self.patterns.last().map(|p| p.len()) else { return false };
+        let Some(last_start) = input.len().checked_sub(shortest) else { return false };
+        input[..=last_start]
             .iter()
             .enumerate()
             .any(|(i, &b)| self.starts[usize::from(b)] && matches!(self.scan(&input[i..], true), Scan::Full(_)))
@@ -503,6 +508,28 @@ mod tests {
         ) {
             let text = pieces.concat();
             let s = scrubber();
+            proptest::prop_assert_eq!(s.holds_a_value(&text), s.scrub_bytes(&text) != text);
+        }
+
+        /// As above for values whose echo forms are shortest against their own length: a
+        /// multi-byte character as one reference or escape, a space as `+`, a one-byte value.
+        /// The length bound `holds_a_value` skips by (a form is never shorter than its
+        /// value) fails here first if some form is.
+        #[test]
+        fn holding_a_short_or_multibyte_value_is_exactly_what_scrubbing_changes(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Strategy::prop_map(proptest::sample::select(vec![
+                        "€é", "&#8364;&#233;", "&#x20AC;é", r"\u20ac\u00e9", "%E2%82%AC%C3%A9", "€", "é",
+                        "a b", "a+b", "a%20b", "Ω", "&#937;", "%", "&", r"\", "x",
+                    ]), |p| p.as_bytes().to_vec()),
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..6),
+                ],
+                0..8,
+            ),
+        ) {
+            let text = pieces.concat();
+            let s = Scrubber::new(["€é", "a b", "Ω"].map(|v| SecretValue::new(v.to_owned())));
             proptest::prop_assert_eq!(s.holds_a_value(&text), s.scrub_bytes(&text) != text);
         }
 
