@@ -7,7 +7,6 @@
 
 use metrics::{Counter, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// Log line format.
@@ -134,7 +133,8 @@ fn describe() {
 #[derive(Debug)]
 pub struct RequestMetrics {
     duration: Histogram,
-    totals: RwLock<HashMap<RequestKey, Counter>>,
+    /// foldhash: the policy makes the trigger labels; method classes and statuses are few.
+    totals: RwLock<foldhash::HashMap<RequestKey, Counter>>,
 }
 
 /// Trigger label (`-` when no trigger matched), method class, status.
@@ -143,7 +143,7 @@ type RequestKey = (Option<Arc<str>>, &'static str, u16);
 impl RequestMetrics {
     /// Resolves the handles with labels known now; the rest on first use.
     pub fn new() -> Self {
-        Self { duration: metrics::histogram!("flowgate_request_duration_seconds"), totals: RwLock::new(HashMap::new()) }
+        Self { duration: metrics::histogram!("flowgate_request_duration_seconds"), totals: RwLock::default() }
     }
 
     /// Counts one answered call in `flowgate_requests_total` and its head-to-head time.

@@ -243,7 +243,33 @@ pub struct Captured {
 
 /// RFC 3339 in UTC with milliseconds, as used in [`RunRecord::time`].
 pub(crate) fn format_time(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
+    // Every call's record is stamped: the date and time of day are formatted (by humantime)
+    // once per second and thread, and each stamp only adds its milliseconds.
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let Ok(since_epoch) = at.duration_since(SystemTime::UNIX_EPOCH) else {
+        return humantime::format_rfc3339_millis(at).to_string();
+    };
+    let (seconds, millis) = (since_epoch.as_secs(), since_epoch.subsec_millis());
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != seconds {
+            // `…T00:28:07Z` without its `Z`: the milliseconds go before it.
+            let whole =
+                humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds));
+            *prefix = whole.to_string();
+            prefix.pop();
+            *cached = seconds;
+        }
+        let mut text = String::with_capacity(prefix.len() + 5);
+        text.push_str(prefix);
+        text.push('.');
+        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+            text.push(char::from_digit(digit, 10).unwrap_or('0'));
+        }
+        text.push('Z');
+        text
+    })
 }
 
 #[cfg(test)]
@@ -251,6 +277,23 @@ mod tests {
     use super::*;
     use crate::denial::Denial;
     use std::time::Duration;
+
+    proptest::proptest! {
+        /// The stamp built from a per-second prefix is humantime's own millisecond format,
+        /// for any instant from 1970 to 9999, in any order (the cached second changes back and
+        /// forth), and for the same second twice with other milliseconds.
+        #[test]
+        fn a_record_time_is_rfc3339_with_milliseconds(
+            instants in proptest::collection::vec((0u64..253_402_300_800, 0u32..1_000_000_000), 1..20),
+        ) {
+            for (seconds, nanos) in instants {
+                for nanos in [nanos, 999_999_999 - nanos] {
+                    let at = SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos);
+                    proptest::prop_assert_eq!(format_time(at), humantime::format_rfc3339_millis(at).to_string());
+                }
+            }
+        }
+    }
 
     #[test]
     fn new_record_strips_query_and_formats_time() {

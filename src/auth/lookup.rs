@@ -7,8 +7,10 @@
 //! naive scan over generated lists and tokens.
 
 use super::token::Claims;
+// foldhash: the policy makes these sets; a caller only looks its claims up, which cannot
+// lengthen a chain (ARCHITECTURE.md, "Hash maps").
+use foldhash::{HashMap, HashSet};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 /// `text` lower-cased as `str::to_lowercase` does, without a copy when nothing changes.
 fn lower(text: &str) -> Cow<'_, str> {
@@ -118,7 +120,7 @@ pub(super) struct NameRule {
 impl NameRule {
     /// The rule of two lists as written (exact, case-sensitive names).
     pub(super) fn new(any_of: &[String], all_of: &[String]) -> Self {
-        let mut distinct = HashSet::new();
+        let mut distinct = HashSet::default();
         let all_of = all_of.iter().filter(|name| distinct.insert(name.as_str())).cloned().collect();
         Self { all_of, any_of: any_of.iter().cloned().collect() }
     }
