@@ -146,22 +146,16 @@ pub struct PacedBody<B> {
     bytes: u64,
     waited: std::time::Duration,
     waiting_since: Option<tokio::time::Instant>,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Made at the first wait: most bodies (and every empty one) never wait, and then
+    /// neither allocate nor read the clock for it.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     stats: Arc<BodyStats>,
 }
 
 impl<B> PacedBody<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, pace: Pace, stats: Arc<BodyStats>) -> Self {
-        Self {
-            inner,
-            pace,
-            bytes: 0,
-            waited: std::time::Duration::ZERO,
-            waiting_since: None,
-            timer: Box::pin(tokio::time::sleep(pace.timeout)),
-            stats,
-        }
+        Self { inner, pace, bytes: 0, waited: std::time::Duration::ZERO, waiting_since: None, timer: None, stats }
     }
 
     /// Time left before a rule is broken, counted from the current wait's start `since`.
@@ -198,8 +192,9 @@ where
                 let since = *this.waiting_since.get_or_insert(now);
                 let (left, rule) = this.left(since, now);
                 this.stats.waiting_for_caller.store(true, Ordering::Relaxed);
-                this.timer.as_mut().reset(now + left);
-                if left.is_zero() || this.timer.as_mut().poll(cx).is_ready() {
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(now + left)));
+                timer.as_mut().reset(now + left);
+                if left.is_zero() || timer.as_mut().poll(cx).is_ready() {
                     this.stats.timed_out.store(true, Ordering::Relaxed);
                     return Poll::Ready(Some(Err(Box::new(BodyTooSlow(rule)))));
                 }
@@ -293,7 +288,9 @@ pub(super) struct BodyStalled(pub std::time::Duration);
 pub struct StallGuard<B> {
     inner: B,
     limit: std::time::Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Made at the first wait: an answer whose frames are ready when asked for (the usual
+    /// small one) never allocates it nor reads the clock for it.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A poll found no frame and none has arrived since.
     waiting: bool,
 }
@@ -301,7 +298,7 @@ pub struct StallGuard<B> {
 impl<B> StallGuard<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, limit: std::time::Duration) -> Self {
-        Self { inner, limit, timer: Box::pin(tokio::time::sleep(limit)), waiting: false }
+        Self { inner, limit, timer: None, waiting: false }
     }
 }
 
@@ -316,11 +313,13 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
+                let limit = this.limit;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 if !this.waiting {
                     this.waiting = true;
-                    this.timer.as_mut().reset(tokio::time::Instant::now() + this.limit);
+                    timer.as_mut().reset(tokio::time::Instant::now() + limit);
                 }
-                if this.timer.as_mut().poll(cx).is_ready() {
+                if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(Box::new(BodyStalled(this.limit)))));
                 }
                 Poll::Pending
