@@ -391,9 +391,10 @@ impl std::fmt::Debug for CacheEntry {
 /// the whole token to be equal byte for byte, so a tag collision is a miss, never another
 /// caller's claims. foldhash, though a caller sends the token: only tokens the identity
 /// provider signed are ever inserted, and a caller cannot choose a signature's bytes to
-/// pile entries into one bucket; an unverified token is only looked up, which adds nothing. An entry is used only before its `exp` and while
-/// the key that verified it is still in its store's key set. (A SHA-256 of the whole token
-/// cost more than the rest of a cached call's checks together.)
+/// pile entries into one bucket; an unverified token is only looked up, which adds
+/// nothing. An entry is used only before its `exp` and while the key that verified it is
+/// still in its store's key set. (A SHA-256 of the whole token cost more than the rest of
+/// a cached call's checks together.)
 #[derive(Debug)]
 struct TokenCache {
     entries: Mutex<CachedTokens>,
@@ -649,8 +650,8 @@ impl KeyStores {
         self.cache.get(tag, spec.fingerprint, token, now_ms / 1000, &keys)
     }
 
-    /// Verifies a token: cache (as [`KeyStores::cached_token`]), then keys (fetching them if none yet, and refetching once
-    /// per interval for an unknown `kid`).
+    /// Verifies a token: cache (as [`KeyStores::cached_token`]), then keys (fetching them if
+    /// none yet, and refetching once per interval for an unknown `kid`).
     ///
     /// # Errors
     /// [`VerifyError::Token`] for an invalid token, [`VerifyError::Keys`] when no key is
