@@ -320,6 +320,9 @@ async fn response_head<F: std::future::Future>(
     let mut deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::select! {
+            // The answer first: it wins over a deadline reached in the same poll, and no
+            // random draw is made on every call to pick the order.
+            biased;
             answer = &mut send => return Some(answer),
             () = tokio::time::sleep_until(deadline) => {
                 if !request_stats.waiting_for_caller.load(Ordering::Relaxed) {

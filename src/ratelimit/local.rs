@@ -20,8 +20,9 @@
 
 use super::window::{Outcome, Window};
 use super::{RateKey, RuleId};
+use hashbrown::HashTable;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -36,33 +37,62 @@ pub struct Full {
 
 #[derive(Debug, Default)]
 struct Shard {
-    logs: HashMap<RateKey, Window>,
-    /// Each held key once, by the instant (µs) it goes idle as last seen: never later than
-    /// the real instant, which only moves forward as admissions happen.
-    idle_order: BinaryHeap<Reverse<(u64, RateKey)>>,
+    logs: HashTable<Log>,
+    /// Each held key once (with its hash, to find its log), by the instant (µs) it goes
+    /// idle as last seen: never later than the real instant, which only moves forward as
+    /// admissions happen.
+    idle_order: BinaryHeap<Reverse<(u64, u64, RateKey)>>,
     /// Set when the table was dropped by `sweep`: a check that still holds it looks again.
     retired: bool,
 }
 
+/// One key's admission log, with the key's hash: a call hashes its key once, and that
+/// picks the shard and finds the log (the table grows without hashing keys again).
+#[derive(Debug)]
+struct Log {
+    key: RateKey,
+    hash: u64,
+    window: Window,
+}
+
 impl Shard {
+    fn log(&self, hash: u64, key: &RateKey) -> Option<&Log> {
+        self.logs.find(hash, |log| log.key == *key)
+    }
+
+    fn remove_log(&mut self, hash: u64, key: &RateKey) -> bool {
+        let Ok(entry) = self.logs.find_entry(hash, |log| log.key == *key) else { return false };
+        entry.remove();
+        true
+    }
+
+    /// The idle order rebuilt from the logs held.
+    fn refile(&mut self, period_us: u64) {
+        self.idle_order = self
+            .logs
+            .iter()
+            .map(|log| Reverse((log.window.idle_at(period_us).unwrap_or(0), log.hash, log.key.clone())))
+            .collect();
+    }
+
     /// Drops one idle key to make room, or says when the first one goes idle.
     fn make_room(&mut self, now_us: u64, period_us: u64) -> Result<(), Full> {
-        while let Some(Reverse((at, key))) = self.idle_order.peek() {
-            let Some(window) = self.logs.get(key) else {
+        while let Some(Reverse((at, hash, key))) = self.idle_order.peek() {
+            let Some(log) = self.log(*hash, key) else {
                 self.idle_order.pop();
                 continue;
             };
-            let idle_at = window.idle_at(period_us).unwrap_or(0);
+            let idle_at = log.window.idle_at(period_us).unwrap_or(0);
             if idle_at <= now_us {
-                let Some(Reverse((_, key))) = self.idle_order.pop() else { break };
-                self.logs.remove(&key);
+                let Some(Reverse((_, hash, key))) = self.idle_order.pop() else { break };
+                self.remove_log(hash, &key);
                 metrics::counter!("flowgate_ratelimit_keys_evicted_total").increment(1);
                 return Ok(());
             }
             if idle_at > *at {
                 // Admissions since it was filed moved its idle instant: file it again.
-                let Some(Reverse((_, key))) = self.idle_order.pop() else { break };
-                self.idle_order.push(Reverse((idle_at, key)));
+                let Some(Reverse((_, hash, key))) = self.idle_order.pop() else { break };
+                self.idle_order.push(Reverse((idle_at, hash, key)));
                 continue;
             }
             return Err(Full { retry_us: idle_at - now_us });
@@ -74,9 +104,8 @@ impl Shard {
     /// Drops idle keys and refiles the rest; returns how many were dropped.
     fn sweep(&mut self, now_us: u64, period_us: u64) -> usize {
         let before = self.logs.len();
-        self.logs.retain(|_, w| w.idle_at(period_us).is_some_and(|idle| idle > now_us));
-        self.idle_order =
-            self.logs.iter().map(|(key, w)| Reverse((w.idle_at(period_us).unwrap_or(0), key.clone()))).collect();
+        self.logs.retain(|log| log.window.idle_at(period_us).is_some_and(|idle| idle > now_us));
+        self.refile(period_us);
         before - self.logs.len()
     }
 }
@@ -92,6 +121,12 @@ impl Table {
     fn new(period_us: u64) -> Self {
         Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), period_us }
     }
+}
+
+/// The shard of a key's hash: bits a shard's table does not probe with (it takes the lowest
+/// bits for the bucket and the top seven as a tag), so one shard's keys still spread.
+fn shard_index(hash: u64) -> usize {
+    usize::try_from((hash >> 32) % SHARDS as u64).unwrap_or(0)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,7 +173,8 @@ impl LocalStore {
     /// # Errors
     /// `Full` when `key` is new and its rule's shard holds only live keys.
     pub fn check(&self, rule: RuleId, key: &RateKey, calls: u32, period_us: u64, now_us: u64) -> Result<Outcome, Full> {
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        let hash = self.hasher.hash_one(key);
+        let index = shard_index(hash);
         loop {
             let table = self.table(rule, period_us);
             let mut shard = lock(&table.shards[index]);
@@ -146,8 +182,8 @@ impl LocalStore {
                 // `sweep` dropped this table after we found it: use the current one.
                 continue;
             }
-            if let Some(window) = shard.logs.get_mut(key) {
-                return Ok(window.check(now_us, calls, period_us));
+            if let Some(log) = shard.logs.find_mut(hash, |log| log.key == *key) {
+                return Ok(log.window.check(now_us, calls, period_us));
             }
             if shard.logs.len() >= self.per_shard {
                 shard.make_room(now_us, period_us)?;
@@ -155,8 +191,8 @@ impl LocalStore {
             let mut window = Window::new(calls, period_us);
             let outcome = window.check(now_us, calls, period_us);
             let idle_at = window.idle_at(period_us).unwrap_or(0);
-            shard.logs.insert(key.clone(), window);
-            shard.idle_order.push(Reverse((idle_at, key.clone())));
+            shard.logs.insert_unique(hash, Log { key: key.clone(), hash, window }, |log| log.hash);
+            shard.idle_order.push(Reverse((idle_at, hash, key.clone())));
             return Ok(outcome);
         }
     }
@@ -168,15 +204,12 @@ impl LocalStore {
         else {
             return false;
         };
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        let mut shard = lock(&table.shards[index]);
-        let removed = shard.logs.remove(key).is_some();
+        let hash = self.hasher.hash_one(key);
+        let mut shard = lock(&table.shards[shard_index(hash)]);
+        let removed = shard.remove_log(hash, key);
         // The idle order forgets removed keys lazily; rebuilt before it outgrows the keys.
         if shard.idle_order.len() > 2 * shard.logs.len() + 16 {
-            let period_us = table.period_us;
-            let refiled: BinaryHeap<_> =
-                shard.logs.iter().map(|(k, w)| Reverse((w.idle_at(period_us).unwrap_or(0), k.clone()))).collect();
-            shard.idle_order = refiled;
+            shard.refile(table.period_us);
         }
         removed
     }
@@ -280,6 +313,41 @@ mod tests {
         let later = PERIOD_US + 20_000;
         assert!(store.check(churn_rule, &key(123_456), 2, PERIOD_US, later).unwrap().admitted);
         assert!(store.check(churn_rule, &spent, 2, PERIOD_US, later).unwrap().admitted);
+    }
+
+    proptest::proptest! {
+        /// Below the cap, the store is a window per key: generated checks, removals and
+        /// sweeps over up to 40 keys (two rules) answer as a plain map of windows does.
+        #[test]
+        fn below_the_cap_the_store_is_a_window_per_key(
+            events in proptest::collection::vec((0u8..4, 0u32..40, 0u64..3_000_000), 1..300),
+        ) {
+            use std::collections::HashMap;
+            let store = LocalStore::new(10_000);
+            let rules = [rule("a", LimitKey::Ip), rule("b", LimitKey::Principal)];
+            let mut model: HashMap<(usize, u32), Window> = HashMap::new();
+            let mut now = 0;
+            for (kind, k, step) in events {
+                now += step;
+                let r = usize::from(kind % 2);
+                match kind {
+                    0 | 1 => {
+                        let outcome = store.check(rules[r], &key(k), 3, PERIOD_US, now).unwrap();
+                        let window = model.entry((r, k)).or_insert_with(|| Window::new(3, PERIOD_US));
+                        proptest::prop_assert_eq!(outcome, window.check(now, 3, PERIOD_US));
+                    }
+                    2 => {
+                        let held = store.remove(rules[r], &key(k));
+                        proptest::prop_assert_eq!(held, model.remove(&(r, k)).is_some());
+                    }
+                    _ => {
+                        store.sweep(now);
+                        model.retain(|_, w| w.idle_at(PERIOD_US).is_some_and(|idle| idle > now));
+                    }
+                }
+                proptest::prop_assert_eq!(store.len(), model.len());
+            }
+        }
     }
 
     #[test]
