@@ -269,10 +269,10 @@ pub(crate) async fn metrics_text(gw: &Running) -> String {
     reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap()
 }
 
-/// An address on which nothing listens (bound, then released).
+/// An address on which nothing listens: a free port outside the ephemeral range, which no
+/// other socket is given meanwhile (`ports`).
 pub(crate) fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 /// One `[[trigger]]` to `upstream` (a full URL), open to the test tenant's users, plus `extra`.
