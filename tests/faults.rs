@@ -735,11 +735,14 @@ async fn sigterm_during_load_drains_every_accepted_call_and_exits_0_in_grace() {
         assert!(start.elapsed() < RECOVERY, "the gateway never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // Calls that take 200 ms upstream, so some are always in flight.
+    // Calls that take 200 ms or more upstream, so some are always in flight. Each worker's
+    // take a different time (200–345 ms): in lockstep, the six workers' 5 ms pauses could
+    // all fall on the signal and leave no call in flight (seen once on a busy host).
     let clients: Vec<reqwest::Client> = (0..6).map(|_| fx.client_at(false, Some(&fx.token()), None, addr)).collect();
+    let urls: Vec<String> =
+        (0..6).map(|worker| format!("https://localhost:{port}/t?delay_ms={}", 200 + 29 * worker)).collect();
     let load = Load::start(6, Duration::from_millis(5), &{
-        let url = url.clone();
-        Arc::new(move |worker| clients[worker].post(&url).body("{}"))
+        Arc::new(move |worker| clients[worker].post(&urls[worker]).body("{}"))
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = child.id().unwrap().to_string();
