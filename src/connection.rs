@@ -6,6 +6,7 @@
 
 use crate::policy::Limits;
 use crate::web;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -16,13 +17,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Serves one accepted connection (TLS handshake when `tls` is given, then HTTP/1.1 or
 /// HTTP/2) until it ends, is idle for `idle_timeout`, holds a response the caller does not
@@ -35,7 +37,7 @@ pub(crate) async fn serve_connection<H, F, B>(
     tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     limits: &Limits,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = ()> + Send + 'static,
     handler: H,
     on_handshake: impl FnOnce(&rustls::ServerConnection),
 ) where
@@ -66,7 +68,7 @@ pub(crate) async fn serve_connection<H, F, B>(
 async fn serve_http<S, H, F, B>(
     stream: S,
     activity: Arc<Activity>,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = ()> + Send + 'static,
     limits: &Limits,
     handler: H,
 ) where
@@ -84,8 +86,8 @@ async fn serve_http<S, H, F, B>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // No hyper timer here: the watchdog bounds the wait for a head (`watch`), without a
+        // timer made and dropped for every call.
         .max_buf_size(protocol_head_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -114,36 +116,92 @@ async fn serve_http<S, H, F, B>(
             Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody::new(body, busy)))
         }
     });
+    // The watchdog is a task of its own: this one reads a single word of it per wake,
+    // instead of polling a timer and the stop signals every time a call moves.
+    let _watchdog = AbortOnDropHandle::new(tokio::spawn(watch(activity.clone(), stop, WatchLimits::new(limits))));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    let mut closing = false;
+    let ended = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            match activity.order(cx) {
+                Order::CloseGracefully if !closing => {
+                    // Then polled again, so that hyper acts on it now.
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Order::Drop => return Poll::Ready(None),
+                Order::Serve | Order::CloseGracefully => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    if let Some(Err(error)) = ended {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// What a connection's watchdog tells the task serving it (kept in [`Activity::order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Go on serving.
+    Serve = 0,
+    /// Finish the calls in flight, take no more, then end (h2: GOAWAY).
+    CloseGracefully = 1,
+    /// End now: the peer broke a bound.
+    Drop = 2,
+}
+
+/// The bounds the watchdog enforces, and how often it looks.
+#[derive(Debug, Clone, Copy)]
+struct WatchLimits {
+    period: Duration,
+    header_read_timeout: Duration,
+    send_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl WatchLimits {
+    fn new(limits: &Limits) -> Self {
+        let period = Duration::from_millis(500).min(limits.idle_timeout).min(limits.send_timeout / 2);
+        Self {
+            period: period.max(Duration::from_millis(10)),
+            header_read_timeout: limits.header_read_timeout,
+            send_timeout: limits.send_timeout,
+            idle_timeout: limits.idle_timeout,
+        }
+    }
+}
+
+/// A connection's watchdog: looks at its [`Activity`] every `period` and orders it closed
+/// when `stop` resolves, when it waits for a request head longer than
+/// `header_read_timeout` (a silent or trickling peer), when a response has waited
+/// `send_timeout` for a caller that takes none of it, or when it is idle for
+/// `idle_timeout`. It ends with its connection (the serving task aborts it).
+async fn watch(activity: Arc<Activity>, stop: impl Future<Output = ()> + Send + 'static, limits: WatchLimits) {
     tokio::pin!(stop);
-    let period = Duration::from_millis(500).min(limits.idle_timeout).min(limits.send_timeout / 2);
-    let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
+    let mut tick = tokio::time::interval(limits.period);
     let mut closing = false;
     // An idle connection closed gracefully gets this long to go; a peer that ignores the
     // GOAWAY (or never acknowledges its PING) is then dropped.
-    let mut idle_deadline: Option<tokio::time::Instant> = None;
+    let mut idle_deadline: Option<Instant> = None;
     loop {
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                return;
-            }
             () = &mut stop, if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                activity.tell(Order::CloseGracefully);
             }
             _ = tick.tick() => {
-                // No request head within `header_read_timeout` of the connection's start: a
-                // silent peer (the protocol sniffing before hyper's own header timer does not
-                // time out on its own).
-                if activity.calls_begun.load(Ordering::Relaxed) == 0
-                    && activity.epoch.elapsed() >= limits.header_read_timeout
-                {
+                // No request head within `header_read_timeout`: of the connection's start
+                // (the protocol sniffing does not time out on its own), or on HTTP/1.1 of
+                // the last call's end (a keep-alive peer trickling its next head).
+                if activity.waiting_for_head() >= limits.header_read_timeout {
                     metrics::counter!("flowgate_connections_closed_total", "reason" => "no_request").increment(1);
-                    tracing::debug!("no request within the header timeout; dropping the connection");
+                    tracing::debug!("no request head within the header timeout; dropping the connection");
+                    activity.tell(Order::Drop);
                     return;
                 }
                 // A response the caller has not taken more of for `send_timeout`: the caller
@@ -152,17 +210,19 @@ async fn serve_http<S, H, F, B>(
                 if activity.longest_send_wait() >= limits.send_timeout {
                     metrics::counter!("flowgate_connections_closed_total", "reason" => "send_timeout").increment(1);
                     tracing::debug!(send_timeout = ?limits.send_timeout, "a response was not taken in time; dropping the connection");
+                    activity.tell(Order::Drop);
                     return;
                 }
                 if let Some(deadline) = idle_deadline {
-                    if tokio::time::Instant::now() >= deadline && activity.idle_for() > Duration::ZERO {
+                    if Instant::now() >= deadline && activity.idle_for() > Duration::ZERO {
                         tracing::debug!("idle connection did not close gracefully; dropping it");
+                        activity.tell(Order::Drop);
                         return;
                     }
                 } else if !closing && activity.idle_for() >= limits.idle_timeout {
                     closing = true;
-                    idle_deadline = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
-                    conn.as_mut().graceful_shutdown();
+                    idle_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                    activity.tell(Order::CloseGracefully);
                 }
             }
         }
@@ -250,6 +310,15 @@ struct Activity {
     /// The response bodies handed to the protocol layer and not yet dropped (at most one
     /// per call in flight: `max_streams_per_connection`).
     sending: std::sync::Mutex<Vec<Arc<SendProgress>>>,
+    /// Since when no call has been in flight (ms on `epoch`'s clock): set as the last one
+    /// ends.
+    between_calls_since_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (its first bytes were the preface).
+    h2: AtomicBool,
+    /// The watchdog's latest [`Order`], read by the serving task on every wake.
+    order: AtomicU8,
+    /// The serving task, woken when the order changes.
+    serving_task: AtomicWaker,
 }
 
 impl Activity {
@@ -260,7 +329,39 @@ impl Activity {
             in_flight: AtomicU64::new(0),
             calls_begun: AtomicU64::new(0),
             sending: std::sync::Mutex::new(Vec::new()),
+            between_calls_since_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            order: AtomicU8::new(Order::Serve as u8),
+            serving_task: AtomicWaker::new(),
         }
+    }
+    /// The watchdog's order, for the serving task: registers it to be woken when the
+    /// order changes, then reads it (in that order, so no change is missed).
+    fn order(&self, cx: &Context<'_>) -> Order {
+        self.serving_task.register(cx.waker());
+        match self.order.load(Ordering::Acquire) {
+            0 => Order::Serve,
+            1 => Order::CloseGracefully,
+            _ => Order::Drop,
+        }
+    }
+    /// The watchdog orders the serving task.
+    fn tell(&self, order: Order) {
+        self.order.store(order as u8, Ordering::Release);
+        self.serving_task.wake();
+    }
+    /// How long the connection has waited for a request head: since its start until its
+    /// first call begins; on HTTP/1.1, since the last call ended while none is in flight.
+    /// Zero otherwise (an h2 connection between calls is bounded by `idle_timeout`).
+    fn waiting_for_head(&self) -> Duration {
+        let since = if self.calls_begun.load(Ordering::Relaxed) == 0 {
+            0
+        } else if self.h2.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        } else {
+            self.between_calls_since_ms.load(Ordering::Relaxed)
+        };
+        Duration::from_millis(self.now_ms().saturating_sub(since))
     }
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NOT_WAITING - 1)
@@ -296,8 +397,11 @@ impl Activity {
         self.touch();
     }
     fn end(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.between_calls_since_ms.store(now, Ordering::Relaxed);
+        }
     }
     /// Zero while a call is being handled; otherwise the time since bytes last moved.
     fn idle_for(&self) -> Duration {
@@ -362,6 +466,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
                 self.first.extend_from_slice(&read[..take]);
                 if self.first.len() == want && self.first == H2_PREFACE_START {
                     self.counts = false;
+                    self.activity.h2.store(true, Ordering::Relaxed);
                 }
             }
             self.touch();
@@ -517,6 +622,90 @@ mod tests {
                 let longest = bodies.iter().filter_map(|(_, _, since)| since.map(|s| now - s)).max().unwrap_or(0);
                 prop_assert_eq!(activity.longest_send_wait(), Duration::from_millis(longest));
                 prop_assert_eq!(activity.in_flight.load(Ordering::Relaxed), bodies.len() as u64);
+            }
+            Ok(())
+        })
+    }
+
+    /// What happens to a connection, as the head-wait rule sees it.
+    #[derive(Debug, Clone)]
+    enum Event {
+        /// A call begins (its head was read).
+        Begin,
+        /// Call `n` in flight ends (its response was sent or dropped).
+        End(usize),
+        /// Time passes.
+        Wait(u64),
+        /// The connection turns out to speak HTTP/2.
+        SpeaksH2,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::Begin),
+            (0usize..4).prop_map(Event::End),
+            (1u64..20_000).prop_map(Event::Wait),
+            Just(Event::SpeaksH2),
+        ]
+    }
+
+    proptest! {
+        /// `waiting_for_head` equals a model written from the rule alone: from the start
+        /// until a first call begins; then, on HTTP/1.1 only, from the end of the last call
+        /// while none is in flight. Seeds: a keep-alive peer that trickles its second head
+        /// after one call (the wait counts from that call's end, not from the start), and
+        /// h2 between calls (never counted: `idle_timeout` bounds it).
+        #[test]
+        fn the_watchdog_sees_how_long_a_head_is_awaited(events in proptest::collection::vec(event(), 0..40)) {
+            check_head_waits(&events)?;
+        }
+    }
+
+    #[test]
+    fn seeds_a_keep_alive_trickle_and_h2_between_calls() {
+        check_head_waits(&[Event::Wait(3_000), Event::Begin, Event::End(0), Event::Wait(11_000)]).unwrap();
+        check_head_waits(&[Event::SpeaksH2, Event::Begin, Event::End(0), Event::Wait(11_000)]).unwrap();
+        check_head_waits(&[Event::Begin, Event::Begin, Event::End(0), Event::Wait(11_000), Event::End(0)]).unwrap();
+    }
+
+    fn check_head_waits(events: &[Event]) -> Result<(), TestCaseError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        runtime.block_on(async {
+            let activity = Arc::new(Activity::new());
+            let mut calls: Vec<Busy> = Vec::new();
+            // The model: the clock, whether a call ever began, h2, and the last call's end.
+            let (mut now, mut begun, mut h2, mut last_end) = (0u64, false, false, 0u64);
+            for event in events {
+                match event {
+                    Event::Begin => {
+                        calls.push(Busy::begin(activity.clone()));
+                        begun = true;
+                    }
+                    Event::End(n) => {
+                        if *n < calls.len() {
+                            calls.remove(*n);
+                            if calls.is_empty() {
+                                last_end = now;
+                            }
+                        }
+                    }
+                    Event::Wait(ms) => {
+                        tokio::time::advance(Duration::from_millis(*ms)).await;
+                        now += ms;
+                    }
+                    Event::SpeaksH2 => {
+                        activity.h2.store(true, Ordering::Relaxed);
+                        h2 = true;
+                    }
+                }
+                let model = if !begun {
+                    now
+                } else if h2 || !calls.is_empty() {
+                    0
+                } else {
+                    now - last_end
+                };
+                prop_assert_eq!(activity.waiting_for_head(), Duration::from_millis(model), "after {:?}", event);
             }
             Ok(())
         })

@@ -131,6 +131,55 @@ async fn a_slow_header_client_is_dropped_while_others_are_served() {
     gw.shutdown().await;
 }
 
+/// Seed: a keep-alive caller whose first call completes, then trickles its next head. The
+/// wait for a head counts from the end of the last call, on every request of the
+/// connection, not only the first.
+#[tokio::test]
+async fn a_keep_alive_client_trickling_its_next_head_is_dropped() {
+    let fx = Fixture::new();
+    let echo = start_echo().await;
+    let gw = fx
+        .serve_policy(
+            &fx.policy_text(&format!(
+                "[limits]\nheader_read_timeout = \"1s\"\n\n{}",
+                echo_trigger("t", "/t", echo, "")
+            )),
+        )
+        .await;
+    let mut tls = raw_tls(&fx, &gw).await;
+    let first_call = format!(
+        "POST /t HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        fx.token()
+    );
+    tls.write_all(first_call.as_bytes()).await.unwrap();
+    // The first answer, whole: its head, then as many body bytes as it declares.
+    let mut first = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let complete = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let Some(end) = text.find("\r\n\r\n") else { return false };
+        let length = text[..end]
+            .lines()
+            .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        bytes.len() >= end + 4 + length
+    };
+    while !complete(&first) {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "the connection closed before the first answer: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first));
+    // Then the next head starts, and never ends: the connection must be cut off.
+    tls.write_all(b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "a keep-alive client trickling its second head was never disconnected");
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "{}", String::from_utf8_lossy(&rest));
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn reload_swaps_good_policies_and_refuses_broken_ones() {
     let fx = Fixture::new();
