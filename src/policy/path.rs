@@ -109,6 +109,40 @@ impl NormalPath {
 /// # Errors
 /// The path holds something that different servers read differently.
 pub fn normalize(path: &str) -> Result<NormalPath, PathRefusal> {
+    match plain(path) {
+        Some(normal) => Ok(normal),
+        None => normalize_in_full(path),
+    }
+}
+
+/// The common case at the cost of one pass: a path of ASCII letters, digits, `-`, `_`, `~`,
+/// `.` and single `/`s, where no segment ends with `.`, breaks no rule, is its own
+/// normalised form, and its key is its ASCII lower case (less a trailing `/`). Any other
+/// path (`None`) is judged in full; `plain_paths_are_judged_as_in_full` holds the two equal.
+fn plain(path: &str) -> Option<NormalPath> {
+    let mut previous = b'/';
+    for (at, &byte) in path.as_bytes().iter().enumerate() {
+        let plain = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_' | b'~' | b'.')
+            // No empty segment, and no segment (`.`, `..` included) ending with a dot.
+            || (byte == b'/' && (at == 0 || (previous != b'/' && previous != b'.')));
+        if !plain {
+            return None;
+        }
+        previous = byte;
+    }
+    if previous == b'.' {
+        return None;
+    }
+    let mut key = path.to_ascii_lowercase();
+    if key.len() > 1 && key.ends_with('/') {
+        key.pop();
+    }
+    Some(NormalPath { path: path.to_owned(), key })
+}
+
+/// Every rule of the module header, in order.
+fn normalize_in_full(path: &str) -> Result<NormalPath, PathRefusal> {
     let path = normalize_spelling(path)?;
     let decoded = String::from_utf8(decode_escapes(&path)).map_err(|_| PathRefusal::NotUtf8)?;
     // Judged on the decoded text: `%2E`, `%20` and `%C2%A0` are what a trimming server sees.
@@ -333,6 +367,14 @@ mod tests {
     }
 
     #[test]
+    fn seeds_plain_paths_are_judged_as_in_full() {
+        for path in ["", "/", "/a/", "/A/b", "/.", "/..", "/a./b", "/a//b", "//", ".a", "/a.b/c", "/~x_-y", "a"] {
+            assert_eq!(normalize(path), normalize_in_full(path), "{path:?}");
+        }
+        assert!(plain("/Api/v1.0/x").is_some(), "the shortcut answers plain paths");
+    }
+
+    #[test]
     fn the_rest_after_a_prefix_is_cut_by_segments() {
         let path = normalize("/API/%41dmin/x/").unwrap();
         assert_eq!(path.route_key(), "/api/admin/x");
@@ -361,6 +403,20 @@ mod tests {
     }
 
     proptest! {
+        /// The one-pass judgement of plain paths is the full one: on paths made mostly of
+        /// the plain alphabet (where the shortcut answers), and with the bytes that end it
+        /// (`%`, `;`, `\\`, space, non-ASCII) mixed in. Seeds: `/`, a trailing `/`, `.` and
+        /// `..` segments, a segment ending with `.`, `//`, and a leading `.`.
+        #[test]
+        fn plain_paths_are_judged_as_in_full(
+            pieces in prop::collection::vec(prop::sample::select(vec![
+                "/", "/", "a", "Z", "0", "-", "_", "~", ".", "..", "/.", "%41", ";", "\\", " ", "\u{e9}",
+            ]), 0..14),
+        ) {
+            let path: String = pieces.concat();
+            prop_assert_eq!(normalize(&path), normalize_in_full(&path), "{:?}", path);
+        }
+
         /// What routing relies on (also the fuzz target's checks): an accepted path is
         /// normal (judging it again changes neither path nor key), and its key has the
         /// path's segments, so the rest after a prefix can be cut by segment count.
@@ -372,6 +428,7 @@ mod tests {
             ]), 0..12),
         ) {
             let path: String = pieces.concat();
+            prop_assert_eq!(normalize(&path), normalize_in_full(&path), "{:?}", path);
             if let Ok(normal) = normalize(&path) {
                 prop_assert_eq!(normalize(normal.as_str()), Ok(normal.clone()));
                 let key = normal.route_key();
