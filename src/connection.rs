@@ -373,10 +373,15 @@ impl Activity {
     /// unless it is already complete.
     fn sending(&self, ended: bool) -> Arc<SendProgress> {
         let since = if ended { NOT_WAITING } else { self.now_ms() };
-        let progress = Arc::new(SendProgress { waiting_since_ms: AtomicU64::new(since) });
         let mut sending = self.sending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bodies already dropped leave here (the list holds the only other reference).
-        sending.retain(|p| Arc::strong_count(p) > 1);
+        // The entry of a body already dropped (the list holds its only reference, and
+        // clones are made only here, under the lock) is taken again: on a keep-alive
+        // connection, one allocation serves every call between two watchdog ticks.
+        if let Some(free) = sending.iter().find(|p| Arc::strong_count(p) == 1) {
+            free.waiting_since_ms.store(since, Ordering::Relaxed);
+            return free.clone();
+        }
+        let progress = Arc::new(SendProgress { waiting_since_ms: AtomicU64::new(since) });
         sending.push(progress.clone());
         progress
     }

@@ -57,18 +57,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // What `Connection` names and is present: one hashed lookup per listed name, so a long
     // list costs in proportion to its length, and nothing is allocated unless a listed
-    // header is there (an upstream's `Connection: keep-alive` names none beyond the fixed).
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // `keep-alive`, what upstreams and h1 callers name, goes with the fixed ones below:
-        // no hashed lookup for it.
-        .filter(|name| !name.eq_ignore_ascii_case("keep-alive") && headers.contains_key(*name))
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
+    // header is there. Read as bytes: a value that is not all visible ASCII still names
+    // what its tokens name. `keep-alive`, what upstreams and h1 callers name, goes with the
+    // fixed ones below, without a lookup.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
+            if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
+            if let Ok(token) = std::str::from_utf8(token)
+                && headers.contains_key(token)
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                named.push(name);
+            }
+        }
+    }
     for name in named {
         headers.remove(name);
     }
@@ -78,9 +83,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// A header of one hop by its name alone (`Connection` itself is one, so whatever it names
-/// is found through it).
+/// is found through it): [`HOP_BY_HOP`], `keep-alive` and any `proxy-*`, compared as text
+/// (one length test for most names).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == "keep-alive" || name.as_str().starts_with("proxy-")
+    let name = name.as_str();
+    matches!(name, "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive")
+        || name.starts_with("proxy-")
 }
 
 /// Every header name in this namespace is flowgate's own: the identity headers today, and
@@ -172,18 +180,20 @@ pub(super) fn upstream_request_headers(
     if headers.keys().any(goes) {
         headers.retain(|name, _| !goes(name));
     }
-    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
-    headers.insert(HeaderName::from_static("x-forwarded-for"), info.client.clone());
-    set(headers, "x-forwarded-proto", info.proto);
-    if let Some(host) = info.host {
-        set(headers, "x-forwarded-host", host);
+    headers.insert(X_FORWARDED_FOR, info.client.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(info.proto));
+    if let Some(host) = info.host.and_then(|host| HeaderValue::from_str(host).ok()) {
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    set(headers, "x-request-id", info.request_id);
+    if let Ok(id) = HeaderValue::from_str(info.request_id) {
+        headers.insert(crate::web::REQUEST_ID, id);
+    }
 }
+
+// Made once, not checked and looked up on every call as `from_static` at run time would be.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 #[cfg(test)]
 mod tests {

@@ -69,7 +69,8 @@ impl TraceContext {
         let mut text = [0u8; 32];
         let hex_ok = hex::encode_to_slice(self.trace_id, &mut text).is_ok();
         debug_assert!(hex_ok, "32 digits for 16 bytes");
-        String::from_utf8_lossy(&text).into_owned()
+        // Hex digits are ASCII: the check is one pass over 32 bytes, and never fails.
+        std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()
     }
 
     /// flowgate's span id for this call, 16 lower-case hex digits.
