@@ -231,25 +231,36 @@ impl Limiters {
     pub async fn check(&self, rule: &RateLimitRule, key: &RateKey) -> Result<Decision, LimiterError> {
         let outcome = match &self.redis {
             None => self.check_local(rule, key)?,
-            Some(redis) => {
-                let redis_key = format!("{}:{key}", rule.id);
-                match redis.check(&redis_key, rule.calls, rule.period_us()).await {
-                    Ok(outcome) => outcome,
-                    Err(cause) => match self.on_redis_error {
-                        OnRedisError::FailClosed => {
-                            metrics::counter!("flowgate_ratelimit_redis_errors_total").increment(1);
-                            return Err(LimiterError::Unavailable(cause));
-                        }
-                        OnRedisError::Local => {
-                            metrics::counter!("flowgate_ratelimit_redis_fallback_total").increment(1);
-                            self.warn_fallback(&cause);
-                            self.check_local(rule, key)?
-                        }
-                    },
-                }
-            }
+            // Boxed: a round trip's state would otherwise be carried (and moved) by every
+            // call's future, shared budgets or not.
+            Some(redis) => Box::pin(self.check_shared(redis, rule, key)).await?,
         };
         Ok(Self::decide(rule, outcome))
+    }
+
+    /// Spends one call in Redis; when Redis cannot answer, refuses or falls back to the
+    /// local budget as the policy says.
+    async fn check_shared(
+        &self,
+        redis: &RedisBackend,
+        rule: &RateLimitRule,
+        key: &RateKey,
+    ) -> Result<window::Outcome, LimiterError> {
+        let redis_key = format!("{}:{key}", rule.id);
+        match redis.check(&redis_key, rule.calls, rule.period_us()).await {
+            Ok(outcome) => Ok(outcome),
+            Err(cause) => match self.on_redis_error {
+                OnRedisError::FailClosed => {
+                    metrics::counter!("flowgate_ratelimit_redis_errors_total").increment(1);
+                    Err(LimiterError::Unavailable(cause))
+                }
+                OnRedisError::Local => {
+                    metrics::counter!("flowgate_ratelimit_redis_fallback_total").increment(1);
+                    self.warn_fallback(&cause);
+                    self.check_local(rule, key)
+                }
+            },
+        }
     }
 
     fn check_local(&self, rule: &RateLimitRule, key: &RateKey) -> Result<window::Outcome, LimiterError> {

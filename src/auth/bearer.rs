@@ -127,7 +127,9 @@ impl KeyStores {
             verified
         } else {
             let token = well_formed(credential).map_err(|e| (e, None))?;
-            self.verify_token(&spec, token).await.map_err(|e| (AuthError::from(e), None))?
+            // Boxed: verification (and a key fetch it may wait for) is the rare path; inline,
+            // its state would be carried, and moved, by every call's future.
+            Box::pin(self.verify_token(&spec, token)).await.map_err(|e| (AuthError::from(e), None))?
         };
         // Rules and budgets need an immutable id: `oid`, or `sub` (with its issuer).
         if verified.claims.oid.is_none() && verified.claims.sub.is_none() {

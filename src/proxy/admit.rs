@@ -108,7 +108,10 @@ pub async fn admit<B: crate::web::RequestBody>(
     let mut delivery = None;
     if let Some(rule) = &trigger.webhook {
         let started = call.steps.start();
-        let checked = super::delivery::check_delivery(gateway, policy, &trigger, rule, parts, body, call).await;
+        // Boxed, as only webhook triggers take this path: inline, every call's future would
+        // carry (and move) the size of a body read and a signature check.
+        let checked =
+            Box::pin(super::delivery::check_delivery(gateway, policy, &trigger, rule, parts, body, call)).await;
         call.steps.done(crate::trace::Step::Authenticate, started);
         match checked {
             Ok(verified) => delivery = Some(verified),
@@ -189,7 +192,7 @@ pub async fn admit<B: crate::web::RequestBody>(
     // A delivery's replay key is claimed last: a delivery refused by any other check
     // (a spent budget, say) is not remembered, so the sender's retry can pass.
     if let (Some(rule), Some(key)) = (&trigger.webhook, delivery.as_ref().and_then(|d| d.replay)) {
-        super::delivery::claim_replay(gateway, rule, call, key).await?;
+        Box::pin(super::delivery::claim_replay(gateway, rule, call, key)).await?;
     }
 
     Ok(Admitted {

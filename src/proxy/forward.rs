@@ -121,9 +121,10 @@ pub async fn forward<B: RequestBody>(
     let request = upstream_request(&trigger, parts.method, uri, headers, body);
 
     let started = call.steps.start();
-    let sent =
-        response_head(gateway.upstreams.send(policy, &trigger, request), trigger.response_timeout, &request_stats)
-            .await;
+    // Pinned here and lent: the exchange's future (over a kilobyte) lives in this future
+    // once, not moved into `response_head` and again into its pinned slot.
+    let send = std::pin::pin!(gateway.upstreams.send(policy, &trigger, request));
+    let sent = response_head(send, trigger.response_timeout, &request_stats).await;
     call.steps.done(crate::trace::Step::Upstream, started);
     // A delivery the upstream did not take (no answer, or a 5xx) is forgotten by the
     // replay guard: the sender will retry it, and that retry must pass.
@@ -312,18 +313,17 @@ const CALLER_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_milli
 /// shortly instead of answering 504. Time the upstream spends not reading, or not
 /// answering, counts in full.
 async fn response_head<F: std::future::Future>(
-    send: F,
+    mut send: std::pin::Pin<&mut F>,
     timeout: std::time::Duration,
     request_stats: &BodyStats,
 ) -> Option<F::Output> {
-    tokio::pin!(send);
     let mut deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::select! {
             // The answer first: it wins over a deadline reached in the same poll, and no
             // random draw is made on every call to pick the order.
             biased;
-            answer = &mut send => return Some(answer),
+            answer = send.as_mut() => return Some(answer),
             () = tokio::time::sleep_until(deadline) => {
                 if !request_stats.waiting_for_caller.load(Ordering::Relaxed) {
                     return None;

@@ -348,6 +348,19 @@ impl SecretStore {
             }
         }
         metrics::counter!("flowgate_secret_cache_misses_total").increment(1);
+        // Boxed: the fetch's state (a vault's HTTP exchange) is large and rare; inline, every
+        // call's future would carry and move it.
+        Box::pin(Self::fetch_into(entry, vault, reference, settings, seen)).await
+    }
+
+    /// A miss: one fetch per entry at a time; waiters share its outcome.
+    async fn fetch_into(
+        entry: Arc<Entry>,
+        vault: &Vault,
+        reference: &SecretRef,
+        settings: &CacheSettings,
+        seen: u64,
+    ) -> Result<SecretValue, SecretError> {
         let _flight = entry.flight.lock().await;
         {
             let state = entry.state();
