@@ -453,7 +453,10 @@ impl<T> ActivityIo<T> {
     }
 
     fn touch(&self) {
-        if self.counts {
+        // While a call is in flight the connection is not idle, whatever its bytes do
+        // (`Activity::idle_for`), and the call's end stamps the time: no clock is read for
+        // the reads and writes of a call.
+        if self.counts && self.activity.in_flight.load(Ordering::Relaxed) == 0 {
             self.activity.touch();
         }
     }

@@ -421,11 +421,31 @@ impl AuditLog {
     /// Records one call. Never fails and never blocks on I/O: a full queue drops the
     /// line for the file/stdout (counted), the ring always gets the record.
     pub fn write(&self, record: RunRecord) {
-        self.counters.records.fetch_add(1, Ordering::Relaxed);
-        self.records_total.increment(1);
-        if record.capture.is_none() && !self.stream.load(Ordering::Relaxed) && self.write_in_oldest(&record) {
+        if self.write_in_place(&record) {
             return;
         }
+        self.write_moved(record);
+    }
+
+    /// Records one call by copying it over the ring's oldest record, when the ring is full
+    /// and no sink needs the record itself (no capture, no stream); false (nothing
+    /// written) otherwise, and the caller then hands the record to [`AuditLog::write`].
+    pub fn write_in_place(&self, record: &RunRecord) -> bool {
+        let written = record.capture.is_none() && !self.stream.load(Ordering::Relaxed) && self.write_in_oldest(record);
+        if written {
+            self.counted();
+        }
+        written
+    }
+
+    fn counted(&self) {
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
+        self.records_total.increment(1);
+    }
+
+    /// Records one call that [`AuditLog::write_in_place`] could not write, moving it in.
+    pub fn write_moved(&self, record: RunRecord) {
+        self.counted();
         // Before any lock: a captured record is serialised here, once, for both sinks.
         let Ok(entry) = Entry::new(record) else {
             self.counters.write_error();

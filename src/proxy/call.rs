@@ -53,7 +53,7 @@ impl Call {
         policy: &Policy,
         connection: &Connection,
         request: &Request<B>,
-    ) -> Self {
+    ) -> Box<Self> {
         let mut record = RunRecord::new(
             new_request_id(),
             gateway.clock.system_time(),
@@ -66,7 +66,9 @@ impl Call {
         // can be found from the caller's trace too.
         let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
         record.trace_id = Some(trace.trace_id());
-        Self {
+        // Boxed from the start: a call and its record are over 1.6 KiB, and from here on
+        // it moves as a pointer (into the handling future, then into the response body).
+        Box::new(Self {
             record: Some(record),
             trace,
             steps: crate::trace::Steps::new(gateway.spans.is_some()),
@@ -76,7 +78,7 @@ impl Call {
             trigger_label: None,
             in_flight: None,
             gateway: gateway.clone(),
-        }
+        })
     }
 
     /// The call's run record, filled in step by step.
@@ -84,7 +86,7 @@ impl Call {
     /// # Panics
     /// After the record was handed to the response (a bug in the request path).
     pub fn record(&mut self) -> &mut RunRecord {
-        self.record.as_mut().expect("a call's record is taken only when its response is handed over")
+        self.record.as_mut().expect("a call's record is taken only when it is written")
     }
 
     /// The call's request id.
@@ -94,7 +96,8 @@ impl Call {
 
     /// Writes the finished call: the access-log line, its exported span and its run record
     /// (with the capture, if the trigger asks for one). The only place any of them is written.
-    fn finish(&mut self, mut record: RunRecord, bytes_out: u64, completed: bool) {
+    fn finish(&mut self, bytes_out: u64, completed: bool) {
+        let Some(record) = self.record.as_mut() else { return };
         record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         record.bytes_in = self.request_body.bytes.load(Ordering::Relaxed);
         record.bytes_out = bytes_out;
@@ -125,22 +128,29 @@ impl Call {
             "call"
         );
         if let Some(spans) = &self.gateway.spans {
-            spans.call_finished(&record, &self.trace, self.steps);
+            spans.call_finished(record, &self.trace, self.steps);
         }
-        self.gateway.audit.write(record);
+        // Written in place when the ring can take it so; else the record is moved in.
+        if !self.gateway.audit.write_in_place(record)
+            && let Some(record) = self.record.take()
+        {
+            self.gateway.audit.write_moved(record);
+        }
+        self.record = None;
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        let Some(mut record) = self.record.take() else { return };
+        // A record still here was never handed to a response (the body's end writes those).
+        let Some(record) = self.record.as_mut() else { return };
         // The upstream may already have the request: the run history must still say so.
         "client_closed".clone_into(&mut record.decision);
         record.reason = Some("the caller went away before the response".to_owned());
         record.status = 499;
         // Nothing was answered: there is no response to capture.
         self.capture = None;
-        self.finish(record, 0, false);
+        self.finish(0, false);
     }
 }
 
@@ -176,21 +186,15 @@ impl Capture {
 
 /// The response body a call hands to its connection: the response, observed so that the
 /// call is finished (`Call::finish`) exactly once, when the body ends or is dropped. The
-/// call travels inside the body, boxed: a call and its record are over 1.6 KiB, and the
-/// response is moved whole a dozen times on its way out (the service future, hyper's
-/// dispatch, h2's stream task); a box moves as a pointer.
-pub struct CallBody(ObservedBody<ResponseBody, Box<Finish>>);
+/// call travels inside the body, boxed: the response is moved whole a dozen times on its
+/// way out (the service future, hyper's dispatch, h2's stream task); a box moves as a
+/// pointer.
+pub struct CallBody(ObservedBody<ResponseBody, Box<Call>>);
 
-/// The end of an answered call: its run record, written by [`Call::finish`].
-pub(super) struct Finish {
-    call: Call,
-    record: RunRecord,
-}
-
-impl body::OnEnd for Box<Finish> {
-    fn ended(self, bytes_out: u64, completed: bool) {
-        let Finish { mut call, record } = *self;
-        call.finish(record, bytes_out, completed);
+/// The end of an answered call: its run record, written by [`Call::finish`] in place.
+impl body::OnEnd for Box<Call> {
+    fn ended(mut self, bytes_out: u64, completed: bool) {
+        self.finish(bytes_out, completed);
     }
 }
 
@@ -220,16 +224,16 @@ impl http_body::Body for CallBody {
 ///
 /// # Panics
 /// When the call's record was already handed over (a bug in the request path).
-pub(super) fn record_on_end(mut call: Call, response: Response<ResponseBody>) -> Response<CallBody> {
-    let mut record = call.record.take().expect("a call's response is handed over once");
+pub(super) fn record_on_end(mut call: Box<Call>, response: Response<ResponseBody>) -> Response<CallBody> {
+    let Call { record, gateway, trigger_label, started, capture, .. } = &mut *call;
+    let record = record.as_mut().expect("a call's response is handed over once");
     record.status = response.status().as_u16();
-    call.gateway.request_metrics.answered(
-        call.trigger_label.as_ref(),
+    gateway.request_metrics.answered(
+        trigger_label.as_ref(),
         &record.method,
         record.status,
-        call.started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64(),
     );
-    let tap = call.capture.as_ref().map(|c| c.response_body.clone());
-    let finish = Box::new(Finish { call, record });
-    response.map(|body| CallBody(ObservedBody::new(body, tap, finish)))
+    let tap = capture.as_ref().map(|c| c.response_body.clone());
+    response.map(|body| CallBody(ObservedBody::new(body, tap, call)))
 }
