@@ -68,6 +68,7 @@
 
 mod admin_role;
 mod bearer;
+mod budget_key;
 mod caller;
 pub mod certificate;
 pub mod dev_issuer;
@@ -87,6 +88,7 @@ pub mod token;
 
 pub use admin_role::{AdminRole, UnknownRole};
 pub use bearer::bearer_credential;
+pub use budget_key::BudgetKey;
 pub use caller::Caller;
 pub use error::AuthError;
 pub use forward::{ALWAYS_STRIPPED_HEADERS, identity_headers, query_has_token};

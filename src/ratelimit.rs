@@ -26,7 +26,7 @@ pub use self::redis::{RedisBackend, RedisLimiterError, RedisSettings};
 /// Kept at their old paths for the tests and benches that name them here.
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use in_flight::{InFlight, InFlightSlot};
-pub use key::RateKey;
+pub use key::{BudgetKey, RateKey};
 pub use local::LocalStore;
 pub use rule::{LimitKey, LimitSource, RateLimitRule, RawOff, RawRateLimit, RawRateLimitSetting, RuleId};
 pub use settings::{ClusterSettings, OnRedisError, RawCluster, RawShield};

@@ -2,7 +2,6 @@
 //! (run records, rate-limit budgets, forwarded identity headers, principal IP pins).
 
 use super::token::Claims;
-use std::sync::Arc;
 
 /// The authenticated caller of an admitted call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +27,7 @@ pub struct Caller {
     /// and a hash of its signature (each URL its own budget). A token with neither `oid`
     /// nor `sub` is refused (401). Shared: a cached token's caller serves all its calls,
     /// and each call's rate key holds this text without copying it.
-    pub budget_key: Arc<str>,
+    pub budget_key: super::BudgetKey,
 }
 
 impl Caller {

@@ -7,8 +7,8 @@
 //! request path ties to the end of the response body. Keys without open calls are removed
 //! at once, so the table never holds more entries than there are calls in flight.
 
+use super::BudgetKey;
 use hashbrown::HashTable;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 const SHARDS: usize = 16;
@@ -16,23 +16,21 @@ const SHARDS: usize = 16;
 /// Open calls per caller; lives in the `Gateway`.
 #[derive(Debug)]
 pub struct InFlight {
+    /// Indexed by the keys' own keyed hashes ([`BudgetKey::hash`], taken when the caller
+    /// was made), which pick the shard, find the entry and give the slot back.
     shards: Vec<Mutex<HashTable<Open>>>,
-    /// Keyed (`SipHash`, per-process random key): the keys are callers'.
-    hasher: RandomState,
 }
 
-/// One caller's open calls, its key as its slots hold it, and the key's hash: a call hashes
-/// its caller's key once, and that picks the shard, finds the entry, and gives the slot back.
+/// One caller's open calls, under its key as its slots hold it.
 #[derive(Debug)]
 struct Open {
-    key: Arc<str>,
-    hash: u64,
+    key: BudgetKey,
     count: usize,
 }
 
 impl Default for InFlight {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::new() }
+        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
     }
 }
 
@@ -49,28 +47,27 @@ impl InFlight {
     }
 
     /// Takes a slot for `key` unless it already holds `max` open calls.
-    pub fn try_begin(self: &Arc<Self>, key: &str, max: usize) -> Option<InFlightSlot> {
-        let hash = self.hasher.hash_one(key);
+    pub fn try_begin(self: &Arc<Self>, key: &BudgetKey, max: usize) -> Option<InFlightSlot> {
+        let hash = key.hash();
         let mut shard = lock(self.shard(hash));
-        if let Some(open) = shard.find_mut(hash, |open| *open.key == *key) {
+        if let Some(open) = shard.find_mut(hash, |open| open.key == *key) {
             if open.count >= max {
                 return None;
             }
             open.count += 1;
-            return Some(InFlightSlot { table: self.clone(), key: open.key.clone(), hash });
+            return Some(InFlightSlot { table: self.clone(), key: key.clone() });
         }
         if max == 0 {
             return None;
         }
-        let key: Arc<str> = key.into();
-        shard.insert_unique(hash, Open { key: key.clone(), hash, count: 1 }, |open| open.hash);
-        Some(InFlightSlot { table: self.clone(), key, hash })
+        shard.insert_unique(hash, Open { key: key.clone(), count: 1 }, |open| open.key.hash());
+        Some(InFlightSlot { table: self.clone(), key: key.clone() })
     }
 
     /// Open calls of `key` now.
-    pub fn open(&self, key: &str) -> usize {
-        let hash = self.hasher.hash_one(key);
-        lock(self.shard(hash)).find(hash, |open| *open.key == *key).map_or(0, |open| open.count)
+    pub fn open(&self, key: &BudgetKey) -> usize {
+        let hash = key.hash();
+        lock(self.shard(hash)).find(hash, |open| open.key == *key).map_or(0, |open| open.count)
     }
 
     /// Callers with open calls now (the table's entries).
@@ -83,15 +80,14 @@ impl InFlight {
 #[derive(Debug)]
 pub struct InFlightSlot {
     table: Arc<InFlight>,
-    key: Arc<str>,
-    /// The key's hash, taken when the slot was: giving it back hashes nothing.
-    hash: u64,
+    key: BudgetKey,
 }
 
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
-        let mut shard = lock(self.table.shard(self.hash));
-        if let Ok(mut entry) = shard.find_entry(self.hash, |open| *open.key == *self.key) {
+        let hash = self.key.hash();
+        let mut shard = lock(self.table.shard(hash));
+        if let Ok(mut entry) = shard.find_entry(hash, |open| open.key == self.key) {
             let open = entry.get_mut();
             open.count -= 1;
             if open.count == 0 {
@@ -116,7 +112,7 @@ mod tests {
             let mut model = [0usize; 3];
             for (key, begin) in events {
                 let k = usize::from(key);
-                let name = format!("tenant/oid:{key}");
+                let name = BudgetKey::new(format!("tenant/oid:{key}"));
                 if begin {
                     let slot = table.try_begin(&name, max);
                     prop_assert_eq!(slot.is_some(), model[k] < max);
@@ -138,7 +134,7 @@ mod tests {
         fn many_callers_come_and_go(keys in 1usize..300, per_key in 1usize..4, seed: u64) {
             let table = Arc::new(InFlight::default());
             let mut slots = Vec::new();
-            let name = |k: usize| format!("tenant/oid:{k}");
+            let name = |k: usize| BudgetKey::new(format!("tenant/oid:{k}"));
             for k in 0..keys {
                 for _ in 0..per_key {
                     slots.push(table.try_begin(&name(k), per_key).unwrap());

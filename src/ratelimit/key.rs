@@ -1,8 +1,8 @@
 //! [`RateKey`]: the budget a call spends within a rule, one constructor per key kind.
 
+pub use crate::auth::BudgetKey;
 use crate::firewall::ClientIp;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// The budget a call spends, within a rule. Build it with the constructor that matches the
 /// rule's [`LimitKey`](super::LimitKey). Its text (Redis key names, audit reasons) is the
@@ -10,9 +10,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RateKey {
     prefix: &'static str,
-    /// Shared, not copied: a caller's budget key is built once per caller (a cached token's
-    /// calls share it), and every call's principal key is a clone of it.
-    key: Arc<str>,
+    /// Shared, not copied: a caller's budget key is built (and hashed) once per caller (a
+    /// cached token's calls share it), and every call's principal key is a clone of it.
+    key: BudgetKey,
 }
 
 impl RateKey {
@@ -23,7 +23,7 @@ impl RateKey {
 
     /// `principal` for an authenticated caller: its budget key (`TENANT/oid:…`,
     /// `ISSUER/sub:…`, or one signed URL), see [`crate::auth::Caller::budget_key`].
-    pub fn subject(budget_key: &Arc<str>) -> Self {
+    pub fn subject(budget_key: &BudgetKey) -> Self {
         Self { prefix: "p:", key: budget_key.clone() }
     }
 
@@ -51,6 +51,14 @@ impl RateKey {
     }
 }
 
+impl RateKey {
+    /// The key's keyed hash. Its kind's prefix does not enter it: one rule's keys are all
+    /// of one kind, and tables are per rule.
+    pub fn hash(&self) -> u64 {
+        self.key.hash()
+    }
+}
+
 impl std::fmt::Display for RateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}{}", self.prefix, self.key)
@@ -65,7 +73,7 @@ mod tests {
     /// at the upgrade. A caller's shared budget key is the same key as one built from parts.
     #[test]
     fn key_texts_keep_their_form() {
-        let shared: Arc<str> = "tenant/oid:a".into();
+        let shared = BudgetKey::new("tenant/oid:a");
         assert_eq!(RateKey::subject(&shared), RateKey::principal("tenant", "oid:a"));
         assert_eq!(RateKey::subject(&shared).to_string(), "p:tenant/oid:a");
         assert_eq!(RateKey::ip("::ffff:10.0.0.1".parse().unwrap()).to_string(), "i:10.0.0.1");

@@ -23,7 +23,6 @@ use super::{RateKey, RuleId};
 use hashbrown::HashTable;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 const SHARDS: usize = 16;
@@ -136,23 +135,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Admission logs by rule and key.
 #[derive(Debug)]
 pub struct LocalStore {
-    /// foldhash: rules come from the policy. The keys within a rule (callers) stay on
-    /// the standard keyed hash (`RandomState`), which a caller cannot steer into collisions.
+    /// foldhash: rules come from the policy. The keys within a rule (callers) are indexed
+    /// by their own keyed hashes ([`RateKey::hash`]: `SipHash` under the process's random
+    /// key, taken when the key was made), which a caller cannot steer into collisions.
     tables: RwLock<foldhash::HashMap<RuleId, Arc<Table>>>,
     per_shard: usize,
     max_keys: usize,
-    hasher: RandomState,
 }
 
 impl LocalStore {
     /// A store holding at most about `max_keys` keys per rule.
     pub fn new(max_keys: usize) -> Self {
-        Self {
-            tables: RwLock::default(),
-            per_shard: max_keys.div_ceil(SHARDS).max(1),
-            max_keys,
-            hasher: RandomState::new(),
-        }
+        Self { tables: RwLock::default(), per_shard: max_keys.div_ceil(SHARDS).max(1), max_keys }
     }
 
     /// The cap on keys per rule.
@@ -173,7 +167,7 @@ impl LocalStore {
     /// # Errors
     /// `Full` when `key` is new and its rule's shard holds only live keys.
     pub fn check(&self, rule: RuleId, key: &RateKey, calls: u32, period_us: u64, now_us: u64) -> Result<Outcome, Full> {
-        let hash = self.hasher.hash_one(key);
+        let hash = key.hash();
         let index = shard_index(hash);
         loop {
             let table = self.table(rule, period_us);
@@ -204,7 +198,7 @@ impl LocalStore {
         else {
             return false;
         };
-        let hash = self.hasher.hash_one(key);
+        let hash = key.hash();
         let mut shard = lock(&table.shards[shard_index(hash)]);
         let removed = shard.remove_log(hash, key);
         // The idle order forgets removed keys lazily; rebuilt before it outgrows the keys.
