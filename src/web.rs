@@ -39,9 +39,16 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A fresh request id: a time-ordered UUID, so ids sort by arrival.
 pub(crate) fn new_request_id() -> String {
+    let mut id = String::with_capacity(uuid::fmt::Simple::LENGTH);
+    write_request_id(&mut id);
+    id
+}
+
+/// Appends a new request id (as [`new_request_id`] makes) to `out`.
+pub(crate) fn write_request_id(out: &mut String) {
     // Written into place: `to_string` would go through the formatting machinery every call.
     let mut text = [0u8; uuid::fmt::Simple::LENGTH];
-    (*uuid::Uuid::now_v7().simple().encode_lower(&mut text)).to_owned()
+    out.push_str(uuid::Uuid::now_v7().simple().encode_lower(&mut text));
 }
 
 /// The host the caller asked for: `:authority` on h2, `Host` on h1.

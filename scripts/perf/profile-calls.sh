@@ -6,6 +6,7 @@
 # functions (inclusive) for the measured calls only (warm-up excluded).
 # Usage: scripts/perf/profile-calls.sh [CALLS (default 2000)] [h1|h2 (default h1)]
 #   BINARY (default target/release/flowgate) profiles another build.
+#   WARMUP (default 200) calls before the measured ones; 10200 fills the run history's ring.
 #   GATEWAY=floor profiles examples/stack_floor.rs instead (built by
 #   `cargo build --release --example stack_floor`), the stack with no check at all.
 # Needs: valgrind, nginx, h2load (apt-get install -y valgrind nginx nghttp2-client).
@@ -33,8 +34,10 @@ RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "${com
 gw=$!
 for _ in $(seq 1 300); do curl -sk -o /dev/null https://127.0.0.1:$PORT/ && break; sleep 0.2; done
 flag=--h1; [ "$proto" = h2 ] && flag=""
-# Warm-up: connections, token cache, secret cache, upstream pool.
-h2load $flag -n 200 -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:$PORT/ >/dev/null
+# Warm-up: connections, token cache, secret cache, upstream pool. WARMUP=10200 also fills
+# the run history's ring (10,000 records by default), as any longer run does: from then on
+# each record is written over the oldest one, the steady state the peer benchmark sees.
+h2load $flag -n "${WARMUP:-200}" -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:$PORT/ >/dev/null
 callgrind_control --zero "$gw" >/dev/null
 h2load $flag -n "$calls" -c 4 -H "Authorization: Bearer $token" https://127.0.0.1:$PORT/ >"$out/load.txt"
 callgrind_control --dump "$gw" >/dev/null

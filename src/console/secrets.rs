@@ -93,7 +93,7 @@ fn describe(state: CacheState, now: SystemTime) -> (String, String) {
         CacheState::Failed { kind } => ("never succeeded".to_owned(), format!("fetch failed: {kind}")),
         CacheState::Cached { age, phase, refreshing, failing } => {
             let at = now.checked_sub(age).map_or_else(String::new, |at| {
-                let mut text = crate::audit::format_time(at);
+                let mut text = crate::audit::format_time(at, String::new());
                 text.truncate(19);
                 text.replace('T', " ")
             });

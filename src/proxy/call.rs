@@ -8,7 +8,7 @@ use crate::audit::RunRecord;
 use crate::gateway::Gateway;
 use crate::policy::{Policy, Trigger};
 use crate::secrets::Redactor;
-use crate::web::{BoxError, ResponseBody, new_request_id};
+use crate::web::{BoxError, ResponseBody, new_request_id, write_request_id};
 use bytes::Bytes;
 use http::{Request, Response};
 use std::pin::Pin;
@@ -54,18 +54,25 @@ impl Call {
         connection: &Connection,
         request: &Request<B>,
     ) -> Box<Self> {
-        let mut record = RunRecord::new(
-            new_request_id(),
-            gateway.clock.system_time(),
-            request.method().as_str(),
-            request.uri().path(),
-        );
+        let (at, method, path) = (gateway.clock.system_time(), request.method().as_str(), request.uri().path());
+        // A record this thread wrote before, renewed, when there is one: its strings' buffers
+        // serve again (every field is set afresh: `RunRecord::renew`).
+        let (mut record, mut trace_id) = match SPARE_RECORDS.with_borrow_mut(Vec::pop) {
+            Some(mut record) => {
+                let trace_id = record.trace_id.take().unwrap_or_default();
+                record.renew(write_request_id, at, method, path);
+                (record, trace_id)
+            }
+            None => (RunRecord::new(new_request_id(), at, method, path), String::with_capacity(32)),
+        };
         record.peer_ip = Some(connection.peer.ip());
         record.policy_version.clone_from(&policy.version);
         // The caller's trace (or a fresh one) is known before any check, so refused calls
         // can be found from the caller's trace too.
         let trace = crate::trace::TraceContext::from_headers(request.headers(), gateway.spans.is_some());
-        record.trace_id = Some(trace.trace_id());
+        trace_id.clear();
+        trace.write_trace_id(&mut trace_id);
+        record.trace_id = Some(trace_id);
         // Boxed from the start: a call and its record are over 1.6 KiB, and from here on
         // it moves as a pointer (into the handling future, then into the response body).
         Box::new(Self {
@@ -130,13 +137,38 @@ impl Call {
         if let Some(spans) = &self.gateway.spans {
             spans.call_finished(record, &self.trace, self.steps);
         }
-        // Written in place when the ring can take it so; else the record is moved in.
-        if !self.gateway.audit.write_in_place(record)
-            && let Some(record) = self.record.take()
-        {
-            self.gateway.audit.write_moved(record);
+        // Written in place when the ring can take it so (and then kept for a later call of
+        // this thread); else the record is moved in.
+        let in_place = self.gateway.audit.write_in_place(record);
+        if let Some(record) = self.record.take() {
+            if in_place {
+                spare(record);
+            } else {
+                self.gateway.audit.write_moved(record);
+            }
         }
-        self.record = None;
+    }
+}
+
+thread_local! {
+    /// Records of this thread's finished calls, already copied into the run history:
+    /// their string buffers serve the next calls' records ([`Call::begin`]).
+    static SPARE_RECORDS: std::cell::RefCell<Vec<RunRecord>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many finished records a thread keeps for reuse: about the calls it has in flight.
+const SPARE_RECORDS_MAX: usize = 64;
+
+/// Keeps a written record for a later call, unless enough are kept, or its buffers grew
+/// large (a long path or reason): those are freed rather than held.
+fn spare(record: RunRecord) {
+    let large = record.path.capacity() + record.reason.as_ref().map_or(0, String::capacity) > 4096;
+    if !large && record.capture.is_none() {
+        SPARE_RECORDS.with_borrow_mut(|spares| {
+            if spares.len() < SPARE_RECORDS_MAX {
+                spares.push(record);
+            }
+        });
     }
 }
 

@@ -65,12 +65,19 @@ impl TraceContext {
 
     /// The trace id, 32 lower-case hex digits (as in the run record and the access log).
     pub fn trace_id(&self) -> String {
+        let mut id = String::with_capacity(32);
+        self.write_trace_id(&mut id);
+        id
+    }
+
+    /// Appends the trace id (as [`TraceContext::trace_id`] gives it) to `out`.
+    pub fn write_trace_id(&self, out: &mut String) {
         // Every call's record holds it: hex into place, not a `char` at a time.
         let mut text = [0u8; 32];
         let hex_ok = hex::encode_to_slice(self.trace_id, &mut text).is_ok();
         debug_assert!(hex_ok, "32 digits for 16 bytes");
         // Hex digits are ASCII: the check is one pass over 32 bytes, and never fails.
-        std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     }
 
     /// flowgate's span id for this call, 16 lower-case hex digits.
