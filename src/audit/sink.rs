@@ -388,6 +388,9 @@ pub struct AuditLog {
     counters: Arc<Counters>,
     /// `flowgate_audit_records_total`, resolved once (every call writes a record).
     records_total: metrics::Counter,
+    /// `flowgate_audit_ring_evictions_total`, resolved once: once the ring is full, every
+    /// call's record evicts the oldest.
+    ring_evictions_total: metrics::Counter,
     /// Answers being assembled from the ring at most ([`AuditLog::reader`]).
     readers: Arc<tokio::sync::Semaphore>,
 }
@@ -414,6 +417,7 @@ impl AuditLog {
             stream: AtomicBool::new(cfg.has_stream_sink()),
             counters,
             records_total: metrics::counter!("flowgate_audit_records_total"),
+            ring_evictions_total: metrics::counter!("flowgate_audit_ring_evictions_total"),
             readers: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
         })
     }
@@ -501,7 +505,7 @@ impl AuditLog {
     fn evicted(&self, count: u64) {
         if count > 0 {
             self.counters.ring_evictions.fetch_add(count, Ordering::Relaxed);
-            metrics::counter!("flowgate_audit_ring_evictions_total").increment(count);
+            self.ring_evictions_total.increment(count);
         }
     }
 

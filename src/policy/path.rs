@@ -79,11 +79,22 @@ impl std::fmt::Display for PathRefusal {
 
 /// A request path that passed the rules of the module header: its normalised form (what
 /// is forwarded) and its route key (what routing compares).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NormalPath {
     path: String,
-    key: String,
+    /// `None` when the key is the path itself (a lower-case path without a trailing `/`,
+    /// the usual case): one string for both.
+    key: Option<String>,
 }
+
+/// Equal when their normalised paths and route keys are (however each is held).
+impl PartialEq for NormalPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.route_key() == other.route_key()
+    }
+}
+
+impl Eq for NormalPath {}
 
 impl NormalPath {
     /// The normalised path, in the caller's spelling.
@@ -93,7 +104,7 @@ impl NormalPath {
 
     /// The route key: escapes decoded, case folded, no trailing `/` (except `/`).
     pub fn route_key(&self) -> &str {
-        &self.key
+        self.key.as_deref().unwrap_or(&self.path)
     }
 
     /// The normalised path after its first `segments` segments, in the caller's spelling:
@@ -134,11 +145,15 @@ fn plain(path: &str) -> Option<NormalPath> {
     if previous == b'.' {
         return None;
     }
+    let trailing_slash = path.len() > 1 && path.ends_with('/');
+    if !trailing_slash && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(NormalPath { path: path.to_owned(), key: None });
+    }
     let mut key = path.to_ascii_lowercase();
-    if key.len() > 1 && key.ends_with('/') {
+    if trailing_slash {
         key.pop();
     }
-    Some(NormalPath { path: path.to_owned(), key })
+    Some(NormalPath { path: path.to_owned(), key: Some(key) })
 }
 
 /// Every rule of the module header, in order.
@@ -157,7 +172,7 @@ fn normalize_in_full(path: &str) -> Result<NormalPath, PathRefusal> {
     if key.len() > 1 && key.ends_with('/') {
         key.pop();
     }
-    Ok(NormalPath { path, key })
+    Ok(NormalPath { path, key: Some(key) })
 }
 
 /// Rules 1 and 2 of the module header up to the normalised path.
