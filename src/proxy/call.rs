@@ -223,7 +223,7 @@ impl Capture {
 /// pointer.
 pub struct CallBody(ObservedBody<ResponseBody, Box<Call>>);
 
-/// The end of an answered call: its run record, written by [`Call::finish`] in place.
+/// The end of an answered call: its run record, written by `Call::finish` in place.
 impl body::OnEnd for Box<Call> {
     fn ended(mut self, bytes_out: u64, completed: bool) {
         self.finish(bytes_out, completed);
