@@ -433,7 +433,8 @@ impl AuditLog {
 
     /// Records one call by copying it over the ring's oldest record, when the ring is full
     /// and no sink needs the record itself (no capture, no stream); false (nothing
-    /// written) otherwise, and the caller then hands the record to [`AuditLog::write`].
+    /// written) otherwise, and the caller then hands the record to
+    /// [`AuditLog::write_moved`].
     pub fn write_in_place(&self, record: &RunRecord) -> bool {
         let written = record.capture.is_none() && !self.stream.load(Ordering::Relaxed) && self.write_in_oldest(record);
         if written {

@@ -19,9 +19,10 @@ use std::time::Instant;
 
 /// One call in progress: its run record, filled in step by step, and what capture needs.
 pub struct Call {
-    /// The run record, written exactly once when the call ends. Taken (`None`) once the
-    /// response is handed over; until then, dropping the call (the caller went away while
-    /// it was being judged or forwarded) writes it as `client_closed`.
+    /// The run record, written exactly once when the call ends, then taken (`None`). Before
+    /// the response is handed over, dropping the call (the caller went away while it was
+    /// being judged or forwarded) writes it as `client_closed`; after, the response body's
+    /// end writes it (`record_on_end`).
     record: Option<RunRecord>,
     /// The W3C trace the call belongs to (see `trace`): passed on to the upstream.
     pub trace: crate::trace::TraceContext,
@@ -91,7 +92,7 @@ impl Call {
     /// The call's run record, filled in step by step.
     ///
     /// # Panics
-    /// After the record was handed to the response (a bug in the request path).
+    /// After the record was written (a bug in the request path).
     pub fn record(&mut self) -> &mut RunRecord {
         self.record.as_mut().expect("a call's record is taken only when it is written")
     }
