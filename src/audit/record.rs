@@ -70,6 +70,17 @@ pub struct RunRecord {
     pub webhook: Option<WebhookDelivery>,
 }
 
+/// String buffers a record's text is written into: empty for a new record, a written
+/// record's own for a renewed one (their capacity kept).
+#[derive(Default)]
+struct Buffers {
+    time: String,
+    method: String,
+    path: String,
+    decision: String,
+    policy_version: String,
+}
+
 /// What the run history keeps of a webhook delivery.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookDelivery {
@@ -88,14 +99,43 @@ impl RunRecord {
     /// told otherwise. Any query string in `path` is cut off here, so a signed URL's
     /// signature can never reach the run history.
     pub fn new(id: impl Into<String>, at: SystemTime, method: &str, path: &str) -> Self {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        Self::fresh(id.into(), Buffers::default(), at, method, path)
+    }
+
+    /// Makes this record what [`RunRecord::new`] makes for a new call, in place: every
+    /// field set afresh (none keeps a value of the call before), the string buffers kept.
+    /// A call's record is taken from those its thread wrote before (`proxy/call.rs`), so a
+    /// call allocates no strings for its record. `write_id` writes the request id.
+    pub(crate) fn renew(&mut self, write_id: impl FnOnce(&mut String), at: SystemTime, method: &str, path: &str) {
+        let mut id = std::mem::take(&mut self.id);
+        id.clear();
+        write_id(&mut id);
+        let buffers = Buffers {
+            time: std::mem::take(&mut self.time),
+            method: std::mem::take(&mut self.method),
+            path: std::mem::take(&mut self.path),
+            decision: std::mem::take(&mut self.decision),
+            policy_version: std::mem::take(&mut self.policy_version),
+        };
+        *self = Self::fresh(id, buffers, at, method, path);
+    }
+
+    /// What a new call's record holds, its text written into `buffers` (the one place that
+    /// says so: [`RunRecord::new`] and [`RunRecord::renew`] both build it here).
+    fn fresh(id: String, buffers: Buffers, at: SystemTime, method: &str, path: &str) -> Self {
+        let Buffers { time, method: mut record_method, path: mut record_path, mut decision, mut policy_version } =
+            buffers;
+        method.clone_into(&mut record_method);
+        path.split_once('?').map_or(path, |(p, _)| p).clone_into(&mut record_path);
+        ALLOWED.clone_into(&mut decision);
+        policy_version.clear();
         Self {
-            id: id.into(),
-            time: format_time(at, String::new()),
+            id,
+            time: format_time(at, time),
             trigger: None,
-            method: method.to_owned(),
-            path: path.to_owned(),
-            decision: ALLOWED.to_owned(),
+            method: record_method,
+            path: record_path,
+            decision,
             reason: None,
             status: 200,
             client_ip: None,
@@ -109,69 +149,11 @@ impl RunRecord {
             latency_ms: 0.0,
             bytes_in: 0,
             bytes_out: 0,
-            policy_version: String::new(),
+            policy_version,
             trace_id: None,
             capture: None,
             webhook: None,
         }
-    }
-
-    /// Makes this record what [`RunRecord::new`] makes for a new call, in place: every
-    /// field set afresh (none keeps a value of the call before), the string buffers kept.
-    /// A call's record is taken from those its thread wrote before (`proxy/call.rs`), so a
-    /// call allocates no strings for its record. `write_id` writes the request id.
-    pub(crate) fn renew(&mut self, write_id: impl FnOnce(&mut String), at: SystemTime, method: &str, path: &str) {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        // Destructured, so that a field added to the record cannot be forgotten here.
-        let RunRecord {
-            id,
-            time,
-            trigger,
-            method: record_method,
-            path: record_path,
-            decision,
-            reason,
-            status,
-            client_ip,
-            peer_ip,
-            client_ip_note,
-            tenant,
-            principal,
-            app_id,
-            certificate,
-            upstream_status,
-            latency_ms,
-            bytes_in,
-            bytes_out,
-            policy_version,
-            trace_id,
-            capture,
-            webhook,
-        } = self;
-        id.clear();
-        write_id(id);
-        *time = format_time(at, std::mem::take(time));
-        *trigger = None;
-        method.clone_into(record_method);
-        path.clone_into(record_path);
-        ALLOWED.clone_into(decision);
-        *reason = None;
-        *status = 200;
-        *client_ip = None;
-        *peer_ip = None;
-        *client_ip_note = None;
-        *tenant = None;
-        *principal = None;
-        *app_id = None;
-        *certificate = None;
-        *upstream_status = None;
-        *latency_ms = 0.0;
-        *bytes_in = 0;
-        *bytes_out = 0;
-        policy_version.clear();
-        *trace_id = None;
-        *capture = None;
-        *webhook = None;
     }
 
     /// Makes this record a copy of `from`, reusing this record's string buffers where they

@@ -27,11 +27,6 @@ impl BudgetKey {
         Self { text, hash }
     }
 
-    /// The key's text.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
     /// The key's keyed hash (equal texts, equal hashes).
     pub fn hash(&self) -> u64 {
         self.hash

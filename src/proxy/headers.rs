@@ -9,18 +9,6 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), beside
-/// whatever `Connection` names.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-
 /// Headers an upstream may believe because they come from its proxy (client address,
 /// path rewrites, method overrides): a caller's copies are always removed.
 const PROXY_SET_HEADERS: &[&str] = &[
@@ -42,8 +30,8 @@ const PROXY_SET_HEADERS: &[&str] = &[
     "x-method-override",
 ];
 
-/// Further names flowgate sets or strips on every upstream request, beside
-/// [`HOP_BY_HOP`], [`PROXY_SET_HEADERS`] and the identity headers: a caller's header that
+/// Further names flowgate sets or strips on every upstream request, beside the hop-by-hop
+/// ones ([`is_hop_by_hop_name`]), [`PROXY_SET_HEADERS`] and the identity headers: a caller's header that
 /// folds to one of them is removed.
 const OTHER_MANAGED_HEADERS: &[&str] =
     &["keep-alive", "host", "authorization", "cookie", "x-request-id", "traceparent", "tracestate"];
@@ -83,10 +71,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// A header of one hop by its name alone (`Connection` itself is one, so whatever it names
-/// is found through it): [`HOP_BY_HOP`], `keep-alive` and any `proxy-*`, compared as text
-/// (one length test for most names).
+/// is found through it).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    let name = name.as_str();
+    is_hop_by_hop_name(name.as_str())
+}
+
+/// The names of headers that describe one hop and must not be forwarded (RFC 9110
+/// §7.6.1), beside whatever `Connection` names: `Connection`, `TE`, `Trailer`,
+/// `Transfer-Encoding`, `Upgrade`, `Keep-Alive` and any `Proxy-*` (lower case), compared as
+/// text (one length test for most names).
+fn is_hop_by_hop_name(name: &str) -> bool {
     matches!(name, "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive")
         || name.starts_with("proxy-")
 }
@@ -108,8 +102,7 @@ fn folded(name: &str) -> std::borrow::Cow<'_, str> {
 /// Whether `name` (folded) is one flowgate manages on upstream requests, or one the
 /// trigger injects (`injected`, folded too).
 fn is_managed(name: &str, injected: &[HeaderName]) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.as_str() == name)
-        || name.starts_with("proxy-")
+    is_hop_by_hop_name(name)
         || PROXY_SET_HEADERS.contains(&name)
         || name.starts_with(OWN_PREFIX)
         || OTHER_MANAGED_HEADERS.contains(&name)

@@ -63,14 +63,8 @@ impl TraceContext {
         Self { trace_id, parent_id: None, span_id: new_span_id(), flags: u8::from(sampled), tracestate: None }
     }
 
-    /// The trace id, 32 lower-case hex digits (as in the run record and the access log).
-    pub fn trace_id(&self) -> String {
-        let mut id = String::with_capacity(32);
-        self.write_trace_id(&mut id);
-        id
-    }
-
-    /// Appends the trace id (as [`TraceContext::trace_id`] gives it) to `out`.
+    /// Appends the trace id, 32 lower-case hex digits (as in the run record and the access
+    /// log), to `out`.
     pub fn write_trace_id(&self, out: &mut String) {
         // Every call's record holds it: hex into place, not a `char` at a time.
         let mut text = [0u8; 32];
@@ -222,6 +216,13 @@ mod tests {
     use super::*;
 
     impl TraceContext {
+        /// The trace id as a new string (the request path writes it into the record's).
+        fn trace_id(&self) -> String {
+            let mut id = String::with_capacity(32);
+            self.write_trace_id(&mut id);
+            id
+        }
+
         fn from_headers_off(headers: &HeaderMap) -> Self {
             Self::from_headers(headers, false)
         }

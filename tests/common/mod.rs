@@ -139,6 +139,29 @@ pub(crate) async fn raw_tls(fx: &Fixture, gw: &Running) -> tokio_rustls::client:
     connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap()
 }
 
+/// Reads one HTTP/1.1 message from `io`: its head, then as many body bytes as its
+/// `content-length` declares (none without one). `None` when the stream ends first.
+pub(crate) async fn read_message(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut message = Vec::new();
+    let mut byte = [0u8; 1];
+    while !message.ends_with(b"\r\n\r\n") {
+        match io.read(&mut byte).await {
+            Ok(1) => message.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let length = String::from_utf8_lossy(&message)
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:").map(|value| value.trim().parse::<usize>().unwrap()))
+        .unwrap_or(0);
+    let head = message.len();
+    message.resize(head + length, 0);
+    io.read_exact(&mut message[head..]).await.ok()?;
+    Some(message)
+}
+
 /// A running in-process gateway.
 pub(crate) struct Running {
     pub gateway: Arc<Gateway>,

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Fixture, echo_trigger, raw_tls, start_echo, start_gateway_for};
+use common::{Fixture, echo_trigger, raw_tls, read_message, start_echo, start_gateway_for};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -108,27 +108,36 @@ async fn malformed_http_gets_400() {
 #[tokio::test]
 async fn a_slow_header_client_is_dropped_while_others_are_served() {
     let fx = Fixture::new();
-    let echo = start_echo().await;
-    let gw = fx
-        .serve_policy(
-            &fx.policy_text(&format!(
-                "[limits]\nheader_read_timeout = \"1s\"\n\n{}",
-                echo_trigger("t", "/t", echo, "")
-            )),
-        )
-        .await;
+    let gw = with_a_one_second_head_wait(&fx).await;
     let mut slow = raw_tls(&fx, &gw).await;
-    slow.write_all(b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
+    slow.write_all(SLOW_HEAD).await.unwrap();
     // Meanwhile a normal client is served.
     let ok = fx.client(false).post(gw.url("/t")).body("{}").send().await.unwrap();
     assert_eq!(ok.status(), 200);
     // The slow client is cut off: its read ends (EOF or a 408) instead of hanging.
+    assert_cut_off(&mut slow, "the slow client was never disconnected").await;
+    gw.shutdown().await;
+}
+
+/// A request head that never ends.
+const SLOW_HEAD: &[u8] = b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+
+/// A gateway with one echo trigger, `/t`, whose connections may wait one second for a head.
+async fn with_a_one_second_head_wait(fx: &Fixture) -> common::Running {
+    let echo = start_echo().await;
+    fx.serve_policy(
+        &fx.policy_text(&format!("[limits]\nheader_read_timeout = \"1s\"\n\n{}", echo_trigger("t", "/t", echo, ""))),
+    )
+    .await
+}
+
+/// The connection ends (EOF or an error answer) within 15 s, and answers no call on it.
+async fn assert_cut_off(stream: &mut (impl tokio::io::AsyncRead + Unpin), never: &str) {
     let mut rest = Vec::new();
-    let ended = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut rest)).await;
-    assert!(ended.is_ok(), "the slow client was never disconnected");
+    let ended = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "{never}");
     let text = String::from_utf8_lossy(&rest);
     assert!(!text.contains("200 OK"), "{text}");
-    gw.shutdown().await;
 }
 
 /// Seed: a keep-alive caller whose first call completes, then trickles its next head. The
@@ -137,15 +146,7 @@ async fn a_slow_header_client_is_dropped_while_others_are_served() {
 #[tokio::test]
 async fn a_keep_alive_client_trickling_its_next_head_is_dropped() {
     let fx = Fixture::new();
-    let echo = start_echo().await;
-    let gw = fx
-        .serve_policy(
-            &fx.policy_text(&format!(
-                "[limits]\nheader_read_timeout = \"1s\"\n\n{}",
-                echo_trigger("t", "/t", echo, "")
-            )),
-        )
-        .await;
+    let gw = with_a_one_second_head_wait(&fx).await;
     let mut tls = raw_tls(&fx, &gw).await;
     let first_call = format!(
         "POST /t HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 2\r\n\r\n{{}}",
@@ -153,30 +154,14 @@ async fn a_keep_alive_client_trickling_its_next_head_is_dropped() {
     );
     tls.write_all(first_call.as_bytes()).await.unwrap();
     // The first answer, whole: its head, then as many body bytes as it declares.
-    let mut first = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let complete = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        let Some(end) = text.find("\r\n\r\n") else { return false };
-        let length = text[..end]
-            .lines()
-            .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        bytes.len() >= end + 4 + length
-    };
-    while !complete(&first) {
-        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk)).await.unwrap().unwrap();
-        assert!(n > 0, "the connection closed before the first answer: {}", String::from_utf8_lossy(&first));
-        first.extend_from_slice(&chunk[..n]);
-    }
+    let first = tokio::time::timeout(Duration::from_secs(10), read_message(&mut tls))
+        .await
+        .unwrap()
+        .expect("the connection closed before the first answer");
     assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first));
     // Then the next head starts, and never ends: the connection must be cut off.
-    tls.write_all(b"POST /t HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
-    let mut rest = Vec::new();
-    let ended = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut rest)).await;
-    assert!(ended.is_ok(), "a keep-alive client trickling its second head was never disconnected");
-    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "{}", String::from_utf8_lossy(&rest));
+    tls.write_all(SLOW_HEAD).await.unwrap();
+    assert_cut_off(&mut tls, "a keep-alive client trickling its second head was never disconnected").await;
     gw.shutdown().await;
 }
 

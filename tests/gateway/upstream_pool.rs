@@ -7,12 +7,12 @@
 //! so what the gateway did on the wire is visible. The tests run on one thread (the
 //! default test runtime), so every call sees the same per-thread pool.
 
-use crate::common::{Fixture, start_gateway_for, trigger_to};
+use crate::common::{Fixture, read_message, start_gateway_for, trigger_to};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// What the raw upstream does after reading a request.
 #[derive(Clone, Copy)]
@@ -31,28 +31,9 @@ struct Seen {
     requests: AtomicUsize,
 }
 
-/// Reads one request head (and a `content-length` body); `false` at end of stream.
-async fn read_request(io: &mut (impl AsyncRead + Unpin)) -> bool {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match io.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return false,
-        }
-    }
-    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let length = text
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .map_or(0, |value| value.trim().parse::<usize>().unwrap());
-    let mut body = vec![0u8; length];
-    io.read_exact(&mut body).await.is_ok()
-}
-
 async fn serve_connection(mut io: impl AsyncRead + AsyncWrite + Unpin, after: After, seen: Arc<Seen>) {
     let mut served = 0;
-    while read_request(&mut io).await {
+    while read_message(&mut io).await.is_some() {
         seen.requests.fetch_add(1, Ordering::SeqCst);
         served += 1;
         if matches!(after, After::CloseOnSecond) && served == 2 {
