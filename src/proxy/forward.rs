@@ -303,6 +303,9 @@ fn upstream_request(
 
 /// How often a response deadline that fell while the upstream was waiting for the
 /// caller's body looks again.
+// The limit header (draft-ietf-httpapi-ratelimit-headers), made once.
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 const CALLER_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Waits for the upstream's response head within `timeout`, or `None`.
@@ -386,8 +389,11 @@ fn shape_response(
     // hyper would send an upstream's own reason phrase on to HTTP/1.1 callers verbatim, and
     // it may repeat what the upstream received: the standard phrase is sent instead.
     parts.extensions.remove::<hyper::ext::ReasonPhrase>();
-    if let Some(value) = rate_limit_header {
-        parts.headers.insert(HeaderName::from_static("ratelimit"), value);
+    if let Some(mut value) = rate_limit_header {
+        // Its remaining count makes it new on every call: kept out of h2's HPACK table, as
+        // the request id is (see `handle`).
+        value.set_sensitive(true);
+        parts.headers.insert(RATELIMIT, value);
     }
     // Injected values never reach the caller in a response header (a redirect's
     // `Location` echoing the query, say), whatever `scrub_responses` says: it is cheap.
@@ -409,6 +415,11 @@ fn shape_response(
     };
     if let Some(capture) = &mut call.capture {
         capture.response_headers = parts.headers.clone();
+        // The run history keeps the limit header: it is sensitive only to h2's encoder
+        // (capture leaves out sensitive values).
+        if let Some(value) = capture.response_headers.get_mut(RATELIMIT) {
+            value.set_sensitive(false);
+        }
     }
     Ok(Response::from_parts(parts, body))
 }
