@@ -10,6 +10,9 @@
 #              process's own CPU time (every thread of it), so it stays right unpinned; its
 #              sutCo/auxCo columns are then just cpu1/cpu0, not the proxy's and the load's.
 #   THREADS=1  (the default) the pinned one-core comparison, as before.
+#   PGO=1      runs the profile-guided build (scripts/perf/pgo-build.sh, built first) instead
+#              of the plain `cargo build --release` one; BINARY=path runs a build already made
+#              (NAME=label names it in the results).
 #   GATEWAY=floor  runs examples/stack_floor.rs (the stack's floor: the same TLS, HTTP and
 #              runtime crates forwarding with no check at all) in flowgate's place, to tell
 #              the stack's cost from flowgate's (issue 23, goal 5). One thread only.
@@ -40,10 +43,17 @@ esac
 export GATEWAY_PORT=18446 RUST_LOG=${RUST_LOG:-warn}
 case ${GATEWAY:-flowgate} in
   flowgate)
-    cd "$project" && cargo build --release --quiet
+    binary="$project/target/release/flowgate" name=flowgate
+    if [ -n "${BINARY:-}" ]; then
+      binary=$BINARY name=${NAME:-flowgate}
+    elif [ "${PGO:-0}" = 1 ]; then
+      binary=$("$project/scripts/perf/pgo-build.sh" | tail -1) name=flowgate-pgo
+    else
+      cd "$project" && cargo build --release --quiet
+    fi
     # FLOWGATE_RUNTIME passes through the environment to flowgate as it is.
-    export GATEWAY_CMD="$project/target/release/flowgate --threads $threads serve --config $dir/conf/flowgate.toml"
-    export GATEWAY_NAME=flowgate ;;
+    export GATEWAY_CMD="$binary --threads $threads serve --config $dir/conf/flowgate.toml"
+    export GATEWAY_NAME=$name ;;
   floor)
     [ "$threads" = 1 ] || { echo "peers.sh: the stack floor runs on one thread only" >&2; exit 2; }
     cd "$project" && cargo build --release --quiet --example stack_floor
