@@ -301,11 +301,11 @@ fn upstream_request(
     request
 }
 
-/// How often a response deadline that fell while the upstream was waiting for the
-/// caller's body looks again.
-// The limit header (draft-ietf-httpapi-ratelimit-headers), made once.
+/// The limit header (draft-ietf-httpapi-ratelimit-headers), made once.
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
+/// How often a response deadline that fell while the upstream was waiting for the
+/// caller's body looks again.
 const CALLER_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Waits for the upstream's response head within `timeout`, or `None`.

@@ -67,8 +67,8 @@ pub async fn handle<B: RequestBody>(
         // Unique to this call, so an h2 HPACK table entry for it would never be used again:
         // it would only push out entries that repeat, and h2's encoder compares each new id
         // with every earlier one still in its table. Sensitive is the flag that makes h2
-        // send it as a literal without indexing it (RFC 7541 §6.2.3); h1 ignores the flag,
-        // and the run history's capture of the response is taken before this header is set.
+        // send it as a never-indexed literal (RFC 7541 §6.2.3); h1 ignores the flag, and
+        // the run history's capture of the response is taken before this header is set.
         id.set_sensitive(true);
         response.headers_mut().insert(REQUEST_ID, id);
     }
