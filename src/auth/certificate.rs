@@ -142,7 +142,7 @@ impl CertificateRule {
             None if self.bound_token => Err(AuthError::TokenNotBound),
             None => Ok(()),
             Some(serde_json::Value::String(thumbprint)) => match cert {
-                Some(cert) if constant_time_eq(thumbprint.as_bytes(), cert.x5t_s256().as_bytes()) => Ok(()),
+                Some(cert) if super::same_bytes(thumbprint.as_bytes(), cert.x5t_s256().as_bytes()) => Ok(()),
                 _ => Err(AuthError::TokenBoundElsewhere),
             },
             // A confirmation we cannot read cannot be honoured.
@@ -167,10 +167,6 @@ impl CertificateRule {
         }
         parts.join("; ")
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A trigger's `require_certificate` and `require_bound_token`, as written.

@@ -416,13 +416,6 @@ const MAX_CACHED_TOKEN_BYTES: usize = 16 * 1024 * 1024;
 /// The token's last bytes that make its cache tag (`TokenCache::tag`).
 const TAG_BYTES: usize = 64;
 
-/// Whether `a` and `b` hold the same bytes, in a time that depends on their length only:
-/// an OR of XORs, which the compiler vectorises (a cached token is over a kilobyte,
-/// compared on every call; wider words by hand measured slower on the baseline target).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl TokenCache {
     fn new(capacity: usize) -> Self {
         Self { entries: Mutex::new(CachedTokens::default()), capacity, tagger: foldhash::fast::RandomState::default() }
@@ -445,7 +438,7 @@ impl TokenCache {
         let entry = entries.by_tag.get(&tag)?;
         // No early exit on the token: how long a wrong one takes must not tell how much of a
         // cached credential it matched.
-        let same_token = same_bytes(entry.token.as_bytes(), token);
+        let same_token = super::same_bytes(entry.token.as_bytes(), token);
         if entry.fingerprint != *fingerprint || !same_token {
             return None;
         }
@@ -755,27 +748,6 @@ pub(super) fn shown_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    proptest::proptest! {
-        /// The token comparison is plain equality: on pairs of any lengths (around the
-        /// 16-byte steps) that differ in one byte anywhere, or not at all.
-        #[test]
-        fn token_bytes_compare_as_equality(
-            a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
-            flip in proptest::prelude::any::<proptest::sample::Index>(),
-            differ: bool,
-            longer: bool,
-        ) {
-            let mut b = a.clone();
-            if differ && !b.is_empty() {
-                let at = flip.index(b.len());
-                b[at] ^= 0x20;
-            }
-            if longer {
-                b.push(0);
-            }
-            proptest::prop_assert_eq!(same_bytes(&a, &b), a == b);
-        }
-    }
 
     #[test]
     fn key_urls_are_shown_without_query_or_user_info() {

@@ -172,7 +172,7 @@ impl KeyStores {
         let verified = self.verify_token(&spec, token.as_bytes()).await?;
         let claims = verified.claims;
         let sent = claims.all.get("nonce").and_then(serde_json::Value::as_str);
-        if !sent.is_some_and(|sent| constant_time_eq(sent.as_bytes(), nonce.as_bytes())) {
+        if !sent.is_some_and(|sent| super::same_bytes(sent.as_bytes(), nonce.as_bytes())) {
             return Err(AuthError::Claim("nonce".into()));
         }
         if claims.aud.len() > 1 && claims.all.get("azp").and_then(serde_json::Value::as_str) != Some(client_id) {
@@ -254,9 +254,4 @@ impl std::fmt::Debug for CodeExchange<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CodeExchange").field("client_id", &self.client_id).finish_non_exhaustive()
     }
-}
-
-/// Equal bytes, compared without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

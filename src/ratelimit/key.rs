@@ -49,9 +49,7 @@ impl RateKey {
     pub(super) fn connection(instance: u64, id: u64) -> Self {
         Self { prefix: "c:", key: format!("{instance:016x}-{id}").into() }
     }
-}
 
-impl RateKey {
     /// The key's keyed hash. Its kind's prefix does not enter it: one rule's keys are all
     /// of one kind, and tables are per rule.
     pub fn hash(&self) -> u64 {

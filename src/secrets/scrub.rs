@@ -545,11 +545,7 @@ mod tests {
             cuts in proptest::collection::vec(0usize..200, 0..8),
         ) {
             let whole: Vec<u8> = pieces.concat();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(whole.len())).collect();
-            cuts.extend([0, whole.len()]);
-            cuts.sort_unstable();
-            let chunks: Vec<Bytes> = cuts.windows(2).map(|w| Bytes::copy_from_slice(&whole[w[0]..w[1]])).collect();
-            let frames = chunks.into_iter().map(|c| Ok::<_, std::convert::Infallible>(Frame::data(c)));
+            let frames = cut(&whole, cuts).into_iter().map(|c| Ok::<_, std::convert::Infallible>(Frame::data(c)));
             let body = StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let streamed = runtime.block_on(scrubber().wrap(body).collect()).unwrap().to_bytes();
@@ -566,11 +562,7 @@ mod tests {
             cuts in proptest::collection::vec(0usize..200, 0..8),
         ) {
             let whole: Vec<u8> = pieces.concat();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(whole.len())).collect();
-            cuts.extend([0, whole.len()]);
-            cuts.sort_unstable();
-            let chunks = cuts.windows(2).map(|w| Bytes::copy_from_slice(&whole[w[0]..w[1]])).collect();
-            let mut body = scrubber().wrap(KnownEnd(chunks));
+            let mut body = scrubber().wrap(KnownEnd(cut(&whole, cuts).into()));
             let mut sent = Vec::new();
             let waker = futures_util::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
@@ -584,6 +576,15 @@ mod tests {
             }
             proptest::prop_assert_eq!(sent, scrubber().scrub_bytes(&whole));
         }
+    }
+
+    /// `whole` in chunks ending at the generated `cuts` (clamped to its length; repeated
+    /// cuts give empty chunks).
+    fn cut(whole: &[u8], cuts: Vec<usize>) -> Vec<Bytes> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(whole.len())).collect();
+        cuts.extend([0, whole.len()]);
+        cuts.sort_unstable();
+        cuts.windows(2).map(|w| Bytes::copy_from_slice(&whole[w[0]..w[1]])).collect()
     }
 
     /// Ready chunks, and an end it announces with the last one.
