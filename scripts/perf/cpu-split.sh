@@ -117,8 +117,10 @@ for target in $targets; do
     calls=$(cat "$RUN"/calls.* | awk '{ c += $1 } END { print c }')
     if [ $counting = 1 ]; then
       kill -INT "$perf_pid"; wait "$perf_pid" || true
-      cs=$(awk -F, -v c="$calls" '$3 == "cs" { printf "%.3f", $1 / c }' "$RUN/counts")
-      ipi=$(awk -F, -v c="$calls" '$3 == "ipi:ipi_send_cpu" { printf "%.3f", $1 / c }' "$RUN/counts")
+      # perf may be refused (perf_event_paranoid): the columns then stay "-".
+      cs=$(awk -F, -v c="$calls" '$3 == "cs" { printf "%.3f", $1 / c }' "$RUN/counts" 2>/dev/null || echo -)
+      ipi=$(awk -F, -v c="$calls" '$3 == "ipi:ipi_send_cpu" { printf "%.3f", $1 / c }' "$RUN/counts" 2>/dev/null || echo -)
+      rm -f "$RUN/counts"
     fi
     rm -f "$RUN"/calls.*
     awk -v c="$calls" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v d="$seconds" -v t="$target" -v x="$test" \
