@@ -17,7 +17,5 @@ mod session;
 mod settings;
 
 pub use cookie::{CookieLookup, LOGIN_COOKIE, OpaqueId, SESSION_COOKIE, clear_cookie, find_id, set_cookie};
-pub use session::{
-    Begun, MAX_PENDING, PENDING_LIFETIME, Pending, PendingError, SessionLimits, SessionView, Sessions, same_token,
-};
+pub use session::{Begun, MAX_PENDING, PENDING_LIFETIME, Pending, PendingError, SessionLimits, SessionView, Sessions};
 pub use settings::{RawSignIn, SignIn, SignInContext, compile_sign_in};

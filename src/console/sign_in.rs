@@ -16,7 +16,7 @@ use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::signin::{
     CookieLookup, LOGIN_COOKIE, PENDING_LIFETIME, SESSION_COOKIE, SessionLimits, SessionView, SignIn, clear_cookie,
-    find_id, same_token, set_cookie,
+    find_id, set_cookie,
 };
 use crate::web::{ResponseBody, full_body};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -47,12 +47,15 @@ pub(crate) fn session_of(gateway: &Gateway, sign_in: &SignIn, headers: &HeaderMa
     }
 }
 
-/// True when `headers` (or a form body's `csrf` field) carry `session`'s CSRF token.
+/// True when `headers` (or a form body's `csrf` field) carry `session`'s CSRF token, compared
+/// without an early exit.
 pub(crate) fn csrf_ok(session: &SessionView, headers: &HeaderMap, form: Option<&[u8]>) -> bool {
     let from_header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let from_form =
         || url::form_urlencoded::parse(form?).find(|(name, _)| name == "csrf").map(|(_, value)| value.into_owned());
-    from_header.or_else(from_form).is_some_and(|token| same_token(&token, &session.csrf))
+    from_header
+        .or_else(from_form)
+        .is_some_and(|token| crate::auth::same_bytes(token.as_bytes(), session.csrf.as_bytes()))
 }
 
 /// Sends the browser to the provider's sign-in page; it comes back to `return_to`.

@@ -301,11 +301,6 @@ pub struct SessionLimits {
     pub max_sessions: usize,
 }
 
-/// Equal texts, compared without an early exit (CSRF tokens).
-pub fn same_token(a: &str, b: &str) -> bool {
-    crate::auth::same_bytes(a.as_bytes(), b.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
